@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Boot the test kernel in QEMU with an initramfs holding busybox, our static binaries,
+# the module and the upstream udmabuf kselftest, and judge the run.
+#   scripts/vm.sh test|run|bench
+# Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|panic|hang|warn
+# Exit status is non-zero on: a failed test, a missing/short KTAP plan, a kernel
+# BUG/WARNING/Oops/lockdep/KASAN report, a panic, or a timeout.
+. "$(dirname "$0")/common.sh"
+
+MODE=${1:?usage: vm.sh test|run|bench}
+KB=${KBUILD_DIR:?KBUILD_DIR not set}
+KSRC=$KB; [ -e "$KB/source" ] && KSRC=$(readlink -f "$KB/source")
+INJECT=${ULIVE_INJECT:-}
+case $MODE in test) TMO=${VM_TIMEOUT:-1500} ;; *) TMO=${VM_TIMEOUT:-1800} ;; esac
+TAG=$MODE${INJECT:+-inject-$INJECT}
+mkdir -p "$OUT"
+CONSOLE_LOG=$OUT/$TAG-console.log    # everything the guest console printed
+KTAP_LOG=$OUT/$TAG-ktap.log          # a clean copy of the guest's userspace output (ttyS1)
+TARGET_DIR=$ROOT/target/x86_64-unknown-linux-gnu/release
+
+build_upstream_kselftest() {
+    local hdr=$KB/usr/include
+    if [ ! -f "$hdr/linux/udmabuf.h" ]; then
+        hdr=$OUT/kheaders/include
+        [ -f "$hdr/linux/udmabuf.h" ] || make -s -C "$KB" headers_install INSTALL_HDR_PATH="$OUT/kheaders" >/dev/null
+    fi
+    local src=$KSRC/tools/testing/selftests/drivers/dma-buf/udmabuf.c
+    [ -f "$src" ] || die "upstream kselftest not found at $src"
+    if [ ! -f "$OUT/udmabuf-kselftest" ] || [ "$src" -nt "$OUT/udmabuf-kselftest" ]; then
+        gcc -static -O2 -I "$hdr" -I "$KSRC/tools/testing/selftests" -o "$OUT/udmabuf-kselftest" "$src" \
+            || die "could not build the upstream kselftest $src"
+    fi
+}
+
+build_initramfs() {
+    local list=$OUT/initramfs.list gen=$KB/usr/gen_init_cpio
+    [ -x "$gen" ] || die "$gen missing: the kernel tree must be built with CONFIG_BLK_DEV_INITRD"
+    local ko; ko=$(ls "$ROOT"/kmod/*.ko 2>/dev/null) || die "no module in kmod/: run 'make module'"
+    {
+        echo "dir /dev 0755 0 0"
+        echo "nod /dev/console 0600 0 0 c 5 1"
+        for d in /bin /sbin /proc /sys /tmp /root /lib /lib/modules /selftests; do echo "dir $d 0755 0 0"; done
+        echo "file /bin/busybox $(command -v busybox 2>/dev/null || echo /bin/busybox) 0755 0 0"
+        echo "file /init $ROOT/selftests/guest/init 0755 0 0"
+        echo "file /bin/udmabuf-ctl $TARGET_DIR/udmabuf-ctl 0755 0 0"
+        echo "file /bin/ulive-selftests $TARGET_DIR/ulive-selftests 0755 0 0"
+        echo "file /selftests/udmabuf-kselftest $OUT/udmabuf-kselftest 0755 0 0"
+        for k in $ko; do echo "file /lib/modules/$(basename "$k") $k 0644 0 0"; done
+        for f in "$ROOT"/selftests/guest/*.sh; do [ -f "$f" ] && echo "file /selftests/$(basename "$f") $f 0755 0 0"; done
+    } > "$list"
+    "$gen" "$list" > "$OUT/initramfs.cpio"
+}
+
+# KVM only if a quick probe shows that a guest really boots with it (cached per machine).
+pick_accel() {
+    local cache=$CACHE/kvm-probe
+    if [ -n "${VM_ACCEL:-}" ]; then echo "$VM_ACCEL"; return; fi
+    if [ ! -f "$cache" ]; then
+        local r=tcg
+        if [ -w /dev/kvm ] && timeout 20 qemu-system-x86_64 -accel kvm -cpu host -m 512M -nodefaults \
+                -display none -no-reboot -serial stdio -kernel "$KB/arch/x86/boot/bzImage" \
+                -initrd "$OUT/initramfs.cpio" -append "console=ttyS0 ulive.mode=probe" </dev/null 2>/dev/null \
+                | grep -q ULIVE-PROBE-OK; then r=kvm; fi
+        mkdir -p "$CACHE"; echo "$r" > "$cache"
+    fi
+    cat "$cache"
+}
+
+# Judge the run from the logs. Prints every reason it fails.
+judge() {
+    local qemu_rc=$1 bad=0
+    tr -d '\r' < "$CONSOLE_LOG" > "$CONSOLE_LOG.tmp" && mv "$CONSOLE_LOG.tmp" "$CONSOLE_LOG"
+    [ -f "$KTAP_LOG" ] && { tr -d '\r' < "$KTAP_LOG" > "$KTAP_LOG.tmp" && mv "$KTAP_LOG.tmp" "$KTAP_LOG"; }
+    if [ "$qemu_rc" = 124 ]; then echo "FAIL: guest timed out after ${TMO}s (hung?)"; bad=1; fi
+    local reports
+    reports=$(grep -aE 'Kernel panic|BUG:|WARNING:|Oops|general protection fault|KASAN|UBSAN|kmemleak: [0-9]+ new suspected|INFO: task .* blocked|rcu: INFO|possible (recursive|circular) locking|inconsistent lock state|Unable to handle|cut here' "$CONSOLE_LOG" | head -n 20)
+    if [ -n "$reports" ]; then echo "FAIL: kernel reports in the console log:"; echo "$reports" | sed 's/^/    /'; bad=1; fi
+    local exit_line; exit_line=$(grep -a '^ULIVE-EXIT rc=' "$KTAP_LOG" 2>/dev/null | tail -n1)
+    if [ -z "$exit_line" ]; then echo "FAIL: the guest never reported its exit (panic, crash or hang)"; return 1; fi
+    local rc=${exit_line#ULIVE-EXIT rc=}
+    if [ "$MODE" = test ]; then
+        # KTAP: a top-level plan, as many top-level results as planned, none failed.
+        local plan results failed
+        plan=$(grep -aE '^1\.\.[0-9]+$' "$KTAP_LOG" | tail -n1 | cut -d. -f3)
+        results=$(grep -acE '^(not )?ok [0-9]+' "$KTAP_LOG" || true)
+        failed=$(grep -aE '^not ok [0-9]+' "$KTAP_LOG" || true)
+        if ! grep -aqE '^(K?TAP) version' "$KTAP_LOG"; then echo "FAIL: no TAP version line"; bad=1; fi
+        if [ -z "$plan" ]; then echo "FAIL: no top-level plan line (1..N)"; bad=1
+        elif [ "$plan" != "$results" ]; then echo "FAIL: plan says $plan tests, $results reported"; bad=1; fi
+        if [ -n "$failed" ]; then echo "FAIL: failed tests:"; echo "$failed" | sed 's/^/    /'; bad=1; fi
+        case $rc in 0|4) ;; *) echo "FAIL: the test runner exited $rc"; bad=1 ;; esac
+        [ $bad = 0 ] && echo "PASS: $results/$plan top-level tests ok$( [ "$rc" = 4 ] && echo ' (some skipped)'), no kernel reports"
+    else
+        [ "$rc" = 0 ] || { echo "FAIL: guest '$MODE' exited $rc"; bad=1; }
+    fi
+    return $bad
+}
+
+build_upstream_kselftest
+build_initramfs
+ACCEL=$(pick_accel)
+CPU=max; [ "$ACCEL" = kvm ] && CPU=host
+APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}"
+log "booting ($ACCEL, ${VM_MEM:-4G}, timeout ${TMO}s): $APPEND"
+log "console log: $CONSOLE_LOG"
+rm -f "$KTAP_LOG"
+set +e
+timeout --foreground -k 5 "$TMO" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -smp 2 -m "${VM_MEM:-4G}" \
+    -nodefaults -display none -no-reboot \
+    -serial stdio -serial "file:$KTAP_LOG" \
+    -kernel "$KB/arch/x86/boot/bzImage" -initrd "$OUT/initramfs.cpio" -append "$APPEND" \
+    </dev/null 2>&1 | tee "$CONSOLE_LOG"
+qemu_rc=${PIPESTATUS[0]}
+set -e
+judge "$qemu_rc"
