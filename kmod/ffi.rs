@@ -1,11 +1,65 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Declarations of the C glue in `ulive_helpers.c`. Only the wrapper layer calls these.
+//! Declarations of the C glue in `ulive_helpers.c`. Only `sys/` (the unsafe wrapper
+//! layer) calls these, apart from the two parameter readers at the bottom.
 
-use kernel::ffi::c_int;
+use kernel::bindings;
+use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
 
+// The kernel structs are opaque here (bindgen marks some as zero-sized).
+#[allow(improper_ctypes)]
 extern "C" {
     pub(crate) fn ulive_param_size_limit_mb() -> c_int;
     pub(crate) fn ulive_param_list_limit() -> c_int;
+    pub(crate) fn ulive_this_module() -> *mut bindings::module;
+
+    pub(crate) fn ulive_memfd_kind(file: *mut bindings::file) -> c_int;
+    pub(crate) fn ulive_memfd_seals(file: *mut bindings::file) -> c_int;
+    pub(crate) fn ulive_inode_lock_shared(file: *mut bindings::file);
+    pub(crate) fn ulive_inode_unlock_shared(file: *mut bindings::file);
+
+    pub(crate) fn ulive_folio_page(folio: *mut bindings::folio, n: c_ulong) -> *mut bindings::page;
+    pub(crate) fn ulive_folio_size(folio: *mut bindings::folio) -> usize;
+    pub(crate) fn ulive_page_to_pfn(page: *mut bindings::page) -> c_ulong;
+
+    pub(crate) fn ulive_dma_buf_lock(dmabuf: *mut bindings::dma_buf);
+    pub(crate) fn ulive_dma_buf_unlock(dmabuf: *mut bindings::dma_buf);
+    pub(crate) fn ulive_dma_buf_assert_locked(dmabuf: *mut bindings::dma_buf);
+    pub(crate) fn ulive_dma_set_mask_64(dev: *mut bindings::device) -> c_int;
+    pub(crate) fn ulive_dma_max_segment(dev: *mut bindings::device) -> c_uint;
+    pub(crate) fn ulive_dma_unmap_sgtable(
+        dev: *mut bindings::device,
+        sgt: *mut bindings::sg_table,
+        dir: bindings::dma_data_direction,
+        attrs: c_ulong,
+    );
+    pub(crate) fn ulive_dma_sync_sgtable_for_cpu(
+        dev: *mut bindings::device,
+        sgt: *mut bindings::sg_table,
+        dir: bindings::dma_data_direction,
+    );
+    pub(crate) fn ulive_dma_sync_sgtable_for_device(
+        dev: *mut bindings::device,
+        sgt: *mut bindings::sg_table,
+        dir: bindings::dma_data_direction,
+    );
+    pub(crate) fn ulive_sgtable_dma_nents(sgt: *mut bindings::sg_table) -> c_uint;
+
+    pub(crate) fn ulive_vm_map_ram(pages: *mut *mut bindings::page, count: c_uint) -> *mut c_void;
+    pub(crate) fn ulive_vm_unmap_ram(mem: *const c_void, count: c_uint);
+    pub(crate) fn ulive_iosys_map_set_vaddr(map: *mut bindings::iosys_map, vaddr: *mut c_void);
+    pub(crate) fn ulive_iosys_map_vaddr(map: *const bindings::iosys_map) -> *mut c_void;
+    pub(crate) fn ulive_vma_is_shared(vma: *mut bindings::vm_area_struct) -> bool;
+    pub(crate) fn ulive_vma_set_pfnmap(
+        vma: *mut bindings::vm_area_struct,
+        ops: *const bindings::vm_operations_struct,
+        private: *mut c_void,
+    );
+    pub(crate) fn ulive_vmf_vma(vmf: *mut bindings::vm_fault) -> *mut bindings::vm_area_struct;
+    pub(crate) fn ulive_vmf_pgoff(vmf: *mut bindings::vm_fault) -> c_ulong;
+    pub(crate) fn ulive_vma_start(vma: *mut bindings::vm_area_struct) -> c_ulong;
+    pub(crate) fn ulive_vma_pgoff(vma: *mut bindings::vm_area_struct) -> c_ulong;
+    pub(crate) fn ulive_vma_pages(vma: *mut bindings::vm_area_struct) -> c_ulong;
+    pub(crate) fn ulive_vma_private(vma: *mut bindings::vm_area_struct) -> *mut c_void;
 }
 
 /// Current value of the `size_limit_mb` module parameter (writable in sysfs).

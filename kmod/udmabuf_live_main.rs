@@ -2,16 +2,31 @@
 //! udmabuf-live: a drop-in replacement for udmabuf whose dma-bufs follow their memfd.
 //!
 //! Data flow:
-//! - `device.rs`: ioctl on /dev/udmabuf-live -> buffer -> exporter ops.
+//! - `device.rs`: an ioctl on /dev/udmabuf-live is copied in and checked;
+//! - `buffer.rs`: the memfd ranges are checked, pinned and exported as a dma-buf;
+//! - `exporter.rs`: the dma-buf ops (importers, CPU mmap, vmap) read the pinned pages.
 //!
-//! `ffi.rs` declares the C glue in `ulive_helpers.c` (module parameters and inline helpers).
+//! `sys/` is the only unsafe code: thin wrappers over the C APIs (memfd and folios,
+//! sg tables, dma-buf, CPU mappings). `ffi.rs` declares the C glue in `ulive_helpers.c`.
+//!
+//! Lock order (outermost first):
+//! 1. memfd inode lock (`i_rwsem`, shared)        - create (seal check and pinning)
+//! 2. mmap_lock of the faulting process           - CPU faults on a dma-buf mmap
+//! 3. dma-buf reservation lock (`dmabuf->resv`)   - map/unmap, pin/unpin, vmap/vunmap
+//! 4. `Buffer::state` ("udmabuf_live_buffer_state")
+//!
+//! Nothing is copied from or to user memory while `Buffer::state` is held.
 
-use kernel::{miscdevice::{MiscDeviceOptions, MiscDeviceRegistration}, prelude::*};
+use kernel::prelude::*;
+use sys::miscdev::MiscRegistration;
 
+mod buffer;
 mod device;
+mod exporter;
 mod ffi;
+mod sys;
 #[path = "../uapi/src/abi.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 mod uapi;
 
 module! {
@@ -26,7 +41,7 @@ module! {
 #[pin_data]
 struct UdmabufLive {
     #[pin]
-    _miscdev: MiscDeviceRegistration<device::UliveDevice>,
+    _miscdev: MiscRegistration<device::UliveDevice>,
 }
 
 impl kernel::InPlaceModule for UdmabufLive {
@@ -37,7 +52,7 @@ impl kernel::InPlaceModule for UdmabufLive {
             ffi::list_limit()
         );
         try_pin_init!(Self {
-            _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"udmabuf-live" }),
+            _miscdev <- MiscRegistration::register(c"udmabuf-live", device::UliveDevice),
         })
     }
 }

@@ -1,10 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * udmabuf-live C glue: everything the Rust side needs that bindgen cannot reach
+ * udmabuf-live C glue: what the Rust side needs that bindgen cannot reach
  * (static inline functions, macros, module_param with sysfs permissions).
- * Every symbol carries the ulive_ prefix; kmod/ffi.rs declares them for Rust.
+ * Every symbol carries the ulive_ prefix; kmod/ffi.rs declares them for Rust and
+ * only the wrappers in kmod/sys/ call them.
  */
+#include <linux/dma-buf.h>
+#include <linux/dma-mapping.h>
+#include <linux/dma-resv.h>
+#include <linux/fs.h>
+#include <linux/hugetlb.h>
+#include <linux/iosys-map.h>
+#include <linux/mm.h>
+#include <linux/module.h>
 #include <linux/moduleparam.h>
+#include <linux/scatterlist.h>
+#include <linux/shmem_fs.h>
+#include <linux/vmalloc.h>
+
+#include "ulive_helpers.h"
 
 /* Same names, types, defaults and permissions as upstream drivers/dma-buf/udmabuf.c. */
 static int size_limit_mb = 64;
@@ -23,4 +37,183 @@ int ulive_param_size_limit_mb(void)
 int ulive_param_list_limit(void)
 {
 	return READ_ONCE(list_limit);
+}
+
+struct module *ulive_this_module(void)
+{
+	return THIS_MODULE;
+}
+
+/* ---- memfd ---- */
+
+/* 1: shmem, 2: hugetlbfs, 0: anything else. */
+int ulive_memfd_kind(struct file *file)
+{
+	if (shmem_file(file))
+		return 1;
+	if (is_file_hugepages(file))
+		return 2;
+	return 0;
+}
+
+/*
+ * The seals of a shmem or hugetlbfs file, as memfd_get_seals() (not exported) reads
+ * them. The caller holds the inode lock, as memfd_add_seals() takes it for write.
+ */
+int ulive_memfd_seals(struct file *file)
+{
+	struct inode *inode = file_inode(file);
+
+	if (shmem_file(file))
+		return SHMEM_I(inode)->seals;
+#ifdef CONFIG_HUGETLBFS
+	if (is_file_hugepages(file))
+		return HUGETLBFS_I(inode)->seals;
+#endif
+	return -EINVAL;
+}
+
+void ulive_inode_lock_shared(struct file *file)
+{
+	inode_lock_shared(file_inode(file));
+}
+
+void ulive_inode_unlock_shared(struct file *file)
+{
+	inode_unlock_shared(file_inode(file));
+}
+
+/* ---- folios and pages ---- */
+
+struct page *ulive_folio_page(struct folio *folio, unsigned long n)
+{
+	return folio_page(folio, n);
+}
+
+size_t ulive_folio_size(struct folio *folio)
+{
+	return folio_size(folio);
+}
+
+unsigned long ulive_page_to_pfn(struct page *page)
+{
+	return page_to_pfn(page);
+}
+
+/* ---- dma-buf, reservation object, DMA mapping ---- */
+
+void ulive_dma_buf_lock(struct dma_buf *dmabuf)
+{
+	dma_resv_lock(dmabuf->resv, NULL);
+}
+
+void ulive_dma_buf_unlock(struct dma_buf *dmabuf)
+{
+	dma_resv_unlock(dmabuf->resv);
+}
+
+void ulive_dma_buf_assert_locked(struct dma_buf *dmabuf)
+{
+	dma_resv_assert_held(dmabuf->resv);
+}
+
+int ulive_dma_set_mask_64(struct device *dev)
+{
+	return dma_coerce_mask_and_coherent(dev, DMA_BIT_MASK(64));
+}
+
+unsigned int ulive_dma_max_segment(struct device *dev)
+{
+	/* Largest segment the device accepts, page aligned, as sg tables want it. */
+	return dma_max_mapping_size(dev) > UINT_MAX ? (UINT_MAX & PAGE_MASK)
+						    : (dma_max_mapping_size(dev) & PAGE_MASK);
+}
+
+void ulive_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt,
+			     enum dma_data_direction dir, unsigned long attrs)
+{
+	dma_unmap_sgtable(dev, sgt, dir, attrs);
+}
+
+void ulive_dma_sync_sgtable_for_cpu(struct device *dev, struct sg_table *sgt,
+				    enum dma_data_direction dir)
+{
+	dma_sync_sgtable_for_cpu(dev, sgt, dir);
+}
+
+void ulive_dma_sync_sgtable_for_device(struct device *dev, struct sg_table *sgt,
+				       enum dma_data_direction dir)
+{
+	dma_sync_sgtable_for_device(dev, sgt, dir);
+}
+
+unsigned int ulive_sgtable_dma_nents(struct sg_table *sgt)
+{
+	return sgt->nents;
+}
+
+/* ---- CPU mappings ---- */
+
+void *ulive_vm_map_ram(struct page **pages, unsigned int count)
+{
+	return vm_map_ram(pages, count, NUMA_NO_NODE);
+}
+
+void ulive_vm_unmap_ram(const void *mem, unsigned int count)
+{
+	vm_unmap_ram(mem, count);
+}
+
+void ulive_iosys_map_set_vaddr(struct iosys_map *map, void *vaddr)
+{
+	iosys_map_set_vaddr(map, vaddr);
+}
+
+void *ulive_iosys_map_vaddr(const struct iosys_map *map)
+{
+	return map->is_iomem ? NULL : map->vaddr;
+}
+
+bool ulive_vma_is_shared(struct vm_area_struct *vma)
+{
+	return vma->vm_flags & (VM_SHARED | VM_MAYSHARE);
+}
+
+/* A dma-buf mapping is a PFN map: no struct page refcounting, no expansion, no dump. */
+void ulive_vma_set_pfnmap(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
+			  void *private)
+{
+	vma->vm_ops = ops;
+	vma->vm_private_data = private;
+	vm_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
+}
+
+struct vm_area_struct *ulive_vmf_vma(struct vm_fault *vmf)
+{
+	return vmf->vma;
+}
+
+unsigned long ulive_vmf_pgoff(struct vm_fault *vmf)
+{
+	return vmf->pgoff;
+}
+
+unsigned long ulive_vma_start(struct vm_area_struct *vma)
+{
+	return vma->vm_start;
+}
+
+unsigned long ulive_vma_pgoff(struct vm_area_struct *vma)
+{
+	return vma->vm_pgoff;
+}
+
+unsigned long ulive_vma_pages(struct vm_area_struct *vma)
+{
+	return vma_pages(vma);
+}
+
+void *ulive_vma_private(struct vm_area_struct *vma)
+{
+	return vma->vm_private_data;
 }

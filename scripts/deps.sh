@@ -7,7 +7,7 @@
 . "$(dirname "$0")/common.sh"
 
 PKGS=(
-    build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils kmod python3
+    build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils kmod python3 rsync
     clang-19 lld-19 llvm-19 libclang-19-dev
     rustc-web rust-web-src
     qemu-system-x86 busybox-static

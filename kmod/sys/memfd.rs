@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-2.0
+//! memfd access: a file reference, its inode lock, its seals, and pinning its folios.
+
+use super::folio::PinnedFolio;
+use crate::ffi;
+use core::ptr::NonNull;
+use kernel::{bindings, prelude::*};
+
+/// What backs a memfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backing {
+    Shmem,
+    Hugetlb,
+}
+
+/// A reference to an open file, taken with `fget()`.
+///
+/// # Invariants
+/// `ptr` is a valid `struct file` on which this object owns one reference.
+pub(crate) struct MemFile {
+    ptr: NonNull<bindings::file>,
+}
+
+// SAFETY: file references can be used and dropped (fput) from any thread.
+unsafe impl Send for MemFile {}
+// SAFETY: all methods take `&self` and the underlying calls are thread safe.
+unsafe impl Sync for MemFile {}
+
+impl MemFile {
+    /// Look up `fd` in the current task's file table. `None` if it is not open.
+    pub(crate) fn get(fd: u32) -> Option<Self> {
+        // SAFETY: fget() has no preconditions; it returns NULL or a new reference.
+        let ptr = NonNull::new(unsafe { bindings::fget(fd) })?;
+        // INVARIANT: fget() took a reference for us.
+        Some(Self { ptr })
+    }
+
+    /// Shmem or hugetlbfs backing, or `None` for any other kind of file.
+    pub(crate) fn backing(&self) -> Option<Backing> {
+        // SAFETY: `ptr` is a valid file by the type invariant.
+        match unsafe { ffi::ulive_memfd_kind(self.ptr.as_ptr()) } {
+            1 => Some(Backing::Shmem),
+            2 => Some(Backing::Hugetlb),
+            _ => None,
+        }
+    }
+
+    /// Take the inode lock shared. Seals can only change under it in write mode, and
+    /// `shmem_fallocate` holds it for write across a whole hole punch.
+    pub(crate) fn lock_shared(&self) -> InodeSharedGuard<'_> {
+        // SAFETY: `ptr` is a valid file; the guard unlocks on drop.
+        unsafe { ffi::ulive_inode_lock_shared(self.ptr.as_ptr()) };
+        InodeSharedGuard { file: self }
+    }
+}
+
+impl Drop for MemFile {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant we own one reference.
+        unsafe { bindings::fput(self.ptr.as_ptr()) };
+    }
+}
+
+/// Proof that the inode lock of a [`MemFile`] is held shared.
+pub(crate) struct InodeSharedGuard<'a> {
+    file: &'a MemFile,
+}
+
+impl InodeSharedGuard<'_> {
+    /// The file's seals (`F_SEAL_*`), or `None` if the file cannot carry seals.
+    pub(crate) fn seals(&self) -> Option<u32> {
+        // SAFETY: the file is valid and its inode lock is held, as the helper requires.
+        let s = unsafe { ffi::ulive_memfd_seals(self.file.ptr.as_ptr()) };
+        u32::try_from(s).ok()
+    }
+
+    /// Pin the folios backing bytes `start..=end` with `memfd_pin_folios`, which also
+    /// allocates folios for holes. Each returned folio is pinned once and handed to
+    /// `sink` in file order together with the byte offset of `start` in the first one.
+    /// Returns the number of folios pinned; an error if none could be.
+    pub(crate) fn pin_folios(
+        &self,
+        start: i64,
+        end: i64,
+        scratch: &mut KVVec<*mut bindings::folio>,
+        mut sink: impl FnMut(PinnedFolio, usize) -> Result,
+    ) -> Result<usize> {
+        let max = u32::try_from(scratch.len()).map_err(|_| EINVAL)?;
+        let mut first_offset: kernel::ffi::c_ulong = 0;
+        // SAFETY: the file is valid, `scratch` has room for `max` folio pointers, and
+        // `first_offset` is a valid out-pointer.
+        let n = unsafe {
+            bindings::memfd_pin_folios(self.file.ptr.as_ptr(), start, end, scratch.as_mut_ptr(), max, &mut first_offset)
+        };
+        if n < 0 {
+            return Err(Error::from_errno(n as i32));
+        }
+        if n == 0 {
+            return Err(EINVAL);
+        }
+        let n = n as usize;
+        // Every returned folio is wrapped, so a failing `sink` still unpins the rest.
+        let mut result = Ok(());
+        for (i, &folio) in scratch.iter().take(n).enumerate() {
+            // SAFETY: memfd_pin_folios() pinned each of the `n` returned folios once.
+            let pin = unsafe { PinnedFolio::from_pinned(folio) };
+            if result.is_ok() {
+                result = sink(pin, if i == 0 { first_offset as usize } else { 0 });
+            }
+        }
+        result?;
+        Ok(n)
+    }
+}
+
+impl Drop for InodeSharedGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the lock was taken in `lock_shared` and is released exactly once.
+        unsafe { ffi::ulive_inode_unlock_shared(self.file.ptr.as_ptr()) };
+    }
+}

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The unsafe layer: thin safe wrappers over the C APIs the driver uses. Nothing above
+//! this module contains `unsafe`.
+//!
+//! - `memfd`:  `MemFile` (an fget() reference), the inode lock, seals, `memfd_pin_folios`.
+//! - `folio`:  `PinnedPages`, the page array of a buffer with the folio pins behind it.
+//! - `sgt`:    `MappedSgTable`, an sg_table built from pinned pages and DMA-mapped.
+//! - `dmabuf`: exporting a dma-buf whose ops call an [`dmabuf::Exporter`] implementation.
+//! - `vm`:     CPU mappings of a buffer: the mmap fault handler and vmap.
+//! - `device`: a counted reference to a `struct device` used for DMA mapping.
+//! - `miscdev`: the misc device registration (with `fops.owner`, unlike kernel::miscdevice).
+
+pub(crate) mod device;
+pub(crate) mod dmabuf;
+pub(crate) mod folio;
+pub(crate) mod memfd;
+pub(crate) mod miscdev;
+pub(crate) mod sgt;
+pub(crate) mod vm;
+
+/// `PAGE_SIZE` / `PAGE_SHIFT` of the running kernel.
+pub(crate) const PAGE_SHIFT: usize = kernel::bindings::PAGE_SHIFT as usize;
+pub(crate) const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+
+use crate::uapi::{UdmabufCreate, UdmabufCreateItem, UdmabufCreateList};
+use kernel::transmute::FromBytes;
+
+// SAFETY: the uapi structs are `repr(C)` and made only of integers, without padding
+// (checked against the C header by uapi/tests/c_header.rs): every bit pattern is valid.
+unsafe impl FromBytes for UdmabufCreate {}
+// SAFETY: as above.
+unsafe impl FromBytes for UdmabufCreateItem {}
+// SAFETY: as above.
+unsafe impl FromBytes for UdmabufCreateList {}

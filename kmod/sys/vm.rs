@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: GPL-2.0
+//! CPU mappings of a buffer: the page-fault handler of dma-buf mmaps, and vmap.
+
+use super::dmabuf::Exporter;
+use super::folio::PinnedPages;
+use super::PAGE_SHIFT;
+use crate::ffi;
+use core::ops::Range;
+use core::ptr::NonNull;
+use kernel::{bindings, ffi::c_void, prelude::*};
+
+/// The outcome of a page fault, as a `vm_fault_t`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FaultResult(bindings::vm_fault_t);
+
+impl FaultResult {
+    pub(crate) const SIGBUS: Self = Self(bindings::vm_fault_reason_VM_FAULT_SIGBUS as _);
+    pub(crate) const NOPAGE: Self = Self(bindings::vm_fault_reason_VM_FAULT_NOPAGE as _);
+
+    /// True for the `VM_FAULT_ERROR` class of results.
+    pub(crate) fn is_error(self) -> bool {
+        const ERROR: u32 = bindings::vm_fault_reason_VM_FAULT_OOM
+            | bindings::vm_fault_reason_VM_FAULT_SIGBUS
+            | bindings::vm_fault_reason_VM_FAULT_SIGSEGV
+            | bindings::vm_fault_reason_VM_FAULT_HWPOISON
+            | bindings::vm_fault_reason_VM_FAULT_HWPOISON_LARGE
+            | bindings::vm_fault_reason_VM_FAULT_FALLBACK;
+        self.0 & ERROR as bindings::vm_fault_t != 0
+    }
+}
+
+/// A page fault in a dma-buf mmap of ours.
+///
+/// # Invariants
+/// `vmf` is the fault being handled; its VMA was set up by our mmap op.
+pub(crate) struct Fault {
+    vmf: *mut bindings::vm_fault,
+    vma: *mut bindings::vm_area_struct,
+}
+
+impl Fault {
+    /// Page offset in the dma-buf of the faulting address.
+    pub(crate) fn pgoff(&self) -> usize {
+        // SAFETY: `vmf` is valid during the fault (type invariant).
+        unsafe { ffi::ulive_vmf_pgoff(self.vmf) as usize }
+    }
+
+    /// The dma-buf page offsets this VMA covers.
+    pub(crate) fn vma_pgoffs(&self) -> Range<usize> {
+        // SAFETY: the VMA is valid during the fault (type invariant).
+        let (first, n) = unsafe { (ffi::ulive_vma_pgoff(self.vma) as usize, ffi::ulive_vma_pages(self.vma) as usize) };
+        first..first.saturating_add(n)
+    }
+
+    /// Map page `index` of `pages` at dma-buf offset `pgoff` in this VMA.
+    pub(crate) fn insert(&self, pgoff: usize, pages: &PinnedPages, index: usize) -> FaultResult {
+        let range = self.vma_pgoffs();
+        let Some(pfn) = pages.pfn(index) else { return FaultResult::SIGBUS };
+        if !range.contains(&pgoff) {
+            return FaultResult::SIGBUS;
+        }
+        // SAFETY: the VMA is valid (type invariant).
+        let addr = unsafe { ffi::ulive_vma_start(self.vma) } as usize + ((pgoff - range.start) << PAGE_SHIFT);
+        // SAFETY: `addr` lies inside the VMA (checked above), the VMA is VM_PFNMAP (set
+        // up by our mmap op), and `pfn` is a page pinned by `pages`.
+        FaultResult(unsafe { bindings::vmf_insert_pfn(self.vma, addr as _, pfn as _) })
+    }
+}
+
+/// `vm_operations_struct` of our dma-buf mmaps, one per exporter type.
+pub(super) struct VmOps<T>(core::marker::PhantomData<T>);
+
+impl<T: Exporter> VmOps<T> {
+    pub(super) const OPS: bindings::vm_operations_struct = {
+        let mut ops: bindings::vm_operations_struct = pin_init::zeroed();
+        ops.fault = Some(Self::fault);
+        ops
+    };
+
+    unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+        // SAFETY: the core passes a valid fault on a VMA set up by our mmap op.
+        let vma = unsafe { ffi::ulive_vmf_vma(vmf) };
+        // SAFETY: our mmap op stored the exporter (the dma-buf's `priv`) in
+        // vm_private_data; the VMA holds the dma-buf file, so the exporter is alive.
+        let exporter = unsafe { &*(ffi::ulive_vma_private(vma) as *const T) };
+        // INVARIANT: `vmf` is the fault being handled on one of our VMAs.
+        exporter.fault(&Fault { vmf, vma }).0
+    }
+}
+
+/// Opaque kernel virtual address of a vmap, as handed to the dma-buf core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct VMapAddr(pub(super) *mut c_void);
+
+/// A contiguous kernel mapping (`vm_map_ram`) of a buffer's pages.
+///
+/// # Invariants
+/// `addr` is a live vm_map_ram() mapping of `count` pages, owned by us.
+pub(crate) struct VMap {
+    addr: NonNull<c_void>,
+    count: u32,
+}
+
+// SAFETY: the mapping may be torn down from any thread.
+unsafe impl Send for VMap {}
+// SAFETY: the object itself is immutable.
+unsafe impl Sync for VMap {}
+
+impl VMap {
+    pub(crate) fn new(pages: &PinnedPages) -> Result<Self> {
+        let count = u32::try_from(pages.len()).map_err(|_| EINVAL)?;
+        // SAFETY: the array holds `count` pinned pages (PinnedPages invariant); the
+        // caller keeps them pinned while the VMap lives.
+        let addr = unsafe { ffi::ulive_vm_map_ram(pages.raw_pages(), count) };
+        // Upstream udmabuf answers a failed vm_map_ram() with EINVAL.
+        let addr = NonNull::new(addr).ok_or(EINVAL)?;
+        Ok(Self { addr, count })
+    }
+
+    pub(crate) fn addr(&self) -> VMapAddr {
+        VMapAddr(self.addr.as_ptr())
+    }
+}
+
+impl Drop for VMap {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant the mapping is live and ours.
+        unsafe { ffi::ulive_vm_unmap_ram(self.addr.as_ptr(), self.count) };
+    }
+}

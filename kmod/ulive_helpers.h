@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Prototypes of the udmabuf-live C glue (ulive_helpers.c). kmod/ffi.rs declares the
+ * same functions for Rust; keep the two in step.
+ */
+#ifndef ULIVE_HELPERS_H
+#define ULIVE_HELPERS_H
+
+#include <linux/types.h>
+
+struct device;
+struct dma_buf;
+struct file;
+struct folio;
+struct iosys_map;
+struct module;
+struct page;
+struct sg_table;
+struct vm_area_struct;
+struct vm_fault;
+struct vm_operations_struct;
+enum dma_data_direction;
+
+int ulive_param_size_limit_mb(void);
+int ulive_param_list_limit(void);
+struct module *ulive_this_module(void);
+int ulive_memfd_kind(struct file *file);
+int ulive_memfd_seals(struct file *file);
+void ulive_inode_lock_shared(struct file *file);
+void ulive_inode_unlock_shared(struct file *file);
+struct page *ulive_folio_page(struct folio *folio, unsigned long n);
+size_t ulive_folio_size(struct folio *folio);
+unsigned long ulive_page_to_pfn(struct page *page);
+void ulive_dma_buf_lock(struct dma_buf *dmabuf);
+void ulive_dma_buf_unlock(struct dma_buf *dmabuf);
+void ulive_dma_buf_assert_locked(struct dma_buf *dmabuf);
+int ulive_dma_set_mask_64(struct device *dev);
+unsigned int ulive_dma_max_segment(struct device *dev);
+void ulive_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt,
+			     enum dma_data_direction dir, unsigned long attrs);
+void ulive_dma_sync_sgtable_for_cpu(struct device *dev, struct sg_table *sgt,
+				    enum dma_data_direction dir);
+void ulive_dma_sync_sgtable_for_device(struct device *dev, struct sg_table *sgt,
+				       enum dma_data_direction dir);
+unsigned int ulive_sgtable_dma_nents(struct sg_table *sgt);
+void *ulive_vm_map_ram(struct page **pages, unsigned int count);
+void ulive_vm_unmap_ram(const void *mem, unsigned int count);
+void ulive_iosys_map_set_vaddr(struct iosys_map *map, void *vaddr);
+void *ulive_iosys_map_vaddr(const struct iosys_map *map);
+bool ulive_vma_is_shared(struct vm_area_struct *vma);
+void ulive_vma_set_pfnmap(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
+			  void *private);
+struct vm_area_struct *ulive_vmf_vma(struct vm_fault *vmf);
+unsigned long ulive_vmf_pgoff(struct vm_fault *vmf);
+unsigned long ulive_vma_start(struct vm_area_struct *vma);
+unsigned long ulive_vma_pgoff(struct vm_area_struct *vma);
+unsigned long ulive_vma_pages(struct vm_area_struct *vma);
+void *ulive_vma_private(struct vm_area_struct *vma);
+
+#endif /* ULIVE_HELPERS_H */
