@@ -2,7 +2,8 @@
 # Boot the test kernel in QEMU with an initramfs holding busybox, our static binaries,
 # the module and the upstream udmabuf kselftest, and judge the run.
 #   scripts/vm.sh test|run|bench
-# Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|panic|hang|warn
+# Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|panic|hang|warn,
+#   ULIVE_TEST_DEVICE=/dev/udmabuf (run the semantics suites against that device instead)
 # Exit status is non-zero on: a failed test, a missing/short KTAP plan, a kernel
 # BUG/WARNING/Oops/lockdep/KASAN report, a panic, or a timeout.
 . "$(dirname "$0")/common.sh"
@@ -101,6 +102,7 @@ build_initramfs
 ACCEL=$(pick_accel)
 CPU=max; [ "$ACCEL" = kvm ] && CPU=host
 APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}"
+APPEND+="${ULIVE_TEST_DEVICE:+ ulive.testdev=$ULIVE_TEST_DEVICE}"
 log "booting ($ACCEL, ${VM_MEM:-4G}, timeout ${TMO}s): $APPEND"
 log "console log: $CONSOLE_LOG"
 rm -f "$KTAP_LOG"
