@@ -400,3 +400,40 @@ pub fn filled_buffer(kind: Backing, size: u64, seed: u8, flags: u32) -> Result<B
     let dmabuf = create(dev.as_fd(), &memfd, 0, size, flags).with_context(|| format!("UDMABUF_CREATE over a {kind:?} memfd of {size} bytes"))?;
     Ok(Buffer { dmabuf, memfd })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CREATE_LIST argument is the kernel's layout: header, then 24-byte entries.
+    #[test]
+    fn list_arg_layout() {
+        let items = [
+            UdmabufCreateItem { memfd: 7, __pad: 0, offset: 0x1000, size: 0x2000 },
+            UdmabufCreateItem { memfd: 9, __pad: 1, offset: 0x3000, size: 0x4000 },
+        ];
+        let arg = ListArg::new(UDMABUF_FLAGS_CLOEXEC, 2, &items);
+        // SAFETY: ListArg holds 8 + 2 * 24 bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(arg.as_ptr().cast::<u8>(), 8 + 2 * 24) };
+        let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_ne_bytes(bytes[o..o + 8].try_into().unwrap());
+        assert_eq!((u32_at(0), u32_at(4)), (UDMABUF_FLAGS_CLOEXEC, 2));
+        assert_eq!((u32_at(8), u32_at(12), u64_at(16), u64_at(24)), (7, 0, 0x1000, 0x2000));
+        assert_eq!((u32_at(32), u32_at(36), u64_at(40), u64_at(48)), (9, 1, 0x3000, 0x4000));
+    }
+
+    /// Patterns must tell pages and seeds apart, or a misplaced page would compare equal.
+    #[test]
+    fn pattern_distinguishes_pages_and_seeds() {
+        let ps = page_size() as usize;
+        let p = pattern(1, 64 * ps as u64);
+        for a in 0..64 {
+            for b in a + 1..64 {
+                assert_ne!(p[a * ps..(a + 1) * ps], p[b * ps..(b + 1) * ps], "pages {a} and {b}");
+            }
+        }
+        assert_ne!(pattern(1, ps as u64), pattern(2, ps as u64));
+        assert!(expect_bytes("x", &p, &pattern(2, p.len() as u64)).is_err());
+        assert!(expect_bytes("x", &p, &p.clone()).is_ok());
+    }
+}

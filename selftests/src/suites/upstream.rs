@@ -155,3 +155,29 @@ fn run_in_private_ns(src: &str, dst: &str, want_rdev: u64) -> anyhow::Result<(Ve
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::judge;
+    use crate::ktap::Outcome;
+
+    const HDR: &str = "TAP version 13\n1..3\n";
+
+    #[test]
+    fn all_ok_passes() {
+        let out = format!("{HDR}ok 1 a\nok 2 b\nok 3 c\n");
+        assert!(matches!(judge(out.as_bytes(), b""), Ok(Outcome::Pass)));
+    }
+
+    #[test]
+    fn failure_skip_short_or_planless_output_fails() {
+        for out in [
+            format!("{HDR}ok 1 a\nnot ok 2 b\nok 3 c\n"),
+            format!("{HDR}ok 1 a\nok 2 b # SKIP no hugepages\nok 3 c\n"),
+            format!("{HDR}ok 1 a\nok 2 b\n"),
+            "ok 1 a\n".to_owned(),
+        ] {
+            assert!(judge(out.as_bytes(), b"").is_err(), "{out:?} was judged a pass");
+        }
+    }
+}
