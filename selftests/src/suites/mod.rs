@@ -3,8 +3,16 @@
 
 use crate::ktap::CaseResult;
 
+mod common;
+mod create;
+mod create_errors;
+mod lifetime;
+mod mmap;
 mod module;
+mod sync;
+mod unload_busy;
 mod upstream;
+mod vgem;
 
 pub struct Case {
     pub name: &'static str,
@@ -23,5 +31,17 @@ pub(crate) use cases;
 
 /// Every suite, in run order.
 pub fn all() -> Vec<Suite> {
-    vec![module::load_suite(), upstream::suite(), module::unload_suite()]
+    vec![
+        module::load_suite(),
+        create_errors::suite(),
+        create::suite(),
+        mmap::suite(),
+        sync::suite(),
+        vgem::suite(),
+        lifetime::suite(),
+        upstream::suite(),
+        // Last before the unload: it checks the module's refcount returns to its base.
+        unload_busy::suite(),
+        module::unload_suite(),
+    ]
 }

@@ -14,7 +14,6 @@ pub fn load_suite() -> Suite {
         load,
         device_node_is_misc_char_device,
         unknown_ioctls_get_enotty,
-        unload_refused_while_device_open,
         cli_status_reports_module,
     ];
     // Harness self-test: a case that must fail, to prove a failure turns the run red.
@@ -66,16 +65,6 @@ fn unknown_ioctls_get_enotty() -> CaseResult {
 }
 
 use nix::libc::c_ulong;
-
-/// Like upstream (fops.owner), an open device file pins the module.
-fn unload_refused_while_device_open() -> CaseResult {
-    let f = std::fs::File::open(device_path())?;
-    let r = unload_module();
-    ensure!(is_loaded(), "module unloaded while {} was open", device_path());
-    expect_eq("delete_module with the device open", r, Err(Errno::EWOULDBLOCK))?;
-    drop(f);
-    Ok(Outcome::Pass)
-}
 
 fn cli_status_reports_module() -> CaseResult {
     let out = std::process::Command::new("udmabuf-ctl").args(["status", "--json"]).output()?;

@@ -1,0 +1,439 @@
+//! Helpers shared by the udmabuf semantics suites.
+//!
+//! Every suite runs against the device named by `ULIVE_TEST_DEVICE` (default
+//! `/dev/udmabuf-live`). With `ULIVE_TEST_DEVICE=/dev/udmabuf` the same cases run against
+//! the kernel's built-in driver, which is how the expectations themselves are validated.
+//! Error cases also run their input against the built-in `/dev/udmabuf` when it exists and
+//! differs from the device under test, so a wrong expectation shows up as a disagreement
+//! with the reference rather than as a silent pass.
+//!
+//! Everything that holds a kernel object is an `OwnedFd` or a [`Mapping`], so it is
+//! released at the end of the case and the `module-unload` suite can succeed.
+
+use anyhow::{bail, ensure, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
+use nix::libc;
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use std::ffi::c_void;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use udmabuf_live_uapi::{
+    UdmabufCreate, UdmabufCreateItem, UdmabufCreateList, UDMABUF_CREATE, UDMABUF_CREATE_LIST,
+};
+
+pub use udmabuf_live_uapi::UDMABUF_FLAGS_CLOEXEC;
+
+/// The kernel's own driver (CONFIG_UDMABUF=y in the test kernel): the reference.
+pub const REFERENCE_DEVICE: &str = "/dev/udmabuf";
+/// Huge page size of the hugetlb memfds (MFD_HUGE_2MB; the guest reserves 2 MiB pages).
+pub const HUGE_PAGE: u64 = 2 << 20;
+/// Upstream defaults of the `size_limit_mb` and `list_limit` module parameters.
+pub const DEFAULT_SIZE_LIMIT_MB: u64 = 64;
+pub const DEFAULT_LIST_LIMIT: u64 = 1024;
+
+/// The device the suites test.
+pub fn test_device() -> String {
+    std::env::var("ULIVE_TEST_DEVICE").ok().filter(|s| !s.is_empty()).unwrap_or_else(crate::util::device_path)
+}
+
+/// The devices an input is tried on: the device under test, then the reference when it
+/// exists and is a different device.
+pub fn devices_to_compare() -> Vec<String> {
+    let tested = test_device();
+    let mut v = vec![tested.clone()];
+    if tested != REFERENCE_DEVICE && std::path::Path::new(REFERENCE_DEVICE).exists() {
+        v.push(REFERENCE_DEVICE.to_owned());
+    }
+    v
+}
+
+/// Kernel module that owns a device node, for its sysfs parameters.
+pub fn module_of(device: &str) -> &'static str {
+    if device == REFERENCE_DEVICE {
+        "udmabuf"
+    } else {
+        udmabuf_live_uapi::MODULE_NAME
+    }
+}
+
+/// Path of a module parameter of the module behind `device`.
+pub fn param_path(device: &str, name: &str) -> String {
+    format!("/sys/module/{}/parameters/{name}", module_of(device))
+}
+
+/// A module parameter of the device's module; `None` when sysfs does not show it.
+pub fn read_param(device: &str, name: &str) -> Option<u64> {
+    std::fs::read_to_string(param_path(device, name)).ok()?.trim().parse().ok()
+}
+
+/// The dma-buf size limit in bytes the device currently enforces.
+pub fn size_limit(device: &str) -> u64 {
+    read_param(device, "size_limit_mb").unwrap_or(DEFAULT_SIZE_LIMIT_MB) << 20
+}
+
+/// The CREATE_LIST entry count limit the device currently enforces.
+pub fn list_limit(device: &str) -> u64 {
+    read_param(device, "list_limit").unwrap_or(DEFAULT_LIST_LIMIT)
+}
+
+/// Sets a module parameter and puts the old value back when dropped (also on failure).
+pub struct ParamGuard {
+    path: String,
+    old: String,
+}
+
+impl ParamGuard {
+    pub fn set(device: &str, name: &str, value: u64) -> Result<Self> {
+        let path = param_path(device, name);
+        let old = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        std::fs::write(&path, format!("{value}\n")).with_context(|| format!("write {path}"))?;
+        Ok(Self { path, old })
+    }
+}
+
+impl Drop for ParamGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.old);
+    }
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+}
+
+/// Open a udmabuf-style device read-write, as users do.
+pub fn open_device(path: &str) -> Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("open {path}"))?;
+    Ok(f.into())
+}
+
+/// What backs a memfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    Shmem,
+    Hugetlb,
+}
+
+impl Backing {
+    /// The granule of its size (ftruncate of a hugetlb file must be huge-page aligned).
+    pub fn granule(self) -> u64 {
+        match self {
+            Backing::Shmem => page_size(),
+            Backing::Hugetlb => HUGE_PAGE,
+        }
+    }
+}
+
+/// A memfd of `size` bytes that allows sealing, with `seals` added after the resize.
+pub fn memfd_with_seals(kind: Backing, size: u64, seals: SealFlag) -> Result<OwnedFd> {
+    let mut flags = MemFdCreateFlag::MFD_ALLOW_SEALING | MemFdCreateFlag::MFD_CLOEXEC;
+    if kind == Backing::Hugetlb {
+        flags |= MemFdCreateFlag::MFD_HUGETLB | MemFdCreateFlag::MFD_HUGE_2MB;
+    }
+    let fd = memfd_create(c"ulive-test", flags).with_context(|| format!("memfd_create({kind:?})"))?;
+    nix::unistd::ftruncate(&fd, size as libc::off_t).with_context(|| format!("ftruncate {kind:?} memfd to {size}"))?;
+    if !seals.is_empty() {
+        add_seals(&fd, seals)?;
+    }
+    Ok(fd)
+}
+
+/// The memfd a udmabuf user makes: sealed against shrinking, nothing else.
+pub fn memfd(kind: Backing, size: u64) -> Result<OwnedFd> {
+    memfd_with_seals(kind, size, SealFlag::F_SEAL_SHRINK)
+}
+
+pub fn add_seals(fd: &impl AsRawFd, seals: SealFlag) -> Result<()> {
+    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)).with_context(|| format!("F_ADD_SEALS {seals:?}"))?;
+    Ok(())
+}
+
+/// The memfd field of the uapi structs: an fd number as u32.
+pub fn fdnum(fd: &impl AsRawFd) -> u32 {
+    fd.as_raw_fd() as u32
+}
+
+nix::ioctl_write_ptr_bad!(ioctl_udmabuf_create, UDMABUF_CREATE, UdmabufCreate);
+nix::ioctl_write_ptr_bad!(ioctl_udmabuf_create_list, UDMABUF_CREATE_LIST, UdmabufCreateList);
+
+/// The fd an fd-returning ioctl handed back.
+pub fn own(r: nix::Result<libc::c_int>) -> Result<OwnedFd, Errno> {
+    // SAFETY: on success these ioctls return a new fd that nothing else owns.
+    r.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// UDMABUF_CREATE with a raw memfd number (so bad numbers can be passed).
+pub fn create_raw(dev: BorrowedFd<'_>, memfd: u32, flags: u32, offset: u64, size: u64) -> Result<OwnedFd, Errno> {
+    let arg = UdmabufCreate { memfd, flags, offset, size };
+    // SAFETY: `arg` is a valid UdmabufCreate for the duration of the call.
+    own(unsafe { ioctl_udmabuf_create(dev.as_raw_fd(), &arg) })
+}
+
+/// UDMABUF_CREATE of `memfd[offset..offset+size]`.
+pub fn create(dev: BorrowedFd<'_>, memfd: &impl AsRawFd, offset: u64, size: u64, flags: u32) -> Result<OwnedFd, Errno> {
+    create_raw(dev, fdnum(memfd), flags, offset, size)
+}
+
+/// One CREATE_LIST entry.
+pub fn item(memfd: &impl AsRawFd, offset: u64, size: u64) -> UdmabufCreateItem {
+    UdmabufCreateItem { memfd: fdnum(memfd), __pad: 0, offset, size }
+}
+
+/// The CREATE_LIST argument: the header directly followed by the entries, in one
+/// 8-byte-aligned allocation.
+pub struct ListArg {
+    words: Vec<u64>,
+}
+
+impl ListArg {
+    pub fn new(flags: u32, count: u32, items: &[UdmabufCreateItem]) -> Self {
+        let hdr = std::mem::size_of::<UdmabufCreateList>();
+        let isz = std::mem::size_of::<UdmabufCreateItem>();
+        let bytes = hdr + std::mem::size_of_val(items);
+        let mut words = vec![0u64; bytes.div_ceil(8)];
+        let base = words.as_mut_ptr() as *mut u8;
+        // SAFETY: the buffer holds the header plus every entry; both types are plain
+        // repr(C) data with 8-byte alignment at most, and every offset is a multiple of 8.
+        unsafe {
+            base.cast::<UdmabufCreateList>().write(UdmabufCreateList { flags, count });
+            for (i, it) in items.iter().enumerate() {
+                base.add(hdr + i * isz).cast::<UdmabufCreateItem>().write(*it);
+            }
+        }
+        Self { words }
+    }
+
+    pub fn as_ptr(&self) -> *const UdmabufCreateList {
+        self.words.as_ptr().cast()
+    }
+}
+
+/// UDMABUF_CREATE_LIST with a `count` that may differ from the entries passed.
+pub fn create_list_count(dev: BorrowedFd<'_>, flags: u32, count: u32, items: &[UdmabufCreateItem]) -> Result<OwnedFd, Errno> {
+    let arg = ListArg::new(flags, count, items);
+    // SAFETY: `arg` holds a header and `items.len()` entries; callers pass a count larger
+    // than that only when the kernel must refuse it before reading the entries.
+    own(unsafe { ioctl_udmabuf_create_list(dev.as_raw_fd(), arg.as_ptr()) })
+}
+
+/// UDMABUF_CREATE_LIST of `items`.
+pub fn create_list(dev: BorrowedFd<'_>, flags: u32, items: &[UdmabufCreateItem]) -> Result<OwnedFd, Errno> {
+    create_list_count(dev, flags, items.len() as u32, items)
+}
+
+/// Size of a dma-buf as users learn it: lseek(SEEK_END).
+pub fn dmabuf_size(fd: &impl AsRawFd) -> Result<u64> {
+    let end = nix::unistd::lseek(fd.as_raw_fd(), 0, nix::unistd::Whence::SeekEnd).context("lseek(SEEK_END) on the dma-buf")?;
+    Ok(end as u64)
+}
+
+/// Whether FD_CLOEXEC is set on an fd.
+pub fn has_cloexec(fd: &impl AsRawFd) -> Result<bool> {
+    let bits = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFD).context("F_GETFD")?;
+    Ok(FdFlag::from_bits_truncate(bits).contains(FdFlag::FD_CLOEXEC))
+}
+
+/// A `key: value` line of /proc/self/fdinfo/<fd>.
+pub fn fdinfo_field(fd: &impl AsRawFd, key: &str) -> Result<Option<String>> {
+    let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    Ok(text.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_owned())))
+}
+
+// DMA_BUF_IOCTL_SYNC (include/uapi/linux/dma-buf.h): struct dma_buf_sync { __u64 flags; }.
+pub const SYNC_READ: u64 = 1;
+pub const SYNC_WRITE: u64 = 2;
+pub const SYNC_RW: u64 = SYNC_READ | SYNC_WRITE;
+pub const SYNC_START: u64 = 0;
+pub const SYNC_END: u64 = 1 << 2;
+
+#[repr(C)]
+pub struct DmaBufSync {
+    pub flags: u64,
+}
+nix::ioctl_write_ptr!(ioctl_dma_buf_sync, b'b', 0, DmaBufSync);
+
+pub fn dmabuf_sync(fd: &impl AsRawFd, flags: u64) -> Result<(), Errno> {
+    let arg = DmaBufSync { flags };
+    // SAFETY: `arg` is a valid dma_buf_sync for the duration of the call.
+    unsafe { ioctl_dma_buf_sync(fd.as_raw_fd(), &arg) }.map(drop)
+}
+
+/// An mmap that is unmapped on drop. Accesses copy through raw pointers: the memory
+/// changes behind our back (through other mappings of the same pages).
+pub struct Mapping {
+    ptr: NonNull<c_void>,
+    len: usize,
+}
+
+impl Mapping {
+    /// mmap `len` bytes of `fd` at `offset`, read-write, MAP_SHARED or MAP_PRIVATE.
+    pub fn new(fd: impl AsFd, len: u64, offset: u64, shared: bool) -> Result<Self, Errno> {
+        let length = NonZeroUsize::new(len as usize).ok_or(Errno::EINVAL)?;
+        let flags = if shared { MapFlags::MAP_SHARED } else { MapFlags::MAP_PRIVATE };
+        // SAFETY: a fresh mapping at an address the kernel picks; nothing aliases it in Rust.
+        let ptr = unsafe {
+            mmap(None, length, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, fd, offset as libc::off_t)
+        }?;
+        Ok(Self { ptr, len: len as usize })
+    }
+
+    /// MAP_SHARED, read-write, the whole `len` from offset 0.
+    pub fn shared(fd: impl AsFd, len: u64) -> Result<Self> {
+        Self::new(fd, len, 0, true).with_context(|| format!("mmap(MAP_SHARED, {len} bytes)"))
+    }
+
+    pub fn read(&self, off: u64, len: u64) -> Vec<u8> {
+        assert!(off + len <= self.len as u64, "read past the mapping");
+        let mut v = vec![0u8; len as usize];
+        // SAFETY: in bounds of a live mapping (checked above).
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().cast::<u8>().add(off as usize), v.as_mut_ptr(), v.len()) };
+        v
+    }
+
+    pub fn write(&self, off: u64, data: &[u8]) {
+        assert!(off + data.len() as u64 <= self.len as u64, "write past the mapping");
+        // SAFETY: in bounds of a live, writable mapping (checked above).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().cast::<u8>().add(off as usize), data.len()) };
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped; no references into it outlive `self`.
+        let _ = unsafe { munmap(self.ptr, self.len) };
+    }
+}
+
+/// Deterministic content that differs per `seed` and per page (so a page at the wrong
+/// offset, or a stale page, does not compare equal).
+pub fn pattern(seed: u8, len: u64) -> Vec<u8> {
+    let ps = page_size();
+    (0..len)
+        .map(|i| {
+            let page = i / ps;
+            (i as u8).wrapping_mul(31) ^ (page as u8).wrapping_mul(97) ^ seed.wrapping_mul(151) ^ ((page >> 8) as u8)
+        })
+        .collect()
+}
+
+/// Compare two byte slices, naming the first differing offset.
+pub fn expect_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
+    ensure!(got.len() == want.len(), "{what}: {} bytes, expected {}", got.len(), want.len());
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        bail!("{what}: first difference at byte {i:#x}: got {:#04x}, expected {:#04x}", got[i], want[i]);
+    }
+    Ok(())
+}
+
+/// Write `data` at `off` of a memfd through a shared mapping of the whole file (hugetlbfs
+/// has no write(2), so this works for both backings).
+pub fn fill_memfd(memfd: &OwnedFd, memfd_size: u64, off: u64, data: &[u8]) -> Result<()> {
+    let m = Mapping::shared(memfd, memfd_size)?;
+    m.write(off, data);
+    Ok(())
+}
+
+/// Read `len` bytes at `off` of a memfd through a shared mapping of the whole file.
+pub fn read_memfd(memfd: &OwnedFd, memfd_size: u64, off: u64, len: u64) -> Result<Vec<u8>> {
+    let m = Mapping::shared(memfd, memfd_size)?;
+    Ok(m.read(off, len))
+}
+
+/// Fail unless `attempt` fails with `want` on the device under test, and also on the
+/// built-in reference when it is a different device (parity: the same input, the same
+/// errno). `attempt` builds its own inputs per device, so every try starts fresh.
+pub fn expect_errno<T>(what: &str, want: Errno, attempt: impl Fn(BorrowedFd<'_>) -> Result<Result<T, Errno>>) -> Result<()> {
+    let mut got = Vec::new();
+    for dev_path in devices_to_compare() {
+        let dev = open_device(&dev_path)?;
+        let r = attempt(dev.as_fd()).with_context(|| format!("{what}: setting up the input for {dev_path}"))?;
+        got.push((dev_path, r.map(drop).err()));
+    }
+    let show = |e: &Option<Errno>| e.map_or_else(|| "success".to_owned(), |e| format!("{e}"));
+    let mut bad = Vec::new();
+    for (dev, e) in &got {
+        if *e != Some(want) {
+            bad.push(format!("{dev} gave {}", show(e)));
+        }
+    }
+    if !bad.is_empty() {
+        let all: Vec<String> = got.iter().map(|(d, e)| format!("{d}: {}", show(e))).collect();
+        bail!("{what}: expected {want}; {} (all: {})", bad.join(", "), all.join(", "));
+    }
+    Ok(())
+}
+
+/// Fail unless `attempt` succeeds on the device under test and on the reference, and
+/// `check` accepts what it returned on each.
+pub fn expect_ok<T>(
+    what: &str,
+    attempt: impl Fn(BorrowedFd<'_>) -> Result<Result<T, Errno>>,
+    check: impl Fn(&str, T) -> Result<()>,
+) -> Result<()> {
+    for dev_path in devices_to_compare() {
+        let dev = open_device(&dev_path)?;
+        match attempt(dev.as_fd()).with_context(|| format!("{what}: setting up the input for {dev_path}"))? {
+            Ok(v) => check(&dev_path, v).with_context(|| format!("{what} on {dev_path}"))?,
+            Err(e) => bail!("{what} on {dev_path}: failed with {e}, expected success"),
+        }
+    }
+    Ok(())
+}
+
+/// A buffer made on the device under test, with what it was made from; the usual
+/// starting point of the positive cases.
+pub struct Buffer {
+    pub dmabuf: OwnedFd,
+    pub memfd: OwnedFd,
+}
+
+/// A memfd of `size` filled with `pattern(seed)`, and a dma-buf over all of it.
+pub fn filled_buffer(kind: Backing, size: u64, seed: u8, flags: u32) -> Result<Buffer> {
+    let memfd = memfd(kind, size)?;
+    fill_memfd(&memfd, size, 0, &pattern(seed, size))?;
+    let dev = open_device(&test_device())?;
+    let dmabuf = create(dev.as_fd(), &memfd, 0, size, flags).with_context(|| format!("UDMABUF_CREATE over a {kind:?} memfd of {size} bytes"))?;
+    Ok(Buffer { dmabuf, memfd })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CREATE_LIST argument is the kernel's layout: header, then 24-byte entries.
+    #[test]
+    fn list_arg_layout() {
+        let items = [
+            UdmabufCreateItem { memfd: 7, __pad: 0, offset: 0x1000, size: 0x2000 },
+            UdmabufCreateItem { memfd: 9, __pad: 1, offset: 0x3000, size: 0x4000 },
+        ];
+        let arg = ListArg::new(UDMABUF_FLAGS_CLOEXEC, 2, &items);
+        // SAFETY: ListArg holds 8 + 2 * 24 bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(arg.as_ptr().cast::<u8>(), 8 + 2 * 24) };
+        let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_ne_bytes(bytes[o..o + 8].try_into().unwrap());
+        assert_eq!((u32_at(0), u32_at(4)), (UDMABUF_FLAGS_CLOEXEC, 2));
+        assert_eq!((u32_at(8), u32_at(12), u64_at(16), u64_at(24)), (7, 0, 0x1000, 0x2000));
+        assert_eq!((u32_at(32), u32_at(36), u64_at(40), u64_at(48)), (9, 1, 0x3000, 0x4000));
+    }
+
+    /// Patterns must tell pages and seeds apart, or a misplaced page would compare equal.
+    #[test]
+    fn pattern_distinguishes_pages_and_seeds() {
+        let ps = page_size() as usize;
+        let p = pattern(1, 64 * ps as u64);
+        for a in 0..64 {
+            for b in a + 1..64 {
+                assert_ne!(p[a * ps..(a + 1) * ps], p[b * ps..(b + 1) * ps], "pages {a} and {b}");
+            }
+        }
+        assert_ne!(pattern(1, ps as u64), pattern(2, ps as u64));
+        assert!(expect_bytes("x", &p, &pattern(2, p.len() as u64)).is_err());
+        assert!(expect_bytes("x", &p, &p.clone()).is_ok());
+    }
+}

@@ -1,0 +1,225 @@
+//! The content of a buffer as users see it through mmap: a dma-buf over memfd pages is
+//! those very pages, so writes through the memfd show through the dma-buf mapping and
+//! writes through the dma-buf show in the memfd, at the offsets the ranges say. Upstream
+//! refuses MAP_PRIVATE mappings (mmap_udmabuf: EINVAL without VM_SHARED) and the dma-buf
+//! core refuses mappings past the end (EINVAL).
+
+use super::common::*;
+use super::{cases, Suite};
+use crate::ktap::{CaseResult, Outcome};
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use std::os::fd::AsFd;
+
+pub fn suite() -> Suite {
+    Suite {
+        name: "mmap",
+        cases: cases![
+            memfd_content_visible_shmem,
+            memfd_content_visible_hugetlb,
+            dmabuf_writes_reach_memfd_shmem,
+            dmabuf_writes_reach_memfd_hugetlb,
+            pwrite_on_memfd_visible,
+            partial_range_maps_right_pages,
+            mapping_at_page_offset,
+            list_entries_at_their_offsets,
+            list_pages_reversed,
+            list_same_page_twice_aliases,
+            private_mapping_refused,
+            mapping_past_end_refused,
+        ],
+    }
+}
+
+fn ps() -> u64 {
+    page_size()
+}
+
+/// Content written before the create, then again after it, through a memfd mapping.
+fn memfd_content_visible(kind: Backing, size: u64) -> CaseResult {
+    let b = filled_buffer(kind, size, 1, 0)?;
+    let view = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf")?;
+    expect_bytes("content written before the create", &view.read(0, size), &pattern(1, size))?;
+    fill_memfd(&b.memfd, size, 0, &pattern(2, size))?;
+    expect_bytes("content written after the create", &view.read(0, size), &pattern(2, size))?;
+    // A fresh mapping of the dma-buf sees the same.
+    let again = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf again")?;
+    expect_bytes("second dma-buf mapping", &again.read(0, size), &pattern(2, size))?;
+    Ok(Outcome::Pass)
+}
+
+fn memfd_content_visible_shmem() -> CaseResult {
+    memfd_content_visible(Backing::Shmem, 16 * ps())
+}
+
+fn memfd_content_visible_hugetlb() -> CaseResult {
+    memfd_content_visible(Backing::Hugetlb, 2 * HUGE_PAGE)
+}
+
+fn dmabuf_writes_reach_memfd(kind: Backing, size: u64) -> CaseResult {
+    let b = filled_buffer(kind, size, 1, 0)?;
+    let view = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf")?;
+    view.write(0, &pattern(3, size));
+    expect_bytes("memfd mapping after dma-buf writes", &read_memfd(&b.memfd, size, 0, size)?, &pattern(3, size))?;
+    if kind == Backing::Shmem {
+        let mut got = vec![0u8; size as usize];
+        let n = nix::sys::uio::pread(&b.memfd, &mut got, 0).context("pread the memfd")?;
+        expect_bytes("pread of the memfd after dma-buf writes", &got[..n], &pattern(3, size))?;
+    }
+    Ok(Outcome::Pass)
+}
+
+fn dmabuf_writes_reach_memfd_shmem() -> CaseResult {
+    dmabuf_writes_reach_memfd(Backing::Shmem, 16 * ps())
+}
+
+fn dmabuf_writes_reach_memfd_hugetlb() -> CaseResult {
+    dmabuf_writes_reach_memfd(Backing::Hugetlb, 2 * HUGE_PAGE)
+}
+
+/// write(2) on a shmem memfd goes to the same page cache pages.
+fn pwrite_on_memfd_visible() -> CaseResult {
+    let size = 4 * ps();
+    let b = filled_buffer(Backing::Shmem, size, 1, 0)?;
+    let view = Mapping::shared(&b.dmabuf, size)?;
+    let data = pattern(4, 2 * ps());
+    let n = nix::sys::uio::pwrite(&b.memfd, &data, ps() as i64).context("pwrite the memfd")?;
+    anyhow::ensure!(n == data.len(), "short pwrite");
+    let mut want = pattern(1, size);
+    want[ps() as usize..3 * ps() as usize].copy_from_slice(&data);
+    expect_bytes("dma-buf after pwrite on the memfd", &view.read(0, size), &want)?;
+    Ok(Outcome::Pass)
+}
+
+/// A buffer over part of a memfd starts at its offset (shmem, and hugetlb across a huge
+/// page boundary).
+fn partial_range_maps_right_pages() -> CaseResult {
+    let dev = open_device(&test_device())?;
+    for (kind, msize, off, len) in [
+        (Backing::Shmem, 8 * ps(), 2 * ps(), 3 * ps()),
+        (Backing::Hugetlb, 2 * HUGE_PAGE, HUGE_PAGE - 2 * ps(), 5 * ps()),
+    ] {
+        let m = memfd(kind, msize)?;
+        let content = pattern(5, msize);
+        fill_memfd(&m, msize, 0, &content)?;
+        let buf = create(dev.as_fd(), &m, off, len, 0).with_context(|| format!("{kind:?} [{off:#x}, +{len:#x})"))?;
+        let view = Mapping::shared(&buf, len)?;
+        expect_bytes(&format!("{kind:?} range at {off:#x}"), &view.read(0, len), &content[off as usize..(off + len) as usize])?;
+    }
+    Ok(Outcome::Pass)
+}
+
+/// mmap of the dma-buf at a non-zero page offset starts at that page of the buffer.
+fn mapping_at_page_offset() -> CaseResult {
+    let size = 8 * ps();
+    let b = filled_buffer(Backing::Shmem, size, 6, 0)?;
+    let view = Mapping::new(&b.dmabuf, 3 * ps(), 4 * ps(), true).context("mmap 3 pages at page 4")?;
+    expect_bytes("mapping at page 4", &view.read(0, 3 * ps()), &pattern(6, size)[4 * ps() as usize..7 * ps() as usize])?;
+    Ok(Outcome::Pass)
+}
+
+/// Expected dma-buf content of a list: each entry's memfd bytes, in list order.
+struct Source {
+    fd: std::os::fd::OwnedFd,
+    size: u64,
+    content: Vec<u8>,
+}
+
+fn source(kind: Backing, size: u64, seed: u8) -> Result<Source> {
+    let fd = memfd(kind, size)?;
+    let content = pattern(seed, size);
+    fill_memfd(&fd, size, 0, &content)?;
+    Ok(Source { fd, size, content })
+}
+
+fn check_list(what: &str, srcs: &[&Source], entries: &[(usize, u64, u64)]) -> Result<()> {
+    let dev = open_device(&test_device())?;
+    let items: Vec<_> = entries.iter().map(|&(s, off, len)| item(&srcs[s].fd, off, len)).collect();
+    let buf = create_list(dev.as_fd(), 0, &items).with_context(|| format!("{what}: CREATE_LIST"))?;
+    let total: u64 = entries.iter().map(|e| e.2).sum();
+    let view = Mapping::shared(&buf, total)?;
+    let mut at = 0;
+    for (i, &(s, off, len)) in entries.iter().enumerate() {
+        let want = &srcs[s].content[off as usize..(off + len) as usize];
+        expect_bytes(&format!("{what}: entry {i} at dma-buf offset {at:#x}"), &view.read(at, len), want)?;
+        at += len;
+    }
+    // And writes through the memfds after the create show at the same places.
+    for (n, s) in srcs.iter().enumerate() {
+        fill_memfd(&s.fd, s.size, 0, &pattern(100 + n as u8, s.size))?;
+    }
+    let mut at = 0;
+    for (i, &(s, off, len)) in entries.iter().enumerate() {
+        let want = &pattern(100 + s as u8, srcs[s].size)[off as usize..(off + len) as usize];
+        expect_bytes(&format!("{what}: entry {i} after rewriting its memfd"), &view.read(at, len), want)?;
+        at += len;
+    }
+    Ok(())
+}
+
+fn list_entries_at_their_offsets() -> CaseResult {
+    let a = source(Backing::Shmem, 4 * ps(), 10)?;
+    let h = source(Backing::Hugetlb, 2 * HUGE_PAGE, 11)?;
+    let b = source(Backing::Shmem, 16 * ps(), 12)?;
+    let entries = [
+        (0, 0, 2 * ps()),
+        (1, HUGE_PAGE - ps(), 3 * ps()),
+        (2, 5 * ps(), ps()),
+        (0, 3 * ps(), ps()),
+        (1, 0, HUGE_PAGE),
+        (2, 8 * ps(), 8 * ps()),
+    ];
+    check_list("mixed list", &[&a, &h, &b], &entries)?;
+    Ok(Outcome::Pass)
+}
+
+/// 64 one-page entries in reverse page order: the order of the list, not of the memfd.
+fn list_pages_reversed() -> CaseResult {
+    let a = source(Backing::Shmem, 64 * ps(), 13)?;
+    let entries: Vec<_> = (0..64).rev().map(|p| (0, p * ps(), ps())).collect();
+    check_list("reversed pages", &[&a], &entries)?;
+    Ok(Outcome::Pass)
+}
+
+/// The same memfd page in two entries is one page: a write through one dma-buf offset is
+/// read back at the other.
+fn list_same_page_twice_aliases() -> CaseResult {
+    let dev = open_device(&test_device())?;
+    let a = source(Backing::Shmem, 2 * ps(), 14)?;
+    let buf = create_list(dev.as_fd(), 0, &[item(&a.fd, ps(), ps()), item(&a.fd, 0, ps()), item(&a.fd, ps(), ps())])
+        .context("CREATE_LIST with page 1 twice")?;
+    let view = Mapping::shared(&buf, 3 * ps())?;
+    let data = pattern(15, ps());
+    view.write(0, &data);
+    expect_bytes("entry 2 after writing entry 0 (same memfd page)", &view.read(2 * ps(), ps()), &data)?;
+    expect_bytes("memfd page 1", &read_memfd(&a.fd, a.size, ps(), ps())?, &data)?;
+    expect_bytes("entry 1 (memfd page 0) untouched", &view.read(ps(), ps()), &a.content[..ps() as usize])?;
+    Ok(Outcome::Pass)
+}
+
+fn private_mapping_refused() -> CaseResult {
+    let attempt = |kind: Backing| {
+        move |d: std::os::fd::BorrowedFd<'_>| -> Result<Result<Mapping, Errno>> {
+            let m = memfd(kind, kind.granule())?;
+            let buf = create(d, &m, 0, kind.granule(), 0).context("making the buffer")?;
+            Ok(Mapping::new(&buf, kind.granule(), 0, false))
+        }
+    };
+    expect_errno("MAP_PRIVATE of a shmem dma-buf", Errno::EINVAL, attempt(Backing::Shmem))?;
+    expect_errno("MAP_PRIVATE of a hugetlb dma-buf", Errno::EINVAL, attempt(Backing::Hugetlb))?;
+    Ok(Outcome::Pass)
+}
+
+fn mapping_past_end_refused() -> CaseResult {
+    let attempt = |len: u64, off: u64| {
+        move |d: std::os::fd::BorrowedFd<'_>| -> Result<Result<Mapping, Errno>> {
+            let m = memfd(Backing::Shmem, 4 * ps())?;
+            let buf = create(d, &m, 0, 4 * ps(), 0).context("making the buffer")?;
+            Ok(Mapping::new(&buf, len, off, true))
+        }
+    };
+    expect_errno("4-page buffer, map 5 pages", Errno::EINVAL, attempt(5 * ps(), 0))?;
+    expect_errno("4-page buffer, map 2 pages at page 3", Errno::EINVAL, attempt(2 * ps(), 3 * ps()))?;
+    expect_errno("4-page buffer, map 1 page at page 4", Errno::EINVAL, attempt(ps(), 4 * ps()))?;
+    Ok(Outcome::Pass)
+}
