@@ -1,25 +1,38 @@
 // SPDX-License-Identifier: GPL-2.0
 //! A udmabuf-live buffer: the pinned pages of one or more memfd ranges, exported as a
 //! dma-buf. `create` is the whole UDMABUF_CREATE(_LIST) path after the ioctl has copied
-//! the request in; `exporter.rs` answers the dma-buf core for the buffer afterwards.
+//! the request in. Afterwards `exporter.rs` answers the dma-buf core, `notifier.rs`
+//! records invalidations and `worker.rs` brings the pages back in step with the memfd.
 //!
-//! Locks owned here (see the lock order in udmabuf_live_main.rs):
-//! - `Buffer::state` ("udmabuf_live_buffer_state"): the page array and the mappings
-//!   built from it. Taken under the dma-buf reservation lock (map, vmap, pin) and under
-//!   mmap_lock (fault); never held while copying to or from user memory.
+//! Locks owned here (the global order is in udmabuf_live_main.rs):
+//! - `Buffer::state` ("udmabuf_live_buffer_state"): the page array and everything built
+//!   from it. Never held while copying from or to user memory.
+//! - `Buffer::dirty` ("udmabuf_live_dirty", a spinlock): pages the notifiers saw
+//!   invalidated; the only lock the notifier callback takes.
+//! - `Buffer::notifiers` ("udmabuf_live_notifiers"): the registered notifiers.
+//! - `Buffer::slot` (see sys/dmabuf.rs): the exported dma-buf, for the worker.
 
 use crate::ffi;
+use crate::notifier::{DirtyPages, Watch};
 use crate::sys::{
     device::DeviceRef,
-    dmabuf::ExportedDmaBuf,
-    folio::PinnedPages,
-    memfd::{Backing, MemFile},
+    dmabuf::{DmaBufSlot, ExportedDmaBuf},
+    folio::{PinnedPage, PinnedPages},
+    memfd::{Backing, FileMapping, MemFile, MAX_MAPPINGS},
+    notifier::IntervalNotifier,
     sgt::MappedSgTable,
     vm::VMap,
+    wq::QueueRef,
     PAGE_SHIFT, PAGE_SIZE,
 };
 use crate::uapi::UdmabufCreateItem;
-use kernel::{bindings, new_mutex, prelude::*, sync::{Arc, Mutex}};
+use core::sync::atomic::{AtomicBool, AtomicU64};
+use kernel::{
+    bindings, new_condvar, new_mutex, new_work,
+    prelude::*,
+    sync::{Arc, CondVar, Mutex},
+    workqueue::Work,
+};
 
 /// Seals a memfd must have: it may not shrink under the buffer.
 const SEALS_WANTED: u32 = bindings::F_SEAL_SHRINK;
@@ -31,9 +44,30 @@ fn ebadfd() -> Error {
     Error::from_errno(-(bindings::EBADFD as i32))
 }
 
+/// One memfd range of a buffer. The file reference is kept so the worker can re-fault.
+pub(crate) struct Range {
+    pub(crate) file: MemFile,
+    /// Byte offset of the range in the memfd.
+    pub(crate) offset: u64,
+    /// Index of the range's first page in the buffer.
+    pub(crate) first_page: usize,
+    pub(crate) nr_pages: usize,
+}
+
+impl Range {
+    pub(crate) fn pages(&self) -> core::ops::Range<usize> {
+        self.first_page..self.first_page + self.nr_pages
+    }
+
+    /// Byte offset in the memfd of buffer page `index` (which must be in this range).
+    pub(crate) fn file_offset(&self, index: usize) -> u64 {
+        self.offset + ((index - self.first_page) << PAGE_SHIFT) as u64
+    }
+}
+
 /// Mutable state of a buffer, under `Buffer::state`.
 pub(crate) struct State {
-    /// The buffer's pages in dma-buf order, and the folio pins behind them.
+    /// The buffer's pages in dma-buf order, each pinned.
     pub(crate) pages: PinnedPages,
     /// Mapping for the misc device used by begin/end_cpu_access (as upstream's ubuf->sg).
     pub(crate) cpu_sgt: Option<MappedSgTable>,
@@ -41,6 +75,23 @@ pub(crate) struct State {
     pub(crate) vmap: Option<VMap>,
     /// Pins by static importers (dma_buf_pin); their pages may not change meanwhile.
     pub(crate) pins: usize,
+    /// New pages waiting for the last pin or vmap to go, by page index (empty, or one
+    /// slot per page once something was deferred).
+    pub(crate) deferred: KVVec<Option<PinnedPage>>,
+    /// Number of `Some` slots in `deferred`: the buffer is stale while non-zero.
+    pub(crate) deferred_count: usize,
+}
+
+/// Counters reported by INFO and debugfs.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) generation: AtomicU64,
+    pub(crate) updates: AtomicU64,
+    pub(crate) pages_swapped: AtomicU64,
+    pub(crate) invalidations: AtomicU64,
+    /// Importer mappings made, and the DMA segments of the last one.
+    pub(crate) maps: AtomicU64,
+    pub(crate) last_map_segments: AtomicU64,
 }
 
 #[pin_data]
@@ -49,16 +100,37 @@ pub(crate) struct Buffer {
     pub(crate) nr_pages: usize,
     /// What backs the buffer; `None` when the ranges mix shmem and hugetlb.
     pub(crate) backing: Option<Backing>,
+    pub(crate) ranges: KVec<Range>,
     #[pin]
     pub(crate) state: Mutex<State>,
+    /// Signalled whenever an update is applied (SYNC waits on it with `state`).
+    #[pin]
+    pub(crate) applied: CondVar,
+    #[pin]
+    pub(crate) dirty: DirtyPages,
+    /// True while mmu notifiers watch every page; otherwise the lazy checks run.
+    pub(crate) watched: AtomicBool,
+    #[pin]
+    pub(crate) notifiers: Mutex<KVec<Pin<KBox<IntervalNotifier<Watch>>>>>,
+    #[pin]
+    pub(crate) slot: DmaBufSlot,
+    #[pin]
+    pub(crate) work: Work<Buffer>,
+    pub(crate) queue: QueueRef,
+    pub(crate) counters: Counters,
     /// The misc device, for CPU-access DMA syncs. Declared after `state` so that the
     /// tables in `state` are unmapped before this reference goes.
     pub(crate) misc_dev: DeviceRef,
 }
 
-/// Validate a create request, pin its pages and export them as a dma-buf fd. The
-/// checks, their order and their errnos follow upstream udmabuf_create() (7.2).
-pub(crate) fn create(misc_dev: DeviceRef, items: &[UdmabufCreateItem], cloexec: bool) -> Result<i32> {
+kernel::impl_has_work! {
+    impl HasWork<Self> for Buffer { self.work }
+}
+
+/// Validate a create request, pin its pages, watch its mappings and export it as a
+/// dma-buf fd. The checks, their order and their errnos follow upstream
+/// udmabuf_create() (7.2).
+pub(crate) fn create(misc_dev: DeviceRef, queue: QueueRef, items: &[UdmabufCreateItem], cloexec: bool) -> Result<i32> {
     let limit_pages = (ffi::size_limit_mb() as i64 as u64).saturating_mul(1 << 20) >> PAGE_SHIFT;
     let mut total: u64 = 0;
     let mut max_item_pages: u64 = 0;
@@ -78,29 +150,55 @@ pub(crate) fn create(misc_dev: DeviceRef, items: &[UdmabufCreateItem], cloexec: 
     }
     let nr_pages = usize::try_from(total).map_err(|_| EINVAL)?;
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
+    let mut ranges = KVec::with_capacity(items.len(), GFP_KERNEL)?;
     let mut scratch = KVVec::from_elem(core::ptr::null_mut(), max_item_pages as usize, GFP_KERNEL)?;
     let mut backing = None;
     for (i, item) in items.iter().enumerate() {
-        let kind = pin_item(item, &mut pages, &mut scratch)?;
+        let first_page = pages.len();
+        let (file, kind) = pin_item(item, &mut pages, &mut scratch)?;
         backing = if i == 0 || backing == Some(kind) { Some(kind) } else { None };
+        let range = Range { file, offset: item.offset, first_page, nr_pages: (item.size >> PAGE_SHIFT) as usize };
+        ranges.push(range, GFP_KERNEL)?;
     }
     drop(scratch);
 
+    let dirty = DirtyPages::new(nr_pages)?;
     let buffer = Arc::pin_init(
         try_pin_init!(Buffer {
             nr_pages,
             backing,
-            state <- new_mutex!(State { pages, cpu_sgt: None, vmap: None, pins: 0 }, "udmabuf_live_buffer_state"),
+            ranges,
+            state <- new_mutex!(
+                State { pages, cpu_sgt: None, vmap: None, pins: 0, deferred: KVVec::new(), deferred_count: 0 },
+                "udmabuf_live_buffer_state"
+            ),
+            applied <- new_condvar!("udmabuf_live_applied"),
+            dirty <- dirty,
+            watched: AtomicBool::new(false),
+            notifiers <- new_mutex!(KVec::new(), "udmabuf_live_notifiers"),
+            slot <- DmaBufSlot::new(),
+            work <- new_work!("udmabuf_live_buffer_work"),
+            queue,
+            counters: Counters::default(),
             misc_dev,
         }),
         GFP_KERNEL,
     )?;
-    ExportedDmaBuf::export(buffer, nr_pages << PAGE_SHIFT)?.into_fd(cloexec)
+    // Export first: if anything below fails, dropping the dma-buf runs its release op,
+    // which also takes down any notifier already registered.
+    let exported = ExportedDmaBuf::export(buffer.clone(), nr_pages << PAGE_SHIFT)?;
+    watch_mappings(&buffer)?;
+    drop(buffer);
+    exported.into_fd(cloexec)
 }
 
 /// Pin the pages of one memfd range, checking the file and its seals under the inode
 /// lock (memfd_add_seals takes it for write).
-fn pin_item(item: &UdmabufCreateItem, pages: &mut PinnedPages, scratch: &mut KVVec<*mut bindings::folio>) -> Result<Backing> {
+fn pin_item(
+    item: &UdmabufCreateItem,
+    pages: &mut PinnedPages,
+    scratch: &mut KVVec<*mut bindings::folio>,
+) -> Result<(MemFile, Backing)> {
     let file = MemFile::get(item.memfd).ok_or_else(ebadfd)?;
     let locked = file.lock_shared();
     let backing = file.backing().ok_or_else(ebadfd)?;
@@ -108,17 +206,58 @@ fn pin_item(item: &UdmabufCreateItem, pages: &mut PinnedPages, scratch: &mut KVV
     if seals & SEALS_WANTED != SEALS_WANTED || seals & SEALS_DENIED != 0 {
         return Err(EINVAL);
     }
-    // memfd_pin_folios takes loff_t bounds: offsets past i64 or a wrapping end are
-    // invalid there, so they are here too.
-    let start = i64::try_from(item.offset).map_err(|_| EINVAL)?;
-    let end = i64::try_from(item.size).ok().and_then(|s| start.checked_add(s)).and_then(|e| e.checked_sub(1)).ok_or(EINVAL)?;
+    let (start, end) = byte_bounds(item.offset, item.size)?;
     let mut want = (item.size >> PAGE_SHIFT) as usize;
-    locked.pin_folios(start, end, scratch, |pin, offset| {
-        want -= pages.append(pin, offset, want)?;
+    file.pin_folios(start, end, scratch, |folio, offset| {
+        want -= pages.append(folio, offset, want)?;
         Ok(())
     })?;
+    drop(locked);
     if want != 0 {
         return Err(EINVAL);
     }
-    Ok(backing)
+    Ok((file, backing))
+}
+
+/// Inclusive loff_t bounds of `size` bytes at `offset`. memfd_pin_folios takes loff_t
+/// bounds: offsets past i64 or a wrapping end are invalid there, so they are here too.
+pub(crate) fn byte_bounds(offset: u64, size: u64) -> Result<(i64, i64)> {
+    let start = i64::try_from(offset).map_err(|_| EINVAL)?;
+    let end = i64::try_from(size).ok().and_then(|s| start.checked_add(s)).and_then(|e| e.checked_sub(1));
+    Ok((start, end.ok_or(EINVAL)?))
+}
+
+/// Register an mmu interval notifier on every mapping of each range in the creating
+/// process. A buffer whose every page is covered is "watched"; otherwise the lazy
+/// checks keep the unwatched part coherent.
+fn watch_mappings(buffer: &Arc<Buffer>) -> Result {
+    let mut covered_all = true;
+    let mut list = KVec::new();
+    for range in &buffer.ranges {
+        let mut maps = KVec::with_capacity(MAX_MAPPINGS, GFP_KERNEL)?;
+        let len = (range.nr_pages << PAGE_SHIFT) as u64;
+        range.file.mappings_in_current_mm(range.offset, len, &mut maps)?;
+        covered_all &= covers(&mut maps, range.offset, len);
+        for m in maps.iter() {
+            let first_page = range.first_page + ((m.offset - range.offset) >> PAGE_SHIFT) as usize;
+            let watch = Watch::new(buffer.clone(), m.va, first_page);
+            list.push(IntervalNotifier::register_current(m.va, m.len, watch)?, GFP_KERNEL)?;
+        }
+    }
+    *buffer.notifiers.lock() = list;
+    buffer.watched.store(covered_all, core::sync::atomic::Ordering::Release);
+    Ok(())
+}
+
+/// Do `maps` (sorted here by offset) cover `offset..offset+len` without a gap?
+fn covers(maps: &mut KVec<FileMapping>, offset: u64, len: u64) -> bool {
+    maps.sort_unstable_by_key(|m| m.offset);
+    let mut reached = offset;
+    for m in maps.iter() {
+        if m.offset > reached {
+            return false;
+        }
+        reached = reached.max(m.offset + m.len as u64);
+    }
+    reached >= offset + len
 }

@@ -2,24 +2,38 @@
 //! The `/dev/udmabuf-live` misc device: where the data flow starts. An ioctl is copied
 //! in and checked here, then `buffer::create` pins and exports.
 
-use crate::buffer;
+use crate::buffer::{self, Buffer};
 use crate::ffi;
-use crate::sys::miscdev::{IoctlHandler, Misc};
-use crate::uapi::{self, UdmabufCreate, UdmabufCreateItem, UdmabufCreateList};
+use crate::sys::{
+    dmabuf::DmaBufRef,
+    miscdev::{IoctlHandler, Misc},
+    wq::OwnedQueue,
+};
+use crate::uapi::{
+    self, UdmabufCreate, UdmabufCreateItem, UdmabufCreateList, UdmabufLiveInfo, UdmabufLivePfns, UdmabufLiveSync,
+    UdmabufLiveVerify,
+};
 use kernel::{
     prelude::*,
     uaccess::{UserPtr, UserSlice},
 };
 
 /// The device's ioctl handler. Buffers outlive the fd that created them (their dma-buf
-/// owns them), so there is no per-open state.
-pub(crate) struct UliveDevice;
+/// owns them), so there is no per-open state; the workqueue for live updates is the
+/// module's and outlives every buffer.
+pub(crate) struct UliveDevice {
+    pub(crate) queue: OwnedQueue,
+}
 
 impl IoctlHandler for UliveDevice {
     fn ioctl(&self, misc: &Misc, cmd: u32, arg: usize) -> Result<isize> {
         let fd = match cmd {
-            uapi::UDMABUF_CREATE => create(misc, arg)?,
-            uapi::UDMABUF_CREATE_LIST => create_list(misc, arg)?,
+            uapi::UDMABUF_CREATE => self.create(misc, arg)?,
+            uapi::UDMABUF_CREATE_LIST => self.create_list(misc, arg)?,
+            uapi::UDMABUF_LIVE_INFO => info(arg)?,
+            uapi::UDMABUF_LIVE_SYNC => sync(arg)?,
+            uapi::UDMABUF_LIVE_VERIFY => verify(arg)?,
+            uapi::UDMABUF_LIVE_PFNS => pfns(arg)?,
             // Unknown commands get ENOTTY, as the VFS and upstream udmabuf do.
             _ => return Err(ENOTTY),
         };
@@ -27,13 +41,14 @@ impl IoctlHandler for UliveDevice {
     }
 }
 
-fn create(misc: &Misc, arg: usize) -> Result<i32> {
+impl UliveDevice {
+fn create(&self, misc: &Misc, arg: usize) -> Result<i32> {
     let req: UdmabufCreate = UserSlice::new(UserPtr::from_addr(arg), size_of::<UdmabufCreate>()).reader().read()?;
     let item = UdmabufCreateItem { memfd: req.memfd, __pad: 0, offset: req.offset, size: req.size };
-    create_from(misc, &[item], req.flags)
+    self.create_from(misc, &[item], req.flags)
 }
 
-fn create_list(misc: &Misc, arg: usize) -> Result<i32> {
+fn create_list(&self, misc: &Misc, arg: usize) -> Result<i32> {
     let head_len = size_of::<UdmabufCreateList>();
     let head: UdmabufCreateList = UserSlice::new(UserPtr::from_addr(arg), head_len).reader().read()?;
     // Compared as upstream does: `u32 count > int list_limit` in C converts the limit.
@@ -47,9 +62,81 @@ fn create_list(misc: &Misc, arg: usize) -> Result<i32> {
     for _ in 0..count {
         items.push(reader.read::<UdmabufCreateItem>()?, GFP_KERNEL)?;
     }
-    create_from(misc, &items, head.flags)
+    self.create_from(misc, &items, head.flags)
 }
 
-fn create_from(misc: &Misc, items: &[UdmabufCreateItem], flags: u32) -> Result<i32> {
-    buffer::create(misc.device()?, items, flags & uapi::UDMABUF_FLAGS_CLOEXEC != 0)
+fn create_from(&self, misc: &Misc, items: &[UdmabufCreateItem], flags: u32) -> Result<i32> {
+    buffer::create(misc.device()?, self.queue.handle(), items, flags & uapi::UDMABUF_FLAGS_CLOEXEC != 0)
+}
+}
+
+/// Read the ioctl argument `T` and the dma-buf of ours its first field names.
+fn read_arg<T: kernel::transmute::FromBytes + HasFd>(arg: usize) -> Result<(T, DmaBufRef<Buffer>)> {
+    let req: T = UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).reader().read()?;
+    let fd = i32::try_from(req.fd()).map_err(|_| EBADF)?;
+    Ok((req, DmaBufRef::from_fd(fd)?))
+}
+
+fn write_back<T: kernel::transmute::AsBytes>(arg: usize, value: &T) -> Result<i32> {
+    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).writer().write(value)?;
+    Ok(0)
+}
+
+fn info(arg: usize) -> Result<i32> {
+    let (req, dmabuf) = read_arg::<UdmabufLiveInfo>(arg)?;
+    let info = UdmabufLiveInfo { dmabuf_fd: req.dmabuf_fd, ..dmabuf.exporter().info() };
+    write_back(arg, &info)
+}
+
+fn sync(arg: usize) -> Result<i32> {
+    let (req, dmabuf) = read_arg::<UdmabufLiveSync>(arg)?;
+    dmabuf.exporter().sync(req.timeout_ms)?;
+    Ok(0)
+}
+
+fn verify(arg: usize) -> Result<i32> {
+    let (req, dmabuf) = read_arg::<UdmabufLiveVerify>(arg)?;
+    let v = UdmabufLiveVerify { dmabuf_fd: req.dmabuf_fd, ..dmabuf.exporter().verify() };
+    write_back(arg, &v)
+}
+
+fn pfns(arg: usize) -> Result<i32> {
+    if !crate::sys::capable_sys_admin() {
+        return Err(EPERM);
+    }
+    let (req, dmabuf) = read_arg::<UdmabufLivePfns>(arg)?;
+    let pfns = dmabuf.exporter().pfns(req.first_page, req.count)?;
+    drop(dmabuf);
+    let len = pfns.len().checked_mul(size_of::<u64>()).ok_or(EINVAL)?;
+    let mut out = UserSlice::new(UserPtr::from_addr(req.pfns as usize), len).writer();
+    for pfn in pfns.iter() {
+        out.write(pfn)?;
+    }
+    Ok(0)
+}
+
+/// The live-update ioctl arguments start with the dma-buf fd.
+trait HasFd {
+    fn fd(&self) -> u32;
+}
+
+impl HasFd for UdmabufLiveInfo {
+    fn fd(&self) -> u32 {
+        self.dmabuf_fd
+    }
+}
+impl HasFd for UdmabufLiveSync {
+    fn fd(&self) -> u32 {
+        self.dmabuf_fd
+    }
+}
+impl HasFd for UdmabufLiveVerify {
+    fn fd(&self) -> u32 {
+        self.dmabuf_fd
+    }
+}
+impl HasFd for UdmabufLivePfns {
+    fn fd(&self) -> u32 {
+        self.dmabuf_fd
+    }
 }

@@ -1,33 +1,64 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The dma-buf exporter ops of a [`Buffer`]: what importers, CPU mmaps and vmaps see.
-//! Every op reads the page array under `Buffer::state`.
+//! Every op reads the page array under `Buffer::state`. Before pages are handed out
+//! (map, first pin, CPU access) a pending or lazy update is applied, so an importer
+//! never starts on pages that have left the memfd.
 
 use crate::buffer::Buffer;
 use crate::sys::{
-    dmabuf::{Attachment, Exporter},
+    dmabuf::{Attachment, DmaBufSlot, Exporter, ResvLocked},
     sgt::{Direction, MappedSgTable},
     vm::{Fault, FaultResult, VMap, VMapAddr},
 };
+use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 impl Exporter for Buffer {
-    fn pin(&self, _att: &Attachment<'_>) -> Result {
+    fn slot(&self) -> &DmaBufSlot {
+        &self.slot
+    }
+
+    fn release(&self) {
+        // The notifiers hold references on the buffer: take them down (waiting for a
+        // callback in flight) so that nothing queues work for a dma-buf that is going.
+        let notifiers = core::mem::take(&mut *self.notifiers.lock());
+        drop(notifiers);
+    }
+
+    fn pin(&self, resv: &ResvLocked<'_>, _att: &Attachment<'_>) -> Result {
+        if self.state.lock().pins == 0 {
+            // The first static importer must start on current pages.
+            self.update_locked(resv)?;
+        }
         self.state.lock().pins += 1;
         Ok(())
     }
 
-    fn unpin(&self, _att: &Attachment<'_>) {
-        let mut state = self.state.lock();
-        state.pins = state.pins.saturating_sub(1);
+    fn unpin(&self, resv: &ResvLocked<'_>, _att: &Attachment<'_>) {
+        {
+            let mut state = self.state.lock();
+            state.pins = state.pins.saturating_sub(1);
+        }
+        if let Err(e) = self.apply_deferred(resv) {
+            pr_warn!("udmabuf-live: applying deferred pages at unpin failed: {:?}\n", e);
+        }
     }
 
-    fn map(&self, att: &Attachment<'_>, dir: Direction) -> Result<MappedSgTable> {
+    fn map(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>, dir: Direction) -> Result<MappedSgTable> {
         let dev = att.device()?;
-        let state = self.state.lock();
-        MappedSgTable::new(&state.pages, dev, dir)
+        if self.state.lock().pins == 0 {
+            self.update_locked(resv)?;
+        }
+        let sgt = MappedSgTable::new(&self.state.lock().pages, dev, dir)?;
+        self.counters.maps.fetch_add(1, Ordering::Relaxed);
+        self.counters.last_map_segments.store(sgt.dma_segments() as u64, Ordering::Relaxed);
+        Ok(sgt)
     }
 
     fn begin_cpu_access(&self, dir: Direction) -> Result {
+        if !self.watched.load(Ordering::Acquire) || self.dirty.pending() {
+            self.update(!self.watched.load(Ordering::Acquire))?;
+        }
         let mut state = self.state.lock();
         if state.cpu_sgt.is_none() {
             state.cpu_sgt = Some(MappedSgTable::new(&state.pages, self.misc_dev.dma_device(), dir)?);
@@ -70,7 +101,7 @@ impl Exporter for Buffer {
         ret
     }
 
-    fn vmap(&self) -> Result<VMapAddr> {
+    fn vmap(&self, _resv: &ResvLocked<'_>) -> Result<VMapAddr> {
         let mut state = self.state.lock();
         if state.vmap.is_some() {
             return Err(EBUSY);
@@ -81,10 +112,15 @@ impl Exporter for Buffer {
         Ok(addr)
     }
 
-    fn vunmap(&self, addr: VMapAddr) {
-        let mut state = self.state.lock();
-        if state.vmap.as_ref().map(VMap::addr) == Some(addr) {
-            state.vmap = None;
+    fn vunmap(&self, resv: &ResvLocked<'_>, addr: VMapAddr) {
+        {
+            let mut state = self.state.lock();
+            if state.vmap.as_ref().map(VMap::addr) == Some(addr) {
+                state.vmap = None;
+            }
+        }
+        if let Err(e) = self.apply_deferred(resv) {
+            pr_warn!("udmabuf-live: applying deferred pages at vunmap failed: {:?}\n", e);
         }
     }
 }

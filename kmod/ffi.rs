@@ -60,6 +60,19 @@ extern "C" {
     pub(crate) fn ulive_vma_pgoff(vma: *mut bindings::vm_area_struct) -> c_ulong;
     pub(crate) fn ulive_vma_pages(vma: *mut bindings::vm_area_struct) -> c_ulong;
     pub(crate) fn ulive_vma_private(vma: *mut bindings::vm_area_struct) -> *mut c_void;
+
+    pub(crate) fn ulive_memfd_peek_page(file: *mut bindings::file, off: i64) -> *mut bindings::page;
+    pub(crate) fn ulive_find_mappings(
+        file: *mut bindings::file,
+        off: u64,
+        len: u64,
+        out: *mut c_ulong,
+        max: c_uint,
+    ) -> c_int;
+    pub(crate) fn ulive_current_mm() -> *mut bindings::mm_struct;
+    pub(crate) fn ulive_mmu_interval_set_seq(mni: *mut bindings::mmu_interval_notifier, seq: c_ulong);
+    pub(crate) fn ulive_alloc_workqueue(name: *const kernel::ffi::c_char) -> *mut bindings::workqueue_struct;
+    pub(crate) fn ulive_dma_buf_zap(dmabuf: *mut bindings::dma_buf, start: i64, len: i64);
 }
 
 /// Current value of the `size_limit_mb` module parameter (writable in sysfs).

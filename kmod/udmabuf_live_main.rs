@@ -24,7 +24,10 @@ mod buffer;
 mod device;
 mod exporter;
 mod ffi;
+mod inspect;
+mod notifier;
 mod sys;
+mod worker;
 #[path = "../uapi/src/abi.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod uapi;
@@ -52,7 +55,10 @@ impl kernel::InPlaceModule for UdmabufLive {
             ffi::list_limit()
         );
         try_pin_init!(Self {
-            _miscdev <- MiscRegistration::register(c"udmabuf-live", device::UliveDevice),
+            _miscdev <- MiscRegistration::register(
+                c"udmabuf-live",
+                device::UliveDevice { queue: sys::wq::OwnedQueue::new(c"udmabuf_live")? },
+            ),
         })
     }
 }

@@ -12,7 +12,11 @@
 #include <linux/hugetlb.h>
 #include <linux/iosys-map.h>
 #include <linux/mm.h>
+#include <linux/mmu_notifier.h>
 #include <linux/module.h>
+#include <linux/pagemap.h>
+#include <linux/sched/mm.h>
+#include <linux/workqueue.h>
 #include <linux/moduleparam.h>
 #include <linux/scatterlist.h>
 #include <linux/shmem_fs.h>
@@ -216,4 +220,89 @@ unsigned long ulive_vma_pages(struct vm_area_struct *vma)
 void *ulive_vma_private(struct vm_area_struct *vma)
 {
 	return vma->vm_private_data;
+}
+
+/*
+ * The page the memfd's page cache holds at byte @off, or NULL for a hole. Only an
+ * identity: the folio reference taken for the lookup is dropped before returning.
+ * hugetlb page cache indices are in base pages, aligned to the huge page.
+ */
+struct page *ulive_memfd_peek_page(struct file *file, loff_t off)
+{
+	struct address_space *mapping = file->f_mapping;
+	pgoff_t index = off >> PAGE_SHIFT;
+	struct folio *folio;
+	struct page *page;
+
+	if (is_file_hugepages(file)) {
+		struct hstate *h = hstate_file(file);
+
+		index = (off >> huge_page_shift(h)) << huge_page_order(h);
+	}
+	folio = filemap_get_folio(mapping, index);
+	if (IS_ERR(folio))
+		return NULL;
+	page = folio_page(folio, (off - folio_pos(folio)) >> PAGE_SHIFT);
+	folio_put(folio);
+	return page;
+}
+
+/*
+ * Find the VMAs of the current process that map @file's inode over bytes
+ * [@off, @off + @len). For each (at most @max) store the triple
+ * (user address, length, file offset) of the overlap in @out. Returns the count.
+ */
+int ulive_find_mappings(struct file *file, u64 off, u64 len, unsigned long *out,
+			unsigned int max)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	unsigned int n = 0;
+
+	if (!mm)
+		return 0;
+	VMA_ITERATOR(vmi, mm, 0);
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	for_each_vma(vmi, vma) {
+		u64 vstart, vend, s, e;
+
+		if (!vma->vm_file || file_inode(vma->vm_file) != file_inode(file))
+			continue;
+		vstart = (u64)vma->vm_pgoff << PAGE_SHIFT;
+		vend = vstart + (vma->vm_end - vma->vm_start);
+		s = max(vstart, off);
+		e = min(vend, off + len);
+		if (s >= e)
+			continue;
+		if (n == max)
+			break;
+		out[3 * n] = vma->vm_start + (s - vstart);
+		out[3 * n + 1] = e - s;
+		out[3 * n + 2] = s;
+		n++;
+	}
+	mmap_read_unlock(mm);
+	return n;
+}
+
+struct mm_struct *ulive_current_mm(void)
+{
+	return current->mm;
+}
+
+void ulive_mmu_interval_set_seq(struct mmu_interval_notifier *mni, unsigned long seq)
+{
+	mmu_interval_set_seq(mni, seq);
+}
+
+struct workqueue_struct *ulive_alloc_workqueue(const char *name)
+{
+	return alloc_workqueue("%s", WQ_UNBOUND, 0, name);
+}
+
+/* Zap the CPU mmaps of a dma-buf over bytes [@start, @start + @len). */
+void ulive_dma_buf_zap(struct dma_buf *dmabuf, loff_t start, loff_t len)
+{
+	unmap_mapping_range(dmabuf->file->f_mapping, start, len, 1);
 }

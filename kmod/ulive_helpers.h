@@ -19,6 +19,9 @@ struct sg_table;
 struct vm_area_struct;
 struct vm_fault;
 struct vm_operations_struct;
+struct mm_struct;
+struct mmu_interval_notifier;
+struct workqueue_struct;
 enum dma_data_direction;
 
 int ulive_param_size_limit_mb(void);
@@ -56,5 +59,12 @@ unsigned long ulive_vma_start(struct vm_area_struct *vma);
 unsigned long ulive_vma_pgoff(struct vm_area_struct *vma);
 unsigned long ulive_vma_pages(struct vm_area_struct *vma);
 void *ulive_vma_private(struct vm_area_struct *vma);
+struct page *ulive_memfd_peek_page(struct file *file, loff_t off);
+int ulive_find_mappings(struct file *file, u64 off, u64 len, unsigned long *out,
+			unsigned int max);
+struct mm_struct *ulive_current_mm(void);
+void ulive_mmu_interval_set_seq(struct mmu_interval_notifier *mni, unsigned long seq);
+struct workqueue_struct *ulive_alloc_workqueue(const char *name);
+void ulive_dma_buf_zap(struct dma_buf *dmabuf, loff_t start, loff_t len);
 
 #endif /* ULIVE_HELPERS_H */

@@ -33,9 +33,6 @@ impl DeviceRef {
         Ok(Self { ptr })
     }
 
-    pub(crate) fn as_ptr(&self) -> *mut bindings::device {
-        self.ptr.as_ptr()
-    }
 }
 
 impl Drop for DeviceRef {

@@ -7,15 +7,23 @@ use super::sgt::{Direction, DmaDevice, MappedSgTable};
 use super::vm::{Fault, FaultResult, VMapAddr, VmOps};
 use crate::ffi;
 use core::ptr::NonNull;
-use kernel::{bindings, error::from_result, ffi::c_int, prelude::*, sync::Arc};
+use core::marker::PhantomData;
+use kernel::{bindings, error::from_result, error::to_result, ffi::c_int, new_mutex, prelude::*, sync::{Arc, Mutex}};
 
 /// What the dma-buf core asks of an exporter. Locking, as the core calls it (7.2):
 /// `pin`, `unpin`, `map`, `unmap`, `vmap`, `vunmap` run with the reservation lock
-/// held; `attach`, `detach`, `begin/end_cpu_access`, `mmap` and `fault` without it.
+/// held (they get a [`ResvLocked`] to prove it); `begin/end_cpu_access`, `mmap`,
+/// `fault` and `release` without it.
 pub(crate) trait Exporter: Send + Sync + Sized + 'static {
-    fn pin(&self, att: &Attachment<'_>) -> Result;
-    fn unpin(&self, att: &Attachment<'_>);
-    fn map(&self, att: &Attachment<'_>, dir: Direction) -> Result<MappedSgTable>;
+    /// Where the exported dma-buf is published for code that runs outside the core's
+    /// callbacks (a worker). Filled at export, emptied at release.
+    fn slot(&self) -> &DmaBufSlot;
+    /// The dma-buf is being freed: drop what could still call into it. Runs before
+    /// the slot is emptied and the exporter's `Arc` is dropped.
+    fn release(&self);
+    fn pin(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>) -> Result;
+    fn unpin(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>);
+    fn map(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>, dir: Direction) -> Result<MappedSgTable>;
     fn unmap(&self, _att: &Attachment<'_>, sgt: MappedSgTable) {
         drop(sgt);
     }
@@ -24,8 +32,117 @@ pub(crate) trait Exporter: Send + Sync + Sized + 'static {
     /// May this mmap go ahead? `shared` tells whether it is a MAP_SHARED mapping.
     fn mmap(&self, shared: bool) -> Result;
     fn fault(&self, fault: &Fault) -> FaultResult;
-    fn vmap(&self) -> Result<VMapAddr>;
-    fn vunmap(&self, addr: VMapAddr);
+    fn vmap(&self, resv: &ResvLocked<'_>) -> Result<VMapAddr>;
+    fn vunmap(&self, resv: &ResvLocked<'_>, addr: VMapAddr);
+}
+
+/// Proof that the reservation lock of one of our dma-bufs is held, and what may be done
+/// under it.
+///
+/// # Invariants
+/// `dmabuf` is live and its reservation lock is held for `'a`.
+pub(crate) struct ResvLocked<'a> {
+    dmabuf: NonNull<bindings::dma_buf>,
+    _lock: PhantomData<&'a ()>,
+}
+
+impl ResvLocked<'_> {
+    /// # Safety
+    /// `dmabuf` must be live with its reservation lock held while the result is used.
+    unsafe fn new(dmabuf: *mut bindings::dma_buf) -> Self {
+        // SAFETY: live per the contract; lockdep checks the claim.
+        unsafe { ffi::ulive_dma_buf_assert_locked(dmabuf) };
+        // SAFETY: non-null per the contract.
+        Self { dmabuf: unsafe { NonNull::new_unchecked(dmabuf) }, _lock: PhantomData }
+    }
+
+    /// Tell dynamic importers their mappings are invalid (they unmap and map again).
+    pub(crate) fn invalidate_mappings(&self) {
+        // SAFETY: live with its reservation lock held (type invariant), as required.
+        unsafe { bindings::dma_buf_invalidate_mappings(self.dmabuf.as_ptr()) };
+    }
+
+    /// Zap CPU mmaps of the dma-buf over bytes `start..start+len`: the next access
+    /// faults and maps whatever page the buffer holds then.
+    pub(crate) fn zap_cpu_mappings(&self, start: usize, len: usize) {
+        // SAFETY: the dma-buf and its file are live (type invariant).
+        unsafe { ffi::ulive_dma_buf_zap(self.dmabuf.as_ptr(), start as i64, len as i64) };
+    }
+
+    /// Wait until every fence on the reservation object has signalled.
+    pub(crate) fn wait_idle(&self) -> Result {
+        // SAFETY: live (type invariant); waiting under the resv lock is allowed.
+        let r = unsafe {
+            bindings::dma_resv_wait_timeout(
+                (*self.dmabuf.as_ptr()).resv,
+                bindings::dma_resv_usage_DMA_RESV_USAGE_BOOKKEEP,
+                false,
+                kernel::ffi::c_long::MAX as _, // MAX_SCHEDULE_TIMEOUT
+            )
+        };
+        if r < 0 { to_result(r as i32) } else { Ok(()) }
+    }
+}
+
+/// A dma-buf of ours, reachable from outside the core's callbacks while published.
+///
+/// # Invariants
+/// `dmabuf` is live while it is in a [`DmaBufSlot`]: the release op empties the slot
+/// (waiting for its users) before the dma-buf is freed.
+pub(crate) struct DmaBufHandle {
+    dmabuf: NonNull<bindings::dma_buf>,
+}
+
+// SAFETY: the handle is a pointer to a thread-safe kernel object.
+unsafe impl Send for DmaBufHandle {}
+
+impl DmaBufHandle {
+    /// Take the reservation lock (uninterruptibly, no ww context: a single object).
+    pub(crate) fn lock(&self) -> ResvGuard<'_> {
+        // SAFETY: live by the type invariant.
+        unsafe { ffi::ulive_dma_buf_lock(self.dmabuf.as_ptr()) };
+        // SAFETY: locked just above, until the guard drops.
+        ResvGuard { locked: unsafe { ResvLocked::new(self.dmabuf.as_ptr()) } }
+    }
+}
+
+/// Holds the reservation lock of a dma-buf; unlocks on drop.
+pub(crate) struct ResvGuard<'a> {
+    locked: ResvLocked<'a>,
+}
+
+impl<'a> core::ops::Deref for ResvGuard<'a> {
+    type Target = ResvLocked<'a>;
+    fn deref(&self) -> &ResvLocked<'a> {
+        &self.locked
+    }
+}
+
+impl Drop for ResvGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we hold the lock (taken in DmaBufHandle::lock).
+        unsafe { ffi::ulive_dma_buf_unlock(self.locked.dmabuf.as_ptr()) };
+    }
+}
+
+/// Where an exporter finds its own dma-buf from a worker or an ioctl. Lock:
+/// "udmabuf_live_dmabuf_slot", taken before the reservation lock.
+#[pin_data]
+pub(crate) struct DmaBufSlot {
+    #[pin]
+    inner: Mutex<Option<DmaBufHandle>>,
+}
+
+impl DmaBufSlot {
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self { inner <- new_mutex!(None, "udmabuf_live_dmabuf_slot") })
+    }
+
+    /// Run `f` with the dma-buf if it is still published. Release waits meanwhile.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(Option<&DmaBufHandle>) -> R) -> R {
+        let guard = self.inner.lock();
+        f(guard.as_ref())
+    }
 }
 
 /// An importer's attachment, borrowed for the duration of a callback.
@@ -41,11 +158,6 @@ impl Attachment<'_> {
         NonNull::new(self.raw.dev).map(DmaDevice).ok_or(EINVAL)
     }
 
-    /// True for importers that handle `invalidate_mappings` (they never pin).
-    pub(crate) fn is_dynamic(&self) -> bool {
-        // As dma_buf_attachment_is_dynamic() (static in dma-buf.c): importer ops exist.
-        !self.raw.importer_ops.is_null()
-    }
 }
 
 /// A dma-buf we exported, holding one reference (the file of the dma-buf).
@@ -72,9 +184,16 @@ impl ExportedDmaBuf {
         // SAFETY: `info` is fully initialised and its ops table is 'static.
         let ptr = unsafe { bindings::dma_buf_export(&info) };
         match kernel::error::from_err_ptr(ptr) {
-            // SAFETY: dma_buf_export succeeded; it returned a non-null dma-buf.
-            // INVARIANT: a new dma-buf comes with one file reference, now ours.
-            Ok(p) => Ok(Self { ptr: unsafe { NonNull::new_unchecked(p) } }),
+            Ok(p) => {
+                // SAFETY: dma_buf_export succeeded; it returned a non-null dma-buf.
+                let ptr = unsafe { NonNull::new_unchecked(p) };
+                // SAFETY: `priv_` is the exporter, alive until the release op.
+                let exp = unsafe { &*priv_ };
+                // INVARIANT (DmaBufHandle): emptied by the release op before the free.
+                *exp.slot().inner.lock() = Some(DmaBufHandle { dmabuf: ptr });
+                // INVARIANT: a new dma-buf comes with one file reference, now ours.
+                Ok(Self { ptr })
+            }
             Err(e) => {
                 // SAFETY: export failed, so the core did not keep `priv_`: take it back.
                 drop(unsafe { Arc::from_raw(priv_) });
@@ -94,6 +213,45 @@ impl ExportedDmaBuf {
         }
         core::mem::forget(self); // the fd owns the reference now
         Ok(fd)
+    }
+}
+
+/// A dma-buf looked up by fd for an ioctl, holding a file reference meanwhile.
+///
+/// # Invariants
+/// `ptr` is a live dma-buf exported by `export::<T>`, on which we own one reference.
+pub(crate) struct DmaBufRef<T: Exporter> {
+    ptr: NonNull<bindings::dma_buf>,
+    _t: PhantomData<T>,
+}
+
+impl<T: Exporter> DmaBufRef<T> {
+    /// The dma-buf behind `fd`; EBADF for a closed fd, EINVAL for a file that is not a
+    /// dma-buf of this exporter type.
+    pub(crate) fn from_fd(fd: i32) -> Result<Self> {
+        // SAFETY: dma_buf_get() has no preconditions; it returns a reference or ERR_PTR.
+        let ptr = kernel::error::from_err_ptr(unsafe { bindings::dma_buf_get(fd) })?;
+        let ptr = NonNull::new(ptr).ok_or(EINVAL)?;
+        // SAFETY: `ptr` is a live dma-buf (we hold a reference).
+        if unsafe { (*ptr.as_ptr()).ops } != &Vtable::<T>::OPS as *const _ {
+            // SAFETY: drop the reference dma_buf_get() took.
+            unsafe { bindings::dma_buf_put(ptr.as_ptr()) };
+            return Err(EINVAL);
+        }
+        // INVARIANT: ours (same ops table) and referenced.
+        Ok(Self { ptr, _t: PhantomData })
+    }
+
+    pub(crate) fn exporter(&self) -> &T {
+        // SAFETY: a live dma-buf of ours (type invariant).
+        unsafe { exporter::<T>(self.ptr.as_ptr()) }
+    }
+}
+
+impl<T: Exporter> Drop for DmaBufRef<T> {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference (type invariant).
+        unsafe { bindings::dma_buf_put(self.ptr.as_ptr()) };
     }
 }
 
@@ -144,13 +302,17 @@ impl<T: Exporter> Vtable<T> {
     unsafe extern "C" fn pin(att: *mut bindings::dma_buf_attachment) -> c_int {
         // SAFETY: the core passes a live attachment to one of our dma-bufs.
         let (exp, att) = unsafe { attachment::<T>(att) };
-        from_result(|| exp.pin(&att).map(|()| 0))
+        // SAFETY: the core calls pin with the reservation lock held.
+        let resv = unsafe { ResvLocked::new(att.raw.dmabuf) };
+        from_result(|| exp.pin(&resv, &att).map(|()| 0))
     }
 
     unsafe extern "C" fn unpin(att: *mut bindings::dma_buf_attachment) {
         // SAFETY: the core passes a live attachment to one of our dma-bufs.
         let (exp, att) = unsafe { attachment::<T>(att) };
-        exp.unpin(&att);
+        // SAFETY: the core calls unpin with the reservation lock held.
+        let resv = unsafe { ResvLocked::new(att.raw.dmabuf) };
+        exp.unpin(&resv, &att);
     }
 
     unsafe extern "C" fn map_dma_buf(
@@ -159,7 +321,9 @@ impl<T: Exporter> Vtable<T> {
     ) -> *mut bindings::sg_table {
         // SAFETY: the core passes a live attachment to one of our dma-bufs.
         let (exp, att) = unsafe { attachment::<T>(att) };
-        match exp.map(&att, Direction::from_raw(dir)) {
+        // SAFETY: 7.2 always calls map_dma_buf with the reservation lock held.
+        let resv = unsafe { ResvLocked::new(att.raw.dmabuf) };
+        match exp.map(&resv, &att, Direction::from_raw(dir)) {
             Ok(sgt) => sgt.into_raw(),
             Err(e) => e.to_ptr(),
         }
@@ -180,6 +344,12 @@ impl<T: Exporter> Vtable<T> {
     }
 
     unsafe extern "C" fn release(dmabuf: *mut bindings::dma_buf) {
+        // SAFETY: the core passes one of our dma-bufs, still live during release.
+        let exp = unsafe { exporter::<T>(dmabuf) };
+        exp.release();
+        // INVARIANT (DmaBufHandle): unpublished before the dma-buf is freed; waits for a
+        // worker that is using it.
+        *exp.slot().inner.lock() = None;
         // SAFETY: `priv_` is the Arc<T> installed at export; release is the last
         // callback, so the reference is given back exactly once.
         drop(unsafe { Arc::from_raw((*dmabuf).priv_ as *const T) });
@@ -214,9 +384,9 @@ impl<T: Exporter> Vtable<T> {
 
     unsafe extern "C" fn vmap(dmabuf: *mut bindings::dma_buf, map: *mut bindings::iosys_map) -> c_int {
         // SAFETY: the core passes one of our live dma-bufs, with its resv held.
-        let exp = unsafe { exporter::<T>(dmabuf) };
+        let (exp, resv) = unsafe { (exporter::<T>(dmabuf), ResvLocked::new(dmabuf)) };
         from_result(|| {
-            let addr = exp.vmap()?;
+            let addr = exp.vmap(&resv)?;
             // SAFETY: `map` is the core's out-parameter for this call.
             unsafe { ffi::ulive_iosys_map_set_vaddr(map, addr.0) };
             Ok(0)
@@ -224,8 +394,10 @@ impl<T: Exporter> Vtable<T> {
     }
 
     unsafe extern "C" fn vunmap(dmabuf: *mut bindings::dma_buf, map: *mut bindings::iosys_map) {
-        // SAFETY: the core passes one of our live dma-bufs and the map vmap filled in.
-        let (exp, addr) = unsafe { (exporter::<T>(dmabuf), ffi::ulive_iosys_map_vaddr(map)) };
-        exp.vunmap(VMapAddr(addr));
+        // SAFETY: the core passes one of our live dma-bufs, with its resv held, and the
+        // map vmap filled in.
+        let (exp, resv, addr) =
+            unsafe { (exporter::<T>(dmabuf), ResvLocked::new(dmabuf), ffi::ulive_iosys_map_vaddr(map)) };
+        exp.vunmap(&resv, VMapAddr(addr));
     }
 }

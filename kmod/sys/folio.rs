@@ -1,10 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Pinned folios and the page array of a buffer.
+//! Pinned folios, pinned pages, and the page array of a buffer.
+//!
+//! `memfd_pin_folios` pins each folio once. A buffer holds one pin per *page* instead
+//! (`folio_add_pins` adds the rest), so that a single page can be swapped out of a large
+//! folio later and its pin dropped on its own.
 
 use super::PAGE_SIZE;
 use crate::ffi;
 use core::ptr::NonNull;
-use kernel::{bindings, prelude::*};
+use kernel::{bindings, error::to_result, prelude::*};
+
+/// Identity of a page, for comparisons only (it is never dereferenced).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageId(usize);
+
+impl PageId {
+    pub(super) fn of(page: *const bindings::page) -> Self {
+        Self(page as usize)
+    }
+}
 
 /// One `FOLL_PIN` reference on a folio, as taken by `memfd_pin_folios`.
 ///
@@ -28,15 +42,44 @@ impl PinnedFolio {
         Self { folio: unsafe { NonNull::new_unchecked(folio) } }
     }
 
-    /// Size of the folio in bytes (4 KiB, or 2 MiB for a hugetlb folio, ...).
-    pub(crate) fn size(&self) -> usize {
+    /// Number of PAGE_SIZE pages in the folio (1, or 512 for a 2 MiB hugetlb folio).
+    pub(crate) fn nr_pages(&self) -> usize {
         // SAFETY: the folio is valid (pinned) by the type invariant.
-        unsafe { ffi::ulive_folio_size(self.folio.as_ptr()) }
+        unsafe { ffi::ulive_folio_size(self.folio.as_ptr()) / PAGE_SIZE }
     }
 
     fn page(&self, n: usize) -> *mut bindings::page {
-        // SAFETY: the folio is pinned; callers keep `n` below size() / PAGE_SIZE.
+        // SAFETY: the folio is pinned; callers keep `n` below nr_pages().
         unsafe { ffi::ulive_folio_page(self.folio.as_ptr(), n as _) }
+    }
+
+    /// Turn the folio pin into one pin per selected page: page `n` of the folio, for
+    /// `n` in `range`, is handed to `sink` if `select(n, its identity)` says so. Unselected pages get
+    /// no pin; if none is selected the folio is simply unpinned.
+    pub(crate) fn into_pages(
+        self,
+        range: core::ops::Range<usize>,
+        mut select: impl FnMut(usize, PageId) -> bool,
+        mut sink: impl FnMut(usize, PinnedPage),
+    ) -> Result {
+        let range = range.start..range.end.min(self.nr_pages());
+        let mut chosen = |n: usize| select(n, PageId::of(self.page(n)));
+        let wanted = range.clone().filter(|&n| chosen(n)).count();
+        if wanted == 0 {
+            return Ok(()); // `self` drops its pin
+        }
+        if wanted > 1 {
+            // SAFETY: we hold a pin on the folio, as folio_add_pins() requires.
+            to_result(unsafe { bindings::folio_add_pins(self.folio.as_ptr(), (wanted - 1) as u32) })?;
+        }
+        // From here on the `wanted` pins belong to the pages handed out below.
+        let me = core::mem::ManuallyDrop::new(self);
+        for n in range.filter(|&n| select(n, PageId::of(me.page(n)))) {
+            // SAFETY: page `n` is inside the folio, which now carries one pin for it.
+            // INVARIANT (PinnedPage): that pin is handed over with the page.
+            sink(n, PinnedPage { page: unsafe { NonNull::new_unchecked(me.page(n)) } });
+        }
+        Ok(())
     }
 }
 
@@ -47,45 +90,67 @@ impl Drop for PinnedFolio {
     }
 }
 
-/// The pages of a buffer, in dma-buf order, with the folio pins that keep them alive.
+/// One pin on the folio of a page, owned together with the page.
 ///
 /// # Invariants
-/// Every pointer in `pages` is a page of a folio in `pins`; so every page stays valid
-/// for as long as this object holds it.
-pub(crate) struct PinnedPages {
-    pages: KVVec<*mut bindings::page>,
-    pins: KVVec<PinnedFolio>,
+/// `page` is a valid page; this object owns one `FOLL_PIN` pin on its folio.
+#[repr(transparent)]
+pub(crate) struct PinnedPage {
+    page: NonNull<bindings::page>,
 }
 
-// SAFETY: the raw page pointers are plain data kept valid by `pins` (see invariants).
-unsafe impl Send for PinnedPages {}
-// SAFETY: as above; shared access only reads.
-unsafe impl Sync for PinnedPages {}
+// SAFETY: a pin can be dropped (unpin_user_page) from any thread.
+unsafe impl Send for PinnedPage {}
+// SAFETY: shared access only reads the page's identity and PFN.
+unsafe impl Sync for PinnedPage {}
+
+impl PinnedPage {
+    pub(crate) fn id(&self) -> PageId {
+        PageId::of(self.page.as_ptr())
+    }
+
+    pub(crate) fn pfn(&self) -> usize {
+        // SAFETY: the page is valid (pinned) by the type invariant.
+        unsafe { ffi::ulive_page_to_pfn(self.page.as_ptr()) as usize }
+    }
+}
+
+impl Drop for PinnedPage {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant we own one pin on the page's folio.
+        unsafe { bindings::unpin_user_page(self.page.as_ptr()) };
+    }
+}
+
+/// The pages of a buffer, in dma-buf order, each holding its own pin.
+///
+/// # Invariants
+/// Every element is a pinned page; the vector is laid out as an array of
+/// `struct page *` (PinnedPage is `repr(transparent)`), which C may read.
+pub(crate) struct PinnedPages {
+    pages: KVVec<PinnedPage>,
+}
 
 impl PinnedPages {
     /// An empty set with room for `nr_pages` pages (no allocation later while appending).
     pub(crate) fn with_capacity(nr_pages: usize) -> Result<Self> {
-        Ok(Self {
-            pages: KVVec::with_capacity(nr_pages, GFP_KERNEL)?,
-            pins: KVVec::with_capacity(nr_pages, GFP_KERNEL)?,
-        })
+        Ok(Self { pages: KVVec::with_capacity(nr_pages, GFP_KERNEL)? })
     }
 
-    /// Take over `pin` and append up to `want` of its pages, starting at byte `offset`
-    /// inside the folio. Returns how many pages were appended.
-    pub(crate) fn append(&mut self, pin: PinnedFolio, offset: usize, want: usize) -> Result<usize> {
+    /// Take over `folio` and append up to `want` of its pages, starting at byte
+    /// `offset` inside it. Returns how many pages were appended.
+    pub(crate) fn append(&mut self, folio: PinnedFolio, offset: usize, want: usize) -> Result<usize> {
         let first = offset / PAGE_SIZE;
-        let count = (pin.size() / PAGE_SIZE).saturating_sub(first).min(want);
-        if self.pages.len() + count > self.pages.capacity() || self.pins.len() == self.pins.capacity() {
+        let count = folio.nr_pages().saturating_sub(first).min(want);
+        if self.pages.len() + count > self.pages.capacity() {
             return Err(EINVAL);
         }
-        for i in first..first + count {
-            // Cannot fail: capacity was checked above.
-            self.pages.push_within_capacity(pin.page(i)).map_err(|_| ENOMEM)?;
-        }
-        // INVARIANT: the pages pushed above belong to `pin`, which we now keep (room for
-        // it was checked above, so the push cannot fail and drop it).
-        self.pins.push_within_capacity(pin).map_err(|_| ENOMEM)?;
+        let pages = &mut self.pages;
+        // Cannot fail to push: capacity was checked above (a failure would only drop
+        // the page, and so its pin).
+        folio.into_pages(first..first + count, |_, _| true, |_, p| {
+            let _ = pages.push_within_capacity(p);
+        })?;
         Ok(count)
     }
 
@@ -93,20 +158,24 @@ impl PinnedPages {
         self.pages.len()
     }
 
-    /// Page frame number of page `index`.
-    pub(crate) fn pfn(&self, index: usize) -> Option<usize> {
-        let page = *self.pages.get(index)?;
-        // SAFETY: the page is valid by the type invariant.
-        Some(unsafe { ffi::ulive_page_to_pfn(page) } as usize)
+    pub(crate) fn id(&self, index: usize) -> Option<PageId> {
+        self.pages.get(index).map(PinnedPage::id)
     }
 
-    /// Number of distinct folio pins held.
-    pub(crate) fn nr_folios(&self) -> usize {
-        self.pins.len()
+    /// Page frame number of page `index`.
+    pub(crate) fn pfn(&self, index: usize) -> Option<usize> {
+        self.pages.get(index).map(PinnedPage::pfn)
+    }
+
+    /// Put `new` at `index` and return the page it replaces (whose pin the caller
+    /// drops once nothing can reach the old page any more).
+    pub(crate) fn replace(&mut self, index: usize, new: PinnedPage) -> Result<PinnedPage> {
+        let slot = self.pages.get_mut(index).ok_or(EINVAL)?;
+        Ok(core::mem::replace(slot, new))
     }
 
     /// Raw page array for C functions that only read it (sg tables, vm_map_ram).
     pub(super) fn raw_pages(&self) -> *mut *mut bindings::page {
-        self.pages.as_ptr().cast_mut()
+        self.pages.as_ptr().cast::<*mut bindings::page>().cast_mut()
     }
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! memfd access: a file reference, its inode lock, its seals, and pinning its folios.
 
-use super::folio::PinnedFolio;
+use super::folio::{PageId, PinnedFolio};
 use crate::ffi;
 use core::ptr::NonNull;
 use kernel::{bindings, prelude::*};
@@ -11,6 +11,19 @@ use kernel::{bindings, prelude::*};
 pub(crate) enum Backing {
     Shmem,
     Hugetlb,
+}
+
+/// Most mappings of one memfd range that get a notifier; beyond that the lazy
+/// checks (map_dma_buf, CPU access, SYNC) keep the buffer coherent.
+pub(crate) const MAX_MAPPINGS: usize = 32;
+
+/// A user mapping of part of a memfd: `len` bytes at user address `va` show the file
+/// from byte `offset` on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FileMapping {
+    pub(crate) va: usize,
+    pub(crate) len: usize,
+    pub(crate) offset: u64,
 }
 
 /// A reference to an open file, taken with `fget()`.
@@ -45,6 +58,71 @@ impl MemFile {
         }
     }
 
+    /// Pin the folios backing bytes `start..=end` with `memfd_pin_folios`, which also
+    /// allocates folios for holes. Needs no lock: the create path and the worker call it
+    /// under the inode lock to order it after a hole punch, map_dma_buf without. Each returned folio is pinned once and handed to
+    /// `sink` in file order together with the byte offset of `start` in the first one.
+    /// Returns the number of folios pinned; an error if none could be.
+    pub(crate) fn pin_folios(
+        &self,
+        start: i64,
+        end: i64,
+        scratch: &mut KVVec<*mut bindings::folio>,
+        mut sink: impl FnMut(PinnedFolio, usize) -> Result,
+    ) -> Result<usize> {
+        let max = u32::try_from(scratch.len()).map_err(|_| EINVAL)?;
+        let mut first_offset: kernel::ffi::c_ulong = 0;
+        // SAFETY: the file is valid, `scratch` has room for `max` folio pointers, and
+        // `first_offset` is a valid out-pointer.
+        let n = unsafe {
+            bindings::memfd_pin_folios(self.ptr.as_ptr(), start, end, scratch.as_mut_ptr(), max, &mut first_offset)
+        };
+        if n < 0 {
+            return Err(Error::from_errno(n as i32));
+        }
+        if n == 0 {
+            return Err(EINVAL);
+        }
+        let n = n as usize;
+        // Every returned folio is wrapped, so a failing `sink` still unpins the rest.
+        let mut result = Ok(());
+        for (i, &folio) in scratch.iter().take(n).enumerate() {
+            // SAFETY: memfd_pin_folios() pinned each of the `n` returned folios once.
+            let pin = unsafe { PinnedFolio::from_pinned(folio) };
+            if result.is_ok() {
+                result = sink(pin, if i == 0 { first_offset as usize } else { 0 });
+            }
+        }
+        result?;
+        Ok(n)
+    }
+
+    /// What the memfd's page cache holds at byte `offset` right now, compared by
+    /// identity only: no page is pinned, nothing is allocated, holes stay holes.
+    pub(crate) fn peek(&self, offset: u64) -> Option<PageId> {
+        // SAFETY: the file is valid; the helper drops the folio reference it takes
+        // before returning, so the result is only an identity.
+        let page = unsafe { ffi::ulive_memfd_peek_page(self.ptr.as_ptr(), offset as i64) };
+        (!page.is_null()).then(|| PageId::of(page))
+    }
+
+    /// The mappings of this file in the current process that overlap bytes
+    /// `offset..offset+len`, clipped to that range, at most `out.capacity()` of them.
+    pub(crate) fn mappings_in_current_mm(&self, offset: u64, len: u64, out: &mut KVec<FileMapping>) -> Result {
+        let max = out.capacity().min(MAX_MAPPINGS);
+        let mut raw = [0 as kernel::ffi::c_ulong; 3 * MAX_MAPPINGS];
+        // SAFETY: the file is valid and `raw` has room for `max` triples.
+        let n = unsafe { ffi::ulive_find_mappings(self.ptr.as_ptr(), offset, len, raw.as_mut_ptr(), max as u32) };
+        if n < 0 {
+            return Err(Error::from_errno(n));
+        }
+        for t in raw.chunks_exact(3).take(n as usize) {
+            out.push_within_capacity(FileMapping { va: t[0] as usize, len: t[1] as usize, offset: t[2] as u64 })
+                .map_err(|_| ENOMEM)?;
+        }
+        Ok(())
+    }
+
     /// Take the inode lock shared. Seals can only change under it in write mode, and
     /// `shmem_fallocate` holds it for write across a whole hole punch.
     pub(crate) fn lock_shared(&self) -> InodeSharedGuard<'_> {
@@ -74,43 +152,6 @@ impl InodeSharedGuard<'_> {
         u32::try_from(s).ok()
     }
 
-    /// Pin the folios backing bytes `start..=end` with `memfd_pin_folios`, which also
-    /// allocates folios for holes. Each returned folio is pinned once and handed to
-    /// `sink` in file order together with the byte offset of `start` in the first one.
-    /// Returns the number of folios pinned; an error if none could be.
-    pub(crate) fn pin_folios(
-        &self,
-        start: i64,
-        end: i64,
-        scratch: &mut KVVec<*mut bindings::folio>,
-        mut sink: impl FnMut(PinnedFolio, usize) -> Result,
-    ) -> Result<usize> {
-        let max = u32::try_from(scratch.len()).map_err(|_| EINVAL)?;
-        let mut first_offset: kernel::ffi::c_ulong = 0;
-        // SAFETY: the file is valid, `scratch` has room for `max` folio pointers, and
-        // `first_offset` is a valid out-pointer.
-        let n = unsafe {
-            bindings::memfd_pin_folios(self.file.ptr.as_ptr(), start, end, scratch.as_mut_ptr(), max, &mut first_offset)
-        };
-        if n < 0 {
-            return Err(Error::from_errno(n as i32));
-        }
-        if n == 0 {
-            return Err(EINVAL);
-        }
-        let n = n as usize;
-        // Every returned folio is wrapped, so a failing `sink` still unpins the rest.
-        let mut result = Ok(());
-        for (i, &folio) in scratch.iter().take(n).enumerate() {
-            // SAFETY: memfd_pin_folios() pinned each of the `n` returned folios once.
-            let pin = unsafe { PinnedFolio::from_pinned(folio) };
-            if result.is_ok() {
-                result = sink(pin, if i == 0 { first_offset as usize } else { 0 });
-            }
-        }
-        result?;
-        Ok(n)
-    }
 }
 
 impl Drop for InodeSharedGuard<'_> {

@@ -8,6 +8,8 @@
 //! - `dmabuf`: exporting a dma-buf whose ops call an [`dmabuf::Exporter`] implementation.
 //! - `vm`:     CPU mappings of a buffer: the mmap fault handler and vmap.
 //! - `device`: a counted reference to a `struct device` used for DMA mapping.
+//! - `notifier`: mmu interval notifiers on user mappings of a memfd.
+//! - `wq`:     the module's own workqueue.
 //! - `miscdev`: the misc device registration (with `fops.owner`, unlike kernel::miscdevice).
 
 pub(crate) mod device;
@@ -15,6 +17,8 @@ pub(crate) mod dmabuf;
 pub(crate) mod folio;
 pub(crate) mod memfd;
 pub(crate) mod miscdev;
+pub(crate) mod notifier;
+pub(crate) mod wq;
 pub(crate) mod sgt;
 pub(crate) mod vm;
 
@@ -22,8 +26,17 @@ pub(crate) mod vm;
 pub(crate) const PAGE_SHIFT: usize = kernel::bindings::PAGE_SHIFT as usize;
 pub(crate) const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
-use crate::uapi::{UdmabufCreate, UdmabufCreateItem, UdmabufCreateList};
-use kernel::transmute::FromBytes;
+use crate::uapi::{
+    UdmabufCreate, UdmabufCreateItem, UdmabufCreateList, UdmabufLiveInfo, UdmabufLivePfns, UdmabufLiveSync,
+    UdmabufLiveVerify,
+};
+use kernel::transmute::{AsBytes, FromBytes};
+
+/// Does the calling task have CAP_SYS_ADMIN (in the initial user namespace)?
+pub(crate) fn capable_sys_admin() -> bool {
+    // SAFETY: capable() has no preconditions.
+    unsafe { kernel::bindings::capable(kernel::bindings::CAP_SYS_ADMIN as i32) }
+}
 
 // SAFETY: the uapi structs are `repr(C)` and made only of integers, without padding
 // (checked against the C header by uapi/tests/c_header.rs): every bit pattern is valid.
@@ -32,3 +45,15 @@ unsafe impl FromBytes for UdmabufCreate {}
 unsafe impl FromBytes for UdmabufCreateItem {}
 // SAFETY: as above.
 unsafe impl FromBytes for UdmabufCreateList {}
+// SAFETY: as above.
+unsafe impl FromBytes for UdmabufLiveInfo {}
+// SAFETY: as above.
+unsafe impl FromBytes for UdmabufLiveSync {}
+// SAFETY: as above.
+unsafe impl FromBytes for UdmabufLiveVerify {}
+// SAFETY: as above.
+unsafe impl FromBytes for UdmabufLivePfns {}
+// SAFETY: integers only, no padding (see above): every byte is initialised.
+unsafe impl AsBytes for UdmabufLiveInfo {}
+// SAFETY: as above.
+unsafe impl AsBytes for UdmabufLiveVerify {}

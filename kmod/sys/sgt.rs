@@ -97,10 +97,6 @@ impl MappedSgTable {
         unsafe { ffi::ulive_sgtable_dma_nents(self.sgt.as_ptr()) as usize }
     }
 
-    pub(crate) fn direction(&self) -> Direction {
-        self.dir
-    }
-
     pub(crate) fn sync_for_cpu(&self, dir: Direction) {
         // SAFETY: the table is mapped for `dev` by the type invariant.
         unsafe { ffi::ulive_dma_sync_sgtable_for_cpu(self.dev.0.as_ptr(), self.sgt.as_ptr(), dir.raw()) };

@@ -15,7 +15,6 @@ pub(crate) struct FaultResult(bindings::vm_fault_t);
 
 impl FaultResult {
     pub(crate) const SIGBUS: Self = Self(bindings::vm_fault_reason_VM_FAULT_SIGBUS as _);
-    pub(crate) const NOPAGE: Self = Self(bindings::vm_fault_reason_VM_FAULT_NOPAGE as _);
 
     /// True for the `VM_FAULT_ERROR` class of results.
     pub(crate) fn is_error(self) -> bool {

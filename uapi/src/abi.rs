@@ -69,3 +69,104 @@ pub const fn iowr<T>(ty: u8, nr: u8) -> u32 {
 pub const UDMABUF_CREATE: u32 = iow::<UdmabufCreate>(UDMABUF_IOCTL_TYPE, 0x42);
 /// `_IOW('u', 0x43, struct udmabuf_create_list)`.
 pub const UDMABUF_CREATE_LIST: u32 = iow::<UdmabufCreateList>(UDMABUF_IOCTL_TYPE, 0x43);
+
+// ---- udmabuf-live extensions -------------------------------------------------------
+// Each takes a dma-buf fd created by /dev/udmabuf-live; any other fd gets EINVAL
+// (EBADF if it is not open at all).
+
+/// `UdmabufLiveInfo::backing`: every range is shmem.
+pub const UDMABUF_LIVE_BACKING_SHMEM: u32 = 1;
+/// `UdmabufLiveInfo::backing`: every range is hugetlbfs.
+pub const UDMABUF_LIVE_BACKING_HUGETLB: u32 = 2;
+/// `UdmabufLiveInfo::backing`: the ranges mix shmem and hugetlbfs.
+pub const UDMABUF_LIVE_BACKING_MIXED: u32 = 3;
+
+/// `UdmabufLiveInfo::state`: invalidations were seen and not yet applied.
+pub const UDMABUF_LIVE_STATE_PENDING: u32 = 1 << 0;
+/// `UdmabufLiveInfo::state`: new pages are waiting for the last pin or vmap to go; the
+/// importers and mmaps still see the old ones.
+pub const UDMABUF_LIVE_STATE_STALE: u32 = 1 << 1;
+/// `UdmabufLiveInfo::state`: every page is watched by an mmu notifier (otherwise the
+/// unwatched part is checked lazily at map, CPU access and SYNC).
+pub const UDMABUF_LIVE_STATE_WATCHED: u32 = 1 << 2;
+/// `UdmabufLiveInfo::state`: a kernel vmap of the buffer is active.
+pub const UDMABUF_LIVE_STATE_VMAPPED: u32 = 1 << 3;
+
+/// `UDMABUF_LIVE_INFO`: the state of a buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdmabufLiveInfo {
+    /// In: the dma-buf fd.
+    pub dmabuf_fd: u32,
+    /// Out: `UDMABUF_LIVE_BACKING_*`.
+    pub backing: u32,
+    /// Out: size in bytes.
+    pub size: u64,
+    /// Out: bumped by every applied update.
+    pub generation: u64,
+    /// Out: number of updates applied.
+    pub updates: u64,
+    /// Out: number of pages swapped in, over the buffer's life.
+    pub pages_swapped: u64,
+    /// Out: `UDMABUF_LIVE_STATE_*` bits.
+    pub state: u32,
+    /// Out: pins held by static importers.
+    pub pins: u32,
+    /// Out: mmu notifiers registered at create.
+    pub notifiers: u32,
+    /// Out: number of memfd ranges.
+    pub ranges: u32,
+}
+
+/// `UDMABUF_LIVE_SYNC`: apply every pending update, waiting up to `timeout_ms` for a
+/// deferred one (pinned or vmapped buffer). ETIMEDOUT if still stale by then.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdmabufLiveSync {
+    pub dmabuf_fd: u32,
+    /// Milliseconds to wait for deferred updates; 0 does not wait.
+    pub timeout_ms: u32,
+}
+
+/// `UDMABUF_LIVE_VERIFY`: compare every held page with the memfd's page cache, without
+/// allocating anything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdmabufLiveVerify {
+    /// In: the dma-buf fd.
+    pub dmabuf_fd: u32,
+    pub __pad: u32,
+    /// Out: pages checked (the whole buffer).
+    pub pages: u64,
+    /// Out: pages identical to the memfd's page.
+    pub matching: u64,
+    /// Out: pages the memfd has replaced with another page.
+    pub stale: u64,
+    /// Out: pages whose memfd offset is a hole now.
+    pub holes: u64,
+    /// Out: byte offset in the dma-buf of the first page that does not match, or
+    /// `u64::MAX` if all match.
+    pub first_mismatch: u64,
+}
+
+/// `UDMABUF_LIVE_PFNS` (CAP_SYS_ADMIN): the PFNs of pages `first_page ..
+/// first_page + count`, written as `u64`s to the user buffer at `pfns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdmabufLivePfns {
+    pub dmabuf_fd: u32,
+    pub __pad: u32,
+    pub first_page: u64,
+    pub count: u64,
+    /// User pointer to `count` u64s.
+    pub pfns: u64,
+}
+
+/// `_IOWR('u', 0x50, struct udmabuf_live_info)`.
+pub const UDMABUF_LIVE_INFO: u32 = iowr::<UdmabufLiveInfo>(UDMABUF_IOCTL_TYPE, 0x50);
+/// `_IOW('u', 0x51, struct udmabuf_live_sync)`.
+pub const UDMABUF_LIVE_SYNC: u32 = iow::<UdmabufLiveSync>(UDMABUF_IOCTL_TYPE, 0x51);
+/// `_IOWR('u', 0x52, struct udmabuf_live_verify)`.
+pub const UDMABUF_LIVE_VERIFY: u32 = iowr::<UdmabufLiveVerify>(UDMABUF_IOCTL_TYPE, 0x52);
+/// `_IOW('u', 0x53, struct udmabuf_live_pfns)`.
+pub const UDMABUF_LIVE_PFNS: u32 = iow::<UdmabufLivePfns>(UDMABUF_IOCTL_TYPE, 0x53);

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Read-only views of a buffer for the INFO, VERIFY and PFNS ioctls.
+
+use crate::buffer::Buffer;
+use crate::sys::{memfd::Backing, PAGE_SHIFT};
+use crate::uapi::{self, UdmabufLiveInfo, UdmabufLiveVerify};
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+
+impl Buffer {
+    /// UDMABUF_LIVE_INFO.
+    pub(crate) fn info(&self) -> UdmabufLiveInfo {
+        let (pins, stale, vmapped) = {
+            let s = self.state.lock();
+            (s.pins, s.deferred_count > 0, s.vmap.is_some())
+        };
+        let watched = self.watched.load(Ordering::Acquire);
+        let mut state = 0;
+        if self.dirty.pending() {
+            state |= uapi::UDMABUF_LIVE_STATE_PENDING;
+        }
+        if stale {
+            state |= uapi::UDMABUF_LIVE_STATE_STALE;
+        }
+        if watched {
+            state |= uapi::UDMABUF_LIVE_STATE_WATCHED;
+        }
+        if vmapped {
+            state |= uapi::UDMABUF_LIVE_STATE_VMAPPED;
+        }
+        UdmabufLiveInfo {
+            dmabuf_fd: 0,
+            backing: match self.backing {
+                Some(Backing::Shmem) => uapi::UDMABUF_LIVE_BACKING_SHMEM,
+                Some(Backing::Hugetlb) => uapi::UDMABUF_LIVE_BACKING_HUGETLB,
+                None => uapi::UDMABUF_LIVE_BACKING_MIXED,
+            },
+            size: (self.nr_pages << PAGE_SHIFT) as u64,
+            generation: self.counters.generation.load(Ordering::Acquire),
+            updates: self.counters.updates.load(Ordering::Relaxed),
+            pages_swapped: self.counters.pages_swapped.load(Ordering::Relaxed),
+            state,
+            pins: pins as u32,
+            notifiers: self.notifiers.lock().len() as u32,
+            ranges: self.ranges.len() as u32,
+        }
+    }
+
+    /// UDMABUF_LIVE_VERIFY: every held page against the memfd's page cache. Allocates
+    /// nothing; the page-cache lookups take no lasting references.
+    pub(crate) fn verify(&self) -> UdmabufLiveVerify {
+        let mut v = UdmabufLiveVerify { pages: self.nr_pages as u64, first_mismatch: u64::MAX, ..Default::default() };
+        let state = self.state.lock();
+        for range in self.ranges.iter() {
+            for i in range.pages() {
+                match range.file.peek(range.file_offset(i)) {
+                    Some(id) if Some(id) == state.pages.id(i) => {
+                        v.matching += 1;
+                        continue;
+                    }
+                    Some(_) => v.stale += 1,
+                    None => v.holes += 1,
+                }
+                v.first_mismatch = v.first_mismatch.min((i << PAGE_SHIFT) as u64);
+            }
+        }
+        v
+    }
+
+    /// UDMABUF_LIVE_PFNS: the PFNs of `count` pages from `first`, into a kernel buffer
+    /// (copied to user memory by the caller, after `state` is released).
+    pub(crate) fn pfns(&self, first: u64, count: u64) -> Result<KVVec<u64>> {
+        let first = usize::try_from(first).map_err(|_| EINVAL)?;
+        let count = usize::try_from(count).map_err(|_| EINVAL)?;
+        let end = first.checked_add(count).ok_or(EINVAL)?;
+        if end > self.nr_pages {
+            return Err(EINVAL);
+        }
+        let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
+        let state = self.state.lock();
+        for i in first..end {
+            // Cannot fail: capacity reserved above; every index is below nr_pages.
+            let _ = out.push_within_capacity(state.pages.pfn(i).unwrap_or(0) as u64);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: GPL-2.0
+//! mmu interval notifiers on a user mapping of a memfd.
+//!
+//! memfd files are FMODE_NONOTIFY, so fsnotify never reports a hole punch. What does fire
+//! is the mmu notifier of every mapping of the file: `shmem_fallocate` (and hugetlbfs)
+//! unmap the punched range from all mappings before they truncate it.
+
+use crate::ffi;
+use core::marker::PhantomPinned;
+use core::ops::Range;
+use kernel::{bindings, error::to_result, ffi::c_ulong, prelude::*, types::Opaque};
+
+/// Receives invalidations. Runs in the mmu notifier path, possibly under page-table
+/// and reclaim locks: it must not sleep and must not allocate.
+pub(crate) trait InvalidateHandler: Send + Sync + 'static {
+    /// `va` (clipped to the notifier's interval) is being invalidated; `unmapping` is
+    /// true when the mapping itself goes away (munmap, exit). The handler must call
+    /// `seq.set_seq()` under the lock it also holds when it reads its records.
+    fn invalidate(&self, va: Range<usize>, unmapping: bool, seq: &SeqToken<'_>);
+}
+
+/// The notifier sequence of the invalidation being delivered.
+pub(crate) struct SeqToken<'a> {
+    mni: &'a Opaque<bindings::mmu_interval_notifier>,
+    cur_seq: c_ulong,
+}
+
+impl SeqToken<'_> {
+    /// Record the sequence (`mmu_interval_set_seq`), as the notifier protocol requires.
+    pub(crate) fn set_seq(&self) {
+        // SAFETY: called from within the invalidate callback of this notifier.
+        unsafe { ffi::ulive_mmu_interval_set_seq(self.mni.get(), self.cur_seq) };
+    }
+}
+
+/// An interval notifier on `[va.start, va.end)` of the mm that registered it.
+///
+/// # Invariants
+/// Once initialised, `mni` is inserted in the mm's interval tree with `Ops::<T>::OPS`;
+/// drop removes it (waiting for running callbacks) before the memory goes.
+#[pin_data(PinnedDrop)]
+pub(crate) struct IntervalNotifier<T: InvalidateHandler> {
+    handler: T,
+    va: Range<usize>,
+    #[pin]
+    mni: Opaque<bindings::mmu_interval_notifier>,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: the handler is Send + Sync; the raw notifier is only touched by the core and
+// by drop.
+unsafe impl<T: InvalidateHandler> Send for IntervalNotifier<T> {}
+// SAFETY: as above.
+unsafe impl<T: InvalidateHandler> Sync for IntervalNotifier<T> {}
+
+impl<T: InvalidateHandler> IntervalNotifier<T> {
+    /// Watch `len` bytes at user address `va` of the current process.
+    pub(crate) fn register_current(start: usize, len: usize, handler: T) -> Result<Pin<KBox<Self>>> {
+        // SAFETY: no preconditions; NULL for kernel threads.
+        let mm = unsafe { ffi::ulive_current_mm() };
+        if mm.is_null() {
+            return Err(EINVAL);
+        }
+        KBox::try_pin_init(
+            try_pin_init!(Self {
+                handler,
+                va: start..start.saturating_add(len),
+                // Inserted last: a callback may run as soon as this returns.
+                mni <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_interval_notifier| {
+                    // SAFETY: `slot` is ours to write; insertion initialises the rest.
+                    unsafe { slot.write(pin_init::zeroed()) };
+                    // SAFETY: `mm` is the live mm of the current task (the insert takes
+                    // its own reference); the ops table is 'static; `slot` is pinned.
+                    // INVARIANT: on success the notifier is inserted.
+                    to_result(unsafe {
+                        bindings::mmu_interval_notifier_insert(slot, mm, start as _, len as _, &Ops::<T>::OPS)
+                    })
+                }),
+                _pin: PhantomPinned,
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+#[pinned_drop]
+impl<T: InvalidateHandler> PinnedDrop for IntervalNotifier<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: inserted by the type invariant; removal waits for running callbacks
+        // and happens once, here.
+        unsafe { bindings::mmu_interval_notifier_remove(self.mni.get()) };
+    }
+}
+
+struct Ops<T>(core::marker::PhantomData<T>);
+
+impl<T: InvalidateHandler> Ops<T> {
+    const OPS: bindings::mmu_interval_notifier_ops = {
+        let mut ops: bindings::mmu_interval_notifier_ops = pin_init::zeroed();
+        ops.invalidate = Some(Self::invalidate);
+        ops
+    };
+
+    unsafe extern "C" fn invalidate(
+        mni: *mut bindings::mmu_interval_notifier,
+        range: *const bindings::mmu_notifier_range,
+        cur_seq: c_ulong,
+    ) -> bool {
+        let mni = mni.cast::<Opaque<bindings::mmu_interval_notifier>>().cast_const();
+        // SAFETY: `mni` is the `mni` field of an inserted IntervalNotifier<T>, alive
+        // until its drop has removed it, which waits for this callback.
+        let this = unsafe { &*kernel::container_of!(mni, IntervalNotifier<T>, mni) };
+        // SAFETY: the core passes a valid range for the duration of the callback.
+        let (start, end, event) = unsafe { ((*range).start as usize, (*range).end as usize, (*range).event) };
+        let va = start.max(this.va.start)..end.min(this.va.end);
+        let unmapping = event == bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP
+            || event == bindings::mmu_notifier_event_MMU_NOTIFY_RELEASE;
+        // SAFETY: `mni` is valid (see above).
+        let token = SeqToken { mni: unsafe { &*mni }, cur_seq };
+        this.handler.invalidate(va, unmapping, &token);
+        true // never needs to sleep
+    }
+}
