@@ -7,6 +7,7 @@ mod common;
 mod create;
 mod create_errors;
 mod lifetime;
+mod live;
 mod mmap;
 mod module;
 mod sync;
@@ -40,6 +41,7 @@ pub fn all() -> Vec<Suite> {
         vgem::suite(),
         lifetime::suite(),
         upstream::suite(),
+        live::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         module::unload_suite(),
