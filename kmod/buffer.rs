@@ -14,6 +14,7 @@
 
 use crate::ffi;
 use crate::notifier::{DirtyPages, Watch};
+use crate::registry::Registry;
 use crate::sys::{
     device::DeviceRef,
     dmabuf::{DmaBufSlot, ExportedDmaBuf},
@@ -96,6 +97,10 @@ pub(crate) struct Counters {
 
 #[pin_data]
 pub(crate) struct Buffer {
+    /// Shown in debugfs.
+    pub(crate) id: u64,
+    /// The module's list of live buffers; this buffer leaves it at release.
+    pub(crate) registry: Arc<Registry>,
     /// Size in pages; fixed for the buffer's life.
     pub(crate) nr_pages: usize,
     /// What backs the buffer; `None` when the ranges mix shmem and hugetlb.
@@ -130,7 +135,13 @@ kernel::impl_has_work! {
 /// Validate a create request, pin its pages, watch its mappings and export it as a
 /// dma-buf fd. The checks, their order and their errnos follow upstream
 /// udmabuf_create() (7.2).
-pub(crate) fn create(misc_dev: DeviceRef, queue: QueueRef, items: &[UdmabufCreateItem], cloexec: bool) -> Result<i32> {
+pub(crate) fn create(
+    misc_dev: DeviceRef,
+    queue: QueueRef,
+    registry: &Arc<Registry>,
+    items: &[UdmabufCreateItem],
+    cloexec: bool,
+) -> Result<i32> {
     let limit_pages = (ffi::size_limit_mb() as i64 as u64).saturating_mul(1 << 20) >> PAGE_SHIFT;
     let mut total: u64 = 0;
     let mut max_item_pages: u64 = 0;
@@ -165,6 +176,8 @@ pub(crate) fn create(misc_dev: DeviceRef, queue: QueueRef, items: &[UdmabufCreat
     let dirty = DirtyPages::new(nr_pages)?;
     let buffer = Arc::pin_init(
         try_pin_init!(Buffer {
+            id: registry.next_id(),
+            registry: registry.clone(),
             nr_pages,
             backing,
             ranges,
@@ -188,7 +201,7 @@ pub(crate) fn create(misc_dev: DeviceRef, queue: QueueRef, items: &[UdmabufCreat
     // which also takes down any notifier already registered.
     let exported = ExportedDmaBuf::export(buffer.clone(), nr_pages << PAGE_SHIFT)?;
     watch_mappings(&buffer)?;
-    drop(buffer);
+    registry.add(buffer)?;
     exported.into_fd(cloexec)
 }
 

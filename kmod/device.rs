@@ -4,6 +4,7 @@
 
 use crate::buffer::{self, Buffer};
 use crate::ffi;
+use crate::registry::Registry;
 use crate::sys::{
     dmabuf::DmaBufRef,
     miscdev::{IoctlHandler, Misc},
@@ -15,6 +16,7 @@ use crate::uapi::{
 };
 use kernel::{
     prelude::*,
+    sync::Arc,
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -23,6 +25,7 @@ use kernel::{
 /// module's and outlives every buffer.
 pub(crate) struct UliveDevice {
     pub(crate) queue: OwnedQueue,
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl IoctlHandler for UliveDevice {
@@ -66,7 +69,7 @@ fn create_list(&self, misc: &Misc, arg: usize) -> Result<i32> {
 }
 
 fn create_from(&self, misc: &Misc, items: &[UdmabufCreateItem], flags: u32) -> Result<i32> {
-    buffer::create(misc.device()?, self.queue.handle(), items, flags & uapi::UDMABUF_FLAGS_CLOEXEC != 0)
+    buffer::create(misc.device()?, self.queue.handle(), &self.registry, items, flags & uapi::UDMABUF_FLAGS_CLOEXEC != 0)
 }
 }
 

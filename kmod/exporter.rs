@@ -23,6 +23,7 @@ impl Exporter for Buffer {
         // callback in flight) so that nothing queues work for a dma-buf that is going.
         let notifiers = core::mem::take(&mut *self.notifiers.lock());
         drop(notifiers);
+        self.registry.remove(self);
     }
 
     fn pin(&self, resv: &ResvLocked<'_>, _att: &Attachment<'_>) -> Result {

@@ -17,7 +17,7 @@
 //!
 //! Nothing is copied from or to user memory while `Buffer::state` is held.
 
-use kernel::prelude::*;
+use kernel::{debugfs, prelude::*, sync::Arc};
 use sys::miscdev::MiscRegistration;
 
 mod buffer;
@@ -26,6 +26,7 @@ mod exporter;
 mod ffi;
 mod inspect;
 mod notifier;
+mod registry;
 mod sys;
 mod worker;
 #[path = "../uapi/src/abi.rs"]
@@ -41,24 +42,29 @@ module! {
     imports_ns: ["DMA_BUF"],
 }
 
-#[pin_data]
+/// The module: the device (which owns the workqueue) and the debugfs view. Fields drop
+/// in order: the device goes first, so no buffer is created while the rest goes.
 struct UdmabufLive {
-    #[pin]
-    _miscdev: MiscRegistration<device::UliveDevice>,
+    _miscdev: Pin<KBox<MiscRegistration<device::UliveDevice>>>,
+    _buffers_file: Pin<KBox<debugfs::File<registry::BufferList>>>,
+    _debugfs: debugfs::Dir,
 }
 
-impl kernel::InPlaceModule for UdmabufLive {
-    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+impl kernel::Module for UdmabufLive {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let registry = Arc::pin_init(registry::Registry::new(), GFP_KERNEL)?;
+        let dir = debugfs::Dir::new(c"udmabuf_live");
+        let buffers_file = KBox::pin_init(
+            dir.read_only_file(c"buffers", Ok::<_, Error>(registry::BufferList(registry.clone()))),
+            GFP_KERNEL,
+        )?;
+        let device = device::UliveDevice { queue: sys::wq::OwnedQueue::new(c"udmabuf_live")?, registry };
+        let miscdev = KBox::pin_init(MiscRegistration::register(c"udmabuf-live", device), GFP_KERNEL)?;
         pr_info!(
             "udmabuf-live loaded (size_limit_mb={}, list_limit={})\n",
             ffi::size_limit_mb(),
             ffi::list_limit()
         );
-        try_pin_init!(Self {
-            _miscdev <- MiscRegistration::register(
-                c"udmabuf-live",
-                device::UliveDevice { queue: sys::wq::OwnedQueue::new(c"udmabuf_live")? },
-            ),
-        })
+        Ok(Self { _miscdev: miscdev, _buffers_file: buffers_file, _debugfs: dir })
     }
 }

@@ -29,6 +29,45 @@ int main(void) {
     P("UDMABUF_FLAGS_CLOEXEC", UDMABUF_FLAGS_CLOEXEC);
     P("UDMABUF_CREATE", UDMABUF_CREATE);
     P("UDMABUF_CREATE_LIST", UDMABUF_CREATE_LIST);
+    P("sizeof_udmabuf_live_info", sizeof(struct udmabuf_live_info));
+    P("udmabuf_live_info.dmabuf_fd", offsetof(struct udmabuf_live_info, dmabuf_fd));
+    P("udmabuf_live_info.backing", offsetof(struct udmabuf_live_info, backing));
+    P("udmabuf_live_info.size", offsetof(struct udmabuf_live_info, size));
+    P("udmabuf_live_info.generation", offsetof(struct udmabuf_live_info, generation));
+    P("udmabuf_live_info.updates", offsetof(struct udmabuf_live_info, updates));
+    P("udmabuf_live_info.pages_swapped", offsetof(struct udmabuf_live_info, pages_swapped));
+    P("udmabuf_live_info.state", offsetof(struct udmabuf_live_info, state));
+    P("udmabuf_live_info.pins", offsetof(struct udmabuf_live_info, pins));
+    P("udmabuf_live_info.notifiers", offsetof(struct udmabuf_live_info, notifiers));
+    P("udmabuf_live_info.ranges", offsetof(struct udmabuf_live_info, ranges));
+    P("sizeof_udmabuf_live_sync", sizeof(struct udmabuf_live_sync));
+    P("udmabuf_live_sync.dmabuf_fd", offsetof(struct udmabuf_live_sync, dmabuf_fd));
+    P("udmabuf_live_sync.timeout_ms", offsetof(struct udmabuf_live_sync, timeout_ms));
+    P("sizeof_udmabuf_live_verify", sizeof(struct udmabuf_live_verify));
+    P("udmabuf_live_verify.dmabuf_fd", offsetof(struct udmabuf_live_verify, dmabuf_fd));
+    P("udmabuf_live_verify.__pad", offsetof(struct udmabuf_live_verify, __pad));
+    P("udmabuf_live_verify.pages", offsetof(struct udmabuf_live_verify, pages));
+    P("udmabuf_live_verify.matching", offsetof(struct udmabuf_live_verify, matching));
+    P("udmabuf_live_verify.stale", offsetof(struct udmabuf_live_verify, stale));
+    P("udmabuf_live_verify.holes", offsetof(struct udmabuf_live_verify, holes));
+    P("udmabuf_live_verify.first_mismatch", offsetof(struct udmabuf_live_verify, first_mismatch));
+    P("sizeof_udmabuf_live_pfns", sizeof(struct udmabuf_live_pfns));
+    P("udmabuf_live_pfns.dmabuf_fd", offsetof(struct udmabuf_live_pfns, dmabuf_fd));
+    P("udmabuf_live_pfns.__pad", offsetof(struct udmabuf_live_pfns, __pad));
+    P("udmabuf_live_pfns.first_page", offsetof(struct udmabuf_live_pfns, first_page));
+    P("udmabuf_live_pfns.count", offsetof(struct udmabuf_live_pfns, count));
+    P("udmabuf_live_pfns.pfns", offsetof(struct udmabuf_live_pfns, pfns));
+    P("UDMABUF_LIVE_INFO", UDMABUF_LIVE_INFO);
+    P("UDMABUF_LIVE_SYNC", UDMABUF_LIVE_SYNC);
+    P("UDMABUF_LIVE_VERIFY", UDMABUF_LIVE_VERIFY);
+    P("UDMABUF_LIVE_PFNS", UDMABUF_LIVE_PFNS);
+    P("UDMABUF_LIVE_BACKING_SHMEM", UDMABUF_LIVE_BACKING_SHMEM);
+    P("UDMABUF_LIVE_BACKING_HUGETLB", UDMABUF_LIVE_BACKING_HUGETLB);
+    P("UDMABUF_LIVE_BACKING_MIXED", UDMABUF_LIVE_BACKING_MIXED);
+    P("UDMABUF_LIVE_STATE_PENDING", UDMABUF_LIVE_STATE_PENDING);
+    P("UDMABUF_LIVE_STATE_STALE", UDMABUF_LIVE_STATE_STALE);
+    P("UDMABUF_LIVE_STATE_WATCHED", UDMABUF_LIVE_STATE_WATCHED);
+    P("UDMABUF_LIVE_STATE_VMAPPED", UDMABUF_LIVE_STATE_VMAPPED);
     return 0;
 }
 "#;
@@ -70,6 +109,45 @@ fn c_header_matches_rust_crate() {
         ("UDMABUF_FLAGS_CLOEXEC", UDMABUF_FLAGS_CLOEXEC as u64),
         ("UDMABUF_CREATE", UDMABUF_CREATE as u64),
         ("UDMABUF_CREATE_LIST", UDMABUF_CREATE_LIST as u64),
+        ("sizeof_udmabuf_live_info", size_of::<UdmabufLiveInfo>() as u64),
+        ("udmabuf_live_info.dmabuf_fd", offset_of!(UdmabufLiveInfo, dmabuf_fd) as u64),
+        ("udmabuf_live_info.backing", offset_of!(UdmabufLiveInfo, backing) as u64),
+        ("udmabuf_live_info.size", offset_of!(UdmabufLiveInfo, size) as u64),
+        ("udmabuf_live_info.generation", offset_of!(UdmabufLiveInfo, generation) as u64),
+        ("udmabuf_live_info.updates", offset_of!(UdmabufLiveInfo, updates) as u64),
+        ("udmabuf_live_info.pages_swapped", offset_of!(UdmabufLiveInfo, pages_swapped) as u64),
+        ("udmabuf_live_info.state", offset_of!(UdmabufLiveInfo, state) as u64),
+        ("udmabuf_live_info.pins", offset_of!(UdmabufLiveInfo, pins) as u64),
+        ("udmabuf_live_info.notifiers", offset_of!(UdmabufLiveInfo, notifiers) as u64),
+        ("udmabuf_live_info.ranges", offset_of!(UdmabufLiveInfo, ranges) as u64),
+        ("sizeof_udmabuf_live_sync", size_of::<UdmabufLiveSync>() as u64),
+        ("udmabuf_live_sync.dmabuf_fd", offset_of!(UdmabufLiveSync, dmabuf_fd) as u64),
+        ("udmabuf_live_sync.timeout_ms", offset_of!(UdmabufLiveSync, timeout_ms) as u64),
+        ("sizeof_udmabuf_live_verify", size_of::<UdmabufLiveVerify>() as u64),
+        ("udmabuf_live_verify.dmabuf_fd", offset_of!(UdmabufLiveVerify, dmabuf_fd) as u64),
+        ("udmabuf_live_verify.__pad", offset_of!(UdmabufLiveVerify, __pad) as u64),
+        ("udmabuf_live_verify.pages", offset_of!(UdmabufLiveVerify, pages) as u64),
+        ("udmabuf_live_verify.matching", offset_of!(UdmabufLiveVerify, matching) as u64),
+        ("udmabuf_live_verify.stale", offset_of!(UdmabufLiveVerify, stale) as u64),
+        ("udmabuf_live_verify.holes", offset_of!(UdmabufLiveVerify, holes) as u64),
+        ("udmabuf_live_verify.first_mismatch", offset_of!(UdmabufLiveVerify, first_mismatch) as u64),
+        ("sizeof_udmabuf_live_pfns", size_of::<UdmabufLivePfns>() as u64),
+        ("udmabuf_live_pfns.dmabuf_fd", offset_of!(UdmabufLivePfns, dmabuf_fd) as u64),
+        ("udmabuf_live_pfns.__pad", offset_of!(UdmabufLivePfns, __pad) as u64),
+        ("udmabuf_live_pfns.first_page", offset_of!(UdmabufLivePfns, first_page) as u64),
+        ("udmabuf_live_pfns.count", offset_of!(UdmabufLivePfns, count) as u64),
+        ("udmabuf_live_pfns.pfns", offset_of!(UdmabufLivePfns, pfns) as u64),
+        ("UDMABUF_LIVE_INFO", UDMABUF_LIVE_INFO as u64),
+        ("UDMABUF_LIVE_SYNC", UDMABUF_LIVE_SYNC as u64),
+        ("UDMABUF_LIVE_VERIFY", UDMABUF_LIVE_VERIFY as u64),
+        ("UDMABUF_LIVE_PFNS", UDMABUF_LIVE_PFNS as u64),
+        ("UDMABUF_LIVE_BACKING_SHMEM", UDMABUF_LIVE_BACKING_SHMEM as u64),
+        ("UDMABUF_LIVE_BACKING_HUGETLB", UDMABUF_LIVE_BACKING_HUGETLB as u64),
+        ("UDMABUF_LIVE_BACKING_MIXED", UDMABUF_LIVE_BACKING_MIXED as u64),
+        ("UDMABUF_LIVE_STATE_PENDING", UDMABUF_LIVE_STATE_PENDING as u64),
+        ("UDMABUF_LIVE_STATE_STALE", UDMABUF_LIVE_STATE_STALE as u64),
+        ("UDMABUF_LIVE_STATE_WATCHED", UDMABUF_LIVE_STATE_WATCHED as u64),
+        ("UDMABUF_LIVE_STATE_VMAPPED", UDMABUF_LIVE_STATE_VMAPPED as u64),
     ];
     for (name, want) in rust {
         assert_eq!(c.get(*name), Some(want), "{name}: C header vs Rust crate");

@@ -34,7 +34,7 @@ pub fn verify(dev: &OwnedFd, dmabuf: &OwnedFd) -> Result<UdmabufLiveVerify, Errn
     unsafe { ioctl_verify(dev.as_raw_fd(), &mut a) }.map(|_| a)
 }
 
-fn punch(memfd: &OwnedFd, off: u64, len: u64) -> Result<()> {
+pub fn punch(memfd: &OwnedFd, off: u64, len: u64) -> Result<()> {
     nix::fcntl::fallocate(
         memfd.as_raw_fd(),
         nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,

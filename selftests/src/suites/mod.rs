@@ -6,6 +6,7 @@ use crate::ktap::CaseResult;
 mod common;
 mod create;
 mod create_errors;
+mod debugfs;
 mod lifetime;
 mod live;
 mod mmap;
@@ -42,6 +43,7 @@ pub fn all() -> Vec<Suite> {
         lifetime::suite(),
         upstream::suite(),
         live::suite(),
+        debugfs::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         module::unload_suite(),

@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The list of live buffers, and its debugfs view
+//! (`/sys/kernel/debug/udmabuf_live/buffers`): one line per buffer with its state and
+//! counters, for people debugging a compositor or VMM and for the tests.
+//!
+//! Lock "udmabuf_live_registry" ranks before the locks of a buffer (it is held while
+//! each buffer's state is read for the listing).
+
+use crate::buffer::Buffer;
+use crate::uapi;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::{new_mutex, prelude::*, sync::{Arc, Mutex}};
+
+#[pin_data]
+pub(crate) struct Registry {
+    #[pin]
+    buffers: Mutex<KVec<Arc<Buffer>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self { buffers <- new_mutex!(KVec::new(), "udmabuf_live_registry"), next_id: AtomicU64::new(1) })
+    }
+
+    /// A fresh buffer id (shown in debugfs).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(&self, buffer: Arc<Buffer>) -> Result {
+        self.buffers.lock().push(buffer, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Forget `buffer` (its dma-buf is being released).
+    pub(crate) fn remove(&self, buffer: &Buffer) {
+        let removed = {
+            let mut list = self.buffers.lock();
+            list.iter().position(|b| core::ptr::eq(&**b, buffer)).and_then(|i| list.remove(i).ok())
+        };
+        // Dropped outside the lock: never the last reference (the dma-buf holds one).
+        drop(removed);
+    }
+}
+
+/// The debugfs `buffers` file.
+pub(crate) struct BufferList(pub(crate) Arc<Registry>);
+
+impl fmt::Debug for BufferList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = self.0.buffers.lock();
+        write!(f, "{} live buffer(s)", list.len())?;
+        for b in list.iter() {
+            let i = b.info();
+            let c = &b.counters;
+            let backing = match i.backing {
+                uapi::UDMABUF_LIVE_BACKING_SHMEM => "shmem",
+                uapi::UDMABUF_LIVE_BACKING_HUGETLB => "hugetlb",
+                _ => "mixed",
+            };
+            let bit = |m: u32| u32::from(i.state & m != 0);
+            write!(
+                f,
+                "\nid={} size={} backing={} ranges={} notifiers={} watched={} pending={} stale={} vmapped={} pins={} \
+                 generation={} updates={} pages_swapped={} invalidations={} maps={} last_map_segments={}",
+                b.id,
+                i.size,
+                backing,
+                i.ranges,
+                i.notifiers,
+                bit(uapi::UDMABUF_LIVE_STATE_WATCHED),
+                bit(uapi::UDMABUF_LIVE_STATE_PENDING),
+                bit(uapi::UDMABUF_LIVE_STATE_STALE),
+                bit(uapi::UDMABUF_LIVE_STATE_VMAPPED),
+                i.pins,
+                i.generation,
+                i.updates,
+                i.pages_swapped,
+                c.invalidations.load(Ordering::Relaxed),
+                c.maps.load(Ordering::Relaxed),
+                c.last_map_segments.load(Ordering::Relaxed),
+            )?;
+        }
+        Ok(())
+    }
+}
