@@ -35,8 +35,9 @@ impl Bits {
         }
     }
 
-    pub(crate) fn is_set(&self, i: usize) -> bool {
-        self.words.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    /// The marked pages as maximal runs `[start, end)` (see `bitruns.rs`).
+    pub(crate) fn runs(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        crate::bitruns::runs(&self.words)
     }
 
     pub(crate) fn any(&self) -> bool {

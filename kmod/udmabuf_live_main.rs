@@ -20,6 +20,7 @@
 use kernel::{debugfs, prelude::*, sync::Arc};
 use sys::miscdev::MiscRegistration;
 
+mod bitruns;
 mod buffer;
 mod device;
 mod exporter;

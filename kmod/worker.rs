@@ -99,24 +99,32 @@ impl Buffer {
         let mut scratch = KVVec::new();
         for range in self.ranges.iter() {
             let pages = range.pages();
-            if !pages.clone().any(|i| todo.is_set(i)) {
+            let mut runs = todo
+                .runs()
+                .map(|r| r.start.max(pages.start)..r.end.min(pages.end))
+                .filter(|r| r.start < r.end)
+                .peekable();
+            if runs.peek().is_none() {
                 continue;
             }
             let _inode = lock_inode.then(|| range.file.lock_shared());
-            let held = self.held_ids(pages.clone())?;
-            let differs = |i: usize| held.get(i - pages.start).copied().flatten() != range.file.peek(range.file_offset(i));
-            // The marked pages that differ from the page cache, as runs [start, end).
-            let mut i = pages.start;
-            while i < pages.end {
-                if !(todo.is_set(i) && differs(i)) {
-                    i += 1;
-                    continue;
+            for run in runs {
+                let held = self.held_ids(run.clone())?;
+                let differs = |i: usize| held[i - run.start] != range.file.peek(range.file_offset(i));
+                // The pages of the run that differ from the page cache, as sub-runs.
+                let mut i = run.start;
+                while i < run.end {
+                    if !differs(i) {
+                        i += 1;
+                        continue;
+                    }
+                    let start = i;
+                    while i < run.end && differs(i) {
+                        i += 1;
+                    }
+                    let held = &held[start - run.start..i - run.start];
+                    self.pin_run(range, start..i, held, &mut scratch, changes)?;
                 }
-                let start = i;
-                while i < pages.end && todo.is_set(i) && differs(i) {
-                    i += 1;
-                }
-                self.pin_run(range, start..i, &held[start - pages.start..i - pages.start], &mut scratch, changes)?;
             }
         }
         Ok(())

@@ -38,6 +38,8 @@ missing=()
 while IFS= read -r line; do
     case $line in
         CONFIG_*=*) grep -qxF "$line" "$BUILD/.config" || missing+=("$line (have: $(grep -E "^(# )?${line%%=*}[= ]" "$BUILD/.config" || echo unset))") ;;
+        "# CONFIG_"*" is not set") opt=${line#\# }; opt=${opt%% *}
+            grep -qE "^$opt=" "$BUILD/.config" && missing+=("$line (have: $(grep -E "^$opt=" "$BUILD/.config"))") ;;
     esac
 done < <(cat "${FRAGMENTS[@]}")
 if ((${#missing[@]})); then

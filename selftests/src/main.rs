@@ -79,3 +79,57 @@ fn run(args: &Args) -> u8 {
         KSFT_PASS
     }
 }
+
+/// The kernel module's bitmap-run iterator, compiled here too so it is unit-tested.
+#[cfg(test)]
+#[path = "../../kmod/bitruns.rs"]
+mod bitruns;
+
+#[cfg(test)]
+mod bitruns_tests {
+    use super::bitruns::runs;
+
+    fn naive(words: &[u64]) -> Vec<std::ops::Range<usize>> {
+        let bit = |i: usize| words[i / 64] >> (i % 64) & 1 == 1;
+        let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+        for i in 0..words.len() * 64 {
+            if bit(i) {
+                match out.last_mut() {
+                    Some(r) if r.end == i => r.end = i + 1,
+                    _ => out.push(i..i + 1),
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_naive_scan() {
+        let cases: Vec<Vec<u64>> = vec![
+            vec![],
+            vec![0],
+            vec![u64::MAX],
+            vec![1],
+            vec![1 << 63, 1],
+            vec![u64::MAX, u64::MAX, 0, 0b1011],
+            vec![0, 0, 0, 1 << 40],
+            vec![0xF0F0_0000_0000_000F, u64::MAX, 0x8000_0000_0000_0001],
+        ];
+        for words in &cases {
+            assert_eq!(runs(words).collect::<Vec<_>>(), naive(words), "words {words:x?}");
+        }
+        // Pseudo-random bitmaps.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..500 {
+            let words: Vec<u64> = (0..5)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x & (x >> 3)
+                })
+                .collect();
+            assert_eq!(runs(&words).collect::<Vec<_>>(), naive(&words), "words {words:x?}");
+        }
+    }
+}
