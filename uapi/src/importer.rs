@@ -11,7 +11,7 @@
 //!
 //! One open file of `/dev/ulive-importer` holds at most one attachment. Every ioctl
 //! returns 0 on success (READ: the number of bytes copied) or -1 with errno:
-//! - ENXIO: MAP or READ without an attachment;
+//! - ENXIO: MAP, READ or DETACH without an attachment;
 //! - EBUSY: ATTACH while already attached;
 //! - EBADF / EINVAL: ATTACH with a closed fd / with an fd that is not a dma-buf, or
 //!   with `dynamic` other than 0 or 1;
