@@ -2,7 +2,8 @@
 # Boot the test kernel in QEMU with an initramfs holding busybox, our static binaries,
 # the module and the upstream udmabuf kselftest, and judge the run.
 #   scripts/vm.sh test|run|bench
-# Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|panic|hang|warn
+# Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|panic|hang|warn,
+#   BENCH_ITERATIONS (bench mode: iterations per measurement)
 # Exit status is non-zero on: a failed test, a missing/short KTAP plan, a kernel
 # BUG/WARNING/Oops/lockdep/KASAN report, a panic, or a timeout.
 . "$(dirname "$0")/common.sh"
@@ -36,6 +37,8 @@ build_initramfs() {
     local list=$OUT/initramfs.list gen=$KB/usr/gen_init_cpio
     [ -x "$gen" ] || die "$gen missing: the kernel tree must be built with CONFIG_BLK_DEV_INITRD"
     local ko; ko=$(ls "$ROOT"/kmod/*.ko 2>/dev/null) || die "no module in kmod/: run 'make module'"
+    # The test importer (selftests/importer/, 'make importer') goes next to it.
+    ko="$ko $(ls "$ROOT"/selftests/importer/*.ko 2>/dev/null || true)"
     {
         echo "dir /dev 0755 0 0"
         echo "nod /dev/console 0600 0 0 c 5 1"
@@ -105,7 +108,7 @@ build_upstream_kselftest
 build_initramfs
 ACCEL=$(pick_accel)
 CPU=max; [ "$ACCEL" = kvm ] && CPU=host
-APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}"
+APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}${BENCH_ITERATIONS:+ ulive.iters=$BENCH_ITERATIONS}"
 log "booting ($ACCEL, ${VM_MEM:-4G}, timeout ${TMO}s): $APPEND"
 log "console log: $CONSOLE_LOG"
 rm -f "$KTAP_LOG"
