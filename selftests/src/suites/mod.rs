@@ -3,6 +3,7 @@
 
 use crate::ktap::CaseResult;
 
+mod importer;
 mod module;
 mod upstream;
 
@@ -23,5 +24,5 @@ pub(crate) use cases;
 
 /// Every suite, in run order.
 pub fn all() -> Vec<Suite> {
-    vec![module::load_suite(), upstream::suite(), module::unload_suite()]
+    vec![module::load_suite(), upstream::suite(), importer::suite(), module::unload_suite()]
 }
