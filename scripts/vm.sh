@@ -109,6 +109,14 @@ build_initramfs
 ACCEL=$(pick_accel)
 CPU=max; [ "$ACCEL" = kvm ] && CPU=host
 APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}${BENCH_ITERATIONS:+ ulive.iters=$BENCH_ITERATIONS}"
+# Bench under TCG: the test kernel finds no HPET/PIT reference and would time with
+# refined-jiffies (4 ms steps). TCG's guest TSC runs at the host TSC rate, so hand the
+# guest the host's TSC frequency and let it use the TSC.
+if [ "$MODE" = bench ] && [ "$ACCEL" = tcg ]; then
+    khz=$(cat /sys/devices/system/cpu/cpu0/tsc_freq_khz 2>/dev/null \
+        || awk -F: '/^cpu MHz/ { printf "%d\n", $2 * 1000; exit }' /proc/cpuinfo)
+    [ -n "$khz" ] && APPEND="$APPEND tsc_early_khz=$khz tsc=reliable"
+fi
 log "booting ($ACCEL, ${VM_MEM:-4G}, timeout ${TMO}s): $APPEND"
 log "console log: $CONSOLE_LOG"
 rm -f "$KTAP_LOG"
