@@ -19,7 +19,7 @@ accel=$(cat "$CACHE/kvm-probe" 2>/dev/null || echo tcg)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 machine="host: $(nproc) CPUs ($cpu_model), $(free -g | awk '/^Mem:/ { print $2 }') GiB; guest: QEMU $accel"
 
-TABLE="$table" MACHINE="$machine" ACCEL="$accel" DATE=$(date -u '+%Y-%m-%d %H:%M UTC') \
+TABLE="$table" MACHINE="$machine" ACCEL="$accel" DATE=$(date -u -r "$KTAP_LOG" '+%Y-%m-%d %H:%M UTC') \
 python3 - "$OUT/bench.json" > "$DEST" <<'EOF'
 import json, os, sys
 
@@ -49,6 +49,15 @@ for c in r["cases"]:
         verdict = "met" if s["ours_max"] <= 32 else "NOT met"
         print(f"- sg entries, hugetlb 64 MiB: ours {s['ours_min']}-{s['ours_max']} (target <= 32: {verdict}); "
               f"built-in {s['builtin_min']}-{s['builtin_max']} on the same pages")
+cases = {(c["backing"], c["size_mib"]): c for c in r["cases"]}
+for backing in ("shmem", "hugetlb"):
+    small, big = cases.get((backing, 4)), cases.get((backing, 64))
+    if small and big:
+        gap = lambda c: c["create_close"]["ours"]["median_ns"] - c["create_close"]["builtin"]["median_ns"]
+        pages = (big["size_mib"] - small["size_mib"]) * 256
+        print(f"- create+close gap ours - built-in, {backing}: {gap(small) / 1000:.1f} us at 4 MiB, "
+              f"{gap(big) / 1000:.1f} us at 64 MiB, i.e. {(gap(big) - gap(small)) / pages:.1f} ns per extra "
+              f"4 KiB page (a per-page cost when it grows with the size)")
 print()
 print("## How to read this\n")
 if env["ACCEL"] == "tcg":
