@@ -13,9 +13,9 @@ TOOLS := $(CACHE)/tools
 KBUILD_ARGS := LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc BINDGEN=$(TOOLS)/bin/bindgen
 HOST_TARGET := x86_64-unknown-linux-gnu
 
-.PHONY: all deps kernel module userspace guest-bins vm-test vm-selftest test unit-test run bench clean
+.PHONY: all deps kernel module importer userspace guest-bins vm-test vm-selftest test unit-test run bench clean
 
-all: module userspace
+all: module importer userspace
 
 deps:
 	@scripts/deps.sh
@@ -26,6 +26,11 @@ kernel: deps
 module: kernel
 	@echo "==> building kmod/ against $(KBUILD_DIR)"
 	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/kmod $(KBUILD_ARGS) modules
+
+# The test importer module (selftests/importer/), against the same kernel tree.
+importer: kernel
+	@echo "==> building selftests/importer/ against $(KBUILD_DIR)"
+	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/selftests/importer $(KBUILD_ARGS) modules
 
 # Host build of the userspace workspace (cli, uapi, selftests).
 userspace:
@@ -39,21 +44,23 @@ guest-bins:
 unit-test:
 	@cargo test --quiet --workspace
 
-vm-test: module guest-bins
+vm-test: module importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh test
 
 # The harness must be able to fail: boot once per injected fault and expect red.
-vm-selftest: module guest-bins
+vm-selftest: module importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm-selftest.sh
 
 test: unit-test vm-test vm-selftest
 
-run: module guest-bins
+run: module importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh run
 
-bench: module guest-bins
+bench: module importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh bench
+	@KBUILD_DIR=$(KBUILD_DIR) scripts/bench-report.sh
 
 clean:
 	-@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/kmod clean 2>/dev/null
+	-@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/selftests/importer clean 2>/dev/null
 	rm -rf out target

@@ -4,6 +4,7 @@
 #   scripts/vm.sh test|run|bench
 # Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|panic|hang|warn,
 #   ULIVE_TEST_DEVICE=/dev/udmabuf (run the semantics suites against that device instead)
+#   BENCH_ITERATIONS (bench mode: iterations per measurement)
 # Exit status is non-zero on: a failed test, a missing/short KTAP plan, a kernel
 # BUG/WARNING/Oops/lockdep/KASAN report, a panic, or a timeout.
 . "$(dirname "$0")/common.sh"
@@ -37,6 +38,8 @@ build_initramfs() {
     local list=$OUT/initramfs.list gen=$KB/usr/gen_init_cpio
     [ -x "$gen" ] || die "$gen missing: the kernel tree must be built with CONFIG_BLK_DEV_INITRD"
     local ko; ko=$(ls "$ROOT"/kmod/*.ko 2>/dev/null) || die "no module in kmod/: run 'make module'"
+    # The test importer (selftests/importer/, 'make importer') goes next to it.
+    ko="$ko $(ls "$ROOT"/selftests/importer/*.ko 2>/dev/null || true)"
     {
         echo "dir /dev 0755 0 0"
         echo "nod /dev/console 0600 0 0 c 5 1"
@@ -107,7 +110,15 @@ build_upstream_kselftest
 build_initramfs
 ACCEL=$(pick_accel)
 CPU=max; [ "$ACCEL" = kvm ] && CPU=host
-APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}"
+APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}${BENCH_ITERATIONS:+ ulive.iters=$BENCH_ITERATIONS}"
+# Bench under TCG: the test kernel finds no HPET/PIT reference and would time with
+# refined-jiffies (4 ms steps). TCG's guest TSC runs at the host TSC rate, so hand the
+# guest the host's TSC frequency and let it use the TSC.
+if [ "$MODE" = bench ] && [ "$ACCEL" = tcg ]; then
+    khz=$(cat /sys/devices/system/cpu/cpu0/tsc_freq_khz 2>/dev/null \
+        || awk -F: '/^cpu MHz/ { printf "%d\n", $2 * 1000; exit }' /proc/cpuinfo)
+    [ -n "$khz" ] && APPEND="$APPEND tsc_early_khz=$khz tsc=reliable"
+fi
 APPEND+="${ULIVE_TEST_DEVICE:+ ulive.testdev=$ULIVE_TEST_DEVICE}"
 log "booting ($ACCEL, ${VM_MEM:-4G}, timeout ${TMO}s): $APPEND"
 log "console log: $CONSOLE_LOG"

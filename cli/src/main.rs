@@ -23,5 +23,6 @@ fn run() -> anyhow::Result<ExitCode> {
     let args = cli::Cli::parse();
     match args.command {
         cli::Command::Status(a) => commands::status::run(&a),
+        cli::Command::Bench(a) => commands::bench::run(&a),
     }
 }

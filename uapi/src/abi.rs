@@ -56,6 +56,14 @@ const IOC_READ: u32 = 2;
 pub const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
     (dir << IOC_DIRSHIFT) | ((ty as u32) << IOC_TYPESHIFT) | ((nr as u32) << IOC_NRSHIFT) | ((size as u32) << IOC_SIZESHIFT)
 }
+/// `_IO(type, nr)`.
+pub const fn io(ty: u8, nr: u8) -> u32 {
+    ioc(0, ty, nr, 0)
+}
+/// `_IOR(type, nr, T)`.
+pub const fn ior<T>(ty: u8, nr: u8) -> u32 {
+    ioc(IOC_READ, ty, nr, core::mem::size_of::<T>())
+}
 /// `_IOW(type, nr, T)`.
 pub const fn iow<T>(ty: u8, nr: u8) -> u32 {
     ioc(IOC_WRITE, ty, nr, core::mem::size_of::<T>())

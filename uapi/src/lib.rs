@@ -7,3 +7,6 @@
 
 mod abi;
 pub use abi::*;
+
+/// The ABI of the test importer module (`selftests/importer/`).
+pub mod importer;

@@ -7,6 +7,7 @@ mod common;
 mod create;
 mod create_errors;
 mod debugfs;
+mod importer;
 mod lifetime;
 mod live;
 mod mmap;
@@ -42,6 +43,7 @@ pub fn all() -> Vec<Suite> {
         vgem::suite(),
         lifetime::suite(),
         upstream::suite(),
+        importer::suite(),
         live::suite(),
         debugfs::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.

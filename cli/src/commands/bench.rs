@@ -1,0 +1,351 @@
+//! `udmabuf-ctl bench`: our device against the kernel's built-in udmabuf, side by side.
+//!
+//! For shmem and hugetlb memfds of 4 MiB and 64 MiB it measures
+//! - create+close: `UDMABUF_CREATE`, then closing the dma-buf fd (the release runs
+//!   before close() returns), timed in userspace;
+//! - map: the test importer's `MAP` of a static attachment, i.e. the kernel-side
+//!   duration of one `dma_buf_map_attachment()` call;
+//! - sg entries: the DMA segments of that mapping (`nents`).
+//!
+//! Both drivers get dma-bufs of the very same memfd pages, and the two are measured
+//! alternately (which one goes first flips every iteration), so drift and page layout
+//! affect both alike. Only the ratios mean something under an emulator (TCG).
+
+use crate::cli::BenchArgs;
+use crate::exit::CtlError;
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{fallocate, fcntl, FallocateFlags, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+use udmabuf_live_uapi::importer::{ImporterAttach, ImporterMap, IMPORTER_ATTACH, IMPORTER_DETACH, IMPORTER_MAP};
+use udmabuf_live_uapi::{UdmabufCreate, UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC};
+
+const MIB: u64 = 1 << 20;
+/// Unmeasured rounds before each measurement, to fault in pages and warm caches.
+const WARMUP: u32 = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Backing {
+    Shmem,
+    Hugetlb,
+}
+
+impl Backing {
+    fn name(self) -> &'static str {
+        match self {
+            Backing::Shmem => "shmem",
+            Backing::Hugetlb => "hugetlb",
+        }
+    }
+}
+
+/// Order statistics of one series of durations, in nanoseconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    pub n: usize,
+    pub median_ns: u64,
+    pub p90_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Summary {
+    /// Nearest-rank percentiles of `samples` (which need not be sorted).
+    pub fn of(samples: &[u64]) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut s = samples.to_vec();
+        s.sort_unstable();
+        let rank = |p: f64| s[((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+        Some(Self { n: s.len(), median_ns: rank(0.5), p90_ns: rank(0.9), min_ns: s[0], max_ns: s[s.len() - 1] })
+    }
+}
+
+/// One metric, ours next to the built-in.
+#[derive(Debug, Serialize)]
+struct Pair {
+    ours: Summary,
+    builtin: Summary,
+    /// ours / built-in, of the medians and of the p90s.
+    ratio_median: f64,
+    ratio_p90: f64,
+}
+
+impl Pair {
+    fn new(ours: &[u64], builtin: &[u64]) -> Result<Self> {
+        let (Some(ours), Some(builtin)) = (Summary::of(ours), Summary::of(builtin)) else { bail!("no samples") };
+        Ok(Self {
+            ratio_median: ratio(ours.median_ns, builtin.median_ns),
+            ratio_p90: ratio(ours.p90_ns, builtin.p90_ns),
+            ours,
+            builtin,
+        })
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { f64::NAN } else { a as f64 / b as f64 }
+}
+
+/// DMA segment counts (`nents`) seen over all MAPs of a buffer.
+#[derive(Debug, Serialize)]
+struct Segments {
+    ours_min: u32,
+    ours_max: u32,
+    builtin_min: u32,
+    builtin_max: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct CaseReport {
+    backing: Backing,
+    size_mib: u64,
+    create_close: Pair,
+    map: Pair,
+    sg_entries: Segments,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    iterations: u32,
+    warmup: u32,
+    ours: String,
+    builtin: String,
+    kernel: String,
+    cpus: usize,
+    /// The clock behind the timings (`refined-jiffies` means 4 ms resolution at HZ=250).
+    clocksource: String,
+    cases: Vec<CaseReport>,
+}
+
+fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
+    // SAFETY: every caller passes a request whose argument type is `T` (or none, with a
+    // null pointer), pointing at a live value for the duration of the call.
+    Errno::result(unsafe { nix::libc::ioctl(fd, req as _, arg) })
+}
+
+fn open_dev(path: &Path, what: &str, hint: &str) -> Result<File> {
+    OpenOptions::new().read(true).write(true).open(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => CtlError::NoDevice(format!("{} ({what}) does not exist: {hint}", path.display())).into(),
+        ErrorKind::PermissionDenied => {
+            CtlError::Permission(format!("cannot open {} ({what}): permission denied", path.display())).into()
+        }
+        _ => anyhow::Error::new(e).context(format!("cannot open {} ({what})", path.display())),
+    })
+}
+
+/// A sealed memfd with every page allocated, so creates measure pinning, not allocation.
+fn memfd(backing: Backing, size: u64) -> Result<OwnedFd> {
+    let mut flags = MemFdCreateFlag::MFD_ALLOW_SEALING | MemFdCreateFlag::MFD_CLOEXEC;
+    if backing == Backing::Hugetlb {
+        flags |= MemFdCreateFlag::MFD_HUGETLB;
+    }
+    let fd = memfd_create(c"udmabuf-ctl-bench", flags).with_context(|| format!("memfd_create ({backing:?})"))?;
+    let len = i64::try_from(size)?;
+    nix::unistd::ftruncate(&fd, len).context("ftruncate")?;
+    fallocate(fd.as_raw_fd(), FallocateFlags::empty(), 0, len)
+        .with_context(|| format!("fallocate {} MiB {backing:?} (enough hugepages reserved?)", size / MIB))?;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK)).context("F_ADD_SEALS")?;
+    Ok(fd)
+}
+
+fn create(dev: &File, memfd: &OwnedFd, size: u64) -> nix::Result<OwnedFd> {
+    let mut req = UdmabufCreate { memfd: memfd.as_raw_fd() as u32, flags: UDMABUF_FLAGS_CLOEXEC, offset: 0, size };
+    let fd = ioctl(dev.as_raw_fd(), UDMABUF_CREATE, &mut req)?;
+    // SAFETY: the ioctl returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Duration of one create+close, in ns.
+fn create_close(dev: &File, memfd: &OwnedFd, size: u64) -> Result<u64> {
+    let start = Instant::now();
+    let buf = create(dev, memfd, size).context("UDMABUF_CREATE")?;
+    drop(buf);
+    Ok(start.elapsed().as_nanos() as u64)
+}
+
+/// One importer file statically attached to one dma-buf.
+struct Attached(File);
+
+impl Attached {
+    fn new(importer: &Path, dmabuf: &OwnedFd) -> Result<Self> {
+        let f = open_dev(importer, "test importer", "load ulive_importer.ko (selftests/importer/)")?;
+        let mut a = ImporterAttach { dmabuf_fd: dmabuf.as_raw_fd(), dynamic: 0 };
+        ioctl(f.as_raw_fd(), IMPORTER_ATTACH, &mut a).context("importer ATTACH")?;
+        Ok(Self(f))
+    }
+    /// A fresh mapping: (map_ns, nents).
+    fn map(&self) -> Result<(u64, u32)> {
+        let mut m = ImporterMap::default();
+        ioctl(self.0.as_raw_fd(), IMPORTER_MAP, &mut m).context("importer MAP")?;
+        Ok((m.map_ns, m.nents))
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // Closing detaches too; DETACH first makes a failure visible in strace.
+        let _ = ioctl(self.0.as_raw_fd(), IMPORTER_DETACH, std::ptr::null_mut::<u8>());
+    }
+}
+
+/// Run `f(device_index)` `WARMUP + iterations` times for both devices, alternating which
+/// goes first; returns the measured samples of each.
+fn alternate(iterations: u32, mut f: impl FnMut(usize) -> Result<u64>) -> Result<[Vec<u64>; 2]> {
+    let mut out = [Vec::with_capacity(iterations as usize), Vec::with_capacity(iterations as usize)];
+    for i in 0..WARMUP + iterations {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for d in order {
+            let ns = f(d)?;
+            if i >= WARMUP {
+                out[d].push(ns);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn bench_case(args: &BenchArgs, devs: &[File; 2], backing: Backing, size: u64) -> Result<CaseReport> {
+    let what = format!("{backing:?} {} MiB", size / MIB);
+    let memfd = memfd(backing, size)?;
+    let [ours, builtin] = alternate(args.iterations, |d| create_close(&devs[d], &memfd, size))
+        .with_context(|| format!("{what}: create+close"))?;
+    let create_close = Pair::new(&ours, &builtin)?;
+
+    let bufs = [create(&devs[0], &memfd, size)?, create(&devs[1], &memfd, size)?];
+    let atts = [Attached::new(&args.importer, &bufs[0])?, Attached::new(&args.importer, &bufs[1])?];
+    let mut nents = [(u32::MAX, 0u32); 2];
+    let [ours, builtin] = alternate(args.iterations, |d| {
+        let (ns, n) = atts[d].map()?;
+        nents[d] = (nents[d].0.min(n), nents[d].1.max(n));
+        Ok(ns)
+    })
+    .with_context(|| format!("{what}: map"))?;
+    let map = Pair::new(&ours, &builtin)?;
+    let sg_entries = Segments { ours_min: nents[0].0, ours_max: nents[0].1, builtin_min: nents[1].0, builtin_max: nents[1].1 };
+    Ok(CaseReport { backing, size_mib: size / MIB, create_close, map, sg_entries })
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "unknown".into())
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1000.0)
+}
+
+fn range(min: u32, max: u32) -> String {
+    if min == max { min.to_string() } else { format!("{min}-{max}") }
+}
+
+/// The report as a Markdown table (it is pasted into BENCHMARKS.md as is).
+fn table(r: &Report) -> String {
+    let mut t = String::new();
+    t.push_str(&format!(
+        "{} iterations per cell (+{} warm-up), ours = {}, built-in = {}; kernel {}, guest CPUs {}, clocksource {}\n\n",
+        r.iterations, r.warmup, r.ours, r.builtin, r.kernel, r.cpus, r.clocksource
+    ));
+    t.push_str("| buffer | metric | ours median | ours p90 | built-in median | built-in p90 | ours/built-in median | ours/built-in p90 |\n");
+    t.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for c in &r.cases {
+        let name = format!("{} {} MiB", c.backing.name(), c.size_mib);
+        for (metric, p) in [("create+close (us)", &c.create_close), ("map_dma_buf (us)", &c.map)] {
+            t.push_str(&format!(
+                "| {name} | {metric} | {} | {} | {} | {} | {:.3} | {:.3} |\n",
+                us(p.ours.median_ns), us(p.ours.p90_ns), us(p.builtin.median_ns), us(p.builtin.p90_ns), p.ratio_median, p.ratio_p90
+            ));
+        }
+        let s = &c.sg_entries;
+        t.push_str(&format!(
+            "| {name} | sg entries (nents) | {} | | {} | | {:.3} | |\n",
+            range(s.ours_min, s.ours_max), range(s.builtin_min, s.builtin_max), ratio(s.ours_max as u64, s.builtin_max as u64)
+        ));
+    }
+    t
+}
+
+pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    let devs = [
+        open_dev(&args.ours, "udmabuf-live", "load udmabuf_live.ko")?,
+        open_dev(&args.builtin, "built-in udmabuf", "the kernel needs CONFIG_UDMABUF=y")?,
+    ];
+    // Fail early, before minutes of measuring, if the importer is missing.
+    drop(open_dev(&args.importer, "test importer", "load ulive_importer.ko (selftests/importer/)")?);
+    let mut cases = Vec::new();
+    for backing in [Backing::Shmem, Backing::Hugetlb] {
+        for size in [4 * MIB, 64 * MIB] {
+            cases.push(bench_case(args, &devs, backing, size)?);
+        }
+    }
+    let report = Report {
+        iterations: args.iterations,
+        warmup: WARMUP,
+        ours: args.ours.display().to_string(),
+        builtin: args.builtin.display().to_string(),
+        kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        clocksource: read_trimmed("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+        cases,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, format!("{json}\n")).with_context(|| format!("write {}", path.display()))?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", table(&report));
+        if report.clocksource.contains("jiffies") {
+            println!("\nwarning: the clocksource is {}: durations are in steps of a jiffy", report.clocksource);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s = Summary::of(&[50, 10, 40, 20, 30, 60, 70, 80, 90, 100]).unwrap();
+        assert_eq!((s.n, s.median_ns, s.p90_ns, s.min_ns, s.max_ns), (10, 50, 90, 10, 100));
+        let one = Summary::of(&[7]).unwrap();
+        assert_eq!((one.median_ns, one.p90_ns), (7, 7));
+        assert!(Summary::of(&[]).is_none());
+    }
+
+    #[test]
+    fn ratios_and_table() {
+        let p = Pair::new(&[110, 110], &[100, 100]).unwrap();
+        assert!((p.ratio_median - 1.1).abs() < 1e-9);
+        let r = Report {
+            iterations: 2,
+            warmup: WARMUP,
+            ours: "/dev/udmabuf-live".into(),
+            builtin: "/dev/udmabuf".into(),
+            kernel: "7.2".into(),
+            cpus: 2,
+            clocksource: "tsc".into(),
+            cases: vec![CaseReport {
+                backing: Backing::Hugetlb,
+                size_mib: 64,
+                create_close: Pair::new(&[2000], &[1000]).unwrap(),
+                map: Pair::new(&[1000], &[1000]).unwrap(),
+                sg_entries: Segments { ours_min: 2, ours_max: 3, builtin_min: 32, builtin_max: 32 },
+            }],
+        };
+        let t = table(&r);
+        assert!(t.contains("| hugetlb 64 MiB | create+close (us) | 2.0 | 2.0 | 1.0 | 1.0 | 2.000 | 2.000 |"), "{t}");
+        assert!(t.contains("| hugetlb 64 MiB | sg entries (nents) | 2-3 | | 32 | | 0.094 | |"), "{t}");
+    }
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# After `scripts/vm.sh bench`: take the table and the JSON that `udmabuf-ctl bench`
+# printed in the guest (between ULIVE-BENCH-* markers in out/bench-ktap.log), keep the
+# JSON as out/bench.json and write BENCHMARKS.md: the table, how it was produced, on
+# what, and the acceptance targets (reported, not asserted).
+. "$(dirname "$0")/common.sh"
+
+KTAP_LOG=$OUT/bench-ktap.log
+DEST=${BENCH_REPORT:-$ROOT/BENCHMARKS.md}
+[ -f "$KTAP_LOG" ] || die "no $KTAP_LOG: run 'make bench' (scripts/vm.sh bench) first"
+between() { sed -n "/^ULIVE-BENCH-$1-BEGIN\$/,/^ULIVE-BENCH-$1-END\$/p" "$KTAP_LOG" | sed '1d;$d'; }
+table=$(between TABLE)
+[ -n "$table" ] || die "no benchmark table in $KTAP_LOG (did the guest run fail?)"
+between JSON > "$OUT/bench.json"
+python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$OUT/bench.json" \
+    || die "the benchmark JSON in $KTAP_LOG does not parse"
+
+accel=$(cat "$CACHE/kvm-probe" 2>/dev/null || echo tcg)
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+machine="host: $(nproc) CPUs ($cpu_model), $(free -g | awk '/^Mem:/ { print $2 }') GiB; guest: QEMU $accel"
+
+TABLE="$table" MACHINE="$machine" ACCEL="$accel" DATE=$(date -u -r "$KTAP_LOG" '+%Y-%m-%d %H:%M UTC') \
+python3 - "$OUT/bench.json" > "$DEST" <<'EOF'
+import json, os, sys
+
+r = json.load(open(sys.argv[1]))
+env = os.environ
+print("# Benchmarks: udmabuf-live against the built-in udmabuf\n")
+print("Produced by `make bench` (boots the test kernel once with `ulive.mode=bench`; the guest")
+print("runs `udmabuf-ctl bench --iterations N` from `selftests/guest/bench.sh`, then")
+print("`scripts/bench-report.sh` writes this file). Raw numbers: `out/bench.json`.\n")
+print(f"- date: {env['DATE']}")
+print(f"- kernel: {r['kernel']} (the cached test kernel, tinyconfig + selftests/config)")
+print(f"- machine: {env['MACHINE']}, {r['cpus']} guest CPU(s), clocksource `{r['clocksource']}`")
+print(f"- iterations: {r['iterations']} per cell after {r['warmup']} warm-up rounds; ours and the built-in")
+print("  alternate (the first one flips every iteration) and use dma-bufs of the same memfd pages\n")
+print("## Results\n")
+print(env["TABLE"])
+print()
+print("## Acceptance targets (reported, not asserted)\n")
+for c in r["cases"]:
+    ratio = c["create_close"]["ratio_median"]
+    verdict = "met" if ratio <= 1.05 else "NOT met"
+    print(f"- create+close, {c['backing']} {c['size_mib']} MiB: ours/built-in median {ratio:.3f} "
+          f"(target <= 1.05: {verdict})")
+for c in r["cases"]:
+    if c["backing"] == "hugetlb" and c["size_mib"] == 64:
+        s = c["sg_entries"]
+        verdict = "met" if s["ours_max"] <= 32 else "NOT met"
+        print(f"- sg entries, hugetlb 64 MiB: ours {s['ours_min']}-{s['ours_max']} (target <= 32: {verdict}); "
+              f"built-in {s['builtin_min']}-{s['builtin_max']} on the same pages")
+cases = {(c["backing"], c["size_mib"]): c for c in r["cases"]}
+for backing in ("shmem", "hugetlb"):
+    small, big = cases.get((backing, 4)), cases.get((backing, 64))
+    if small and big:
+        gap = lambda c: c["create_close"]["ours"]["median_ns"] - c["create_close"]["builtin"]["median_ns"]
+        pages = (big["size_mib"] - small["size_mib"]) * 256
+        print(f"- create+close gap ours - built-in, {backing}: {gap(small) / 1000:.1f} us at 4 MiB, "
+              f"{gap(big) / 1000:.1f} us at 64 MiB, i.e. {(gap(big) - gap(small)) / pages:.1f} ns per extra "
+              f"4 KiB page (a per-page cost when it grows with the size)")
+print()
+print("## How to read this\n")
+if env["ACCEL"] == "tcg":
+    print("- The guest runs under QEMU TCG (no usable KVM here): every guest instruction is")
+    print("  emulated, so absolute times are many times those of real hardware and only the")
+    print("  ratios ours/built-in carry meaning, and even those weigh instruction counts and")
+    print("  memory accesses differently from a real CPU.")
+print("- Times come from the guest TSC. Under TCG the test kernel finds no HPET/PIT to")
+print("  calibrate against and would fall back to refined-jiffies (4 ms steps); `vm.sh` passes")
+print("  the host's TSC frequency (`tsc_early_khz=`, `tsc=reliable`) in bench mode. TCG's guest")
+print("  TSC follows the host TSC, so durations are host wall time of the emulation.")
+print("- create+close is timed in userspace around `UDMABUF_CREATE` plus `close()` of the")
+print("  dma-buf fd (the dma-buf release runs before `close()` returns). The memfd pages are")
+print("  allocated beforehand (`fallocate`), so this is pinning, building the buffer, export")
+print("  and release.")
+print("- map_dma_buf is the kernel-side duration of `dma_buf_map_attachment()` alone for a")
+print("  static attachment of the test importer (`ulive_importer`, `MAP` ioctl): exporter pin,")
+print("  sg table construction and DMA mapping (dma-direct, no IOMMU).")
+print("- sg entries are the DMA segments of that mapping. Both drivers merge physically")
+print("  contiguous pages into one segment, so the count depends on where the memfd's pages")
+print("  landed: 64 MiB of 2 MiB hugetlb folios gives at most 32, fewer when folios happen to")
+print("  be adjacent; shmem gives up to one entry per 4 KiB page. Measured on the same pages,")
+print("  equal counts mean equal merging.")
+print("- Medians and p90s use the nearest-rank method; a p90 ratio is noisier than the median's.")
+EOF
+log "wrote $DEST (raw: $OUT/bench.json)"

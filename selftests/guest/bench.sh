@@ -1,0 +1,24 @@
+#!/bin/sh
+# `make bench`, inside the guest: udmabuf-live against the built-in udmabuf, measured by
+# `udmabuf-ctl bench` through the test importer. The host (scripts/bench-report.sh) takes
+# the table and the JSON from between the markers. Iterations: ulive.iters=N on the
+# kernel command line (BENCH_ITERATIONS on the host). Exit code -> /tmp/ulive-bench.rc.
+set -e
+trap 'echo $? > /tmp/ulive-bench.rc' EXIT
+iters=200
+for arg in $(cat /proc/cmdline); do
+    case $arg in ulive.iters=*) iters=${arg#ulive.iters=} ;; esac
+done
+insmod /lib/modules/udmabuf_live.ko
+insmod /lib/modules/ulive_importer.ko
+echo "== udmabuf-ctl bench --iterations $iters (clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource))"
+udmabuf-ctl bench --iterations "$iters" --json-out /tmp/bench.json > /tmp/bench.txt
+echo ULIVE-BENCH-TABLE-BEGIN
+cat /tmp/bench.txt
+echo ULIVE-BENCH-TABLE-END
+echo ULIVE-BENCH-JSON-BEGIN
+cat /tmp/bench.json
+echo ULIVE-BENCH-JSON-END
+rmmod ulive_importer
+rmmod udmabuf_live
+echo "== done"

@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: GPL-2.0
+//! One open file of `/dev/ulive-importer`: at most one attachment, its mapping and its
+//! counters, driven by the ioctls of `uapi/src/importer.rs`.
+//!
+//! `ImporterFile::attached` ("ulive_importer_file") serialises the ioctls of a file and
+//! is taken before the reservation lock. The invalidate callback runs under the
+//! reservation lock and touches only the atomics of [`Invalidations`]. Nothing is
+//! copied to or from user memory while either lock is held.
+
+use crate::abi::*;
+use crate::sys::{
+    device::DeviceRef,
+    dmabuf::{Attachment, DmaBufRef, InvalidateNotify, Locked},
+    miscdev::MiscFile,
+};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Mutex,
+    },
+    time::{Instant, Monotonic},
+    uaccess::{UserPtr, UserSlice},
+};
+
+/// What the exporter's `invalidate_mappings` updates. Both fields are written and, for
+/// the decisions that matter (remap or not), read with the reservation lock held.
+pub(crate) struct Invalidations {
+    count: Atomic<u64>,
+    /// The current mapping (if any) was invalidated and must be replaced before use.
+    stale: Atomic<bool>,
+}
+
+impl InvalidateNotify for Invalidations {
+    fn invalidate_mappings(&self) {
+        // Under the reservation lock: count and mark, nothing else (no sleep, no alloc).
+        // The mapping itself is dropped by the next MAP or READ.
+        self.count.add(1, Relaxed);
+        self.stale.store(true, Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    maps: u64,
+    remaps: u64,
+}
+
+struct Attached {
+    att: Attachment<Invalidations>,
+    counters: Counters,
+}
+
+/// Replace the mapping (if any) with a new one. Returns the duration of the
+/// `dma_buf_map_attachment` call alone, in nanoseconds.
+fn map_fresh(locked: &mut Locked<'_, Invalidations>, counters: &mut Counters) -> Result<u64> {
+    let replaces_stale = locked.mapping().is_some() && locked.notify().stale.load(Relaxed);
+    locked.unmap();
+    // Cleared before mapping: an invalidation during the map marks the new mapping stale.
+    locked.notify().stale.store(false, Relaxed);
+    let start = Instant::<Monotonic>::now();
+    locked.map()?;
+    let map_ns = start.elapsed().as_nanos();
+    counters.maps += 1;
+    if replaces_stale {
+        counters.remaps += 1;
+    }
+    Ok(u64::try_from(map_ns).unwrap_or(0))
+}
+
+#[pin_data]
+pub(crate) struct ImporterFile {
+    dev: DeviceRef,
+    #[pin]
+    attached: Mutex<Option<Attached>>,
+}
+
+impl MiscFile for ImporterFile {
+    fn open(dev: DeviceRef) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self { dev, attached <- new_mutex!(None, "ulive_importer_file") })
+    }
+
+    fn ioctl(this: Pin<&Self>, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            IMPORTER_ATTACH => this.attach(arg),
+            IMPORTER_MAP => this.map(arg),
+            IMPORTER_READ => this.read(arg),
+            IMPORTER_STATS => this.stats(arg),
+            IMPORTER_DETACH => this.detach(),
+            _ => Err(ENOTTY),
+        }
+    }
+}
+
+impl ImporterFile {
+    fn attach(&self, arg: usize) -> Result<isize> {
+        let req: ImporterAttach = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterAttach>()).reader().read()?;
+        let dynamic = match req.dynamic {
+            0 => false,
+            1 => true,
+            _ => return Err(EINVAL),
+        };
+        let mut attached = self.attached.lock();
+        if attached.is_some() {
+            return Err(EBUSY);
+        }
+        let buf = DmaBufRef::get(req.dmabuf_fd)?;
+        let notify = KBox::pin(Invalidations { count: Atomic::new(0), stale: Atomic::new(false) }, GFP_KERNEL)?;
+        let att = Attachment::new(buf, self.dev.clone_ref(), notify, dynamic)?;
+        *attached = Some(Attached { att, counters: Counters::default() });
+        Ok(0)
+    }
+
+    fn map(&self, arg: usize) -> Result<isize> {
+        let result = {
+            let mut attached = self.attached.lock();
+            let a = Option::as_mut(&mut *attached).ok_or(ENXIO)?;
+            let mut locked = a.att.lock()?;
+            let map_ns = map_fresh(&mut locked, &mut a.counters)?;
+            let m = locked.mapping().ok_or(EINVAL)?;
+            ImporterMap { nents: m.dma_segments(), orig_nents: m.cpu_segments(), bytes: m.dma_bytes(), map_ns }
+        };
+        UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterMap>()).writer().write(&result)?;
+        Ok(0)
+    }
+
+    fn read(&self, arg: usize) -> Result<isize> {
+        let req: ImporterRead = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterRead>()).reader().read()?;
+        let user_ptr = usize::try_from(req.user_ptr).map_err(|_| EFAULT)?;
+        let bounce = {
+            let mut attached = self.attached.lock();
+            let a = Option::as_mut(&mut *attached).ok_or(ENXIO)?;
+            let size = a.att.size() as u64;
+            if req.offset > size {
+                return Err(EINVAL);
+            }
+            // Both bounded by the buffer size, a usize.
+            let offset = req.offset as usize;
+            let len = req.len.min(size - req.offset).min(IMPORTER_READ_MAX) as usize;
+            // Allocated before the reservation lock is taken.
+            let mut bounce = KVVec::from_elem(0u8, len, GFP_KERNEL)?;
+            let mut locked = a.att.lock()?;
+            if locked.mapping().is_none() || locked.notify().stale.load(Relaxed) {
+                map_fresh(&mut locked, &mut a.counters)?;
+            }
+            let m = locked.mapping().ok_or(EINVAL)?;
+            m.sync_for_cpu();
+            m.read(offset, &mut bounce)?;
+            bounce
+        };
+        // Both locks are dropped: copy out (this may fault and take mmap_lock).
+        UserSlice::new(UserPtr::from_addr(user_ptr), bounce.len()).writer().write_slice(&bounce)?;
+        Ok(bounce.len() as isize)
+    }
+
+    fn stats(&self, arg: usize) -> Result<isize> {
+        let stats = match self.attached.lock().as_ref() {
+            None => ImporterStats::default(),
+            Some(Attached { att, counters }) => {
+                let mapped = att.is_mapped();
+                ImporterStats {
+                    invalidations: att.notify().count.load(Relaxed),
+                    maps: counters.maps,
+                    remaps: counters.remaps,
+                    size: att.size() as u64,
+                    attached: 1,
+                    mapped: mapped as u32,
+                    stale: (mapped && att.notify().stale.load(Relaxed)) as u32,
+                    dynamic: att.is_dynamic() as u32,
+                }
+            }
+        };
+        UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterStats>()).writer().write(&stats)?;
+        Ok(0)
+    }
+
+    fn detach(&self) -> Result<isize> {
+        let old = self.attached.lock().take().ok_or(ENXIO)?;
+        // Unmap (under the reservation lock), detach and put, outside the file's mutex.
+        drop(old);
+        Ok(0)
+    }
+}

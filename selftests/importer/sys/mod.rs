@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The unsafe layer: thin safe wrappers over the C APIs the importer uses. Nothing above
+//! this module contains `unsafe`.
+//!
+//! - `device`:  a counted reference to the importer's `struct device`.
+//! - `dmabuf`:  a dma-buf reference, a static or dynamic attachment, the reservation
+//!   lock, and the mapping made under it (DMA segments, CPU pages).
+//! - `miscdev`: the misc device registration (with `fops.owner`) and per-file state.
+
+pub(crate) mod device;
+pub(crate) mod dmabuf;
+pub(crate) mod miscdev;
+
+/// `PAGE_SIZE` of the running kernel.
+pub(crate) const PAGE_SIZE: usize = 1 << kernel::bindings::PAGE_SHIFT;
+
+use crate::abi::{ImporterAttach, ImporterMap, ImporterRead, ImporterStats};
+use kernel::transmute::{AsBytes, FromBytes};
+
+// SAFETY: the ABI structs are `repr(C)` and made only of integers, without padding
+// (checked by uapi/tests/importer_abi.rs): every bit pattern is valid.
+unsafe impl FromBytes for ImporterAttach {}
+// SAFETY: as above.
+unsafe impl FromBytes for ImporterRead {}
+// SAFETY: as above; no padding, so every byte is initialised.
+unsafe impl AsBytes for ImporterMap {}
+// SAFETY: as above.
+unsafe impl AsBytes for ImporterStats {}
