@@ -5,6 +5,16 @@
 use kernel::bindings;
 use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
 
+/// `struct ulive_diff_counts` of ulive_helpers.h.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct DiffCounts {
+    pub(crate) matching: c_ulong,
+    pub(crate) stale: c_ulong,
+    pub(crate) holes: c_ulong,
+    pub(crate) first_mismatch: c_ulong,
+}
+
 // The kernel structs are opaque here (bindgen marks some as zero-sized).
 #[allow(improper_ctypes)]
 extern "C" {
@@ -19,6 +29,12 @@ extern "C" {
 
     pub(crate) fn ulive_folio_page(folio: *mut bindings::folio, n: c_ulong) -> *mut bindings::page;
     pub(crate) fn ulive_folio_size(folio: *mut bindings::folio) -> usize;
+    pub(crate) fn ulive_folio_fill_pages(
+        folio: *mut bindings::folio,
+        first: c_ulong,
+        count: c_ulong,
+        out: *mut *mut bindings::page,
+    );
     pub(crate) fn ulive_page_to_pfn(page: *mut bindings::page) -> c_ulong;
 
     pub(crate) fn ulive_dma_buf_lock(dmabuf: *mut bindings::dma_buf);
@@ -61,7 +77,14 @@ extern "C" {
     pub(crate) fn ulive_vma_pages(vma: *mut bindings::vm_area_struct) -> c_ulong;
     pub(crate) fn ulive_vma_private(vma: *mut bindings::vm_area_struct) -> *mut c_void;
 
-    pub(crate) fn ulive_memfd_peek_page(file: *mut bindings::file, off: i64) -> *mut bindings::page;
+    pub(crate) fn ulive_memfd_diff(
+        file: *mut bindings::file,
+        off: i64,
+        held: *mut *mut bindings::page,
+        nr: c_ulong,
+        diff: *mut c_ulong,
+        counts: *mut DiffCounts,
+    );
     pub(crate) fn ulive_find_mappings(
         file: *mut bindings::file,
         off: u64,

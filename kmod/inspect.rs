@@ -52,16 +52,13 @@ impl Buffer {
         let mut v = UdmabufLiveVerify { pages: self.nr_pages as u64, first_mismatch: u64::MAX, ..Default::default() };
         let state = self.state.lock();
         for range in self.ranges.iter() {
-            for i in range.pages() {
-                match range.file.peek(range.file_offset(i)) {
-                    Some(id) if Some(id) == state.pages.id(i) => {
-                        v.matching += 1;
-                        continue;
-                    }
-                    Some(_) => v.stale += 1,
-                    None => v.holes += 1,
-                }
-                v.first_mismatch = v.first_mismatch.min((i << PAGE_SHIFT) as u64);
+            let Ok(c) = range.file.diff(range.offset, &state.pages, range.pages(), None) else { continue };
+            v.matching += c.matching as u64;
+            v.stale += c.stale as u64;
+            v.holes += c.holes as u64;
+            if c.first_mismatch != kernel::ffi::c_ulong::MAX {
+                let at = ((range.first_page + c.first_mismatch as usize) << PAGE_SHIFT) as u64;
+                v.first_mismatch = v.first_mismatch.min(at);
             }
         }
         v

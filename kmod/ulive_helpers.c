@@ -15,6 +15,7 @@
 #include <linux/mmu_notifier.h>
 #include <linux/module.h>
 #include <linux/pagemap.h>
+#include <linux/xarray.h>
 #include <linux/sched/mm.h>
 #include <linux/workqueue.h>
 #include <linux/moduleparam.h>
@@ -223,31 +224,6 @@ void *ulive_vma_private(struct vm_area_struct *vma)
 }
 
 /*
- * The page the memfd's page cache holds at byte @off, or NULL for a hole. Only an
- * identity: the folio reference taken for the lookup is dropped before returning.
- * hugetlb page cache indices are in base pages, aligned to the huge page.
- */
-struct page *ulive_memfd_peek_page(struct file *file, loff_t off)
-{
-	struct address_space *mapping = file->f_mapping;
-	pgoff_t index = off >> PAGE_SHIFT;
-	struct folio *folio;
-	struct page *page;
-
-	if (is_file_hugepages(file)) {
-		struct hstate *h = hstate_file(file);
-
-		index = (off >> huge_page_shift(h)) << huge_page_order(h);
-	}
-	folio = filemap_get_folio(mapping, index);
-	if (IS_ERR(folio))
-		return NULL;
-	page = folio_page(folio, (off - folio_pos(folio)) >> PAGE_SHIFT);
-	folio_put(folio);
-	return page;
-}
-
-/*
  * Find the VMAs of the current process that map @file's inode over bytes
  * [@off, @off + @len). For each (at most @max) store the triple
  * (user address, length, file offset) of the overlap in @out. Returns the count.
@@ -305,4 +281,68 @@ struct workqueue_struct *ulive_alloc_workqueue(const char *name)
 void ulive_dma_buf_zap(struct dma_buf *dmabuf, loff_t start, loff_t len)
 {
 	unmap_mapping_range(dmabuf->file->f_mapping, start, len, 1);
+}
+
+/* Store pointers to pages [@first, @first + @count) of @folio in @out. */
+void ulive_folio_fill_pages(struct folio *folio, unsigned long first, unsigned long count,
+			    struct page **out)
+{
+	unsigned long i;
+
+	for (i = 0; i < count; i++)
+		out[i] = folio_page(folio, first + i);
+}
+
+/*
+ * Compare the @nr pages in @held, which back file bytes from @off on, with @file's
+ * page cache. Counts matching pages, pages the cache holds another page for, and holes;
+ * sets bit i of @diff (if not NULL; cleared by the caller) for every page that does not
+ * match. Identity only: runs under RCU and takes no references, so a concurrent
+ * truncation may be seen half done (callers re-check later). One page-cache lookup per
+ * folio: the rest of a matching folio is compared by pointer.
+ */
+void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
+		      unsigned long *diff, struct ulive_diff_counts *counts)
+{
+	XA_STATE(xas, &file->f_mapping->i_pages, 0);
+	pgoff_t base = off >> PAGE_SHIFT;
+	unsigned long i = 0;
+
+	rcu_read_lock();
+	while (i < nr) {
+		pgoff_t index = base + i;
+		struct folio *folio;
+		unsigned long n, end;
+
+		xas_set(&xas, index);
+		do {
+			folio = xas_load(&xas);
+		} while (xas_retry(&xas, folio));
+		if (!folio || xa_is_value(folio)) {
+			counts->holes++;
+			goto mismatch;
+		}
+		/* Pages of this folio from @index on, within the range. */
+		n = folio_nr_pages(folio) - (index - folio->index);
+		end = min(nr, i + n);
+		for (; i < end; i++) {
+			if (held[i] == folio_page(folio, base + i - folio->index)) {
+				counts->matching++;
+				continue;
+			}
+			counts->stale++;
+			if (diff)
+				__set_bit(i, diff);
+			if (counts->first_mismatch == ULONG_MAX)
+				counts->first_mismatch = i;
+		}
+		continue;
+mismatch:
+		if (diff)
+			__set_bit(i, diff);
+		if (counts->first_mismatch == ULONG_MAX)
+			counts->first_mismatch = i;
+		i++;
+	}
+	rcu_read_unlock();
 }

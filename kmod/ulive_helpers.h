@@ -24,6 +24,14 @@ struct mmu_interval_notifier;
 struct workqueue_struct;
 enum dma_data_direction;
 
+/* Result of ulive_memfd_diff(). */
+struct ulive_diff_counts {
+	unsigned long matching;
+	unsigned long stale;
+	unsigned long holes;
+	unsigned long first_mismatch;	/* page index, or ULONG_MAX */
+};
+
 int ulive_param_size_limit_mb(void);
 int ulive_param_list_limit(void);
 struct module *ulive_this_module(void);
@@ -59,12 +67,15 @@ unsigned long ulive_vma_start(struct vm_area_struct *vma);
 unsigned long ulive_vma_pgoff(struct vm_area_struct *vma);
 unsigned long ulive_vma_pages(struct vm_area_struct *vma);
 void *ulive_vma_private(struct vm_area_struct *vma);
-struct page *ulive_memfd_peek_page(struct file *file, loff_t off);
 int ulive_find_mappings(struct file *file, u64 off, u64 len, unsigned long *out,
 			unsigned int max);
 struct mm_struct *ulive_current_mm(void);
 void ulive_mmu_interval_set_seq(struct mmu_interval_notifier *mni, unsigned long seq);
 struct workqueue_struct *ulive_alloc_workqueue(const char *name);
 void ulive_dma_buf_zap(struct dma_buf *dmabuf, loff_t start, loff_t len);
+void ulive_folio_fill_pages(struct folio *folio, unsigned long first, unsigned long count,
+			    struct page **out);
+void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
+		      unsigned long *diff, struct ulive_diff_counts *counts);
 
 #endif /* ULIVE_HELPERS_H */

@@ -15,7 +15,7 @@
 
 use crate::buffer::{byte_bounds, Buffer};
 use crate::notifier::Bits;
-use crate::sys::{dmabuf::ResvLocked, folio::{PageId, PinnedPage}, PAGE_SHIFT, PAGE_SIZE};
+use crate::sys::{dmabuf::ResvLocked, folio::PinnedPage, PAGE_SHIFT, PAGE_SIZE};
 use core::sync::atomic::Ordering;
 use kernel::{bindings, prelude::*, sync::Arc, workqueue::WorkItem};
 
@@ -97,6 +97,7 @@ impl Buffer {
 
     fn refault_marked(&self, todo: &Bits, lock_inode: bool, changes: &mut Changes) -> Result {
         let mut scratch = KVVec::new();
+        let mut diff = KVVec::new();
         for range in self.ranges.iter() {
             let pages = range.pages();
             let mut runs = todo
@@ -109,45 +110,31 @@ impl Buffer {
             }
             let _inode = lock_inode.then(|| range.file.lock_shared());
             for run in runs {
-                let held = self.held_ids(run.clone())?;
-                let differs = |i: usize| held[i - run.start] != range.file.peek(range.file_offset(i));
-                // The pages of the run that differ from the page cache, as sub-runs.
-                let mut i = run.start;
-                while i < run.end {
-                    if !differs(i) {
-                        i += 1;
-                        continue;
-                    }
-                    let start = i;
-                    while i < run.end && differs(i) {
-                        i += 1;
-                    }
-                    let held = &held[start - run.start..i - run.start];
-                    self.pin_run(range, start..i, held, &mut scratch, changes)?;
+                // Which pages of the run left the memfd: one page-cache walk.
+                diff.clear();
+                diff.resize(run.len().div_ceil(64), 0u64, GFP_KERNEL)?;
+                let counts = {
+                    let state = self.state.lock();
+                    range.file.diff(range.file_offset(run.start), &state.pages, run.clone(), Some(&mut diff))?
+                };
+                if counts.stale + counts.holes == 0 {
+                    continue;
+                }
+                for sub in crate::bitruns::runs(&diff) {
+                    let sub = run.start + sub.start..(run.start + sub.end).min(run.end);
+                    self.pin_run(range, sub, &mut scratch, changes)?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Identities of the pages we hold at `pages`, read in one go under `state`.
-    fn held_ids(&self, pages: core::ops::Range<usize>) -> Result<KVVec<Option<PageId>>> {
-        let mut ids = KVVec::with_capacity(pages.len(), GFP_KERNEL)?;
-        let state = self.state.lock();
-        for i in pages {
-            // Cannot fail: capacity reserved above.
-            let _ = ids.push_within_capacity(state.pages.id(i));
-        }
-        Ok(ids)
-    }
-
-    /// Pin the memfd pages of buffer pages `run` (whose held identities are `held`)
-    /// and keep those that are new. No buffer lock is held while pinning.
+    /// Pin the memfd's current pages for buffer pages `run`: these are the new pages.
+    /// No buffer lock is held while pinning (it may allocate pages for holes).
     fn pin_run(
         &self,
         range: &crate::buffer::Range,
         run: core::ops::Range<usize>,
-        held: &[Option<PageId>],
         scratch: &mut KVVec<*mut bindings::folio>,
         changes: &mut Changes,
     ) -> Result {
@@ -155,20 +142,16 @@ impl Buffer {
         scratch.resize(run.len(), core::ptr::null_mut(), GFP_KERNEL)?;
         changes.reserve(run.len(), GFP_KERNEL)?;
         let (start, end) = byte_bounds(range.file_offset(run.start), (run.len() << PAGE_SHIFT) as u64)?;
-        let mut done = 0; // pages of `run` handled so far
+        let mut next = run.start; // buffer index of the next page to take
         range.file.pin_folios(start, end, scratch, |folio, offset| {
             let first = offset / PAGE_SIZE;
-            let count = folio.nr_pages().saturating_sub(first).min(run.len() - done);
-            let base = done;
-            folio.into_pages(
-                first..first + count,
-                |n, id| held.get(base + n - first).copied().flatten() != Some(id),
-                |n, page| {
-                    // Room was reserved above.
-                    let _ = changes.push_within_capacity((run.start + base + n - first, page));
-                },
-            )?;
-            done += count;
+            let count = folio.nr_pages().saturating_sub(first).min(run.end - next);
+            let base = next - first;
+            folio.into_pages(first..first + count, |n, page| {
+                // Room was reserved above.
+                let _ = changes.push_within_capacity((base + n, page));
+            })?;
+            next += count;
             Ok(())
         })?;
         Ok(())

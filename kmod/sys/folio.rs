@@ -10,16 +10,6 @@ use crate::ffi;
 use core::ptr::NonNull;
 use kernel::{bindings, error::to_result, prelude::*};
 
-/// Identity of a page, for comparisons only (it is never dereferenced).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct PageId(usize);
-
-impl PageId {
-    pub(super) fn of(page: *const bindings::page) -> Self {
-        Self(page as usize)
-    }
-}
-
 /// One `FOLL_PIN` reference on a folio, as taken by `memfd_pin_folios`.
 ///
 /// # Invariants
@@ -53,18 +43,11 @@ impl PinnedFolio {
         unsafe { ffi::ulive_folio_page(self.folio.as_ptr(), n as _) }
     }
 
-    /// Turn the folio pin into one pin per selected page: page `n` of the folio, for
-    /// `n` in `range`, is handed to `sink` if `select(n, its identity)` says so. Unselected pages get
-    /// no pin; if none is selected the folio is simply unpinned.
-    pub(crate) fn into_pages(
-        self,
-        range: core::ops::Range<usize>,
-        mut select: impl FnMut(usize, PageId) -> bool,
-        mut sink: impl FnMut(usize, PinnedPage),
-    ) -> Result {
+    /// Turn the folio pin into one pin per page: page `n` of the folio, for each `n`
+    /// in `range`, is handed to `sink` with its own pin. An empty range just unpins.
+    pub(crate) fn into_pages(self, range: core::ops::Range<usize>, mut sink: impl FnMut(usize, PinnedPage)) -> Result {
         let range = range.start..range.end.min(self.nr_pages());
-        let mut chosen = |n: usize| select(n, PageId::of(self.page(n)));
-        let wanted = range.clone().filter(|&n| chosen(n)).count();
+        let wanted = range.len();
         if wanted == 0 {
             return Ok(()); // `self` drops its pin
         }
@@ -74,11 +57,38 @@ impl PinnedFolio {
         }
         // From here on the `wanted` pins belong to the pages handed out below.
         let me = core::mem::ManuallyDrop::new(self);
-        for n in range.filter(|&n| select(n, PageId::of(me.page(n)))) {
+        for n in range {
             // SAFETY: page `n` is inside the folio, which now carries one pin for it.
             // INVARIANT (PinnedPage): that pin is handed over with the page.
             sink(n, PinnedPage { page: unsafe { NonNull::new_unchecked(me.page(n)) } });
         }
+        Ok(())
+    }
+}
+
+impl PinnedFolio {
+    /// Turn the folio pin into one pin for each of pages `first..first + out.len()`,
+    /// written to `out` in order: one pin operation and one C call for the whole run.
+    pub(crate) fn into_page_array(self, first: usize, out: &mut [core::mem::MaybeUninit<PinnedPage>]) -> Result {
+        let count = out.len();
+        if count == 0 {
+            return Ok(()); // `self` drops its pin
+        }
+        if first + count > self.nr_pages() {
+            return Err(EINVAL);
+        }
+        if count > 1 {
+            // SAFETY: we hold a pin on the folio, as folio_add_pins() requires.
+            to_result(unsafe { bindings::folio_add_pins(self.folio.as_ptr(), (count - 1) as u32) })?;
+        }
+        // SAFETY: `out` has room for `count` entries; PinnedPage is a transparent page
+        // pointer, so the helper may write page pointers there; the pages are inside
+        // the folio (checked above).
+        unsafe {
+            ffi::ulive_folio_fill_pages(self.folio.as_ptr(), first as _, count as _, out.as_mut_ptr().cast())
+        };
+        // INVARIANT (PinnedPage): the `count` pins now belong to the `count` entries.
+        core::mem::forget(self);
         Ok(())
     }
 }
@@ -105,10 +115,6 @@ unsafe impl Send for PinnedPage {}
 unsafe impl Sync for PinnedPage {}
 
 impl PinnedPage {
-    pub(crate) fn id(&self) -> PageId {
-        PageId::of(self.page.as_ptr())
-    }
-
     pub(crate) fn pfn(&self) -> usize {
         // SAFETY: the page is valid (pinned) by the type invariant.
         unsafe { ffi::ulive_page_to_pfn(self.page.as_ptr()) as usize }
@@ -142,24 +148,16 @@ impl PinnedPages {
     pub(crate) fn append(&mut self, folio: PinnedFolio, offset: usize, want: usize) -> Result<usize> {
         let first = offset / PAGE_SIZE;
         let count = folio.nr_pages().saturating_sub(first).min(want);
-        if self.pages.len() + count > self.pages.capacity() {
-            return Err(EINVAL);
-        }
-        let pages = &mut self.pages;
-        // Cannot fail to push: capacity was checked above (a failure would only drop
-        // the page, and so its pin).
-        folio.into_pages(first..first + count, |_, _| true, |_, p| {
-            let _ = pages.push_within_capacity(p);
-        })?;
+        let spare = self.pages.spare_capacity_mut();
+        let out = spare.get_mut(..count).ok_or(EINVAL)?;
+        folio.into_page_array(first, out)?;
+        // SAFETY: the `count` entries after the current length were just initialised.
+        unsafe { self.pages.inc_len(count) };
         Ok(count)
     }
 
     pub(crate) fn len(&self) -> usize {
         self.pages.len()
-    }
-
-    pub(crate) fn id(&self, index: usize) -> Option<PageId> {
-        self.pages.get(index).map(PinnedPage::id)
     }
 
     /// Page frame number of page `index`.
@@ -177,5 +175,17 @@ impl PinnedPages {
     /// Raw page array for C functions that only read it (sg tables, vm_map_ram).
     pub(super) fn raw_pages(&self) -> *mut *mut bindings::page {
         self.pages.as_ptr().cast::<*mut bindings::page>().cast_mut()
+    }
+}
+
+impl Drop for PinnedPages {
+    fn drop(&mut self) {
+        let pages = core::mem::take(&mut self.pages);
+        // SAFETY: every entry owns one pin on its page's folio (type invariant);
+        // unpin_user_pages() drops one pin per entry, with one atomic operation per run
+        // of entries in the same folio. The entries are then forgotten, not dropped, so
+        // no pin is dropped twice.
+        unsafe { bindings::unpin_user_pages(pages.as_ptr().cast::<*mut bindings::page>().cast_mut(), pages.len() as _) };
+        pages.into_iter().for_each(core::mem::forget);
     }
 }

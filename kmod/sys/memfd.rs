@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! memfd access: a file reference, its inode lock, its seals, and pinning its folios.
 
-use super::folio::{PageId, PinnedFolio};
+use super::folio::{PinnedFolio, PinnedPages};
+pub(crate) use crate::ffi::DiffCounts;
 use crate::ffi;
 use core::ptr::NonNull;
 use kernel::{bindings, prelude::*};
@@ -97,15 +98,6 @@ impl MemFile {
         Ok(n)
     }
 
-    /// What the memfd's page cache holds at byte `offset` right now, compared by
-    /// identity only: no page is pinned, nothing is allocated, holes stay holes.
-    pub(crate) fn peek(&self, offset: u64) -> Option<PageId> {
-        // SAFETY: the file is valid; the helper drops the folio reference it takes
-        // before returning, so the result is only an identity.
-        let page = unsafe { ffi::ulive_memfd_peek_page(self.ptr.as_ptr(), offset as i64) };
-        (!page.is_null()).then(|| PageId::of(page))
-    }
-
     /// The mappings of this file in the current process that overlap bytes
     /// `offset..offset+len`, clipped to that range, at most `out.capacity()` of them.
     pub(crate) fn mappings_in_current_mm(&self, offset: u64, len: u64, out: &mut KVec<FileMapping>) -> Result {
@@ -121,6 +113,43 @@ impl MemFile {
                 .map_err(|_| ENOMEM)?;
         }
         Ok(())
+    }
+
+    /// Compare `pages[run]`, which back file bytes from `offset` on, with the page
+    /// cache: counts, and (if `diff` is given, one bit per page of `run`, cleared by the
+    /// caller) the pages that do not match. No allocation, no references taken; the
+    /// caller holds the lock that keeps `pages` stable.
+    pub(crate) fn diff(
+        &self,
+        offset: u64,
+        pages: &PinnedPages,
+        run: core::ops::Range<usize>,
+        diff: Option<&mut [u64]>,
+    ) -> Result<DiffCounts> {
+        if run.end > pages.len() || run.start > run.end {
+            return Err(EINVAL);
+        }
+        let nr = run.end - run.start;
+        let bits = match diff {
+            Some(d) if d.len() * 64 >= nr => d.as_mut_ptr(),
+            Some(_) => return Err(EINVAL),
+            None => core::ptr::null_mut(),
+        };
+        let mut counts = DiffCounts { first_mismatch: kernel::ffi::c_ulong::MAX, ..Default::default() };
+        // SAFETY: the file is valid; `pages` holds `nr` pinned pages from `run.start`
+        // (checked above) that C only reads; `bits` is null or has room for `nr` bits
+        // (u64 and unsigned long have the same layout on 64-bit).
+        unsafe {
+            ffi::ulive_memfd_diff(
+                self.ptr.as_ptr(),
+                offset as i64,
+                pages.raw_pages().add(run.start),
+                nr as _,
+                bits.cast(),
+                &mut counts,
+            )
+        };
+        Ok(counts)
     }
 
     /// Take the inode lock shared. Seals can only change under it in write mode, and
