@@ -5,6 +5,12 @@ mod cli;
 mod commands;
 mod device;
 mod exit;
+mod format;
+mod handle;
+mod output;
+mod pattern;
+mod sys;
+mod units;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -21,7 +27,17 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let args = cli::Cli::parse();
+    use cli::Command;
     match args.command {
-        cli::Command::Status(a) => commands::status::run(&a),
+        Command::Status(a) => commands::status::run(&a),
+        Command::Create(a) => commands::create::run(a),
+        Command::Punch(a) => commands::punch::run(&a),
+        Command::Write(a) => commands::write::run(&a),
+        Command::Verify(a) => commands::verify::run(&a),
+        Command::Info(a) => commands::info::run(&a),
+        Command::List(a) => commands::list::run(&a),
+        Command::Sync(a) => commands::sync::run(&a),
+        Command::Completions(a) => commands::completions::run(&a),
+        Command::Man(a) => commands::man::run(&a),
     }
 }
