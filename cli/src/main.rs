@@ -16,6 +16,11 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Behave like other Unix tools in a pipeline (`udmabuf-ctl man | head`): die quietly
+    // on a closed pipe instead of reporting EPIPE. Commands started by --exec get the
+    // default disposition from std anyway.
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_DFL) };
     match run() {
         Ok(code) => code,
         Err(err) => {

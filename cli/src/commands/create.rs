@@ -214,6 +214,8 @@ fn hugepage_advice(size: u64) -> String {
 }
 
 fn make(cfg: &Config) -> Result<Made> {
+    // The device first: no point filling a memfd for a device that is not there.
+    let dev = device::open(&cfg.device)?;
     let mut flags = MemFdCreateFlag::MFD_ALLOW_SEALING | MemFdCreateFlag::MFD_CLOEXEC;
     if cfg.backing == Backing::Hugetlb {
         flags |= MemFdCreateFlag::MFD_HUGETLB | MemFdCreateFlag::MFD_HUGE_2MB;
@@ -254,7 +256,6 @@ fn make(cfg: &Config) -> Result<Made> {
     if let Some(p) = cfg.fill {
         fill(&map, 0, cfg.size, p);
     }
-    let dev = device::open(&cfg.device)?;
     let dmabuf = sys::udmabuf_create(&dev, &memfd, cfg.size).map_err(|e| create_error(&cfg.device, cfg.size, e))?;
     Ok(Made { dmabuf, memfd, _map: map })
 }

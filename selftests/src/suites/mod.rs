@@ -3,6 +3,7 @@
 
 use crate::ktap::CaseResult;
 
+mod cli;
 mod common;
 mod create;
 mod create_errors;
@@ -42,6 +43,8 @@ pub fn all() -> Vec<Suite> {
         lifetime::suite(),
         upstream::suite(),
         live::suite(),
+        // The CLI as users run it, as separate processes, on both devices.
+        cli::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         module::unload_suite(),
