@@ -52,14 +52,16 @@ pub fn open_live(
     let dev = crate::device::open(device)?;
     match sys::live_info(&dev, dmabuf) {
         Ok(i) => Ok((dev, i)),
-        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOTTY) => Err(CtlError::NotLive(format!(
-            "the dma-buf is not a udmabuf-live buffer (its exporter is '{}', or {} is not udmabuf-live's device): \
-             INFO, SYNC and VERIFY only work on buffers made by /dev/{}",
-            sys::dmabuf_exporter(dmabuf).unwrap_or_else(|| "unknown".into()),
-            device.display(),
-            udmabuf_live_uapi::DEVICE_NAME
-        ))
-        .into()),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOTTY) => {
+            let exporter = sys::dmabuf_exporter(dmabuf).unwrap_or_else(|| "unknown".into());
+            let why = if exporter == udmabuf_live_uapi::MODULE_NAME {
+                format!("{} is not udmabuf-live's device (use /dev/{})", device.display(), udmabuf_live_uapi::DEVICE_NAME)
+            } else {
+                format!("the dma-buf's exporter is '{exporter}', not {}", udmabuf_live_uapi::MODULE_NAME)
+            };
+            Err(CtlError::NotLive(format!("not a udmabuf-live buffer: {why} (INFO, SYNC, VERIFY and PFNS are udmabuf-live ioctls)"))
+                .into())
+        }
         Err(e) => Err(anyhow::Error::new(e).context(format!("UDMABUF_LIVE_INFO on {}", device.display()))),
     }
 }

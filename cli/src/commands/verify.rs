@@ -146,8 +146,8 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
 
     // (b)
     let pfns = match (&live, sys::privileged()) {
-        (Err(_), _) => {
-            let (status, reason) = skipped("not a udmabuf-live buffer: PFNS is udmabuf-live's ioctl".into());
+        (Err(why), _) => {
+            let (status, reason) = skipped(why.clone());
             PfnCheck { status, reason, pages, ..Default::default() }
         }
         (Ok(_), false) => {
