@@ -64,7 +64,7 @@ pub fn parse_bytes(input: &str) -> Result<u64, String> {
 /// `4 MiB`, `6 KiB`, `4097 B`: the largest binary unit that divides the value exactly.
 pub fn human(n: u64) -> String {
     for (name, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n != 0 && n % (1u64 << shift) == 0 {
+        if n != 0 && n.is_multiple_of(1u64 << shift) {
             return format!("{} {name}", n >> shift);
         }
     }

@@ -21,7 +21,7 @@ const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 
 /// Is this memfd backed by hugetlbfs?
 pub fn is_hugetlb(fd: &impl AsFd) -> bool {
-    nix::sys::statfs::fstatfs(fd).is_ok_and(|s| s.filesystem_type().0 as i64 == HUGETLBFS_MAGIC)
+    nix::sys::statfs::fstatfs(fd).is_ok_and(|s| s.filesystem_type().0 == HUGETLBFS_MAGIC)
 }
 
 /// Size of the memfd behind a handle.

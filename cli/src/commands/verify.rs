@@ -121,7 +121,7 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     let size = sys::dmabuf_size(&r.dmabuf).context("lseek on the dma-buf")?;
     let msize = memfd_size(&r.memfd)?;
     let moff = args.memfd_offset.0;
-    if moff % ps != 0 || moff.checked_add(size).map_or(true, |e| e > msize) {
+    if !moff.is_multiple_of(ps) || moff.checked_add(size).is_none_or(|e| e > msize) {
         return Err(CtlError::Usage(format!(
             "--memfd-offset {moff}: a {size}-byte dma-buf from there does not fit a {msize}-byte memfd (or is not page aligned)"
         ))

@@ -26,7 +26,7 @@ pub fn run(args: &WriteArgs) -> Result<ExitCode> {
     let offset = args.offset.0;
     let len = match args.len {
         Some(l) => l.0,
-        None => size.checked_sub(offset).unwrap_or(0),
+        None => size.saturating_sub(offset),
     };
     check_range("write", offset, len, size)?;
     let map = Mapping::new(&r.memfd, size, true).map_err(|e| -> anyhow::Error {
