@@ -7,7 +7,7 @@
 //! throughout; killing the holder must release its buffers.
 
 use super::common::{page_size, test_device, REFERENCE_DEVICE};
-use super::{cases, vgem, Suite};
+use super::{cases, Suite};
 use crate::ktap::{CaseResult, Outcome};
 use crate::util::{device_path, expect_eq};
 use anyhow::{bail, ensure, Context, Result};
@@ -28,7 +28,6 @@ pub fn suite() -> Suite {
             live_buffer_follows_punch_and_write,
             live_hugetlb_buffer_follows_punch_and_write,
             builtin_buffer_diverges_and_verify_names_offsets,
-            pinned_buffer_sync_times_out_7,
             hugepage_shortage_exits_6,
             exec_passes_fds_layout_and_status,
             format_layout_is_printed,
@@ -341,55 +340,6 @@ fn format_layout_is_printed() -> CaseResult {
     expect_eq("buffer size (pages)", v["size"].as_u64(), Some((2048 * 1620u64).div_ceil(page_size()) * page_size()))?;
     let o = ctl_expect(&["create", "--format", "XR24", "--width", "1920", "--height", "1080"], 0)?;
     ensure!(String::from_utf8_lossy(&o.stdout).contains("stride   7680"), "human layout: {}", show(&o));
-    Ok(Outcome::Pass)
-}
-
-/// The holder's dma-buf, duplicated into this process (as the CLI does).
-fn grab_dmabuf(h: &Holder) -> Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let pid = h.pid() as i32;
-    let fd = h.created["dmabuf_fd"].as_i64().context("dmabuf_fd")? as i32;
-    // SAFETY: plain system calls with integer arguments; each success returns a new fd.
-    unsafe {
-        let pidfd = nix::errno::Errno::result(nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0)).context("pidfd_open")?;
-        let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
-        let r = nix::libc::syscall(nix::libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
-        Ok(OwnedFd::from_raw_fd(nix::errno::Errno::result(r).context("pidfd_getfd")? as i32))
-    }
-}
-
-/// vgem imports statically: it pins the buffer, so the update after a punch waits for
-/// the unpin. `sync` must time out (exit 7), `verify` must see the stale pages (exit 5),
-/// and once vgem lets go the buffer follows its memfd again.
-fn pinned_buffer_sync_times_out_7() -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
-    let ps = page_size();
-    let h = Holder::start(&["--size", &format!("{}", 16 * ps), "--fill", "seq"])?;
-    let handle = h.handle.clone();
-    let drm = vgem::open_vgem()?;
-    let dmabuf = grab_dmabuf(&h)?;
-    let gem = vgem::fd_to_handle(&drm, &dmabuf).context("PRIME_FD_TO_HANDLE")?;
-    let i = ctl_json(&["info", &handle], 0)?;
-    ensure!(i["live"]["pins"].as_u64() >= Some(1), "vgem's import does not show as a pin: {i}");
-
-    ctl_json(&["punch", &handle, "--offset", &format!("{}", 2 * ps), "--len", &format!("{ps}")], 0)?;
-    ctl_json(&["write", &handle, "--pattern", "0x3c"], 0)?;
-    let o = ctl_expect(&["sync", &handle, "--timeout-ms", "300"], 7)?;
-    ensure!(String::from_utf8_lossy(&o.stderr).contains("deferred"), "sync timeout not explained: {}", show(&o));
-    let i = ctl_json(&["info", &handle], 0)?;
-    ensure!(i["live"]["state"].as_array().is_some_and(|s| s.iter().any(|v| v == "stale")), "not stale while pinned: {i}");
-    let v = ctl_json(&["verify", &handle], 5).context("verify while the update is deferred")?;
-    expect_eq("ioctl check while pinned", v["checks"]["ioctl"]["status"].as_str(), Some("mismatch"))?;
-    expect_eq("first mismatch", v["checks"]["ioctl"]["first_mismatch"].as_u64(), Some(2 * ps))?;
-
-    vgem::gem_close(&drm, gem).context("GEM_CLOSE")?;
-    drop((dmabuf, drm));
-    ctl_json(&["sync", &handle, "--timeout-ms", "5000"], 0)?;
-    let v = ctl_json(&["verify", &handle], 0).context("verify after vgem let go")?;
-    expect_eq("coherent after the unpin", v["coherent"].as_bool(), Some(true))?;
-    h.stop()?;
     Ok(Outcome::Pass)
 }
 
