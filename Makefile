@@ -1,6 +1,7 @@
 # udmabuf-live top-level build. Every target installs/builds what it needs first.
 #   make run     build everything, boot the test kernel in QEMU, show the device at work
 #   make test    host unit tests, then every guest suite in QEMU
+#   make shell   an interactive guest with the module loaded, to try udmabuf-ctl
 # KDIR=/path/to/kernel/build uses your own Rust-enabled kernel build tree instead of ours.
 # KERNEL_FLAVOR=debug selects the debug kernel (selftests/config + selftests/config.debug).
 
@@ -13,7 +14,7 @@ TOOLS := $(CACHE)/tools
 KBUILD_ARGS := LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc BINDGEN=$(TOOLS)/bin/bindgen
 HOST_TARGET := x86_64-unknown-linux-gnu
 
-.PHONY: all deps kernel module importer userspace guest-bins vm-test vm-selftest test unit-test run bench clean
+.PHONY: all deps kernel module importer userspace guest-bins vm-test vm-selftest test unit-test run shell bench clean
 
 all: module importer userspace
 
@@ -55,6 +56,10 @@ test: unit-test vm-test vm-selftest
 
 run: module importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh run
+
+# An interactive guest with the module loaded (Ctrl-A X or `exit` leaves).
+shell: module importer guest-bins
+	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh shell
 
 bench: module importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh bench

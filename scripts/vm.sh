@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boot the test kernel in QEMU with an initramfs holding busybox, our static binaries,
 # the module and the upstream udmabuf kselftest, and judge the run.
-#   scripts/vm.sh test|run|bench
+#   scripts/vm.sh test|run|bench|shell   (shell: an interactive guest with the module loaded)
 # Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|panic|hang|warn,
 #   ULIVE_TEST_DEVICE=/dev/udmabuf (run the semantics suites against that device instead)
 #   BENCH_ITERATIONS (bench mode: iterations per measurement)
@@ -9,11 +9,11 @@
 # BUG/WARNING/Oops/lockdep/KASAN report, a panic, or a timeout.
 . "$(dirname "$0")/common.sh"
 
-MODE=${1:?usage: vm.sh test|run|bench}
+MODE=${1:?usage: vm.sh test|run|bench|shell}
 KB=${KBUILD_DIR:?KBUILD_DIR not set}
 KSRC=$KB; [ -e "$KB/source" ] && KSRC=$(readlink -f "$KB/source")
 INJECT=${ULIVE_INJECT:-}
-case $MODE in test) TMO=${VM_TIMEOUT:-1500} ;; *) TMO=${VM_TIMEOUT:-1800} ;; esac
+case $MODE in test) TMO=${VM_TIMEOUT:-1500} ;; shell) TMO=${VM_TIMEOUT:-86400} ;; *) TMO=${VM_TIMEOUT:-1800} ;; esac
 TAG=$MODE${INJECT:+-inject-$INJECT}
 mkdir -p "$OUT"
 CONSOLE_LOG=$OUT/$TAG-console.log    # everything the guest console printed
@@ -123,12 +123,19 @@ APPEND+="${ULIVE_TEST_DEVICE:+ ulive.testdev=$ULIVE_TEST_DEVICE}"
 log "booting ($ACCEL, ${VM_MEM:-4G}, timeout ${TMO}s): $APPEND"
 log "console log: $CONSOLE_LOG"
 rm -f "$KTAP_LOG"
+# The shell mode gives the guest console our terminal (Ctrl-A X quits QEMU); every other
+# mode runs unattended.
+SERIAL=stdio QEMU_STDIN=/dev/null
+if [ "$MODE" = shell ]; then
+    SERIAL=mon:stdio QEMU_STDIN=/dev/stdin
+    log "interactive guest: the module is loaded; 'exit' (or Ctrl-A X) ends it"
+fi
 set +e
 timeout --foreground -k 5 "$TMO" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -smp 2 -m "${VM_MEM:-4G}" \
     -nodefaults -display none -no-reboot \
-    -serial stdio -serial "file:$KTAP_LOG" \
+    -serial "$SERIAL" -serial "file:$KTAP_LOG" \
     -kernel "$KB/arch/x86/boot/bzImage" -initrd "$OUT/initramfs.cpio" -append "$APPEND" \
-    </dev/null 2>&1 | tee "$CONSOLE_LOG"
+    <"$QEMU_STDIN" 2>&1 | tee "$CONSOLE_LOG"
 qemu_rc=${PIPESTATUS[0]}
 set -e
 judge "$qemu_rc"

@@ -1,11 +1,27 @@
-//! The command-line surface (clap definitions only; validation happens in the commands).
+//! The command-line surface: clap definitions only. Each command turns its arguments
+//! into a validated configuration (`commands/<name>.rs`) before touching the system.
 
+use crate::format::DEFAULT_STRIDE_ALIGN;
+use crate::handle::Handle;
+use crate::pattern::Pattern;
+use crate::units::Bytes;
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
+
+const HANDLE_HELP: &str = "Handle of the buffer: PID:MEMFD_FD:DMABUF_FD (printed by `create --hold`). \
+The fds are duplicated from process PID with pidfd_getfd(2), which needs ptrace access to it (same user, or root).";
+
+const SIZE_HELP: &str = "Byte counts: a decimal or 0x-hex number with an optional binary unit \
+K/KiB, M/MiB, G/GiB, T/TiB (1024-based) or B, e.g. 4096, 64K, 4M, 1G.";
+
+const PATTERN_HELP: &str = "Patterns are functions of the absolute memfd offset o: zero; 0xNN (that byte); \
+seq (byte o%4 of the little-endian u32 o/4); random:SEED (byte o%8 of the little-endian u64 number o/8 of the \
+SplitMix64 stream seeded with SEED).";
 
 #[derive(Parser, Debug)]
 #[command(name = "udmabuf-ctl", version, about, long_about = None)]
-#[command(after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 device or module missing, 4 permission denied.")]
+#[command(after_help = crate::exit::TABLE)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -18,14 +34,39 @@ pub enum Command {
     /// Compare create, map and sg-segment costs with the built-in udmabuf (needs the
     /// test importer module, /dev/ulive-importer).
     Bench(BenchArgs),
+    /// Make a memfd, optionally fill it, and create a dma-buf over it.
+    Create(CreateArgs),
+    /// Punch a hole in the memfd behind a handle (fallocate PUNCH_HOLE|KEEP_SIZE).
+    Punch(PunchArgs),
+    /// Write a pattern into the memfd behind a handle, through a shared mapping.
+    Write(WriteArgs),
+    /// Check that the dma-buf behind a handle shows exactly its memfd's pages.
+    Verify(VerifyArgs),
+    /// Show the state of a udmabuf-live buffer (the INFO ioctl).
+    Info(InfoArgs),
+    /// List the live dma-bufs of every process (udmabuf-live ones by default).
+    List(ListArgs),
+    /// Apply a buffer's pending live updates now (the SYNC ioctl).
+    Sync(SyncArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(ManArgs),
+}
+
+/// The device to talk to.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArg {
+    /// Device node: /dev/udmabuf-live, or /dev/udmabuf for the kernel's own driver.
+    #[arg(long, value_name = "PATH", default_value = "/dev/udmabuf-live", env = "UDMABUF_CTL_DEVICE")]
+    pub device: PathBuf,
 }
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// Device node to open.
-    #[arg(long, default_value = "/dev/udmabuf-live", env = "UDMABUF_CTL_DEVICE")]
-    pub device: PathBuf,
-    /// Print JSON instead of text.
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Print JSON (one line) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -50,4 +91,210 @@ pub struct BenchArgs {
     /// The test importer's device (selftests/importer/, module ulive_importer).
     #[arg(long, default_value = "/dev/ulive-importer")]
     pub importer: PathBuf,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = format!("{SIZE_HELP}\n{PATTERN_HELP}\n\n\
+The memfd stays mapped in this process for as long as the buffer is held: udmabuf-live \
+watches the creating process's mappings of the memfd (mmu notifiers) to see hole punches, \
+so the creator must keep one. Without --hold or --exec the buffer is released when the \
+command exits.\n\n\
+--exec sets UDMABUF_DMABUF_FD, UDMABUF_MEMFD_FD, UDMABUF_SIZE, UDMABUF_HANDLE and \
+UDMABUF_DEVICE, and with --format also UDMABUF_FORMAT (fourcc), UDMABUF_WIDTH, UDMABUF_HEIGHT, \
+UDMABUF_PLANES, UDMABUF_STRIDES and UDMABUF_OFFSETS (comma-separated, one per plane)."))]
+pub struct CreateArgs {
+    /// Buffer size (e.g. 4M); a multiple of the page size (2M with --hugetlb).
+    #[arg(long, short, value_name = "SIZE", required_unless_present = "format", conflicts_with = "format")]
+    pub size: Option<Bytes>,
+    /// DRM format (fourcc code such as XR24, NV12, YU12, P010, or a DRM name such as XRGB8888).
+    #[arg(long, value_name = "FOURCC", requires_all = ["width", "height"])]
+    pub format: Option<String>,
+    /// Width in pixels (with --format).
+    #[arg(long, value_name = "PIXELS", requires = "format")]
+    pub width: Option<u64>,
+    /// Height in pixels (with --format).
+    #[arg(long, value_name = "PIXELS", requires = "format")]
+    pub height: Option<u64>,
+    /// Stride alignment in bytes for --format (a power of two).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STRIDE_ALIGN, requires = "format")]
+    pub stride_align: u64,
+    /// Back the memfd with 2 MiB huge pages (needs pages in /proc/sys/vm/nr_hugepages).
+    #[arg(long)]
+    pub hugetlb: bool,
+    /// Fill the memfd with PATTERN before creating the buffer.
+    #[arg(long, value_name = "PATTERN")]
+    pub fill: Option<Pattern>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Keep the buffer (and the memfd and its mapping) until SIGINT/SIGTERM; prints its handle first.
+    #[arg(long, conflicts_with = "exec")]
+    pub hold: bool,
+    /// Run the command after `--` with both fds inherited, wait, and exit with its status.
+    #[arg(long, requires = "command")]
+    pub exec: bool,
+    /// The command for --exec.
+    #[arg(last = true, value_name = "CMD", requires = "exec")]
+    pub command: Vec<OsString>,
+    /// Print JSON (one line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = SIZE_HELP)]
+pub struct PunchArgs {
+    #[arg(help = HANDLE_HELP)]
+    pub handle: Handle,
+    /// Start of the hole in the memfd (page aligned; 2M aligned for hugetlb).
+    #[arg(long, value_name = "BYTES")]
+    pub offset: Bytes,
+    /// Length of the hole.
+    #[arg(long, value_name = "BYTES")]
+    pub len: Bytes,
+    /// Print JSON (one line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = format!("{SIZE_HELP}\n{PATTERN_HELP}"))]
+pub struct WriteArgs {
+    #[arg(help = HANDLE_HELP)]
+    pub handle: Handle,
+    /// Where to start writing in the memfd.
+    #[arg(long, value_name = "BYTES", default_value = "0")]
+    pub offset: Bytes,
+    /// What to write.
+    #[arg(long, value_name = "PATTERN")]
+    pub pattern: Pattern,
+    /// How much to write (default: up to the end of the memfd).
+    #[arg(long, value_name = "BYTES")]
+    pub len: Option<Bytes>,
+    /// Print JSON (one line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Checks: (a) the VERIFY ioctl of udmabuf-live (skipped for other exporters); \
+(b) with CAP_SYS_ADMIN, the buffer's PFNs (PFNS ioctl) against /proc/self/pagemap of a fresh mapping \
+of the memfd; (c) the bytes of the dma-buf against the bytes of the memfd, page by page. \
+Exit 0 when every check that ran found the buffer coherent, 5 otherwise. Mapping the memfd \
+fills its holes (reading a hole allocates a page), so (a) runs first.")]
+pub struct VerifyArgs {
+    #[arg(help = HANDLE_HELP)]
+    pub handle: Handle,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Offset in the memfd where the dma-buf starts (buffers made by `create` start at 0).
+    #[arg(long, value_name = "BYTES", default_value = "0")]
+    pub memfd_offset: Bytes,
+    /// Report at most N differing pages per check.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_report: usize,
+    /// Print JSON (one line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[arg(help = HANDLE_HELP)]
+    pub handle: Handle,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Print JSON (one line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Scans /proc/*/fd for dma-bufs and reads their exporter from /proc/PID/fdinfo. \
+Processes you may not inspect are left out (run as root to see all).")]
+pub struct ListArgs {
+    /// List the dma-bufs of every exporter, not only udmabuf-live's.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Print JSON (one line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    #[arg(help = HANDLE_HELP)]
+    pub handle: Handle,
+    /// How long to wait for updates deferred by pins or vmaps (milliseconds; 0: no wait).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub timeout_ms: u32,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Print JSON (one line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to generate for.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write udmabuf-ctl.1 and udmabuf-ctl-COMMAND.1 into this directory instead of
+    /// printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("udmabuf-ctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn create_needs_exactly_one_size_source() {
+        assert!(parse(&["create", "--size", "4M"]).is_ok());
+        assert!(parse(&["create", "--format", "XR24", "--width", "64", "--height", "64"]).is_ok());
+        assert!(parse(&["create"]).is_err());
+        assert!(parse(&["create", "--size", "4M", "--format", "XR24", "--width", "1", "--height", "1"]).is_err());
+        assert!(parse(&["create", "--format", "XR24", "--width", "64"]).is_err());
+        assert!(parse(&["create", "--size", "4M", "--width", "64"]).is_err());
+        assert!(parse(&["create", "--size", "4MB"]).is_err());
+    }
+
+    #[test]
+    fn create_exec_and_hold() {
+        let c = parse(&["create", "--size", "4M", "--exec", "--", "sh", "-c", "echo $UDMABUF_SIZE"]).unwrap();
+        let Command::Create(a) = c.command else { panic!() };
+        assert!(a.exec);
+        assert_eq!(a.command, ["sh", "-c", "echo $UDMABUF_SIZE"]);
+        assert!(parse(&["create", "--size", "4M", "--exec"]).is_err());
+        assert!(parse(&["create", "--size", "4M", "--", "true"]).is_err());
+        assert!(parse(&["create", "--size", "4M", "--hold", "--exec", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn handle_commands() {
+        let c = parse(&["punch", "12:3:4", "--offset", "8K", "--len", "0x2000"]).unwrap();
+        let Command::Punch(a) = c.command else { panic!() };
+        assert_eq!((a.handle.pid, a.offset.0, a.len.0), (12, 8192, 8192));
+        assert!(parse(&["punch", "12:3", "--offset", "0", "--len", "4K"]).is_err());
+        assert!(parse(&["write", "12:3:4", "--pattern", "bogus"]).is_err());
+        assert!(parse(&["write", "12:3:4", "--pattern", "random:7", "--len", "4K"]).is_ok());
+        assert!(parse(&["sync", "12:3:4", "--timeout-ms", "0"]).is_ok());
+        assert!(parse(&["verify", "12:3:4", "--json"]).is_ok());
+    }
 }

@@ -13,7 +13,13 @@ use std::path::{Path, PathBuf};
 pub fn open(path: &Path) -> Result<File> {
     OpenOptions::new().read(true).write(true).open(path).map_err(|e| {
         let p = path.display();
+        let ours = path.file_name().is_some_and(|n| n == udmabuf_live_uapi::DEVICE_NAME);
         match e.kind() {
+            ErrorKind::NotFound if !ours => CtlError::NoDevice(format!(
+                "{p} does not exist (the kernel's own driver needs CONFIG_UDMABUF=y; udmabuf-live's node is /dev/{})",
+                udmabuf_live_uapi::DEVICE_NAME
+            ))
+            .into(),
             ErrorKind::NotFound if !module_loaded() => CtlError::NoDevice(format!(
                 "{p} does not exist: the udmabuf_live module is not loaded (try: insmod udmabuf_live.ko)"
             ))

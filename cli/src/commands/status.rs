@@ -1,7 +1,7 @@
 //! `udmabuf-ctl status`: open the device and report the module.
 
 use crate::cli::StatusArgs;
-use crate::device;
+use crate::{device, output};
 use anyhow::Result;
 use serde::Serialize;
 use std::process::ExitCode;
@@ -13,10 +13,11 @@ struct Status {
 }
 
 pub fn run(args: &StatusArgs) -> Result<ExitCode> {
-    let file = device::open(&args.device)?;
-    let status = Status { device: device::device_info(&args.device, &file)?, module: device::module_info() };
+    let path = &args.device.device;
+    let file = device::open(path)?;
+    let status = Status { device: device::device_info(path, &file)?, module: device::module_info() };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        output::json(&status)?;
     } else {
         let d = &status.device;
         let m = &status.module;

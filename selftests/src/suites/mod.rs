@@ -3,6 +3,7 @@
 
 use crate::ktap::CaseResult;
 
+mod cli;
 mod common;
 mod create;
 mod create_errors;
@@ -46,6 +47,8 @@ pub fn all() -> Vec<Suite> {
         importer::suite(),
         live::suite(),
         debugfs::suite(),
+        // The CLI as users run it, as separate processes, on both devices.
+        cli::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         module::unload_suite(),

@@ -1,0 +1,351 @@
+//! `udmabuf-ctl` as users run it: every step is a separate process. A holder
+//! (`udmabuf-ctl create --hold --json`) runs in the background and prints its handle;
+//! `punch`, `write`, `sync`, `verify`, `info` and `list` then reach its buffer through that
+//! handle (pidfd_getfd). Against /dev/udmabuf-live the buffer must follow its memfd
+//! (verify exits 0 after punch + write + sync); against the kernel's /dev/udmabuf it must
+//! not, and verify must exit 5 naming the pages that diverged. Exit codes are checked
+//! throughout; killing the holder must release its buffers.
+
+use super::common::{page_size, test_device, REFERENCE_DEVICE};
+use super::{cases, Suite};
+use crate::ktap::{CaseResult, Outcome};
+use crate::util::{device_path, expect_eq};
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const CTL: &str = "udmabuf-ctl";
+
+pub fn suite() -> Suite {
+    Suite {
+        name: "cli",
+        cases: cases![
+            usage_errors_exit_2,
+            missing_device_exits_3,
+            bad_handles_exit_8,
+            live_buffer_follows_punch_and_write,
+            live_hugetlb_buffer_follows_punch_and_write,
+            builtin_buffer_diverges_and_verify_names_offsets,
+            hugepage_shortage_exits_6,
+            exec_passes_fds_layout_and_status,
+            format_layout_is_printed,
+        ],
+    }
+}
+
+/// Run `udmabuf-ctl ARGS` to completion.
+fn ctl(args: &[&str]) -> Result<Output> {
+    Command::new(CTL).args(args).output().with_context(|| format!("running {CTL} {}", args.join(" ")))
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}, stdout: {}, stderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).trim(),
+        String::from_utf8_lossy(&o.stderr).trim()
+    )
+}
+
+/// Run and require exit code `want`.
+fn ctl_expect(args: &[&str], want: i32) -> Result<Output> {
+    let o = ctl(args)?;
+    if o.status.code() != Some(want) {
+        bail!("`{CTL} {}`: expected exit {want}; {}", args.join(" "), show(&o));
+    }
+    Ok(o)
+}
+
+/// Run with `--json` appended, require exit `want`, parse stdout.
+fn ctl_json(args: &[&str], want: i32) -> Result<Value> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let o = ctl_expect(&all, want)?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    ensure!(text.trim_end().lines().count() == 1, "`{CTL} {}`: --json printed more than one line: {text}", all.join(" "));
+    serde_json::from_str(&text).with_context(|| format!("`{CTL} {}`: stdout is not JSON: {text}", all.join(" ")))
+}
+
+/// A background `udmabuf-ctl create --hold --json`. Dropping it stops the holder.
+struct Holder {
+    child: Option<Child>,
+    created: Value,
+    handle: String,
+}
+
+impl Holder {
+    fn start(args: &[&str]) -> Result<Self> {
+        let mut cmd = Command::new(CTL);
+        cmd.arg("create").args(args).args(["--hold", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("starting the holder")?;
+        let stdout = child.stdout.take().context("holder stdout")?;
+        // Read its one line in a thread, so a holder that never prints cannot hang the case.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let r = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = tx.send(r);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(l)) if !l.trim().is_empty() => l,
+            other => {
+                let _ = child.kill();
+                let out = child.wait_with_output()?;
+                bail!(
+                    "the holder printed no handle ({other:?}); exit {:?}, stderr: {}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        };
+        let created: Value = serde_json::from_str(&line).with_context(|| format!("holder output is not JSON: {line}"))?;
+        let handle = created["handle"].as_str().with_context(|| format!("no handle in {line}"))?.to_owned();
+        expect_eq("holder pid in its handle", handle.split(':').next().map(str::to_owned), Some(child.id().to_string()))?;
+        Ok(Self { child: Some(child), created, handle })
+    }
+
+    fn pid(&self) -> i64 {
+        self.created["pid"].as_i64().unwrap_or(-1)
+    }
+
+    /// SIGTERM, then the holder must exit 0 by itself.
+    fn stop(mut self) -> Result<()> {
+        let child = self.child.take().context("holder already stopped")?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("SIGTERM to the holder")?;
+        let out = child.wait_with_output().context("waiting for the holder")?;
+        ensure!(out.status.code() == Some(0), "the holder exited {:?} after SIGTERM: {}", out.status, String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn module_refcnt() -> Result<u64> {
+    let p = format!("/sys/module/{}/refcnt", udmabuf_live_uapi::MODULE_NAME);
+    let s = std::fs::read_to_string(&p).with_context(|| format!("read {p}"))?;
+    Ok(s.trim().parse()?)
+}
+
+/// Entries of `list --all --json` held by `pid`.
+fn listed_for(pid: i64) -> Result<Vec<Value>> {
+    let v = ctl_json(&["list", "--all"], 0)?;
+    let bufs = v["buffers"].as_array().context("list: no buffers array")?;
+    Ok(bufs.iter().filter(|b| b["pid"].as_i64() == Some(pid)).cloned().collect())
+}
+
+fn live_device_under_test() -> Option<Outcome> {
+    (test_device() != device_path())
+        .then(|| Outcome::Skip(format!("testing {}, not udmabuf-live's {}", test_device(), device_path())))
+}
+
+fn usage_errors_exit_2() -> CaseResult {
+    for args in [
+        &["create"][..],
+        &["create", "--size", "1000"],
+        &["create", "--size", "4MB"],
+        &["create", "--size", "4M", "--format", "XR24", "--width", "1", "--height", "1"],
+        &["create", "--format", "ZZ99", "--width", "64", "--height", "64"],
+        &["create", "--size", "4M", "--fill", "bogus"],
+        &["create", "--size", "4M", "--exec"],
+        &["punch", "1:2", "--offset", "0", "--len", "4K"],
+        &["punch", "1:02:3", "--offset", "0", "--len", "4K"],
+        &["write", "1:2:3", "--pattern", "nonsense"],
+        &["verify"],
+        &["no-such-command"],
+    ] {
+        ctl_expect(args, 2)?;
+    }
+    Ok(Outcome::Pass)
+}
+
+fn missing_device_exits_3() -> CaseResult {
+    ctl_expect(&["create", "--size", "64K", "--device", "/dev/udmabuf-missing"], 3)?;
+    ctl_expect(&["status", "--device", "/dev/udmabuf-missing"], 3)?;
+    let o = ctl_expect(&["create", "--size", "64K", "--device", "/dev/udmabuf-live-missing"], 3)?;
+    ensure!(!o.stderr.is_empty(), "no explanation on stderr");
+    Ok(Outcome::Pass)
+}
+
+fn bad_handles_exit_8() -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    // A process that is gone.
+    let mut c = Command::new("true").spawn()?;
+    let gone = c.id();
+    c.wait()?;
+    ctl_expect(&["verify", &format!("{gone}:3:4")], 8)?;
+    // A live holder, but fds that are not its memfd and dma-buf.
+    let h = Holder::start(&["--size", "64K"])?;
+    let memfd = h.created["memfd_fd"].as_i64().context("memfd_fd")?;
+    let dmabuf = h.created["dmabuf_fd"].as_i64().context("dmabuf_fd")?;
+    let pid = h.pid();
+    ctl_expect(&["info", &format!("{pid}:{memfd}:900")], 8)?; // no such fd
+    ctl_expect(&["info", &format!("{pid}:{dmabuf}:{memfd}")], 8)?; // swapped: not a memfd
+    ctl_expect(&["punch", &format!("{pid}:{memfd}:{dmabuf}"), "--offset", "60K", "--len", "8K"], 2)?; // past the end
+    h.stop()?;
+    Ok(Outcome::Pass)
+}
+
+/// The common flow on udmabuf-live: punch two pages, rewrite, sync, verify.
+fn live_flow(create: &[&str], punch_off: &str, punch_len: &str, punched_pages: u64) -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    let base = module_refcnt()?;
+    let h = Holder::start(create)?;
+    expect_eq("created on", h.created["device"].as_str(), Some(device_path().as_str()))?;
+    let handle = h.handle.clone();
+
+    let v = ctl_json(&["verify", &handle], 0).context("verify right after create")?;
+    expect_eq("coherent", v["coherent"].as_bool(), Some(true))?;
+    expect_eq("ioctl check", v["checks"]["ioctl"]["status"].as_str(), Some("ok"))?;
+    expect_eq("pfns check (root)", v["checks"]["pfns"]["status"].as_str(), Some("ok"))?;
+    expect_eq("bytes check", v["checks"]["bytes"]["status"].as_str(), Some("ok"))?;
+
+    let i = ctl_json(&["info", &handle], 0)?;
+    let state: Vec<&str> = i["live"]["state"].as_array().context("state")?.iter().filter_map(|s| s.as_str()).collect();
+    ensure!(state.contains(&"watched"), "the holder's mapping is not watched: {i}");
+    ensure!(i["live"]["notifiers"].as_u64() >= Some(1), "no notifier: {i}");
+    expect_eq("info size", i["live"]["size"].as_u64(), h.created["size"].as_u64())?;
+
+    ctl_json(&["punch", &handle, "--offset", punch_off, "--len", punch_len], 0)?;
+    ctl_json(&["write", &handle, "--pattern", "random:7"], 0)?;
+    let s = ctl_json(&["sync", &handle, "--timeout-ms", "5000"], 0)?;
+    ensure!(s["live"]["updates"].as_u64() >= Some(1), "no update applied: {s}");
+
+    let v = ctl_json(&["verify", &handle], 0).context("verify after punch + write + sync")?;
+    expect_eq("coherent after the update", v["coherent"].as_bool(), Some(true))?;
+    expect_eq("pfns after the update", v["checks"]["pfns"]["status"].as_str(), Some("ok"))?;
+    ctl_expect(&["verify", &handle], 0)?; // the human form agrees
+
+    let i = ctl_json(&["info", &handle], 0)?;
+    ensure!(i["live"]["pages_swapped"].as_u64() >= Some(punched_pages), "pages_swapped below {punched_pages}: {i}");
+
+    let listed = listed_for(h.pid())?;
+    ensure!(listed.len() == 1, "list shows {} buffers for the holder: {listed:?}", listed.len());
+    expect_eq("list exporter", listed[0]["exporter"].as_str(), Some(udmabuf_live_uapi::MODULE_NAME))?;
+    expect_eq("list fd", listed[0]["fd"].as_i64(), h.created["dmabuf_fd"].as_i64())?;
+    ensure!(listed[0]["live"].is_object(), "list has no INFO for the buffer: {}", listed[0]);
+    let human = ctl_expect(&["list"], 0)?;
+    ensure!(String::from_utf8_lossy(&human.stdout).contains(udmabuf_live_uapi::MODULE_NAME), "human list: {}", show(&human));
+
+    let pid = h.pid();
+    h.stop()?;
+    ensure!(listed_for(pid)?.is_empty(), "buffers still listed for the stopped holder");
+    let live_left = ctl_json(&["list"], 0)?;
+    ensure!(live_left["buffers"].as_array().is_some_and(|b| b.is_empty()), "udmabuf-live buffers left: {live_left}");
+    expect_eq("module refcnt after the holder stopped", module_refcnt()?, base)?;
+    Ok(Outcome::Pass)
+}
+
+fn live_buffer_follows_punch_and_write() -> CaseResult {
+    let ps = page_size();
+    let size = format!("{}", 64 * ps);
+    let (off, len) = (format!("{}", 4 * ps), format!("{}", 2 * ps));
+    live_flow(&["--size", &size, "--fill", "seq"], &off, &len, 2)
+}
+
+fn live_hugetlb_buffer_follows_punch_and_write() -> CaseResult {
+    // One of two huge pages: 512 base pages move.
+    live_flow(&["--size", "4M", "--hugetlb", "--fill", "seq"], "2M", "2M", 512)
+}
+
+fn builtin_buffer_diverges_and_verify_names_offsets() -> CaseResult {
+    if !std::path::Path::new(REFERENCE_DEVICE).exists() {
+        bail!("{REFERENCE_DEVICE} missing: the test kernel needs CONFIG_UDMABUF=y");
+    }
+    let ps = page_size();
+    let size = format!("{}", 64 * ps);
+    let h = Holder::start(&["--size", &size, "--fill", "seq", "--device", REFERENCE_DEVICE])?;
+    let handle = h.handle.clone();
+    let v = ctl_json(&["verify", &handle], 0).context("verify right after create")?;
+    expect_eq("ioctl check on the built-in driver", v["checks"]["ioctl"]["status"].as_str(), Some("skipped"))?;
+    ensure!(
+        v["checks"]["ioctl"]["reason"].as_str().is_some_and(|r| r.contains("udmabuf")),
+        "the skip does not say why: {v}"
+    );
+    // INFO and SYNC are udmabuf-live's: exit 9 on another exporter's buffer.
+    ctl_expect(&["info", &handle], 9)?;
+    ctl_expect(&["sync", &handle], 9)?;
+
+    // Punch pages 4 and 5, then rewrite the whole memfd: the memfd gets new pages there,
+    // the built-in driver keeps the old ones. Every other page is written in place.
+    ctl_json(&["punch", &handle, "--offset", &format!("{}", 4 * ps), "--len", &format!("{}", 2 * ps)], 0)?;
+    ctl_json(&["write", &handle, "--pattern", "0xab"], 0)?;
+    let v = ctl_json(&["verify", &handle], 5).context("verify after punch + write on the built-in driver")?;
+    expect_eq("coherent", v["coherent"].as_bool(), Some(false))?;
+    expect_eq("bytes check", v["checks"]["bytes"]["status"].as_str(), Some("mismatch"))?;
+    expect_eq("pages differing", v["checks"]["bytes"]["mismatched"].as_u64(), Some(2))?;
+    let diffs = v["checks"]["bytes"]["diffs"].as_array().context("diffs")?;
+    let offsets: Vec<u64> = diffs.iter().filter_map(|d| d["offset"].as_u64()).collect();
+    expect_eq("diverging page offsets", offsets, vec![4 * ps, 5 * ps])?;
+    expect_eq("expected byte (memfd)", diffs[0]["expected"].as_u64(), Some(0xab))?;
+    // seq: the first word of page 4 is (4 * ps / 4) = ps, little-endian; its first byte.
+    expect_eq("got byte (dma-buf, old content)", diffs[0]["got"].as_u64(), Some(ps & 0xff))?;
+    let human = ctl_expect(&["verify", &handle], 5)?;
+    let text = String::from_utf8_lossy(&human.stdout);
+    for want in [format!("page at offset {:#x}", 4 * ps), format!("page at offset {:#x}", 5 * ps), "NOT coherent".to_owned()] {
+        ensure!(text.contains(&want), "human verify does not say '{want}': {text}");
+    }
+    let listed = listed_for(h.pid())?;
+    ensure!(listed.len() == 1 && listed[0]["exporter"] == "udmabuf", "list --all: {listed:?}");
+    let pid = h.pid();
+    h.stop()?;
+    ensure!(listed_for(pid)?.is_empty(), "buffers still listed for the stopped holder");
+    Ok(Outcome::Pass)
+}
+
+fn exec_passes_fds_layout_and_status() -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    // The command sees both fds (inherited), the size and the handle, can use the handle
+    // from a grandchild, and its exit status becomes ours.
+    let script = r#"test -e /proc/self/fd/$UDMABUF_DMABUF_FD || exit 90
+test -e /proc/self/fd/$UDMABUF_MEMFD_FD || exit 91
+test "$UDMABUF_SIZE" = 65536 || exit 92
+udmabuf-ctl verify "$UDMABUF_HANDLE" >/dev/null || exit 93
+exit 42"#;
+    ctl_expect(&["create", "--size", "64K", "--fill", "0x5a", "--exec", "--", "sh", "-c", script], 42)?;
+    let o = ctl_expect(
+        &["create", "--format", "NV12", "--width", "64", "--height", "32", "--exec", "--", "sh", "-c",
+          "echo $UDMABUF_FORMAT $UDMABUF_WIDTH $UDMABUF_HEIGHT $UDMABUF_PLANES $UDMABUF_STRIDES $UDMABUF_OFFSETS"],
+        0,
+    )?;
+    expect_eq("environment of the command", String::from_utf8_lossy(&o.stdout).trim(), "NV12 64 32 2 256,256 0,8192")?;
+    ctl_expect(&["create", "--size", "64K", "--exec", "--", "/no/such/program"], 127)?;
+    Ok(Outcome::Pass)
+}
+
+fn format_layout_is_printed() -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    let v = ctl_json(&["create", "--format", "NV12", "--width", "1920", "--height", "1080"], 0)?;
+    let l = &v["layout"];
+    expect_eq("Y stride", l["planes"][0]["stride"].as_u64(), Some(2048))?;
+    expect_eq("UV offset", l["planes"][1]["offset"].as_u64(), Some(2048 * 1080))?;
+    expect_eq("UV height", l["planes"][1]["height"].as_u64(), Some(540))?;
+    expect_eq("buffer size (pages)", v["size"].as_u64(), Some((2048 * 1620u64).div_ceil(page_size()) * page_size()))?;
+    let o = ctl_expect(&["create", "--format", "XR24", "--width", "1920", "--height", "1080"], 0)?;
+    ensure!(String::from_utf8_lossy(&o.stdout).contains("stride   7680"), "human layout: {}", show(&o));
+    Ok(Outcome::Pass)
+}
+
+/// More huge pages than the guest reserved (hugepages=1100 on its command line).
+fn hugepage_shortage_exits_6() -> CaseResult {
+    let o = ctl_expect(&["create", "--size", "4G", "--hugetlb", "--device", &test_device()], 6)?;
+    ensure!(String::from_utf8_lossy(&o.stderr).contains("nr_hugepages"), "no advice: {}", show(&o));
+    Ok(Outcome::Pass)
+}
