@@ -20,6 +20,7 @@ use crate::sys::{
     dmabuf::{DmaBufSlot, ExportedDmaBuf},
     folio::{PinnedPage, PinnedPages},
     memfd::{Backing, FileMapping, MemFile, MAX_MAPPINGS},
+    memlock::MemlockCharge,
     notifier::IntervalNotifier,
     sgt::MappedSgTable,
     vm::VMap,
@@ -123,6 +124,9 @@ pub(crate) struct Buffer {
     pub(crate) work: Work<Buffer>,
     pub(crate) queue: QueueRef,
     pub(crate) counters: Counters,
+    /// The pages charged to the creator's RLIMIT_MEMLOCK (`account_memlock`). Declared
+    /// after `state`: returned once the pages are unpinned.
+    pub(crate) _memlock: Option<MemlockCharge>,
     /// The misc device, for CPU-access DMA syncs. Declared after `state` so that the
     /// tables in `state` are unmapped before this reference goes.
     pub(crate) misc_dev: DeviceRef,
@@ -160,6 +164,8 @@ pub(crate) fn create(
         return Err(EINVAL);
     }
     let nr_pages = usize::try_from(total).map_err(|_| EINVAL)?;
+    // Charged before pinning, so a user over the limit pins nothing.
+    let memlock = if ffi::account_memlock() { MemlockCharge::charge_current(nr_pages)? } else { None };
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
     let mut ranges = KVec::with_capacity(items.len(), GFP_KERNEL)?;
     let mut scratch = KVVec::from_elem(core::ptr::null_mut(), max_item_pages as usize, GFP_KERNEL)?;
@@ -193,6 +199,7 @@ pub(crate) fn create(
             work <- new_work!("udmabuf_live_buffer_work"),
             queue,
             counters: Counters::default(),
+            _memlock: memlock,
             misc_dev,
         }),
         GFP_KERNEL,

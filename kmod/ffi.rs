@@ -20,6 +20,9 @@ pub(crate) struct DiffCounts {
 extern "C" {
     pub(crate) fn ulive_param_size_limit_mb() -> c_int;
     pub(crate) fn ulive_param_list_limit() -> c_int;
+    pub(crate) fn ulive_param_account_memlock() -> bool;
+    pub(crate) fn ulive_mmgrab_current() -> *mut bindings::mm_struct;
+    pub(crate) fn ulive_mmdrop(mm: *mut bindings::mm_struct);
     pub(crate) fn ulive_this_module() -> *mut bindings::module;
 
     pub(crate) fn ulive_memfd_kind(file: *mut bindings::file) -> c_int;
@@ -108,4 +111,10 @@ pub(crate) fn size_limit_mb() -> i32 {
 pub(crate) fn list_limit() -> i32 {
     // SAFETY: reads an int with READ_ONCE; no preconditions.
     unsafe { ulive_param_list_limit() }
+}
+
+/// Current value of the `account_memlock` module parameter (writable in sysfs).
+pub(crate) fn account_memlock() -> bool {
+    // SAFETY: reads a bool with READ_ONCE; no preconditions.
+    unsafe { ulive_param_account_memlock() }
 }

@@ -34,6 +34,17 @@ static int list_limit = 1024;
 module_param(list_limit, int, 0644);
 MODULE_PARM_DESC(list_limit, "udmabuf_create_list->count limit. Default is 1024.");
 
+/* udmabuf-live's own: upstream lets any user of the device pin without limit. */
+static bool account_memlock = true;
+module_param(account_memlock, bool, 0644);
+MODULE_PARM_DESC(account_memlock,
+		 "Charge pinned pages to the creating process's RLIMIT_MEMLOCK (locked_vm), as VFIO does. Default is on.");
+
+bool ulive_param_account_memlock(void)
+{
+	return READ_ONCE(account_memlock);
+}
+
 int ulive_param_size_limit_mb(void)
 {
 	return READ_ONCE(size_limit_mb);
@@ -345,4 +356,19 @@ mismatch:
 		i++;
 	}
 	rcu_read_unlock();
+}
+
+/* The current task's mm with an mmgrab() reference (the struct, not the address space). */
+struct mm_struct *ulive_mmgrab_current(void)
+{
+	struct mm_struct *mm = current->mm;
+
+	if (mm)
+		mmgrab(mm);
+	return mm;
+}
+
+void ulive_mmdrop(struct mm_struct *mm)
+{
+	mmdrop(mm);
 }

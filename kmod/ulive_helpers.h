@@ -32,6 +32,7 @@ struct ulive_diff_counts {
 	unsigned long first_mismatch;	/* page index, or ULONG_MAX */
 };
 
+bool ulive_param_account_memlock(void);
 int ulive_param_size_limit_mb(void);
 int ulive_param_list_limit(void);
 struct module *ulive_this_module(void);
@@ -77,5 +78,7 @@ void ulive_folio_fill_pages(struct folio *folio, unsigned long first, unsigned l
 			    struct page **out);
 void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
 		      unsigned long *diff, struct ulive_diff_counts *counts);
+struct mm_struct *ulive_mmgrab_current(void);
+void ulive_mmdrop(struct mm_struct *mm);
 
 #endif /* ULIVE_HELPERS_H */

@@ -13,6 +13,7 @@ mod lifetime;
 mod live;
 mod mmap;
 mod module;
+mod security;
 mod sync;
 mod unload_busy;
 mod upstream;
@@ -47,6 +48,7 @@ pub fn all() -> Vec<Suite> {
         importer::suite(),
         live::suite(),
         debugfs::suite(),
+        security::suite(),
         // The CLI as users run it, as separate processes, on both devices.
         cli::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
