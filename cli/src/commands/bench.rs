@@ -29,7 +29,7 @@ use udmabuf_live_uapi::{UdmabufCreate, UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC};
 
 const MIB: u64 = 1 << 20;
 /// Unmeasured rounds before each measurement, to fault in pages and warm caches.
-const WARMUP: u32 = 5;
+pub(crate) const WARMUP: u32 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,16 +72,16 @@ impl Summary {
 
 /// One metric, ours next to the built-in.
 #[derive(Debug, Serialize)]
-struct Pair {
-    ours: Summary,
-    builtin: Summary,
+pub struct Pair {
+    pub ours: Summary,
+    pub builtin: Summary,
     /// ours / built-in, of the medians and of the p90s.
-    ratio_median: f64,
-    ratio_p90: f64,
+    pub ratio_median: f64,
+    pub ratio_p90: f64,
 }
 
 impl Pair {
-    fn new(ours: &[u64], builtin: &[u64]) -> Result<Self> {
+    pub fn new(ours: &[u64], builtin: &[u64]) -> Result<Self> {
         let (Some(ours), Some(builtin)) = (Summary::of(ours), Summary::of(builtin)) else { bail!("no samples") };
         Ok(Self {
             ratio_median: ratio(ours.median_ns, builtin.median_ns),
@@ -109,6 +109,9 @@ struct Segments {
 struct CaseReport {
     backing: Backing,
     size_mib: u64,
+    /// The memfd is mapped in this process while buffers are created: udmabuf-live
+    /// watches the mapping (notifiers) instead of checking pages lazily at map time.
+    memfd_mapped: bool,
     create_close: Pair,
     map: Pair,
     sg_entries: Segments,
@@ -125,6 +128,7 @@ struct Report {
     /// The clock behind the timings (`refined-jiffies` means 4 ms resolution at HZ=250).
     clocksource: String,
     cases: Vec<CaseReport>,
+    live: super::bench_live::LiveReport,
 }
 
 fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
@@ -144,6 +148,10 @@ fn open_dev(path: &Path, what: &str, hint: &str) -> Result<File> {
 }
 
 /// A sealed memfd with every page allocated, so creates measure pinning, not allocation.
+pub(crate) fn memfd_for(hugetlb: bool, size: u64) -> Result<OwnedFd> {
+    memfd(if hugetlb { Backing::Hugetlb } else { Backing::Shmem }, size)
+}
+
 fn memfd(backing: Backing, size: u64) -> Result<OwnedFd> {
     let mut flags = MemFdCreateFlag::MFD_ALLOW_SEALING | MemFdCreateFlag::MFD_CLOEXEC;
     if backing == Backing::Hugetlb {
@@ -214,9 +222,10 @@ fn alternate(iterations: u32, mut f: impl FnMut(usize) -> Result<u64>) -> Result
     Ok(out)
 }
 
-fn bench_case(args: &BenchArgs, devs: &[File; 2], backing: Backing, size: u64) -> Result<CaseReport> {
-    let what = format!("{backing:?} {} MiB", size / MIB);
+fn bench_case(args: &BenchArgs, devs: &[File; 2], backing: Backing, size: u64, mapped: bool) -> Result<CaseReport> {
+    let what = format!("{backing:?} {} MiB{}", size / MIB, if mapped { ", memfd mapped" } else { "" });
     let memfd = memfd(backing, size)?;
+    let _mapping = if mapped { Some(crate::sys::Mapping::new(&memfd, size, true).context("mmap of the memfd")?) } else { None };
     let [ours, builtin] = alternate(args.iterations, |d| create_close(&devs[d], &memfd, size))
         .with_context(|| format!("{what}: create+close"))?;
     let create_close = Pair::new(&ours, &builtin)?;
@@ -232,7 +241,7 @@ fn bench_case(args: &BenchArgs, devs: &[File; 2], backing: Backing, size: u64) -
     .with_context(|| format!("{what}: map"))?;
     let map = Pair::new(&ours, &builtin)?;
     let sg_entries = Segments { ours_min: nents[0].0, ours_max: nents[0].1, builtin_min: nents[1].0, builtin_max: nents[1].1 };
-    Ok(CaseReport { backing, size_mib: size / MIB, create_close, map, sg_entries })
+    Ok(CaseReport { backing, size_mib: size / MIB, memfd_mapped: mapped, create_close, map, sg_entries })
 }
 
 fn read_trimmed(path: &str) -> String {
@@ -257,7 +266,7 @@ fn table(r: &Report) -> String {
     t.push_str("| buffer | metric | ours median | ours p90 | built-in median | built-in p90 | ours/built-in median | ours/built-in p90 |\n");
     t.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
     for c in &r.cases {
-        let name = format!("{} {} MiB", c.backing.name(), c.size_mib);
+        let name = format!("{} {} MiB{}", c.backing.name(), c.size_mib, if c.memfd_mapped { ", mapped" } else { "" });
         for (metric, p) in [("create+close (us)", &c.create_close), ("map_dma_buf (us)", &c.map)] {
             t.push_str(&format!(
                 "| {name} | {metric} | {} | {} | {} | {} | {:.3} | {:.3} |\n",
@@ -281,11 +290,14 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     // Fail early, before minutes of measuring, if the importer is missing.
     drop(open_dev(&args.importer, "test importer", "load ulive_importer.ko (selftests/importer/)")?);
     let mut cases = Vec::new();
-    for backing in [Backing::Shmem, Backing::Hugetlb] {
-        for size in [4 * MIB, 64 * MIB] {
-            cases.push(bench_case(args, &devs, backing, size)?);
+    for mapped in [false, true] {
+        for backing in [Backing::Shmem, Backing::Hugetlb] {
+            for size in [4 * MIB, 64 * MIB] {
+                cases.push(bench_case(args, &devs, backing, size, mapped)?);
+            }
         }
     }
+    let live = super::bench_live::run(&devs[0], &devs[1], args.iterations.min(100))?;
     let report = Report {
         iterations: args.iterations,
         warmup: WARMUP,
@@ -295,6 +307,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         clocksource: read_trimmed("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
         cases,
+        live,
     };
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &args.json_out {
@@ -304,6 +317,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         println!("{json}");
     } else {
         print!("{}", table(&report));
+        print!("{}", super::bench_live::table(&report.live));
         if report.clocksource.contains("jiffies") {
             println!("\nwarning: the clocksource is {}: durations are in steps of a jiffy", report.clocksource);
         }
@@ -339,13 +353,23 @@ mod tests {
             cases: vec![CaseReport {
                 backing: Backing::Hugetlb,
                 size_mib: 64,
+                memfd_mapped: false,
                 create_close: Pair::new(&[2000], &[1000]).unwrap(),
                 map: Pair::new(&[1000], &[1000]).unwrap(),
                 sg_entries: Segments { ours_min: 2, ours_max: 3, builtin_min: 32, builtin_max: 32 },
             }],
+            live: super::super::bench_live::LiveReport {
+                update_vs_recreate: Pair::new(&[100], &[10_000]).unwrap(),
+                speedup_median: 100.0,
+                update_16_mib: Summary::of(&[100]).unwrap(),
+                update_256_mib: Summary::of(&[120]).unwrap(),
+                scaling_median: 1.2,
+            },
         };
         let t = table(&r);
         assert!(t.contains("| hugetlb 64 MiB | create+close (us) | 2.0 | 2.0 | 1.0 | 1.0 | 2.000 | 2.000 |"), "{t}");
         assert!(t.contains("| hugetlb 64 MiB | sg entries (nents) | 2-3 | | 32 | | 0.094 | |"), "{t}");
+        let live = super::super::bench_live::table(&r.live);
+        assert!(live.contains("| punch..SYNC, shmem | 0.1 | 0.1 | 1.20 |"), "{live}");
     }
 }

@@ -1,6 +1,7 @@
 //! One file per subcommand. Each turns its clap arguments into a checked request, does
 //! the work, and prints text or one line of JSON.
 pub mod bench;
+pub mod bench_live;
 pub mod completions;
 pub mod create;
 pub mod info;
