@@ -13,6 +13,10 @@ KBUILD_DIR := $(if $(KDIR),$(KDIR),$(CACHE)/build/$(KERNEL_FLAVOR))
 TOOLS := $(CACHE)/tools
 KBUILD_ARGS := LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc BINDGEN=$(TOOLS)/bin/bindgen
 HOST_TARGET := x86_64-unknown-linux-gnu
+# Module objects go to a directory per kernel (Kbuild MO=), so switching flavours or
+# KDIR never mixes objects built for different kernels.
+MODULE_OUT := $(CURDIR)/out/modules/$(if $(KDIR),kdir-$(subst /,_,$(KDIR)),$(KERNEL_FLAVOR))
+export MODULE_OUT
 
 .PHONY: all deps kernel module importer userspace guest-bins vm-test vm-selftest test unit-test run shell bench clean
 
@@ -26,12 +30,14 @@ kernel: deps
 
 module: kernel
 	@echo "==> building kmod/ against $(KBUILD_DIR)"
-	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/kmod $(KBUILD_ARGS) modules
+	@mkdir -p $(MODULE_OUT)/kmod
+	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/kmod MO=$(MODULE_OUT)/kmod $(KBUILD_ARGS) modules
 
 # The test importer module (selftests/importer/), against the same kernel tree.
 importer: kernel
 	@echo "==> building selftests/importer/ against $(KBUILD_DIR)"
-	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/selftests/importer $(KBUILD_ARGS) modules
+	@mkdir -p $(MODULE_OUT)/importer
+	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/selftests/importer MO=$(MODULE_OUT)/importer $(KBUILD_ARGS) modules
 
 # Host build of the userspace workspace (cli, uapi, selftests).
 userspace:

@@ -37,9 +37,10 @@ build_upstream_kselftest() {
 build_initramfs() {
     local list=$OUT/initramfs.list gen=$KB/usr/gen_init_cpio
     [ -x "$gen" ] || die "$gen missing: the kernel tree must be built with CONFIG_BLK_DEV_INITRD"
-    local ko; ko=$(ls "$ROOT"/kmod/*.ko 2>/dev/null) || die "no module in kmod/: run 'make module'"
+    local mods=${MODULE_OUT:?MODULE_OUT not set (run through make)}
+    local ko; ko=$(ls "$mods"/kmod/*.ko 2>/dev/null) || die "no module in $mods/kmod: run 'make module'"
     # The test importer (selftests/importer/, 'make importer') goes next to it.
-    ko="$ko $(ls "$ROOT"/selftests/importer/*.ko 2>/dev/null || true)"
+    ko="$ko $(ls "$mods"/importer/*.ko 2>/dev/null || true)"
     {
         echo "dir /dev 0755 0 0"
         echo "nod /dev/console 0600 0 0 c 5 1"
