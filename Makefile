@@ -18,7 +18,7 @@ HOST_TARGET := x86_64-unknown-linux-gnu
 MODULE_OUT := $(CURDIR)/out/modules/$(if $(KDIR),kdir-$(subst /,_,$(KDIR)),$(KERNEL_FLAVOR))
 export MODULE_OUT
 
-.PHONY: all deps kernel module importer userspace guest-bins vm-test vm-selftest test unit-test run shell bench clean
+.PHONY: all deps kernel module importer userspace guest-bins vm-test vm-selftest test test-debug unit-test run shell bench bench-run clean
 
 all: module importer userspace
 
@@ -60,6 +60,12 @@ vm-selftest: module importer guest-bins
 
 test: unit-test vm-test vm-selftest
 
+# The guest suites on the debug flavour (KASAN, kmemleak, lockdep, DEBUG_VM, fault
+# injection). Not part of `make test`: its kernel build alone takes 12-20 minutes on
+# 2 cores, which would push a fresh CI run past its budget. Run it before a release.
+test-debug:
+	@$(MAKE) --no-print-directory KERNEL_FLAVOR=debug vm-test
+
 run: module importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh run
 
@@ -67,7 +73,13 @@ run: module importer guest-bins
 shell: module importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh shell
 
-bench: module importer guest-bins
+# Benchmarks run on the bench flavour (selftests/config.bench: no lock debugging) unless
+# BENCH_FLAVOR or KDIR says otherwise.
+BENCH_FLAVOR ?= bench
+bench:
+	@$(MAKE) --no-print-directory KERNEL_FLAVOR=$(BENCH_FLAVOR) bench-run
+
+bench-run: module importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh bench
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/bench-report.sh
 

@@ -33,15 +33,28 @@ log "configuring ($FLAVOR): tinyconfig + ${FRAGMENTS[*]#$ROOT/}"
 (cd "$BUILD" && "$SRC_DIR/scripts/kconfig/merge_config.sh" -m -O "$BUILD" "$BUILD/.config" "${FRAGMENTS[@]}" >/dev/null)
 "${K[@]}" olddefconfig >/dev/null
 
-# merge_config drops what it cannot satisfy; say exactly what is missing.
-missing=()
+# merge_config drops what it cannot satisfy; say exactly what is missing. A later
+# fragment overrides an earlier one (as in merge_config), so check the last word on
+# each option.
+declare -A want=()
+order=()
 while IFS= read -r line; do
     case $line in
-        CONFIG_*=*) grep -qxF "$line" "$BUILD/.config" || missing+=("$line (have: $(grep -E "^(# )?${line%%=*}[= ]" "$BUILD/.config" || echo unset))") ;;
-        "# CONFIG_"*" is not set") opt=${line#\# }; opt=${opt%% *}
-            grep -qE "^$opt=" "$BUILD/.config" && missing+=("$line (have: $(grep -E "^$opt=" "$BUILD/.config"))") ;;
+        CONFIG_*=*) opt=${line%%=*} ;;
+        "# CONFIG_"*" is not set") opt=${line#\# }; opt=${opt%% *} ;;
+        *) continue ;;
     esac
+    [ -n "${want[$opt]+x}" ] || order+=("$opt")
+    want[$opt]=$line
 done < <(cat "${FRAGMENTS[@]}")
+missing=()
+for opt in "${order[@]}"; do
+    line=${want[$opt]}
+    case $line in
+        CONFIG_*=*) grep -qxF "$line" "$BUILD/.config" || missing+=("$line (have: $(grep -E "^(# )?$opt[= ]" "$BUILD/.config" || echo unset))") ;;
+        *) grep -qE "^$opt=" "$BUILD/.config" && missing+=("$line (have: $(grep -E "^$opt=" "$BUILD/.config"))") ;;
+    esac
+done
 if ((${#missing[@]})); then
     printf 'error: options missing from the final .config:\n' >&2
     printf '  %s\n' "${missing[@]}" >&2
