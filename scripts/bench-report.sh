@@ -19,7 +19,7 @@ accel=$(cat "$CACHE/kvm-probe" 2>/dev/null || echo tcg)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 machine="host: $(nproc) CPUs ($cpu_model), $(free -g | awk '/^Mem:/ { print $2 }') GiB; guest: QEMU $accel"
 
-TABLE="$table" MACHINE="$machine" ACCEL="$accel" DATE=$(date -u -r "$KTAP_LOG" '+%Y-%m-%d %H:%M UTC') \
+TABLE="$table" FLAVOR="${KERNEL_FLAVOR:-default}" MACHINE="$machine" ACCEL="$accel" DATE=$(date -u -r "$KTAP_LOG" '+%Y-%m-%d %H:%M UTC') \
 python3 - "$OUT/bench.json" > "$DEST" <<'EOF'
 import json, os, sys
 
@@ -30,7 +30,8 @@ print("Produced by `make bench` (boots the test kernel once with `ulive.mode=ben
 print("runs `udmabuf-ctl bench --iterations N` from `selftests/guest/bench.sh`, then")
 print("`scripts/bench-report.sh` writes this file). Raw numbers: `out/bench.json`.\n")
 print(f"- date: {env['DATE']}")
-print(f"- kernel: {r['kernel']} (the cached test kernel, tinyconfig + selftests/config)")
+print(f"- kernel: {r['kernel']}, flavour `{env['FLAVOR']}` (tinyconfig + selftests/config"
+      + (f" + selftests/config.{env['FLAVOR']}" if env['FLAVOR'] != 'default' else '') + ")")
 print(f"- machine: {env['MACHINE']}, {r['cpus']} guest CPU(s), clocksource `{r['clocksource']}`")
 print(f"- iterations: {r['iterations']} per cell after {r['warmup']} warm-up rounds; ours and the built-in")
 print("  alternate (the first one flips every iteration) and use dma-bufs of the same memfd pages\n")
@@ -38,18 +39,19 @@ print("## Results\n")
 print(env["TABLE"])
 print()
 print("## Acceptance targets (reported, not asserted)\n")
+label = lambda c: f"{c['backing']} {c['size_mib']} MiB" + (", memfd mapped" if c.get("memfd_mapped") else "")
 for c in r["cases"]:
     ratio = c["create_close"]["ratio_median"]
     verdict = "met" if ratio <= 1.05 else "NOT met"
-    print(f"- create+close, {c['backing']} {c['size_mib']} MiB: ours/built-in median {ratio:.3f} "
+    print(f"- create+close, {label(c)}: ours/built-in median {ratio:.3f} "
           f"(target <= 1.05: {verdict})")
 for c in r["cases"]:
     if c["backing"] == "hugetlb" and c["size_mib"] == 64:
         s = c["sg_entries"]
         verdict = "met" if s["ours_max"] <= 32 else "NOT met"
-        print(f"- sg entries, hugetlb 64 MiB: ours {s['ours_min']}-{s['ours_max']} (target <= 32: {verdict}); "
+        print(f"- sg entries, {label(c)}: ours {s['ours_min']}-{s['ours_max']} (target <= 32: {verdict}); "
               f"built-in {s['builtin_min']}-{s['builtin_max']} on the same pages")
-cases = {(c["backing"], c["size_mib"]): c for c in r["cases"]}
+cases = {(c["backing"], c["size_mib"]): c for c in r["cases"] if not c.get("memfd_mapped")}
 for backing in ("shmem", "hugetlb"):
     small, big = cases.get((backing, 4)), cases.get((backing, 64))
     if small and big:
@@ -58,8 +60,23 @@ for backing in ("shmem", "hugetlb"):
         print(f"- create+close gap ours - built-in, {backing}: {gap(small) / 1000:.1f} us at 4 MiB, "
               f"{gap(big) / 1000:.1f} us at 64 MiB, i.e. {(gap(big) - gap(small)) / pages:.1f} ns per extra "
               f"4 KiB page (a per-page cost when it grows with the size)")
+live = r.get("live")
+if live:
+    sp = live["speedup_median"]
+    print(f"- live update after a 4 KiB hole in 64 MiB (punch until SYNC returns) against destroying "
+          f"and re-creating a 64 MiB built-in udmabuf: {sp:.1f}x faster (target >= 50x: {'met' if sp >= 50 else 'NOT met'})")
+    sc = live["scaling_median"]
+    print(f"- the same update in 256 MiB vs 16 MiB: {sc:.2f}x (target <= 1.5x: {'met' if sc <= 1.5 else 'NOT met'})")
 print()
 print("## How to read this\n")
+print("- Unless stated otherwise above, the kernel is the `bench` flavour: the test kernel")
+print("  without lockdep and atomic-sleep checks, which inflate every lock operation and so")
+print("  would penalise whichever driver takes more locks.")
+print("- \"memfd mapped\" rows keep the memfd mapped in the benchmarking process while buffers")
+print("  are created, as udmabuf-live asks (mmu notifiers watch the mapping, so map_dma_buf")
+print("  does no extra work). In the other rows nothing watches the memfd, and udmabuf-live")
+print("  compares every page with the memfd's page cache at map_dma_buf to catch hole punches")
+print("  it could not see: that check is the price of coherency without a mapping.")
 if env["ACCEL"] == "tcg":
     print("- The guest runs under QEMU TCG (no usable KVM here): every guest instruction is")
     print("  emulated, so absolute times are many times those of real hardware and only the")
