@@ -8,6 +8,7 @@ mod create;
 mod create_errors;
 mod lifetime;
 mod live;
+mod live_util;
 mod mmap;
 mod module;
 mod sync;
