@@ -13,7 +13,7 @@ TOOLS := $(CACHE)/tools
 KBUILD_ARGS := LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc BINDGEN=$(TOOLS)/bin/bindgen
 HOST_TARGET := x86_64-unknown-linux-gnu
 
-.PHONY: all deps kernel module userspace guest-bins vm-test vm-selftest test unit-test run bench clean
+.PHONY: all deps kernel module test-importer userspace guest-bins vm-test vm-selftest test unit-test run bench clean
 
 all: module userspace
 
@@ -27,6 +27,11 @@ module: kernel
 	@echo "==> building kmod/ against $(KBUILD_DIR)"
 	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/kmod $(KBUILD_ARGS) modules
 
+# The guest tests' own dma-buf importer (static, dynamic, vmap): not part of the product.
+test-importer: kernel
+	@echo "==> building selftests/importer/ against $(KBUILD_DIR)"
+	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/selftests/importer $(KBUILD_ARGS) modules
+
 # Host build of the userspace workspace (cli, uapi, selftests).
 userspace:
 	@cargo build --release --quiet
@@ -39,11 +44,11 @@ guest-bins:
 unit-test:
 	@cargo test --quiet --workspace
 
-vm-test: module guest-bins
+vm-test: module test-importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh test
 
 # The harness must be able to fail: boot once per injected fault and expect red.
-vm-selftest: module guest-bins
+vm-selftest: module test-importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm-selftest.sh
 
 test: unit-test vm-test vm-selftest
@@ -56,4 +61,5 @@ bench: module guest-bins
 
 clean:
 	-@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/kmod clean 2>/dev/null
+	-@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/selftests/importer clean 2>/dev/null
 	rm -rf out target

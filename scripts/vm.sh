@@ -47,6 +47,8 @@ build_initramfs() {
         echo "file /bin/ulive-selftests $TARGET_DIR/ulive-selftests 0755 0 0"
         echo "file /selftests/udmabuf-kselftest $OUT/udmabuf-kselftest 0755 0 0"
         for k in $ko; do echo "file /lib/modules/$(basename "$k") $k 0644 0 0"; done
+        # The tests' own dma-buf importer (make test-importer), when built.
+        for k in "$ROOT"/selftests/importer/*.ko; do [ -f "$k" ] && echo "file /lib/modules/$(basename "$k") $k 0644 0 0"; done
         for f in "$ROOT"/selftests/guest/*.sh; do [ -f "$f" ] && echo "file /selftests/$(basename "$f") $f 0755 0 0"; done
     } > "$list"
     "$gen" "$list" > "$OUT/initramfs.cpio"

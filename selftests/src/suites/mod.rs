@@ -6,6 +6,7 @@ use crate::ktap::CaseResult;
 mod common;
 mod create;
 mod create_errors;
+mod importer;
 mod lifetime;
 mod live;
 mod live_util;
