@@ -9,6 +9,7 @@ mod create_errors;
 mod importer;
 mod lifetime;
 mod live;
+mod live_lazy;
 mod live_util;
 mod mmap;
 mod module;
@@ -44,6 +45,7 @@ pub fn all() -> Vec<Suite> {
         lifetime::suite(),
         upstream::suite(),
         live::suite(),
+        live_lazy::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         module::unload_suite(),
