@@ -9,6 +9,7 @@ mod create_errors;
 mod importer;
 mod lifetime;
 mod live;
+mod live_close;
 mod live_importers;
 mod live_lazy;
 mod live_util;
@@ -48,6 +49,7 @@ pub fn all() -> Vec<Suite> {
         live::suite(),
         live_lazy::suite(),
         live_importers::suite(),
+        live_close::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         module::unload_suite(),
