@@ -12,6 +12,7 @@ mod live;
 mod live_close;
 mod live_importers;
 mod live_lazy;
+mod live_stress;
 mod live_util;
 mod mmap;
 mod module;
@@ -50,6 +51,7 @@ pub fn all() -> Vec<Suite> {
         live_lazy::suite(),
         live_importers::suite(),
         live_close::suite(),
+        live_stress::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         module::unload_suite(),
