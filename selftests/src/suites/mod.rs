@@ -10,6 +10,7 @@ mod importer;
 mod lifetime;
 mod live;
 mod live_close;
+mod live_errors;
 mod live_importers;
 mod live_lazy;
 mod live_stress;
@@ -52,6 +53,7 @@ pub fn all() -> Vec<Suite> {
         live_importers::suite(),
         live_close::suite(),
         live_stress::suite(),
+        live_errors::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         module::unload_suite(),
