@@ -12,6 +12,8 @@ use super::common::*;
 use super::live_util::*;
 use super::importer::{Attach, Importer};
 use super::{cases, Suite};
+use crate::ktap::out;
+use std::time::{Duration, Instant};
 use crate::ktap::{CaseResult, Outcome};
 use anyhow::{bail, ensure, Context, Result};
 use nix::libc;
@@ -28,6 +30,7 @@ pub fn suite() -> Suite {
             close_then_punch_through_live_mapping,
             close_while_stale_static_import,
             close_while_stale_importer_fd_closed,
+            release_lag_after_munmap_hugetlb,
             child_creates_punches_exits,
             buffer_outlives_creator_process,
         ],
@@ -71,10 +74,32 @@ fn close_while_pending_rounds(kind: Backing, size: u64, rounds: u64, hole: u64) 
     expect_hugepages_free(&format!("after {rounds} punch-and-close rounds"), free)
 }
 
-/// Every huge page is free again once the memfds and buffers are gone.
+/// How long to wait for huge pages to come back before calling them leaked.
+const FREE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Wait until HugePages_Free is back at `base`; how long it took (zero if it already
+/// was). Fails after FREE_TIMEOUT: the pages leaked.
+fn wait_hugepages_free(what: &str, base: u64) -> Result<Duration> {
+    let t0 = Instant::now();
+    let mut at_once = true;
+    loop {
+        let now = hugepages_free()?;
+        if now == base {
+            return Ok(if at_once { Duration::ZERO } else { t0.elapsed() });
+        }
+        at_once = false;
+        ensure!(t0.elapsed() < FREE_TIMEOUT, "{what}: HugePages_Free {now}, {base} before, after {FREE_TIMEOUT:?} (huge pages leaked)");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every huge page is free again once the memfds and buffers are gone. Freeing can lag
+/// behind the last close (see release_lag_after_munmap_hugetlb): allowed, and reported.
 fn expect_hugepages_free(what: &str, base: u64) -> Result<()> {
-    let now = hugepages_free()?;
-    ensure!(now == base, "{what}: HugePages_Free {now}, {base} before (huge pages leaked)");
+    let lag = wait_hugepages_free(what, base)?;
+    if !lag.is_zero() {
+        out(&format!("    # {what}: huge pages came back {} ms after the last close", lag.as_millis()));
+    }
     Ok(())
 }
 
@@ -225,6 +250,46 @@ fn close_while_stale_importer_fd_closed() -> CaseResult {
         return Ok(o);
     }
     close_while_stale(true)?;
+    Ok(Outcome::Pass)
+}
+
+/// The common teardown order: munmap the memfd, close the dma-buf, close the memfd.
+/// The munmap fires the buffer's notifier, whose queued work item holds the buffer (and
+/// through it the memfd and its pinned pages) after the dma-buf is released. Upstream
+/// udmabuf unpins in its release op: its huge pages are back at once. Here they must be
+/// back within FREE_TIMEOUT; how many rounds were not back at once, and the longest lag,
+/// are reported.
+fn release_lag_after_munmap_hugetlb() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let base = base_refcnt()?;
+    let free = hugepages_free()?;
+    let size = 2 * HUGE_PAGE;
+    let rounds = 10;
+    let (mut late, mut worst) = (0, Duration::ZERO);
+    for r in 0..rounds {
+        {
+            let dev = open_device(&test_device())?;
+            let memfd = memfd(Backing::Hugetlb, size)?;
+            let map = Mapping::shared(&memfd, size)?;
+            map.write(0, &pattern(52, size));
+            let buf = create(dev.as_fd(), &memfd, 0, size, 0).with_context(|| format!("round {r}: UDMABUF_CREATE"))?;
+            drop(map);
+            drop(buf);
+            drop(memfd);
+        }
+        expect_refcnt(&format!("round {r}: after munmap + close"), base)?;
+        let lag = wait_hugepages_free(&format!("round {r}: after munmap + close"), free)?;
+        if !lag.is_zero() {
+            late += 1;
+            worst = worst.max(lag);
+        }
+    }
+    out(&format!(
+        "    # release lag: huge pages not back at once in {late}/{rounds} rounds (longest {} ms)",
+        worst.as_millis()
+    ));
     Ok(Outcome::Pass)
 }
 
