@@ -28,6 +28,7 @@ pub fn suite() -> Suite {
             hole_in_aliased_entries,
             madvise_remove_shmem,
             madvise_remove_hugetlb,
+            punch_outside_the_buffer_changes_nothing,
         ],
     }
 }
@@ -63,6 +64,19 @@ impl Layout {
             first += n;
         }
         false
+    }
+
+    /// Where dma-buf page `page` lives: (memfd index, byte offset in it).
+    fn source(&self, page: u64) -> (usize, u64) {
+        let mut first = 0;
+        for &(m, off, size) in &self.items {
+            let n = size / ps();
+            if page < first + n {
+                return (m, off + (page - first) * ps());
+            }
+            first += n;
+        }
+        panic!("page {page} past the buffer");
     }
 
     /// What the dma-buf must show: the memfd ranges, read through the memfd mappings.
@@ -134,6 +148,19 @@ impl Layout {
         expect_all_matching("after SYNC", &dev, &buf, pages)?;
         let new_pfns = expect_pfns("after SYNC", &dev, &buf, 0, &self.mapped_pfns(&maps)?)?;
         expect_moved("after SYNC", &old_pfns, &new_pfns, |i| self.punched(i as u64))?;
+
+        // The swapped-in pages are the memfd's own: a write through the dma-buf mmap is
+        // seen through the memfd mapping.
+        let page = (0..pages).find(|&p| self.punched(p)).unwrap_or(0);
+        let (m, foff) = self.source(page);
+        let marker = pattern(30, ps());
+        bmap.write(page * ps(), &marker);
+        expect_bytes(
+            &format!("memfd {m} at {foff:#x} after writing dma-buf page {page} through its mmap"),
+            &maps[m].read(foff, ps()),
+            &marker,
+        )?;
+        expect_all_matching("after writing through the dma-buf", &dev, &buf, pages)?;
         Ok(())
     }
 }
@@ -270,4 +297,40 @@ fn madvise_remove_hugetlb() -> CaseResult {
         updates: 1..=1,
         backing: HUGETLB,
     })
+}
+
+/// The buffer covers memfd pages 8..24 of 32, all mapped: punches of pages 0..4 and
+/// 28..32 must leave the buffer alone (no update, same PFNs); a punch of page 10 then
+/// swaps exactly dma-buf page 2.
+fn punch_outside_the_buffer_changes_nothing() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let (pages, first) = (16, 8);
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, 32 * ps())?;
+    let map = Mapping::shared(&memfd, 32 * ps())?;
+    map.write(0, &pattern(1, 32 * ps()));
+    let buf = create(dev.as_fd(), &memfd, first * ps(), pages * ps(), 0).context("UDMABUF_CREATE")?;
+    let bmap = Mapping::shared(&buf, pages * ps())?;
+    let before = info(&dev, &buf)?;
+    let old = expect_pfns("after create", &dev, &buf, 0, &mapped_pfns(&map, first * ps(), pages)?)?;
+    punch(&memfd, 0, 4 * ps())?;
+    punch(&memfd, 28 * ps(), 4 * ps())?;
+    map.write(0, &pattern(2, 32 * ps()));
+    sync(&dev, &buf, 1000)?;
+    expect_progress("punches outside the buffer", &before, &info(&dev, &buf)?, 0..=0, 0)?;
+    let now = expect_pfns("after punches outside", &dev, &buf, 0, &mapped_pfns(&map, first * ps(), pages)?)?;
+    expect_moved("after punches outside", &old, &now, |_| false)?;
+    let want = |m: &Mapping| m.read(first * ps(), pages * ps());
+    expect_bytes("dma-buf after punches outside", &bmap.read(0, pages * ps()), &want(&map))?;
+    punch(&memfd, 10 * ps(), ps())?;
+    map.write(0, &pattern(3, 32 * ps()));
+    sync(&dev, &buf, 1000)?;
+    expect_progress("a punch of memfd page 10", &before, &info(&dev, &buf)?, 1..=1, 1)?;
+    let new = expect_pfns("after the punch inside", &dev, &buf, 0, &mapped_pfns(&map, first * ps(), pages)?)?;
+    expect_moved("after the punch inside", &old, &new, |i| i == 2)?;
+    expect_bytes("dma-buf after the punch inside", &bmap.read(0, pages * ps()), &want(&map))?;
+    expect_all_matching("after the punch inside", &dev, &buf, pages)?;
+    Ok(Outcome::Pass)
 }
