@@ -29,6 +29,8 @@ pub fn suite() -> Suite {
             madvise_remove_shmem,
             madvise_remove_hugetlb,
             punch_outside_the_buffer_changes_nothing,
+            hole_left_unwritten_shmem,
+            hole_left_unwritten_hugetlb,
         ],
     }
 }
@@ -332,5 +334,60 @@ fn punch_outside_the_buffer_changes_nothing() -> CaseResult {
     expect_moved("after the punch inside", &old, &new, |i| i == 2)?;
     expect_bytes("dma-buf after the punch inside", &bmap.read(0, pages * ps()), &want(&map))?;
     expect_all_matching("after the punch inside", &dev, &buf, pages)?;
+    Ok(Outcome::Pass)
+}
+
+/// A hole nobody writes: the update fills it with a page that must be the memfd's own
+/// (in its page cache), zero-filled; a later write through the memfd mapping reaches
+/// the buffer without another update. With hugetlb the pool's free and reserved counts
+/// must be back where they were once everything is closed.
+fn hole_left_unwritten(kind: Backing) -> Result<()> {
+    let pool = hugepage_pool()?;
+    {
+        let g = kind.granule();
+        let size = 4 * g;
+        let pages = size / ps();
+        let hole = (g, g); // the second granule
+        let dev = open_device(&test_device())?;
+        let memfd = memfd(kind, size)?;
+        let map = Mapping::shared(&memfd, size)?;
+        map.write(0, &pattern(1, size));
+        let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+        let bmap = Mapping::shared(&buf, size)?;
+        let before = info(&dev, &buf)?;
+        punch(&memfd, hole.0, hole.1)?;
+        sync(&dev, &buf, 1000)?;
+        let after = info(&dev, &buf)?;
+        expect_progress("punch + SYNC, hole left unwritten", &before, &after, 1..=1, hole.1 / ps())?;
+        expect_all_matching("after SYNC over an unwritten hole", &dev, &buf, pages)?;
+        let mut want = pattern(1, size);
+        want[hole.0 as usize..(hole.0 + hole.1) as usize].fill(0);
+        expect_bytes("dma-buf mmap over an unwritten hole", &bmap.read(0, size), &want)?;
+        expect_bytes("memfd mapping over an unwritten hole", &map.read(0, size), &want)?;
+        expect_pfns("the filled hole is the memfd's page", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+        map.write(0, &pattern(2, size));
+        sync(&dev, &buf, 1000)?;
+        expect_progress("writing the filled hole", &after, &info(&dev, &buf)?, 0..=0, 0)?;
+        expect_bytes("dma-buf mmap after writing the filled hole", &bmap.read(0, size), &pattern(2, size))?;
+    }
+    if kind == Backing::Hugetlb {
+        expect_hugepage_pool("after closing everything", pool)?;
+    }
+    Ok(())
+}
+
+fn hole_left_unwritten_shmem() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    hole_left_unwritten(Backing::Shmem)?;
+    Ok(Outcome::Pass)
+}
+
+fn hole_left_unwritten_hugetlb() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    hole_left_unwritten(Backing::Hugetlb)?;
     Ok(Outcome::Pass)
 }

@@ -25,6 +25,8 @@ pub fn suite() -> Suite {
             sync_ioctl_resyncs_hugetlb,
             unmapped_since_create,
             partially_mapped,
+            unwritten_hole_shmem,
+            unwritten_hole_hugetlb,
         ],
     }
 }
@@ -235,5 +237,67 @@ fn partially_mapped() -> CaseResult {
     expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
     expect_progress("SYNC after punches in both halves", &before, &info(&dev, &buf)?, 1..=2, 2)?;
     drop(half);
+    Ok(Outcome::Pass)
+}
+
+/// An unwatched punch left as a hole: VERIFY counts holes (not stale pages) until SYNC
+/// fills them from the memfd; the filled page is the memfd's own (a later write to the
+/// memfd reaches the buffer without another update); with hugetlb the pool's free and
+/// reserved counts are back once everything is closed.
+fn unwritten_hole(kind: Backing) -> Result<()> {
+    let pool = hugepage_pool()?;
+    {
+        let g = kind.granule();
+        let size = 4 * g;
+        let pages = size / ps();
+        let dev = open_device(&test_device())?;
+        let memfd = memfd(kind, size)?;
+        fill_memfd(&memfd, size, 0, &pattern(13, size))?;
+        let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+        let before = info(&dev, &buf)?;
+        expect_state("created from an unmapped memfd", &before, 0, WATCHED)?;
+        let bmap = Mapping::shared(&buf, size)?;
+        punch(&memfd, 2 * g, g)?;
+        let v = verify(&dev, &buf)?;
+        ensure!(
+            v.holes == g / ps() && v.stale == 0 && v.first_mismatch == 2 * g,
+            "VERIFY over an unwatched, unwritten hole: {v:?}; expected {} holes from {:#x}",
+            g / ps(),
+            2 * g
+        );
+        sync(&dev, &buf, 0)?;
+        let after = info(&dev, &buf)?;
+        expect_progress("SYNC over an unwritten hole", &before, &after, 1..=1, g / ps())?;
+        expect_all_matching("after SYNC", &dev, &buf, pages)?;
+        let mut want = pattern(13, size);
+        want[(2 * g) as usize..(3 * g) as usize].fill(0);
+        expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &want)?;
+        let map = Mapping::shared(&memfd, size)?;
+        expect_bytes("memfd after SYNC", &map.read(0, size), &want)?;
+        expect_pfns("the filled hole is the memfd's page", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+        map.write(0, &pattern(14, size));
+        sync(&dev, &buf, 0)?;
+        expect_progress("writing the filled hole", &after, &info(&dev, &buf)?, 0..=0, 0)?;
+        expect_bytes("dma-buf mmap after writing the filled hole", &bmap.read(0, size), &pattern(14, size))?;
+    }
+    if kind == Backing::Hugetlb {
+        expect_hugepage_pool("after closing everything", pool)?;
+    }
+    Ok(())
+}
+
+fn unwritten_hole_shmem() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    unwritten_hole(Backing::Shmem)?;
+    Ok(Outcome::Pass)
+}
+
+fn unwritten_hole_hugetlb() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    unwritten_hole(Backing::Hugetlb)?;
     Ok(Outcome::Pass)
 }

@@ -266,11 +266,51 @@ pub fn expect_refcnt(what: &str, base: u64) -> Result<()> {
     Ok(())
 }
 
-/// HugePages_Free from /proc/meminfo: a leaked pin of a hugetlb page keeps it used.
-pub fn hugepages_free() -> Result<u64> {
+/// A counter of /proc/meminfo without its unit.
+pub fn meminfo(key: &str) -> Result<u64> {
     let m = std::fs::read_to_string("/proc/meminfo").context("/proc/meminfo")?;
-    let v = m.lines().find_map(|l| l.strip_prefix("HugePages_Free:")).context("no HugePages_Free in /proc/meminfo")?;
-    v.trim().parse().with_context(|| format!("HugePages_Free {v:?}"))
+    let v = m
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        .with_context(|| format!("no {key} in /proc/meminfo"))?;
+    v.trim().trim_end_matches("kB").trim().parse().with_context(|| format!("{key} {v:?}"))
+}
+
+/// HugePages_Free: a leaked pin of a hugetlb page keeps it used.
+pub fn hugepages_free() -> Result<u64> {
+    meminfo("HugePages_Free")
+}
+
+/// The huge page pool's free and reserved counts, to compare before and after a case.
+pub fn hugepage_pool() -> Result<(u64, u64)> {
+    Ok((meminfo("HugePages_Free")?, meminfo("HugePages_Rsvd")?))
+}
+
+/// The pool must be back at `base` once everything is closed. Freeing can lag behind
+/// the last close (a queued work item may still hold the buffer): wait up to 5 s, and
+/// report the lag.
+pub fn expect_hugepage_pool(what: &str, base: (u64, u64)) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let mut at_once = true;
+    loop {
+        let now = hugepage_pool()?;
+        if now == base {
+            if !at_once {
+                crate::ktap::out(&format!("    # {what}: huge page pool back {} ms after the last close", t0.elapsed().as_millis()));
+            }
+            return Ok(());
+        }
+        ensure!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "{what}: HugePages_Free/HugePages_Rsvd {}/{}, {}/{} before, after 5 s (huge pages or reservations leaked)",
+            now.0,
+            now.1,
+            base.0,
+            base.1
+        );
+        at_once = false;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Run `f` in a forked child and return what it reported: Ok if it returned Ok and
