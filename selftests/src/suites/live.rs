@@ -31,6 +31,7 @@ pub fn suite() -> Suite {
             punch_outside_the_buffer_changes_nothing,
             hole_left_unwritten_shmem,
             hole_left_unwritten_hugetlb,
+            hugetlb_partial_punch,
         ],
     }
 }
@@ -389,5 +390,37 @@ fn hole_left_unwritten_hugetlb() -> CaseResult {
         return Ok(o);
     }
     hole_left_unwritten(Backing::Hugetlb)?;
+    Ok(Outcome::Pass)
+}
+
+/// hugetlb punches are huge-page granular: a punch from 8 KiB before the end of huge
+/// page 0 to 8 KiB into huge page 2 zeroes those bytes in place (same pages, no update
+/// for them) and replaces huge page 1 whole (512 pages swapped, left unwritten: zeroes).
+fn hugetlb_partial_punch() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = 3 * HUGE_PAGE;
+    let pages = size / ps();
+    let (start, end) = (HUGE_PAGE - 2 * ps(), 2 * HUGE_PAGE + 2 * ps());
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Hugetlb, size)?;
+    let map = Mapping::shared(&memfd, size)?;
+    map.write(0, &pattern(1, size));
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let bmap = Mapping::shared(&buf, size)?;
+    let before = info(&dev, &buf)?;
+    let old = expect_pfns("after create", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+    punch(&memfd, start, end - start)?;
+    sync(&dev, &buf, 1000)?;
+    expect_progress("a punch over 1 whole and 2 partial huge pages", &before, &info(&dev, &buf)?, 1..=1, HUGE_PAGE / ps())?;
+    let mut want = pattern(1, size);
+    want[start as usize..end as usize].fill(0);
+    expect_bytes("memfd after the punch", &map.read(0, size), &want)?;
+    expect_bytes("dma-buf mmap after the punch", &bmap.read(0, size), &want)?;
+    expect_all_matching("after the punch", &dev, &buf, pages)?;
+    let new = expect_pfns("after the punch", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+    let hp = HUGE_PAGE / ps();
+    expect_moved("after the punch", &old, &new, |i| (hp..2 * hp).contains(&(i as u64)))?;
     Ok(Outcome::Pass)
 }

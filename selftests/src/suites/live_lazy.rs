@@ -24,6 +24,8 @@ pub fn suite() -> Suite {
             dynamic_import_resyncs,
             sync_ioctl_resyncs_hugetlb,
             unmapped_since_create,
+            mremap_stops_watching,
+            mprotect_keeps_watching,
             partially_mapped,
             unwritten_hole_shmem,
             unwritten_hole_hugetlb,
@@ -210,6 +212,81 @@ fn unmapped_since_create() -> CaseResult {
     expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(10, size))?;
     expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
     expect_progress("SYNC after munmap + punch", &before, &info(&dev, &buf)?, 1..=1, 2)?;
+    Ok(Outcome::Pass)
+}
+
+/// Moving the watched mapping (mremap) unmaps the watched range: no longer watched, and
+/// SYNC finds a punch made afterwards.
+fn mremap_stops_watching() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = PAGES * ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    let map = Mapping::shared(&memfd, size)?;
+    map.write(0, &pattern(15, size));
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let before = info(&dev, &buf)?;
+    expect_state("created with the memfd mapped", &before, WATCHED, 0)?;
+    // Move the mapping onto a reserved address (same size: without MREMAP_FIXED the
+    // kernel would leave it in place); the old range is unmapped, the new one unwatched.
+    use nix::libc;
+    // SAFETY: a fresh anonymous reservation, replaced by the move below.
+    let target = unsafe {
+        libc::mmap(std::ptr::null_mut(), size as usize, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    ensure!(target != libc::MAP_FAILED, "mmap of the target range: {}", nix::errno::Errno::last());
+    // SAFETY: moves a mapping we own onto our reservation; `map` is forgotten below and
+    // the moved mapping unmapped at the end.
+    let moved = unsafe {
+        libc::mremap(map.addr() as *mut libc::c_void, size as usize, size as usize, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, target)
+    };
+    ensure!(moved == target, "mremap(MREMAP_FIXED): {:?} ({})", moved, nix::errno::Errno::last());
+    std::mem::forget(map);
+    let result = (|| -> Result<()> {
+        expect_state("after mremap of the memfd mapping", &info(&dev, &buf)?, 0, WATCHED)?;
+        let bmap = Mapping::shared(&buf, size)?;
+        punch(&memfd, 3 * ps(), 2 * ps())?;
+        pwrite(&memfd, 0, &pattern(16, size))?;
+        sync(&dev, &buf, 0)?;
+        expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(16, size))?;
+        expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
+        expect_progress("SYNC after mremap + punch", &before, &info(&dev, &buf)?, 1..=1, 2)?;
+        Ok(())
+    })();
+    // SAFETY: unmaps the moved mapping, which nothing else refers to.
+    unsafe { libc::munmap(moved, size as usize) };
+    result?;
+    Ok(Outcome::Pass)
+}
+
+/// mprotect changes protections but unmaps nothing: still watched, and a punch through
+/// the read-only mapping's file is applied by the worker.
+fn mprotect_keeps_watching() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = PAGES * ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    let map = Mapping::shared(&memfd, size)?;
+    map.write(0, &pattern(17, size));
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let before = info(&dev, &buf)?;
+    // SAFETY: changes the protection of a mapping we own; it is only read below.
+    let r = unsafe { nix::libc::mprotect(map.addr() as *mut nix::libc::c_void, size as usize, nix::libc::PROT_READ) };
+    nix::errno::Errno::result(r).context("mprotect(PROT_READ)")?;
+    expect_state("after mprotect of the memfd mapping", &info(&dev, &buf)?, WATCHED, 0)?;
+    let bmap = Mapping::shared(&buf, size)?;
+    punch(&memfd, 6 * ps(), ps())?;
+    pwrite(&memfd, 0, &pattern(18, size))?;
+    sync(&dev, &buf, 0)?;
+    expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(18, size))?;
+    expect_bytes("read-only memfd mapping", &map.read(0, size), &pattern(18, size))?;
+    expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
+    expect_progress("punch + SYNC after mprotect", &before, &info(&dev, &buf)?, 1..=1, 1)?;
+    expect_state("after SYNC", &info(&dev, &buf)?, WATCHED, STALE | PENDING)?;
     Ok(Outcome::Pass)
 }
 
