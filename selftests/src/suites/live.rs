@@ -32,6 +32,7 @@ pub fn suite() -> Suite {
             hole_left_unwritten_shmem,
             hole_left_unwritten_hugetlb,
             hugetlb_partial_punch,
+            cpu_access_bracket_across_update,
         ],
     }
 }
@@ -422,5 +423,33 @@ fn hugetlb_partial_punch() -> CaseResult {
     let new = expect_pfns("after the punch", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
     let hp = HUGE_PAGE / ps();
     expect_moved("after the punch", &old, &new, |i| (hp..2 * hp).contains(&(i as u64)))?;
+    Ok(Outcome::Pass)
+}
+
+/// A CPU access bracket (DMA_BUF_IOCTL_SYNC START ... END) with an update applied inside
+/// it: END must still succeed, as it does on the built-in udmabuf, and the mmap shows
+/// the new bytes.
+fn cpu_access_bracket_across_update() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = 16 * ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    let map = Mapping::shared(&memfd, size)?;
+    map.write(0, &pattern(1, size));
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let bmap = Mapping::shared(&buf, size)?;
+    let before = info(&dev, &buf)?;
+    dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
+    punch(&memfd, 3 * ps(), ps())?;
+    map.write(0, &pattern(2, size));
+    sync(&dev, &buf, 1000)?;
+    expect_progress("punch + SYNC inside a CPU access bracket", &before, &info(&dev, &buf)?, 1..=1, 1)?;
+    expect_bytes("dma-buf mmap inside the bracket", &bmap.read(0, size), &pattern(2, size))?;
+    dmabuf_sync(&buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END after an update inside the bracket")?;
+    // And a bracket after the update works as before.
+    dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START after the update")?;
+    dmabuf_sync(&buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END after the update")?;
     Ok(Outcome::Pass)
 }
