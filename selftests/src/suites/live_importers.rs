@@ -19,6 +19,7 @@ use nix::errno::Errno;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 use udmabuf_live_uapi::*;
+use std::ops::RangeInclusive;
 
 pub fn suite() -> Suite {
     Suite {
@@ -29,6 +30,8 @@ pub fn suite() -> Suite {
             stale_until_vunmap,
             dynamic_importer_remaps_new_pages,
             vgem_attach_does_not_defer,
+            stale_until_last_holder_goes,
+            repunch_while_stale_hugetlb,
         ],
     }
 }
@@ -259,5 +262,99 @@ fn vgem_attach_does_not_defer() -> CaseResult {
     drop(view);
     drop(back);
     vgem::gem_close(&drm, handle).context("GEM_CLOSE")?;
+    Ok(Outcome::Pass)
+}
+
+fn expect_sync_timeout(what: &str, dev: &OwnedFd, buf: &OwnedFd) -> Result<()> {
+    match sync_raw(dev, fdnum(buf), 0) {
+        Err(Errno::ETIMEDOUT) => {}
+        other => bail!("SYNC {what}: {other:?}, expected ETIMEDOUT"),
+    }
+    expect_state(what, &info(dev, buf)?, STALE, 0)
+}
+
+fn expect_progress_since(what: &str, dev: &OwnedFd, buf: &OwnedFd, before: &UdmabufLiveInfo, updates: RangeInclusive<u64>, pages: u64) -> Result<()> {
+    expect_progress(what, before, &info(dev, buf)?, updates, pages)
+}
+
+/// Three holders: a static import and a vmap from before the punch, and a second static
+/// import made while stale (it starts on the old pages too, like the first). The update
+/// waits until the last of them goes, whatever the order.
+fn stale_until_last_holder_goes() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size())?;
+    let map = Mapping::shared(&memfd, size())?;
+    map.write(0, &pattern(1, size()));
+    let buf = create(dev.as_fd(), &memfd, 0, size(), 0).context("UDMABUF_CREATE")?;
+    let bmap = Mapping::shared(&buf, size())?;
+    let imp = Importer::open()?;
+    let a = imp.import(&buf, Attach::Static).context("first static import")?;
+    let v = imp.vmap(&buf).context("vmap")?;
+    let before = info(&dev, &buf)?;
+    let old = pfns(&dev, &buf, 0, PAGES)?;
+    punch(&memfd, HOLE.0 * ps(), HOLE.1 * ps())?;
+    map.write(0, &pattern(2, size()));
+    expect_sync_timeout("held by a static import and a vmap", &dev, &buf)?;
+    let b = imp.import(&buf, Attach::Static).context("second static import, while stale")?;
+    let i = info(&dev, &buf)?;
+    ensure!(i.pins == 2, "INFO with two static imports: pins {}, expected 2", i.pins);
+    let seen = imp.view(b, PAGES).context("PFNs of the second import")?;
+    ensure!(seen.pfns == old, "an import made while stale maps other pages than the first import");
+    imp.release(a).context("release the first import")?;
+    expect_sync_timeout("still held by an import and a vmap", &dev, &buf)?;
+    imp.release(v).context("vunmap")?;
+    expect_sync_timeout("still held by the second import", &dev, &buf)?;
+    expect_bytes("dma-buf mmap while stale", &bmap.read(0, size()), &stale_view())?;
+    expect_progress_since("while held", &dev, &buf, &before, 0..=0, 0)?;
+    imp.release(b).context("release the second import")?;
+    sync(&dev, &buf, 1000).context("SYNC after the last holder went")?;
+    expect_progress_since("after the last holder went", &dev, &buf, &before, 1..=1, HOLE.1)?;
+    expect_all_matching("after the last holder went", &dev, &buf, PAGES)?;
+    expect_bytes("dma-buf mmap after the last holder went", &bmap.read(0, size()), &pattern(2, size()))?;
+    expect_pfns("after the last holder went", &dev, &buf, 0, &mapped_pfns(&map, 0, PAGES)?)?;
+    Ok(Outcome::Pass)
+}
+
+/// A huge page punched twice while a static import holds the buffer: the second new
+/// page replaces the first in the waiting set (whose pin must be dropped: the pool is
+/// checked after closing), and the release applies only the newest one.
+fn repunch_while_stale_hugetlb() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let pool = hugepage_pool()?;
+    {
+        let size = 2 * HUGE_PAGE;
+        let pages = size / ps();
+        let dev = open_device(&test_device())?;
+        let memfd = memfd(Backing::Hugetlb, size)?;
+        let map = Mapping::shared(&memfd, size)?;
+        map.write(0, &pattern(1, size));
+        let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+        let bmap = Mapping::shared(&buf, size)?;
+        let imp = Importer::open()?;
+        let id = imp.import(&buf, Attach::Static).context("static import")?;
+        let before = info(&dev, &buf)?;
+        for round in 0..3u8 {
+            punch(&memfd, HUGE_PAGE, HUGE_PAGE)?;
+            map.write(0, &pattern(2 + round, size));
+            expect_sync_timeout(&format!("punch {round} while imported"), &dev, &buf)?;
+            let v = verify(&dev, &buf)?;
+            ensure!(v.stale + v.holes == pages / 2, "VERIFY after punch {round} while imported: {v:?}");
+        }
+        let mut stale = pattern(4, size);
+        stale[HUGE_PAGE as usize..].copy_from_slice(&pattern(1, size)[HUGE_PAGE as usize..]);
+        expect_bytes("dma-buf mmap while stale", &bmap.read(0, size), &stale)?;
+        imp.release(id).context("release the import")?;
+        sync(&dev, &buf, 1000).context("SYNC after the release")?;
+        expect_progress_since("after the release", &dev, &buf, &before, 1..=1, pages / 2)?;
+        expect_all_matching("after the release", &dev, &buf, pages)?;
+        expect_bytes("dma-buf mmap after the release", &bmap.read(0, size), &pattern(4, size))?;
+        expect_pfns("after the release", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+    }
+    expect_hugepage_pool("after closing everything", pool)?;
     Ok(Outcome::Pass)
 }
