@@ -29,6 +29,9 @@ pub fn suite() -> Suite {
             partially_mapped,
             unwritten_hole_shmem,
             unwritten_hole_hugetlb,
+            unwritten_hole_dynamic_import_shmem,
+            unwritten_hole_dynamic_import_hugetlb,
+            unwritten_hole_static_import_hugetlb,
         ],
     }
 }
@@ -318,10 +321,11 @@ fn partially_mapped() -> CaseResult {
 }
 
 /// An unwatched punch left as a hole: VERIFY counts holes (not stale pages) until SYNC
-/// fills them from the memfd; the filled page is the memfd's own (a later write to the
+/// or an import (map_dma_buf or the first pin, under the reservation lock) fills them
+/// from the memfd; the filled page is the memfd's own (a later write to the
 /// memfd reaches the buffer without another update); with hugetlb the pool's free and
 /// reserved counts are back once everything is closed.
-fn unwritten_hole(kind: Backing) -> Result<()> {
+fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
     let pool = hugepage_pool()?;
     {
         let g = kind.granule();
@@ -342,9 +346,16 @@ fn unwritten_hole(kind: Backing) -> Result<()> {
             g / ps(),
             2 * g
         );
-        sync(&dev, &buf, 0)?;
+        let imp = Importer::open()?;
+        let import = match via {
+            None => {
+                sync(&dev, &buf, 0)?;
+                None
+            }
+            Some(how) => Some(imp.import(&buf, how).with_context(|| format!("{how:?} import"))?),
+        };
         let after = info(&dev, &buf)?;
-        expect_progress("SYNC over an unwritten hole", &before, &after, 1..=1, g / ps())?;
+        expect_progress("the resync of an unwritten hole", &before, &after, 1..=1, g / ps())?;
         expect_all_matching("after SYNC", &dev, &buf, pages)?;
         let mut want = pattern(13, size);
         want[(2 * g) as usize..(3 * g) as usize].fill(0);
@@ -356,6 +367,11 @@ fn unwritten_hole(kind: Backing) -> Result<()> {
         sync(&dev, &buf, 0)?;
         expect_progress("writing the filled hole", &after, &info(&dev, &buf)?, 0..=0, 0)?;
         expect_bytes("dma-buf mmap after writing the filled hole", &bmap.read(0, size), &pattern(14, size))?;
+        if let Some(id) = import {
+            let view = imp.view(id, pages).context("the importer's PFNs")?;
+            ensure!(view.pfns == pfns(&dev, &buf, 0, pages)?, "the importer maps other pages than the buffer holds");
+            imp.release(id).context("release the import")?;
+        }
     }
     if kind == Backing::Hugetlb {
         expect_hugepage_pool("after closing everything", pool)?;
@@ -367,7 +383,7 @@ fn unwritten_hole_shmem() -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
-    unwritten_hole(Backing::Shmem)?;
+    unwritten_hole(Backing::Shmem, None)?;
     Ok(Outcome::Pass)
 }
 
@@ -375,6 +391,30 @@ fn unwritten_hole_hugetlb() -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
-    unwritten_hole(Backing::Hugetlb)?;
+    unwritten_hole(Backing::Hugetlb, None)?;
+    Ok(Outcome::Pass)
+}
+
+fn unwritten_hole_dynamic_import_shmem() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    unwritten_hole(Backing::Shmem, Some(Attach::Dynamic))?;
+    Ok(Outcome::Pass)
+}
+
+fn unwritten_hole_dynamic_import_hugetlb() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    unwritten_hole(Backing::Hugetlb, Some(Attach::Dynamic))?;
+    Ok(Outcome::Pass)
+}
+
+fn unwritten_hole_static_import_hugetlb() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    unwritten_hole(Backing::Hugetlb, Some(Attach::Static))?;
     Ok(Outcome::Pass)
 }
