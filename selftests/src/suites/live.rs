@@ -125,7 +125,13 @@ impl Layout {
             self.backing,
             items.len()
         );
-        ensure!(before.notifiers >= 1, "INFO after create: no notifier although the memfds are mapped: {before:?}");
+        // Each entry overlaps exactly one mapping (its memfd's, mapped whole): one notifier each.
+        ensure!(
+            before.notifiers == items.len() as u32,
+            "INFO after create: {} notifiers, expected one per entry ({}): {before:?}",
+            before.notifiers,
+            items.len()
+        );
         ensure!(
             before.generation == 0 && before.updates == 0 && before.pages_swapped == 0 && before.pins == 0,
             "INFO after create: counters not zero: {before:?}"
