@@ -36,8 +36,11 @@ module: kernel
 # The test importer module (selftests/importer/), against the same kernel tree.
 importer: kernel
 	@echo "==> building selftests/importer/ against $(KBUILD_DIR)"
-	@mkdir -p $(MODULE_OUT)/importer
+	@mkdir -p $(MODULE_OUT)/importer $(MODULE_OUT)/c-importer
 	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/selftests/importer MO=$(MODULE_OUT)/importer $(KBUILD_ARGS) modules
+	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/selftests/c-importer MO=$(MODULE_OUT)/c-importer $(KBUILD_ARGS) modules
+
+# The guest tests' own dma-buf importer (static, dynamic, vmap): not part of the product.
 
 # Host build of the userspace workspace (cli, uapi, selftests).
 userspace:

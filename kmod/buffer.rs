@@ -22,7 +22,7 @@ use crate::sys::{
     memfd::{Backing, FileMapping, MemFile, MAX_MAPPINGS},
     memlock::MemlockCharge,
     notifier::IntervalNotifier,
-    sgt::MappedSgTable,
+    sgt::{Direction, MappedSgTable},
     vm::VMap,
     wq::QueueRef,
     PAGE_SHIFT, PAGE_SIZE,
@@ -72,7 +72,12 @@ pub(crate) struct State {
     /// The buffer's pages in dma-buf order, each pinned.
     pub(crate) pages: PinnedPages,
     /// Mapping for the misc device used by begin/end_cpu_access (as upstream's ubuf->sg).
+    /// An update drops it (it maps old pages); the next CPU access rebuilds it.
     pub(crate) cpu_sgt: Option<MappedSgTable>,
+    /// Direction of the first begin_cpu_access: set once CPU access has started, so an
+    /// end_cpu_access after an update still works (upstream fails it only before any
+    /// begin).
+    pub(crate) cpu_dir: Option<Direction>,
     /// The kernel mapping while a vmap is active (the dma-buf core counts vmap users).
     pub(crate) vmap: Option<VMap>,
     /// Pins by static importers (dma_buf_pin); their pages may not change meanwhile.
@@ -188,7 +193,7 @@ pub(crate) fn create(
             backing,
             ranges,
             state <- new_mutex!(
-                State { pages, cpu_sgt: None, vmap: None, pins: 0, deferred: KVVec::new(), deferred_count: 0 },
+                State { pages, cpu_sgt: None, cpu_dir: None, vmap: None, pins: 0, deferred: KVVec::new(), deferred_count: 0 },
                 "udmabuf_live_buffer_state"
             ),
             applied <- new_condvar!("udmabuf_live_applied"),

@@ -4,14 +4,25 @@
 //! (map, first pin, CPU access) a pending or lazy update is applied, so an importer
 //! never starts on pages that have left the memfd.
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, State};
 use crate::sys::{
     dmabuf::{Attachment, DmaBufSlot, Exporter, ResvLocked},
+    folio::PinnedPages,
     sgt::{Direction, MappedSgTable},
     vm::{Fault, FaultResult, VMap, VMapAddr},
 };
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
+
+impl Buffer {
+    /// The CPU-access table, built for the current pages if an update dropped it.
+    fn cpu_table<'a>(&self, state: &'a mut State, dir: Direction) -> Result<&'a MappedSgTable> {
+        if state.cpu_sgt.is_none() {
+            state.cpu_sgt = Some(MappedSgTable::new(&state.pages, self.misc_dev.dma_device(), dir)?);
+        }
+        state.cpu_sgt.as_ref().ok_or(EINVAL)
+    }
+}
 
 impl Exporter for Buffer {
     fn slot(&self) -> &DmaBufSlot {
@@ -61,20 +72,30 @@ impl Exporter for Buffer {
             self.update(!self.watched.load(Ordering::Acquire))?;
         }
         let mut state = self.state.lock();
-        if state.cpu_sgt.is_none() {
-            state.cpu_sgt = Some(MappedSgTable::new(&state.pages, self.misc_dev.dma_device(), dir)?);
-        }
-        if let Some(sgt) = &state.cpu_sgt {
-            sgt.sync_for_cpu(dir);
-        }
+        let first_dir = *state.cpu_dir.get_or_insert(dir);
+        self.cpu_table(&mut state, first_dir)?.sync_for_cpu(dir);
         Ok(())
     }
 
     fn end_cpu_access(&self, dir: Direction) -> Result {
-        let state = self.state.lock();
-        let sgt = state.cpu_sgt.as_ref().ok_or(EINVAL)?;
-        sgt.sync_for_device(dir);
+        let mut state = self.state.lock();
+        // As upstream: EINVAL only if CPU access never began.
+        let first_dir = state.cpu_dir.ok_or(EINVAL)?;
+        self.cpu_table(&mut state, first_dir)?.sync_for_device(dir);
         Ok(())
+    }
+
+    fn released(&self) {
+        // Nothing can reach the pages any more (no importer, mmap or vmap holds the
+        // dma-buf, and the slot is empty, so no update runs): unpin them now rather than
+        // when the last reference to the buffer goes, which a queued work item may hold
+        // a little longer.
+        let mut state = self.state.lock();
+        state.cpu_sgt = None;
+        state.vmap = None;
+        state.deferred = KVVec::new();
+        state.deferred_count = 0;
+        state.pages = PinnedPages::empty();
     }
 
     fn mmap(&self, shared: bool) -> Result {

@@ -21,6 +21,9 @@ pub(crate) trait Exporter: Send + Sync + Sized + 'static {
     /// The dma-buf is being freed: drop what could still call into it. Runs before
     /// the slot is emptied and the exporter's `Arc` is dropped.
     fn release(&self);
+    /// The slot is empty now (no worker can be using the dma-buf): free what only the
+    /// dma-buf needed. Runs right before the exporter's `Arc` is dropped.
+    fn released(&self) {}
     fn pin(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>) -> Result;
     fn unpin(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>);
     fn map(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>, dir: Direction) -> Result<MappedSgTable>;
@@ -350,6 +353,7 @@ impl<T: Exporter> Vtable<T> {
         // INVARIANT (DmaBufHandle): unpublished before the dma-buf is freed; waits for a
         // worker that is using it.
         *exp.slot().inner.lock() = None;
+        exp.released();
         // SAFETY: `priv_` is the Arc<T> installed at export; release is the last
         // callback, so the reference is given back exactly once.
         drop(unsafe { Arc::from_raw((*dmabuf).priv_ as *const T) });

@@ -143,6 +143,11 @@ impl PinnedPages {
         Ok(Self { pages: KVVec::with_capacity(nr_pages, GFP_KERNEL)? })
     }
 
+    /// No pages (used once a buffer is released).
+    pub(crate) fn empty() -> Self {
+        Self { pages: KVVec::new() }
+    }
+
     /// Take over `folio` and append up to `want` of its pages, starting at byte
     /// `offset` inside it. Returns how many pages were appended.
     pub(crate) fn append(&mut self, folio: PinnedFolio, offset: usize, want: usize) -> Result<usize> {

@@ -287,6 +287,11 @@ impl Mapping {
         Self::new(fd, len, 0, true).with_context(|| format!("mmap(MAP_SHARED, {len} bytes)"))
     }
 
+    /// The user address the mapping starts at (for /proc/self/pagemap and madvise).
+    pub fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
     pub fn read(&self, off: u64, len: u64) -> Vec<u8> {
         assert!(off + len <= self.len as u64, "read past the mapping");
         let mut v = vec![0u8; len as usize];

@@ -2,7 +2,7 @@
 //! state and counters, and forgets it when its dma-buf goes.
 
 use super::common::*;
-use super::live::{punch, sync};
+use super::live_util::{punch, sync};
 use super::{cases, Suite};
 use crate::ktap::{CaseResult, Outcome};
 use anyhow::{bail, ensure, Context, Result};

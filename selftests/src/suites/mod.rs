@@ -11,6 +11,13 @@ mod debugfs;
 mod importer;
 mod lifetime;
 mod live;
+mod live_close;
+mod live_errors;
+mod live_importers;
+mod live_lazy;
+mod live_stress;
+mod live_util;
+mod test_importer;
 mod mmap;
 mod module;
 mod security;
@@ -47,6 +54,11 @@ pub fn all() -> Vec<Suite> {
         upstream::suite(),
         importer::suite(),
         live::suite(),
+        live_lazy::suite(),
+        live_importers::suite(),
+        live_close::suite(),
+        live_stress::suite(),
+        live_errors::suite(),
         debugfs::suite(),
         security::suite(),
         // The CLI as users run it, as separate processes, on both devices.

@@ -1,6 +1,8 @@
 //! A real importer: vgem (built into the test kernel) imports the dma-buf with
-//! DRM_IOCTL_PRIME_FD_TO_HANDLE, which attaches to it and maps it for DMA, so the
-//! exporter's attach/map_dma_buf path runs. The import holds the buffer: exporting the
+//! DRM_IOCTL_PRIME_FD_TO_HANDLE, which attaches to it. In 7.2 vgem imports with
+//! drm_gem_shmem_prime_import_no_map(): it attaches but never maps (nor pins) the
+//! dma-buf; the mapping, pin and vmap paths are exercised with the tests' own importer
+//! (importer.rs). The import holds the buffer: exporting the
 //! handle back (PRIME_HANDLE_TO_FD) gives the same dma-buf, with its content, even after
 //! the user closed every fd of their own.
 
@@ -102,7 +104,7 @@ pub(super) fn fd_to_handle(drm: &OwnedFd, dmabuf: &impl AsRawFd) -> Result<u32, 
     Ok(a.handle)
 }
 
-fn handle_to_fd(drm: &OwnedFd, handle: u32) -> Result<OwnedFd, Errno> {
+pub(super) fn handle_to_fd(drm: &OwnedFd, handle: u32) -> Result<OwnedFd, Errno> {
     let mut a = DrmPrimeHandle { handle, flags: DRM_CLOEXEC | DRM_RDWR, fd: -1 };
     // SAFETY: `a` is a valid drm_prime_handle.
     unsafe { drm_ioctl_prime_handle_to_fd(drm.as_raw_fd(), &mut a) }?;

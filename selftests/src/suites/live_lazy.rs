@@ -1,0 +1,420 @@
+//! Live updates without notifier coverage ("not watched"): the creator never mapped the
+//! memfd (it wrote it with pwrite), or unmapped it since, or mapped only part of it. No
+//! notifier sees the punch, so nothing happens until the buffer is used: begin_cpu_access
+//! (DMA_BUF_IOCTL_SYNC), map_dma_buf and the first pin (an import) and SYNC compare
+//! every page with the memfd and swap in what changed. Before that VERIFY reports the
+//! replaced pages as stale.
+
+use super::common::*;
+use super::live_util::*;
+use super::test_importer::{Attach, Importer};
+use super::{cases, Suite};
+use crate::ktap::{CaseResult, Outcome};
+use anyhow::{ensure, Context, Result};
+use std::os::fd::{AsFd, OwnedFd};
+use udmabuf_live_uapi::*;
+
+pub fn suite() -> Suite {
+    Suite {
+        name: "live-lazy",
+        cases: cases![
+            cpu_access_resyncs,
+            sync_ioctl_resyncs,
+            static_import_resyncs,
+            dynamic_import_resyncs,
+            sync_ioctl_resyncs_hugetlb,
+            unmapped_since_create,
+            mremap_stops_watching,
+            mprotect_keeps_watching,
+            partially_mapped,
+            unwritten_hole_shmem,
+            unwritten_hole_hugetlb,
+            unwritten_hole_dynamic_import_shmem,
+            unwritten_hole_dynamic_import_hugetlb,
+            unwritten_hole_static_import_hugetlb,
+        ],
+    }
+}
+
+const PAGES: u64 = 32;
+
+/// A shmem buffer whose memfd was never mapped by its creator.
+struct Lazy {
+    dev: OwnedFd,
+    memfd: OwnedFd,
+    buf: OwnedFd,
+    bmap: Mapping,
+    before: UdmabufLiveInfo,
+}
+
+impl Lazy {
+    fn size() -> u64 {
+        PAGES * ps()
+    }
+
+    /// memfd written with pwrite(pattern(seed)), dma-buf created and mapped.
+    fn new(seed: u8) -> Result<Self> {
+        let size = Self::size();
+        let dev = open_device(&test_device())?;
+        let memfd = memfd(Backing::Shmem, size)?;
+        pwrite(&memfd, 0, &pattern(seed, size))?;
+        let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+        let before = info(&dev, &buf)?;
+        expect_state("created from an unmapped memfd", &before, 0, WATCHED | PENDING | STALE)?;
+        ensure!(before.notifiers == 0, "created from an unmapped memfd: {} notifiers, expected 0", before.notifiers);
+        let bmap = Mapping::shared(&buf, size)?;
+        expect_bytes("dma-buf after create", &bmap.read(0, size), &pattern(seed, size))?;
+        expect_all_matching("after create", &dev, &buf, PAGES)?;
+        Ok(Self { dev, memfd, buf, bmap, before })
+    }
+
+    /// Punch `holes` (page index, count) and pwrite pattern(seed) over the whole memfd.
+    /// Nothing watches: VERIFY must now see exactly the punched pages as replaced, and
+    /// no update may have happened yet.
+    fn punch_and_write(&self, holes: &[(u64, u64)], seed: u8) -> Result<u64> {
+        for &(p, n) in holes {
+            punch(&self.memfd, p * ps(), n * ps())?;
+        }
+        pwrite(&self.memfd, 0, &pattern(seed, Self::size()))?;
+        let punched: u64 = holes.iter().map(|h| h.1).sum();
+        let v = verify(&self.dev, &self.buf)?;
+        let first = holes.iter().map(|h| h.0).min().unwrap_or(0) * ps();
+        ensure!(
+            v.stale == punched && v.holes == 0 && v.matching == PAGES - punched && v.first_mismatch == first,
+            "VERIFY after an unwatched punch + pwrite: {v:?}; expected {punched} stale pages, the first at {first:#x}"
+        );
+        let i = info(&self.dev, &self.buf)?;
+        expect_progress("unwatched punch, before any resync", &self.before, &i, 0..=0, 0)?;
+        Ok(punched)
+    }
+
+    /// After the resync: the mmap shows pattern(seed), VERIFY all matching, one update of
+    /// `punched` pages, still not watched, and the buffer holds the memfd's pages (checked
+    /// through a mapping made now, which does not make the buffer watched).
+    fn expect_resynced(&self, what: &str, seed: u8, punched: u64) -> Result<()> {
+        let size = Self::size();
+        expect_bytes(&format!("dma-buf mmap after {what}"), &self.bmap.read(0, size), &pattern(seed, size))?;
+        expect_all_matching(&format!("after {what}"), &self.dev, &self.buf, PAGES)?;
+        let i = info(&self.dev, &self.buf)?;
+        expect_progress(what, &self.before, &i, 1..=1, punched)?;
+        let map = Mapping::shared(&self.memfd, size)?;
+        expect_bytes("memfd mapping", &map.read(0, size), &pattern(seed, size))?;
+        expect_pfns(&format!("after {what}"), &self.dev, &self.buf, 0, &mapped_pfns(&map, 0, PAGES)?)?;
+        expect_state(&format!("after {what} and a late mapping"), &info(&self.dev, &self.buf)?, 0, WATCHED | STALE)?;
+        Ok(())
+    }
+}
+
+/// DMA_BUF_IOCTL_SYNC START alone brings the dma-buf in step; END completes the access.
+fn cpu_access_resyncs() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let l = Lazy::new(1)?;
+    let punched = l.punch_and_write(&[(4, 2), (20, 1)], 2)?;
+    dmabuf_sync(&l.buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
+    l.expect_resynced("DMA_BUF_IOCTL_SYNC START", 2, punched)?;
+    dmabuf_sync(&l.buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END")?;
+    expect_all_matching("after DMA_BUF_IOCTL_SYNC END", &l.dev, &l.buf, PAGES)?;
+    Ok(Outcome::Pass)
+}
+
+/// UDMABUF_LIVE_SYNC checks every page of an unwatched buffer.
+fn sync_ioctl_resyncs() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let l = Lazy::new(3)?;
+    let punched = l.punch_and_write(&[(0, 1), (9, 3), (31, 1)], 4)?;
+    sync(&l.dev, &l.buf, 0)?;
+    l.expect_resynced("UDMABUF_LIVE_SYNC", 4, punched)?;
+    Ok(Outcome::Pass)
+}
+
+/// An import after an unwatched punch starts on the new pages: a static import through
+/// the first pin, a dynamic one through map_dma_buf. The importer's DMA mapping then
+/// points at the memfd's pages.
+fn import_resyncs(how: Attach) -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let l = Lazy::new(5)?;
+    let punched = l.punch_and_write(&[(7, 2)], 6)?;
+    let imp = Importer::open()?;
+    let id = imp.import(&l.buf, how).with_context(|| format!("{how:?} import"))?;
+    let pins = u32::from(how == Attach::Static);
+    let i = info(&l.dev, &l.buf)?;
+    ensure!(i.pins == pins, "INFO after a {how:?} import: pins {}, expected {pins}", i.pins);
+    l.expect_resynced(&format!("a {how:?} import"), 6, punched)?;
+    let view = imp.view(id, PAGES).context("the importer's PFNs")?;
+    let want = pfns(&l.dev, &l.buf, 0, PAGES)?;
+    ensure!(view.pfns == want, "the importer maps other pages than the buffer holds");
+    imp.release(id).context("release the import")?;
+    let i = info(&l.dev, &l.buf)?;
+    ensure!(i.pins == 0, "INFO after the release: pins {}, expected 0", i.pins);
+    expect_all_matching("after the release", &l.dev, &l.buf, PAGES)?;
+    Ok(Outcome::Pass)
+}
+
+fn static_import_resyncs() -> CaseResult {
+    import_resyncs(Attach::Static)
+}
+
+fn dynamic_import_resyncs() -> CaseResult {
+    import_resyncs(Attach::Dynamic)
+}
+
+/// hugetlbfs has no pwrite: the creator maps, writes and unmaps before create, then
+/// writes the new bytes through a mapping made after create (which is not watched).
+fn sync_ioctl_resyncs_hugetlb() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = 2 * HUGE_PAGE;
+    let pages = size / ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Hugetlb, size)?;
+    fill_memfd(&memfd, size, 0, &pattern(7, size))?;
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let before = info(&dev, &buf)?;
+    expect_state("created from an unmapped hugetlb memfd", &before, 0, WATCHED)?;
+    let bmap = Mapping::shared(&buf, size)?;
+    punch(&memfd, 0, HUGE_PAGE)?;
+    let map = Mapping::shared(&memfd, size)?;
+    map.write(0, &pattern(8, size));
+    let v = verify(&dev, &buf)?;
+    ensure!(v.stale == pages / 2 && v.matching == pages / 2 && v.first_mismatch == 0, "VERIFY before SYNC: {v:?}");
+    sync(&dev, &buf, 0)?;
+    expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(8, size))?;
+    expect_all_matching("after SYNC", &dev, &buf, pages)?;
+    expect_progress("SYNC", &before, &info(&dev, &buf)?, 1..=1, pages / 2)?;
+    expect_pfns("after SYNC", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+    Ok(Outcome::Pass)
+}
+
+/// Created with the memfd mapped (watched), then munmapped: no longer watched, and SYNC
+/// finds a later punch.
+fn unmapped_since_create() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = PAGES * ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    let map = Mapping::shared(&memfd, size)?;
+    map.write(0, &pattern(9, size));
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let before = info(&dev, &buf)?;
+    expect_state("created with the memfd mapped", &before, WATCHED, 0)?;
+    drop(map);
+    expect_state("after munmap of the memfd", &info(&dev, &buf)?, 0, WATCHED)?;
+    let bmap = Mapping::shared(&buf, size)?;
+    punch(&memfd, 12 * ps(), 2 * ps())?;
+    pwrite(&memfd, 0, &pattern(10, size))?;
+    sync(&dev, &buf, 0)?;
+    expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(10, size))?;
+    expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
+    expect_progress("SYNC after munmap + punch", &before, &info(&dev, &buf)?, 1..=1, 2)?;
+    Ok(Outcome::Pass)
+}
+
+/// Moving the watched mapping (mremap) unmaps the watched range: no longer watched, and
+/// SYNC finds a punch made afterwards.
+fn mremap_stops_watching() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = PAGES * ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    let map = Mapping::shared(&memfd, size)?;
+    map.write(0, &pattern(15, size));
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let before = info(&dev, &buf)?;
+    expect_state("created with the memfd mapped", &before, WATCHED, 0)?;
+    // Move the mapping onto a reserved address (same size: without MREMAP_FIXED the
+    // kernel would leave it in place); the old range is unmapped, the new one unwatched.
+    use nix::libc;
+    // SAFETY: a fresh anonymous reservation, replaced by the move below.
+    let target = unsafe {
+        libc::mmap(std::ptr::null_mut(), size as usize, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    ensure!(target != libc::MAP_FAILED, "mmap of the target range: {}", nix::errno::Errno::last());
+    // SAFETY: moves a mapping we own onto our reservation; `map` is forgotten below and
+    // the moved mapping unmapped at the end.
+    let moved = unsafe {
+        libc::mremap(map.addr() as *mut libc::c_void, size as usize, size as usize, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, target)
+    };
+    ensure!(moved == target, "mremap(MREMAP_FIXED): {:?} ({})", moved, nix::errno::Errno::last());
+    std::mem::forget(map);
+    let result = (|| -> Result<()> {
+        expect_state("after mremap of the memfd mapping", &info(&dev, &buf)?, 0, WATCHED)?;
+        let bmap = Mapping::shared(&buf, size)?;
+        punch(&memfd, 3 * ps(), 2 * ps())?;
+        pwrite(&memfd, 0, &pattern(16, size))?;
+        sync(&dev, &buf, 0)?;
+        expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(16, size))?;
+        expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
+        expect_progress("SYNC after mremap + punch", &before, &info(&dev, &buf)?, 1..=1, 2)?;
+        Ok(())
+    })();
+    // SAFETY: unmaps the moved mapping, which nothing else refers to.
+    unsafe { libc::munmap(moved, size as usize) };
+    result?;
+    Ok(Outcome::Pass)
+}
+
+/// mprotect changes protections but unmaps nothing: still watched, and a punch through
+/// the read-only mapping's file is applied by the worker.
+fn mprotect_keeps_watching() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = PAGES * ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    let map = Mapping::shared(&memfd, size)?;
+    map.write(0, &pattern(17, size));
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let before = info(&dev, &buf)?;
+    // SAFETY: changes the protection of a mapping we own; it is only read below.
+    let r = unsafe { nix::libc::mprotect(map.addr() as *mut nix::libc::c_void, size as usize, nix::libc::PROT_READ) };
+    nix::errno::Errno::result(r).context("mprotect(PROT_READ)")?;
+    expect_state("after mprotect of the memfd mapping", &info(&dev, &buf)?, WATCHED, 0)?;
+    let bmap = Mapping::shared(&buf, size)?;
+    punch(&memfd, 6 * ps(), ps())?;
+    pwrite(&memfd, 0, &pattern(18, size))?;
+    sync(&dev, &buf, 0)?;
+    expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(18, size))?;
+    expect_bytes("read-only memfd mapping", &map.read(0, size), &pattern(18, size))?;
+    expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
+    expect_progress("punch + SYNC after mprotect", &before, &info(&dev, &buf)?, 1..=1, 1)?;
+    expect_state("after SYNC", &info(&dev, &buf)?, WATCHED, STALE | PENDING)?;
+    Ok(Outcome::Pass)
+}
+
+/// Only the first half of the memfd is mapped at create: not watched. A punch in each
+/// half; SYNC brings both in (the watched half may already have gone in by the worker).
+fn partially_mapped() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = PAGES * ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    pwrite(&memfd, 0, &pattern(11, size))?;
+    let half = Mapping::shared(&memfd, size / 2)?;
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let before = info(&dev, &buf)?;
+    expect_state("created with half of the memfd mapped", &before, 0, WATCHED)?;
+    ensure!(before.notifiers == 1, "half mapped: {} notifiers, expected 1", before.notifiers);
+    let bmap = Mapping::shared(&buf, size)?;
+    punch(&memfd, 4 * ps(), ps())?;
+    punch(&memfd, 24 * ps(), ps())?;
+    pwrite(&memfd, 0, &pattern(12, size))?;
+    sync(&dev, &buf, 0)?;
+    expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(12, size))?;
+    expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
+    expect_progress("SYNC after punches in both halves", &before, &info(&dev, &buf)?, 1..=2, 2)?;
+    drop(half);
+    Ok(Outcome::Pass)
+}
+
+/// An unwatched punch left as a hole: VERIFY counts holes (not stale pages) until SYNC
+/// or an import (map_dma_buf or the first pin, under the reservation lock) fills them
+/// from the memfd; the filled page is the memfd's own (a later write to the
+/// memfd reaches the buffer without another update); with hugetlb the pool's free and
+/// reserved counts are back once everything is closed.
+fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
+    let pool = hugepage_pool()?;
+    {
+        let g = kind.granule();
+        let size = 4 * g;
+        let pages = size / ps();
+        let dev = open_device(&test_device())?;
+        let memfd = memfd(kind, size)?;
+        fill_memfd(&memfd, size, 0, &pattern(13, size))?;
+        let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+        let before = info(&dev, &buf)?;
+        expect_state("created from an unmapped memfd", &before, 0, WATCHED)?;
+        let bmap = Mapping::shared(&buf, size)?;
+        punch(&memfd, 2 * g, g)?;
+        let v = verify(&dev, &buf)?;
+        ensure!(
+            v.holes == g / ps() && v.stale == 0 && v.first_mismatch == 2 * g,
+            "VERIFY over an unwatched, unwritten hole: {v:?}; expected {} holes from {:#x}",
+            g / ps(),
+            2 * g
+        );
+        let imp = Importer::open()?;
+        let import = match via {
+            None => {
+                sync(&dev, &buf, 0)?;
+                None
+            }
+            Some(how) => Some(imp.import(&buf, how).with_context(|| format!("{how:?} import"))?),
+        };
+        let after = info(&dev, &buf)?;
+        expect_progress("the resync of an unwritten hole", &before, &after, 1..=1, g / ps())?;
+        expect_all_matching("after SYNC", &dev, &buf, pages)?;
+        let mut want = pattern(13, size);
+        want[(2 * g) as usize..(3 * g) as usize].fill(0);
+        expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &want)?;
+        let map = Mapping::shared(&memfd, size)?;
+        expect_bytes("memfd after SYNC", &map.read(0, size), &want)?;
+        expect_pfns("the filled hole is the memfd's page", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+        map.write(0, &pattern(14, size));
+        sync(&dev, &buf, 0)?;
+        expect_progress("writing the filled hole", &after, &info(&dev, &buf)?, 0..=0, 0)?;
+        expect_bytes("dma-buf mmap after writing the filled hole", &bmap.read(0, size), &pattern(14, size))?;
+        if let Some(id) = import {
+            let view = imp.view(id, pages).context("the importer's PFNs")?;
+            ensure!(view.pfns == pfns(&dev, &buf, 0, pages)?, "the importer maps other pages than the buffer holds");
+            imp.release(id).context("release the import")?;
+        }
+    }
+    if kind == Backing::Hugetlb {
+        expect_hugepage_pool("after closing everything", pool)?;
+    }
+    Ok(())
+}
+
+fn unwritten_hole_shmem() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    unwritten_hole(Backing::Shmem, None)?;
+    Ok(Outcome::Pass)
+}
+
+fn unwritten_hole_hugetlb() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    unwritten_hole(Backing::Hugetlb, None)?;
+    Ok(Outcome::Pass)
+}
+
+fn unwritten_hole_dynamic_import_shmem() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    unwritten_hole(Backing::Shmem, Some(Attach::Dynamic))?;
+    Ok(Outcome::Pass)
+}
+
+fn unwritten_hole_dynamic_import_hugetlb() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    unwritten_hole(Backing::Hugetlb, Some(Attach::Dynamic))?;
+    Ok(Outcome::Pass)
+}
+
+fn unwritten_hole_static_import_hugetlb() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    unwritten_hole(Backing::Hugetlb, Some(Attach::Static))?;
+    Ok(Outcome::Pass)
+}
