@@ -163,9 +163,8 @@ fn concurrent_users() -> CaseResult {
                 let off = (i % PAGES) * ps();
                 // SAFETY: a read inside the live dma-buf mapping.
                 let _ = unsafe { std::ptr::read_volatile((baddr + off as usize) as *const u64) };
-                // An update inside the bracket makes END fail with EINVAL: a known bug,
-                // failed on by live/cpu_access_bracket_across_update. Counted here so
-                // that this case keeps looking for other trouble.
+                // An update inside the bracket must not make END fail (it once did,
+                // with EINVAL: live/cpu_access_bracket_across_update).
                 match dmabuf_sync(buf, SYNC_END | SYNC_RW) {
                     Ok(()) => {}
                     Err(Errno::EINVAL) => {
@@ -221,6 +220,7 @@ fn concurrent_users() -> CaseResult {
     }
     anyhow::ensure!(n[0] == PUNCHES, "only {} of {PUNCHES} punches done", n[0]);
     sync(&dev, &buf, 2000).context("SYNC once every user stopped")?;
+    ensure!(end_einval.load(Ordering::Relaxed) == 0, "DMA_BUF_IOCTL_SYNC END failed with EINVAL after an update");
     expect_state("once every user stopped", &info(&dev, &buf)?, WATCHED, STALE | PENDING | VMAPPED)?;
     expect_all_matching("once every user stopped", &dev, &buf, PAGES)?;
     expect_bytes("dma-buf mmap once every user stopped", &bmap.read(0, size), &map.read(0, size))?;
