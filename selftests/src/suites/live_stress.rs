@@ -16,7 +16,7 @@ use super::live_util::*;
 use super::test_importer::{Attach, Importer};
 use super::{cases, Suite};
 use crate::ktap::{out, CaseResult, Outcome};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
