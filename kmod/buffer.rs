@@ -173,7 +173,7 @@ pub(crate) fn create(
     let memlock = if ffi::account_memlock() { MemlockCharge::charge_current(nr_pages)? } else { None };
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
     let mut ranges = KVec::with_capacity(items.len(), GFP_KERNEL)?;
-    let mut scratch = KVVec::from_elem(core::ptr::null_mut(), max_item_pages as usize, GFP_KERNEL)?;
+    let mut scratch = KVVec::with_capacity(max_item_pages as usize, GFP_KERNEL)?;
     let mut backing = None;
     for (i, item) in items.iter().enumerate() {
         let first_page = pages.len();

@@ -32,12 +32,12 @@ extern "C" {
 
     pub(crate) fn ulive_folio_page(folio: *mut bindings::folio, n: c_ulong) -> *mut bindings::page;
     pub(crate) fn ulive_folio_size(folio: *mut bindings::folio) -> usize;
-    pub(crate) fn ulive_folio_fill_pages(
+    pub(crate) fn ulive_folio_take_pages(
         folio: *mut bindings::folio,
         first: c_ulong,
-        count: c_ulong,
+        max: c_ulong,
         out: *mut *mut bindings::page,
-    );
+    ) -> kernel::ffi::c_long;
     pub(crate) fn ulive_page_to_pfn(page: *mut bindings::page) -> c_ulong;
 
     pub(crate) fn ulive_dma_buf_lock(dmabuf: *mut bindings::dma_buf);

@@ -12,36 +12,52 @@ use core::ops::Range;
 use core::sync::atomic::Ordering;
 use kernel::{new_spinlock, prelude::*, sync::{Arc, SpinLock}};
 
-/// A bitmap of buffer pages to re-check, allocated at create.
+/// A bitmap of buffer pages to re-check. `words` covers bit `64 * base` on; only the
+/// words in `lo..hi` can be non-zero (an empty window means nothing is marked), so
+/// scanning and taking cost the marked window, not the buffer.
 pub(crate) struct Bits {
     words: KVVec<u64>,
-    any: bool,
+    base: usize,
+    lo: usize,
+    hi: usize,
 }
 
 impl Bits {
+    /// A cleared bitmap for an `nr_pages` buffer.
+    fn new(nr_pages: usize) -> Result<Self> {
+        Ok(Self { words: KVVec::from_elem(0u64, nr_pages.div_ceil(64), GFP_KERNEL)?, base: 0, lo: 0, hi: 0 })
+    }
+
     /// Every page of an `nr_pages` buffer marked.
     pub(crate) fn all(nr_pages: usize) -> Result<Self> {
-        let mut bits = Self { words: KVVec::from_elem(0u64, nr_pages.div_ceil(64), GFP_KERNEL)?, any: false };
+        let mut bits = Self::new(nr_pages)?;
         bits.set_range(0..nr_pages);
         Ok(bits)
     }
 
     fn set_range(&mut self, pages: Range<usize>) {
         for i in pages {
-            if let Some(w) = self.words.get_mut(i / 64) {
-                *w |= 1 << (i % 64);
-                self.any = true;
+            let Some(w) = (i / 64).checked_sub(self.base) else { continue };
+            if let Some(word) = self.words.get_mut(w) {
+                *word |= 1 << (i % 64);
+                if self.lo == self.hi {
+                    (self.lo, self.hi) = (w, w + 1);
+                } else {
+                    (self.lo, self.hi) = (self.lo.min(w), self.hi.max(w + 1));
+                }
             }
         }
     }
 
     /// The marked pages as maximal runs `[start, end)` (see `bitruns.rs`).
     pub(crate) fn runs(&self) -> impl Iterator<Item = Range<usize>> + '_ {
-        crate::bitruns::runs(&self.words)
+        let first = (self.base + self.lo) * 64;
+        let words = self.words.get(self.lo..self.hi).unwrap_or(&[]);
+        crate::bitruns::runs(words).map(move |r| first + r.start..first + r.end)
     }
 
     pub(crate) fn any(&self) -> bool {
-        self.any
+        self.lo < self.hi
     }
 }
 
@@ -50,38 +66,60 @@ impl Bits {
 pub(crate) struct DirtyPages {
     #[pin]
     bits: SpinLock<Bits>,
-    nr_pages: usize,
 }
 
 impl DirtyPages {
     pub(crate) fn new(nr_pages: usize) -> Result<impl PinInit<Self>> {
-        let words = KVVec::from_elem(0u64, nr_pages.div_ceil(64), GFP_KERNEL)?;
-        Ok(pin_init!(Self {
-            bits <- new_spinlock!(Bits { words, any: false }, "udmabuf_live_dirty"),
-            nr_pages,
-        }))
+        let bits = Bits::new(nr_pages)?;
+        Ok(pin_init!(Self { bits <- new_spinlock!(bits, "udmabuf_live_dirty") }))
     }
 
-    /// Take the marked pages, leaving none marked. Allocates: worker context only.
+    /// Take the marked pages, leaving none marked. Allocates (the marked window only,
+    /// outside the spinlock): never from the notifier.
     pub(crate) fn take(&self) -> Result<Bits> {
-        let mut fresh = KVVec::from_elem(0u64, self.nr_pages.div_ceil(64), GFP_KERNEL)?;
+        let (lo, hi) = {
+            let b = self.bits.lock();
+            (b.lo, b.hi)
+        };
+        let mut taken = Bits { words: KVVec::from_elem(0u64, hi - lo, GFP_KERNEL)?, base: lo, lo: 0, hi: 0 };
         let mut bits = self.bits.lock();
-        core::mem::swap(&mut bits.words, &mut fresh);
-        let any = core::mem::replace(&mut bits.any, false);
-        Ok(Bits { words: fresh, any })
+        // The window may have grown meanwhile: take what fits, leave the rest marked.
+        let (from, to) = (bits.lo.max(lo), bits.hi.min(hi));
+        for w in from..to {
+            let word = core::mem::take(&mut bits.words[w]);
+            if word != 0 {
+                taken.words[w - lo] = word;
+                if taken.lo == taken.hi {
+                    (taken.lo, taken.hi) = (w - lo, w - lo + 1);
+                } else {
+                    taken.hi = w - lo + 1;
+                }
+            }
+        }
+        if bits.lo >= from && bits.hi <= to {
+            (bits.lo, bits.hi) = (0, 0); // all taken
+        }
+        Ok(taken)
     }
 
     /// Put back pages taken by [`Self::take`] that could not be handled.
     pub(crate) fn restore(&self, taken: &Bits) {
         let mut bits = self.bits.lock();
-        for (w, t) in bits.words.iter_mut().zip(taken.words.iter()) {
-            *w |= *t;
+        for (i, t) in taken.words.iter().enumerate() {
+            let w = taken.base + i;
+            if *t != 0 && w < bits.words.len() {
+                bits.words[w] |= *t;
+                if bits.lo == bits.hi {
+                    (bits.lo, bits.hi) = (w, w + 1);
+                } else {
+                    (bits.lo, bits.hi) = (bits.lo.min(w), bits.hi.max(w + 1));
+                }
+            }
         }
-        bits.any |= taken.any;
     }
 
     pub(crate) fn pending(&self) -> bool {
-        self.bits.lock().any
+        self.bits.lock().any()
     }
 }
 

@@ -294,14 +294,30 @@ void ulive_dma_buf_zap(struct dma_buf *dmabuf, loff_t start, loff_t len)
 	unmap_mapping_range(dmabuf->file->f_mapping, start, len, 1);
 }
 
-/* Store pointers to pages [@first, @first + @count) of @folio in @out. */
-void ulive_folio_fill_pages(struct folio *folio, unsigned long first, unsigned long count,
+/*
+ * Turn the one pin memfd_pin_folios() took on @folio into one pin per page for its
+ * pages from @first on, at most @max of them, and store those pages in @out. Returns
+ * how many (0 if @first is past the folio: the caller then drops the folio's pin), or
+ * a negative errno with the folio's single pin untouched. One call per folio: this is
+ * the hot loop of UDMABUF_CREATE.
+ */
+long ulive_folio_take_pages(struct folio *folio, unsigned long first, unsigned long max,
 			    struct page **out)
 {
-	unsigned long i;
+	unsigned long nr = folio_nr_pages(folio), n, i;
+	int ret;
 
-	for (i = 0; i < count; i++)
+	if (first >= nr || !max)
+		return 0;
+	n = min(nr - first, max);
+	if (n > 1) {
+		ret = folio_add_pins(folio, n - 1);
+		if (ret)
+			return ret;
+	}
+	for (i = 0; i < n; i++)
 		out[i] = folio_page(folio, first + i);
+	return n;
 }
 
 /*
@@ -315,26 +331,32 @@ void ulive_folio_fill_pages(struct folio *folio, unsigned long first, unsigned l
 void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
 		      unsigned long *diff, struct ulive_diff_counts *counts)
 {
-	XA_STATE(xas, &file->f_mapping->i_pages, 0);
 	pgoff_t base = off >> PAGE_SHIFT;
+	XA_STATE(xas, &file->f_mapping->i_pages, base);
+	struct folio *folio;
 	unsigned long i = 0;
 
 	rcu_read_lock();
+	folio = xas_load(&xas);
 	while (i < nr) {
-		pgoff_t index = base + i;
-		struct folio *folio;
 		unsigned long n, end;
 
-		xas_set(&xas, index);
-		do {
-			folio = xas_load(&xas);
-		} while (xas_retry(&xas, folio));
+		if (xas_retry(&xas, folio)) {
+			folio = xas_reload(&xas);
+			continue;
+		}
 		if (!folio || xa_is_value(folio)) {
 			counts->holes++;
-			goto mismatch;
+			if (diff)
+				__set_bit(i, diff);
+			if (counts->first_mismatch == ULONG_MAX)
+				counts->first_mismatch = i;
+			i++;
+			folio = xas_next(&xas);
+			continue;
 		}
-		/* Pages of this folio from @index on, within the range. */
-		n = folio_nr_pages(folio) - (index - folio->index);
+		/* Pages of this folio from index base + i on, within the range. */
+		n = folio_nr_pages(folio) - (base + i - folio->index);
 		end = min(nr, i + n);
 		for (; i < end; i++) {
 			if (held[i] == folio_page(folio, base + i - folio->index)) {
@@ -347,13 +369,15 @@ void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigne
 			if (counts->first_mismatch == ULONG_MAX)
 				counts->first_mismatch = i;
 		}
-		continue;
-mismatch:
-		if (diff)
-			__set_bit(i, diff);
-		if (counts->first_mismatch == ULONG_MAX)
-			counts->first_mismatch = i;
-		i++;
+		if (i >= nr)
+			break;
+		if (n > 1) {
+			/* A large folio is one multi-index entry: jump past it. */
+			xas_set(&xas, base + i);
+			folio = xas_load(&xas);
+		} else {
+			folio = xas_next(&xas);
+		}
 	}
 	rcu_read_unlock();
 }

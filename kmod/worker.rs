@@ -139,7 +139,7 @@ impl Buffer {
         changes: &mut Changes,
     ) -> Result {
         scratch.clear();
-        scratch.resize(run.len(), core::ptr::null_mut(), GFP_KERNEL)?;
+        scratch.reserve(run.len(), GFP_KERNEL)?;
         changes.reserve(run.len(), GFP_KERNEL)?;
         let (start, end) = byte_bounds(range.file_offset(run.start), (run.len() << PAGE_SHIFT) as u64)?;
         let mut next = run.start; // buffer index of the next page to take

@@ -67,29 +67,25 @@ impl PinnedFolio {
 }
 
 impl PinnedFolio {
-    /// Turn the folio pin into one pin for each of pages `first..first + out.len()`,
-    /// written to `out` in order: one pin operation and one C call for the whole run.
-    pub(crate) fn into_page_array(self, first: usize, out: &mut [core::mem::MaybeUninit<PinnedPage>]) -> Result {
-        let count = out.len();
-        if count == 0 {
-            return Ok(()); // `self` drops its pin
-        }
-        if first + count > self.nr_pages() {
-            return Err(EINVAL);
-        }
-        if count > 1 {
-            // SAFETY: we hold a pin on the folio, as folio_add_pins() requires.
-            to_result(unsafe { bindings::folio_add_pins(self.folio.as_ptr(), (count - 1) as u32) })?;
-        }
-        // SAFETY: `out` has room for `count` entries; PinnedPage is a transparent page
-        // pointer, so the helper may write page pointers there; the pages are inside
-        // the folio (checked above).
-        unsafe {
-            ffi::ulive_folio_fill_pages(self.folio.as_ptr(), first as _, count as _, out.as_mut_ptr().cast())
+    /// Turn the folio pin into one pin for each of its pages from page `first` on, at
+    /// most `out.len()` of them, written to the front of `out`: one C call per folio.
+    /// Returns how many pages were written.
+    pub(crate) fn into_page_array(self, first: usize, out: &mut [core::mem::MaybeUninit<PinnedPage>]) -> Result<usize> {
+        // SAFETY: we hold the folio's pin, as folio_add_pins() inside requires; `out`
+        // has room for `out.len()` entries and PinnedPage is a transparent page pointer,
+        // so the helper may store page pointers there.
+        let n = unsafe {
+            ffi::ulive_folio_take_pages(self.folio.as_ptr(), first as _, out.len() as _, out.as_mut_ptr().cast())
         };
-        // INVARIANT (PinnedPage): the `count` pins now belong to the `count` entries.
+        if n < 0 {
+            return Err(Error::from_errno(n as i32)); // `self` drops its pin
+        }
+        if n == 0 {
+            return Ok(0); // nothing taken: `self` drops its pin
+        }
+        // INVARIANT (PinnedPage): the folio now carries one pin per stored page.
         core::mem::forget(self);
-        Ok(())
+        Ok(n as usize)
     }
 }
 
@@ -151,11 +147,9 @@ impl PinnedPages {
     /// Take over `folio` and append up to `want` of its pages, starting at byte
     /// `offset` inside it. Returns how many pages were appended.
     pub(crate) fn append(&mut self, folio: PinnedFolio, offset: usize, want: usize) -> Result<usize> {
-        let first = offset / PAGE_SIZE;
-        let count = folio.nr_pages().saturating_sub(first).min(want);
         let spare = self.pages.spare_capacity_mut();
-        let out = spare.get_mut(..count).ok_or(EINVAL)?;
-        folio.into_page_array(first, out)?;
+        let room = spare.len().min(want);
+        let count = folio.into_page_array(offset / PAGE_SIZE, &mut spare[..room])?;
         // SAFETY: the `count` entries after the current length were just initialised.
         unsafe { self.pages.inc_len(count) };
         Ok(count)

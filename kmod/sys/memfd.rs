@@ -71,12 +71,16 @@ impl MemFile {
         scratch: &mut KVVec<*mut bindings::folio>,
         mut sink: impl FnMut(PinnedFolio, usize) -> Result,
     ) -> Result<usize> {
-        let max = u32::try_from(scratch.len()).map_err(|_| EINVAL)?;
+        // The folio pointers are written into the spare capacity: no need to clear it.
+        scratch.clear();
+        let spare = scratch.spare_capacity_mut();
+        let max = u32::try_from(spare.len()).map_err(|_| EINVAL)?;
+        let folios = spare.as_mut_ptr().cast::<*mut bindings::folio>();
         let mut first_offset: kernel::ffi::c_ulong = 0;
-        // SAFETY: the file is valid, `scratch` has room for `max` folio pointers, and
+        // SAFETY: the file is valid, `folios` has room for `max` folio pointers, and
         // `first_offset` is a valid out-pointer.
         let n = unsafe {
-            bindings::memfd_pin_folios(self.ptr.as_ptr(), start, end, scratch.as_mut_ptr(), max, &mut first_offset)
+            bindings::memfd_pin_folios(self.ptr.as_ptr(), start, end, folios, max, &mut first_offset)
         };
         if n < 0 {
             return Err(Error::from_errno(n as i32));
@@ -87,7 +91,9 @@ impl MemFile {
         let n = n as usize;
         // Every returned folio is wrapped, so a failing `sink` still unpins the rest.
         let mut result = Ok(());
-        for (i, &folio) in scratch.iter().take(n).enumerate() {
+        for i in 0..n.min(max as usize) {
+            // SAFETY: memfd_pin_folios() stored `n` (<= max) folio pointers in `folios`.
+            let folio = unsafe { *folios.add(i) };
             // SAFETY: memfd_pin_folios() pinned each of the `n` returned folios once.
             let pin = unsafe { PinnedFolio::from_pinned(folio) };
             if result.is_ok() {
