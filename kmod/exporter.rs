@@ -39,7 +39,7 @@ impl Exporter for Buffer {
 
     fn pin(&self, resv: &ResvLocked<'_>, _att: &Attachment<'_>) -> Result {
         if self.state.lock().pins == 0 {
-            // The first static importer must start on current pages.
+            // The first static importer must start on current pages (lazy check).
             self.update_locked(resv)?;
         }
         self.state.lock().pins += 1;

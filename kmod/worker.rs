@@ -63,34 +63,35 @@ impl Buffer {
         })
     }
 
-    /// The same from a callback that already holds the reservation lock (map, pin):
-    /// no inode lock here (it ranks before the reservation lock), so a punch in
-    /// progress may be seen half done; its notifier or the next check catches the rest.
+    /// The lazy check, from a callback that already holds the reservation lock (map,
+    /// first pin), for buffers no notifier fully watches: every page is compared with
+    /// the page cache. There is no inode lock here (it ranks before the reservation
+    /// lock), so a punch in progress may be seen half done. Watched buffers are left to
+    /// the worker, which takes the inode lock and so sees a punch only once it is
+    /// complete; marked pages are handed back to it for the same reason.
     pub(crate) fn update_locked(&self, resv: &ResvLocked<'_>) -> Result<Outcome> {
-        let full = !self.watched.load(Ordering::Acquire);
-        if !full && !self.dirty.pending() {
+        if self.watched.load(Ordering::Acquire) {
             return Ok(Outcome::Clean);
         }
-        let changes = self.refault(full, false)?;
+        let changes = self.refault(true, false)?;
         if changes.is_empty() {
             return Ok(Outcome::Clean);
         }
         self.swap(resv, changes)
     }
 
-    /// Find the pages whose memfd page changed and pin the new ones.
+    /// Find the pages whose memfd page changed and pin the new ones: the pages the
+    /// notifiers marked, or every page (`full`). Without `lock_inode` the marked pages
+    /// stay marked for the worker, whose check under the inode lock is the one that
+    /// counts for a punch in progress.
     fn refault(&self, full: bool, lock_inode: bool) -> Result<Changes> {
-        let mut todo = self.dirty.take()?;
-        if full {
-            todo = Bits::all(self.nr_pages)?;
-        }
+        let marked = self.dirty.take()?;
+        let all = if full { Some(Bits::all(self.nr_pages)?) } else { None };
+        let todo = all.as_ref().unwrap_or(&marked);
         let mut changes = KVVec::new();
-        if !todo.any() {
-            return Ok(changes);
-        }
-        let result = self.refault_marked(&todo, lock_inode, &mut changes);
-        if result.is_err() {
-            self.dirty.restore(&todo);
+        let result = if todo.any() { self.refault_marked(todo, lock_inode, &mut changes) } else { Ok(()) };
+        if result.is_err() || !lock_inode {
+            self.dirty.restore(&marked);
         }
         result.map(|()| changes)
     }
