@@ -3,6 +3,7 @@
 //! mappings (segment counts, mapped bytes), the bytes behind them, clean teardown in
 //! every order, and the module's own lifecycle. Runs after `module` loaded udmabuf_live.
 
+use super::importer_client::{self as client, ioctl, Importer};
 use super::{cases, Suite};
 use crate::ktap::{out, CaseResult, Outcome};
 use crate::util::expect_eq;
@@ -12,15 +13,14 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use udmabuf_live_uapi::importer::*;
 use udmabuf_live_uapi::{UdmabufCreate, UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC};
 
-const IMPORTER_KO: &str = "/lib/modules/ulive_importer.ko";
 const OURS: &str = "/dev/udmabuf-live";
 const BUILTIN: &str = "/dev/udmabuf";
 const MIB: usize = 1 << 20;
@@ -48,46 +48,7 @@ pub fn suite() -> Suite {
     }
 }
 
-// ---- userspace side of the importer and the two exporters ----
-
-fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
-    // SAFETY: every caller passes a request whose argument type is `T` (or no argument
-    // with a null pointer), pointing at a live value for the duration of the call.
-    Errno::result(unsafe { nix::libc::ioctl(fd, req as _, arg) })
-}
-
-/// An open file of `/dev/ulive-importer` (one attachment at most).
-struct Importer(File);
-
-impl Importer {
-    fn open() -> Result<Self> {
-        let path = format!("/dev/{IMPORTER_DEVICE_NAME}");
-        Ok(Self(OpenOptions::new().read(true).write(true).open(&path).with_context(|| format!("open {path}"))?))
-    }
-    fn attach(&self, dmabuf: RawFd, dynamic: bool) -> nix::Result<()> {
-        let mut a = ImporterAttach { dmabuf_fd: dmabuf, dynamic: dynamic as u32 };
-        ioctl(self.0.as_raw_fd(), IMPORTER_ATTACH, &mut a).map(drop)
-    }
-    fn attach_raw(&self, dmabuf: RawFd, dynamic: u32) -> nix::Result<()> {
-        let mut a = ImporterAttach { dmabuf_fd: dmabuf, dynamic };
-        ioctl(self.0.as_raw_fd(), IMPORTER_ATTACH, &mut a).map(drop)
-    }
-    fn map(&self) -> nix::Result<ImporterMap> {
-        let mut m = ImporterMap::default();
-        ioctl(self.0.as_raw_fd(), IMPORTER_MAP, &mut m).map(|_| m)
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
-        let mut r = ImporterRead { offset: offset as u64, len: buf.len() as u64, user_ptr: buf.as_mut_ptr() as u64 };
-        ioctl(self.0.as_raw_fd(), IMPORTER_READ, &mut r).map(|n| n as usize)
-    }
-    fn stats(&self) -> nix::Result<ImporterStats> {
-        let mut s = ImporterStats::default();
-        ioctl(self.0.as_raw_fd(), IMPORTER_STATS, &mut s).map(|_| s)
-    }
-    fn detach(&self) -> nix::Result<()> {
-        ioctl(self.0.as_raw_fd(), IMPORTER_DETACH, std::ptr::null_mut::<u8>()).map(drop)
-    }
-}
+// ---- the two exporters ----
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Backing {
@@ -167,15 +128,13 @@ fn need(dev: &str) -> Result<()> {
 // ---- cases ----
 
 fn importer_loaded() -> bool {
-    Path::new("/sys/module").join(IMPORTER_MODULE_NAME).exists()
+    client::loaded()
 }
 
 fn load_importer() -> CaseResult {
     ensure!(!importer_loaded(), "{IMPORTER_MODULE_NAME} already loaded before the test");
-    let f = File::open(IMPORTER_KO).with_context(|| format!("open {IMPORTER_KO}"))?;
-    nix::kmod::finit_module(&f, &CString::default(), nix::kmod::ModuleInitFlags::empty())
-        .with_context(|| format!("finit_module({IMPORTER_KO})"))?;
-    let path = format!("/dev/{IMPORTER_DEVICE_NAME}");
+    client::load()?;
+    let path = client::device_path();
     let md = std::fs::metadata(&path).with_context(|| format!("stat {path}"))?;
     ensure!(md.file_type().is_char_device(), "{path} is not a character device");
     Ok(Outcome::Pass)
@@ -188,7 +147,7 @@ fn ioctls_without_attachment() -> CaseResult {
     expect_errno("DETACH without attachment", imp.detach(), Errno::ENXIO)?;
     expect_eq("STATS without attachment", imp.stats()?, ImporterStats::default())?;
     let bogus = nix::request_code_none!(IMPORTER_IOCTL_TYPE, 0x7f) as u32;
-    expect_errno("unknown ioctl", ioctl(imp.0.as_raw_fd(), bogus, std::ptr::null_mut::<u8>()), Errno::ENOTTY)?;
+    expect_errno("unknown ioctl", ioctl(imp.raw_fd(), bogus, std::ptr::null_mut::<u8>()), Errno::ENOTTY)?;
     Ok(Outcome::Pass)
 }
 
@@ -376,6 +335,6 @@ fn unload_importer() -> CaseResult {
     }
     nix::kmod::delete_module(&name, flags).context("delete_module(ulive_importer)")?;
     ensure!(!importer_loaded(), "{IMPORTER_MODULE_NAME} still loaded");
-    ensure!(!Path::new(&format!("/dev/{IMPORTER_DEVICE_NAME}")).exists(), "/dev/{IMPORTER_DEVICE_NAME} still exists");
+    ensure!(!Path::new(&client::device_path()).exists(), "/dev/{IMPORTER_DEVICE_NAME} still exists");
     Ok(Outcome::Pass)
 }
