@@ -1,9 +1,12 @@
 //! The test importer (`selftests/importer/`, `/dev/ulive-importer`) attached to buffers
 //! of our device and of the kernel's built-in udmabuf: static and dynamic attachments,
-//! mappings (segment counts, mapped bytes), the bytes behind them, clean teardown in
-//! every order, and the module's own lifecycle. Runs after `module` loaded udmabuf_live.
+//! mappings (segment counts, mapped bytes), the bytes and page frames behind them, kernel
+//! vmaps, clean teardown in every order, and the module's own lifecycle. Runs after
+//! `module` loaded udmabuf_live.
 
+use super::common::Mapping;
 use super::importer_client::{self as client, ioctl, Importer};
+use super::live_util::{info, mapped_pfns, pfns, VMAPPED};
 use super::{cases, Suite};
 use crate::ktap::{out, CaseResult, Outcome};
 use crate::util::expect_eq;
@@ -43,6 +46,10 @@ pub fn suite() -> Suite {
             hugetlb_64mib_maps_to_at_most_32_segments,
             close_while_mapped,
             importer_drops_last_reference,
+            pfns_are_the_memfd_pages,
+            pfns_ranges_and_bad_requests,
+            vmap_reads_the_buffer,
+            vmap_goes_with_detach_and_close,
             unload_importer,
         ],
     }
@@ -145,6 +152,10 @@ fn ioctls_without_attachment() -> CaseResult {
     expect_errno("MAP without attachment", imp.map(), Errno::ENXIO)?;
     expect_errno("READ without attachment", imp.read(0, &mut [0u8; 16]), Errno::ENXIO)?;
     expect_errno("DETACH without attachment", imp.detach(), Errno::ENXIO)?;
+    expect_errno("PFNS without attachment", imp.pfns(0, &mut [0u64; 4], 0), Errno::ENXIO)?;
+    expect_errno("VMAP without attachment", imp.vmap(), Errno::ENXIO)?;
+    expect_errno("VUNMAP without attachment", imp.vunmap(), Errno::ENXIO)?;
+    expect_errno("VREAD without attachment", imp.vread(0, &mut [0u8; 16]), Errno::ENXIO)?;
     expect_eq("STATS without attachment", imp.stats()?, ImporterStats::default())?;
     let bogus = nix::request_code_none!(IMPORTER_IOCTL_TYPE, 0x7f) as u32;
     expect_errno("unknown ioctl", ioctl(imp.raw_fd(), bogus, std::ptr::null_mut::<u8>()), Errno::ENOTTY)?;
@@ -323,6 +334,211 @@ fn importer_drops_last_reference() -> CaseResult {
     drop((buf, memfd));
     verify(&imp2, 0, MIB, 11)?;
     drop(imp2);
+    Ok(Outcome::Pass)
+}
+
+// ---- PFNS ----
+
+/// The importer's view of `buf` (attached `dynamic`ally or not, mapped by PFNS itself):
+/// CPU-page PFNs and DMA-address PFNs of the whole buffer, which must agree in the test
+/// guest (no IOMMU).
+fn importer_pfns(buf: &OwnedFd, dynamic: bool, pages: usize) -> Result<Vec<u64>> {
+    let imp = Importer::open()?;
+    imp.attach(buf.as_raw_fd(), dynamic).context("ATTACH")?;
+    let mut cpu = vec![0u64; pages];
+    expect_eq("PFNs written (CPU pages)", imp.pfns(0, &mut cpu, 0).context("PFNS")?, pages)?;
+    let s = imp.stats()?;
+    expect_eq("STATS after PFNS on an unmapped attachment (maps, mapped)", (s.maps, s.mapped), (1, 1))?;
+    let mut dma = vec![0u64; pages];
+    expect_eq("PFNs written (DMA)", imp.pfns(0, &mut dma, IMPORTER_PFNS_DMA).context("PFNS (DMA)")?, pages)?;
+    expect_eq("maps after a second PFNS", imp.stats()?.maps, 1)?;
+    if let Some(i) = (0..pages).find(|&i| cpu[i] != dma[i]) {
+        bail!("page {i}: CPU page PFN {:#x}, DMA address PFN {:#x} (no IOMMU here: they must agree)", cpu[i], dma[i]);
+    }
+    Ok(cpu)
+}
+
+/// The importer's mapping points at the memfd's own pages (pagemap of a mapping of the
+/// memfd), on both exporters, shmem and hugetlb, static and dynamic; on ours also at what
+/// UDMABUF_LIVE_PFNS reports.
+fn pfns_are_the_memfd_pages() -> CaseResult {
+    for dev in [OURS, BUILTIN] {
+        need(dev)?;
+        for backing in [Backing::Shmem, Backing::Hugetlb] {
+            let size = 4 * MIB;
+            let pages = size / 4096;
+            let memfd = patterned_memfd(size, backing, 0x5f)?;
+            let buf = create_dmabuf(dev, &memfd, size)?;
+            let map = Mapping::shared(&memfd, size as u64)?;
+            // Reading faults the mapping's pages in (pagemap shows only present pages).
+            let bytes = map.read(0, size as u64);
+            ensure!(bytes.iter().enumerate().all(|(i, &b)| b == expected_byte(i, 0x5f)), "the memfd lost its pattern");
+            let want = mapped_pfns(&map, 0, pages as u64)?;
+            if dev == OURS {
+                let devf = OpenOptions::new().read(true).write(true).open(OURS).with_context(|| format!("open {OURS}"))?;
+                ensure!(pfns(&devf, &buf, 0, pages as u64)? == want, "UDMABUF_LIVE_PFNS differs from pagemap");
+            }
+            for dynamic in [false, true] {
+                let got = importer_pfns(&buf, dynamic, pages)?;
+                if let Some(i) = (0..pages).find(|&i| got[i] != want[i]) {
+                    bail!(
+                        "{dev} {backing:?} {}: page {i}: the importer maps PFN {:#x}, the memfd has {:#x}",
+                        if dynamic { "dynamic" } else { "static" },
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+    Ok(Outcome::Pass)
+}
+
+/// Partial ranges, the cut at the end of the buffer, and the errnos of bad requests.
+fn pfns_ranges_and_bad_requests() -> CaseResult {
+    need(OURS)?;
+    let pages = 64usize;
+    let memfd = patterned_memfd(pages * 4096, Backing::Shmem, 0x77)?;
+    let buf = create_dmabuf(OURS, &memfd, pages * 4096)?;
+    let imp = Importer::open()?;
+    imp.attach(buf.as_raw_fd(), true).context("ATTACH")?;
+    let mut all = vec![0u64; pages];
+    expect_eq("PFNs of the whole buffer", imp.pfns(0, &mut all, 0)?, pages)?;
+    for flags in [0, IMPORTER_PFNS_DMA] {
+        let mut some = vec![0u64; 5];
+        expect_eq("PFNs of pages 3..8", imp.pfns(3, &mut some, flags)?, 5)?;
+        expect_eq("PFNs of pages 3..8", some.as_slice(), &all[3..8])?;
+        let mut tail = vec![0u64; 10];
+        expect_eq("PFNs asked past the end (cut)", imp.pfns(pages as u64 - 4, &mut tail, flags)?, 4)?;
+        expect_eq("PFNs of the last 4 pages", &tail[..4], &all[pages - 4..])?;
+        expect_eq("PFNs from the end", imp.pfns(pages as u64, &mut tail, flags)?, 0)?;
+        expect_errno("PFNS starting past the end", imp.pfns(pages as u64 + 1, &mut tail, flags), Errno::EINVAL)?;
+    }
+    let mut out = [0u64; 4];
+    let mut req = ImporterPfns { first_page: 0, count: 4, user_ptr: out.as_mut_ptr() as u64, flags: 2, reserved: 0 };
+    expect_errno("PFNS with an unknown flag", imp.pfns_req(&mut req), Errno::EINVAL)?;
+    req.flags = 0;
+    req.reserved = 1;
+    expect_errno("PFNS with reserved set", imp.pfns_req(&mut req), Errno::EINVAL)?;
+    req.reserved = 0;
+    req.user_ptr = 8;
+    expect_errno("PFNS to a bad address", imp.pfns_req(&mut req), Errno::EFAULT)?;
+    expect_eq("STATS after all that (maps, remaps, mapped)", {
+        let s = imp.stats()?;
+        (s.maps, s.remaps, s.mapped)
+    }, (1, 0, 1))?;
+    Ok(Outcome::Pass)
+}
+
+// ---- VMAP, VREAD, VUNMAP ----
+
+/// Read the whole buffer through the vmap (in READ_MAX pieces) and compare with the
+/// pattern.
+fn verify_vmap(imp: &Importer, size: usize, seed: u64) -> Result<()> {
+    let mut buf = vec![0u8; size.min(IMPORTER_READ_MAX as usize)];
+    let mut at = 0;
+    while at < size {
+        let want = (size - at).min(buf.len());
+        let n = imp.vread(at, &mut buf[..want]).with_context(|| format!("VREAD {want} bytes at {at:#x}"))?;
+        expect_eq("bytes returned by VREAD", n, want)?;
+        if let Some(i) = (0..n).find(|&i| buf[i] != expected_byte(at + i, seed)) {
+            bail!("byte at {:#x}: the vmap shows {:#04x}, memfd holds {:#04x}", at + i, buf[i], expected_byte(at + i, seed));
+        }
+        at += n;
+    }
+    Ok(())
+}
+
+/// A vmap of a buffer of either exporter shows its bytes; VREAD is cut at the end; one
+/// vmap per file; VUNMAP ends it; a vmap and a DMA mapping can coexist.
+fn vmap_reads_the_buffer() -> CaseResult {
+    for dev in [OURS, BUILTIN] {
+        need(dev)?;
+        for backing in [Backing::Shmem, Backing::Hugetlb] {
+            let size = 6 * MIB;
+            let seed = 0x7a + size as u64;
+            let memfd = patterned_memfd(size, backing, seed)?;
+            let buf = create_dmabuf(dev, &memfd, size)?;
+            let imp = Importer::open()?;
+            imp.attach(buf.as_raw_fd(), false).context("ATTACH")?;
+            expect_errno("VREAD before VMAP", imp.vread(0, &mut [0u8; 16]), Errno::ENXIO)?;
+            expect_errno("VUNMAP before VMAP", imp.vunmap(), Errno::ENXIO)?;
+            imp.vmap().with_context(|| format!("VMAP of a {dev} {backing:?} buffer"))?;
+            let s = imp.stats()?;
+            expect_eq("STATS while vmapped (vmapped, mapped, maps)", (s.vmapped, s.mapped, s.maps), (1, 0, 0))?;
+            expect_errno("second VMAP on one file", imp.vmap(), Errno::EBUSY)?;
+            verify_vmap(&imp, size, seed)?;
+            let mut small = [0u8; 10];
+            expect_eq("VREAD across a page boundary", imp.vread(4093, &mut small)?, 10)?;
+            ensure!(small.iter().enumerate().all(|(i, &b)| b == expected_byte(4093 + i, seed)), "unaligned VREAD differs");
+            expect_eq("VREAD at the end", imp.vread(size, &mut small)?, 0)?;
+            expect_eq("VREAD straddling the end", imp.vread(size - 4, &mut small)?, 4)?;
+            expect_errno("VREAD past the end", imp.vread(size + 1, &mut small), Errno::EINVAL)?;
+            expect_errno("VREAD to a bad address", {
+                let mut r = ImporterRead { offset: 0, len: 16, user_ptr: 8 };
+                ioctl(imp.raw_fd(), IMPORTER_VREAD, &mut r)
+            }, Errno::EFAULT)?;
+            // A DMA mapping next to the vmap sees the same bytes.
+            imp.map().context("MAP while vmapped")?;
+            verify(&imp, size - 8192, 8192, seed)?;
+            imp.vunmap().context("VUNMAP")?;
+            let s = imp.stats()?;
+            expect_eq("STATS after VUNMAP (vmapped, mapped)", (s.vmapped, s.mapped), (0, 1))?;
+            expect_errno("VREAD after VUNMAP", imp.vread(0, &mut small), Errno::ENXIO)?;
+            expect_errno("second VUNMAP", imp.vunmap(), Errno::ENXIO)?;
+            imp.vmap().context("VMAP again")?;
+            verify_vmap(&imp, size, seed)?;
+        }
+    }
+    Ok(Outcome::Pass)
+}
+
+/// DETACH and close end the vmap too: udmabuf-live's INFO drops VMAPPED, and the buffer
+/// can be vmapped again; the importer can hold the only reference through its vmap.
+fn vmap_goes_with_detach_and_close() -> CaseResult {
+    need(OURS)?;
+    let devf = OpenOptions::new().read(true).write(true).open(OURS).with_context(|| format!("open {OURS}"))?;
+    let size = 2 * MIB;
+    let memfd = patterned_memfd(size, Backing::Shmem, 0x99)?;
+    let buf = create_dmabuf(OURS, &memfd, size)?;
+    let vmapped = |what: &str, want: bool| -> Result<()> {
+        let i = info(&devf, &buf)?;
+        ensure!((i.state & VMAPPED != 0) == want, "INFO {what}: VMAPPED is {}, expected {want}", i.state & VMAPPED != 0);
+        Ok(())
+    };
+    vmapped("before any vmap", false)?;
+    let imp = Importer::open()?;
+    imp.attach(buf.as_raw_fd(), true)?;
+    imp.vmap()?;
+    vmapped("with a vmap", true)?;
+    imp.detach().context("DETACH with a vmap")?;
+    expect_eq("STATS after DETACH", imp.stats()?, ImporterStats::default())?;
+    vmapped("after DETACH", false)?;
+    // Two files vmap the same buffer: both must go before it is no longer vmapped.
+    let (a, b) = (Importer::open()?, Importer::open()?);
+    for imp in [&a, &b] {
+        imp.attach(buf.as_raw_fd(), false)?;
+        imp.vmap()?;
+    }
+    drop(a);
+    vmapped("with one of two vmaps closed", true)?;
+    verify_vmap(&b, size, 0x99)?;
+    drop(b);
+    vmapped("after closing both", false)?;
+    // The importer's vmap alone keeps the buffer (and udmabuf_live) alive.
+    let module = udmabuf_live_uapi::MODULE_NAME;
+    let base = refcnt(module)?;
+    let imp = Importer::open()?;
+    {
+        let memfd = patterned_memfd(size, Backing::Hugetlb, 0x9a)?;
+        let buf = create_dmabuf(OURS, &memfd, size)?;
+        imp.attach(buf.as_raw_fd(), false)?;
+        imp.vmap()?;
+    }
+    expect_eq("udmabuf_live refcnt with only the importer's vmap", refcnt(module)?, base + 1)?;
+    verify_vmap(&imp, size, 0x9a)?;
+    drop(imp);
+    expect_eq("udmabuf_live refcnt after closing the importer", refcnt(module)?, base)?;
     Ok(Outcome::Pass)
 }
 
