@@ -22,6 +22,7 @@
 //!   `flags` or non-zero `reserved`; VMAP of an exporter without a vmap op;
 //! - EOPNOTSUPP: READ or PFNS (without [`IMPORTER_PFNS_DMA`]) of a table that carries no
 //!   struct pages; VMAP of a buffer the exporter maps as I/O memory;
+//! - EIO: VMAP when the exporter reports success without an address;
 //! - ENOTTY: an unknown command.
 
 use super::{io, ior, iow};

@@ -284,13 +284,17 @@ impl<T: InvalidateNotify> Locked<'_, T> {
         // SAFETY: the dma-buf is live and its resv lock is held (type invariants); `map`
         // is a valid out-parameter.
         to_result(unsafe { bindings::dma_buf_vmap(buf, &mut map) })?;
-        // SAFETY: both union fields are pointers; reading either is reading the address.
-        let vaddr = unsafe { map.__bindgen_anon_1.vaddr };
-        if map.is_iomem || vaddr.is_null() {
+        if map.is_iomem {
             // SAFETY: `map` was filled by dma_buf_vmap of this dma-buf just above and is
             // vunmapped once, here; the resv lock is held.
             unsafe { bindings::dma_buf_vunmap(buf, &mut map) };
             return Err(eopnotsupp());
+        }
+        // SAFETY: `is_iomem` is false: `vaddr` is the field in use.
+        if unsafe { map.__bindgen_anon_1.vaddr }.is_null() {
+            // A broken exporter (success without an address). Not vunmapped: the core's
+            // dma_buf_vunmap would BUG on the null address it recorded.
+            return Err(EIO);
         }
         // INVARIANT: a successful vmap of `buf` in system memory with a non-null address;
         // dma_buf_vmap maps the whole buffer. Set with the lock held.
