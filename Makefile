@@ -33,14 +33,12 @@ module: kernel
 	@mkdir -p $(MODULE_OUT)/kmod
 	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/kmod MO=$(MODULE_OUT)/kmod $(KBUILD_ARGS) modules
 
-# The test importer module (selftests/importer/), against the same kernel tree.
+# The guest tests' own dma-buf importer (selftests/importer/, ulive_importer: static and
+# dynamic attachments, vmap), against the same kernel tree. Not part of the product.
 importer: kernel
 	@echo "==> building selftests/importer/ against $(KBUILD_DIR)"
-	@mkdir -p $(MODULE_OUT)/importer $(MODULE_OUT)/c-importer
+	@mkdir -p $(MODULE_OUT)/importer
 	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/selftests/importer MO=$(MODULE_OUT)/importer $(KBUILD_ARGS) modules
-	@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/selftests/c-importer MO=$(MODULE_OUT)/c-importer $(KBUILD_ARGS) modules
-
-# The guest tests' own dma-buf importer (static, dynamic, vmap): not part of the product.
 
 # Host build of the userspace workspace (cli, uapi, selftests).
 userspace:

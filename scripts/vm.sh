@@ -39,8 +39,8 @@ build_initramfs() {
     [ -x "$gen" ] || die "$gen missing: the kernel tree must be built with CONFIG_BLK_DEV_INITRD"
     local mods=${MODULE_OUT:?MODULE_OUT not set (run through make)}
     local ko; ko=$(ls "$mods"/kmod/*.ko 2>/dev/null) || die "no module in $mods/kmod: run 'make module'"
-    # The test importers (selftests/importer/ and selftests/c-importer/, 'make importer').
-    ko="$ko $(ls "$mods"/importer/*.ko "$mods"/c-importer/*.ko 2>/dev/null || true)"
+    # The test importer (selftests/importer/, 'make importer').
+    ko="$ko $(ls "$mods"/importer/*.ko 2>/dev/null || true)"
     {
         echo "dir /dev 0755 0 0"
         echo "nod /dev/console 0600 0 0 c 5 1"

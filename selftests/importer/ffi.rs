@@ -21,4 +21,5 @@ extern "C" {
     );
     pub(crate) fn ulimp_sg_next(sg: *mut bindings::scatterlist) -> *mut bindings::scatterlist;
     pub(crate) fn ulimp_sg_page(sg: *mut bindings::scatterlist, n: c_ulong) -> *mut bindings::page;
+    pub(crate) fn ulimp_page_to_pfn(page: *mut bindings::page) -> c_ulong;
 }

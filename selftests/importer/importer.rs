@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! One open file of `/dev/ulive-importer`: at most one attachment, its mapping and its
-//! counters, driven by the ioctls of `uapi/src/importer.rs`.
+//! One open file of `/dev/ulive-importer`: at most one attachment, its mapping, its vmap
+//! and its counters, driven by the ioctls of `uapi/src/importer.rs`.
 //!
 //! `ImporterFile::attached` ("ulive_importer_file") serialises the ioctls of a file and
 //! is taken before the reservation lock. The invalidate callback runs under the
@@ -12,6 +12,7 @@ use crate::sys::{
     device::DeviceRef,
     dmabuf::{Attachment, DmaBufRef, InvalidateNotify, Locked},
     miscdev::MiscFile,
+    PAGE_SIZE,
 };
 use kernel::{
     new_mutex,
@@ -69,6 +70,25 @@ fn map_fresh(locked: &mut Locked<'_, Invalidations>, counters: &mut Counters) ->
     Ok(u64::try_from(map_ns).unwrap_or(0))
 }
 
+/// Map if there is no mapping or it was invalidated (what READ and PFNS use).
+fn map_if_needed(locked: &mut Locked<'_, Invalidations>, counters: &mut Counters) -> Result {
+    if locked.mapping().is_none() || locked.notify().stale.load(Relaxed) {
+        map_fresh(locked, counters)?;
+    }
+    Ok(())
+}
+
+/// The part of a READ/VREAD request the buffer can serve: (offset, length), cut at the end
+/// of the buffer and at `IMPORTER_READ_MAX`; EINVAL if it starts past the end.
+fn read_range(req: &ImporterRead, size: usize) -> Result<(usize, usize)> {
+    let size = size as u64;
+    if req.offset > size {
+        return Err(EINVAL);
+    }
+    // Both bounded by the buffer size, a usize.
+    Ok((req.offset as usize, req.len.min(size - req.offset).min(IMPORTER_READ_MAX) as usize))
+}
+
 #[pin_data]
 pub(crate) struct ImporterFile {
     dev: DeviceRef,
@@ -88,6 +108,10 @@ impl MiscFile for ImporterFile {
             IMPORTER_READ => this.read(arg),
             IMPORTER_STATS => this.stats(arg),
             IMPORTER_DETACH => this.detach(),
+            IMPORTER_PFNS => this.pfns(arg),
+            IMPORTER_VMAP => this.vmap(),
+            IMPORTER_VUNMAP => this.vunmap(),
+            IMPORTER_VREAD => this.vread(arg),
             _ => Err(ENOTTY),
         }
     }
@@ -131,19 +155,11 @@ impl ImporterFile {
         let bounce = {
             let mut attached = self.attached.lock();
             let a = Option::as_mut(&mut *attached).ok_or(ENXIO)?;
-            let size = a.att.size() as u64;
-            if req.offset > size {
-                return Err(EINVAL);
-            }
-            // Both bounded by the buffer size, a usize.
-            let offset = req.offset as usize;
-            let len = req.len.min(size - req.offset).min(IMPORTER_READ_MAX) as usize;
+            let (offset, len) = read_range(&req, a.att.size())?;
             // Allocated before the reservation lock is taken.
             let mut bounce = KVVec::from_elem(0u8, len, GFP_KERNEL)?;
             let mut locked = a.att.lock()?;
-            if locked.mapping().is_none() || locked.notify().stale.load(Relaxed) {
-                map_fresh(&mut locked, &mut a.counters)?;
-            }
+            map_if_needed(&mut locked, &mut a.counters)?;
             let m = locked.mapping().ok_or(EINVAL)?;
             m.sync_for_cpu();
             m.read(offset, &mut bounce)?;
@@ -168,6 +184,8 @@ impl ImporterFile {
                     mapped: mapped as u32,
                     stale: (mapped && att.notify().stale.load(Relaxed)) as u32,
                     dynamic: att.is_dynamic() as u32,
+                    vmapped: att.is_vmapped() as u32,
+                    reserved: 0,
                 }
             }
         };
@@ -177,8 +195,85 @@ impl ImporterFile {
 
     fn detach(&self) -> Result<isize> {
         let old = self.attached.lock().take().ok_or(ENXIO)?;
-        // Unmap (under the reservation lock), detach and put, outside the file's mutex.
+        // Vunmap and unmap (under the reservation lock), detach and put, outside the
+        // file's mutex.
         drop(old);
         Ok(0)
+    }
+
+    fn pfns(&self, arg: usize) -> Result<isize> {
+        let req: ImporterPfns = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterPfns>()).reader().read()?;
+        let dma = match req.flags {
+            0 => false,
+            IMPORTER_PFNS_DMA => true,
+            _ => return Err(EINVAL),
+        };
+        if req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let user_ptr = usize::try_from(req.user_ptr).map_err(|_| EFAULT)?;
+        let pfns = {
+            let mut attached = self.attached.lock();
+            let a = Option::as_mut(&mut *attached).ok_or(ENXIO)?;
+            let pages = a.att.size().div_ceil(PAGE_SIZE) as u64;
+            if req.first_page > pages {
+                return Err(EINVAL);
+            }
+            // Both bounded by the page count, a usize.
+            let first = req.first_page as usize;
+            let count = req.count.min(pages - req.first_page).min(IMPORTER_PFNS_MAX) as usize;
+            // Allocated before the reservation lock is taken.
+            let mut pfns = KVVec::from_elem(0u64, count, GFP_KERNEL)?;
+            let mut locked = a.att.lock()?;
+            map_if_needed(&mut locked, &mut a.counters)?;
+            let m = locked.mapping().ok_or(EINVAL)?;
+            if dma {
+                m.dma_pfns(first, &mut pfns)?;
+            } else {
+                m.page_pfns(first, &mut pfns)?;
+            }
+            pfns
+        };
+        // Both locks are dropped: copy out.
+        let bytes = pfns.as_bytes();
+        UserSlice::new(UserPtr::from_addr(user_ptr), bytes.len()).writer().write_slice(bytes)?;
+        Ok(pfns.len() as isize)
+    }
+
+    fn vmap(&self) -> Result<isize> {
+        let mut attached = self.attached.lock();
+        let a = Option::as_mut(&mut *attached).ok_or(ENXIO)?;
+        a.att.lock()?.vmap()?;
+        Ok(0)
+    }
+
+    fn vunmap(&self) -> Result<isize> {
+        let mut attached = self.attached.lock();
+        let a = Option::as_mut(&mut *attached).ok_or(ENXIO)?;
+        if !a.att.is_vmapped() {
+            return Err(ENXIO);
+        }
+        a.att.lock()?.vunmap();
+        Ok(0)
+    }
+
+    fn vread(&self, arg: usize) -> Result<isize> {
+        let req: ImporterRead = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterRead>()).reader().read()?;
+        let user_ptr = usize::try_from(req.user_ptr).map_err(|_| EFAULT)?;
+        let bounce = {
+            let attached = self.attached.lock();
+            let a = Option::as_ref(&*attached).ok_or(ENXIO)?;
+            if !a.att.is_vmapped() {
+                return Err(ENXIO);
+            }
+            let (offset, len) = read_range(&req, a.att.size())?;
+            let mut bounce = KVVec::from_elem(0u8, len, GFP_KERNEL)?;
+            // The file's mutex keeps the vmap (VUNMAP and DETACH take it).
+            a.att.vmap_read(offset, &mut bounce)?;
+            bounce
+        };
+        // The file's mutex is dropped: copy out.
+        UserSlice::new(UserPtr::from_addr(user_ptr), bounce.len()).writer().write_slice(&bounce)?;
+        Ok(bounce.len() as isize)
     }
 }

@@ -74,3 +74,8 @@ struct page *ulimp_sg_page(struct scatterlist *sg, unsigned long n)
 
 	return first ? pfn_to_page(page_to_pfn(first) + n) : NULL;
 }
+
+unsigned long ulimp_page_to_pfn(struct page *page)
+{
+	return page_to_pfn(page);
+}

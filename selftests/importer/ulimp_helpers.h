@@ -26,5 +26,6 @@ void ulimp_dma_sync_sgtable_for_cpu(struct device *dev, struct sg_table *sgt,
 				    enum dma_data_direction dir);
 struct scatterlist *ulimp_sg_next(struct scatterlist *sg);
 struct page *ulimp_sg_page(struct scatterlist *sg, unsigned long n);
+unsigned long ulimp_page_to_pfn(struct page *page);
 
 #endif /* ULIMP_HELPERS_H */

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 //! ulive_importer: a TEST dma-buf importer for the udmabuf-live selftests and benchmark.
 //! It takes any dma-buf fd (udmabuf-live's or the kernel's udmabuf), attaches its own
-//! misc device to it statically or dynamically, maps it as a device driver would, and
-//! reports what it sees: segment counts, map latency, the bytes behind the mapping, and
-//! the invalidations it received. The ABI is `uapi/src/importer.rs`.
+//! misc device to it statically or dynamically, maps it as a device driver would (and
+//! vmaps it, as a driver that reads its imports with the CPU does), and reports what it
+//! sees: segment counts, map latency, the bytes and the page frames behind the mapping,
+//! the bytes behind the vmap, and the invalidations it received. The ABI is
+//! `uapi/src/importer.rs`.
 //!
 //! Data flow: `sys/miscdev.rs` opens `/dev/ulive-importer` and dispatches ioctls to
 //! `importer.rs`, which attaches, maps and reads through `sys/dmabuf.rs`.
@@ -12,7 +14,8 @@
 //!
 //! Lock order (outermost first):
 //! 1. `ImporterFile::attached` ("ulive_importer_file") - every ioctl of one open file
-//! 2. dma-buf reservation lock (`dmabuf->resv`)       - map, unmap, invalidate callback
+//! 2. dma-buf reservation lock (`dmabuf->resv`)       - map, unmap, vmap, vunmap,
+//!    invalidate callback
 //!
 //! The invalidate callback takes no lock. User memory is only copied with neither lock
 //! held (the reservation lock nests inside mmap_lock).

@@ -9,13 +9,20 @@
 //! `#[path]` include. It uses the `_IOC` helpers of `abi.rs` through `super::`, so an
 //! includer must have `io`, `ior` and `iow` in scope at its parent module.
 //!
-//! One open file of `/dev/ulive-importer` holds at most one attachment. Every ioctl
-//! returns 0 on success (READ: the number of bytes copied) or -1 with errno:
-//! - ENXIO: MAP, READ or DETACH without an attachment;
-//! - EBUSY: ATTACH while already attached;
+//! One open file of `/dev/ulive-importer` holds at most one attachment, and at most one
+//! kernel vmap of the attached buffer. A test that needs several importers of one buffer
+//! opens the device several times. Every ioctl returns 0 on success (READ and VREAD: the
+//! number of bytes copied; PFNS: the number of PFNs written) or -1 with errno:
+//! - ENXIO: MAP, READ, PFNS, VMAP, VUNMAP, VREAD or DETACH without an attachment;
+//!   VUNMAP or VREAD without a vmap;
+//! - EBUSY: ATTACH while already attached; VMAP while already vmapped;
 //! - EBADF / EINVAL: ATTACH with a closed fd / with an fd that is not a dma-buf, or
 //!   with `dynamic` other than 0 or 1;
-//! - EINVAL: READ starting past the end of the buffer;
+//! - EINVAL: READ, VREAD or PFNS starting past the end of the buffer; PFNS with unknown
+//!   `flags` or non-zero `reserved`; VMAP of an exporter without a vmap op;
+//! - EOPNOTSUPP: READ or PFNS (without [`IMPORTER_PFNS_DMA`]) of a table that carries no
+//!   struct pages; VMAP of a buffer the exporter maps as I/O memory;
+//! - EIO: VMAP when the exporter reports success without an address;
 //! - ENOTTY: an unknown command.
 
 use super::{io, ior, iow};
@@ -56,14 +63,41 @@ pub struct ImporterMap {
     pub map_ns: u64,
 }
 
-/// `READ` argument: copy `len` bytes at `offset` of the buffer, as the importer's
-/// mapping sees them, to the user buffer at `user_ptr`.
+/// Largest PFNS the module serves in one call; longer requests are cut to this.
+pub const IMPORTER_PFNS_MAX: u64 = 1 << 16;
+
+/// `READ` and `VREAD` argument: copy `len` bytes at `offset` of the buffer, as the
+/// importer's mapping (READ) or its vmap (VREAD) sees them, to the user buffer at
+/// `user_ptr`. Cut at the end of the buffer and at [`IMPORTER_READ_MAX`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImporterRead {
     pub offset: u64,
     pub len: u64,
     pub user_ptr: u64,
+}
+
+/// `PFNS` flag: the PFNs of the DMA addresses (`sg_dma_address`) instead of the CPU
+/// pages. They are page frame numbers only where DMA addresses are physical addresses
+/// (no IOMMU, no bounce buffering, as in the test guest).
+pub const IMPORTER_PFNS_DMA: u32 = 1;
+
+/// `PFNS` argument: the page frame numbers the attachment's current mapping points at for
+/// buffer pages `first_page..first_page + count` (cut at the end of the buffer and at
+/// [`IMPORTER_PFNS_MAX`]), written as `u64`s to `user_ptr`. Buffer page `i` is the page
+/// that holds byte `i * PAGE_SIZE` of the buffer. Like READ, PFNS maps first when the
+/// attachment is unmapped or its mapping was invalidated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImporterPfns {
+    pub first_page: u64,
+    pub count: u64,
+    pub user_ptr: u64,
+    /// 0: the struct pages behind the CPU segments (`page_to_pfn`);
+    /// [`IMPORTER_PFNS_DMA`]: the DMA segments' addresses shifted by `PAGE_SHIFT`.
+    pub flags: u32,
+    /// Must be 0.
+    pub reserved: u32,
 }
 
 /// `STATS` result, for the current attachment (all zero when detached).
@@ -86,6 +120,10 @@ pub struct ImporterStats {
     pub stale: u32,
     /// 1 for a dynamic attachment.
     pub dynamic: u32,
+    /// 1 while the file holds a vmap of the buffer.
+    pub vmapped: u32,
+    /// Always 0.
+    pub reserved: u32,
 }
 
 /// `_IOW('i', 1, ImporterAttach)`.
@@ -97,5 +135,17 @@ pub const IMPORTER_MAP: u32 = ior::<ImporterMap>(IMPORTER_IOCTL_TYPE, 2);
 pub const IMPORTER_READ: u32 = iow::<ImporterRead>(IMPORTER_IOCTL_TYPE, 3);
 /// `_IOR('i', 4, ImporterStats)`.
 pub const IMPORTER_STATS: u32 = ior::<ImporterStats>(IMPORTER_IOCTL_TYPE, 4);
-/// `_IO('i', 5)`: unmap, detach and drop the dma-buf reference (closing does the same).
+/// `_IO('i', 5)`: vunmap, unmap, detach and drop the dma-buf reference (closing does
+/// the same).
 pub const IMPORTER_DETACH: u32 = io(IMPORTER_IOCTL_TYPE, 5);
+/// `_IOW('i', 6, ImporterPfns)`: maps first if unmapped or stale.
+pub const IMPORTER_PFNS: u32 = iow::<ImporterPfns>(IMPORTER_IOCTL_TYPE, 6);
+/// `_IO('i', 7)`: `dma_buf_vmap` the attached buffer (whole, in kernel address space), as
+/// a driver that reads its imports with the CPU does. The exporter keeps the vmapped
+/// pages until VUNMAP, DETACH or close.
+pub const IMPORTER_VMAP: u32 = io(IMPORTER_IOCTL_TYPE, 7);
+/// `_IO('i', 8)`: `dma_buf_vunmap` the file's vmap.
+pub const IMPORTER_VUNMAP: u32 = io(IMPORTER_IOCTL_TYPE, 8);
+/// `_IOW('i', 9, ImporterRead)`: copy bytes through the vmap (no CPU-access bracket: it
+/// shows the vmapped pages as they are).
+pub const IMPORTER_VREAD: u32 = iow::<ImporterRead>(IMPORTER_IOCTL_TYPE, 9);

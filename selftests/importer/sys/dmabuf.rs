@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Importing dma-bufs: a reference from an fd, a static or dynamic attachment of our
-//! device, the reservation lock, and the mapping made under it.
+//! device, the reservation lock, and the mapping and kernel vmap made under it.
 //!
 //! Locking (7.2 dma-buf convention for importers): `dma_buf_attach`,
 //! `dma_buf_dynamic_attach`, `dma_buf_detach`, `dma_buf_get` and `dma_buf_put` are
-//! called without the reservation lock; `dma_buf_map_attachment` and
-//! `dma_buf_unmap_attachment` only through [`Locked`], the proof that it is held.
+//! called without the reservation lock; `dma_buf_map_attachment`,
+//! `dma_buf_unmap_attachment`, `dma_buf_vmap` and `dma_buf_vunmap` only through
+//! [`Locked`], the proof that it is held.
 
 use super::device::DeviceRef;
-use super::PAGE_SIZE;
+use super::{PAGE_SHIFT, PAGE_SIZE};
 use crate::ffi;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -83,19 +84,41 @@ pub(crate) trait InvalidateNotify: Send + Sync + 'static {
 ///   after the detach (field order).
 /// - `mapping`, when set, is a table returned by `dma_buf_map_attachment(attach, DIR)`
 ///   and not yet unmapped; it is set and cleared only with the reservation lock held.
+/// - `vmap`, when set, is a vmap of `buf` (see [`Vmap`]) that this attachment owns; it is
+///   set and cleared only with the reservation lock held and with `&mut self`.
 pub(crate) struct Attachment<T: InvalidateNotify> {
     attach: NonNull<bindings::dma_buf_attachment>,
     mapping: Option<NonNull<bindings::sg_table>>,
+    vmap: Option<Vmap>,
     dynamic: bool,
     notify: Pin<KBox<T>>,
     buf: DmaBufRef,
     dev: DeviceRef,
 }
 
-// SAFETY: the attachment and its table are owned; dma-buf calls work from any thread.
+// SAFETY: the attachment, its table and its vmap are owned; dma-buf calls work from any
+// thread.
 unsafe impl<T: InvalidateNotify> Send for Attachment<T> {}
-// SAFETY: `&self` methods only read flags and reach `notify` (Sync).
+// SAFETY: `&self` methods only read flags, reach `notify` (Sync) and read through the
+// vmap, which stays mapped while `&self` is borrowed.
 unsafe impl<T: InvalidateNotify> Sync for Attachment<T> {}
+
+/// A kernel virtual mapping of a whole dma-buf, made by `dma_buf_vmap`.
+///
+/// # Invariants
+/// `map` was filled by a successful `dma_buf_vmap` of the owning [`Attachment`]'s dma-buf
+/// and not yet passed to `dma_buf_vunmap`. It is system memory (`is_iomem` is false), so
+/// `vaddr` is its active field, non-null and valid for reads of the dma-buf's size.
+struct Vmap {
+    map: bindings::iosys_map,
+}
+
+impl Vmap {
+    fn base(&self) -> *const u8 {
+        // SAFETY: `is_iomem` is false (type invariant): `vaddr` is the field in use.
+        unsafe { self.map.__bindgen_anon_1.vaddr }.cast_const().cast()
+    }
+}
 
 struct AttachOps<T>(PhantomData<T>);
 
@@ -133,7 +156,7 @@ impl<T: InvalidateNotify> Attachment<T> {
         };
         let attach = NonNull::new(from_err_ptr(raw)?).ok_or(ENOMEM)?;
         // INVARIANT: a new attachment of `buf` for `dev`; importer_priv is `notify`.
-        Ok(Self { attach, mapping: None, dynamic, notify, buf, dev })
+        Ok(Self { attach, mapping: None, vmap: None, dynamic, notify, buf, dev })
     }
 
     pub(crate) fn notify(&self) -> &T {
@@ -148,6 +171,10 @@ impl<T: InvalidateNotify> Attachment<T> {
         self.mapping.is_some()
     }
 
+    pub(crate) fn is_vmapped(&self) -> bool {
+        self.vmap.is_some()
+    }
+
     pub(crate) fn size(&self) -> usize {
         self.buf.size()
     }
@@ -160,22 +187,43 @@ impl<T: InvalidateNotify> Attachment<T> {
         Ok(Locked { att: self })
     }
 
-    /// Unmap (if mapped) with the lock held, uninterruptibly: for teardown.
-    fn unmap_for_teardown(&mut self) {
-        if self.mapping.is_none() {
+    /// Copy `dst.len()` bytes starting at byte `offset` of the buffer through the vmap
+    /// (no reservation lock needed: the vmap stays while `&self` is borrowed). ENXIO
+    /// without a vmap, EINVAL if the range leaves the buffer.
+    pub(crate) fn vmap_read(&self, offset: usize, dst: &mut [u8]) -> Result {
+        let vmap = self.vmap.as_ref().ok_or(ENXIO)?;
+        let end = offset.checked_add(dst.len()).ok_or(EINVAL)?;
+        if end > self.size() {
+            return Err(EINVAL);
+        }
+        // SAFETY: `base()` is valid for reads of the buffer's size (invariant of `Vmap`)
+        // and stays mapped for this borrow: the vmap is only removed through `&mut self`.
+        // `offset..end` is inside the buffer, and `dst` is valid for `dst.len()` writes; a
+        // kernel vmap and a slice we own cannot overlap. The buffer may be written
+        // concurrently by its users, as for any CPU access to a dma-buf; the bytes are
+        // copied as plain data and every value is valid.
+        unsafe { core::ptr::copy_nonoverlapping(vmap.base().add(offset), dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    /// Vunmap and unmap (whichever exist) with the lock held, uninterruptibly: for
+    /// teardown.
+    fn release_for_teardown(&mut self) {
+        if self.mapping.is_none() && self.vmap.is_none() {
             return;
         }
         // SAFETY: the dma-buf is live (we hold a reference).
         unsafe { ffi::ulimp_dma_buf_lock(self.buf.ptr.as_ptr()) };
         // INVARIANT: locked just above; the guard unlocks when it goes out of scope.
         let mut locked = Locked { att: self };
+        locked.vunmap();
         locked.unmap();
     }
 }
 
 impl<T: InvalidateNotify> Drop for Attachment<T> {
     fn drop(&mut self) {
-        self.unmap_for_teardown();
+        self.release_for_teardown();
         // SAFETY: `attach` is a live attachment of `buf` (type invariant), unmapped above,
         // and detached only here. dma_buf_detach takes the resv lock itself.
         unsafe { bindings::dma_buf_detach(self.buf.ptr.as_ptr(), self.attach.as_ptr()) };
@@ -221,6 +269,45 @@ impl<T: InvalidateNotify> Locked<'_, T> {
             // SAFETY: `sgt` was returned by dma_buf_map_attachment for `attach` and `DIR`
             // and is unmapped once (it was just taken out); the resv lock is held.
             unsafe { bindings::dma_buf_unmap_attachment(self.att.attach.as_ptr(), sgt.as_ptr(), DIR) };
+        }
+    }
+
+    /// `dma_buf_vmap` of the whole buffer, kept until [`Locked::vunmap`] or teardown.
+    /// EBUSY if this attachment holds a vmap already; EOPNOTSUPP (after undoing it) if
+    /// the exporter maps I/O memory, which cannot be read as plain memory.
+    pub(crate) fn vmap(&mut self) -> Result {
+        if self.att.vmap.is_some() {
+            return Err(EBUSY);
+        }
+        let buf = self.att.buf.ptr.as_ptr();
+        let mut map: bindings::iosys_map = pin_init::zeroed();
+        // SAFETY: the dma-buf is live and its resv lock is held (type invariants); `map`
+        // is a valid out-parameter.
+        to_result(unsafe { bindings::dma_buf_vmap(buf, &mut map) })?;
+        if map.is_iomem {
+            // SAFETY: `map` was filled by dma_buf_vmap of this dma-buf just above and is
+            // vunmapped once, here; the resv lock is held.
+            unsafe { bindings::dma_buf_vunmap(buf, &mut map) };
+            return Err(eopnotsupp());
+        }
+        // SAFETY: `is_iomem` is false: `vaddr` is the field in use.
+        if unsafe { map.__bindgen_anon_1.vaddr }.is_null() {
+            // A broken exporter (success without an address). Not vunmapped: the core's
+            // dma_buf_vunmap would BUG on the null address it recorded.
+            return Err(EIO);
+        }
+        // INVARIANT: a successful vmap of `buf` in system memory with a non-null address;
+        // dma_buf_vmap maps the whole buffer. Set with the lock held.
+        self.att.vmap = Some(Vmap { map });
+        Ok(())
+    }
+
+    /// `dma_buf_vunmap` of the attachment's vmap, if any.
+    pub(crate) fn vunmap(&mut self) {
+        if let Some(mut vmap) = self.att.vmap.take() {
+            // SAFETY: `vmap.map` was filled by dma_buf_vmap of this dma-buf (invariant of
+            // `Vmap`) and is vunmapped once (it was just taken out); the resv lock is held.
+            unsafe { bindings::dma_buf_vunmap(self.att.buf.ptr.as_ptr(), &mut vmap.map) };
         }
     }
 }
@@ -272,14 +359,20 @@ impl Mapping<'_> {
         unsafe { ffi::ulimp_dma_sync_sgtable_for_cpu(self.dev.as_ptr(), self.sgt.as_ptr(), DIR) };
     }
 
-    /// Copy `dst.len()` bytes starting at byte `offset` of the buffer, walking the CPU
-    /// segments of the table page by page. EINVAL if the table does not cover the range,
-    /// EOPNOTSUPP if it carries no pages.
-    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> Result {
-        let end = offset.checked_add(dst.len()).ok_or(EINVAL)?;
+    /// Walk the CPU segments of the table over the buffer bytes `start..end`, calling
+    /// `f(at, page, in_page, n)` for each piece of `n` bytes from buffer offset `at` that
+    /// stays inside one page: `page` holds it from byte `in_page` on. The page belongs to
+    /// the mapped buffer and stays alive for the borrow. EINVAL if the table does not
+    /// cover the range, EOPNOTSUPP if it carries no pages.
+    fn for_each_cpu_piece(
+        &self,
+        start: usize,
+        end: usize,
+        mut f: impl FnMut(usize, NonNull<bindings::page>, usize, usize) -> Result,
+    ) -> Result {
         let mut sg = self.raw().sgl;
         let mut seg_start = 0usize; // buffer offset of the current segment
-        let mut done = offset; // next buffer offset to copy
+        let mut done = start; // next buffer offset to visit
         for _ in 0..self.cpu_segments() {
             if done >= end || sg.is_null() {
                 break;
@@ -295,16 +388,7 @@ impl Mapping<'_> {
                 let n = (PAGE_SIZE - in_page).min(seg_end - done).min(end - done);
                 // SAFETY: `sg` is a valid entry; `pos / PAGE_SIZE` is inside its length.
                 let page = unsafe { ffi::ulimp_sg_page(sg, (pos / PAGE_SIZE) as _) };
-                let page = NonNull::new(page).ok_or_else(eopnotsupp)?;
-                // SAFETY: the page belongs to the mapped buffer, which the exporter keeps
-                // alive while the mapping exists, i.e. for this borrow.
-                let page = unsafe { BorrowedPage::from_raw(page) };
-                let at = done - offset;
-                let out = dst.get_mut(at..at + n).ok_or(EINVAL)?;
-                // SAFETY: `out` is valid for `n` writable bytes. The buffer may be written
-                // concurrently by its users, as for any CPU access to a dma-buf; the bytes
-                // are copied as plain data and every value is valid.
-                unsafe { page.read_raw(out.as_mut_ptr(), in_page, n)? };
+                f(done, NonNull::new(page).ok_or_else(eopnotsupp)?, in_page, n)?;
                 done += n;
             }
             seg_start = seg_end;
@@ -312,5 +396,74 @@ impl Mapping<'_> {
             sg = unsafe { ffi::ulimp_sg_next(sg) };
         }
         if done == end { Ok(()) } else { Err(EINVAL) }
+    }
+
+    /// Copy `dst.len()` bytes starting at byte `offset` of the buffer, walking the CPU
+    /// segments of the table page by page. EINVAL if the table does not cover the range,
+    /// EOPNOTSUPP if it carries no pages.
+    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> Result {
+        let end = offset.checked_add(dst.len()).ok_or(EINVAL)?;
+        self.for_each_cpu_piece(offset, end, |at, page, in_page, n| {
+            // SAFETY: the page belongs to the mapped buffer, which the exporter keeps
+            // alive while the mapping exists, i.e. for this borrow.
+            let page = unsafe { BorrowedPage::from_raw(page) };
+            let out = dst.get_mut(at - offset..at - offset + n).ok_or(EINVAL)?;
+            // SAFETY: `out` is valid for `n` writable bytes. The buffer may be written
+            // concurrently by its users, as for any CPU access to a dma-buf; the bytes are
+            // copied as plain data and every value is valid.
+            unsafe { page.read_raw(out.as_mut_ptr(), in_page, n) }
+        })
+    }
+
+    /// The PFN of the CPU page holding byte `i * PAGE_SIZE` of the buffer, for the buffer
+    /// pages `i` in `first_page..first_page + out.len()`. EINVAL if the table does not
+    /// cover them, EOPNOTSUPP if it carries no pages.
+    pub(crate) fn page_pfns(&self, first_page: usize, out: &mut [u64]) -> Result {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let last = first_page.checked_add(out.len() - 1).ok_or(EINVAL)?;
+        let start = first_page.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+        // Up to the first byte of the last page: a table ending inside it still covers it.
+        let end = last.checked_mul(PAGE_SIZE).and_then(|b| b.checked_add(1)).ok_or(EINVAL)?;
+        self.for_each_cpu_piece(start, end, |at, page, _in_page, n| {
+            // A piece stays inside one page and is at most a page long: it holds at most
+            // one page-aligned buffer offset.
+            let aligned = at.next_multiple_of(PAGE_SIZE);
+            if aligned < at + n {
+                let slot = out.get_mut(aligned / PAGE_SIZE - first_page).ok_or(EINVAL)?;
+                // SAFETY: `page` is a live page of the mapped buffer (see above).
+                *slot = unsafe { ffi::ulimp_page_to_pfn(page.as_ptr()) } as u64;
+            }
+            Ok(())
+        })
+    }
+
+    /// The DMA address of byte `i * PAGE_SIZE` of the buffer shifted right by
+    /// `PAGE_SHIFT`, for the buffer pages `i` in `first_page..first_page + out.len()`,
+    /// walking the DMA segments. EINVAL if they do not cover those pages.
+    pub(crate) fn dma_pfns(&self, first_page: usize, out: &mut [u64]) -> Result {
+        // SAFETY: the table is valid and unmodified for the borrow (type invariant).
+        let table = unsafe { SGTable::from_raw(self.sgt.as_ptr()) };
+        let mut seg_start = 0u64; // buffer offset of the current DMA segment
+        let mut filled = 0usize;
+        for sg in table.iter() {
+            if filled == out.len() {
+                break;
+            }
+            let seg_end = seg_start + sg.dma_len() as u64;
+            while let Some(slot) = out.get_mut(filled) {
+                let page = first_page.checked_add(filled).ok_or(EINVAL)?;
+                let at = page.checked_mul(PAGE_SIZE).ok_or(EINVAL)? as u64;
+                if at >= seg_end {
+                    break;
+                }
+                // Pages are visited in order, so `at` is not before this segment.
+                *slot = (sg.dma_address() as u64 + (at - seg_start)) >> PAGE_SHIFT;
+                filled += 1;
+            }
+            seg_start = seg_end;
+        }
+        if filled == out.len() { Ok(()) } else { Err(EINVAL) }
     }
 }

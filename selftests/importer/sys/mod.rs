@@ -4,17 +4,18 @@
 //!
 //! - `device`:  a counted reference to the importer's `struct device`.
 //! - `dmabuf`:  a dma-buf reference, a static or dynamic attachment, the reservation
-//!   lock, and the mapping made under it (DMA segments, CPU pages).
+//!   lock, and the mapping (DMA segments, CPU pages) and vmap made under it.
 //! - `miscdev`: the misc device registration (with `fops.owner`) and per-file state.
 
 pub(crate) mod device;
 pub(crate) mod dmabuf;
 pub(crate) mod miscdev;
 
-/// `PAGE_SIZE` of the running kernel.
-pub(crate) const PAGE_SIZE: usize = 1 << kernel::bindings::PAGE_SHIFT;
+/// `PAGE_SHIFT` and `PAGE_SIZE` of the running kernel.
+pub(crate) const PAGE_SHIFT: u32 = kernel::bindings::PAGE_SHIFT;
+pub(crate) const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
-use crate::abi::{ImporterAttach, ImporterMap, ImporterRead, ImporterStats};
+use crate::abi::{ImporterAttach, ImporterMap, ImporterPfns, ImporterRead, ImporterStats};
 use kernel::transmute::{AsBytes, FromBytes};
 
 // SAFETY: the ABI structs are `repr(C)` and made only of integers, without padding
@@ -22,6 +23,8 @@ use kernel::transmute::{AsBytes, FromBytes};
 unsafe impl FromBytes for ImporterAttach {}
 // SAFETY: as above.
 unsafe impl FromBytes for ImporterRead {}
+// SAFETY: as above.
+unsafe impl FromBytes for ImporterPfns {}
 // SAFETY: as above; no padding, so every byte is initialised.
 unsafe impl AsBytes for ImporterMap {}
 // SAFETY: as above.

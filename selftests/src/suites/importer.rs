@@ -1,8 +1,12 @@
 //! The test importer (`selftests/importer/`, `/dev/ulive-importer`) attached to buffers
 //! of our device and of the kernel's built-in udmabuf: static and dynamic attachments,
-//! mappings (segment counts, mapped bytes), the bytes behind them, clean teardown in
-//! every order, and the module's own lifecycle. Runs after `module` loaded udmabuf_live.
+//! mappings (segment counts, mapped bytes), the bytes and page frames behind them, kernel
+//! vmaps, clean teardown in every order, and the module's own lifecycle. Runs after
+//! `module` loaded udmabuf_live.
 
+use super::common::Mapping;
+use super::importer_client::{self as client, ioctl, Importer};
+use super::live_util::{info, mapped_pfns, pfns, VMAPPED};
 use super::{cases, Suite};
 use crate::ktap::{out, CaseResult, Outcome};
 use crate::util::expect_eq;
@@ -12,15 +16,14 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use udmabuf_live_uapi::importer::*;
 use udmabuf_live_uapi::{UdmabufCreate, UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC};
 
-const IMPORTER_KO: &str = "/lib/modules/ulive_importer.ko";
 const OURS: &str = "/dev/udmabuf-live";
 const BUILTIN: &str = "/dev/udmabuf";
 const MIB: usize = 1 << 20;
@@ -43,51 +46,16 @@ pub fn suite() -> Suite {
             hugetlb_64mib_maps_to_at_most_32_segments,
             close_while_mapped,
             importer_drops_last_reference,
+            pfns_are_the_memfd_pages,
+            pfns_ranges_and_bad_requests,
+            vmap_reads_the_buffer,
+            vmap_goes_with_detach_and_close,
             unload_importer,
         ],
     }
 }
 
-// ---- userspace side of the importer and the two exporters ----
-
-fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
-    // SAFETY: every caller passes a request whose argument type is `T` (or no argument
-    // with a null pointer), pointing at a live value for the duration of the call.
-    Errno::result(unsafe { nix::libc::ioctl(fd, req as _, arg) })
-}
-
-/// An open file of `/dev/ulive-importer` (one attachment at most).
-struct Importer(File);
-
-impl Importer {
-    fn open() -> Result<Self> {
-        let path = format!("/dev/{IMPORTER_DEVICE_NAME}");
-        Ok(Self(OpenOptions::new().read(true).write(true).open(&path).with_context(|| format!("open {path}"))?))
-    }
-    fn attach(&self, dmabuf: RawFd, dynamic: bool) -> nix::Result<()> {
-        let mut a = ImporterAttach { dmabuf_fd: dmabuf, dynamic: dynamic as u32 };
-        ioctl(self.0.as_raw_fd(), IMPORTER_ATTACH, &mut a).map(drop)
-    }
-    fn attach_raw(&self, dmabuf: RawFd, dynamic: u32) -> nix::Result<()> {
-        let mut a = ImporterAttach { dmabuf_fd: dmabuf, dynamic };
-        ioctl(self.0.as_raw_fd(), IMPORTER_ATTACH, &mut a).map(drop)
-    }
-    fn map(&self) -> nix::Result<ImporterMap> {
-        let mut m = ImporterMap::default();
-        ioctl(self.0.as_raw_fd(), IMPORTER_MAP, &mut m).map(|_| m)
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
-        let mut r = ImporterRead { offset: offset as u64, len: buf.len() as u64, user_ptr: buf.as_mut_ptr() as u64 };
-        ioctl(self.0.as_raw_fd(), IMPORTER_READ, &mut r).map(|n| n as usize)
-    }
-    fn stats(&self) -> nix::Result<ImporterStats> {
-        let mut s = ImporterStats::default();
-        ioctl(self.0.as_raw_fd(), IMPORTER_STATS, &mut s).map(|_| s)
-    }
-    fn detach(&self) -> nix::Result<()> {
-        ioctl(self.0.as_raw_fd(), IMPORTER_DETACH, std::ptr::null_mut::<u8>()).map(drop)
-    }
-}
+// ---- the two exporters ----
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Backing {
@@ -167,15 +135,13 @@ fn need(dev: &str) -> Result<()> {
 // ---- cases ----
 
 fn importer_loaded() -> bool {
-    Path::new("/sys/module").join(IMPORTER_MODULE_NAME).exists()
+    client::loaded()
 }
 
 fn load_importer() -> CaseResult {
     ensure!(!importer_loaded(), "{IMPORTER_MODULE_NAME} already loaded before the test");
-    let f = File::open(IMPORTER_KO).with_context(|| format!("open {IMPORTER_KO}"))?;
-    nix::kmod::finit_module(&f, &CString::default(), nix::kmod::ModuleInitFlags::empty())
-        .with_context(|| format!("finit_module({IMPORTER_KO})"))?;
-    let path = format!("/dev/{IMPORTER_DEVICE_NAME}");
+    client::load()?;
+    let path = client::device_path();
     let md = std::fs::metadata(&path).with_context(|| format!("stat {path}"))?;
     ensure!(md.file_type().is_char_device(), "{path} is not a character device");
     Ok(Outcome::Pass)
@@ -186,9 +152,13 @@ fn ioctls_without_attachment() -> CaseResult {
     expect_errno("MAP without attachment", imp.map(), Errno::ENXIO)?;
     expect_errno("READ without attachment", imp.read(0, &mut [0u8; 16]), Errno::ENXIO)?;
     expect_errno("DETACH without attachment", imp.detach(), Errno::ENXIO)?;
+    expect_errno("PFNS without attachment", imp.pfns(0, &mut [0u64; 4], 0), Errno::ENXIO)?;
+    expect_errno("VMAP without attachment", imp.vmap(), Errno::ENXIO)?;
+    expect_errno("VUNMAP without attachment", imp.vunmap(), Errno::ENXIO)?;
+    expect_errno("VREAD without attachment", imp.vread(0, &mut [0u8; 16]), Errno::ENXIO)?;
     expect_eq("STATS without attachment", imp.stats()?, ImporterStats::default())?;
     let bogus = nix::request_code_none!(IMPORTER_IOCTL_TYPE, 0x7f) as u32;
-    expect_errno("unknown ioctl", ioctl(imp.0.as_raw_fd(), bogus, std::ptr::null_mut::<u8>()), Errno::ENOTTY)?;
+    expect_errno("unknown ioctl", ioctl(imp.raw_fd(), bogus, std::ptr::null_mut::<u8>()), Errno::ENOTTY)?;
     Ok(Outcome::Pass)
 }
 
@@ -367,6 +337,211 @@ fn importer_drops_last_reference() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+// ---- PFNS ----
+
+/// The importer's view of `buf` (attached `dynamic`ally or not, mapped by PFNS itself):
+/// CPU-page PFNs and DMA-address PFNs of the whole buffer, which must agree in the test
+/// guest (no IOMMU).
+fn importer_pfns(buf: &OwnedFd, dynamic: bool, pages: usize) -> Result<Vec<u64>> {
+    let imp = Importer::open()?;
+    imp.attach(buf.as_raw_fd(), dynamic).context("ATTACH")?;
+    let mut cpu = vec![0u64; pages];
+    expect_eq("PFNs written (CPU pages)", imp.pfns(0, &mut cpu, 0).context("PFNS")?, pages)?;
+    let s = imp.stats()?;
+    expect_eq("STATS after PFNS on an unmapped attachment (maps, mapped)", (s.maps, s.mapped), (1, 1))?;
+    let mut dma = vec![0u64; pages];
+    expect_eq("PFNs written (DMA)", imp.pfns(0, &mut dma, IMPORTER_PFNS_DMA).context("PFNS (DMA)")?, pages)?;
+    expect_eq("maps after a second PFNS", imp.stats()?.maps, 1)?;
+    if let Some(i) = (0..pages).find(|&i| cpu[i] != dma[i]) {
+        bail!("page {i}: CPU page PFN {:#x}, DMA address PFN {:#x} (no IOMMU here: they must agree)", cpu[i], dma[i]);
+    }
+    Ok(cpu)
+}
+
+/// The importer's mapping points at the memfd's own pages (pagemap of a mapping of the
+/// memfd), on both exporters, shmem and hugetlb, static and dynamic; on ours also at what
+/// UDMABUF_LIVE_PFNS reports.
+fn pfns_are_the_memfd_pages() -> CaseResult {
+    for dev in [OURS, BUILTIN] {
+        need(dev)?;
+        for backing in [Backing::Shmem, Backing::Hugetlb] {
+            let size = 4 * MIB;
+            let pages = size / 4096;
+            let memfd = patterned_memfd(size, backing, 0x5f)?;
+            let buf = create_dmabuf(dev, &memfd, size)?;
+            let map = Mapping::shared(&memfd, size as u64)?;
+            // Reading faults the mapping's pages in (pagemap shows only present pages).
+            let bytes = map.read(0, size as u64);
+            ensure!(bytes.iter().enumerate().all(|(i, &b)| b == expected_byte(i, 0x5f)), "the memfd lost its pattern");
+            let want = mapped_pfns(&map, 0, pages as u64)?;
+            if dev == OURS {
+                let devf = OpenOptions::new().read(true).write(true).open(OURS).with_context(|| format!("open {OURS}"))?;
+                ensure!(pfns(&devf, &buf, 0, pages as u64)? == want, "UDMABUF_LIVE_PFNS differs from pagemap");
+            }
+            for dynamic in [false, true] {
+                let got = importer_pfns(&buf, dynamic, pages)?;
+                if let Some(i) = (0..pages).find(|&i| got[i] != want[i]) {
+                    bail!(
+                        "{dev} {backing:?} {}: page {i}: the importer maps PFN {:#x}, the memfd has {:#x}",
+                        if dynamic { "dynamic" } else { "static" },
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+    Ok(Outcome::Pass)
+}
+
+/// Partial ranges, the cut at the end of the buffer, and the errnos of bad requests.
+fn pfns_ranges_and_bad_requests() -> CaseResult {
+    need(OURS)?;
+    let pages = 64usize;
+    let memfd = patterned_memfd(pages * 4096, Backing::Shmem, 0x77)?;
+    let buf = create_dmabuf(OURS, &memfd, pages * 4096)?;
+    let imp = Importer::open()?;
+    imp.attach(buf.as_raw_fd(), true).context("ATTACH")?;
+    let mut all = vec![0u64; pages];
+    expect_eq("PFNs of the whole buffer", imp.pfns(0, &mut all, 0)?, pages)?;
+    for flags in [0, IMPORTER_PFNS_DMA] {
+        let mut some = vec![0u64; 5];
+        expect_eq("PFNs of pages 3..8", imp.pfns(3, &mut some, flags)?, 5)?;
+        expect_eq("PFNs of pages 3..8", some.as_slice(), &all[3..8])?;
+        let mut tail = vec![0u64; 10];
+        expect_eq("PFNs asked past the end (cut)", imp.pfns(pages as u64 - 4, &mut tail, flags)?, 4)?;
+        expect_eq("PFNs of the last 4 pages", &tail[..4], &all[pages - 4..])?;
+        expect_eq("PFNs from the end", imp.pfns(pages as u64, &mut tail, flags)?, 0)?;
+        expect_errno("PFNS starting past the end", imp.pfns(pages as u64 + 1, &mut tail, flags), Errno::EINVAL)?;
+    }
+    let mut out = [0u64; 4];
+    let mut req = ImporterPfns { first_page: 0, count: 4, user_ptr: out.as_mut_ptr() as u64, flags: 2, reserved: 0 };
+    expect_errno("PFNS with an unknown flag", imp.pfns_req(&mut req), Errno::EINVAL)?;
+    req.flags = 0;
+    req.reserved = 1;
+    expect_errno("PFNS with reserved set", imp.pfns_req(&mut req), Errno::EINVAL)?;
+    req.reserved = 0;
+    req.user_ptr = 8;
+    expect_errno("PFNS to a bad address", imp.pfns_req(&mut req), Errno::EFAULT)?;
+    expect_eq("STATS after all that (maps, remaps, mapped)", {
+        let s = imp.stats()?;
+        (s.maps, s.remaps, s.mapped)
+    }, (1, 0, 1))?;
+    Ok(Outcome::Pass)
+}
+
+// ---- VMAP, VREAD, VUNMAP ----
+
+/// Read the whole buffer through the vmap (in READ_MAX pieces) and compare with the
+/// pattern.
+fn verify_vmap(imp: &Importer, size: usize, seed: u64) -> Result<()> {
+    let mut buf = vec![0u8; size.min(IMPORTER_READ_MAX as usize)];
+    let mut at = 0;
+    while at < size {
+        let want = (size - at).min(buf.len());
+        let n = imp.vread(at, &mut buf[..want]).with_context(|| format!("VREAD {want} bytes at {at:#x}"))?;
+        expect_eq("bytes returned by VREAD", n, want)?;
+        if let Some(i) = (0..n).find(|&i| buf[i] != expected_byte(at + i, seed)) {
+            bail!("byte at {:#x}: the vmap shows {:#04x}, memfd holds {:#04x}", at + i, buf[i], expected_byte(at + i, seed));
+        }
+        at += n;
+    }
+    Ok(())
+}
+
+/// A vmap of a buffer of either exporter shows its bytes; VREAD is cut at the end; one
+/// vmap per file; VUNMAP ends it; a vmap and a DMA mapping can coexist.
+fn vmap_reads_the_buffer() -> CaseResult {
+    for dev in [OURS, BUILTIN] {
+        need(dev)?;
+        for backing in [Backing::Shmem, Backing::Hugetlb] {
+            let size = 6 * MIB;
+            let seed = 0x7a + size as u64;
+            let memfd = patterned_memfd(size, backing, seed)?;
+            let buf = create_dmabuf(dev, &memfd, size)?;
+            let imp = Importer::open()?;
+            imp.attach(buf.as_raw_fd(), false).context("ATTACH")?;
+            expect_errno("VREAD before VMAP", imp.vread(0, &mut [0u8; 16]), Errno::ENXIO)?;
+            expect_errno("VUNMAP before VMAP", imp.vunmap(), Errno::ENXIO)?;
+            imp.vmap().with_context(|| format!("VMAP of a {dev} {backing:?} buffer"))?;
+            let s = imp.stats()?;
+            expect_eq("STATS while vmapped (vmapped, mapped, maps)", (s.vmapped, s.mapped, s.maps), (1, 0, 0))?;
+            expect_errno("second VMAP on one file", imp.vmap(), Errno::EBUSY)?;
+            verify_vmap(&imp, size, seed)?;
+            let mut small = [0u8; 10];
+            expect_eq("VREAD across a page boundary", imp.vread(4093, &mut small)?, 10)?;
+            ensure!(small.iter().enumerate().all(|(i, &b)| b == expected_byte(4093 + i, seed)), "unaligned VREAD differs");
+            expect_eq("VREAD at the end", imp.vread(size, &mut small)?, 0)?;
+            expect_eq("VREAD straddling the end", imp.vread(size - 4, &mut small)?, 4)?;
+            expect_errno("VREAD past the end", imp.vread(size + 1, &mut small), Errno::EINVAL)?;
+            expect_errno("VREAD to a bad address", {
+                let mut r = ImporterRead { offset: 0, len: 16, user_ptr: 8 };
+                ioctl(imp.raw_fd(), IMPORTER_VREAD, &mut r)
+            }, Errno::EFAULT)?;
+            // A DMA mapping next to the vmap sees the same bytes.
+            imp.map().context("MAP while vmapped")?;
+            verify(&imp, size - 8192, 8192, seed)?;
+            imp.vunmap().context("VUNMAP")?;
+            let s = imp.stats()?;
+            expect_eq("STATS after VUNMAP (vmapped, mapped)", (s.vmapped, s.mapped), (0, 1))?;
+            expect_errno("VREAD after VUNMAP", imp.vread(0, &mut small), Errno::ENXIO)?;
+            expect_errno("second VUNMAP", imp.vunmap(), Errno::ENXIO)?;
+            imp.vmap().context("VMAP again")?;
+            verify_vmap(&imp, size, seed)?;
+        }
+    }
+    Ok(Outcome::Pass)
+}
+
+/// DETACH and close end the vmap too: udmabuf-live's INFO drops VMAPPED, and the buffer
+/// can be vmapped again; the importer can hold the only reference through its vmap.
+fn vmap_goes_with_detach_and_close() -> CaseResult {
+    need(OURS)?;
+    let devf = OpenOptions::new().read(true).write(true).open(OURS).with_context(|| format!("open {OURS}"))?;
+    let size = 2 * MIB;
+    let memfd = patterned_memfd(size, Backing::Shmem, 0x99)?;
+    let buf = create_dmabuf(OURS, &memfd, size)?;
+    let vmapped = |what: &str, want: bool| -> Result<()> {
+        let i = info(&devf, &buf)?;
+        ensure!((i.state & VMAPPED != 0) == want, "INFO {what}: VMAPPED is {}, expected {want}", i.state & VMAPPED != 0);
+        Ok(())
+    };
+    vmapped("before any vmap", false)?;
+    let imp = Importer::open()?;
+    imp.attach(buf.as_raw_fd(), true)?;
+    imp.vmap()?;
+    vmapped("with a vmap", true)?;
+    imp.detach().context("DETACH with a vmap")?;
+    expect_eq("STATS after DETACH", imp.stats()?, ImporterStats::default())?;
+    vmapped("after DETACH", false)?;
+    // Two files vmap the same buffer: both must go before it is no longer vmapped.
+    let (a, b) = (Importer::open()?, Importer::open()?);
+    for imp in [&a, &b] {
+        imp.attach(buf.as_raw_fd(), false)?;
+        imp.vmap()?;
+    }
+    drop(a);
+    vmapped("with one of two vmaps closed", true)?;
+    verify_vmap(&b, size, 0x99)?;
+    drop(b);
+    vmapped("after closing both", false)?;
+    // The importer's vmap alone keeps the buffer (and udmabuf_live) alive.
+    let module = udmabuf_live_uapi::MODULE_NAME;
+    let base = refcnt(module)?;
+    let imp = Importer::open()?;
+    {
+        let memfd = patterned_memfd(size, Backing::Hugetlb, 0x9a)?;
+        let buf = create_dmabuf(OURS, &memfd, size)?;
+        imp.attach(buf.as_raw_fd(), false)?;
+        imp.vmap()?;
+    }
+    expect_eq("udmabuf_live refcnt with only the importer's vmap", refcnt(module)?, base + 1)?;
+    verify_vmap(&imp, size, 0x9a)?;
+    drop(imp);
+    expect_eq("udmabuf_live refcnt after closing the importer", refcnt(module)?, base)?;
+    Ok(Outcome::Pass)
+}
+
 fn unload_importer() -> CaseResult {
     let name = CString::new(IMPORTER_MODULE_NAME)?;
     let flags = nix::kmod::DeleteModuleFlags::O_NONBLOCK;
@@ -376,6 +551,6 @@ fn unload_importer() -> CaseResult {
     }
     nix::kmod::delete_module(&name, flags).context("delete_module(ulive_importer)")?;
     ensure!(!importer_loaded(), "{IMPORTER_MODULE_NAME} still loaded");
-    ensure!(!Path::new(&format!("/dev/{IMPORTER_DEVICE_NAME}")).exists(), "/dev/{IMPORTER_DEVICE_NAME} still exists");
+    ensure!(!Path::new(&client::device_path()).exists(), "/dev/{IMPORTER_DEVICE_NAME} still exists");
     Ok(Outcome::Pass)
 }

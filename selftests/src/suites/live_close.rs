@@ -10,7 +10,7 @@
 
 use super::common::*;
 use super::live_util::*;
-use super::test_importer::{Attach, Importer};
+use super::importer_client::{Attach, Importer};
 use super::{cases, Suite};
 use crate::ktap::out;
 use std::time::{Duration, Instant};
@@ -211,25 +211,24 @@ fn close_while_stale(close_importer_fd: bool) -> Result<()> {
     let free = hugepages_free()?;
     let size = 2 * HUGE_PAGE;
     let imp = Importer::open()?;
-    let id = {
+    {
         let dev = open_device(&test_device())?;
         let memfd = memfd(Backing::Hugetlb, size)?;
         let map = Mapping::shared(&memfd, size)?;
         map.write(0, &pattern(50, size));
         let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
-        let id = imp.import(&buf, Attach::Static).context("static import")?;
+        imp.import(&buf, Attach::Static).context("static import")?;
         punch(&memfd, 0, HUGE_PAGE)?;
         map.write(0, &pattern(51, size));
         let r = sync_raw(&dev, fdnum(&buf), 0);
         ensure!(r == Err(nix::errno::Errno::ETIMEDOUT), "SYNC while statically imported: {r:?}, expected ETIMEDOUT");
         expect_state("punched while imported", &info(&dev, &buf)?, STALE, 0)?;
-        id
-    };
+    }
     ensure!(module_refcnt()? > base, "the import holds the only reference, yet the refcount is back at {base}");
     if close_importer_fd {
         drop(imp);
     } else {
-        imp.release(id).context("release the import")?;
+        imp.release().context("release the import")?;
         drop(imp);
     }
     expect_refcnt("after the import of a stale buffer went", base)?;

@@ -6,11 +6,12 @@
 //! the vmap) show the old bytes there. A dynamic importer is never pinned: it is told to
 //! drop its mapping and maps the new pages. vgem (7.2) only attaches: no deferral.
 //!
-//! Static, dynamic and vmap imports come from the tests' own importer (importer.rs):
-//! vgem in 7.2 never maps an imported dma-buf.
+//! Static, dynamic and vmap imports come from the tests' own importer, ulive_importer
+//! (importer_client.rs; one open importer per holder): vgem in 7.2 never maps an
+//! imported dma-buf.
 
 use super::common::*;
-use super::test_importer::{Attach, Importer};
+use super::importer_client::{Attach, Importer};
 use super::live_util::*;
 use super::{cases, vgem, Suite};
 use crate::ktap::{CaseResult, Outcome};
@@ -72,7 +73,6 @@ struct Held {
     buf: OwnedFd,
     bmap: Mapping,
     imp: Importer,
-    id: u32,
     holder: Holder,
     before: UdmabufLiveInfo,
     old_pfns: Vec<u64>,
@@ -87,11 +87,11 @@ impl Held {
         let buf = create(dev.as_fd(), &memfd, 0, size(), 0).context("UDMABUF_CREATE")?;
         let bmap = Mapping::shared(&buf, size())?;
         let imp = Importer::open()?;
-        let id = match holder {
+        match holder {
             Holder::StaticImport => imp.import(&buf, Attach::Static).context("static import")?,
             Holder::DynamicImport => imp.import(&buf, Attach::Dynamic).context("dynamic import")?,
-            Holder::Vmap => imp.vmap(&buf).context("vmap")?,
-        };
+            Holder::Vmap => imp.import_vmap(&buf).context("vmap")?,
+        }
         let before = info(&dev, &buf)?;
         let (pins, vmapped) = match holder {
             Holder::StaticImport => (1, 0),
@@ -101,7 +101,7 @@ impl Held {
         ensure!(before.pins == pins, "INFO while held: pins {}, expected {pins}", before.pins);
         expect_state("held", &before, WATCHED | vmapped, STALE | PENDING | (VMAPPED & !vmapped))?;
         let old_pfns = expect_pfns("before the punch", &dev, &buf, 0, &mapped_pfns(&map, 0, PAGES)?)?;
-        let held = Self { dev, _memfd: memfd, map, buf, bmap, imp, id, holder, before, old_pfns };
+        let held = Self { dev, _memfd: memfd, map, buf, bmap, imp, holder, before, old_pfns };
         held.expect_importer_sees("before the punch", &held.old_pfns, &pattern(1, size()))?;
         punch(&held._memfd, HOLE.0 * ps(), HOLE.1 * ps())?;
         held.map.write(0, &pattern(2, size()));
@@ -111,10 +111,10 @@ impl Held {
     /// The importer's own view: its DMA mapping's PFNs, or the bytes of its vmap.
     fn expect_importer_sees(&self, what: &str, pfns: &[u64], bytes: &[u8]) -> Result<()> {
         if self.holder == Holder::Vmap {
-            let got = self.imp.vread(self.id, 0, size()).context("read through the vmap")?;
+            let got = self.imp.vread_all(0, size()).context("read through the vmap")?;
             return expect_bytes(&format!("{what}: through the importer's vmap"), &got, bytes);
         }
-        let v = self.imp.view(self.id, PAGES).context("the importer's PFNs")?;
+        let v = self.imp.view(PAGES).context("the importer's PFNs")?;
         if let Some(i) = (0..pfns.len()).find(|&i| v.pfns[i] != pfns[i]) {
             bail!("{what}: the importer's mapping has PFN {:#x} at page {i}, the buffer {:#x}", v.pfns[i], pfns[i]);
         }
@@ -161,7 +161,7 @@ impl Held {
 }
 
 fn release_then_sync(h: &Held) -> Result<()> {
-    h.imp.release(h.id).context("release the import")?;
+    h.imp.release().context("release the import")?;
     sync(&h.dev, &h.buf, 1000).context("SYNC after the release")?;
     h.expect_applied("after the release")?;
     Ok(())
@@ -197,11 +197,11 @@ fn sync_waits_for_unpin() -> CaseResult {
     let h = Held::new(Holder::StaticImport)?;
     h.expect_stale()?;
     let delay = Duration::from_millis(300);
-    let (imp, id) = (&h.imp, h.id);
+    let imp = &h.imp;
     let (waited, released) = std::thread::scope(|s| {
         let t = s.spawn(move || {
             std::thread::sleep(delay);
-            imp.release(id)
+            imp.release()
         });
         let t0 = Instant::now();
         let r = sync(&h.dev, &h.buf, 10_000);
@@ -226,11 +226,11 @@ fn dynamic_importer_remaps_new_pages() -> CaseResult {
     let h = Held::new(Holder::DynamicImport)?;
     sync(&h.dev, &h.buf, 0).context("SYNC with a dynamic importer")?;
     let new = h.expect_applied("after SYNC")?;
-    let v = h.imp.view(h.id, PAGES).context("the importer's PFNs")?;
+    let v = h.imp.view(PAGES).context("the importer's PFNs")?;
     ensure!(v.invalidations >= 1, "the dynamic importer was never told to drop its mapping: {v:?}");
     ensure!(v.remaps == 1, "the dynamic importer mapped again {} times, expected 1", v.remaps);
     h.expect_importer_sees("after the update", &new, &pattern(2, size()))?;
-    h.imp.release(h.id).context("release")?;
+    h.imp.release().context("release")?;
     Ok(Outcome::Pass)
 }
 
@@ -290,26 +290,26 @@ fn stale_until_last_holder_goes() -> CaseResult {
     map.write(0, &pattern(1, size()));
     let buf = create(dev.as_fd(), &memfd, 0, size(), 0).context("UDMABUF_CREATE")?;
     let bmap = Mapping::shared(&buf, size())?;
-    let imp = Importer::open()?;
-    let a = imp.import(&buf, Attach::Static).context("first static import")?;
-    let v = imp.vmap(&buf).context("vmap")?;
+    let (a, v, b) = (Importer::open()?, Importer::open()?, Importer::open()?);
+    a.import(&buf, Attach::Static).context("first static import")?;
+    v.import_vmap(&buf).context("vmap")?;
     let before = info(&dev, &buf)?;
     let old = pfns(&dev, &buf, 0, PAGES)?;
     punch(&memfd, HOLE.0 * ps(), HOLE.1 * ps())?;
     map.write(0, &pattern(2, size()));
     expect_sync_timeout("held by a static import and a vmap", &dev, &buf)?;
-    let b = imp.import(&buf, Attach::Static).context("second static import, while stale")?;
+    b.import(&buf, Attach::Static).context("second static import, while stale")?;
     let i = info(&dev, &buf)?;
     ensure!(i.pins == 2, "INFO with two static imports: pins {}, expected 2", i.pins);
-    let seen = imp.view(b, PAGES).context("PFNs of the second import")?;
+    let seen = b.view(PAGES).context("PFNs of the second import")?;
     ensure!(seen.pfns == old, "an import made while stale maps other pages than the first import");
-    imp.release(a).context("release the first import")?;
+    a.release().context("release the first import")?;
     expect_sync_timeout("still held by an import and a vmap", &dev, &buf)?;
-    imp.release(v).context("vunmap")?;
+    v.release().context("vunmap")?;
     expect_sync_timeout("still held by the second import", &dev, &buf)?;
     expect_bytes("dma-buf mmap while stale", &bmap.read(0, size()), &stale_view())?;
     expect_progress_since("while held", &dev, &buf, &before, 0..=0, 0)?;
-    imp.release(b).context("release the second import")?;
+    b.release().context("release the second import")?;
     sync(&dev, &buf, 1000).context("SYNC after the last holder went")?;
     expect_progress_since("after the last holder went", &dev, &buf, &before, 1..=1, HOLE.1)?;
     expect_all_matching("after the last holder went", &dev, &buf, PAGES)?;
@@ -336,7 +336,7 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
         let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
         let bmap = Mapping::shared(&buf, size)?;
         let imp = Importer::open()?;
-        let id = imp.import(&buf, Attach::Static).context("static import")?;
+        imp.import(&buf, Attach::Static).context("static import")?;
         let before = info(&dev, &buf)?;
         for round in 0..3u8 {
             punch(&memfd, HUGE_PAGE, HUGE_PAGE)?;
@@ -348,7 +348,7 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
         let mut stale = pattern(4, size);
         stale[HUGE_PAGE as usize..].copy_from_slice(&pattern(1, size)[HUGE_PAGE as usize..]);
         expect_bytes("dma-buf mmap while stale", &bmap.read(0, size), &stale)?;
-        imp.release(id).context("release the import")?;
+        imp.release().context("release the import")?;
         sync(&dev, &buf, 1000).context("SYNC after the release")?;
         expect_progress_since("after the release", &dev, &buf, &before, 1..=1, pages / 2)?;
         expect_all_matching("after the release", &dev, &buf, pages)?;

@@ -7,7 +7,7 @@
 
 use super::common::*;
 use super::live_util::*;
-use super::test_importer::{Attach, Importer};
+use super::importer_client::{Attach, Importer};
 use super::{cases, Suite};
 use crate::ktap::{CaseResult, Outcome};
 use anyhow::{ensure, Context, Result};
@@ -141,15 +141,15 @@ fn import_resyncs(how: Attach) -> CaseResult {
     let l = Lazy::new(5)?;
     let punched = l.punch_and_write(&[(7, 2)], 6)?;
     let imp = Importer::open()?;
-    let id = imp.import(&l.buf, how).with_context(|| format!("{how:?} import"))?;
+    imp.import(&l.buf, how).with_context(|| format!("{how:?} import"))?;
     let pins = u32::from(how == Attach::Static);
     let i = info(&l.dev, &l.buf)?;
     ensure!(i.pins == pins, "INFO after a {how:?} import: pins {}, expected {pins}", i.pins);
     l.expect_resynced(&format!("a {how:?} import"), 6, punched)?;
-    let view = imp.view(id, PAGES).context("the importer's PFNs")?;
+    let view = imp.view(PAGES).context("the importer's PFNs")?;
     let want = pfns(&l.dev, &l.buf, 0, PAGES)?;
     ensure!(view.pfns == want, "the importer maps other pages than the buffer holds");
-    imp.release(id).context("release the import")?;
+    imp.release().context("release the import")?;
     let i = info(&l.dev, &l.buf)?;
     ensure!(i.pins == 0, "INFO after the release: pins {}, expected 0", i.pins);
     expect_all_matching("after the release", &l.dev, &l.buf, PAGES)?;
@@ -347,12 +347,15 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
             2 * g
         );
         let imp = Importer::open()?;
-        let import = match via {
+        let imported = match via {
             None => {
                 sync(&dev, &buf, 0)?;
-                None
+                false
             }
-            Some(how) => Some(imp.import(&buf, how).with_context(|| format!("{how:?} import"))?),
+            Some(how) => {
+                imp.import(&buf, how).with_context(|| format!("{how:?} import"))?;
+                true
+            }
         };
         let after = info(&dev, &buf)?;
         expect_progress("the resync of an unwritten hole", &before, &after, 1..=1, g / ps())?;
@@ -367,10 +370,10 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
         sync(&dev, &buf, 0)?;
         expect_progress("writing the filled hole", &after, &info(&dev, &buf)?, 0..=0, 0)?;
         expect_bytes("dma-buf mmap after writing the filled hole", &bmap.read(0, size), &pattern(14, size))?;
-        if let Some(id) = import {
-            let view = imp.view(id, pages).context("the importer's PFNs")?;
+        if imported {
+            let view = imp.view(pages).context("the importer's PFNs")?;
             ensure!(view.pfns == pfns(&dev, &buf, 0, pages)?, "the importer maps other pages than the buffer holds");
-            imp.release(id).context("release the import")?;
+            imp.release().context("release the import")?;
         }
     }
     if kind == Backing::Hugetlb {

@@ -13,7 +13,7 @@
 
 use super::common::*;
 use super::live_util::*;
-use super::test_importer::{Attach, Importer};
+use super::importer_client::{Attach, Importer};
 use super::{cases, Suite};
 use crate::ktap::{out, CaseResult, Outcome};
 use anyhow::{bail, ensure, Context, Result};
@@ -179,18 +179,18 @@ fn concurrent_users() -> CaseResult {
             let imp = Importer::open()?;
             until_stopped(stop, &counts[3], |i| {
                 let how = if i % 2 == 0 { Attach::Static } else { Attach::Dynamic };
-                let id = imp.import(buf, how).with_context(|| format!("{how:?} import"))?;
-                imp.view(id, PAGES).with_context(|| format!("{how:?} import: PFNs"))?;
-                imp.release(id).with_context(|| format!("{how:?} import: release"))?;
+                imp.import(buf, how).with_context(|| format!("{how:?} import"))?;
+                imp.view(PAGES).with_context(|| format!("{how:?} import: PFNs"))?;
+                imp.release().with_context(|| format!("{how:?} import: release"))?;
                 Ok(())
             })
         });
         let vmapper = s.spawn(move || {
             let imp = Importer::open()?;
             until_stopped(stop, &counts[4], |_| {
-                let id = imp.vmap(buf).context("vmap")?;
-                imp.vread(id, 0, ps()).context("read through the vmap")?;
-                imp.release(id).context("vunmap")?;
+                imp.import_vmap(buf).context("vmap")?;
+                imp.vread_all(0, ps()).context("read through the vmap")?;
+                imp.release().context("vunmap")?;
                 Ok(())
             })
         });

@@ -1,8 +1,8 @@
 //! A real importer: vgem (built into the test kernel) imports the dma-buf with
 //! DRM_IOCTL_PRIME_FD_TO_HANDLE, which attaches to it. In 7.2 vgem imports with
 //! drm_gem_shmem_prime_import_no_map(): it attaches but never maps (nor pins) the
-//! dma-buf; the mapping, pin and vmap paths are exercised with the tests' own importer
-//! (importer.rs). The import holds the buffer: exporting the
+//! dma-buf; the mapping, pin and vmap paths are exercised with the tests' own importer,
+//! ulive_importer (importer_client.rs). The import holds the buffer: exporting the
 //! handle back (PRIME_HANDLE_TO_FD) gives the same dma-buf, with its content, even after
 //! the user closed every fd of their own.
 

@@ -1,0 +1,204 @@
+//! The userspace side of the tests' dma-buf importer, `ulive_importer`
+//! (`selftests/importer/`, `/dev/ulive-importer`, ABI in `uapi/src/importer.rs`).
+//!
+//! vgem in 7.2 only attaches on PRIME import (drm_gem_shmem_prime_import_no_map): it
+//! never maps, pins or vmaps a dma-buf. This importer does, as drivers do: a static
+//! attachment (the dma-buf core pins the buffer at map), a dynamic one
+//! (invalidate_mappings, never pinned; maps again after an invalidation) and a kernel
+//! vmap. One open file holds one attachment (and at most one vmap of it), so every
+//! holder of a buffer is its own [`Importer`], as every importing driver has its own.
+//!
+//! The `importer` suite drives the ioctls one by one; the live suites use the helpers
+//! ([`Importer::import`], [`Importer::import_vmap`], [`Importer::view`],
+//! [`Importer::vread_all`], [`Importer::release`]).
+
+use anyhow::{ensure, Context, Result};
+use nix::errno::Errno;
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use udmabuf_live_uapi::importer::*;
+
+/// Where the guest's initramfs holds the module.
+pub const MODULE_PATH: &str = "/lib/modules/ulive_importer.ko";
+
+pub fn device_path() -> String {
+    format!("/dev/{IMPORTER_DEVICE_NAME}")
+}
+
+/// Whether `ulive_importer` is loaded.
+pub fn loaded() -> bool {
+    Path::new("/sys/module").join(IMPORTER_MODULE_NAME).exists()
+}
+
+/// Load the module from MODULE_PATH (already loaded is fine).
+pub fn load() -> Result<()> {
+    let f = File::open(MODULE_PATH).with_context(|| format!("open {MODULE_PATH} ('make importer' builds it)"))?;
+    match nix::kmod::finit_module(&f, &CString::default(), nix::kmod::ModuleInitFlags::empty()) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("finit_module({MODULE_PATH})")),
+    }
+}
+
+/// ioctl(2) with a typed argument.
+pub fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
+    // SAFETY: every caller passes a request whose argument type is `T` (or no argument
+    // with a null pointer), pointing at a live value for the duration of the call.
+    Errno::result(unsafe { nix::libc::ioctl(fd, req as _, arg) })
+}
+
+/// How an import attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// No importer ops: the dma-buf core pins the buffer while it is mapped.
+    Static,
+    /// With invalidate_mappings: never pinned; told when the pages move.
+    Dynamic,
+}
+
+/// What an importer's mapping showed: its PFNs and its invalidation history.
+#[derive(Debug)]
+pub struct ImporterView {
+    pub pfns: Vec<u64>,
+    pub invalidations: u64,
+    pub remaps: u64,
+}
+
+/// An open file of `/dev/ulive-importer`. Closing it (drop) vunmaps, unmaps, detaches and
+/// drops the dma-buf reference, as DETACH does.
+pub struct Importer(File);
+
+impl Importer {
+    /// Open the device, loading the module first if its node is missing (the `importer`
+    /// suite unloads it at its end; the live suites come later).
+    pub fn open() -> Result<Self> {
+        let path = device_path();
+        if !Path::new(&path).exists() {
+            load()?;
+        }
+        Ok(Self(OpenOptions::new().read(true).write(true).open(&path).with_context(|| format!("open {path}"))?))
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    // ---- the ioctls, one by one ----
+
+    pub fn attach(&self, dmabuf: RawFd, dynamic: bool) -> nix::Result<()> {
+        self.attach_raw(dmabuf, dynamic as u32)
+    }
+
+    pub fn attach_raw(&self, dmabuf: RawFd, dynamic: u32) -> nix::Result<()> {
+        let mut a = ImporterAttach { dmabuf_fd: dmabuf, dynamic };
+        ioctl(self.raw_fd(), IMPORTER_ATTACH, &mut a).map(drop)
+    }
+
+    pub fn map(&self) -> nix::Result<ImporterMap> {
+        let mut m = ImporterMap::default();
+        ioctl(self.raw_fd(), IMPORTER_MAP, &mut m).map(|_| m)
+    }
+
+    /// READ through the DMA mapping; returns the bytes copied.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
+        let mut r = ImporterRead { offset: offset as u64, len: buf.len() as u64, user_ptr: buf.as_mut_ptr() as u64 };
+        ioctl(self.raw_fd(), IMPORTER_READ, &mut r).map(|n| n as usize)
+    }
+
+    pub fn stats(&self) -> nix::Result<ImporterStats> {
+        let mut s = ImporterStats::default();
+        ioctl(self.raw_fd(), IMPORTER_STATS, &mut s).map(|_| s)
+    }
+
+    pub fn detach(&self) -> nix::Result<()> {
+        ioctl(self.raw_fd(), IMPORTER_DETACH, std::ptr::null_mut::<u8>()).map(drop)
+    }
+
+    /// PFNS of pages `first_page..` into `out` (`flags`: 0 or IMPORTER_PFNS_DMA); returns
+    /// how many the module wrote.
+    pub fn pfns(&self, first_page: u64, out: &mut [u64], flags: u32) -> nix::Result<usize> {
+        let mut p = ImporterPfns { first_page, count: out.len() as u64, user_ptr: out.as_mut_ptr() as u64, flags, reserved: 0 };
+        self.pfns_req(&mut p)
+    }
+
+    /// PFNS with a request as given (so that bad ones can be passed).
+    ///
+    /// The module writes at most `count` u64s to `user_ptr`: a bad pointer gives EFAULT.
+    pub fn pfns_req(&self, req: &mut ImporterPfns) -> nix::Result<usize> {
+        ioctl(self.raw_fd(), IMPORTER_PFNS, req).map(|n| n as usize)
+    }
+
+    pub fn vmap(&self) -> nix::Result<()> {
+        ioctl(self.raw_fd(), IMPORTER_VMAP, std::ptr::null_mut::<u8>()).map(drop)
+    }
+
+    pub fn vunmap(&self) -> nix::Result<()> {
+        ioctl(self.raw_fd(), IMPORTER_VUNMAP, std::ptr::null_mut::<u8>()).map(drop)
+    }
+
+    /// VREAD through the vmap; returns the bytes copied.
+    pub fn vread(&self, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
+        let mut r = ImporterRead { offset: offset as u64, len: buf.len() as u64, user_ptr: buf.as_mut_ptr() as u64 };
+        ioctl(self.raw_fd(), IMPORTER_VREAD, &mut r).map(|n| n as usize)
+    }
+
+    // ---- what the live suites do with it ----
+
+    /// Attach to `dmabuf` and map it for DMA, as a driver's import does: a static import
+    /// pins the buffer (at the map), a dynamic one is told when its pages move. A map that
+    /// fails detaches again.
+    pub fn import(&self, dmabuf: &impl AsRawFd, how: Attach) -> Result<()> {
+        self.attach(dmabuf.as_raw_fd(), how == Attach::Dynamic).context("ATTACH")?;
+        if let Err(e) = self.map() {
+            let _ = self.detach();
+            return Err(e).context("MAP");
+        }
+        Ok(())
+    }
+
+    /// A kernel vmap of `dmabuf`: a static attachment that is never mapped (so nothing is
+    /// pinned), and VMAP. A VMAP that fails detaches again.
+    pub fn import_vmap(&self, dmabuf: &impl AsRawFd) -> Result<()> {
+        self.attach(dmabuf.as_raw_fd(), false).context("ATTACH")?;
+        if let Err(e) = self.vmap() {
+            let _ = self.detach();
+            return Err(e).context("VMAP");
+        }
+        Ok(())
+    }
+
+    /// The PFNs of the first `count` pages of the import's DMA mapping (the DMA addresses
+    /// a device would be given: physical in the test guest, which has no IOMMU), with
+    /// its invalidation history. A dynamic import whose mapping was invalidated maps
+    /// again first.
+    pub fn view(&self, count: u64) -> Result<ImporterView> {
+        let mut pfns = vec![0u64; count as usize];
+        let mut done = 0;
+        while done < pfns.len() {
+            let n = self.pfns(done as u64, &mut pfns[done..], IMPORTER_PFNS_DMA).context("PFNS")?;
+            ensure!(n > 0, "PFNS returned no PFN at page {done} of {count}");
+            done += n;
+        }
+        let s = self.stats().context("STATS")?;
+        Ok(ImporterView { pfns, invalidations: s.invalidations, remaps: s.remaps })
+    }
+
+    /// `len` bytes at `offset` through the vmap (in pieces of at most
+    /// IMPORTER_READ_MAX).
+    pub fn vread_all(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; len as usize];
+        let mut done = 0;
+        while done < v.len() {
+            let n = self.vread(offset as usize + done, &mut v[done..]).with_context(|| format!("VREAD at {:#x}", offset as usize + done))?;
+            ensure!(n > 0, "VREAD returned nothing at {:#x} ({len} bytes wanted)", offset as usize + done);
+            done += n;
+        }
+        Ok(v)
+    }
+
+    /// Unmap and detach the import (unpinning a static one), or vunmap a vmap.
+    pub fn release(&self) -> nix::Result<()> {
+        self.detach()
+    }
+}
