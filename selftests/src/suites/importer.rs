@@ -56,35 +56,36 @@ fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
     Errno::result(unsafe { nix::libc::ioctl(fd, req as _, arg) })
 }
 
-/// An open file of `/dev/ulive-importer` (one attachment at most).
-struct Importer(File);
+/// An open file of `/dev/ulive-importer` (one attachment at most). Also used by the
+/// stress and fuzz suites.
+pub(super) struct Importer(pub(super) File);
 
 impl Importer {
-    fn open() -> Result<Self> {
+    pub(super) fn open() -> Result<Self> {
         let path = format!("/dev/{IMPORTER_DEVICE_NAME}");
         Ok(Self(OpenOptions::new().read(true).write(true).open(&path).with_context(|| format!("open {path}"))?))
     }
-    fn attach(&self, dmabuf: RawFd, dynamic: bool) -> nix::Result<()> {
+    pub(super) fn attach(&self, dmabuf: RawFd, dynamic: bool) -> nix::Result<()> {
         let mut a = ImporterAttach { dmabuf_fd: dmabuf, dynamic: dynamic as u32 };
         ioctl(self.0.as_raw_fd(), IMPORTER_ATTACH, &mut a).map(drop)
     }
-    fn attach_raw(&self, dmabuf: RawFd, dynamic: u32) -> nix::Result<()> {
+    pub(super) fn attach_raw(&self, dmabuf: RawFd, dynamic: u32) -> nix::Result<()> {
         let mut a = ImporterAttach { dmabuf_fd: dmabuf, dynamic };
         ioctl(self.0.as_raw_fd(), IMPORTER_ATTACH, &mut a).map(drop)
     }
-    fn map(&self) -> nix::Result<ImporterMap> {
+    pub(super) fn map(&self) -> nix::Result<ImporterMap> {
         let mut m = ImporterMap::default();
         ioctl(self.0.as_raw_fd(), IMPORTER_MAP, &mut m).map(|_| m)
     }
-    fn read(&self, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
+    pub(super) fn read(&self, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
         let mut r = ImporterRead { offset: offset as u64, len: buf.len() as u64, user_ptr: buf.as_mut_ptr() as u64 };
         ioctl(self.0.as_raw_fd(), IMPORTER_READ, &mut r).map(|n| n as usize)
     }
-    fn stats(&self) -> nix::Result<ImporterStats> {
+    pub(super) fn stats(&self) -> nix::Result<ImporterStats> {
         let mut s = ImporterStats::default();
         ioctl(self.0.as_raw_fd(), IMPORTER_STATS, &mut s).map(|_| s)
     }
-    fn detach(&self) -> nix::Result<()> {
+    pub(super) fn detach(&self) -> nix::Result<()> {
         ioctl(self.0.as_raw_fd(), IMPORTER_DETACH, std::ptr::null_mut::<u8>()).map(drop)
     }
 }
@@ -166,7 +167,7 @@ fn need(dev: &str) -> Result<()> {
 
 // ---- cases ----
 
-fn importer_loaded() -> bool {
+pub(super) fn importer_loaded() -> bool {
     Path::new("/sys/module").join(IMPORTER_MODULE_NAME).exists()
 }
 
@@ -365,6 +366,25 @@ fn importer_drops_last_reference() -> CaseResult {
     verify(&imp2, 0, MIB, 11)?;
     drop(imp2);
     Ok(Outcome::Pass)
+}
+
+/// Load the importer unless it is loaded; true when this call loaded it (the caller then
+/// unloads it with [`unload_loaded_importer`] when done).
+pub(super) fn ensure_importer_loaded() -> Result<bool> {
+    if importer_loaded() {
+        return Ok(false);
+    }
+    let f = File::open(IMPORTER_KO).with_context(|| format!("open {IMPORTER_KO}"))?;
+    nix::kmod::finit_module(&f, &CString::default(), nix::kmod::ModuleInitFlags::empty())
+        .with_context(|| format!("finit_module({IMPORTER_KO})"))?;
+    Ok(true)
+}
+
+/// Unload the importer (after [`ensure_importer_loaded`] loaded it).
+pub(super) fn unload_loaded_importer() -> Result<()> {
+    let name = CString::new(IMPORTER_MODULE_NAME)?;
+    nix::kmod::delete_module(&name, nix::kmod::DeleteModuleFlags::O_NONBLOCK).context("delete_module(ulive_importer)")?;
+    Ok(())
 }
 
 fn unload_importer() -> CaseResult {

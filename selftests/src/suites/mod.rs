@@ -13,6 +13,8 @@ mod lifetime;
 mod live;
 mod mmap;
 mod module;
+mod rng;
+mod stress;
 mod sync;
 mod unload_busy;
 mod upstream;
@@ -49,6 +51,8 @@ pub fn all() -> Vec<Suite> {
         debugfs::suite(),
         // The CLI as users run it, as separate processes, on both devices.
         cli::suite(),
+        // Hardening: concurrency, adversarial inputs, allocation failures.
+        stress::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         module::unload_suite(),

@@ -102,7 +102,7 @@ pub(super) fn fd_to_handle(drm: &OwnedFd, dmabuf: &impl AsRawFd) -> Result<u32, 
     Ok(a.handle)
 }
 
-fn handle_to_fd(drm: &OwnedFd, handle: u32) -> Result<OwnedFd, Errno> {
+pub(super) fn handle_to_fd(drm: &OwnedFd, handle: u32) -> Result<OwnedFd, Errno> {
     let mut a = DrmPrimeHandle { handle, flags: DRM_CLOEXEC | DRM_RDWR, fd: -1 };
     // SAFETY: `a` is a valid drm_prime_handle.
     unsafe { drm_ioctl_prime_handle_to_fd(drm.as_raw_fd(), &mut a) }?;
