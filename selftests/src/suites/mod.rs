@@ -8,7 +8,10 @@ mod common;
 mod create;
 mod create_errors;
 mod debugfs;
+mod fault_injection;
+mod fuzz;
 mod importer;
+mod kmemleak;
 mod lifetime;
 mod live;
 mod mmap;
@@ -53,8 +56,12 @@ pub fn all() -> Vec<Suite> {
         cli::suite(),
         // Hardening: concurrency, adversarial inputs, allocation failures.
         stress::suite(),
+        fuzz::suite(),
+        fault_injection::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
+        // After everything that allocates, while the module's symbols still resolve.
+        kmemleak::suite(),
         module::unload_suite(),
     ]
 }

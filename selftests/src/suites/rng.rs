@@ -80,14 +80,6 @@ impl Histogram {
         *self.0.entry(key.into()).or_default() += 1;
     }
 
-    pub fn get(&self, key: &str) -> u64 {
-        self.0.get(key).copied().unwrap_or(0)
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.values().sum()
-    }
-
     pub fn render(&self) -> String {
         self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
     }
@@ -123,7 +115,6 @@ mod tests {
         h.add("EINVAL");
         h.add("OK");
         assert_eq!(h.render(), "EINVAL=1 OK=2");
-        assert_eq!(h.total(), 3);
         assert_eq!(outcome_key::<()>(&Err(nix::errno::Errno::EBADFD)), "EBADFD");
     }
 }

@@ -68,8 +68,10 @@ enum Op {
     CpuSyncs,
     Verifies,
     Infos,
+    /// DMA_BUF_IOCTL_SYNC(END) refused with EINVAL right after a successful START.
+    CpuSyncEndRefused,
 }
-const OPS: usize = 10;
+const OPS: usize = 11;
 
 /// The control block, in a MAP_SHARED anonymous mapping so forked workers share it.
 /// All-zero bytes are its initial state.
@@ -286,6 +288,48 @@ fn writer(w: &World<'_>, id: usize) -> Result<()> {
     Ok(())
 }
 
+/// The PFN behind a user address of this process (/proc/self/pagemap, root only), or
+/// None when nothing is mapped there.
+fn pfn_of(addr: usize) -> Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/pagemap").context("open /proc/self/pagemap")?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, (addr / ps()) as u64 * 8).context("read /proc/self/pagemap")?;
+    let e = u64::from_le_bytes(b);
+    Ok((e >> 63 == 1).then_some(e & ((1 << 55) - 1)))
+}
+
+/// A page read through a dma-buf mmap was not the buffer's: find out whether the CPU
+/// mapping was stale (its PTE points elsewhere than the buffer's page array) or the
+/// buffer itself holds a page the memfds now use elsewhere (a pinned page was freed).
+fn diagnose(w: &World<'_>, dev: &OwnedFd, view: &Raw, b: &SharedBuf, i: usize, seen: [u64; 2]) -> String {
+    let mut pfns = [0u64; 1];
+    let arg = udmabuf_live_uapi::UdmabufLivePfns { dmabuf_fd: b.dmabuf.as_raw_fd() as u32, __pad: 0, first_page: i as u64, count: 1, pfns: pfns.as_mut_ptr() as u64 };
+    // SAFETY: `arg` is a valid PFNS argument whose output buffer holds one u64.
+    let r = Errno::result(unsafe { libc::ioctl(dev.as_raw_fd(), udmabuf_live_uapi::UDMABUF_LIVE_PFNS as _, &arg) });
+    let pte = pfn_of(view.at(i * ps()) as usize);
+    let again = header_at(view, i * ps());
+    let (m, p) = b.layout[i];
+    let other_m = ((seen[0] >> 16) & 0xffff) as usize;
+    let other_p = (seen[0] & 0xffff) as usize;
+    let memfd_pfn = |m: usize, p: usize| -> String {
+        if m < MEMFDS && p < PAGES {
+            format!("{:?}", pfn_of(w.maps[m].at(p * ps()) as usize).ok().flatten())
+        } else {
+            "-".into()
+        }
+    };
+    format!(
+        "diagnosis: CPU PTE pfn {:?}; the buffer holds pfn {} (PFNS {:?}); memfd {m} page {p} is at pfn {}; the page shown belongs to memfd {other_m} page {other_p}, now at pfn {}; re-read header {again:#x?}; INFO {:?}",
+        pte.ok().flatten(),
+        pfns[0],
+        r.map(drop),
+        memfd_pfn(m, p),
+        memfd_pfn(other_m, other_p),
+        info(dev, &b.dmabuf).ok()
+    )
+}
+
 fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
     let mut rng = Rng::new(w.seed ^ (0x2000 + id as u64));
     let dev = open_device(&test_device())?;
@@ -301,11 +345,22 @@ fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
         let what = format!("cpu reader {id}: {} page {i}", b.name);
         if rng.chance(10) {
             dmabuf_sync(&b.dmabuf, SYNC_START | SYNC_READ).with_context(|| format!("{what}: DMA_BUF_IOCTL_SYNC start"))?;
-            plausible(w.ctl, &what, header_at(&views[bi], i * ps()), b.layout[i], true)?;
-            dmabuf_sync(&b.dmabuf, SYNC_END | SYNC_READ).with_context(|| format!("{what}: DMA_BUF_IOCTL_SYNC end"))?;
+            let h = header_at(&views[bi], i * ps());
+            if let Err(e) = plausible(w.ctl, &format!("{what} (inside START/END)"), h, b.layout[i], true) {
+                bail!("{e:#}; {}", diagnose(w, &dev, &views[bi], b, i, h));
+            }
+            match dmabuf_sync(&b.dmabuf, SYNC_END | SYNC_READ) {
+                Ok(()) => {}
+                // Counted and judged at the end, so the run goes on to find more.
+                Err(Errno::EINVAL) => w.ctl.count(Op::CpuSyncEndRefused),
+                Err(e) => bail!("{what}: DMA_BUF_IOCTL_SYNC end: {e}"),
+            }
             w.ctl.count(Op::CpuSyncs);
         } else {
-            plausible(w.ctl, &what, header_at(&views[bi], i * ps()), b.layout[i], true)?;
+            let h = header_at(&views[bi], i * ps());
+            if let Err(e) = plausible(w.ctl, &what, h, b.layout[i], true) {
+                bail!("{e:#}; {}", diagnose(w, &dev, &views[bi], b, i, h));
+            }
         }
         w.ctl.count(Op::Reads);
         if rng.chance(2) {
@@ -563,16 +618,29 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
         let elapsed = t0.elapsed();
         let c = |op| ctl.get(op);
         out(&format!(
-            "    # stress: {:.1}s, 3 processes, 10 threads, seed {seed:#x}: creates={} punches={} writes={} syncs={} sync_timeouts={} maps={} reads={} cpu_syncs={} verifies={} infos={}",
+            "    # stress: {:.1}s, 3 processes, 10 threads, seed {seed:#x}: creates={} punches={} writes={} syncs={} sync_timeouts={} maps={} reads={} cpu_syncs={} verifies={} infos={} cpu_sync_end_einval={}",
             elapsed.as_secs_f64(),
-            c(Op::Creates), c(Op::Punches), c(Op::Writes), c(Op::Syncs), c(Op::SyncTimeouts), c(Op::Maps), c(Op::Reads), c(Op::CpuSyncs), c(Op::Verifies), c(Op::Infos)
+            c(Op::Creates), c(Op::Punches), c(Op::Writes), c(Op::Syncs), c(Op::SyncTimeouts), c(Op::Maps), c(Op::Reads), c(Op::CpuSyncs), c(Op::Verifies), c(Op::Infos), c(Op::CpuSyncEndRefused)
         ));
+        let refused = c(Op::CpuSyncEndRefused);
+        if refused > 0 {
+            // A correct START/END bracket must not fail: upstream's end_cpu_access only
+            // refuses an END without any START.
+            errors.push(format!(
+                "DMA_BUF_IOCTL_SYNC(END|READ) failed with EINVAL {refused} of {} times right after a successful START (a live update between the two?)",
+                c(Op::CpuSyncs)
+            ));
+        }
+        // The final check runs even after a worker failed: it tells whether data was
+        // lost as well.
+        if let Err(e) = final_check(&world, &dev) {
+            errors.push(format!("final check: {e:#}"));
+        }
         if !errors.is_empty() {
-            bail!("{} worker error(s): {}", errors.len(), errors.join("; "));
+            bail!("{} error(s): {}", errors.len(), errors.join("; "));
         }
         ensure!(c(Op::Punches) > 0 && c(Op::Creates) > 0 && c(Op::Maps) > 0 && c(Op::Reads) > 0, "some workers made no progress");
-
-        final_check(&world, &dev)
+        Ok(())
     })();
 
     let unload = if loaded_importer { unload_loaded_importer() } else { Ok(()) };
