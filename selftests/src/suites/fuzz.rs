@@ -813,7 +813,7 @@ impl Fuzzer<'_> {
                     // SAFETY: dup2/close on a number only this suite uses; failures are fine.
                     unsafe {
                         libc::dup2(src, N);
-                        if i % 3 == 0 {
+                        if i % 5 == 4 {
                             libc::close(N);
                         }
                     }

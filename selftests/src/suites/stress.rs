@@ -44,7 +44,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn suite() -> Suite {
-    Suite { name: "stress", cases: cases![concurrent_create_punch_sync_map_read] }
+    Suite {
+        name: "stress",
+        cases: cases![punch_across_list_ranges_of_one_memfd, cpu_access_end_after_live_update, concurrent_create_punch_sync_map_read],
+    }
 }
 
 /// Shared memfds, pages per memfd, pages per owned chunk, writers.
@@ -416,8 +419,10 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<()> {
         Some(m) => m.write(0, &fill),
         None => fill_memfd(&mfd, size as u64, 0, &fill)?,
     }
+    let mut how = "CREATE".to_owned();
     let buf = if pages > 1 && rng.chance(30) {
         let k = 1 + rng.below(pages as u64 - 1);
+        how = format!("CREATE_LIST split at page {k}");
         let ps64 = ps() as u64;
         create_list(dev.as_fd(), UDMABUF_FLAGS_CLOEXEC, &[item(&mfd, 0, k * ps64), item(&mfd, k * ps64, size as u64 - k * ps64)])
     } else {
@@ -441,7 +446,11 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<()> {
         ctl.count(Op::Syncs);
         let v = verify(dev, &buf)?;
         ctl.count(Op::Verifies);
-        ensure!(v.matching == pages as u64, "churn: VERIFY after SYNC of a private {pages}-page buffer (watched {watched}): {v:?}");
+        ensure!(
+            v.matching == pages as u64,
+            "churn: VERIFY after punch of pages {p}..{} + write + SYNC of a private {pages}-page buffer ({how}, watched {watched}): {v:?}",
+            p + n
+        );
     }
     let view = Raw::file(&buf, size, false)?;
     let got = view.read(0, size);
@@ -526,6 +535,64 @@ impl Child {
         }
         Ok(errs)
     }
+}
+
+// ---- deterministic reductions of what the concurrent run found ----
+
+/// A CREATE_LIST of two adjacent ranges of one memfd, with the creating mapping kept
+/// (watched), and a punch that spans the boundary between the ranges: after writing the
+/// punched pages and a SYNC, every page must match its memfd. (Found by the create/close
+/// workers: a private list buffer still had stale pages after SYNC.)
+fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
+    if test_device() != crate::util::device_path() {
+        return Ok(Outcome::Skip(format!("live updates are udmabuf-live's; testing {}", test_device())));
+    }
+    let p = page_size();
+    let dev = open_device(&test_device())?;
+    let m = memfd(Backing::Shmem, 8 * p)?;
+    let map = Mapping::shared(&m, 8 * p)?;
+    let mut want = pattern(1, 8 * p);
+    map.write(0, &want);
+    let buf = create_list(dev.as_fd(), 0, &[item(&m, 0, 4 * p), item(&m, 4 * p, 4 * p)]).context("CREATE_LIST")?;
+    let i = info(&dev, &buf)?;
+    ensure!(i.state & udmabuf_live_uapi::UDMABUF_LIVE_STATE_WATCHED != 0 && i.notifiers == 2, "not watched by two notifiers: {i:?}");
+    // Pages 3 (first range) and 4 (second range).
+    punch(&m, 3 * p, 2 * p)?;
+    let new = pattern(2, 2 * p);
+    map.write(3 * p, &new);
+    want[(3 * p) as usize..(5 * p) as usize].copy_from_slice(&new);
+    sync(&dev, &buf, 1000).context("SYNC")?;
+    let v = verify(&dev, &buf)?;
+    ensure!(
+        v.matching == 8,
+        "punch of memfd pages 3-4 across the two ranges, write, SYNC: VERIFY {v:?} (first mismatch at buffer page {}): the second range's notifier did not mark its page",
+        v.first_mismatch / p
+    );
+    let view = Mapping::shared(&buf, 8 * p)?;
+    expect_bytes("dma-buf after punch across the ranges + SYNC", &view.read(0, 8 * p), &want)?;
+    Ok(Outcome::Pass)
+}
+
+/// DMA_BUF_IOCTL_SYNC(START), a live update, then END: END must succeed (upstream only
+/// refuses an END that no START preceded). (Found by the CPU readers: END failed with
+/// EINVAL now and then.)
+fn cpu_access_end_after_live_update() -> CaseResult {
+    if test_device() != crate::util::device_path() {
+        return Ok(Outcome::Skip(format!("live updates are udmabuf-live's; testing {}", test_device())));
+    }
+    let p = page_size();
+    let dev = open_device(&test_device())?;
+    let m = memfd(Backing::Shmem, 4 * p)?;
+    let map = Mapping::shared(&m, 4 * p)?;
+    map.write(0, &pattern(3, 4 * p));
+    let buf = create(dev.as_fd(), &m, 0, 4 * p, 0).context("CREATE")?;
+    dmabuf_sync(&buf, SYNC_START | SYNC_READ).context("DMA_BUF_IOCTL_SYNC(START|READ)")?;
+    punch(&m, 0, p)?;
+    map.write(0, &pattern(4, p));
+    sync(&dev, &buf, 1000).context("SYNC between START and END")?;
+    let r = dmabuf_sync(&buf, SYNC_END | SYNC_READ);
+    ensure!(r.is_ok(), "DMA_BUF_IOCTL_SYNC(END|READ) after START with a live update in between: {r:?}");
+    Ok(Outcome::Pass)
 }
 
 fn concurrent_create_punch_sync_map_read() -> CaseResult {
