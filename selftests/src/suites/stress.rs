@@ -73,8 +73,12 @@ enum Op {
     Infos,
     /// DMA_BUF_IOCTL_SYNC(END) refused with EINVAL right after a successful START.
     CpuSyncEndRefused,
+    /// Reads that showed a page that cannot be the buffer's (freed/foreign/misplaced).
+    BadReads,
+    /// Private buffers still stale after punch + write + SYNC.
+    ChurnStale,
 }
-const OPS: usize = 11;
+const OPS: usize = 13;
 
 /// The control block, in a MAP_SHARED anonymous mapping so forked workers share it.
 /// All-zero bytes are its initial state.
@@ -85,6 +89,17 @@ struct Control {
     started: [[AtomicU64; PAGES]; MEMFDS],
     done: [[AtomicU64; PAGES]; MEMFDS],
     ops: [AtomicU64; OPS],
+}
+
+impl World<'_> {
+    /// Count a bad read and keep the first few reports.
+    fn bad_read(&self, report: impl FnOnce() -> String) {
+        self.ctl.count(Op::BadReads);
+        let mut bad = self.bad.lock().unwrap_or_else(|e| e.into_inner());
+        if bad.len() < 3 {
+            bad.push(report());
+        }
+    }
 }
 
 impl Control {
@@ -129,6 +144,14 @@ impl Raw {
         let prot = if writable { ProtFlags::PROT_READ | ProtFlags::PROT_WRITE } else { ProtFlags::PROT_READ };
         // SAFETY: a fresh shared mapping at an address the kernel picks.
         let ptr = unsafe { mmap(None, NonZeroUsize::new(len).ok_or(Errno::EINVAL)?, prot, MapFlags::MAP_SHARED, fd, 0) }?;
+        Ok(Self { ptr, len })
+    }
+
+    fn file_at(fd: impl AsFd, len: usize, offset: usize) -> Result<Self, Errno> {
+        // SAFETY: a fresh shared read-only mapping at an address the kernel picks.
+        let ptr = unsafe {
+            mmap(None, NonZeroUsize::new(len).ok_or(Errno::EINVAL)?, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, fd, offset as libc::off_t)
+        }?;
         Ok(Self { ptr, len })
     }
 
@@ -254,7 +277,8 @@ fn owned_chunks(w: usize) -> Vec<(usize, usize)> {
 /// Which workers run (`ULIVE_STRESS_ROLES`, comma-separated; default all): writers
 /// always; `readers` (CPU mmap readers), `cpusync` (some reads bracketed by
 /// DMA_BUF_IOCTL_SYNC), `dynamic` and `static` (importer threads), `churn` (the
-/// create/close process), `syncs` (writers also SYNC). For narrowing a failure down.
+/// create/close process), `syncs` (writers also SYNC), `pagewise` (readers map each
+/// page as a one-page VMA). For narrowing a failure down.
 #[derive(Clone, Copy)]
 struct Roles {
     readers: bool,
@@ -263,15 +287,17 @@ struct Roles {
     static_: bool,
     churn: bool,
     syncs: bool,
+    /// Readers map every page as its own one-page VMA (no neighbours to pre-fault).
+    pagewise: bool,
 }
 
 impl Roles {
     fn from_env() -> Result<Self> {
         let v = std::env::var("ULIVE_STRESS_ROLES").unwrap_or_default();
         if v.trim().is_empty() || v.trim() == "all" {
-            return Ok(Self { readers: true, cpusync: true, dynamic: true, static_: true, churn: true, syncs: true });
+            return Ok(Self { readers: true, cpusync: true, dynamic: true, static_: true, churn: true, syncs: true, pagewise: false });
         }
-        let mut r = Self { readers: false, cpusync: false, dynamic: false, static_: false, churn: false, syncs: false };
+        let mut r = Self { readers: false, cpusync: false, dynamic: false, static_: false, churn: false, syncs: false, pagewise: false };
         for role in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match role {
                 "writers" => {}
@@ -281,6 +307,7 @@ impl Roles {
                 "static" => r.static_ = true,
                 "churn" => r.churn = true,
                 "syncs" => r.syncs = true,
+                "pagewise" => r.pagewise = true,
                 other => bail!("ULIVE_STRESS_ROLES: unknown role {other:?}"),
             }
         }
@@ -290,6 +317,8 @@ impl Roles {
 
 struct World<'a> {
     roles: Roles,
+    /// The first few bad reads, with their diagnosis (the run goes on after them).
+    bad: &'a std::sync::Mutex<Vec<String>>,
     ctl: &'a Control,
     memfds: &'a [OwnedFd],
     maps: &'a [Raw],
@@ -340,45 +369,73 @@ fn pfn_of(addr: usize) -> Result<Option<u64>> {
     Ok((e >> 63 == 1).then_some(e & ((1 << 55) - 1)))
 }
 
-/// A page read through a dma-buf mmap was not the buffer's: find out whether the CPU
-/// mapping was stale (its PTE points elsewhere than the buffer's page array) or the
-/// buffer itself holds a page the memfds now use elsewhere (a pinned page was freed).
-fn diagnose(w: &World<'_>, dev: &OwnedFd, view: &Raw, b: &SharedBuf, i: usize, seen: [u64; 2]) -> String {
+/// A page read through a dma-buf mmap was not the buffer's. Gather what tells a stale
+/// CPU mapping (the buffer's page array is right, the PTE is not) from a pinned page
+/// that was freed (the array itself holds a page now used elsewhere): the buffer's PFN
+/// for the page (PFNS), where the memfds keep the expected and the shown page now (the
+/// memfd mappings, through /proc/self/pagemap: it does not walk the dma-buf's
+/// VM_PFNMAP mappings, so the stale PTE itself cannot be read back), and a re-read of
+/// the same address a moment later.
+fn diagnose(w: &World<'_>, dev: &OwnedFd, view: &View, b: &SharedBuf, i: usize, seen: [u64; 2]) -> String {
     let mut pfns = [0u64; 1];
     let arg = udmabuf_live_uapi::UdmabufLivePfns { dmabuf_fd: b.dmabuf.as_raw_fd() as u32, __pad: 0, first_page: i as u64, count: 1, pfns: pfns.as_mut_ptr() as u64 };
     // SAFETY: `arg` is a valid PFNS argument whose output buffer holds one u64.
     let r = Errno::result(unsafe { libc::ioctl(dev.as_raw_fd(), udmabuf_live_uapi::UDMABUF_LIVE_PFNS as _, &arg) });
-    let pte = pfn_of(view.at(i * ps()) as usize);
-    let again = header_at(view, i * ps());
+    std::thread::sleep(Duration::from_millis(20));
+    let again = view.header(i);
     let (m, p) = b.layout[i];
     let other_m = ((seen[0] >> 16) & 0xffff) as usize;
     let other_p = (seen[0] & 0xffff) as usize;
     let memfd_pfn = |m: usize, p: usize| -> String {
         if m < MEMFDS && p < PAGES {
+            // Fault the page in through the memfd mapping first, so pagemap shows it.
+            let _ = w.maps[m].read_u64(p * ps());
             format!("{:?}", pfn_of(w.maps[m].at(p * ps()) as usize).ok().flatten())
         } else {
             "-".into()
         }
     };
+    let still = if again[0] == seen[0] { "still shows the foreign page (a stale PTE that persists)" } else { "shows another page now" };
     format!(
-        "diagnosis: CPU PTE pfn {:?}; the buffer holds pfn {} (PFNS {:?}); memfd {m} page {p} is at pfn {}; the page shown belongs to memfd {other_m} page {other_p}, now at pfn {}; re-read header {again:#x?}; INFO {:?}",
-        pte.ok().flatten(),
+        "diagnosis: the buffer holds pfn {} (PFNS {:?}); memfd {m} page {p} is at pfn {}; the page shown belongs to memfd {other_m} page {other_p}, at pfn {}; 20 ms later the same address {still}: header {:#x}/{}; INFO {:?}",
         pfns[0],
         r.map(drop),
         memfd_pfn(m, p),
         memfd_pfn(other_m, other_p),
+        again[0],
+        again[1],
         info(dev, &b.dmabuf).ok()
     )
+}
+
+/// A reader's mappings of one buffer: one VMA for all of it, or one per page.
+enum View {
+    Whole(Raw),
+    Pages(Vec<Raw>),
+}
+
+impl View {
+    fn new(b: &SharedBuf, pagewise: bool) -> Result<Self> {
+        let n = b.layout.len();
+        Ok(if pagewise {
+            View::Pages((0..n).map(|i| Raw::file_at(&b.dmabuf, ps(), i * ps()).with_context(|| format!("mmap page {i} of {}", b.name))).collect::<Result<_>>()?)
+        } else {
+            View::Whole(Raw::file(&b.dmabuf, n * ps(), false).with_context(|| format!("mmap {}", b.name))?)
+        })
+    }
+
+    fn header(&self, i: usize) -> [u64; 2] {
+        match self {
+            View::Whole(r) => header_at(r, i * ps()),
+            View::Pages(v) => header_at(&v[i], 0),
+        }
+    }
 }
 
 fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
     let mut rng = Rng::new(w.seed ^ (0x2000 + id as u64));
     let dev = open_device(&test_device())?;
-    let views: Vec<Raw> = w
-        .bufs
-        .iter()
-        .map(|b| Raw::file(&b.dmabuf, b.layout.len() * ps(), false).with_context(|| format!("mmap {}", b.name)))
-        .collect::<Result<_>>()?;
+    let views: Vec<View> = w.bufs.iter().map(|b| View::new(b, w.roles.pagewise)).collect::<Result<_>>()?;
     while !w.ctl.stopped() {
         let bi = rng.below(w.bufs.len() as u64) as usize;
         let b = &w.bufs[bi];
@@ -386,9 +443,9 @@ fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
         let what = format!("cpu reader {id}: {} page {i}", b.name);
         if w.roles.cpusync && rng.chance(10) {
             dmabuf_sync(&b.dmabuf, SYNC_START | SYNC_READ).with_context(|| format!("{what}: DMA_BUF_IOCTL_SYNC start"))?;
-            let h = header_at(&views[bi], i * ps());
+            let h = views[bi].header(i);
             if let Err(e) = plausible(w.ctl, &format!("{what} (inside START/END)"), h, b.layout[i], true) {
-                bail!("{e:#}; {}", diagnose(w, &dev, &views[bi], b, i, h));
+                w.bad_read(|| format!("{e:#}; {}", diagnose(w, &dev, &views[bi], b, i, h)));
             }
             match dmabuf_sync(&b.dmabuf, SYNC_END | SYNC_READ) {
                 Ok(()) => {}
@@ -398,9 +455,9 @@ fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
             }
             w.ctl.count(Op::CpuSyncs);
         } else {
-            let h = header_at(&views[bi], i * ps());
+            let h = views[bi].header(i);
             if let Err(e) = plausible(w.ctl, &what, h, b.layout[i], true) {
-                bail!("{e:#}; {}", diagnose(w, &dev, &views[bi], b, i, h));
+                w.bad_read(|| format!("{e:#}; {}", diagnose(w, &dev, &views[bi], b, i, h)));
             }
         }
         w.ctl.count(Op::Reads);
@@ -430,7 +487,9 @@ fn importer_loop(w: &World<'_>, id: usize, dynamic: bool) -> Result<()> {
             let n = imp.read(i * ps(), &mut page).with_context(|| format!("importer {id}: READ {} page {i}", b.name))?;
             ensure!(n == ps(), "importer {id}: READ returned {n} bytes");
             let kind = if dynamic { "dynamic" } else { "static" };
-            plausible(w.ctl, &format!("{kind} importer {id}: {} page {i}", b.name), header_of(&page), b.layout[i], false)?;
+            if let Err(e) = plausible(w.ctl, &format!("{kind} importer {id}: {} page {i}", b.name), header_of(&page), b.layout[i], false) {
+                w.bad_read(|| format!("{e:#}"));
+            }
             w.ctl.count(Op::Reads);
         }
         w.ctl.add(Op::Maps, imp.stats()?.maps);
@@ -444,7 +503,8 @@ fn importer_loop(w: &World<'_>, id: usize, dynamic: bool) -> Result<()> {
 }
 
 /// One private buffer, made, exercised and checked exactly (nobody else touches it).
-fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<()> {
+/// A buffer that SYNC left stale is a finding, returned (the run goes on).
+fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<Option<String>> {
     let hugetlb = rng.chance(5);
     let (kind, size) = if hugetlb { (Backing::Hugetlb, HUGE_PAGE as usize) } else { (Backing::Shmem, (1 + rng.below(16) as usize) * ps()) };
     let pages = size / ps();
@@ -484,25 +544,35 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<()> {
         ctl.count(Op::Syncs);
         let v = verify(dev, &buf)?;
         ctl.count(Op::Verifies);
-        ensure!(
-            v.matching == pages as u64,
-            "churn: VERIFY after punch of pages {p}..{} + write + SYNC of a private {pages}-page buffer ({how}, watched {watched}): {v:?}",
-            p + n
-        );
+        if v.matching != pages as u64 {
+            ctl.count(Op::ChurnStale);
+            return Ok(Some(format!(
+                "churn: VERIFY after punch of pages {p}..{} + write + SYNC of a private {pages}-page buffer ({how}, watched {watched}): {v:?}",
+                p + n
+            )));
+        }
     }
     let view = Raw::file(&buf, size, false)?;
     let got = view.read(0, size);
     let want = read_memfd(&mfd, size as u64, 0, size as u64)?;
     expect_bytes(&format!("churn: private {kind:?} buffer of {pages} pages (watched {watched}) against its memfd"), &got, &want)?;
     ctl.count(Op::Reads);
-    Ok(())
+    Ok(None)
 }
 
 fn churn(ctl: &Control, seed: u64, id: usize) -> Result<()> {
     let mut rng = Rng::new(seed ^ (0x4000 + id as u64));
     let dev = open_device(&test_device())?;
+    let mut findings = Vec::new();
     while !ctl.stopped() {
-        churn_once(&mut rng, ctl, &dev)?;
+        if let Some(f) = churn_once(&mut rng, ctl, &dev)? {
+            if findings.len() < 2 {
+                findings.push(f);
+            }
+        }
+    }
+    if !findings.is_empty() {
+        bail!("{}", findings.join("; "));
     }
     Ok(())
 }
@@ -688,7 +758,8 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
             ensure!(i.state & udmabuf_live_uapi::UDMABUF_LIVE_STATE_WATCHED != 0, "{} is not watched: {i:?}", b.name);
         }
         let roles = Roles::from_env()?;
-        let world = World { roles, ctl, memfds: &memfds, maps: &maps, bufs: &bufs, seed };
+        let bad = std::sync::Mutex::new(Vec::new());
+        let world = World { roles, bad: &bad, ctl, memfds: &memfds, maps: &maps, bufs: &bufs, seed };
 
         // Forked workers first (the runner is still single-threaded), then the threads.
         let t0 = Instant::now();
@@ -731,11 +802,16 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
         let elapsed = t0.elapsed();
         let c = |op| ctl.get(op);
         out(&format!(
-            "    # stress: {:.1}s, seed {seed:#x}, roles {}: creates={} punches={} writes={} syncs={} sync_timeouts={} maps={} reads={} cpu_syncs={} verifies={} infos={} cpu_sync_end_einval={}",
+            "    # stress: {:.1}s, seed {seed:#x}, roles {}: creates={} punches={} writes={} syncs={} sync_timeouts={} maps={} reads={} cpu_syncs={} verifies={} infos={} cpu_sync_end_einval={} bad_reads={} churn_stale={}",
             elapsed.as_secs_f64(),
             std::env::var("ULIVE_STRESS_ROLES").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "all (3 processes, 10 threads)".into()),
-            c(Op::Creates), c(Op::Punches), c(Op::Writes), c(Op::Syncs), c(Op::SyncTimeouts), c(Op::Maps), c(Op::Reads), c(Op::CpuSyncs), c(Op::Verifies), c(Op::Infos), c(Op::CpuSyncEndRefused)
+            c(Op::Creates), c(Op::Punches), c(Op::Writes), c(Op::Syncs), c(Op::SyncTimeouts), c(Op::Maps), c(Op::Reads), c(Op::CpuSyncs), c(Op::Verifies), c(Op::Infos), c(Op::CpuSyncEndRefused), c(Op::BadReads), c(Op::ChurnStale)
         ));
+        let bad_reads = c(Op::BadReads);
+        if bad_reads > 0 {
+            let first = bad.lock().unwrap_or_else(|e| e.into_inner()).join("; ");
+            errors.push(format!("{bad_reads} of {} reads showed a page that is not the buffer's; the first: {first}", c(Op::Reads)));
+        }
         let refused = c(Op::CpuSyncEndRefused);
         if refused > 0 {
             // A correct START/END bracket must not fail: upstream's end_cpu_access only
