@@ -236,7 +236,7 @@ impl Catalogue {
                 .iter()
                 .filter(|f| matches!(f.class, Class::Memfd { seals_ok: true, size } if size > 0) || matches!(f.class, Class::OurDmaBuf { .. }))
                 .collect();
-            return *rng.pick(&good);
+            return rng.pick::<&Fd>(&good);
         }
         rng.pick(&self.fds)
     }
@@ -357,7 +357,10 @@ impl Drop for Arena {
     }
 }
 
-fn raw_ioctl(fd: RawFd, cmd: u32, arg: usize) -> Result<i32, Errno> {
+/// What an ioctl returned: its value or the errno.
+type IoctlResult = Result<i32, Errno>;
+
+fn raw_ioctl(fd: RawFd, cmd: u32, arg: usize) -> IoctlResult {
     // SAFETY: `arg` points at memory we own (or at nothing valid on purpose: NULL, a
     // PROT_NONE page, a read-only page); the kernel must check every access.
     Errno::result(unsafe { libc::ioctl(fd, cmd as _, arg) })
@@ -498,7 +501,7 @@ struct Fuzzer<'a> {
 
 impl Fuzzer<'_> {
     /// Run the same argument bytes on our device and on the reference.
-    fn both(&self, cmd: u32, place: Place, bytes: &[u8]) -> Result<(Result<i32, Errno>, Option<Result<i32, Errno>>)> {
+    fn both(&self, cmd: u32, place: Place, bytes: &[u8]) -> Result<(IoctlResult, Option<IoctlResult>)> {
         let addr = self.arena.place(place, bytes)?;
         let ours = raw_ioctl(self.dev.as_raw_fd(), cmd, addr);
         let reference = match self.reference {
@@ -831,7 +834,7 @@ impl Fuzzer<'_> {
                 let mut pfn_out = vec![0u64; 16];
                 for _ in 0..30 {
                     let r = if on_memfd {
-                        if kind % 2 == 0 {
+                        if kind.is_multiple_of(2) {
                             create_raw(self.dev.as_fd(), N as u32, UDMABUF_FLAGS_CLOEXEC, 0, ps()).map(|fd| fd.into_raw_fd_keep())
                         } else {
                             let a = item(&BorrowRaw(cat.good_memfd), 0, ps());
@@ -854,7 +857,7 @@ impl Fuzzer<'_> {
                     let allowed: &[Errno] = if on_memfd { &[Errno::EBADFD, Errno::EINVAL] } else { &[Errno::EBADF, Errno::EINVAL] };
                     match r {
                         Ok(fd) if on_memfd => {
-                            let expect = if kind % 2 == 0 { ps() } else { 2 * ps() };
+                            let expect = if kind.is_multiple_of(2) { ps() } else { 2 * ps() };
                             consume_fd(&Ok(fd), Some(expect))?;
                         }
                         Ok(_) => {}
@@ -917,7 +920,7 @@ fn fuzz(seed: u64, cases: u64) -> Result<String> {
     let reference = std::path::Path::new(REFERENCE_DEVICE).exists().then(|| open_device(REFERENCE_DEVICE)).transpose()?;
     let dev_path = test_device();
     let lim = Limits { pages: size_limit(&dev_path) / ps(), list: list_limit(&dev_path) };
-    if let Some(_) = &reference {
+    if reference.is_some() {
         ensure!(
             size_limit(REFERENCE_DEVICE) / ps() == lim.pages && list_limit(REFERENCE_DEVICE) == lim.list,
             "the reference device's limits differ from ours; parity would be meaningless"
