@@ -5,6 +5,9 @@
 # Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|panic|hang|warn,
 #   ULIVE_TEST_DEVICE=/dev/udmabuf (run the semantics suites against that device instead)
 #   BENCH_ITERATIONS (bench mode: iterations per measurement)
+#   ULIVE_SUITES="a b" (test mode: run only these suites, e.g. "module stress")
+#   ULIVE_STRESS_SECS, ULIVE_STRESS_SEED, ULIVE_STRESS_ROLES, ULIVE_FUZZ_SEED, ULIVE_FUZZ_CASES (hardening
+#   suites' knobs; passed to the guest as ulive.env.NAME=VALUE)
 # Exit status is non-zero on: a failed test, a missing/short KTAP plan, a kernel
 # BUG/WARNING/Oops/lockdep/KASAN report, a panic, or a timeout.
 . "$(dirname "$0")/common.sh"
@@ -121,6 +124,10 @@ if [ "$MODE" = bench ] && [ "$ACCEL" = tcg ]; then
     [ -n "$khz" ] && APPEND="$APPEND tsc_early_khz=$khz tsc=reliable"
 fi
 APPEND+="${ULIVE_TEST_DEVICE:+ ulive.testdev=$ULIVE_TEST_DEVICE}"
+if [ -n "${ULIVE_SUITES:-}" ]; then APPEND+=" ulive.suites=$(echo $ULIVE_SUITES | tr ' ' ,)"; fi
+for v in ULIVE_STRESS_SECS ULIVE_STRESS_SEED ULIVE_STRESS_ROLES ULIVE_FUZZ_SEED ULIVE_FUZZ_CASES; do
+    if [ -n "${!v:-}" ]; then APPEND+=" ulive.env.$v=${!v}"; fi
+done
 log "booting ($ACCEL, ${VM_MEM:-4G}, timeout ${TMO}s): $APPEND"
 log "console log: $CONSOLE_LOG"
 rm -f "$KTAP_LOG"

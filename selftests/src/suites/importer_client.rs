@@ -41,6 +41,23 @@ pub fn load() -> Result<()> {
     }
 }
 
+/// Load the module unless it is loaded; true if this call loaded it (the caller then
+/// unloads it with [`unload`] when done).
+pub fn ensure_loaded() -> Result<bool> {
+    if loaded() {
+        return Ok(false);
+    }
+    load()?;
+    Ok(true)
+}
+
+/// Unload the module (every importer file must be closed).
+pub fn unload() -> Result<()> {
+    let name = CString::new(IMPORTER_MODULE_NAME)?;
+    nix::kmod::delete_module(&name, nix::kmod::DeleteModuleFlags::O_NONBLOCK).context("delete_module(ulive_importer)")?;
+    Ok(())
+}
+
 /// ioctl(2) with a typed argument.
 pub fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
     // SAFETY: every caller passes a request whose argument type is `T` (or no argument
@@ -78,6 +95,11 @@ impl Importer {
             load()?;
         }
         Ok(Self(OpenOptions::new().read(true).write(true).open(&path).with_context(|| format!("open {path}"))?))
+    }
+
+    /// The open importer file itself (the fuzzer passes it where a dma-buf is expected).
+    pub fn into_file(self) -> File {
+        self.0
     }
 
     pub fn raw_fd(&self) -> RawFd {

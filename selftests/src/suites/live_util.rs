@@ -74,6 +74,19 @@ pub fn pfns_of(dev: &impl AsRawFd, fd: u32, first_page: u64, count: u64) -> Resu
     Ok(v)
 }
 
+/// INFO, SYNC and VERIFY with the bare errno, for callers that branch on it.
+pub fn try_info(dev: &impl AsRawFd, dmabuf: &impl AsRawFd) -> Result<UdmabufLiveInfo, Errno> {
+    info_raw(dev, dmabuf.as_raw_fd() as u32)
+}
+
+pub fn try_sync(dev: &impl AsRawFd, dmabuf: &impl AsRawFd, timeout_ms: u32) -> Result<(), Errno> {
+    sync_raw(dev, dmabuf.as_raw_fd() as u32, timeout_ms)
+}
+
+pub fn try_verify(dev: &impl AsRawFd, dmabuf: &impl AsRawFd) -> Result<UdmabufLiveVerify, Errno> {
+    verify_raw(dev, dmabuf.as_raw_fd() as u32)
+}
+
 pub fn info(dev: &impl AsRawFd, dmabuf: &impl AsRawFd) -> Result<UdmabufLiveInfo> {
     info_raw(dev, fdnum(dmabuf)).context("UDMABUF_LIVE_INFO")
 }

@@ -8,8 +8,11 @@ mod common;
 mod create;
 mod create_errors;
 mod debugfs;
+mod fault_injection;
+mod fuzz;
 mod importer;
 mod importer_client;
+mod kmemleak;
 mod lifetime;
 mod live;
 mod live_close;
@@ -21,6 +24,8 @@ mod live_util;
 mod mmap;
 mod module;
 mod security;
+mod rng;
+mod stress;
 mod sync;
 mod unload_busy;
 mod upstream;
@@ -63,8 +68,14 @@ pub fn all() -> Vec<Suite> {
         security::suite(),
         // The CLI as users run it, as separate processes, on both devices.
         cli::suite(),
+        // Hardening: concurrency, adversarial inputs, allocation failures.
+        stress::suite(),
+        fuzz::suite(),
+        fault_injection::suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
+        // After everything that allocates, while the module's symbols still resolve.
+        kmemleak::suite(),
         module::unload_suite(),
     ]
 }
