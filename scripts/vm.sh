@@ -113,7 +113,7 @@ judge() {
 build_upstream_kselftest
 build_initramfs
 ACCEL=$(pick_accel)
-CPU=max; [ "$ACCEL" = kvm ] && CPU=host
+CPU=${VM_CPU:-max}; [ "$ACCEL" = kvm ] && CPU=host
 APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}${BENCH_ITERATIONS:+ ulive.iters=$BENCH_ITERATIONS}"
 # Bench under TCG: the test kernel finds no HPET/PIT reference and would time with
 # refined-jiffies (4 ms steps). TCG's guest TSC runs at the host TSC rate, so hand the
@@ -125,7 +125,7 @@ if [ "$MODE" = bench ] && [ "$ACCEL" = tcg ]; then
 fi
 APPEND+="${ULIVE_TEST_DEVICE:+ ulive.testdev=$ULIVE_TEST_DEVICE}"
 if [ -n "${ULIVE_SUITES:-}" ]; then APPEND+=" ulive.suites=$(echo $ULIVE_SUITES | tr ' ' ,)"; fi
-for v in ULIVE_STRESS_SECS ULIVE_STRESS_SEED ULIVE_STRESS_ROLES ULIVE_FUZZ_SEED ULIVE_FUZZ_CASES; do
+for v in ULIVE_STRESS_SECS ULIVE_STRESS_SEED ULIVE_STRESS_ROLES ULIVE_STRESS_CONCURRENT ULIVE_FUZZ_SEED ULIVE_FUZZ_CASES; do
     if [ -n "${!v:-}" ]; then APPEND+=" ulive.env.$v=${!v}"; fi
 done
 log "booting ($ACCEL, ${VM_MEM:-4G}, timeout ${TMO}s): $APPEND"
