@@ -440,11 +440,7 @@ fn cpu_access_bracket_across_update() -> CaseResult {
         return Ok(o);
     }
     let size = 16 * ps();
-    let dev = open_device(&test_device())?;
-    let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
-    map.write(0, &pattern(1, size));
-    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let Watched { dev, memfd, map, buf } = watched_shmem(size, 1)?;
     let bmap = Mapping::shared(&buf, size)?;
     let before = info(&dev, &buf)?;
     dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;

@@ -18,7 +18,7 @@ use super::{cases, Suite};
 use crate::ktap::{out, CaseResult, Outcome};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -106,11 +106,7 @@ fn concurrent_users() -> CaseResult {
         return Ok(o);
     }
     let size = PAGES * ps();
-    let dev = open_device(&test_device())?;
-    let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
-    map.write(0, &pattern(60, size));
-    let buf: OwnedFd = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let Watched { dev, memfd, map, buf } = watched_shmem(size, 60)?;
     let bmap = Mapping::shared(&buf, size)?;
     let (maddr, baddr) = (map.addr(), bmap.addr());
     let stop = AtomicBool::new(false);

@@ -9,7 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::libc;
 use std::ops::RangeInclusive;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use udmabuf_live_uapi::*;
 
@@ -17,6 +17,25 @@ pub const WATCHED: u32 = UDMABUF_LIVE_STATE_WATCHED;
 pub const PENDING: u32 = UDMABUF_LIVE_STATE_PENDING;
 pub const STALE: u32 = UDMABUF_LIVE_STATE_STALE;
 pub const VMAPPED: u32 = UDMABUF_LIVE_STATE_VMAPPED;
+
+/// How most live cases start: the device, a shmem memfd of `size` bytes filled with
+/// `pattern(seed)` and kept mapped (so the buffer is watched), and a dma-buf over it.
+/// Fields drop in reverse order, as the locals they replace did.
+pub struct Watched {
+    pub dev: OwnedFd,
+    pub memfd: OwnedFd,
+    pub map: Mapping,
+    pub buf: OwnedFd,
+}
+
+pub fn watched_shmem(size: u64, seed: u8) -> Result<Watched> {
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    let map = Mapping::shared(&memfd, size)?;
+    map.write(0, &pattern(seed, size));
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    Ok(Watched { dev, memfd, map, buf })
+}
 
 pub fn ps() -> u64 {
     page_size()
