@@ -35,17 +35,26 @@ impl Bits {
         Ok(bits)
     }
 
+    /// OR `mask` into word `w` (relative to `base`) and widen the marked window.
+    fn or_word(&mut self, w: usize, mask: u64) {
+        let Some(word) = self.words.get_mut(w) else { return };
+        if mask == 0 {
+            return;
+        }
+        *word |= mask;
+        (self.lo, self.hi) = if self.lo == self.hi { (w, w + 1) } else { (self.lo.min(w), self.hi.max(w + 1)) };
+    }
+
+    /// Mark `pages`, a word at a time (this runs in the notifier callback).
     fn set_range(&mut self, pages: Range<usize>) {
-        for i in pages {
-            let Some(w) = (i / 64).checked_sub(self.base) else { continue };
-            if let Some(word) = self.words.get_mut(w) {
-                *word |= 1 << (i % 64);
-                if self.lo == self.hi {
-                    (self.lo, self.hi) = (w, w + 1);
-                } else {
-                    (self.lo, self.hi) = (self.lo.min(w), self.hi.max(w + 1));
-                }
-            }
+        let (start, end) = (pages.start.max(self.base * 64), pages.end);
+        let mut i = start;
+        while i < end {
+            let bit = i % 64;
+            let n = (64 - bit).min(end - i);
+            let mask = if n == 64 { !0 } else { ((1u64 << n) - 1) << bit };
+            self.or_word(i / 64 - self.base, mask);
+            i += n;
         }
     }
 
@@ -87,14 +96,7 @@ impl DirtyPages {
         let (from, to) = (bits.lo.max(lo), bits.hi.min(hi));
         for w in from..to {
             let word = core::mem::take(&mut bits.words[w]);
-            if word != 0 {
-                taken.words[w - lo] = word;
-                if taken.lo == taken.hi {
-                    (taken.lo, taken.hi) = (w - lo, w - lo + 1);
-                } else {
-                    taken.hi = w - lo + 1;
-                }
-            }
+            taken.or_word(w - lo, word);
         }
         if bits.lo >= from && bits.hi <= to {
             (bits.lo, bits.hi) = (0, 0); // all taken
@@ -105,16 +107,8 @@ impl DirtyPages {
     /// Put back pages taken by [`Self::take`] that could not be handled.
     pub(crate) fn restore(&self, taken: &Bits) {
         let mut bits = self.bits.lock();
-        for (i, t) in taken.words.iter().enumerate() {
-            let w = taken.base + i;
-            if *t != 0 && w < bits.words.len() {
-                bits.words[w] |= *t;
-                if bits.lo == bits.hi {
-                    (bits.lo, bits.hi) = (w, w + 1);
-                } else {
-                    (bits.lo, bits.hi) = (bits.lo.min(w), bits.hi.max(w + 1));
-                }
-            }
+        for (i, &t) in taken.words.iter().enumerate() {
+            bits.or_word(taken.base + i, t);
         }
     }
 
