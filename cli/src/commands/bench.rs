@@ -20,12 +20,11 @@ use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 use udmabuf_live_uapi::importer::{ImporterAttach, ImporterMap, IMPORTER_ATTACH, IMPORTER_DETACH, IMPORTER_MAP};
-use udmabuf_live_uapi::{UdmabufCreate, UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC};
 
 const MIB: u64 = 1 << 20;
 /// Unmeasured rounds before each measurement, to fault in pages and warm caches.
@@ -166,17 +165,10 @@ fn memfd(backing: Backing, size: u64) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-fn create(dev: &File, memfd: &OwnedFd, size: u64) -> nix::Result<OwnedFd> {
-    let mut req = UdmabufCreate { memfd: memfd.as_raw_fd() as u32, flags: UDMABUF_FLAGS_CLOEXEC, offset: 0, size };
-    let fd = ioctl(dev.as_raw_fd(), UDMABUF_CREATE, &mut req)?;
-    // SAFETY: the ioctl returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Duration of one create+close, in ns.
 fn create_close(dev: &File, memfd: &OwnedFd, size: u64) -> Result<u64> {
     let start = Instant::now();
-    let buf = create(dev, memfd, size).context("UDMABUF_CREATE")?;
+    let buf = crate::sys::udmabuf_create(dev, memfd, size).context("UDMABUF_CREATE")?;
     drop(buf);
     Ok(start.elapsed().as_nanos() as u64)
 }
@@ -230,7 +222,7 @@ fn bench_case(args: &BenchArgs, devs: &[File; 2], backing: Backing, size: u64, m
         .with_context(|| format!("{what}: create+close"))?;
     let create_close = Pair::new(&ours, &builtin)?;
 
-    let bufs = [create(&devs[0], &memfd, size)?, create(&devs[1], &memfd, size)?];
+    let bufs = [crate::sys::udmabuf_create(&devs[0], &memfd, size)?, crate::sys::udmabuf_create(&devs[1], &memfd, size)?];
     let atts = [Attached::new(&args.importer, &bufs[0])?, Attached::new(&args.importer, &bufs[1])?];
     let mut nents = [(u32::MAX, 0u32); 2];
     let [ours, builtin] = alternate(args.iterations, |d| {
