@@ -32,6 +32,7 @@ extern "C" {
 
     pub(crate) fn ulive_folio_page(folio: *mut bindings::folio, n: c_ulong) -> *mut bindings::page;
     pub(crate) fn ulive_folio_size(folio: *mut bindings::folio) -> usize;
+    pub(crate) fn ulive_memfd_settle(file: *mut bindings::file, folios: *mut *mut bindings::folio, n: c_ulong) -> c_int;
     pub(crate) fn ulive_folio_take_pages(
         folio: *mut bindings::folio,
         first: c_ulong,

@@ -295,6 +295,46 @@ void ulive_dma_buf_zap(struct dma_buf *dmabuf, loff_t start, loff_t len)
 }
 
 /*
+ * Make the @n folios memfd_pin_folios() just pinned safe to hand out. It takes whatever
+ * the page cache holds, including shmem folios that are not uptodate, whose bytes are
+ * still those of the page's previous user:
+ *  - a folio a fault on the memfd is setting up: shmem_get_folio_gfp() adds a new folio
+ *    to the page cache locked and clears it only afterwards;
+ *  - a folio fallocate() allocated: shmem leaves those !uptodate (and unlocked) until
+ *    the first read or fault clears them.
+ * shmem_read_folio() waits for the folio lock and clears a folio that is not uptodate,
+ * exactly as a read of the memfd would. hugetlbfs adds its folios cleared and uptodate;
+ * for it, waiting for the lock is enough. Returns 0; -EAGAIN if a folio left the page
+ * cache meanwhile (the caller unpins all and pins again); or an errno.
+ */
+int ulive_memfd_settle(struct file *file, struct folio **folios, unsigned long n)
+{
+	unsigned long i;
+
+	for (i = 0; i < n; i++) {
+		struct folio *folio = folios[i], *cur;
+
+		if (likely(folio_test_uptodate(folio)))
+			continue;
+		if (shmem_file(file)) {
+			cur = shmem_read_folio(file->f_mapping, folio->index);
+			if (IS_ERR(cur))
+				return PTR_ERR(cur);
+			folio_put(cur);
+			if (cur != folio)
+				return -EAGAIN;
+		} else {
+			if (folio_lock_killable(folio))
+				return -EINTR;
+			folio_unlock(folio);
+		}
+		if (!folio_test_uptodate(folio))
+			return -EAGAIN;
+	}
+	return 0;
+}
+
+/*
  * Turn the one pin memfd_pin_folios() took on @folio into one pin per page for its
  * pages from @first on, at most @max of them, and store those pages in @out. Returns
  * how many (0 if @first is past the folio: the caller then drops the folio's pin), or

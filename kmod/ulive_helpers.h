@@ -74,6 +74,7 @@ struct mm_struct *ulive_current_mm(void);
 void ulive_mmu_interval_set_seq(struct mmu_interval_notifier *mni, unsigned long seq);
 struct workqueue_struct *ulive_alloc_workqueue(const char *name);
 void ulive_dma_buf_zap(struct dma_buf *dmabuf, loff_t start, loff_t len);
+int ulive_memfd_settle(struct file *file, struct folio **folios, unsigned long n);
 long ulive_folio_take_pages(struct folio *folio, unsigned long first, unsigned long max,
 			    struct page **out);
 void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,

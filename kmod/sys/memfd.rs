@@ -18,6 +18,10 @@ pub(crate) enum Backing {
 /// checks (map_dma_buf, CPU access, SYNC) keep the buffer coherent.
 pub(crate) const MAX_MAPPINGS: usize = 32;
 
+/// How often `pin_folios` pins again when a folio left the page cache while it waited
+/// for the folio to be initialised (a punch racing with it, when no inode lock is held).
+const SETTLE_TRIES: u32 = 8;
+
 /// A user mapping of part of a memfd: `len` bytes at user address `va` show the file
 /// from byte `offset` on.
 #[derive(Clone, Copy, Debug)]
@@ -61,9 +65,10 @@ impl MemFile {
 
     /// Pin the folios backing bytes `start..=end` with `memfd_pin_folios`, which also
     /// allocates folios for holes. Needs no lock: the create path and the worker call it
-    /// under the inode lock to order it after a hole punch, map_dma_buf without. Each returned folio is pinned once and handed to
-    /// `sink` in file order together with the byte offset of `start` in the first one.
-    /// Returns the number of folios pinned; an error if none could be.
+    /// under the inode lock to order it after a hole punch, map_dma_buf without. Each
+    /// returned folio is pinned once, holds initialised data (see [`Self::settle`]) and
+    /// is handed to `sink` in file order together with the byte offset of `start` in the
+    /// first one. Returns the number of folios pinned; an error if none could be.
     pub(crate) fn pin_folios(
         &self,
         start: i64,
@@ -77,21 +82,36 @@ impl MemFile {
         let max = u32::try_from(spare.len()).map_err(|_| EINVAL)?;
         let folios = spare.as_mut_ptr().cast::<*mut bindings::folio>();
         let mut first_offset: kernel::ffi::c_ulong = 0;
-        // SAFETY: the file is valid, `folios` has room for `max` folio pointers, and
-        // `first_offset` is a valid out-pointer.
-        let n = unsafe {
-            bindings::memfd_pin_folios(self.ptr.as_ptr(), start, end, folios, max, &mut first_offset)
+        let mut tries = 0;
+        let n = loop {
+            // SAFETY: the file is valid, `folios` has room for `max` folio pointers, and
+            // `first_offset` is a valid out-pointer.
+            let n = unsafe {
+                bindings::memfd_pin_folios(self.ptr.as_ptr(), start, end, folios, max, &mut first_offset)
+            };
+            if n < 0 {
+                return Err(Error::from_errno(n as i32));
+            }
+            if n == 0 {
+                return Err(EINVAL);
+            }
+            let n = (n as usize).min(max as usize);
+            match self.settle(folios, n) {
+                Ok(()) => break n,
+                Err(e) => {
+                    // SAFETY: memfd_pin_folios() pinned the `n` folios in `folios` once
+                    // each; they are not used after this.
+                    unsafe { bindings::unpin_folios(folios, n as _) };
+                    tries += 1;
+                    if e != EAGAIN || tries == SETTLE_TRIES {
+                        return Err(e);
+                    }
+                }
+            }
         };
-        if n < 0 {
-            return Err(Error::from_errno(n as i32));
-        }
-        if n == 0 {
-            return Err(EINVAL);
-        }
-        let n = n as usize;
         // Every returned folio is wrapped, so a failing `sink` still unpins the rest.
         let mut result = Ok(());
-        for i in 0..n.min(max as usize) {
+        for i in 0..n {
             // SAFETY: memfd_pin_folios() stored `n` (<= max) folio pointers in `folios`.
             let folio = unsafe { *folios.add(i) };
             // SAFETY: memfd_pin_folios() pinned each of the `n` returned folios once.
@@ -102,6 +122,15 @@ impl MemFile {
         }
         result?;
         Ok(n)
+    }
+
+    /// Wait until the `n` pinned folios at `folios` hold initialised data: a folio that
+    /// a fault is still setting up, or that fallocate() left uninitialised, still holds
+    /// the bytes of the page's previous user, which no importer may see. `EAGAIN` when a
+    /// folio left the page cache meanwhile: pin again.
+    fn settle(&self, folios: *mut *mut bindings::folio, n: usize) -> Result {
+        // SAFETY: the file is valid; `folios` holds `n` folios pinned by the caller.
+        kernel::error::to_result(unsafe { ffi::ulive_memfd_settle(self.ptr.as_ptr(), folios, n as _) })
     }
 
     /// The mappings of this file in the current process that overlap bytes
