@@ -13,7 +13,7 @@
 //! - `Buffer::slot` (see sys/dmabuf.rs): the exported dma-buf, for the worker.
 
 use crate::ffi;
-use crate::notifier::{DirtyPages, Watch};
+use crate::notifier::{Tracker, Watch};
 use crate::registry::Registry;
 use crate::sys::{
     device::DeviceRef,
@@ -28,7 +28,7 @@ use crate::sys::{
     PAGE_SHIFT, PAGE_SIZE,
 };
 use crate::uapi::UdmabufCreateItem;
-use core::sync::atomic::{AtomicBool, AtomicU64};
+use core::sync::atomic::AtomicU64;
 use kernel::{
     bindings, new_condvar, new_mutex, new_work,
     prelude::*,
@@ -95,7 +95,6 @@ pub(crate) struct Counters {
     pub(crate) generation: AtomicU64,
     pub(crate) updates: AtomicU64,
     pub(crate) pages_swapped: AtomicU64,
-    pub(crate) invalidations: AtomicU64,
     /// Importer mappings made, and the DMA segments of the last one.
     pub(crate) maps: AtomicU64,
     pub(crate) last_map_segments: AtomicU64,
@@ -117,10 +116,8 @@ pub(crate) struct Buffer {
     /// Signalled whenever an update is applied (SYNC waits on it with `state`).
     #[pin]
     pub(crate) applied: CondVar,
-    #[pin]
-    pub(crate) dirty: DirtyPages,
-    /// True while mmu notifiers watch every page; otherwise the lazy checks run.
-    pub(crate) watched: AtomicBool,
+    /// What the notifiers marked, and whether they watch every page.
+    pub(crate) tracker: Arc<Tracker>,
     #[pin]
     pub(crate) notifiers: Mutex<KVec<Pin<KBox<IntervalNotifier<Watch>>>>>,
     #[pin]
@@ -174,17 +171,25 @@ pub(crate) fn create(
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
     let mut ranges = KVec::with_capacity(items.len(), GFP_KERNEL)?;
     let mut scratch = KVVec::with_capacity(max_item_pages as usize, GFP_KERNEL)?;
+    let tracker = Arc::pin_init(Tracker::new(nr_pages)?, GFP_KERNEL)?;
+    let mut notifiers = KVec::new();
     let mut backing = None;
     for (i, item) in items.iter().enumerate() {
         let first_page = pages.len();
-        let (file, kind) = pin_item(item, &mut pages, &mut scratch)?;
+        let nr = (item.size >> PAGE_SHIFT) as usize;
+        let file = MemFile::get(item.memfd).ok_or_else(ebadfd)?;
+        let kind = file.backing().ok_or_else(ebadfd)?;
+        // Upstream's memfd_pin_folios() refuses these bounds; refuse them before using them.
+        byte_bounds(item.offset, item.size)?;
+        // Watch first, pin second: a punch after the pin is then always seen.
+        let covered = watch_range(&file, item.offset, first_page, nr, &tracker, &mut notifiers)?;
+        tracker.set_covered(covered);
+        pin_item(&file, item, &mut pages, &mut scratch)?;
         backing = if i == 0 || backing == Some(kind) { Some(kind) } else { None };
-        let range = Range { file, offset: item.offset, first_page, nr_pages: (item.size >> PAGE_SHIFT) as usize };
-        ranges.push(range, GFP_KERNEL)?;
+        ranges.push(Range { file, offset: item.offset, first_page, nr_pages: nr }, GFP_KERNEL)?;
     }
     drop(scratch);
 
-    let dirty = DirtyPages::new(nr_pages)?;
     let buffer = Arc::pin_init(
         try_pin_init!(Buffer {
             id: registry.next_id(),
@@ -197,9 +202,8 @@ pub(crate) fn create(
                 "udmabuf_live_buffer_state"
             ),
             applied <- new_condvar!("udmabuf_live_applied"),
-            dirty <- dirty,
-            watched: AtomicBool::new(false),
-            notifiers <- new_mutex!(KVec::new(), "udmabuf_live_notifiers"),
+            tracker,
+            notifiers <- new_mutex!(notifiers, "udmabuf_live_notifiers"),
             slot <- DmaBufSlot::new(),
             work <- new_work!("udmabuf_live_buffer_work"),
             queue,
@@ -212,21 +216,20 @@ pub(crate) fn create(
     // Export first: if anything below fails, dropping the dma-buf runs its release op,
     // which also takes down any notifier already registered.
     let exported = ExportedDmaBuf::export(buffer.clone(), nr_pages << PAGE_SHIFT)?;
-    watch_mappings(&buffer)?;
+    buffer.tracker.attach(&buffer);
     registry.add(buffer)?;
     exported.into_fd(cloexec)
 }
 
-/// Pin the pages of one memfd range, checking the file and its seals under the inode
-/// lock (memfd_add_seals takes it for write).
+/// Pin the pages of one memfd range, checking its seals under the inode lock
+/// (memfd_add_seals takes it for write).
 fn pin_item(
+    file: &MemFile,
     item: &UdmabufCreateItem,
     pages: &mut PinnedPages,
     scratch: &mut KVVec<*mut bindings::folio>,
-) -> Result<(MemFile, Backing)> {
-    let file = MemFile::get(item.memfd).ok_or_else(ebadfd)?;
+) -> Result {
     let locked = file.lock_shared();
-    let backing = file.backing().ok_or_else(ebadfd)?;
     let seals = locked.seals().ok_or_else(ebadfd)?;
     if seals & SEALS_WANTED != SEALS_WANTED || seals & SEALS_DENIED != 0 {
         return Err(EINVAL);
@@ -241,7 +244,7 @@ fn pin_item(
     if want != 0 {
         return Err(EINVAL);
     }
-    Ok((file, backing))
+    Ok(())
 }
 
 /// Inclusive loff_t bounds of `size` bytes at `offset`. memfd_pin_folios takes loff_t
@@ -252,26 +255,32 @@ pub(crate) fn byte_bounds(offset: u64, size: u64) -> Result<(i64, i64)> {
     Ok((start, end.ok_or(EINVAL)?))
 }
 
-/// Register an mmu interval notifier on every mapping of each range in the creating
-/// process. A buffer whose every page is covered is "watched"; otherwise the lazy
-/// checks keep the unwatched part coherent.
-fn watch_mappings(buffer: &Arc<Buffer>) -> Result {
-    let mut covered_all = true;
-    let mut list = KVec::new();
-    for range in &buffer.ranges {
-        let mut maps = KVec::with_capacity(MAX_MAPPINGS, GFP_KERNEL)?;
-        let len = (range.nr_pages << PAGE_SHIFT) as u64;
-        range.file.mappings_in_current_mm(range.offset, len, &mut maps)?;
-        covered_all &= covers(&mut maps, range.offset, len);
-        for m in maps.iter() {
-            let first_page = range.first_page + ((m.offset - range.offset) >> PAGE_SHIFT) as usize;
-            let watch = Watch::new(buffer.clone(), m.va, first_page);
-            list.push(IntervalNotifier::register_current(m.va, m.len, watch)?, GFP_KERNEL)?;
-        }
+/// Register an mmu interval notifier on every mapping, in the creating process, of the
+/// `nr` pages at byte `offset` of `file`, which are buffer pages from `first_page` on.
+/// Returns whether the mappings cover every page; if not, the lazy checks keep the
+/// unwatched pages coherent. Runs before the pages are pinned and without the inode
+/// lock (hugetlbfs takes it under the mmap lock, which finding mappings takes).
+fn watch_range(
+    file: &MemFile,
+    offset: u64,
+    first_page: usize,
+    nr: usize,
+    tracker: &Arc<Tracker>,
+    notifiers: &mut KVec<Pin<KBox<IntervalNotifier<Watch>>>>,
+) -> Result<bool> {
+    let mut maps = KVec::with_capacity(MAX_MAPPINGS, GFP_KERNEL)?;
+    let len = (nr << PAGE_SHIFT) as u64;
+    file.mappings_in_current_mm(offset, len, &mut maps)?;
+    let covered = covers(&mut maps, offset, len);
+    notifiers.reserve(maps.len(), GFP_KERNEL)?;
+    for m in maps.iter() {
+        let first = first_page + ((m.offset - offset) >> PAGE_SHIFT) as usize;
+        let watch = Watch::new(tracker.clone(), first_page + nr, m.va, first);
+        let notifier = IntervalNotifier::register_current(m.va, m.len, watch)?;
+        notifier.wait_live();
+        notifiers.push(notifier, GFP_KERNEL)?;
     }
-    *buffer.notifiers.lock() = list;
-    buffer.watched.store(covered_all, core::sync::atomic::Ordering::Release);
-    Ok(())
+    Ok(covered)
 }
 
 /// Do `maps` (sorted here by offset) cover `offset..offset+len` without a gap?

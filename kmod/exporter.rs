@@ -30,10 +30,12 @@ impl Exporter for Buffer {
     }
 
     fn release(&self) {
-        // The notifiers hold references on the buffer: take them down (waiting for a
-        // callback in flight) so that nothing queues work for a dma-buf that is going.
+        // Take the notifiers down (waiting for a callback in flight) so that nothing
+        // queues work for a dma-buf that is going; only then drop the tracker's
+        // reference to the buffer (Tracker invariant), which breaks the cycle.
         let notifiers = core::mem::take(&mut *self.notifiers.lock());
         drop(notifiers);
+        drop(self.tracker.detach());
         self.registry.remove(self);
     }
 
@@ -68,8 +70,8 @@ impl Exporter for Buffer {
     }
 
     fn begin_cpu_access(&self, dir: Direction) -> Result {
-        if !self.watched.load(Ordering::Acquire) || self.dirty.pending() {
-            self.update(!self.watched.load(Ordering::Acquire))?;
+        if !self.tracker.watched() || self.tracker.pending() {
+            self.update(!self.tracker.watched())?;
         }
         let mut state = self.state.lock();
         let first_dir = *state.cpu_dir.get_or_insert(dir);

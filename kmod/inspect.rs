@@ -14,9 +14,9 @@ impl Buffer {
             let s = self.state.lock();
             (s.pins, s.deferred_count > 0, s.vmap.is_some())
         };
-        let watched = self.watched.load(Ordering::Acquire);
+        let watched = self.tracker.watched();
         let mut state = 0;
-        if self.dirty.pending() {
+        if self.tracker.pending() {
             state |= uapi::UDMABUF_LIVE_STATE_PENDING;
         }
         if stale {

@@ -3,13 +3,13 @@
 //!
 //! A [`Watch`] is the handler of one mmu interval notifier on a user mapping of a memfd
 //! range. When the range is invalidated (a hole punch unmaps it before truncating), it
-//! records the affected buffer pages in [`DirtyPages`] and queues the buffer's work
-//! item. It runs in the notifier path: no sleeping, no allocation, one spinlock.
+//! records the affected buffer pages in the buffer's [`Tracker`] and queues the
+//! buffer's work item. It runs in the notifier path: no sleeping, no allocation, one spinlock.
 
 use crate::buffer::Buffer;
 use crate::sys::{notifier::{InvalidateHandler, SeqToken}, PAGE_SIZE};
 use core::ops::Range;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{new_spinlock, prelude::*, sync::{Arc, SpinLock}};
 
 /// A bitmap of buffer pages to re-check. `words` covers bit `64 * base` on; only the
@@ -70,28 +70,86 @@ impl Bits {
     }
 }
 
-/// Pages invalidated since the worker last looked (lock "udmabuf_live_dirty").
+/// What the notifiers of one buffer record, shared by their callbacks and the buffer.
+///
+/// The notifiers are registered before the pages are pinned, so that a punch between
+/// the pin and the registration cannot go unseen; the buffer does not exist yet then.
+/// Marks made meanwhile wait here until [`Tracker::attach`] hands the buffer over.
+///
+/// # Invariants
+/// `owner` is set from export until the release op has removed every notifier, so a
+/// callback's clone of it is never the last reference to the buffer.
 #[pin_data]
-pub(crate) struct DirtyPages {
+pub(crate) struct Tracker {
+    /// Lock "udmabuf_live_dirty": the only lock a notifier callback takes.
     #[pin]
-    bits: SpinLock<Bits>,
+    inner: SpinLock<Marked>,
+    /// True while mmu notifiers watch every page; otherwise the lazy checks run.
+    watched: AtomicBool,
+    /// Invalidations seen (debugfs).
+    pub(crate) invalidations: AtomicU64,
 }
 
-impl DirtyPages {
+struct Marked {
+    /// Pages invalidated since the worker last looked.
+    bits: Bits,
+    /// The buffer whose worker to queue; `None` before export and after release.
+    owner: Option<Arc<Buffer>>,
+}
+
+impl Tracker {
     pub(crate) fn new(nr_pages: usize) -> Result<impl PinInit<Self>> {
         let bits = Bits::new(nr_pages)?;
-        Ok(pin_init!(Self { bits <- new_spinlock!(bits, "udmabuf_live_dirty") }))
+        Ok(pin_init!(Self {
+            inner <- new_spinlock!(Marked { bits, owner: None }, "udmabuf_live_dirty"),
+            watched: AtomicBool::new(true),
+            invalidations: AtomicU64::new(0),
+        }))
+    }
+
+    /// From now on invalidations queue `buffer`'s worker; queue it now if pages were
+    /// marked before.
+    pub(crate) fn attach(&self, buffer: &Arc<Buffer>) {
+        let pending = {
+            let mut inner = self.inner.lock();
+            inner.owner = Some(buffer.clone());
+            inner.bits.any()
+        };
+        if pending {
+            let _ = buffer.queue.get().enqueue(buffer.clone());
+        }
+    }
+
+    /// Drop the reference to the buffer. Only once no notifier can call back any more
+    /// (see the type invariant).
+    pub(crate) fn detach(&self) -> Option<Arc<Buffer>> {
+        self.inner.lock().owner.take()
+    }
+
+    /// Whether the notifiers see every punch of every page (all pages covered by a
+    /// mapping that is still there).
+    pub(crate) fn watched(&self) -> bool {
+        self.watched.load(Ordering::Acquire)
+    }
+
+    /// Record that the mappings found at create cover all pages (`true`) or not. A
+    /// mapping may already have gone meanwhile: that sticks.
+    pub(crate) fn set_covered(&self, covered: bool) {
+        if !covered {
+            self.watched.store(false, Ordering::Release);
+        }
     }
 
     /// Take the marked pages, leaving none marked. Allocates (the marked window only,
     /// outside the spinlock): never from the notifier.
     pub(crate) fn take(&self) -> Result<Bits> {
         let (lo, hi) = {
-            let b = self.bits.lock();
+            let b = &self.inner.lock().bits;
             (b.lo, b.hi)
         };
         let mut taken = Bits { words: KVVec::from_elem(0u64, hi - lo, GFP_KERNEL)?, base: lo, lo: 0, hi: 0 };
-        let mut bits = self.bits.lock();
+        let mut inner = self.inner.lock();
+        let bits = &mut inner.bits;
         // The window may have grown meanwhile: take what fits, leave the rest marked.
         let (from, to) = (bits.lo.max(lo), bits.hi.min(hi));
         for w in from..to {
@@ -106,49 +164,54 @@ impl DirtyPages {
 
     /// Put back pages taken by [`Self::take`] that could not be handled.
     pub(crate) fn restore(&self, taken: &Bits) {
-        let mut bits = self.bits.lock();
+        let bits = &mut self.inner.lock().bits;
         for (i, &t) in taken.words.iter().enumerate() {
             bits.or_word(taken.base + i, t);
         }
     }
 
     pub(crate) fn pending(&self) -> bool {
-        self.bits.lock().any()
+        self.inner.lock().bits.any()
     }
 }
 
 /// Handler of one notifier: user addresses from `va_start` show buffer pages from
 /// `first_page` on.
 pub(crate) struct Watch {
-    buffer: Arc<Buffer>,
+    tracker: Arc<Tracker>,
+    /// End of the buffer pages this notifier's range shows.
+    end_page: usize,
     va_start: usize,
     first_page: usize,
 }
 
 impl Watch {
-    pub(crate) fn new(buffer: Arc<Buffer>, va_start: usize, first_page: usize) -> Self {
-        Self { buffer, va_start, first_page }
+    pub(crate) fn new(tracker: Arc<Tracker>, end_page: usize, va_start: usize, first_page: usize) -> Self {
+        Self { tracker, end_page, va_start, first_page }
     }
 }
 
 impl InvalidateHandler for Watch {
     fn invalidate(&self, va: Range<usize>, unmapping: bool, seq: &SeqToken<'_>) {
-        let buffer = &self.buffer;
-        let mut bits = buffer.dirty.bits.lock();
+        let tracker = &self.tracker;
+        let mut inner = tracker.inner.lock();
         seq.set_seq();
         if va.start < va.end && va.start >= self.va_start {
             let first = self.first_page + (va.start - self.va_start) / PAGE_SIZE;
             let last = self.first_page + (va.end - self.va_start).div_ceil(PAGE_SIZE);
-            bits.set_range(first..last.min(buffer.nr_pages));
+            inner.bits.set_range(first..last.min(self.end_page));
         }
-        drop(bits);
+        // Cloning an Arc allocates nothing; by the Tracker invariant it is not the last.
+        let owner = inner.owner.clone();
+        drop(inner);
         if unmapping {
             // This mapping is going away: later punches through it will not be seen.
-            buffer.watched.store(false, Ordering::Release);
+            tracker.watched.store(false, Ordering::Release);
         }
-        buffer.counters.invalidations.fetch_add(1, Ordering::Relaxed);
-        // Queueing clones the Arc (no allocation); if already queued it is dropped again,
-        // never the last reference: this Watch holds one.
-        let _ = buffer.queue.get().enqueue(buffer.clone());
+        tracker.invalidations.fetch_add(1, Ordering::Relaxed);
+        if let Some(buffer) = owner {
+            // If already queued, the clone is dropped again (not the last reference).
+            let _ = buffer.queue.get().enqueue(buffer.clone());
+        }
     }
 }

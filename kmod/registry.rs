@@ -78,7 +78,7 @@ impl fmt::Debug for BufferList {
                 i.generation,
                 i.updates,
                 i.pages_swapped,
-                c.invalidations.load(Ordering::Relaxed),
+                b.tracker.invalidations.load(Ordering::Relaxed),
                 c.maps.load(Ordering::Relaxed),
                 c.last_map_segments.load(Ordering::Relaxed),
             )?;

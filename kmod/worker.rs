@@ -70,7 +70,7 @@ impl Buffer {
     /// the worker, which takes the inode lock and so sees a punch only once it is
     /// complete; marked pages are handed back to it for the same reason.
     pub(crate) fn update_locked(&self, resv: &ResvLocked<'_>) -> Result<Outcome> {
-        if self.watched.load(Ordering::Acquire) {
+        if self.tracker.watched() {
             return Ok(Outcome::Clean);
         }
         let changes = self.refault(true, false)?;
@@ -85,13 +85,13 @@ impl Buffer {
     /// stay marked for the worker, whose check under the inode lock is the one that
     /// counts for a punch in progress.
     fn refault(&self, full: bool, lock_inode: bool) -> Result<Changes> {
-        let marked = self.dirty.take()?;
+        let marked = self.tracker.take()?;
         let all = if full { Some(Bits::all(self.nr_pages)?) } else { None };
         let todo = all.as_ref().unwrap_or(&marked);
         let mut changes = KVVec::new();
         let result = if todo.any() { self.refault_marked(todo, lock_inode, &mut changes) } else { Ok(()) };
         if result.is_err() || !lock_inode {
-            self.dirty.restore(&marked);
+            self.tracker.restore(&marked);
         }
         result.map(|()| changes)
     }
@@ -266,7 +266,7 @@ impl Buffer {
     /// UDMABUF_LIVE_SYNC: apply everything pending now (checking every page when some
     /// are not watched), then wait up to `timeout_ms` for deferred pages to go in.
     pub(crate) fn sync(&self, timeout_ms: u32) -> Result {
-        let full = !self.watched.load(Ordering::Acquire);
+        let full = !self.tracker.watched();
         self.update(full)?;
         let mut left = kernel::time::msecs_to_jiffies(timeout_ms);
         let mut state = self.state.lock();

@@ -84,6 +84,18 @@ impl<T: InvalidateHandler> IntervalNotifier<T> {
     }
 }
 
+impl<T: InvalidateHandler> IntervalNotifier<T> {
+    /// Wait until the notifier sees every invalidation that starts from now on. An
+    /// insert while an invalidation of the mm is in progress is deferred until that
+    /// ends (`mmu_interval_read_begin` waits for it); invalidations starting meanwhile
+    /// would not call this notifier.
+    pub(crate) fn wait_live(&self) {
+        // SAFETY: the notifier is inserted (type invariant); read_begin may sleep and
+        // takes no lock the caller holds.
+        unsafe { bindings::mmu_interval_read_begin(self.mni.get()) };
+    }
+}
+
 #[pinned_drop]
 impl<T: InvalidateHandler> PinnedDrop for IntervalNotifier<T> {
     fn drop(self: Pin<&mut Self>) {
