@@ -236,10 +236,7 @@ fn pin_item(
     }
     let (start, end) = byte_bounds(item.offset, item.size)?;
     let mut want = (item.size >> PAGE_SHIFT) as usize;
-    file.pin_folios(start, end, scratch, |folio, offset| {
-        want -= pages.append(folio, offset, want)?;
-        Ok(())
-    })?;
+    want -= file.pin_into(start, end, scratch, pages, want)?;
     drop(locked);
     if want != 0 {
         return Err(EINVAL);

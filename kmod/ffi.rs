@@ -33,12 +33,14 @@ extern "C" {
     pub(crate) fn ulive_folio_page(folio: *mut bindings::folio, n: c_ulong) -> *mut bindings::page;
     pub(crate) fn ulive_folio_size(folio: *mut bindings::folio) -> usize;
     pub(crate) fn ulive_memfd_settle(file: *mut bindings::file, folios: *mut *mut bindings::folio, n: c_ulong) -> c_int;
-    pub(crate) fn ulive_folio_take_pages(
-        folio: *mut bindings::folio,
-        first: c_ulong,
+    pub(crate) fn ulive_folios_take_pages(
+        folios: *mut *mut bindings::folio,
+        n: c_ulong,
+        first_offset: c_ulong,
         max: c_ulong,
         out: *mut *mut bindings::page,
-    ) -> kernel::ffi::c_long;
+        err: *mut c_int,
+    ) -> c_ulong;
     pub(crate) fn ulive_page_to_pfn(page: *mut bindings::page) -> c_ulong;
 
     pub(crate) fn ulive_dma_buf_lock(dmabuf: *mut bindings::dma_buf);

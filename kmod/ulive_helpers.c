@@ -335,29 +335,44 @@ int ulive_memfd_settle(struct file *file, struct folio **folios, unsigned long n
 }
 
 /*
- * Turn the one pin memfd_pin_folios() took on @folio into one pin per page for its
- * pages from @first on, at most @max of them, and store those pages in @out. Returns
- * how many (0 if @first is past the folio: the caller then drops the folio's pin), or
- * a negative errno with the folio's single pin untouched. One call per folio: this is
- * the hot loop of UDMABUF_CREATE.
+ * Turn the pins memfd_pin_folios() took on @folios[0..@n) (one each) into one pin per
+ * page, for the pages from byte @first_offset of the first folio on, at most @max of
+ * them, stored in @out. Every folio pin is consumed: it became the pins of the pages
+ * stored, or it was dropped. Returns how many pages were stored; *@err is 0 or the
+ * errno that stopped it. One call per batch: this is the hot loop of UDMABUF_CREATE.
  */
-long ulive_folio_take_pages(struct folio *folio, unsigned long first, unsigned long max,
-			    struct page **out)
+unsigned long ulive_folios_take_pages(struct folio **folios, unsigned long n,
+				      unsigned long first_offset, unsigned long max,
+				      struct page **out, int *err)
 {
-	unsigned long nr = folio_nr_pages(folio), n, i;
-	int ret;
+	unsigned long i, done = 0, first = first_offset >> PAGE_SHIFT;
 
-	if (first >= nr || !max)
-		return 0;
-	n = min(nr - first, max);
-	if (n > 1) {
-		ret = folio_add_pins(folio, n - 1);
-		if (ret)
-			return ret;
+	*err = 0;
+	for (i = 0; i < n; i++, first = 0) {
+		struct folio *folio = folios[i];
+		unsigned long nr = folio_nr_pages(folio), k, take;
+
+		if (nr == 1 && !first && done < max) {
+			out[done++] = &folio->page;
+			continue;
+		}
+		if (first >= nr || done == max) {
+			unpin_folio(folio);
+			continue;
+		}
+		take = min(nr - first, max - done);
+		if (take > 1) {
+			*err = folio_add_pins(folio, take - 1);
+			if (*err) {
+				unpin_folios(folios + i, n - i);
+				return done;
+			}
+		}
+		for (k = 0; k < take; k++)
+			out[done + k] = folio_page(folio, first + k);
+		done += take;
 	}
-	for (i = 0; i < n; i++)
-		out[i] = folio_page(folio, first + i);
-	return n;
+	return done;
 }
 
 /*

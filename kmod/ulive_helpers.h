@@ -75,8 +75,9 @@ void ulive_mmu_interval_set_seq(struct mmu_interval_notifier *mni, unsigned long
 struct workqueue_struct *ulive_alloc_workqueue(const char *name);
 void ulive_dma_buf_zap(struct dma_buf *dmabuf, loff_t start, loff_t len);
 int ulive_memfd_settle(struct file *file, struct folio **folios, unsigned long n);
-long ulive_folio_take_pages(struct folio *folio, unsigned long first, unsigned long max,
-			    struct page **out);
+unsigned long ulive_folios_take_pages(struct folio **folios, unsigned long n,
+				      unsigned long first_offset, unsigned long max,
+				      struct page **out, int *err);
 void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
 		      unsigned long *diff, struct ulive_diff_counts *counts);
 struct mm_struct *ulive_mmgrab_current(void);

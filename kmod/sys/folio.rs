@@ -66,29 +66,6 @@ impl PinnedFolio {
     }
 }
 
-impl PinnedFolio {
-    /// Turn the folio pin into one pin for each of its pages from page `first` on, at
-    /// most `out.len()` of them, written to the front of `out`: one C call per folio.
-    /// Returns how many pages were written.
-    pub(crate) fn into_page_array(self, first: usize, out: &mut [core::mem::MaybeUninit<PinnedPage>]) -> Result<usize> {
-        // SAFETY: we hold the folio's pin, as folio_add_pins() inside requires; `out`
-        // has room for `out.len()` entries and PinnedPage is a transparent page pointer,
-        // so the helper may store page pointers there.
-        let n = unsafe {
-            ffi::ulive_folio_take_pages(self.folio.as_ptr(), first as _, out.len() as _, out.as_mut_ptr().cast())
-        };
-        if n < 0 {
-            return Err(Error::from_errno(n as i32)); // `self` drops its pin
-        }
-        if n == 0 {
-            return Ok(0); // nothing taken: `self` drops its pin
-        }
-        // INVARIANT (PinnedPage): the folio now carries one pin per stored page.
-        core::mem::forget(self);
-        Ok(n as usize)
-    }
-}
-
 impl Drop for PinnedFolio {
     fn drop(&mut self) {
         // SAFETY: by the type invariant we own one pin.
@@ -144,14 +121,34 @@ impl PinnedPages {
         Self { pages: KVVec::new() }
     }
 
-    /// Take over `folio` and append up to `want` of its pages, starting at byte
-    /// `offset` inside it. Returns how many pages were appended.
-    pub(crate) fn append(&mut self, folio: PinnedFolio, offset: usize, want: usize) -> Result<usize> {
+    /// Take over the `n` folios at `folios`, each pinned once by `memfd_pin_folios`,
+    /// and append up to `want` of their pages, from byte `first_offset` of the first
+    /// folio on, each with its own pin. All the folio pins are consumed, also on error.
+    /// Returns how many pages were appended.
+    ///
+    /// # Safety
+    /// `folios` holds `n` valid folios on each of which the caller owns one pin, which
+    /// it hands over.
+    pub(super) unsafe fn append_pinned_folios(
+        &mut self,
+        folios: *mut *mut bindings::folio,
+        n: usize,
+        first_offset: usize,
+        want: usize,
+    ) -> Result<usize> {
         let spare = self.pages.spare_capacity_mut();
         let room = spare.len().min(want);
-        let count = folio.into_page_array(offset / PAGE_SIZE, &mut spare[..room])?;
-        // SAFETY: the `count` entries after the current length were just initialised.
-        unsafe { self.pages.inc_len(count) };
+        let mut err = 0;
+        // SAFETY: the caller hands over one pin on each of the `n` folios; `spare` has
+        // room for `room` entries and PinnedPage is a transparent page pointer, so the
+        // helper may store page pointers there; `err` is a valid out-pointer.
+        let count = unsafe {
+            ffi::ulive_folios_take_pages(folios, n as _, first_offset as _, room as _, spare.as_mut_ptr().cast(), &mut err)
+        } as usize;
+        // SAFETY: the helper initialised `count` (<= room) entries after the current
+        // length, each owning one pin on its page's folio (INVARIANT of PinnedPages).
+        unsafe { self.pages.inc_len(count.min(room)) };
+        kernel::error::to_result(err)?;
         Ok(count)
     }
 

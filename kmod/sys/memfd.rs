@@ -64,18 +64,12 @@ impl MemFile {
     }
 
     /// Pin the folios backing bytes `start..=end` with `memfd_pin_folios`, which also
-    /// allocates folios for holes. Needs no lock: the create path and the worker call it
-    /// under the inode lock to order it after a hole punch, map_dma_buf without. Each
-    /// returned folio is pinned once, holds initialised data (see [`Self::settle`]) and
-    /// is handed to `sink` in file order together with the byte offset of `start` in the
-    /// first one. Returns the number of folios pinned; an error if none could be.
-    pub(crate) fn pin_folios(
-        &self,
-        start: i64,
-        end: i64,
-        scratch: &mut KVVec<*mut bindings::folio>,
-        mut sink: impl FnMut(PinnedFolio, usize) -> Result,
-    ) -> Result<usize> {
+    /// allocates folios for holes, and settle them (see [`Self::settle`]). Needs no
+    /// lock: the create path and the worker call it under the inode lock to order it
+    /// after a hole punch, map_dma_buf without. The pinned folios are left in
+    /// `scratch`'s spare capacity; returns how many, and the byte offset of `start` in
+    /// the first. The caller owns one pin on each.
+    fn pin_raw(&self, start: i64, end: i64, scratch: &mut KVVec<*mut bindings::folio>) -> Result<(usize, usize)> {
         // The folio pointers are written into the spare capacity: no need to clear it.
         scratch.clear();
         let spare = scratch.spare_capacity_mut();
@@ -83,7 +77,7 @@ impl MemFile {
         let folios = spare.as_mut_ptr().cast::<*mut bindings::folio>();
         let mut first_offset: kernel::ffi::c_ulong = 0;
         let mut tries = 0;
-        let n = loop {
+        loop {
             // SAFETY: the file is valid, `folios` has room for `max` folio pointers, and
             // `first_offset` is a valid out-pointer.
             let n = unsafe {
@@ -97,7 +91,7 @@ impl MemFile {
             }
             let n = (n as usize).min(max as usize);
             match self.settle(folios, n) {
-                Ok(()) => break n,
+                Ok(()) => return Ok((n, first_offset as usize)),
                 Err(e) => {
                     // SAFETY: memfd_pin_folios() pinned the `n` folios in `folios` once
                     // each; they are not used after this.
@@ -108,16 +102,46 @@ impl MemFile {
                     }
                 }
             }
-        };
+        }
+    }
+
+    /// Pin the pages backing bytes `start..=end` and append up to `want` of them to
+    /// `pages`, each with its own pin (the create path). Returns how many were appended.
+    pub(crate) fn pin_into(
+        &self,
+        start: i64,
+        end: i64,
+        scratch: &mut KVVec<*mut bindings::folio>,
+        pages: &mut PinnedPages,
+        want: usize,
+    ) -> Result<usize> {
+        let (n, first_offset) = self.pin_raw(start, end, scratch)?;
+        // SAFETY: pin_raw() left `n` folios in `scratch`'s spare capacity, each pinned
+        // once for us; the pins are handed over.
+        unsafe { pages.append_pinned_folios(scratch.spare_capacity_mut().as_mut_ptr().cast(), n, first_offset, want) }
+    }
+
+    /// Pin the folios backing bytes `start..=end`, as [`Self::pin_into`], but hand each
+    /// to `sink` in file order together with the byte offset of `start` in the first
+    /// one (the worker, which needs the page indices). Returns the number of folios.
+    pub(crate) fn pin_folios(
+        &self,
+        start: i64,
+        end: i64,
+        scratch: &mut KVVec<*mut bindings::folio>,
+        mut sink: impl FnMut(PinnedFolio, usize) -> Result,
+    ) -> Result<usize> {
+        let (n, first_offset) = self.pin_raw(start, end, scratch)?;
+        let folios = scratch.spare_capacity_mut().as_mut_ptr().cast::<*mut bindings::folio>();
         // Every returned folio is wrapped, so a failing `sink` still unpins the rest.
         let mut result = Ok(());
         for i in 0..n {
-            // SAFETY: memfd_pin_folios() stored `n` (<= max) folio pointers in `folios`.
+            // SAFETY: pin_raw() stored `n` folio pointers in `folios`.
             let folio = unsafe { *folios.add(i) };
-            // SAFETY: memfd_pin_folios() pinned each of the `n` returned folios once.
+            // SAFETY: pin_raw() pinned each of the `n` returned folios once for us.
             let pin = unsafe { PinnedFolio::from_pinned(folio) };
             if result.is_ok() {
-                result = sink(pin, if i == 0 { first_offset as usize } else { 0 });
+                result = sink(pin, if i == 0 { first_offset } else { 0 });
             }
         }
         result?;
