@@ -5,6 +5,7 @@
 # Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|panic|hang|warn,
 #   ULIVE_TEST_DEVICE=/dev/udmabuf (run the semantics suites against that device instead)
 #   BENCH_ITERATIONS (bench mode: iterations per measurement)
+#   BENCH_KMOD_ARGS (bench mode: udmabuf_live parameters, e.g. account_memlock=0)
 #   ULIVE_SUITES="a b" (test mode: run only these suites, e.g. "module stress")
 #   ULIVE_STRESS_SECS, ULIVE_STRESS_SEED, ULIVE_STRESS_ROLES, ULIVE_FUZZ_SEED, ULIVE_FUZZ_CASES (hardening
 #   suites' knobs; passed to the guest as ulive.env.NAME=VALUE)
@@ -114,7 +115,7 @@ build_upstream_kselftest
 build_initramfs
 ACCEL=$(pick_accel)
 CPU=${VM_CPU:-max}; [ "$ACCEL" = kvm ] && CPU=host
-APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}${BENCH_ITERATIONS:+ ulive.iters=$BENCH_ITERATIONS}"
+APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}${BENCH_ITERATIONS:+ ulive.iters=$BENCH_ITERATIONS}${BENCH_KMOD_ARGS:+ ulive.kmod_args=$(echo $BENCH_KMOD_ARGS | tr ' ' ,)}"
 # Bench under TCG: the test kernel finds no HPET/PIT reference and would time with
 # refined-jiffies (4 ms steps). TCG's guest TSC runs at the host TSC rate, so hand the
 # guest the host's TSC frequency and let it use the TSC.
@@ -125,7 +126,7 @@ if [ "$MODE" = bench ] && [ "$ACCEL" = tcg ]; then
 fi
 APPEND+="${ULIVE_TEST_DEVICE:+ ulive.testdev=$ULIVE_TEST_DEVICE}"
 if [ -n "${ULIVE_SUITES:-}" ]; then APPEND+=" ulive.suites=$(echo $ULIVE_SUITES | tr ' ' ,)"; fi
-for v in ULIVE_STRESS_SECS ULIVE_STRESS_SEED ULIVE_STRESS_ROLES ULIVE_STRESS_CONCURRENT ULIVE_FUZZ_SEED ULIVE_FUZZ_CASES; do
+for v in ULIVE_STRESS_SECS ULIVE_STRESS_SEED ULIVE_STRESS_ROLES ULIVE_FUZZ_SEED ULIVE_FUZZ_CASES; do
     if [ -n "${!v:-}" ]; then APPEND+=" ulive.env.$v=${!v}"; fi
 done
 log "booting ($ACCEL, ${VM_MEM:-4G}, timeout ${TMO}s): $APPEND"

@@ -43,25 +43,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The concurrent case finds an open bug (RELIABILITY.md, "Open: foreign pages under
-/// concurrent punches"): a CPU mmap of a buffer can show a page that is no longer the
-/// buffer's. It runs when asked for (`make stress`, `make test-debug`, or
-/// ULIVE_STRESS_CONCURRENT=1), and is reported as skipped, with that reason, otherwise,
-/// so that `make test` stays a gate for what works.
 pub fn suite() -> Suite {
-    let mut cases = cases![punch_across_list_ranges_of_one_memfd, cpu_access_end_after_live_update];
-    if std::env::var_os("ULIVE_STRESS_CONCURRENT").is_some_and(|v| v != "0") {
-        cases.push(super::Case { name: "concurrent_create_punch_sync_map_read", run: concurrent_create_punch_sync_map_read });
-    } else {
-        cases.push(super::Case { name: "concurrent_create_punch_sync_map_read", run: concurrent_skipped });
+    Suite {
+        name: "stress",
+        cases: cases![punch_across_list_ranges_of_one_memfd, cpu_access_end_after_live_update, concurrent_create_punch_sync_map_read],
     }
-    Suite { name: "stress", cases }
-}
-
-fn concurrent_skipped() -> CaseResult {
-    Ok(Outcome::Skip(
-        "open bug, see RELIABILITY.md (foreign pages under concurrent punches); run it with `make stress`".into(),
-    ))
 }
 
 /// Shared memfds, pages per memfd, pages per owned chunk, writers.
