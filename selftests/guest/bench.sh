@@ -6,10 +6,15 @@
 set -e
 trap 'echo $? > /tmp/ulive-bench.rc' EXIT
 iters=200
+kargs=
 for arg in $(cat /proc/cmdline); do
-    case $arg in ulive.iters=*) iters=${arg#ulive.iters=} ;; esac
+    case $arg in
+        ulive.iters=*) iters=${arg#ulive.iters=} ;;
+        ulive.kmod_args=*) kargs=$(echo "${arg#ulive.kmod_args=}" | tr , ' ') ;;
+    esac
 done
-insmod /lib/modules/udmabuf_live.ko
+# shellcheck disable=SC2086 # one word per parameter
+insmod /lib/modules/udmabuf_live.ko $kargs
 insmod /lib/modules/ulive_importer.ko
 echo "== udmabuf-ctl bench --iterations $iters (clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource))"
 udmabuf-ctl bench --iterations "$iters" --json-out /tmp/bench.json > /tmp/bench.txt
