@@ -265,10 +265,13 @@ fn watch_range(
     tracker: &Arc<Tracker>,
     notifiers: &mut KVec<Pin<KBox<IntervalNotifier<Watch>>>>,
 ) -> Result<bool> {
-    let mut maps = KVec::with_capacity(MAX_MAPPINGS, GFP_KERNEL)?;
+    let mut found = [FileMapping::default(); MAX_MAPPINGS];
     let len = (nr << PAGE_SHIFT) as u64;
-    file.mappings_in_current_mm(offset, len, &mut maps)?;
-    let covered = covers(&mut maps, offset, len);
+    let maps = file.mappings_in_current_mm(offset, len, &mut found)?;
+    if maps.is_empty() {
+        return Ok(false);
+    }
+    let covered = covers(maps, offset, len);
     notifiers.reserve(maps.len(), GFP_KERNEL)?;
     for m in maps.iter() {
         let first = first_page + ((m.offset - offset) >> PAGE_SHIFT) as usize;
@@ -281,7 +284,7 @@ fn watch_range(
 }
 
 /// Do `maps` (sorted here by offset) cover `offset..offset+len` without a gap?
-fn covers(maps: &mut KVec<FileMapping>, offset: u64, len: u64) -> bool {
+fn covers(maps: &mut [FileMapping], offset: u64, len: u64) -> bool {
     maps.sort_unstable_by_key(|m| m.offset);
     let mut reached = offset;
     for m in maps.iter() {

@@ -41,6 +41,7 @@ extern "C" {
         out: *mut *mut bindings::page,
         err: *mut c_int,
     ) -> c_ulong;
+    pub(crate) fn ulive_unpin_pages(pages: *mut *mut bindings::page, n: c_ulong);
     pub(crate) fn ulive_page_to_pfn(page: *mut bindings::page) -> c_ulong;
 
     pub(crate) fn ulive_dma_buf_lock(dmabuf: *mut bindings::dma_buf);
@@ -95,7 +96,7 @@ extern "C" {
         file: *mut bindings::file,
         off: u64,
         len: u64,
-        out: *mut c_ulong,
+        out: *mut crate::sys::memfd::FileMapping,
         max: c_uint,
     ) -> c_int;
     pub(crate) fn ulive_current_mm() -> *mut bindings::mm_struct;

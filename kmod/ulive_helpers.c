@@ -236,17 +236,19 @@ void *ulive_vma_private(struct vm_area_struct *vma)
 
 /*
  * Find the VMAs of the current process that map @file's inode over bytes
- * [@off, @off + @len). For each (at most @max) store the triple
- * (user address, length, file offset) of the overlap in @out. Returns the count.
+ * [@off, @off + @len). For each (at most @max) store the overlap in @out. Returns the
+ * count. A file nobody maps costs one check (the file's interval tree of mappings,
+ * whose iterators modules cannot call, is empty); otherwise the process's VMAs are
+ * walked.
  */
-int ulive_find_mappings(struct file *file, u64 off, u64 len, unsigned long *out,
+int ulive_find_mappings(struct file *file, u64 off, u64 len, struct ulive_file_mapping *out,
 			unsigned int max)
 {
 	struct mm_struct *mm = current->mm;
 	struct vm_area_struct *vma;
 	unsigned int n = 0;
 
-	if (!mm)
+	if (!mm || !len || !max || !mapping_mapped(file->f_mapping))
 		return 0;
 	VMA_ITERATOR(vmi, mm, 0);
 	if (mmap_read_lock_killable(mm))
@@ -262,12 +264,11 @@ int ulive_find_mappings(struct file *file, u64 off, u64 len, unsigned long *out,
 		e = min(vend, off + len);
 		if (s >= e)
 			continue;
-		if (n == max)
+		out[n].va = vma->vm_start + (s - vstart);
+		out[n].len = e - s;
+		out[n].offset = s;
+		if (++n == max)
 			break;
-		out[3 * n] = vma->vm_start + (s - vstart);
-		out[3 * n + 1] = e - s;
-		out[3 * n + 2] = s;
-		n++;
 	}
 	mmap_read_unlock(mm);
 	return n;
@@ -376,6 +377,26 @@ unsigned long ulive_folios_take_pages(struct folio **folios, unsigned long n,
 }
 
 /*
+ * Drop the one pin each of the @n pages holds on its folio. unpin_user_pages() reads
+ * the struct page of every entry to group them by folio; a run of physically
+ * contiguous entries (all the pages of a hugetlb folio, say) is unpinned here with
+ * unpin_user_page_range_dirty_lock(), which reads one struct page per folio.
+ */
+void ulive_unpin_pages(struct page **pages, unsigned long n)
+{
+	unsigned long i, j;
+
+	for (i = 0; i < n; i = j) {
+		for (j = i + 1; j < n; j++) {
+			if (pages[j] != pages[j - 1] + 1 ||
+			    page_to_pfn(pages[j]) != page_to_pfn(pages[j - 1]) + 1)
+				break;
+		}
+		unpin_user_page_range_dirty_lock(pages[i], j - i, false);
+	}
+}
+
+/*
  * Compare the @nr pages in @held, which back file bytes from @off on, with @file's
  * page cache. Counts matching pages, pages the cache holds another page for, and holes;
  * sets bit i of @diff (if not NULL; cleared by the caller) for every page that does not
@@ -451,3 +472,4 @@ void ulive_mmdrop(struct mm_struct *mm)
 {
 	mmdrop(mm);
 }
+

@@ -68,7 +68,14 @@ unsigned long ulive_vma_start(struct vm_area_struct *vma);
 unsigned long ulive_vma_pgoff(struct vm_area_struct *vma);
 unsigned long ulive_vma_pages(struct vm_area_struct *vma);
 void *ulive_vma_private(struct vm_area_struct *vma);
-int ulive_find_mappings(struct file *file, u64 off, u64 len, unsigned long *out,
+/* One user mapping of part of a memfd (kmod/sys/memfd.rs FileMapping). */
+struct ulive_file_mapping {
+	unsigned long va;
+	unsigned long len;
+	u64 offset;
+};
+
+int ulive_find_mappings(struct file *file, u64 off, u64 len, struct ulive_file_mapping *out,
 			unsigned int max);
 struct mm_struct *ulive_current_mm(void);
 void ulive_mmu_interval_set_seq(struct mmu_interval_notifier *mni, unsigned long seq);
@@ -78,6 +85,7 @@ int ulive_memfd_settle(struct file *file, struct folio **folios, unsigned long n
 unsigned long ulive_folios_take_pages(struct folio **folios, unsigned long n,
 				      unsigned long first_offset, unsigned long max,
 				      struct page **out, int *err);
+void ulive_unpin_pages(struct page **pages, unsigned long n);
 void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
 		      unsigned long *diff, struct ulive_diff_counts *counts);
 struct mm_struct *ulive_mmgrab_current(void);

@@ -178,10 +178,10 @@ impl Drop for PinnedPages {
     fn drop(&mut self) {
         let pages = core::mem::take(&mut self.pages);
         // SAFETY: every entry owns one pin on its page's folio (type invariant);
-        // unpin_user_pages() drops one pin per entry, with one atomic operation per run
-        // of entries in the same folio. The entries are then forgotten, not dropped, so
-        // no pin is dropped twice.
-        unsafe { bindings::unpin_user_pages(pages.as_ptr().cast::<*mut bindings::page>().cast_mut(), pages.len() as _) };
+        // ulive_unpin_pages() drops one pin per entry, reading one struct page per folio
+        // of each physically contiguous run. The entries are then forgotten, not
+        // dropped, so no pin is dropped twice.
+        unsafe { ffi::ulive_unpin_pages(pages.as_ptr().cast::<*mut bindings::page>().cast_mut(), pages.len() as _) };
         pages.into_iter().for_each(core::mem::forget);
     }
 }

@@ -23,8 +23,9 @@ pub(crate) const MAX_MAPPINGS: usize = 32;
 const SETTLE_TRIES: u32 = 8;
 
 /// A user mapping of part of a memfd: `len` bytes at user address `va` show the file
-/// from byte `offset` on.
-#[derive(Clone, Copy, Debug)]
+/// from byte `offset` on. Laid out as `struct ulive_file_mapping`, which C fills in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FileMapping {
     pub(crate) va: usize,
     pub(crate) len: usize,
@@ -158,20 +159,23 @@ impl MemFile {
     }
 
     /// The mappings of this file in the current process that overlap bytes
-    /// `offset..offset+len`, clipped to that range, at most `out.capacity()` of them.
-    pub(crate) fn mappings_in_current_mm(&self, offset: u64, len: u64, out: &mut KVec<FileMapping>) -> Result {
-        let max = out.capacity().min(MAX_MAPPINGS);
-        let mut raw = [0 as kernel::ffi::c_ulong; 3 * MAX_MAPPINGS];
-        // SAFETY: the file is valid and `raw` has room for `max` triples.
-        let n = unsafe { ffi::ulive_find_mappings(self.ptr.as_ptr(), offset, len, raw.as_mut_ptr(), max as u32) };
+    /// `offset..offset+len`, clipped to that range: the first ones of `out`, as many as
+    /// are returned (at most `out.len()`). Allocates nothing.
+    pub(crate) fn mappings_in_current_mm<'a>(
+        &self,
+        offset: u64,
+        len: u64,
+        out: &'a mut [FileMapping],
+    ) -> Result<&'a mut [FileMapping]> {
+        let max = u32::try_from(out.len()).map_err(|_| EINVAL)?;
+        // SAFETY: the file is valid and `out` has room for `max` entries laid out as
+        // `struct ulive_file_mapping` (repr(C), same fields).
+        let n = unsafe { ffi::ulive_find_mappings(self.ptr.as_ptr(), offset, len, out.as_mut_ptr(), max) };
         if n < 0 {
             return Err(Error::from_errno(n));
         }
-        for t in raw.chunks_exact(3).take(n as usize) {
-            out.push_within_capacity(FileMapping { va: t[0] as usize, len: t[1] as usize, offset: t[2] as u64 })
-                .map_err(|_| ENOMEM)?;
-        }
-        Ok(())
+        let n = (n as usize).min(out.len());
+        Ok(&mut out[..n])
     }
 
     /// Compare `pages[run]`, which back file bytes from `offset` on, with the page
