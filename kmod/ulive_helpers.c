@@ -376,24 +376,37 @@ unsigned long ulive_folios_take_pages(struct folio **folios, unsigned long n,
 	return done;
 }
 
+/* Physically contiguous entries from which a run is unpinned by range. */
+#define ULIVE_UNPIN_RUN 64
+
 /*
  * Drop the one pin each of the @n pages holds on its folio. unpin_user_pages() reads
- * the struct page of every entry to group them by folio; a run of physically
- * contiguous entries (all the pages of a hugetlb folio, say) is unpinned here with
- * unpin_user_page_range_dirty_lock(), which reads one struct page per folio.
+ * the struct page of every entry to group them by folio, which for the 512 pages of a
+ * hugetlb folio is 511 reads too many; a long run of physically contiguous entries is
+ * unpinned with unpin_user_page_range_dirty_lock(), which reads one per folio. The
+ * rest (small folios, short runs) goes to unpin_user_pages() in as few calls as
+ * possible: calling the range function per small page costs more than it saves.
  */
 void ulive_unpin_pages(struct page **pages, unsigned long n)
 {
-	unsigned long i, j;
+	unsigned long i = 0, rest = 0, j;
 
-	for (i = 0; i < n; i = j) {
+	while (i < n) {
 		for (j = i + 1; j < n; j++) {
 			if (pages[j] != pages[j - 1] + 1 ||
 			    page_to_pfn(pages[j]) != page_to_pfn(pages[j - 1]) + 1)
 				break;
 		}
-		unpin_user_page_range_dirty_lock(pages[i], j - i, false);
+		if (j - i >= ULIVE_UNPIN_RUN) {
+			if (rest < i)
+				unpin_user_pages(pages + rest, i - rest);
+			unpin_user_page_range_dirty_lock(pages[i], j - i, false);
+			rest = j;
+		}
+		i = j;
 	}
+	if (rest < n)
+		unpin_user_pages(pages + rest, n - rest);
 }
 
 /*

@@ -108,17 +108,20 @@ impl Drop for PinnedPage {
 /// `struct page *` (PinnedPage is `repr(transparent)`), which C may read.
 pub(crate) struct PinnedPages {
     pages: KVVec<PinnedPage>,
+    /// Some appended folio gave more than one page (hugetlb): unpinning then looks for
+    /// contiguous runs. Only a hint for speed.
+    large: bool,
 }
 
 impl PinnedPages {
     /// An empty set with room for `nr_pages` pages (no allocation later while appending).
     pub(crate) fn with_capacity(nr_pages: usize) -> Result<Self> {
-        Ok(Self { pages: KVVec::with_capacity(nr_pages, GFP_KERNEL)? })
+        Ok(Self { pages: KVVec::with_capacity(nr_pages, GFP_KERNEL)?, large: false })
     }
 
     /// No pages (used once a buffer is released).
     pub(crate) fn empty() -> Self {
-        Self { pages: KVVec::new() }
+        Self { pages: KVVec::new(), large: false }
     }
 
     /// Take over the `n` folios at `folios`, each pinned once by `memfd_pin_folios`,
@@ -148,6 +151,7 @@ impl PinnedPages {
         // SAFETY: the helper initialised `count` (<= room) entries after the current
         // length, each owning one pin on its page's folio (INVARIANT of PinnedPages).
         unsafe { self.pages.inc_len(count.min(room)) };
+        self.large |= count > n;
         kernel::error::to_result(err)?;
         Ok(count)
     }
@@ -177,11 +181,19 @@ impl PinnedPages {
 impl Drop for PinnedPages {
     fn drop(&mut self) {
         let pages = core::mem::take(&mut self.pages);
-        // SAFETY: every entry owns one pin on its page's folio (type invariant);
-        // ulive_unpin_pages() drops one pin per entry, reading one struct page per folio
-        // of each physically contiguous run. The entries are then forgotten, not
-        // dropped, so no pin is dropped twice.
-        unsafe { ffi::ulive_unpin_pages(pages.as_ptr().cast::<*mut bindings::page>().cast_mut(), pages.len() as _) };
+        let raw = pages.as_ptr().cast::<*mut bindings::page>().cast_mut();
+        // SAFETY: every entry owns one pin on its page's folio (type invariant); both
+        // functions drop one pin per entry, with one atomic operation per run of entries
+        // in the same folio (ulive_unpin_pages also reads one struct page per folio of a
+        // long contiguous run). The entries are then forgotten, not dropped, so no pin
+        // is dropped twice.
+        unsafe {
+            if self.large {
+                ffi::ulive_unpin_pages(raw, pages.len() as _)
+            } else {
+                bindings::unpin_user_pages(raw, pages.len() as _)
+            }
+        };
         pages.into_iter().for_each(core::mem::forget);
     }
 }
