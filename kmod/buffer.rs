@@ -7,8 +7,8 @@
 //! Locks owned here (the global order is in udmabuf_live_main.rs):
 //! - `Buffer::state` ("udmabuf_live_buffer_state"): the page array and everything built
 //!   from it. Never held while copying from or to user memory.
-//! - `Buffer::dirty` ("udmabuf_live_dirty", a spinlock): pages the notifiers saw
-//!   invalidated; the only lock the notifier callback takes.
+//! - `Tracker::inner` ("udmabuf_live_dirty", a spinlock, in notifier.rs): pages the
+//!   notifiers saw invalidated; the only lock the notifier callback takes. Innermost.
 //! - `Buffer::notifiers` ("udmabuf_live_notifiers"): the registered notifiers.
 //! - `Buffer::slot` (see sys/dmabuf.rs): the exported dma-buf, for the worker.
 
@@ -138,7 +138,7 @@ kernel::impl_has_work! {
     impl HasWork<Self> for Buffer { self.work }
 }
 
-/// Validate a create request, pin its pages, watch its mappings and export it as a
+/// Validate a create request, watch its mappings, pin its pages and export it as a
 /// dma-buf fd. The checks, their order and their errnos follow upstream
 /// udmabuf_create() (7.2).
 pub(crate) fn create(

@@ -14,6 +14,14 @@
 //! 2. mmap_lock of the faulting process           - CPU faults on a dma-buf mmap
 //! 3. dma-buf reservation lock (`dmabuf->resv`)   - map/unmap, pin/unpin, vmap/vunmap
 //! 4. `Buffer::state` ("udmabuf_live_buffer_state")
+//! 5. `Tracker::inner` ("udmabuf_live_dirty", spinlock; also taken in the mmu notifier
+//!    callback, under the core's invalidation locks)
+//!
+//! Pinning may also wait for a folio's lock (`ulive_memfd_settle`, for a folio shmem is
+//! still setting up) under 1 (create, worker) or 3 (the lazy check in map_dma_buf); no
+//! lock of ours is taken under a folio lock. CREATE finds and registers the notifiers
+//! (mmap_lock) before it takes any inode lock: hugetlbfs takes its inode lock under the
+//! mmap_lock in mmap.
 //!
 //! Nothing is copied from or to user memory while `Buffer::state` is held.
 
