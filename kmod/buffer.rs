@@ -150,7 +150,6 @@ pub(crate) fn create(
 ) -> Result<i32> {
     let limit_pages = (ffi::size_limit_mb() as i64 as u64).saturating_mul(1 << 20) >> PAGE_SHIFT;
     let mut total: u64 = 0;
-    let mut max_item_pages: u64 = 0;
     for item in items {
         if item.offset % PAGE_SIZE as u64 != 0 || item.size % PAGE_SIZE as u64 != 0 {
             return Err(EINVAL);
@@ -160,7 +159,6 @@ pub(crate) fn create(
         if total > limit_pages {
             return Err(EINVAL);
         }
-        max_item_pages = max_item_pages.max(n);
     }
     if total == 0 {
         return Err(EINVAL);
@@ -170,7 +168,8 @@ pub(crate) fn create(
     let memlock = if ffi::account_memlock() { MemlockCharge::charge_current(nr_pages)? } else { None };
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
     let mut ranges = KVec::with_capacity(items.len(), GFP_KERNEL)?;
-    let mut scratch = KVVec::with_capacity(max_item_pages as usize, GFP_KERNEL)?;
+    // Folio pointers for memfd_pin_folios, sized per item once its backing is known.
+    let mut scratch = KVVec::new();
     let tracker = Arc::pin_init(Tracker::new(nr_pages)?, GFP_KERNEL)?;
     let mut notifiers = KVec::new();
     let mut backing = None;
@@ -181,6 +180,7 @@ pub(crate) fn create(
         let kind = file.backing().ok_or_else(ebadfd)?;
         // Upstream's memfd_pin_folios() refuses these bounds; refuse them before using them.
         byte_bounds(item.offset, item.size)?;
+        scratch.reserve(file.max_folios(item.offset, item.size), GFP_KERNEL)?;
         // Watch first, pin second: a punch after the pin is then always seen.
         let covered = watch_range(&file, item.offset, first_page, nr, &tracker, &mut notifiers)?;
         tracker.set_covered(covered);

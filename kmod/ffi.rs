@@ -26,6 +26,7 @@ extern "C" {
     pub(crate) fn ulive_this_module() -> *mut bindings::module;
 
     pub(crate) fn ulive_memfd_kind(file: *mut bindings::file) -> c_int;
+    pub(crate) fn ulive_memfd_min_folio_size(file: *mut bindings::file) -> c_ulong;
     pub(crate) fn ulive_memfd_seals(file: *mut bindings::file) -> c_int;
     pub(crate) fn ulive_inode_lock_shared(file: *mut bindings::file);
     pub(crate) fn ulive_inode_unlock_shared(file: *mut bindings::file);

@@ -76,6 +76,16 @@ int ulive_memfd_kind(struct file *file)
  * The seals of a shmem or hugetlbfs file, as memfd_get_seals() (not exported) reads
  * them. The caller holds the inode lock, as memfd_add_seals() takes it for write.
  */
+/* Size of every folio of a hugetlbfs file; for shmem, the smallest a folio can be. */
+unsigned long ulive_memfd_min_folio_size(struct file *file)
+{
+#ifdef CONFIG_HUGETLBFS
+	if (is_file_hugepages(file))
+		return huge_page_size(hstate_file(file));
+#endif
+	return PAGE_SIZE;
+}
+
 int ulive_memfd_seals(struct file *file)
 {
 	struct inode *inode = file_inode(file);
@@ -393,8 +403,10 @@ void ulive_unpin_pages(struct page **pages, unsigned long n)
 
 	while (i < n) {
 		for (j = i + 1; j < n; j++) {
+			/* With a virtual memmap, adjacent struct pages are adjacent pfns. */
 			if (pages[j] != pages[j - 1] + 1 ||
-			    page_to_pfn(pages[j]) != page_to_pfn(pages[j - 1]) + 1)
+			    (!IS_ENABLED(CONFIG_SPARSEMEM_VMEMMAP) &&
+			     page_to_pfn(pages[j]) != page_to_pfn(pages[j - 1]) + 1))
 				break;
 		}
 		if (j - i >= ULIVE_UNPIN_RUN) {

@@ -37,6 +37,7 @@ int ulive_param_size_limit_mb(void);
 int ulive_param_list_limit(void);
 struct module *ulive_this_module(void);
 int ulive_memfd_kind(struct file *file);
+unsigned long ulive_memfd_min_folio_size(struct file *file);
 int ulive_memfd_seals(struct file *file);
 void ulive_inode_lock_shared(struct file *file);
 void ulive_inode_unlock_shared(struct file *file);

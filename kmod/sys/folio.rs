@@ -180,20 +180,21 @@ impl PinnedPages {
 
 impl Drop for PinnedPages {
     fn drop(&mut self) {
-        let pages = core::mem::take(&mut self.pages);
-        let raw = pages.as_ptr().cast::<*mut bindings::page>().cast_mut();
+        let (raw, len, cap) = core::mem::take(&mut self.pages).into_raw_parts();
+        let raw = raw.cast::<*mut bindings::page>();
         // SAFETY: every entry owns one pin on its page's folio (type invariant); both
         // functions drop one pin per entry, with one atomic operation per run of entries
         // in the same folio (ulive_unpin_pages also reads one struct page per folio of a
-        // long contiguous run). The entries are then forgotten, not dropped, so no pin
-        // is dropped twice.
+        // long contiguous run).
         unsafe {
             if self.large {
-                ffi::ulive_unpin_pages(raw, pages.len() as _)
+                ffi::ulive_unpin_pages(raw, len as _)
             } else {
-                bindings::unpin_user_pages(raw, pages.len() as _)
+                bindings::unpin_user_pages(raw, len as _)
             }
         };
-        pages.into_iter().for_each(core::mem::forget);
+        // SAFETY: the raw parts of the vector taken above, with a length of 0: the array
+        // is freed and its entries, whose pins were dropped above, are not dropped again.
+        drop(unsafe { KVVec::from_raw_parts(raw.cast::<PinnedPage>(), 0, cap) });
     }
 }

@@ -54,6 +54,14 @@ impl MemFile {
         Some(Self { ptr })
     }
 
+    /// The most folios bytes `offset..offset+size` of the file can span: the scratch
+    /// room `pin_folios` needs (one per page for shmem, one per huge page for hugetlbfs).
+    pub(crate) fn max_folios(&self, offset: u64, size: u64) -> usize {
+        // SAFETY: `ptr` is a valid file by the type invariant.
+        let folio = (unsafe { ffi::ulive_memfd_min_folio_size(self.ptr.as_ptr()) } as u64).max(1);
+        ((offset % folio).saturating_add(size)).div_ceil(folio) as usize
+    }
+
     /// Shmem or hugetlbfs backing, or `None` for any other kind of file.
     pub(crate) fn backing(&self) -> Option<Backing> {
         // SAFETY: `ptr` is a valid file by the type invariant.
