@@ -299,10 +299,24 @@ struct workqueue_struct *ulive_alloc_workqueue(const char *name)
 	return alloc_workqueue("%s", WQ_UNBOUND, 0, name);
 }
 
-/* Zap the CPU mmaps of a dma-buf over bytes [@start, @start + @len). */
+/*
+ * Zap the CPU mmaps of a dma-buf over bytes [@start, @start + @len).
+ *
+ * The worker may get here while the dma-buf's last file reference is being dropped:
+ * the release op, which unpublishes the dma-buf and so waits for the worker, runs from
+ * the dentry's d_release, after the file's inode (and the address_space the mmaps hang
+ * off) has been put. So take a reference on the file first: if there is none to take,
+ * the file is going, and since every mmap holds a file reference there is nothing to
+ * zap. The file itself is not freed before the release op has returned.
+ */
 void ulive_dma_buf_zap(struct dma_buf *dmabuf, loff_t start, loff_t len)
 {
-	unmap_mapping_range(dmabuf->file->f_mapping, start, len, 1);
+	struct file *file = get_file_active(&dmabuf->file);
+
+	if (!file)
+		return;
+	unmap_mapping_range(file->f_mapping, start, len, 1);
+	fput(file);
 }
 
 /*
