@@ -31,8 +31,6 @@ extern "C" {
     pub(crate) fn ulive_inode_lock_shared(file: *mut bindings::file);
     pub(crate) fn ulive_inode_unlock_shared(file: *mut bindings::file);
 
-    pub(crate) fn ulive_folio_page(folio: *mut bindings::folio, n: c_ulong) -> *mut bindings::page;
-    pub(crate) fn ulive_folio_size(folio: *mut bindings::folio) -> usize;
     pub(crate) fn ulive_memfd_settle(file: *mut bindings::file, folios: *mut *mut bindings::folio, n: c_ulong) -> c_int;
     pub(crate) fn ulive_folios_take_pages(
         folios: *mut *mut bindings::folio,

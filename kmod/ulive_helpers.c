@@ -111,16 +111,6 @@ void ulive_inode_unlock_shared(struct file *file)
 
 /* ---- folios and pages ---- */
 
-struct page *ulive_folio_page(struct folio *folio, unsigned long n)
-{
-	return folio_page(folio, n);
-}
-
-size_t ulive_folio_size(struct folio *folio)
-{
-	return folio_size(folio);
-}
-
 unsigned long ulive_page_to_pfn(struct page *page)
 {
 	return page_to_pfn(page);

@@ -41,8 +41,6 @@ unsigned long ulive_memfd_min_folio_size(struct file *file);
 int ulive_memfd_seals(struct file *file);
 void ulive_inode_lock_shared(struct file *file);
 void ulive_inode_unlock_shared(struct file *file);
-struct page *ulive_folio_page(struct folio *folio, unsigned long n);
-size_t ulive_folio_size(struct folio *folio);
 unsigned long ulive_page_to_pfn(struct page *page);
 void ulive_dma_buf_lock(struct dma_buf *dmabuf);
 void ulive_dma_buf_unlock(struct dma_buf *dmabuf);

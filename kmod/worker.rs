@@ -15,7 +15,11 @@
 
 use crate::buffer::{byte_bounds, Buffer};
 use crate::notifier::Bits;
-use crate::sys::{dmabuf::ResvLocked, folio::PinnedPage, PAGE_SHIFT, PAGE_SIZE};
+use crate::sys::{
+    dmabuf::ResvLocked,
+    folio::{PinnedPage, PinnedPages},
+    PAGE_SHIFT,
+};
 use core::sync::atomic::Ordering;
 use kernel::{bindings, prelude::*, sync::Arc, workqueue::WorkItem};
 
@@ -139,22 +143,18 @@ impl Buffer {
         scratch: &mut KVVec<*mut bindings::folio>,
         changes: &mut Changes,
     ) -> Result {
-        scratch.clear();
-        scratch.reserve(run.len(), GFP_KERNEL)?;
+        let offset = range.file_offset(run.start);
+        let len = (run.len() << PAGE_SHIFT) as u64;
+        let (start, end) = byte_bounds(offset, len)?;
         changes.reserve(run.len(), GFP_KERNEL)?;
-        let (start, end) = byte_bounds(range.file_offset(run.start), (run.len() << PAGE_SHIFT) as u64)?;
-        let mut next = run.start; // buffer index of the next page to take
-        range.file.pin_folios(start, end, scratch, |folio, offset| {
-            let first = offset / PAGE_SIZE;
-            let count = folio.nr_pages().saturating_sub(first).min(run.end - next);
-            let base = next - first;
-            folio.into_pages(first..first + count, |n, page| {
-                // Room was reserved above.
-                let _ = changes.push_within_capacity((base + n, page));
-            })?;
-            next += count;
-            Ok(())
-        })?;
+        scratch.clear();
+        scratch.reserve(range.file.max_folios(offset, len), GFP_KERNEL)?;
+        let mut pages = PinnedPages::with_capacity(run.len())?;
+        range.file.pin_into(start, end, scratch, &mut pages, run.len())?;
+        for (index, page) in run.zip(pages.into_iter()) {
+            // Room was reserved above.
+            let _ = changes.push_within_capacity((index, page));
+        }
         Ok(())
     }
 }

@@ -1,77 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Pinned folios, pinned pages, and the page array of a buffer.
+//! Pinned pages, and the page array of a buffer.
 //!
 //! `memfd_pin_folios` pins each folio once. A buffer holds one pin per *page* instead
 //! (`folio_add_pins` adds the rest), so that a single page can be swapped out of a large
 //! folio later and its pin dropped on its own.
 
-use super::PAGE_SIZE;
 use crate::ffi;
 use core::ptr::NonNull;
-use kernel::{bindings, error::to_result, prelude::*};
-
-/// One `FOLL_PIN` reference on a folio, as taken by `memfd_pin_folios`.
-///
-/// # Invariants
-/// `folio` is a valid folio on which this object owns exactly one pin.
-pub(crate) struct PinnedFolio {
-    folio: NonNull<bindings::folio>,
-}
-
-// SAFETY: a pin can be dropped (unpin_folio) from any thread.
-unsafe impl Send for PinnedFolio {}
-// SAFETY: shared access only reads immutable folio properties.
-unsafe impl Sync for PinnedFolio {}
-
-impl PinnedFolio {
-    /// # Safety
-    /// `folio` must be non-null and pinned once on behalf of the caller, who hands that
-    /// pin over to the returned object.
-    pub(crate) unsafe fn from_pinned(folio: *mut bindings::folio) -> Self {
-        // SAFETY: the caller guarantees a non-null folio.
-        Self { folio: unsafe { NonNull::new_unchecked(folio) } }
-    }
-
-    /// Number of PAGE_SIZE pages in the folio (1, or 512 for a 2 MiB hugetlb folio).
-    pub(crate) fn nr_pages(&self) -> usize {
-        // SAFETY: the folio is valid (pinned) by the type invariant.
-        unsafe { ffi::ulive_folio_size(self.folio.as_ptr()) / PAGE_SIZE }
-    }
-
-    fn page(&self, n: usize) -> *mut bindings::page {
-        // SAFETY: the folio is pinned; callers keep `n` below nr_pages().
-        unsafe { ffi::ulive_folio_page(self.folio.as_ptr(), n as _) }
-    }
-
-    /// Turn the folio pin into one pin per page: page `n` of the folio, for each `n`
-    /// in `range`, is handed to `sink` with its own pin. An empty range just unpins.
-    pub(crate) fn into_pages(self, range: core::ops::Range<usize>, mut sink: impl FnMut(usize, PinnedPage)) -> Result {
-        let range = range.start..range.end.min(self.nr_pages());
-        let wanted = range.len();
-        if wanted == 0 {
-            return Ok(()); // `self` drops its pin
-        }
-        if wanted > 1 {
-            // SAFETY: we hold a pin on the folio, as folio_add_pins() requires.
-            to_result(unsafe { bindings::folio_add_pins(self.folio.as_ptr(), (wanted - 1) as u32) })?;
-        }
-        // From here on the `wanted` pins belong to the pages handed out below.
-        let me = core::mem::ManuallyDrop::new(self);
-        for n in range {
-            // SAFETY: page `n` is inside the folio, which now carries one pin for it.
-            // INVARIANT (PinnedPage): that pin is handed over with the page.
-            sink(n, PinnedPage { page: unsafe { NonNull::new_unchecked(me.page(n)) } });
-        }
-        Ok(())
-    }
-}
-
-impl Drop for PinnedFolio {
-    fn drop(&mut self) {
-        // SAFETY: by the type invariant we own one pin.
-        unsafe { bindings::unpin_folio(self.folio.as_ptr()) };
-    }
-}
+use kernel::{bindings, prelude::*};
 
 /// One pin on the folio of a page, owned together with the page.
 ///
@@ -158,6 +94,12 @@ impl PinnedPages {
 
     pub(crate) fn len(&self) -> usize {
         self.pages.len()
+    }
+
+    /// The pages, in order, each with its pin (the worker pairs them with indices).
+    pub(crate) fn into_iter(mut self) -> impl Iterator<Item = PinnedPage> {
+        // `self` is left empty: its drop unpins nothing; the iterator owns the pins.
+        core::mem::take(&mut self.pages).into_iter()
     }
 
     /// Page frame number of page `index`.

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! memfd access: a file reference, its inode lock, its seals, and pinning its folios.
 
-use super::folio::{PinnedFolio, PinnedPages};
+use super::folio::PinnedPages;
 pub(crate) use crate::ffi::DiffCounts;
 use crate::ffi;
 use core::ptr::NonNull;
@@ -18,7 +18,7 @@ pub(crate) enum Backing {
 /// checks (map_dma_buf, CPU access, SYNC) keep the buffer coherent.
 pub(crate) const MAX_MAPPINGS: usize = 32;
 
-/// How often `pin_folios` pins again when a folio left the page cache while it waited
+/// How often `pin_into` pins again when a folio left the page cache while it waited
 /// for the folio to be initialised (a punch racing with it, when no inode lock is held).
 const SETTLE_TRIES: u32 = 8;
 
@@ -55,7 +55,7 @@ impl MemFile {
     }
 
     /// The most folios bytes `offset..offset+size` of the file can span: the scratch
-    /// room `pin_folios` needs (one per page for shmem, one per huge page for hugetlbfs).
+    /// room `pin_into` needs (one per page for shmem, one per huge page for hugetlbfs).
     pub(crate) fn max_folios(&self, offset: u64, size: u64) -> usize {
         // SAFETY: `ptr` is a valid file by the type invariant.
         let folio = (unsafe { ffi::ulive_memfd_min_folio_size(self.ptr.as_ptr()) } as u64).max(1);
@@ -115,7 +115,8 @@ impl MemFile {
     }
 
     /// Pin the pages backing bytes `start..=end` and append up to `want` of them to
-    /// `pages`, each with its own pin (the create path). Returns how many were appended.
+    /// `pages`, each with its own pin (CREATE and the worker). Returns how many were
+    /// appended.
     pub(crate) fn pin_into(
         &self,
         start: i64,
@@ -128,33 +129,6 @@ impl MemFile {
         // SAFETY: pin_raw() left `n` folios in `scratch`'s spare capacity, each pinned
         // once for us; the pins are handed over.
         unsafe { pages.append_pinned_folios(scratch.spare_capacity_mut().as_mut_ptr().cast(), n, first_offset, want) }
-    }
-
-    /// Pin the folios backing bytes `start..=end`, as [`Self::pin_into`], but hand each
-    /// to `sink` in file order together with the byte offset of `start` in the first
-    /// one (the worker, which needs the page indices). Returns the number of folios.
-    pub(crate) fn pin_folios(
-        &self,
-        start: i64,
-        end: i64,
-        scratch: &mut KVVec<*mut bindings::folio>,
-        mut sink: impl FnMut(PinnedFolio, usize) -> Result,
-    ) -> Result<usize> {
-        let (n, first_offset) = self.pin_raw(start, end, scratch)?;
-        let folios = scratch.spare_capacity_mut().as_mut_ptr().cast::<*mut bindings::folio>();
-        // Every returned folio is wrapped, so a failing `sink` still unpins the rest.
-        let mut result = Ok(());
-        for i in 0..n {
-            // SAFETY: pin_raw() stored `n` folio pointers in `folios`.
-            let folio = unsafe { *folios.add(i) };
-            // SAFETY: pin_raw() pinned each of the `n` returned folios once for us.
-            let pin = unsafe { PinnedFolio::from_pinned(folio) };
-            if result.is_ok() {
-                result = sink(pin, if i == 0 { first_offset } else { 0 });
-            }
-        }
-        result?;
-        Ok(n)
     }
 
     /// Wait until the `n` pinned folios at `folios` hold initialised data: a folio that
