@@ -179,12 +179,12 @@ pub(crate) fn create(
         let file = MemFile::get(item.memfd).ok_or_else(ebadfd)?;
         let kind = file.backing().ok_or_else(ebadfd)?;
         // Upstream's memfd_pin_folios() refuses these bounds; refuse them before using them.
-        byte_bounds(item.offset, item.size)?;
+        let bounds = byte_bounds(item.offset, item.size)?;
         scratch.reserve(file.max_folios(item.offset, item.size), GFP_KERNEL)?;
         // Watch first, pin second: a punch after the pin is then always seen.
         let covered = watch_range(&file, item.offset, first_page, nr, &tracker, &mut notifiers)?;
         tracker.set_covered(covered);
-        pin_item(&file, item, &mut pages, &mut scratch)?;
+        pin_item(&file, bounds, nr, &mut pages, &mut scratch)?;
         backing = if i == 0 || backing == Some(kind) { Some(kind) } else { None };
         ranges.push(Range { file, offset: item.offset, first_page, nr_pages: nr }, GFP_KERNEL)?;
     }
@@ -221,11 +221,12 @@ pub(crate) fn create(
     exported.into_fd(cloexec)
 }
 
-/// Pin the pages of one memfd range, checking its seals under the inode lock
-/// (memfd_add_seals takes it for write).
+/// Pin the `nr` pages at inclusive byte bounds `(start, end)` of a memfd, checking its
+/// seals under the inode lock (memfd_add_seals takes it for write).
 fn pin_item(
     file: &MemFile,
-    item: &UdmabufCreateItem,
+    (start, end): (i64, i64),
+    nr: usize,
     pages: &mut PinnedPages,
     scratch: &mut KVVec<*mut bindings::folio>,
 ) -> Result {
@@ -234,9 +235,7 @@ fn pin_item(
     if seals & SEALS_WANTED != SEALS_WANTED || seals & SEALS_DENIED != 0 {
         return Err(EINVAL);
     }
-    let (start, end) = byte_bounds(item.offset, item.size)?;
-    let mut want = (item.size >> PAGE_SHIFT) as usize;
-    want -= file.pin_into(start, end, scratch, pages, want)?;
+    let want = nr - file.pin_into(start, end, scratch, pages, nr)?;
     drop(locked);
     if want != 0 {
         return Err(EINVAL);
