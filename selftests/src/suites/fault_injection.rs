@@ -400,8 +400,31 @@ const MAX_NTH: u32 = 300;
 /// Step fail-nth over `call` (run in this thread) from n = 1 until the call completes
 /// without reaching its n-th eligible allocation. `prepare` builds a fresh starting
 /// point with injection off; `after` checks what the attempt left (injection off).
+/// At least one fault must have been injected.
 fn step_nth<S>(
     path: &str,
+    prepare: impl FnMut(u32) -> Result<S>,
+    call: impl FnMut(&mut S) -> Result<(), Errno>,
+    after: impl FnMut(S, &Result<(), Errno>, &str) -> Result<()>,
+) -> CaseResult {
+    step_nth_with(path, false, prepare, call, after)
+}
+
+/// [`step_nth`] for a call whose allocations happen only when it wins a race with the
+/// worker: when the worker did every update first, no fault could be injected, and
+/// that is reported instead of failing.
+fn step_nth_racing_worker<S>(
+    path: &str,
+    prepare: impl FnMut(u32) -> Result<S>,
+    call: impl FnMut(&mut S) -> Result<(), Errno>,
+    after: impl FnMut(S, &Result<(), Errno>, &str) -> Result<()>,
+) -> CaseResult {
+    step_nth_with(path, true, prepare, call, after)
+}
+
+fn step_nth_with<S>(
+    path: &str,
+    races_worker: bool,
     mut prepare: impl FnMut(u32) -> Result<S>,
     mut call: impl FnMut(&mut S) -> Result<(), Errno>,
     mut after: impl FnMut(S, &Result<(), Errno>, &str) -> Result<()>,
@@ -409,6 +432,19 @@ fn step_nth<S>(
     need_injection!();
     let module = udmabuf_live_uapi::MODULE_NAME;
     let base = module_refcnt(module)?;
+    // What every attempt must leave: a clean errno (or success when nothing was
+    // injected), what `after` checks, and the module's reference count back at base.
+    let mut judge = |what: &str, injected: bool, s: S, r: &Result<(), Errno>| -> Result<()> {
+        if injected {
+            clean_errno(what, r)?;
+        } else {
+            ensure!(r.is_ok(), "{what}: no fault was injected, yet the call failed with {}", outcome_key(r));
+        }
+        after(s, r, what)?;
+        let now = module_refcnt(module)?;
+        ensure!(now == base, "{what}: {module} refcnt {now} after closing everything, was {base}");
+        Ok(())
+    };
     let inj = injection()?;
     let mut tally = Tally::default();
     let mut exhausted = false;
@@ -421,14 +457,7 @@ fn step_nth<S>(
         set_fail_nth(0)?;
         let injected = left == 0;
         tally.record(injected as u64, outcome_key(&r));
-        if injected {
-            clean_errno(&what, &r)?;
-        } else {
-            ensure!(r.is_ok(), "{what}: no fault was injected, yet the call failed with {}", outcome_key(&r));
-        }
-        after(s, &r, &what)?;
-        let now = module_refcnt(module)?;
-        ensure!(now == base, "{what}: {module} refcnt {now} after closing everything, was {base}");
+        judge(&what, injected, s, &r)?;
         if !injected {
             exhausted = true;
             break;
@@ -449,14 +478,7 @@ fn step_nth<S>(
         let r = call(&mut s);
         let faults = inj.disarm_thread()?;
         budget.record(faults, outcome_key(&r));
-        if faults > 0 {
-            clean_errno(&what, &r)?;
-        } else {
-            ensure!(r.is_ok(), "{what}: no fault was injected, yet the call failed with {}", outcome_key(&r));
-        }
-        after(s, &r, &what)?;
-        let now = module_refcnt(module)?;
-        ensure!(now == base, "{what}: {module} refcnt {now} after closing everything, was {base}");
+        judge(&what, faults > 0, s, &r)?;
         if faults == 0 {
             clean += 1;
             if clean >= 2 {
@@ -466,7 +488,7 @@ fn step_nth<S>(
     }
     drop(inj);
     budget.print(&format!("{path} [task-filter, space stepped, times {TIMES}]"));
-    if RACES_THE_WORKER.contains(&path) && tally.injected + budget.injected == 0 {
+    if races_worker && tally.injected + budget.injected == 0 {
         // The worker did every update before the call got there: nothing of the call's
         // own could fail. What the attempts left was still checked.
         out(&format!("    # fault-injection: {path}: the worker updated first every time; the call had nothing to do"));
@@ -475,10 +497,6 @@ fn step_nth<S>(
     ensure!(tally.injected > 0, "{path}: no fault could be injected (is the stack filter right?)");
     Ok(Outcome::Pass)
 }
-
-/// Paths whose allocations happen only when the call wins a race with the worker.
-const RACES_THE_WORKER: &[&str] = &[SYNC_WATCHED];
-const SYNC_WATCHED: &str = "punch + SYNC (watched: SYNC races the worker)";
 
 // ---- (a) CREATE and CREATE_LIST ----
 
@@ -593,7 +611,7 @@ fn sync_unwatched() -> CaseResult {
 fn sync_watched() -> CaseResult {
     // The notifier queues the worker too; whichever gets there first does the update,
     // so some attempts fail in SYNC and some find nothing to do.
-    step_nth(SYNC_WATCHED, |n| punched_scene(true, n), |s| sync(&s.dev, &s.dmabuf, 0), update_after)
+    step_nth_racing_worker("punch + SYNC (watched: SYNC races the worker)", |n| punched_scene(true, n), |s| sync(&s.dev, &s.dmabuf, 0), update_after)
 }
 
 fn cpu_access_unwatched() -> CaseResult {
