@@ -611,17 +611,8 @@ impl Fuzzer<'_> {
             2 => (UDMABUF_LIVE_VERIFY, bytes_of(&UdmabufLiveVerify { dmabuf_fd: fd, __pad: rng.next_u32(), ..Default::default() }), "VERIFY", String::new(), true),
             _ => return self.pfns(rng, place, fd, class, fname),
         };
-        let want = if Arena::readable(place).is_some_and(|r| r < bytes.len()) {
-            Some(Err(Errno::EFAULT))
-        } else {
-            match class {
-                Class::Unknown => None,
-                Class::NotOpen => Some(Err(Errno::EBADF)),
-                Class::Other | Class::Memfd { .. } | Class::ForeignDmaBuf => Some(Err(Errno::EINVAL)),
-                Class::OurDmaBuf { .. } if writes_back && place == Place::ReadOnly => Some(Err(Errno::EFAULT)),
-                Class::OurDmaBuf { .. } => Some(Ok(())),
-            }
-        };
+        let want = LiveWant::new(place, bytes.len(), class)
+            .or_ours(|| if writes_back && place == Place::ReadOnly { Err(Errno::EFAULT) } else { Ok(()) });
         let addr = self.arena.place(place, &bytes)?;
         let got = raw_ioctl(self.dev.as_raw_fd(), cmd, addr);
         Ok(Run { got, want, desc: format!("{name} on {fname} (fd {}){extra} arg {place:?}", fd as i32), reference: None })
@@ -659,28 +650,19 @@ impl Fuzzer<'_> {
         };
         let arg = UdmabufLivePfns { dmabuf_fd: fd, __pad: 0, first_page: first, count, pfns: out_addr };
         let bytes = bytes_of(&arg);
-        let want = if Arena::readable(place).is_some_and(|r| r < bytes.len()) {
-            Some(Err(Errno::EFAULT))
-        } else {
-            match class {
-                Class::Unknown => None,
-                Class::NotOpen => Some(Err(Errno::EBADF)),
-                Class::Other | Class::Memfd { .. } | Class::ForeignDmaBuf => Some(Err(Errno::EINVAL)),
-                Class::OurDmaBuf { pages } => {
-                    if first.checked_add(count).is_none_or(|e| e > pages) {
-                        Some(Err(Errno::EINVAL))
-                    } else if count == 0 {
-                        Some(Ok(()))
-                    } else {
-                        match out_place {
-                            Place::Valid => Some(Ok(())),
-                            Place::Straddle if count == 1 => Some(Ok(())),
-                            _ => Some(Err(Errno::EFAULT)),
-                        }
-                    }
+        let want = LiveWant::new(place, bytes.len(), class).or_ours(|| {
+            if first.checked_add(count).is_none_or(|e| e > pages) {
+                Err(Errno::EINVAL)
+            } else if count == 0 {
+                Ok(())
+            } else {
+                match out_place {
+                    Place::Valid => Ok(()),
+                    Place::Straddle if count == 1 => Ok(()),
+                    _ => Err(Errno::EFAULT),
                 }
             }
-        };
+        });
         let addr = self.arena.place(place, &bytes)?;
         let got = raw_ioctl(self.dev.as_raw_fd(), UDMABUF_LIVE_PFNS, addr);
         if got.is_ok() && out_place == Place::Valid && count > 0 && count <= pages {
@@ -1034,5 +1016,36 @@ mod tests {
         assert_eq!(predict_create(&[], &l), Some(Err(Errno::EINVAL)));
         assert_eq!(predict_create(&[(good, 0, (16384 + 1) * p)], &l), Some(Err(Errno::EINVAL)));
         assert_eq!(predict_create(&[(Class::Unknown, 0, p)], &l), None);
+    }
+}
+
+/// What a live ioctl (INFO, SYNC, VERIFY, PFNS) must give, as far as the argument's
+/// readability and the fd's class decide it.
+enum LiveWant {
+    /// Decided: the prediction (`None`: none can be made).
+    Decided(Option<Result<(), Errno>>),
+    /// One of our dma-bufs: the rest of the argument decides.
+    OurDmaBuf,
+}
+
+impl LiveWant {
+    fn new(place: Place, len: usize, class: Class) -> Self {
+        if Arena::readable(place).is_some_and(|r| r < len) {
+            return Self::Decided(Some(Err(Errno::EFAULT)));
+        }
+        Self::Decided(match class {
+            Class::Unknown => None,
+            Class::NotOpen => Some(Err(Errno::EBADF)),
+            Class::Other | Class::Memfd { .. } | Class::ForeignDmaBuf => Some(Err(Errno::EINVAL)),
+            Class::OurDmaBuf { .. } => return Self::OurDmaBuf,
+        })
+    }
+
+    /// The prediction, with `ours` for one of our dma-bufs.
+    fn or_ours(self, ours: impl FnOnce() -> Result<(), Errno>) -> Option<Result<(), Errno>> {
+        match self {
+            Self::Decided(want) => want,
+            Self::OurDmaBuf => Some(ours()),
+        }
     }
 }
