@@ -169,21 +169,20 @@ fn release_then_sync(h: &Held) -> Result<()> {
 
 /// A static import pins: stale until it is released; then SYNC succeeds.
 fn stale_until_static_importer_releases() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
-    let h = Held::new(Holder::StaticImport)?;
-    h.expect_stale()?;
-    release_then_sync(&h)?;
-    Ok(Outcome::Pass)
+    stale_until_released(Holder::StaticImport)
 }
 
 /// A kernel vmap: stale until the vunmap.
 fn stale_until_vunmap() -> CaseResult {
+    stale_until_released(Holder::Vmap)
+}
+
+/// Stale while `holder` holds the buffer; SYNC succeeds once it lets go.
+fn stale_until_released(holder: Holder) -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
-    let h = Held::new(Holder::Vmap)?;
+    let h = Held::new(holder)?;
     h.expect_stale()?;
     release_then_sync(&h)?;
     Ok(Outcome::Pass)
