@@ -41,10 +41,13 @@ print()
 print("## Acceptance targets (reported, not asserted)\n")
 label = lambda c: f"{c['backing']} {c['size_mib']} MiB" + (", memfd mapped" if c.get("memfd_mapped") else "")
 for c in r["cases"]:
-    ratio = c["create_close"]["ratio_median"]
-    verdict = "met" if ratio <= 1.05 else "NOT met"
-    print(f"- create+close, {label(c)}: ours/built-in median {ratio:.3f} "
-          f"(target <= 1.05: {verdict})")
+    for key, name in (("create", "create (the ioctl alone)"), ("create_close", "create+close")):
+        if key not in c:
+            continue
+        ratio = c[key]["ratio_median"]
+        verdict = "met" if ratio <= 1.05 else "NOT met"
+        print(f"- {name}, {label(c)}: ours/built-in median {ratio:.3f} "
+              f"(target <= 1.05: {verdict})")
 for c in r["cases"]:
     if c["backing"] == "hugetlb" and c["size_mib"] == 64:
         s = c["sg_entries"]
@@ -86,10 +89,11 @@ print("- Times come from the guest TSC. Under TCG the test kernel finds no HPET/
 print("  calibrate against and would fall back to refined-jiffies (4 ms steps); `vm.sh` passes")
 print("  the host's TSC frequency (`tsc_early_khz=`, `tsc=reliable`) in bench mode. TCG's guest")
 print("  TSC follows the host TSC, so durations are host wall time of the emulation.")
-print("- create+close is timed in userspace around `UDMABUF_CREATE` plus `close()` of the")
-print("  dma-buf fd (the dma-buf release runs before `close()` returns). The memfd pages are")
-print("  allocated beforehand (`fallocate`), so this is pinning, building the buffer, export")
-print("  and release.")
+print("- create is the `UDMABUF_CREATE` ioctl alone, close the `close()` of the dma-buf fd")
+print("  alone (the dma-buf release runs before `close()` returns), create+close the sum of")
+print("  each iteration's two; all are timed in userspace. The memfd pages are allocated")
+print("  beforehand (`fallocate`), so create is checks, pinning, building the buffer and")
+print("  export, and close is the release.")
 print("- map_dma_buf is the kernel-side duration of `dma_buf_map_attachment()` alone for a")
 print("  static attachment of the test importer (`ulive_importer`, `MAP` ioctl): exporter pin,")
 print("  sg table construction and DMA mapping (dma-direct, no IOMMU).")

@@ -1,8 +1,9 @@
 //! `udmabuf-ctl bench`: our device against the kernel's built-in udmabuf, side by side.
 //!
 //! For shmem and hugetlb memfds of 4 MiB and 64 MiB it measures
-//! - create+close: `UDMABUF_CREATE`, then closing the dma-buf fd (the release runs
-//!   before close() returns), timed in userspace;
+//! - create, close and create+close: `UDMABUF_CREATE` alone, closing the dma-buf fd
+//!   alone (the release runs before close() returns), and the two together, timed in
+//!   userspace around each call;
 //! - map: the test importer's `MAP` of a static attachment, i.e. the kernel-side
 //!   duration of one `dma_buf_map_attachment()` call;
 //! - sg entries: the DMA segments of that mapping (`nents`).
@@ -111,6 +112,10 @@ struct CaseReport {
     /// The memfd is mapped in this process while buffers are created: udmabuf-live
     /// watches the mapping (notifiers) instead of checking pages lazily at map time.
     memfd_mapped: bool,
+    /// The `UDMABUF_CREATE` ioctl alone.
+    create: Pair,
+    /// close() of the dma-buf fd alone: the release of the buffer.
+    close: Pair,
     create_close: Pair,
     map: Pair,
     sg_entries: Segments,
@@ -165,12 +170,14 @@ fn memfd(backing: Backing, size: u64) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Duration of one create+close, in ns.
-fn create_close(dev: &File, memfd: &OwnedFd, size: u64) -> Result<u64> {
+/// Durations of one create and of the close that follows it, in ns.
+fn create_close(dev: &File, memfd: &OwnedFd, size: u64) -> Result<[u64; 2]> {
     let start = Instant::now();
     let buf = crate::sys::udmabuf_create(dev, memfd, size).context("UDMABUF_CREATE")?;
+    let created = Instant::now();
     drop(buf);
-    Ok(start.elapsed().as_nanos() as u64)
+    let closed = Instant::now();
+    Ok([(created - start).as_nanos() as u64, (closed - created).as_nanos() as u64])
 }
 
 /// One importer file statically attached to one dma-buf.
@@ -200,7 +207,7 @@ impl Drop for Attached {
 
 /// Run `f(device_index)` `WARMUP + iterations` times for both devices, alternating which
 /// goes first; returns the measured samples of each.
-fn alternate(iterations: u32, mut f: impl FnMut(usize) -> Result<u64>) -> Result<[Vec<u64>; 2]> {
+fn alternate<T>(iterations: u32, mut f: impl FnMut(usize) -> Result<T>) -> Result<[Vec<T>; 2]> {
     let mut out = [Vec::with_capacity(iterations as usize), Vec::with_capacity(iterations as usize)];
     for i in 0..WARMUP + iterations {
         let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -220,7 +227,10 @@ fn bench_case(args: &BenchArgs, devs: &[File; 2], backing: Backing, size: u64, m
     let _mapping = if mapped { Some(crate::sys::Mapping::new(&memfd, size, true).context("mmap of the memfd")?) } else { None };
     let [ours, builtin] = alternate(args.iterations, |d| create_close(&devs[d], &memfd, size))
         .with_context(|| format!("{what}: create+close"))?;
-    let create_close = Pair::new(&ours, &builtin)?;
+    let pair = |f: fn(&[u64; 2]) -> u64| Pair::new(&ours.iter().map(f).collect::<Vec<_>>(), &builtin.iter().map(f).collect::<Vec<_>>());
+    let create = pair(|s| s[0])?;
+    let close = pair(|s| s[1])?;
+    let create_close = pair(|s| s[0] + s[1])?;
 
     let bufs = [crate::sys::udmabuf_create(&devs[0], &memfd, size)?, crate::sys::udmabuf_create(&devs[1], &memfd, size)?];
     let atts = [Attached::new(&args.importer, &bufs[0])?, Attached::new(&args.importer, &bufs[1])?];
@@ -233,7 +243,7 @@ fn bench_case(args: &BenchArgs, devs: &[File; 2], backing: Backing, size: u64, m
     .with_context(|| format!("{what}: map"))?;
     let map = Pair::new(&ours, &builtin)?;
     let sg_entries = Segments { ours_min: nents[0].0, ours_max: nents[0].1, builtin_min: nents[1].0, builtin_max: nents[1].1 };
-    Ok(CaseReport { backing, size_mib: size / MIB, memfd_mapped: mapped, create_close, map, sg_entries })
+    Ok(CaseReport { backing, size_mib: size / MIB, memfd_mapped: mapped, create, close, create_close, map, sg_entries })
 }
 
 fn read_trimmed(path: &str) -> String {
@@ -259,7 +269,12 @@ fn table(r: &Report) -> String {
     t.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
     for c in &r.cases {
         let name = format!("{} {} MiB{}", c.backing.name(), c.size_mib, if c.memfd_mapped { ", mapped" } else { "" });
-        for (metric, p) in [("create+close (us)", &c.create_close), ("map_dma_buf (us)", &c.map)] {
+        for (metric, p) in [
+            ("create (us)", &c.create),
+            ("close (us)", &c.close),
+            ("create+close (us)", &c.create_close),
+            ("map_dma_buf (us)", &c.map),
+        ] {
             t.push_str(&format!(
                 "| {name} | {metric} | {} | {} | {} | {} | {:.3} | {:.3} |\n",
                 us(p.ours.median_ns), us(p.ours.p90_ns), us(p.builtin.median_ns), us(p.builtin.p90_ns), p.ratio_median, p.ratio_p90
@@ -346,6 +361,8 @@ mod tests {
                 backing: Backing::Hugetlb,
                 size_mib: 64,
                 memfd_mapped: false,
+                create: Pair::new(&[1500], &[700]).unwrap(),
+                close: Pair::new(&[500], &[300]).unwrap(),
                 create_close: Pair::new(&[2000], &[1000]).unwrap(),
                 map: Pair::new(&[1000], &[1000]).unwrap(),
                 sg_entries: Segments { ours_min: 2, ours_max: 3, builtin_min: 32, builtin_max: 32 },
@@ -359,6 +376,8 @@ mod tests {
             },
         };
         let t = table(&r);
+        assert!(t.contains("| hugetlb 64 MiB | create (us) | 1.5 | 1.5 | 0.7 | 0.7 | 2.143 | 2.143 |"), "{t}");
+        assert!(t.contains("| hugetlb 64 MiB | close (us) | 0.5 | 0.5 | 0.3 | 0.3 | 1.667 | 1.667 |"), "{t}");
         assert!(t.contains("| hugetlb 64 MiB | create+close (us) | 2.0 | 2.0 | 1.0 | 1.0 | 2.000 | 2.000 |"), "{t}");
         assert!(t.contains("| hugetlb 64 MiB | sg entries (nents) | 2-3 | | 32 | | 0.094 | |"), "{t}");
         let live = super::super::bench_live::table(&r.live);
