@@ -41,6 +41,7 @@ extern "C" {
         err: *mut c_int,
     ) -> c_ulong;
     pub(crate) fn ulive_unpin_pages(pages: *mut *mut bindings::page, n: c_ulong);
+    pub(crate) fn ulive_unpin_appended(pages: *mut *mut bindings::page, n: c_ulong, seams: *const c_ulong, nseams: c_ulong);
     pub(crate) fn ulive_page_to_pfn(page: *mut bindings::page) -> c_ulong;
 
     pub(crate) fn ulive_dma_buf_lock(dmabuf: *mut bindings::dma_buf);

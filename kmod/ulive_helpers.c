@@ -426,6 +426,36 @@ void ulive_unpin_pages(struct page **pages, unsigned long n)
 }
 
 /*
+ * Drop the one pin each of the @n pages holds, for an array exactly as
+ * ulive_folios_take_pages() appended it: segment by segment (one per append; @seams
+ * holds the first index of every segment after the first), each entry is followed by
+ * the next pages of its folio up to the folio's or the segment's end. So one struct page
+ * read and one range unpin per folio suffice, without comparing entries: a 2 MiB hugetlb
+ * folio costs what upstream's unpin_folio() costs, not 512 reads.
+ */
+void ulive_unpin_appended(struct page **pages, unsigned long n, const unsigned long *seams,
+			  unsigned long nseams)
+{
+	unsigned long s, start = 0;
+
+	for (s = 0; s <= nseams; s++) {
+		unsigned long end = s < nseams ? clamp(seams[s], start, n) : n;
+		unsigned long i = start;
+
+		while (i < end) {
+			struct page *page = pages[i];
+			struct folio *folio = page_folio(page);
+			unsigned long run = min(folio_nr_pages(folio) - folio_page_idx(folio, page),
+						end - i);
+
+			unpin_user_page_range_dirty_lock(page, run, false);
+			i += run;
+		}
+		start = end;
+	}
+}
+
+/*
  * Compare the @nr pages in @held, which back file bytes from @off on, with @file's
  * page cache. Counts matching pages, pages the cache holds another page for, and holes;
  * sets bit i of @diff (if not NULL; cleared by the caller) for every page that does not

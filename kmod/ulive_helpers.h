@@ -85,6 +85,8 @@ unsigned long ulive_folios_take_pages(struct folio **folios, unsigned long n,
 				      unsigned long first_offset, unsigned long max,
 				      struct page **out, int *err);
 void ulive_unpin_pages(struct page **pages, unsigned long n);
+void ulive_unpin_appended(struct page **pages, unsigned long n, const unsigned long *seams,
+			  unsigned long nseams);
 void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
 		      unsigned long *diff, struct ulive_diff_counts *counts);
 struct mm_struct *ulive_mmgrab_current(void);

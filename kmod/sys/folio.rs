@@ -42,22 +42,36 @@ impl Drop for PinnedPage {
 /// # Invariants
 /// Every element is a pinned page; the vector is laid out as an array of
 /// `struct page *` (PinnedPage is `repr(transparent)`), which C may read.
+///
+/// While `as_appended` is set, the array is exactly as `append_pinned_folios` built it,
+/// one segment per call (`seams` holds the first index of each segment after the
+/// first): within a segment, each folio's pages follow each other in order from the
+/// first one taken up to the folio's end or the segment's end.
 pub(crate) struct PinnedPages {
     pages: KVVec<PinnedPage>,
-    /// Some appended folio gave more than one page (hugetlb): unpinning then looks for
-    /// contiguous runs. Only a hint for speed.
+    /// Some appended folio gave more than one page (hugetlb): unpinning then goes by
+    /// folio, not by page. Only a hint for speed.
     large: bool,
+    /// No entry was replaced since the appends (see the invariant).
+    as_appended: bool,
+    /// First index of every segment after the first; no allocation for one segment.
+    seams: KVec<usize>,
 }
 
 impl PinnedPages {
     /// An empty set with room for `nr_pages` pages (no allocation later while appending).
     pub(crate) fn with_capacity(nr_pages: usize) -> Result<Self> {
-        Ok(Self { pages: KVVec::with_capacity(nr_pages, GFP_KERNEL)?, large: false })
+        Ok(Self::from_vec(KVVec::with_capacity(nr_pages, GFP_KERNEL)?))
     }
 
     /// No pages (used once a buffer is released).
     pub(crate) fn empty() -> Self {
-        Self { pages: KVVec::new(), large: false }
+        Self::from_vec(KVVec::new())
+    }
+
+    fn from_vec(pages: KVVec<PinnedPage>) -> Self {
+        // INVARIANT: no entries yet.
+        Self { pages, large: false, as_appended: true, seams: KVec::new() }
     }
 
     /// Take over the `n` folios at `folios`, each pinned once by `memfd_pin_folios`,
@@ -75,6 +89,11 @@ impl PinnedPages {
         first_offset: usize,
         want: usize,
     ) -> Result<usize> {
+        let start = self.pages.len();
+        // A failed push only costs the fast unpin (it would miss this seam).
+        if start != 0 && self.as_appended && self.seams.push(start, GFP_KERNEL).is_err() {
+            self.as_appended = false;
+        }
         let spare = self.pages.spare_capacity_mut();
         let room = spare.len().min(want);
         let mut err = 0;
@@ -111,6 +130,7 @@ impl PinnedPages {
     /// drops once nothing can reach the old page any more).
     pub(crate) fn replace(&mut self, index: usize, new: PinnedPage) -> Result<PinnedPage> {
         let slot = self.pages.get_mut(index).ok_or(EINVAL)?;
+        self.as_appended = false;
         Ok(core::mem::replace(slot, new))
     }
 
@@ -124,15 +144,21 @@ impl Drop for PinnedPages {
     fn drop(&mut self) {
         let (raw, len, cap) = core::mem::take(&mut self.pages).into_raw_parts();
         let raw = raw.cast::<*mut bindings::page>();
-        // SAFETY: every entry owns one pin on its page's folio (type invariant); both
+        // SAFETY: every entry owns one pin on its page's folio (type invariant); all three
         // functions drop one pin per entry, with one atomic operation per run of entries
-        // in the same folio (ulive_unpin_pages also reads one struct page per folio of a
-        // long contiguous run).
+        // in the same folio. ulive_unpin_appended() relies on the array being as appended
+        // (`as_appended`, with `seams` as the segment starts: type invariant); `seams` is
+        // an array of `usize`, which is `unsigned long` in C.
         unsafe {
-            if self.large {
-                ffi::ulive_unpin_pages(raw, len as _)
-            } else {
-                bindings::unpin_user_pages(raw, len as _)
+            match (self.large, self.as_appended) {
+                (true, true) => ffi::ulive_unpin_appended(
+                    raw,
+                    len as _,
+                    self.seams.as_ptr().cast(),
+                    self.seams.len() as _,
+                ),
+                (true, false) => ffi::ulive_unpin_pages(raw, len as _),
+                (false, _) => bindings::unpin_user_pages(raw, len as _),
             }
         };
         // SAFETY: the raw parts of the vector taken above, with a length of 0: the array
