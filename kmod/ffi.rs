@@ -23,6 +23,8 @@ extern "C" {
     pub(crate) fn ulive_param_account_memlock() -> bool;
     pub(crate) fn ulive_mmgrab_current() -> *mut bindings::mm_struct;
     pub(crate) fn ulive_mmdrop(mm: *mut bindings::mm_struct);
+    pub(crate) fn ulive_charge_pinned_vm(mm: *mut bindings::mm_struct, pages: c_ulong) -> c_int;
+    pub(crate) fn ulive_uncharge_pinned_vm(mm: *mut bindings::mm_struct, pages: c_ulong);
     pub(crate) fn ulive_this_module() -> *mut bindings::module;
 
     pub(crate) fn ulive_memfd_kind(file: *mut bindings::file) -> c_int;

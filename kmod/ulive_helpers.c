@@ -38,7 +38,7 @@ MODULE_PARM_DESC(list_limit, "udmabuf_create_list->count limit. Default is 1024.
 static bool account_memlock = true;
 module_param(account_memlock, bool, 0644);
 MODULE_PARM_DESC(account_memlock,
-		 "Charge pinned pages to the creating process's RLIMIT_MEMLOCK (locked_vm), as VFIO does. Default is on.");
+		 "Charge pinned pages to the creating process's RLIMIT_MEMLOCK (pinned_vm, VmPin), as RDMA does. Default is on.");
 
 bool ulive_param_account_memlock(void)
 {
@@ -530,5 +530,27 @@ struct mm_struct *ulive_mmgrab_current(void)
 void ulive_mmdrop(struct mm_struct *mm)
 {
 	mmdrop(mm);
+}
+
+/*
+ * Charge @pages pinned pages to @mm->pinned_vm within the current task's
+ * RLIMIT_MEMLOCK, unless it has CAP_IPC_LOCK: what RDMA's ib_umem_get() does. An atomic
+ * counter, so neither CREATE nor release takes the mmap lock, which the process's own
+ * page faults contend for (account_locked_vm() takes it for write).
+ */
+int ulive_charge_pinned_vm(struct mm_struct *mm, unsigned long pages)
+{
+	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+
+	if (atomic64_add_return(pages, &mm->pinned_vm) > limit && !capable(CAP_IPC_LOCK)) {
+		atomic64_sub(pages, &mm->pinned_vm);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void ulive_uncharge_pinned_vm(struct mm_struct *mm, unsigned long pages)
+{
+	atomic64_sub(pages, &mm->pinned_vm);
 }
 

@@ -91,5 +91,7 @@ void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigne
 		      unsigned long *diff, struct ulive_diff_counts *counts);
 struct mm_struct *ulive_mmgrab_current(void);
 void ulive_mmdrop(struct mm_struct *mm);
+int ulive_charge_pinned_vm(struct mm_struct *mm, unsigned long pages);
+void ulive_uncharge_pinned_vm(struct mm_struct *mm, unsigned long pages);
 
 #endif /* ULIVE_HELPERS_H */

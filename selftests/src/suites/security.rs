@@ -78,10 +78,10 @@ impl Drop for OpenDevice {
     }
 }
 
-/// The calling process's VmLck (locked_vm) in KiB.
-fn vmlck_kib() -> Option<u64> {
+/// The calling process's VmPin (pinned_vm, where the pins are charged) in KiB.
+fn vmpin_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmLck:"))?;
+    let line = status.lines().find(|l| l.starts_with("VmPin:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -129,10 +129,10 @@ fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
     let code = as_nobody(Some(limit), || {
         let Ok(dev) = open_device(&device_path()) else { return 90 };
         let Ok(m) = memfd(Backing::Shmem, 4 << 20) else { return 91 };
-        let base = vmlck_kib().unwrap_or(u64::MAX);
-        // Within the limit: allowed, and charged to VmLck.
+        let base = vmpin_kib().unwrap_or(u64::MAX);
+        // Within the limit: allowed, and charged to VmPin.
         let Ok(half) = create(dev.as_fd(), &m, 0, 512 << 10, 0) else { return 10 };
-        if vmlck_kib() != Some(base + 512) {
+        if vmpin_kib() != Some(base + 512) {
             return 11;
         }
         // Beyond it (512 KiB held + 1 MiB asked > 1 MiB): ENOMEM, nothing charged.
@@ -140,13 +140,13 @@ fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
             Err(Errno::ENOMEM) => {}
             _ => return 12,
         }
-        if vmlck_kib() != Some(base + 512) {
+        if vmpin_kib() != Some(base + 512) {
             return 13;
         }
         // Closing the buffer returns the charge (release may be deferred a little).
         drop(half);
         for _ in 0..200 {
-            if vmlck_kib() == Some(base) {
+            if vmpin_kib() == Some(base) {
                 return 0;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -156,10 +156,10 @@ fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
     let what = match code {
         0 => return Ok(Outcome::Pass),
         10 => "a 512 KiB buffer under a 1 MiB RLIMIT_MEMLOCK was refused",
-        11 => "VmLck did not grow by 512 KiB",
+        11 => "VmPin did not grow by 512 KiB",
         12 => "a buffer beyond RLIMIT_MEMLOCK was not refused with ENOMEM",
-        13 => "the refused create changed VmLck",
-        14 => "VmLck did not return to its base after close",
+        13 => "the refused create changed VmPin",
+        14 => "VmPin did not return to its base after close",
         _ => "the child could not set up (open/memfd/setuid)",
     };
     bail!("{what} (child exit {code})")
