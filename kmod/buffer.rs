@@ -13,13 +13,13 @@
 //! - `Buffer::slot` (see sys/dmabuf.rs): the exported dma-buf, for the worker.
 
 use crate::ffi;
-use crate::notifier::{Tracker, Watch};
+use crate::notifier::{BufferTracker, Tracker, Watch};
 use crate::registry::Registry;
 use crate::sys::{
     device::DeviceRef,
     dmabuf::{DmaBufSlot, ExportedDmaBuf},
     folio::{PinnedPage, PinnedPages},
-    memfd::{Backing, FileMapping, MemFile, MAX_MAPPINGS},
+    memfd::{Backing, FileMapping, FolioScratch, MemFile, MAX_MAPPINGS},
     memlock::MemlockCharge,
     notifier::IntervalNotifier,
     sgt::{Direction, MappedSgTable},
@@ -117,7 +117,7 @@ pub(crate) struct Buffer {
     #[pin]
     pub(crate) applied: CondVar,
     /// What the notifiers marked, and whether they watch every page.
-    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) tracker: BufferTracker,
     #[pin]
     pub(crate) notifiers: Mutex<KVec<Pin<KBox<IntervalNotifier<Watch>>>>>,
     #[pin]
@@ -168,9 +168,10 @@ pub(crate) fn create(
     let memlock = if ffi::account_memlock() { MemlockCharge::charge_current(nr_pages)? } else { None };
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
     let mut ranges = KVec::with_capacity(items.len(), GFP_KERNEL)?;
-    // Folio pointers for memfd_pin_folios, sized per item once its backing is known.
-    let mut scratch = KVVec::new();
-    let tracker = Arc::pin_init(Tracker::new(nr_pages)?, GFP_KERNEL)?;
+    let mut scratch = FolioScratch::new();
+    // Made with the first notifier: a buffer nobody maps needs none.
+    let mut tracker = None;
+    let mut covered = true;
     let mut notifiers = KVec::new();
     let mut backing = None;
     for (i, item) in items.iter().enumerate() {
@@ -180,10 +181,9 @@ pub(crate) fn create(
         let kind = file.backing().ok_or_else(ebadfd)?;
         // Upstream's memfd_pin_folios() refuses these bounds; refuse them before using them.
         let bounds = byte_bounds(item.offset, item.size)?;
-        scratch.reserve(file.max_folios(item.offset, item.size), GFP_KERNEL)?;
         // Watch first, pin second: a punch after the pin is then always seen.
-        let covered = watch_range(&file, item.offset, first_page, nr, &tracker, &mut notifiers)?;
-        tracker.set_covered(covered);
+        let span = (first_page, nr, nr_pages);
+        covered &= watch_range(&file, item.offset, span, &mut tracker, &mut notifiers)?;
         pin_item(&file, bounds, nr, &mut pages, &mut scratch)?;
         backing = if i == 0 || backing == Some(kind) { Some(kind) } else { None };
         ranges.push(Range { file, offset: item.offset, first_page, nr_pages: nr }, GFP_KERNEL)?;
@@ -202,7 +202,7 @@ pub(crate) fn create(
                 "udmabuf_live_buffer_state"
             ),
             applied <- new_condvar!("udmabuf_live_applied"),
-            tracker,
+            tracker: BufferTracker::new(tracker, covered),
             notifiers <- new_mutex!(notifiers, "udmabuf_live_notifiers"),
             slot <- DmaBufSlot::new(),
             work <- new_work!("udmabuf_live_buffer_work"),
@@ -225,17 +225,17 @@ pub(crate) fn create(
 /// seals under the inode lock (memfd_add_seals takes it for write).
 fn pin_item(
     file: &MemFile,
-    (start, end): (i64, i64),
+    bounds: (i64, i64),
     nr: usize,
     pages: &mut PinnedPages,
-    scratch: &mut KVVec<*mut bindings::folio>,
+    scratch: &mut FolioScratch,
 ) -> Result {
     let locked = file.lock_shared();
     let seals = locked.seals().ok_or_else(ebadfd)?;
     if seals & SEALS_WANTED != SEALS_WANTED || seals & SEALS_DENIED != 0 {
         return Err(EINVAL);
     }
-    let want = nr - file.pin_into(start, end, scratch, pages, nr)?;
+    let want = nr - file.pin_into(bounds, scratch, pages, nr)?;
     drop(locked);
     if want != 0 {
         return Err(EINVAL);
@@ -252,16 +252,16 @@ pub(crate) fn byte_bounds(offset: u64, size: u64) -> Result<(i64, i64)> {
 }
 
 /// Register an mmu interval notifier on every mapping, in the creating process, of the
-/// `nr` pages at byte `offset` of `file`, which are buffer pages from `first_page` on.
-/// Returns whether the mappings cover every page; if not, the lazy checks keep the
-/// unwatched pages coherent. Runs before the pages are pinned and without the inode
-/// lock (hugetlbfs takes it under the mmap lock, which finding mappings takes).
+/// `nr` pages at byte `offset` of `file`, which are buffer pages from `first_page` on
+/// (of `nr_pages`), making the buffer's `tracker` with the first one. Returns whether
+/// the mappings cover every page; if not, the lazy checks keep the unwatched pages
+/// coherent. Runs before the pages are pinned and without the inode lock (hugetlbfs
+/// takes it under the mmap lock, which finding mappings takes).
 fn watch_range(
     file: &MemFile,
     offset: u64,
-    first_page: usize,
-    nr: usize,
-    tracker: &Arc<Tracker>,
+    (first_page, nr, nr_pages): (usize, usize, usize),
+    tracker: &mut Option<Arc<Tracker>>,
     notifiers: &mut KVec<Pin<KBox<IntervalNotifier<Watch>>>>,
 ) -> Result<bool> {
     let mut found = [FileMapping::default(); MAX_MAPPINGS];
@@ -271,6 +271,10 @@ fn watch_range(
         return Ok(false);
     }
     let covered = covers(maps, offset, len);
+    let tracker = match tracker {
+        Some(t) => t,
+        None => tracker.insert(Arc::pin_init(Tracker::new(nr_pages)?, GFP_KERNEL)?),
+    };
     notifiers.reserve(maps.len(), GFP_KERNEL)?;
     for m in maps.iter() {
         let first = first_page + ((m.offset - offset) >> PAGE_SHIFT) as usize;

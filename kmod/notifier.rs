@@ -23,6 +23,11 @@ pub(crate) struct Bits {
 }
 
 impl Bits {
+    /// A bitmap that marks nothing (and allocates nothing).
+    fn empty() -> Self {
+        Self { words: KVVec::new(), base: 0, lo: 0, hi: 0 }
+    }
+
     /// A cleared bitmap for an `nr_pages` buffer.
     fn new(nr_pages: usize) -> Result<Self> {
         Ok(Self { words: KVVec::from_elem(0u64, nr_pages.div_ceil(64), GFP_KERNEL)?, base: 0, lo: 0, hi: 0 })
@@ -87,7 +92,7 @@ pub(crate) struct Tracker {
     /// True while mmu notifiers watch every page; otherwise the lazy checks run.
     watched: AtomicBool,
     /// Invalidations seen (debugfs).
-    pub(crate) invalidations: AtomicU64,
+    invalidations: AtomicU64,
 }
 
 struct Marked {
@@ -109,7 +114,7 @@ impl Tracker {
 
     /// From now on invalidations queue `buffer`'s worker; queue it now if pages were
     /// marked before.
-    pub(crate) fn attach(&self, buffer: &Arc<Buffer>) {
+    fn attach(&self, buffer: &Arc<Buffer>) {
         let pending = {
             let mut inner = self.inner.lock();
             inner.owner = Some(buffer.clone());
@@ -122,19 +127,19 @@ impl Tracker {
 
     /// Drop the reference to the buffer. Only once no notifier can call back any more
     /// (see the type invariant).
-    pub(crate) fn detach(&self) -> Option<Arc<Buffer>> {
+    fn detach(&self) -> Option<Arc<Buffer>> {
         self.inner.lock().owner.take()
     }
 
     /// Whether the notifiers see every punch of every page (all pages covered by a
     /// mapping that is still there).
-    pub(crate) fn watched(&self) -> bool {
+    fn watched(&self) -> bool {
         self.watched.load(Ordering::Acquire)
     }
 
     /// Record that the mappings found at create cover all pages (`true`) or not. A
     /// mapping may already have gone meanwhile: that sticks.
-    pub(crate) fn set_covered(&self, covered: bool) {
+    fn set_covered(&self, covered: bool) {
         if !covered {
             self.watched.store(false, Ordering::Release);
         }
@@ -142,7 +147,7 @@ impl Tracker {
 
     /// Take the marked pages, leaving none marked. Allocates (the marked window only,
     /// outside the spinlock): never from the notifier.
-    pub(crate) fn take(&self) -> Result<Bits> {
+    fn take(&self) -> Result<Bits> {
         let (lo, hi) = {
             let b = &self.inner.lock().bits;
             (b.lo, b.hi)
@@ -163,15 +168,69 @@ impl Tracker {
     }
 
     /// Put back pages taken by [`Self::take`] that could not be handled.
-    pub(crate) fn restore(&self, taken: &Bits) {
+    fn restore(&self, taken: &Bits) {
         let bits = &mut self.inner.lock().bits;
         for (i, &t) in taken.words.iter().enumerate() {
             bits.or_word(taken.base + i, t);
         }
     }
 
-    pub(crate) fn pending(&self) -> bool {
+    fn pending(&self) -> bool {
         self.inner.lock().bits.any()
+    }
+}
+
+/// A buffer's tracker, if it has one: only a buffer whose creator had some of its pages
+/// mapped gets notifiers, and so a tracker. Without one, nothing is watched or marked
+/// (the lazy checks keep the buffer coherent) and nothing is allocated.
+pub(crate) struct BufferTracker(Option<Arc<Tracker>>);
+
+impl BufferTracker {
+    /// `covered`: the notifiers watch every page of the buffer.
+    pub(crate) fn new(tracker: Option<Arc<Tracker>>, covered: bool) -> Self {
+        if let Some(t) = &tracker {
+            t.set_covered(covered);
+        }
+        Self(tracker)
+    }
+
+    /// See [`Tracker::attach`].
+    pub(crate) fn attach(&self, buffer: &Arc<Buffer>) {
+        if let Some(t) = &self.0 {
+            t.attach(buffer);
+        }
+    }
+
+    /// See [`Tracker::detach`].
+    pub(crate) fn detach(&self) -> Option<Arc<Buffer>> {
+        self.0.as_ref().and_then(|t| t.detach())
+    }
+
+    /// See [`Tracker::watched`]; never without notifiers.
+    pub(crate) fn watched(&self) -> bool {
+        self.0.as_ref().is_some_and(|t| t.watched())
+    }
+
+    /// See [`Tracker::take`].
+    pub(crate) fn take(&self) -> Result<Bits> {
+        self.0.as_ref().map_or(Ok(Bits::empty()), |t| t.take())
+    }
+
+    /// See [`Tracker::restore`].
+    pub(crate) fn restore(&self, taken: &Bits) {
+        if let Some(t) = &self.0 {
+            t.restore(taken);
+        }
+    }
+
+    /// See [`Tracker::pending`].
+    pub(crate) fn pending(&self) -> bool {
+        self.0.as_ref().is_some_and(|t| t.pending())
+    }
+
+    /// Invalidations the notifiers saw (debugfs).
+    pub(crate) fn invalidations(&self) -> u64 {
+        self.0.as_ref().map_or(0, |t| t.invalidations.load(Ordering::Relaxed))
     }
 }
 

@@ -38,7 +38,8 @@ impl Registry {
     pub(crate) fn remove(&self, buffer: &Buffer) {
         let removed = {
             let mut list = self.buffers.lock();
-            list.iter().position(|b| core::ptr::eq(&**b, buffer)).and_then(|i| list.remove(i).ok())
+            // From the end: buffers tend to go in the reverse order of their creation.
+            list.iter().rposition(|b| core::ptr::eq(&**b, buffer)).and_then(|i| list.remove(i).ok())
         };
         // Dropped outside the lock: never the last reference (the dma-buf holds one).
         drop(removed);
@@ -78,7 +79,7 @@ impl fmt::Debug for BufferList {
                 i.generation,
                 i.updates,
                 i.pages_swapped,
-                b.tracker.invalidations.load(Ordering::Relaxed),
+                b.tracker.invalidations(),
                 c.maps.load(Ordering::Relaxed),
                 c.last_map_segments.load(Ordering::Relaxed),
             )?;

@@ -18,10 +18,11 @@ use crate::notifier::Bits;
 use crate::sys::{
     dmabuf::ResvLocked,
     folio::{PinnedPage, PinnedPages},
+    memfd::FolioScratch,
     PAGE_SHIFT,
 };
 use core::sync::atomic::Ordering;
-use kernel::{bindings, prelude::*, sync::Arc, workqueue::WorkItem};
+use kernel::{prelude::*, sync::Arc, workqueue::WorkItem};
 
 /// What an update did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +102,7 @@ impl Buffer {
     }
 
     fn refault_marked(&self, todo: &Bits, lock_inode: bool, changes: &mut Changes) -> Result {
-        let mut scratch = KVVec::new();
+        let mut scratch = FolioScratch::new();
         let mut diff = KVVec::new();
         for range in self.ranges.iter() {
             let pages = range.pages();
@@ -140,17 +141,15 @@ impl Buffer {
         &self,
         range: &crate::buffer::Range,
         run: core::ops::Range<usize>,
-        scratch: &mut KVVec<*mut bindings::folio>,
+        scratch: &mut FolioScratch,
         changes: &mut Changes,
     ) -> Result {
         let offset = range.file_offset(run.start);
         let len = (run.len() << PAGE_SHIFT) as u64;
-        let (start, end) = byte_bounds(offset, len)?;
+        let bounds = byte_bounds(offset, len)?;
         changes.reserve(run.len(), GFP_KERNEL)?;
-        scratch.clear();
-        scratch.reserve(range.file.max_folios(offset, len), GFP_KERNEL)?;
         let mut pages = PinnedPages::with_capacity(run.len())?;
-        range.file.pin_into(start, end, scratch, &mut pages, run.len())?;
+        range.file.pin_into(bounds, scratch, &mut pages, run.len())?;
         for (index, page) in run.zip(pages.into_iter()) {
             // Room was reserved above.
             let _ = changes.push_within_capacity((index, page));

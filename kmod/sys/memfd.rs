@@ -4,6 +4,7 @@
 use super::folio::PinnedPages;
 pub(crate) use crate::ffi::DiffCounts;
 use crate::ffi;
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use kernel::{bindings, prelude::*};
 
@@ -21,6 +22,33 @@ pub(crate) const MAX_MAPPINGS: usize = 32;
 /// How often `pin_into` pins again when a folio left the page cache while it waited
 /// for the folio to be initialised (a punch racing with it, when no inode lock is held).
 const SETTLE_TRIES: u32 = 8;
+
+/// Folios `memfd_pin_folios` can hand back without the scratch going to the heap: a
+/// hugetlb range of up to 32 MiB, or 64 KiB of shmem.
+const INLINE_FOLIOS: usize = 16;
+
+/// Room for the folio pointers `memfd_pin_folios` fills in, reused across calls: on the
+/// stack for a few, on the heap beyond.
+pub(crate) struct FolioScratch {
+    inline: [MaybeUninit<*mut bindings::folio>; INLINE_FOLIOS],
+    heap: KVVec<*mut bindings::folio>,
+}
+
+impl FolioScratch {
+    pub(crate) fn new() -> Self {
+        Self { inline: [MaybeUninit::uninit(); INLINE_FOLIOS], heap: KVVec::new() }
+    }
+
+    /// Uninitialised room for at least `n` folio pointers.
+    fn room(&mut self, n: usize) -> Result<&mut [MaybeUninit<*mut bindings::folio>]> {
+        if n <= INLINE_FOLIOS {
+            return Ok(&mut self.inline);
+        }
+        self.heap.clear();
+        self.heap.reserve(n, GFP_KERNEL)?;
+        Ok(self.heap.spare_capacity_mut())
+    }
+}
 
 /// A user mapping of part of a memfd: `len` bytes at user address `va` show the file
 /// from byte `offset` on. Laid out as `struct ulive_file_mapping`, which C fills in.
@@ -56,7 +84,7 @@ impl MemFile {
 
     /// The most folios bytes `offset..offset+size` of the file can span: the scratch
     /// room `pin_into` needs (one per page for shmem, one per huge page for hugetlbfs).
-    pub(crate) fn max_folios(&self, offset: u64, size: u64) -> usize {
+    fn max_folios(&self, offset: u64, size: u64) -> usize {
         // SAFETY: `ptr` is a valid file by the type invariant.
         let folio = (unsafe { ffi::ulive_memfd_min_folio_size(self.ptr.as_ptr()) } as u64).max(1);
         ((offset % folio).saturating_add(size)).div_ceil(folio) as usize
@@ -75,15 +103,12 @@ impl MemFile {
     /// Pin the folios backing bytes `start..=end` with `memfd_pin_folios`, which also
     /// allocates folios for holes, and settle them (see [`Self::settle`]). Needs no
     /// lock: the create path and the worker call it under the inode lock to order it
-    /// after a hole punch, map_dma_buf without. The pinned folios are left in
-    /// `scratch`'s spare capacity; returns how many, and the byte offset of `start` in
-    /// the first. The caller owns one pin on each.
-    fn pin_raw(&self, start: i64, end: i64, scratch: &mut KVVec<*mut bindings::folio>) -> Result<(usize, usize)> {
-        // The folio pointers are written into the spare capacity: no need to clear it.
-        scratch.clear();
-        let spare = scratch.spare_capacity_mut();
-        let max = u32::try_from(spare.len()).map_err(|_| EINVAL)?;
-        let folios = spare.as_mut_ptr().cast::<*mut bindings::folio>();
+    /// after a hole punch, map_dma_buf without. The pinned folios are left at the start
+    /// of `room`; returns how many, and the byte offset of `start` in the first. The
+    /// caller owns one pin on each.
+    fn pin_raw(&self, start: i64, end: i64, room: &mut [MaybeUninit<*mut bindings::folio>]) -> Result<(usize, usize)> {
+        let max = u32::try_from(room.len()).map_err(|_| EINVAL)?;
+        let folios = room.as_mut_ptr().cast::<*mut bindings::folio>();
         let mut first_offset: kernel::ffi::c_ulong = 0;
         let mut tries = 0;
         loop {
@@ -119,16 +144,17 @@ impl MemFile {
     /// appended.
     pub(crate) fn pin_into(
         &self,
-        start: i64,
-        end: i64,
-        scratch: &mut KVVec<*mut bindings::folio>,
+        (start, end): (i64, i64),
+        scratch: &mut FolioScratch,
         pages: &mut PinnedPages,
         want: usize,
     ) -> Result<usize> {
-        let (n, first_offset) = self.pin_raw(start, end, scratch)?;
-        // SAFETY: pin_raw() left `n` folios in `scratch`'s spare capacity, each pinned
-        // once for us; the pins are handed over.
-        unsafe { pages.append_pinned_folios(scratch.spare_capacity_mut().as_mut_ptr().cast(), n, first_offset, want) }
+        let size = end.checked_sub(start).and_then(|d| d.checked_add(1)).ok_or(EINVAL)?;
+        let room = scratch.room(self.max_folios(start as u64, size as u64))?;
+        let (n, first_offset) = self.pin_raw(start, end, room)?;
+        // SAFETY: pin_raw() left `n` folios at the start of `room`, each pinned once for
+        // us; the pins are handed over.
+        unsafe { pages.append_pinned_folios(room.as_mut_ptr().cast(), n, first_offset, want) }
     }
 
     /// Wait until the `n` pinned folios at `folios` hold initialised data: a folio that
