@@ -255,8 +255,8 @@ pub(crate) fn byte_bounds(offset: u64, size: u64) -> Result<(i64, i64)> {
 /// `nr` pages at byte `offset` of `file`, which are buffer pages from `first_page` on
 /// (of `nr_pages`), making the buffer's `tracker` with the first one. Returns whether
 /// the mappings cover every page; if not, the lazy checks keep the unwatched pages
-/// coherent. Runs before the pages are pinned and without the inode lock (hugetlbfs
-/// takes it under the mmap lock, which finding mappings takes).
+/// coherent. Runs before the pages are pinned and without the inode lock: the first
+/// notifier of a process takes its mmap lock, under which hugetlbfs takes the inode lock.
 fn watch_range(
     file: &MemFile,
     offset: u64,

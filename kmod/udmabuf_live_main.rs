@@ -19,9 +19,10 @@
 //!
 //! Pinning may also wait for a folio's lock (`ulive_memfd_settle`, for a folio shmem is
 //! still setting up) under 1 (create, worker) or 3 (the lazy check in map_dma_buf); no
-//! lock of ours is taken under a folio lock. CREATE finds and registers the notifiers
-//! (mmap_lock) before it takes any inode lock: hugetlbfs takes its inode lock under the
-//! mmap_lock in mmap.
+//! lock of ours is taken under a folio lock. CREATE finds the memfd's mappings (its
+//! `i_mmap_rwsem`) and registers the notifiers (the first one of a process takes the
+//! mmap_lock) before it takes any inode lock: hugetlbfs takes its inode lock under the
+//! mmap_lock in mmap, and i_mmap_rwsem ranks below both.
 //!
 //! Nothing is copied from or to user memory while `Buffer::state` is held.
 

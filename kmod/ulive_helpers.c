@@ -235,34 +235,33 @@ void *ulive_vma_private(struct vm_area_struct *vma)
 }
 
 /*
- * Find the VMAs of the current process that map @file's inode over bytes
- * [@off, @off + @len). For each (at most @max) store the overlap in @out. Returns the
- * count. A file nobody maps costs one check (the file's interval tree of mappings,
- * whose iterators modules cannot call, is empty); otherwise the process's VMAs are
- * walked.
+ * Find the VMAs of the current process that map @file over bytes [@off, @off + @len).
+ * For each (at most @max) store the overlap in @out. Returns the count. Walks the
+ * file's own tree of mappings (i_mmap, ordered by file offset), not the process's VMAs:
+ * its interval-tree iterators are not exported, so the walk goes node by node with the
+ * exported rb_next(), under i_mmap_rwsem as rmap walkers do (a file VMA's bounds and
+ * offset only change under it, taken for write). A file nobody maps costs one check.
  */
 int ulive_find_mappings(struct file *file, u64 off, u64 len, struct ulive_file_mapping *out,
 			unsigned int max)
 {
+	struct address_space *mapping = file->f_mapping;
 	struct mm_struct *mm = current->mm;
-	struct vm_area_struct *vma;
+	struct rb_node *node;
 	unsigned int n = 0;
 
-	if (!mm || !len || !max || !mapping_mapped(file->f_mapping))
+	if (!mm || !len || !max || !mapping_mapped(mapping))
 		return 0;
-	VMA_ITERATOR(vmi, mm, 0);
-	if (mmap_read_lock_killable(mm))
-		return -EINTR;
-	for_each_vma(vmi, vma) {
-		u64 vstart, vend, s, e;
+	i_mmap_lock_read(mapping);
+	for (node = rb_first_cached(&mapping->i_mmap); node; node = rb_next(node)) {
+		struct vm_area_struct *vma = rb_entry(node, struct vm_area_struct, shared.rb);
+		u64 vstart = (u64)vma->vm_pgoff << PAGE_SHIFT;
+		u64 vend = vstart + (vma->vm_end - vma->vm_start);
+		u64 s = max(vstart, off), e = min(vend, off + len);
 
-		if (!vma->vm_file || file_inode(vma->vm_file) != file_inode(file))
-			continue;
-		vstart = (u64)vma->vm_pgoff << PAGE_SHIFT;
-		vend = vstart + (vma->vm_end - vma->vm_start);
-		s = max(vstart, off);
-		e = min(vend, off + len);
-		if (s >= e)
+		if (vstart >= off + len)
+			break; /* the rest start further on in the file */
+		if (vma->vm_mm != mm || s >= e)
 			continue;
 		out[n].va = vma->vm_start + (s - vstart);
 		out[n].len = e - s;
@@ -270,7 +269,7 @@ int ulive_find_mappings(struct file *file, u64 off, u64 len, struct ulive_file_m
 		if (++n == max)
 			break;
 	}
-	mmap_read_unlock(mm);
+	i_mmap_unlock_read(mapping);
 	return n;
 }
 
