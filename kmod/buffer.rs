@@ -13,7 +13,7 @@
 //! - `Buffer::slot` (see sys/dmabuf.rs): the exported dma-buf, for the worker.
 
 use crate::ffi;
-use crate::notifier::{BufferTracker, Tracker, Watch};
+use crate::notifier::{BufferTracker, Tracker, Watch, Watchers};
 use crate::registry::Registry;
 use crate::sys::{
     device::DeviceRef,
@@ -119,7 +119,7 @@ pub(crate) struct Buffer {
     /// What the notifiers marked, and whether they watch every page.
     pub(crate) tracker: BufferTracker,
     #[pin]
-    pub(crate) notifiers: Mutex<KVec<Pin<KBox<IntervalNotifier<Watch>>>>>,
+    pub(crate) notifiers: Mutex<Watchers>,
     #[pin]
     pub(crate) slot: DmaBufSlot,
     #[pin]
@@ -172,7 +172,7 @@ pub(crate) fn create(
     // Made with the first notifier: a buffer nobody maps needs none.
     let mut tracker = None;
     let mut covered = true;
-    let mut notifiers = KVec::new();
+    let mut notifiers = Watchers::new();
     let mut backing = None;
     for (i, item) in items.iter().enumerate() {
         let first_page = pages.len();
@@ -262,7 +262,7 @@ fn watch_range(
     offset: u64,
     (first_page, nr, nr_pages): (usize, usize, usize),
     tracker: &mut Option<Arc<Tracker>>,
-    notifiers: &mut KVec<Pin<KBox<IntervalNotifier<Watch>>>>,
+    notifiers: &mut Watchers,
 ) -> Result<bool> {
     let mut found = [FileMapping::default(); MAX_MAPPINGS];
     let len = (nr << PAGE_SHIFT) as u64;
@@ -275,13 +275,13 @@ fn watch_range(
         Some(t) => t,
         None => tracker.insert(Arc::pin_init(Tracker::new(nr_pages)?, GFP_KERNEL)?),
     };
-    notifiers.reserve(maps.len(), GFP_KERNEL)?;
+    notifiers.reserve(maps.len())?;
     for m in maps.iter() {
         let first = first_page + ((m.offset - offset) >> PAGE_SHIFT) as usize;
         let watch = Watch::new(tracker.clone(), first_page + nr, m.va, first);
         let notifier = IntervalNotifier::register_current(m.va, m.len, watch)?;
         notifier.wait_live();
-        notifiers.push(notifier, GFP_KERNEL)?;
+        notifiers.push(notifier)?;
     }
     Ok(covered)
 }

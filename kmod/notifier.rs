@@ -7,16 +7,47 @@
 //! buffer's work item. It runs in the notifier path: no sleeping, no allocation, one spinlock.
 
 use crate::buffer::Buffer;
-use crate::sys::{notifier::{InvalidateHandler, SeqToken}, PAGE_SIZE};
+use crate::sys::{notifier::{IntervalNotifier, InvalidateHandler, SeqToken}, PAGE_SIZE};
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{new_spinlock, prelude::*, sync::{Arc, SpinLock}};
+
+/// Bitmap words held inline, without an allocation of their own: 4 MiB of pages.
+const INLINE_WORDS: usize = 16;
+
+/// The words of a [`Bits`]: inline for a small buffer (then the tracker is one
+/// allocation), on the heap beyond.
+enum Words {
+    Inline([u64; INLINE_WORDS], usize),
+    Heap(KVVec<u64>),
+}
+
+impl Words {
+    /// `n` zeroed words.
+    fn zeroed(n: usize) -> Result<Self> {
+        Ok(if n <= INLINE_WORDS { Self::Inline([0; INLINE_WORDS], n) } else { Self::Heap(KVVec::from_elem(0u64, n, GFP_KERNEL)?) })
+    }
+
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Self::Inline(w, n) => w.get(..*n).unwrap_or(&[]),
+            Self::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u64] {
+        match self {
+            Self::Inline(w, n) => w.get_mut(..*n).unwrap_or(&mut []),
+            Self::Heap(v) => v,
+        }
+    }
+}
 
 /// A bitmap of buffer pages to re-check. `words` covers bit `64 * base` on; only the
 /// words in `lo..hi` can be non-zero (an empty window means nothing is marked), so
 /// scanning and taking cost the marked window, not the buffer.
 pub(crate) struct Bits {
-    words: KVVec<u64>,
+    words: Words,
     base: usize,
     lo: usize,
     hi: usize,
@@ -25,12 +56,17 @@ pub(crate) struct Bits {
 impl Bits {
     /// A bitmap that marks nothing (and allocates nothing).
     fn empty() -> Self {
-        Self { words: KVVec::new(), base: 0, lo: 0, hi: 0 }
+        Self { words: Words::Inline([0; INLINE_WORDS], 0), base: 0, lo: 0, hi: 0 }
+    }
+
+    /// A cleared bitmap of `n` words from word `base` on.
+    fn zeroed(n: usize, base: usize) -> Result<Self> {
+        Ok(Self { words: Words::zeroed(n)?, base, lo: 0, hi: 0 })
     }
 
     /// A cleared bitmap for an `nr_pages` buffer.
     fn new(nr_pages: usize) -> Result<Self> {
-        Ok(Self { words: KVVec::from_elem(0u64, nr_pages.div_ceil(64), GFP_KERNEL)?, base: 0, lo: 0, hi: 0 })
+        Self::zeroed(nr_pages.div_ceil(64), 0)
     }
 
     /// Every page of an `nr_pages` buffer marked.
@@ -42,7 +78,7 @@ impl Bits {
 
     /// OR `mask` into word `w` (relative to `base`) and widen the marked window.
     fn or_word(&mut self, w: usize, mask: u64) {
-        let Some(word) = self.words.get_mut(w) else { return };
+        let Some(word) = self.words.as_mut_slice().get_mut(w) else { return };
         if mask == 0 {
             return;
         }
@@ -66,7 +102,7 @@ impl Bits {
     /// The marked pages as maximal runs `[start, end)` (see `bitruns.rs`).
     pub(crate) fn runs(&self) -> impl Iterator<Item = Range<usize>> + '_ {
         let first = (self.base + self.lo) * 64;
-        let words = self.words.get(self.lo..self.hi).unwrap_or(&[]);
+        let words = self.words.as_slice().get(self.lo..self.hi).unwrap_or(&[]);
         crate::bitruns::runs(words).map(move |r| first + r.start..first + r.end)
     }
 
@@ -152,13 +188,13 @@ impl Tracker {
             let b = &self.inner.lock().bits;
             (b.lo, b.hi)
         };
-        let mut taken = Bits { words: KVVec::from_elem(0u64, hi - lo, GFP_KERNEL)?, base: lo, lo: 0, hi: 0 };
+        let mut taken = Bits::zeroed(hi - lo, lo)?;
         let mut inner = self.inner.lock();
         let bits = &mut inner.bits;
         // The window may have grown meanwhile: take what fits, leave the rest marked.
         let (from, to) = (bits.lo.max(lo), bits.hi.min(hi));
         for w in from..to {
-            let word = core::mem::take(&mut bits.words[w]);
+            let Some(word) = bits.words.as_mut_slice().get_mut(w).map(core::mem::take) else { break };
             taken.or_word(w - lo, word);
         }
         if bits.lo >= from && bits.hi <= to {
@@ -170,7 +206,7 @@ impl Tracker {
     /// Put back pages taken by [`Self::take`] that could not be handled.
     fn restore(&self, taken: &Bits) {
         let bits = &mut self.inner.lock().bits;
-        for (i, &t) in taken.words.iter().enumerate() {
+        for (i, &t) in taken.words.as_slice().iter().enumerate() {
             bits.or_word(taken.base + i, t);
         }
     }
@@ -231,6 +267,40 @@ impl BufferTracker {
     /// Invalidations the notifiers saw (debugfs).
     pub(crate) fn invalidations(&self) -> u64 {
         self.0.as_ref().map_or(0, |t| t.invalidations.load(Ordering::Relaxed))
+    }
+}
+
+/// The notifiers of a buffer. Nearly always there is one (the creator's mapping of the
+/// memfd): it is kept without a list allocation.
+pub(crate) struct Watchers {
+    first: Option<Pin<KBox<IntervalNotifier<Watch>>>>,
+    more: KVec<Pin<KBox<IntervalNotifier<Watch>>>>,
+}
+
+impl Watchers {
+    pub(crate) const fn new() -> Self {
+        Self { first: None, more: KVec::new() }
+    }
+
+    /// Make room for `n` more, so that [`Self::push`] cannot fail after a notifier was
+    /// registered.
+    pub(crate) fn reserve(&mut self, n: usize) -> Result {
+        let inline = usize::from(self.first.is_none());
+        self.more.reserve(n.saturating_sub(inline), GFP_KERNEL)?;
+        Ok(())
+    }
+
+    pub(crate) fn push(&mut self, notifier: Pin<KBox<IntervalNotifier<Watch>>>) -> Result {
+        if self.first.is_none() {
+            self.first = Some(notifier);
+            return Ok(());
+        }
+        self.more.push(notifier, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
     }
 }
 
