@@ -4,11 +4,12 @@
 //! UDMABUF_FLAGS_CLOEXEC; the fd is O_RDWR (upstream exports with O_RDWR so it can be
 //! mapped writable); the limits are inclusive. Upstream looks only at the CLOEXEC bit of
 //! `flags` and never at `__pad`, so other bits are accepted: a drop-in must accept them too.
+//! Closing the fd gives back exactly the page pins the buffer took, whatever its shape.
 
 use super::common::*;
 use super::{cases, Suite};
 use crate::ktap::{CaseResult, Outcome};
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -27,6 +28,7 @@ pub fn suite() -> Suite {
             size_at_limit_accepted,
             list_count_at_limit_accepted,
             memfd_may_grow_after_create,
+            release_drops_every_pin,
         ],
     }
 }
@@ -224,4 +226,55 @@ fn memfd_may_grow_after_create() -> CaseResult {
     let b2 = create(dev.as_fd(), &m, 4 * ps(), 4 * ps(), 0).context("buffer over the grown part")?;
     expect_size("new buffer", &b2, 4 * ps())?;
     Ok(Outcome::Pass)
+}
+
+/// Page pins held in the whole system: /proc/vmstat's FOLL_PIN counters (references
+/// pinned minus references unpinned), folded from the per-CPU counters first.
+fn pins_outstanding() -> Result<i64> {
+    std::fs::write("/proc/sys/vm/stat_refresh", "1").context("write /proc/sys/vm/stat_refresh")?;
+    let vmstat = std::fs::read_to_string("/proc/vmstat").context("read /proc/vmstat")?;
+    let field = |name: &str| -> Result<i64> {
+        let line = vmstat.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '));
+        line.with_context(|| format!("no {name} in /proc/vmstat"))?.trim().parse().with_context(|| format!("{name}"))
+    };
+    Ok(field("nr_foll_pin_acquired")? - field("nr_foll_pin_released")?)
+}
+
+/// Closing the buffers gives back exactly the pins creating them took: whole huge pages,
+/// ranges starting and ending inside one, the same huge page in several entries of one
+/// list, and shmem pages next to them. Too few unpins leak memory for good; too many
+/// free pages a user still maps.
+fn release_drops_every_pin() -> CaseResult {
+    let dev = open_device(&test_device())?;
+    let h = memfd(Backing::Hugetlb, 4 * HUGE_PAGE)?;
+    let s = memfd(Backing::Shmem, 16 * ps())?;
+    let base = pins_outstanding()?;
+    let bufs = [
+        create(dev.as_fd(), &h, 0, 4 * HUGE_PAGE, 0).context("whole 8 MiB hugetlb memfd")?,
+        create(dev.as_fd(), &h, HUGE_PAGE - ps(), HUGE_PAGE + 2 * ps(), 0).context("from inside one huge page to inside the next but one")?,
+        create_list(
+            dev.as_fd(),
+            0,
+            &[
+                item(&h, ps(), ps()),
+                item(&h, 2 * ps(), HUGE_PAGE),
+                item(&s, 3 * ps(), 5 * ps()),
+                item(&h, 0, 2 * HUGE_PAGE),
+                item(&h, 3 * HUGE_PAGE + 8 * ps(), 4 * ps()),
+            ],
+        )
+        .context("list with the same huge pages in several entries")?,
+    ];
+    let held = pins_outstanding()? - base;
+    ensure!(held > 0, "no page pins outstanding while {} buffers live", bufs.len());
+    drop(bufs);
+    let mut now = pins_outstanding()?;
+    for _ in 0..200 {
+        if now == base {
+            return Ok(Outcome::Pass);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        now = pins_outstanding()?;
+    }
+    bail!("after closing the buffers {} page pins are outstanding, {base} before creating them ({held} while they lived)", now)
 }
