@@ -67,6 +67,49 @@ impl Range {
     }
 }
 
+/// The ranges of a buffer, in order. Nearly always there is one (UDMABUF_CREATE): it
+/// is kept without an allocation of its own.
+pub(crate) enum Ranges {
+    Empty,
+    One(Range),
+    Many(KVec<Range>),
+}
+
+impl Ranges {
+    /// Room for `n` ranges, allocated only for more than one.
+    fn with_capacity(n: usize) -> Result<Self> {
+        Ok(if n <= 1 { Self::Empty } else { Self::Many(KVec::with_capacity(n, GFP_KERNEL)?) })
+    }
+
+    fn push(&mut self, range: Range) -> Result {
+        match self {
+            Self::Empty => *self = Self::One(range),
+            Self::Many(v) => v.push(range, GFP_KERNEL)?,
+            Self::One(_) => {
+                let mut v = KVec::with_capacity(2, GFP_KERNEL)?;
+                if let Self::One(first) = core::mem::replace(self, Self::Empty) {
+                    v.push(first, GFP_KERNEL)?;
+                }
+                v.push(range, GFP_KERNEL)?;
+                *self = Self::Many(v);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl core::ops::Deref for Ranges {
+    type Target = [Range];
+
+    fn deref(&self) -> &[Range] {
+        match self {
+            Self::Empty => &[],
+            Self::One(r) => core::slice::from_ref(r),
+            Self::Many(v) => v,
+        }
+    }
+}
+
 /// Mutable state of a buffer, under `Buffer::state`.
 pub(crate) struct State {
     /// The buffer's pages in dma-buf order, each pinned.
@@ -110,7 +153,7 @@ pub(crate) struct Buffer {
     pub(crate) nr_pages: usize,
     /// What backs the buffer; `None` when the ranges mix shmem and hugetlb.
     pub(crate) backing: Option<Backing>,
-    pub(crate) ranges: KVec<Range>,
+    pub(crate) ranges: Ranges,
     #[pin]
     pub(crate) state: Mutex<State>,
     /// Signalled whenever an update is applied (SYNC waits on it with `state`).
@@ -167,7 +210,7 @@ pub(crate) fn create(
     // Charged before pinning, so a user over the limit pins nothing.
     let memlock = if ffi::account_memlock() { MemlockCharge::charge_current(nr_pages)? } else { None };
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
-    let mut ranges = KVec::with_capacity(items.len(), GFP_KERNEL)?;
+    let mut ranges = Ranges::with_capacity(items.len())?;
     let mut scratch = FolioScratch::new();
     // Made with the first notifier: a buffer nobody maps needs none.
     let mut tracker = None;
@@ -186,7 +229,7 @@ pub(crate) fn create(
         covered &= watch_range(&file, item.offset, span, &mut tracker, &mut notifiers)?;
         pin_item(&file, bounds, nr, &mut pages, &mut scratch)?;
         backing = if i == 0 || backing == Some(kind) { Some(kind) } else { None };
-        ranges.push(Range { file, offset: item.offset, first_page, nr_pages: nr }, GFP_KERNEL)?;
+        ranges.push(Range { file, offset: item.offset, first_page, nr_pages: nr })?;
     }
     drop(scratch);
 
