@@ -14,6 +14,7 @@
 
 use crate::ffi;
 use crate::notifier::{BufferTracker, Tracker, Watch, Watchers};
+use crate::one_or_many::OneOrMany;
 use crate::registry::Registry;
 use crate::sys::{
     device::DeviceRef,
@@ -67,49 +68,6 @@ impl Range {
     }
 }
 
-/// The ranges of a buffer, in order. Nearly always there is one (UDMABUF_CREATE): it
-/// is kept without an allocation of its own.
-pub(crate) enum Ranges {
-    Empty,
-    One(Range),
-    Many(KVec<Range>),
-}
-
-impl Ranges {
-    /// Room for `n` ranges, allocated only for more than one.
-    fn with_capacity(n: usize) -> Result<Self> {
-        Ok(if n <= 1 { Self::Empty } else { Self::Many(KVec::with_capacity(n, GFP_KERNEL)?) })
-    }
-
-    fn push(&mut self, range: Range) -> Result {
-        match self {
-            Self::Empty => *self = Self::One(range),
-            Self::Many(v) => v.push(range, GFP_KERNEL)?,
-            Self::One(_) => {
-                let mut v = KVec::with_capacity(2, GFP_KERNEL)?;
-                if let Self::One(first) = core::mem::replace(self, Self::Empty) {
-                    v.push(first, GFP_KERNEL)?;
-                }
-                v.push(range, GFP_KERNEL)?;
-                *self = Self::Many(v);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl core::ops::Deref for Ranges {
-    type Target = [Range];
-
-    fn deref(&self) -> &[Range] {
-        match self {
-            Self::Empty => &[],
-            Self::One(r) => core::slice::from_ref(r),
-            Self::Many(v) => v,
-        }
-    }
-}
-
 /// Mutable state of a buffer, under `Buffer::state`.
 pub(crate) struct State {
     /// The buffer's pages in dma-buf order, each pinned.
@@ -153,7 +111,7 @@ pub(crate) struct Buffer {
     pub(crate) nr_pages: usize,
     /// What backs the buffer; `None` when the ranges mix shmem and hugetlb.
     pub(crate) backing: Option<Backing>,
-    pub(crate) ranges: Ranges,
+    pub(crate) ranges: OneOrMany<Range>,
     #[pin]
     pub(crate) state: Mutex<State>,
     /// Signalled whenever an update is applied (SYNC waits on it with `state`).
@@ -210,7 +168,8 @@ pub(crate) fn create(
     // Charged before pinning, so a user over the limit pins nothing.
     let memlock = if ffi::account_memlock() { MemlockCharge::charge_current(nr_pages)? } else { None };
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
-    let mut ranges = Ranges::with_capacity(items.len())?;
+    let mut ranges = OneOrMany::new();
+    ranges.reserve(items.len())?;
     let mut scratch = FolioScratch::new();
     // Made with the first notifier: a buffer nobody maps needs none.
     let mut tracker = None;

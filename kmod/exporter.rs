@@ -5,7 +5,6 @@
 //! never starts on pages that have left the memfd.
 
 use crate::buffer::{Buffer, State};
-use crate::notifier::Watchers;
 use crate::sys::{
     dmabuf::{Attachment, DmaBufSlot, Exporter, ResvLocked},
     folio::PinnedPages,
@@ -34,7 +33,7 @@ impl Exporter for Buffer {
         // Take the notifiers down (waiting for a callback in flight) so that nothing
         // queues work for a dma-buf that is going; only then drop the tracker's
         // reference to the buffer (Tracker invariant), which breaks the cycle.
-        let notifiers = core::mem::replace(&mut *self.notifiers.lock(), Watchers::new());
+        let notifiers = core::mem::take(&mut *self.notifiers.lock());
         drop(notifiers);
         drop(self.tracker.detach());
         self.registry.remove(self);

@@ -7,6 +7,7 @@
 //! buffer's work item. It runs in the notifier path: no sleeping, no allocation, one spinlock.
 
 use crate::buffer::Buffer;
+use crate::one_or_many::OneOrMany;
 use crate::sys::{notifier::{IntervalNotifier, InvalidateHandler, SeqToken}, PAGE_SIZE};
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -270,39 +271,8 @@ impl BufferTracker {
     }
 }
 
-/// The notifiers of a buffer. Nearly always there is one (the creator's mapping of the
-/// memfd): it is kept without a list allocation.
-pub(crate) struct Watchers {
-    first: Option<Pin<KBox<IntervalNotifier<Watch>>>>,
-    more: KVec<Pin<KBox<IntervalNotifier<Watch>>>>,
-}
-
-impl Watchers {
-    pub(crate) const fn new() -> Self {
-        Self { first: None, more: KVec::new() }
-    }
-
-    /// Make room for `n` more, so that [`Self::push`] cannot fail after a notifier was
-    /// registered.
-    pub(crate) fn reserve(&mut self, n: usize) -> Result {
-        let inline = usize::from(self.first.is_none());
-        self.more.reserve(n.saturating_sub(inline), GFP_KERNEL)?;
-        Ok(())
-    }
-
-    pub(crate) fn push(&mut self, notifier: Pin<KBox<IntervalNotifier<Watch>>>) -> Result {
-        if self.first.is_none() {
-            self.first = Some(notifier);
-            return Ok(());
-        }
-        self.more.push(notifier, GFP_KERNEL)?;
-        Ok(())
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.more.len()
-    }
-}
+/// The notifiers of a buffer: nearly always one, the creator's mapping of the memfd.
+pub(crate) type Watchers = OneOrMany<Pin<KBox<IntervalNotifier<Watch>>>>;
 
 /// Handler of one notifier: user addresses from `va_start` show buffer pages from
 /// `first_page` on.

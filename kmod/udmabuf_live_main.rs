@@ -36,6 +36,7 @@ mod exporter;
 mod ffi;
 mod inspect;
 mod notifier;
+mod one_or_many;
 mod registry;
 mod sys;
 mod worker;
