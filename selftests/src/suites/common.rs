@@ -238,6 +238,17 @@ pub fn has_cloexec(fd: &impl AsRawFd) -> Result<bool> {
 }
 
 /// A `key: value` line of /proc/self/fdinfo/<fd>.
+/// A counter in a /proc file of `key value [kB]` or `key: value [kB]` lines
+/// (/proc/meminfo, /proc/vmstat), without its unit.
+pub fn proc_counter(path: &str, key: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {path}"))?;
+    let v = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':').or_else(|| r.strip_prefix(' '))))
+        .with_context(|| format!("no {key} in {path}"))?;
+    v.trim().trim_end_matches("kB").trim().parse().with_context(|| format!("{key} in {path}: {v:?}"))
+}
+
 pub fn fdinfo_field(fd: &impl AsRawFd, key: &str) -> Result<Option<String>> {
     let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
     let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;

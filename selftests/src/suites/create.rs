@@ -232,12 +232,9 @@ fn memfd_may_grow_after_create() -> CaseResult {
 /// pinned minus references unpinned), folded from the per-CPU counters first.
 fn pins_outstanding() -> Result<i64> {
     std::fs::write("/proc/sys/vm/stat_refresh", "1").context("write /proc/sys/vm/stat_refresh")?;
-    let vmstat = std::fs::read_to_string("/proc/vmstat").context("read /proc/vmstat")?;
-    let field = |name: &str| -> Result<i64> {
-        let line = vmstat.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '));
-        line.with_context(|| format!("no {name} in /proc/vmstat"))?.trim().parse().with_context(|| format!("{name}"))
-    };
-    Ok(field("nr_foll_pin_acquired")? - field("nr_foll_pin_released")?)
+    let acquired = proc_counter("/proc/vmstat", "nr_foll_pin_acquired")?;
+    let released = proc_counter("/proc/vmstat", "nr_foll_pin_released")?;
+    Ok(acquired as i64 - released as i64)
 }
 
 /// Closing the buffers gives back exactly the pins creating them took: whole huge pages,

@@ -410,11 +410,7 @@ fn hugetlb_partial_punch() -> CaseResult {
     let size = 3 * HUGE_PAGE;
     let pages = size / ps();
     let (start, end) = (HUGE_PAGE - 2 * ps(), 2 * HUGE_PAGE + 2 * ps());
-    let dev = open_device(&test_device())?;
-    let memfd = memfd(Backing::Hugetlb, size)?;
-    let map = Mapping::shared(&memfd, size)?;
-    map.write(0, &pattern(1, size));
-    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let Watched { dev, memfd, map, buf } = watched(Backing::Hugetlb, size, 1)?;
     let bmap = Mapping::shared(&buf, size)?;
     let before = info(&dev, &buf)?;
     let old = expect_pfns("after create", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
@@ -440,7 +436,7 @@ fn cpu_access_bracket_across_update() -> CaseResult {
         return Ok(o);
     }
     let size = 16 * ps();
-    let Watched { dev, memfd, map, buf } = watched_shmem(size, 1)?;
+    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 1)?;
     let bmap = Mapping::shared(&buf, size)?;
     let before = info(&dev, &buf)?;
     dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;

@@ -17,7 +17,7 @@ use super::{cases, vgem, Suite};
 use crate::ktap::{CaseResult, Outcome};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 use udmabuf_live_uapi::*;
 use std::ops::RangeInclusive;
@@ -80,11 +80,7 @@ struct Held {
 
 impl Held {
     fn new(holder: Holder) -> Result<Self> {
-        let dev = open_device(&test_device())?;
-        let memfd = memfd(Backing::Shmem, size())?;
-        let map = Mapping::shared(&memfd, size())?;
-        map.write(0, &pattern(1, size()));
-        let buf = create(dev.as_fd(), &memfd, 0, size(), 0).context("UDMABUF_CREATE")?;
+        let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size(), 1)?;
         let bmap = Mapping::shared(&buf, size())?;
         let imp = Importer::open()?;
         match holder {
@@ -239,11 +235,7 @@ fn vgem_attach_does_not_defer() -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
-    let dev = open_device(&test_device())?;
-    let memfd = memfd(Backing::Shmem, size())?;
-    let map = Mapping::shared(&memfd, size())?;
-    map.write(0, &pattern(1, size()));
-    let buf = create(dev.as_fd(), &memfd, 0, size(), 0).context("UDMABUF_CREATE")?;
+    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size(), 1)?;
     let drm = vgem::open_vgem()?;
     let handle = vgem::fd_to_handle(&drm, &buf).context("PRIME_FD_TO_HANDLE")?;
     let before = info(&dev, &buf)?;
@@ -283,11 +275,7 @@ fn stale_until_last_holder_goes() -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
-    let dev = open_device(&test_device())?;
-    let memfd = memfd(Backing::Shmem, size())?;
-    let map = Mapping::shared(&memfd, size())?;
-    map.write(0, &pattern(1, size()));
-    let buf = create(dev.as_fd(), &memfd, 0, size(), 0).context("UDMABUF_CREATE")?;
+    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size(), 1)?;
     let bmap = Mapping::shared(&buf, size())?;
     let (a, v, b) = (Importer::open()?, Importer::open()?, Importer::open()?);
     a.import(&buf, Attach::Static).context("first static import")?;
@@ -328,11 +316,7 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
     {
         let size = 2 * HUGE_PAGE;
         let pages = size / ps();
-        let dev = open_device(&test_device())?;
-        let memfd = memfd(Backing::Hugetlb, size)?;
-        let map = Mapping::shared(&memfd, size)?;
-        map.write(0, &pattern(1, size));
-        let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+        let Watched { dev, memfd, map, buf } = watched(Backing::Hugetlb, size, 1)?;
         let bmap = Mapping::shared(&buf, size)?;
         let imp = Importer::open()?;
         imp.import(&buf, Attach::Static).context("static import")?;

@@ -199,7 +199,7 @@ fn unmapped_since_create() -> CaseResult {
         return Ok(o);
     }
     let size = PAGES * ps();
-    let Watched { dev, memfd, map, buf } = watched_shmem(size, 9)?;
+    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 9)?;
     let before = info(&dev, &buf)?;
     expect_state("created with the memfd mapped", &before, WATCHED, 0)?;
     drop(map);
@@ -221,7 +221,7 @@ fn mremap_stops_watching() -> CaseResult {
         return Ok(o);
     }
     let size = PAGES * ps();
-    let Watched { dev, memfd, map, buf } = watched_shmem(size, 15)?;
+    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 15)?;
     let before = info(&dev, &buf)?;
     expect_state("created with the memfd mapped", &before, WATCHED, 0)?;
     // Move the mapping onto a reserved address (same size: without MREMAP_FIXED the
@@ -263,7 +263,7 @@ fn mprotect_keeps_watching() -> CaseResult {
         return Ok(o);
     }
     let size = PAGES * ps();
-    let Watched { dev, memfd, map, buf } = watched_shmem(size, 17)?;
+    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 17)?;
     let before = info(&dev, &buf)?;
     // SAFETY: changes the protection of a mapping we own; it is only read below.
     let r = unsafe { nix::libc::mprotect(map.addr() as *mut nix::libc::c_void, size as usize, nix::libc::PROT_READ) };

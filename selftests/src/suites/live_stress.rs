@@ -106,7 +106,7 @@ fn concurrent_users() -> CaseResult {
         return Ok(o);
     }
     let size = PAGES * ps();
-    let Watched { dev, memfd, map, buf } = watched_shmem(size, 60)?;
+    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 60)?;
     let bmap = Mapping::shared(&buf, size)?;
     let (maddr, baddr) = (map.addr(), bmap.addr());
     let stop = AtomicBool::new(false);

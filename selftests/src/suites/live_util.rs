@@ -18,9 +18,9 @@ pub const PENDING: u32 = UDMABUF_LIVE_STATE_PENDING;
 pub const STALE: u32 = UDMABUF_LIVE_STATE_STALE;
 pub const VMAPPED: u32 = UDMABUF_LIVE_STATE_VMAPPED;
 
-/// How most live cases start: the device, a shmem memfd of `size` bytes filled with
+/// How most live cases start: the device, a memfd of `size` bytes filled with
 /// `pattern(seed)` and kept mapped (so the buffer is watched), and a dma-buf over it.
-/// Fields drop in reverse order, as the locals they replace did.
+/// Callers destructure it, so the parts drop as the locals they replace did (buf first).
 pub struct Watched {
     pub dev: OwnedFd,
     pub memfd: OwnedFd,
@@ -28,9 +28,9 @@ pub struct Watched {
     pub buf: OwnedFd,
 }
 
-pub fn watched_shmem(size: u64, seed: u8) -> Result<Watched> {
+pub fn watched(kind: Backing, size: u64, seed: u8) -> Result<Watched> {
     let dev = open_device(&test_device())?;
-    let memfd = memfd(Backing::Shmem, size)?;
+    let memfd = memfd(kind, size)?;
     let map = Mapping::shared(&memfd, size)?;
     map.write(0, &pattern(seed, size));
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
@@ -300,12 +300,7 @@ pub fn expect_refcnt(what: &str, base: u64) -> Result<()> {
 
 /// A counter of /proc/meminfo without its unit.
 pub fn meminfo(key: &str) -> Result<u64> {
-    let m = std::fs::read_to_string("/proc/meminfo").context("/proc/meminfo")?;
-    let v = m
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-        .with_context(|| format!("no {key} in /proc/meminfo"))?;
-    v.trim().trim_end_matches("kB").trim().parse().with_context(|| format!("{key} {v:?}"))
+    proc_counter("/proc/meminfo", key)
 }
 
 /// HugePages_Free: a leaked pin of a hugetlb page keeps it used.
