@@ -21,3 +21,19 @@ kbuild_args() {
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The Debian mirror to fetch from: DEBIAN_MIRROR, else the first archive (not a security
+# or updates archive) that the system's own apt sources name. No host name is written
+# into the project.
+debian_mirror() {
+    if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return 0; fi
+    local uri
+    uri=$( { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+               sed -n 's/^[[:space:]]*deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([a-z]\+:[^[:space:]]*\)[[:space:]]\+\([^[:space:]]*\).*/\2 \3/p'
+             for f in /etc/apt/sources.list.d/*.sources; do
+                 [ -f "$f" ] || continue
+                 awk 'BEGIN{RS="";FS="\n"} { u="";s=""; for(i=1;i<=NF;i++){ if($i ~ /^URIs:/){sub(/^URIs:[ \t]*/,"",$i); split($i,a," "); u=a[1]} if($i ~ /^Suites:/){sub(/^Suites:[ \t]*/,"",$i); split($i,b," "); s=b[1]} if($i ~ /^Enabled:[ \t]*no/){u=""} } if(u!="") print u, s }' "$f"
+             done; } | awk '$2 !~ /-(security|updates|backports)$/ && $2 !~ /\/updates$/ && $1 !~ /security/ {print $1; exit}')
+    [ -n "$uri" ] || return 1
+    echo "${uri%/}"
+}

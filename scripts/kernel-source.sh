@@ -10,7 +10,7 @@
 STAMP=$SRC_DIR/.udmabuf-live-source
 PKG=linux-source-$KVER
 SUITES=${KERNEL_SOURCE_SUITES:-"sid experimental trixie-backports forky trixie"}
-MIRROR_URL=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR_URL=$(debian_mirror) || MIRROR_URL=
 
 unpack_tarball() { # tarball origin
     local tmp; tmp=$(mktemp -d "$CACHE/src/unpack.XXXXXX")
@@ -46,6 +46,10 @@ from_path() {
 }
 
 from_registry() {
+    if [ -z "$MIRROR_URL" ]; then
+        log "no Debian mirror in the system's apt sources; set DEBIAN_MIRROR=URL to fetch from one"
+        return 1
+    fi
     local apt=$CACHE/apt; mkdir -p "$apt/lists/partial" "$apt/archives/partial"
     local suite
     for suite in $SUITES; do
