@@ -20,6 +20,7 @@ use crate::sys::{
     device::DeviceRef,
     dmabuf::{DmaBufSlot, ExportedDmaBuf},
     folio::{PinnedPage, PinnedPages},
+    memcg::MemCg,
     memfd::{Backing, FileMapping, FolioScratch, MemFile, MAX_MAPPINGS},
     memlock::MemlockCharge,
     notifier::IntervalNotifier,
@@ -29,7 +30,8 @@ use crate::sys::{
     PAGE_SHIFT, PAGE_SIZE,
 };
 use crate::uapi::UdmabufCreateItem;
-use core::sync::atomic::AtomicU64;
+use crate::worker::Changes;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     bindings, new_condvar, new_mutex, new_work,
     prelude::*,
@@ -41,6 +43,11 @@ use kernel::{
 const SEALS_WANTED: u32 = bindings::F_SEAL_SHRINK;
 /// Seals a memfd may not have: the buffer's users write through it.
 const SEALS_DENIED: u32 = bindings::F_SEAL_WRITE | bindings::F_SEAL_FUTURE_WRITE;
+
+/// May a buffer take pages from a memfd with these seals (`None`: not a memfd)?
+pub(crate) fn seals_allow(seals: Option<u32>) -> bool {
+    seals.is_some_and(|s| s & SEALS_WANTED == SEALS_WANTED && s & SEALS_DENIED == 0)
+}
 
 /// Upstream answers an fd that is not an open memfd with EBADFD (not EBADF).
 fn ebadfd() -> Error {
@@ -88,6 +95,135 @@ pub(crate) struct State {
     pub(crate) deferred: KVVec<Option<PinnedPage>>,
     /// Number of `Some` slots in `deferred`: the buffer is stale while non-zero.
     pub(crate) deferred_count: usize,
+    /// Importer mappings alive, by the generation they were made in.
+    pub(crate) live_maps: LiveMaps,
+    /// Old pages an update replaced while importer mappings made from them may still be
+    /// in use (the 7.2 contract lets a dynamic importer use its mapping until it unmaps,
+    /// after invalidate_mappings), with the generation they were replaced in: freed once
+    /// no live mapping is that old. `u64::MAX`: fences did not signal, kept until release.
+    pub(crate) retired: KVVec<(u64, PinnedPage)>,
+}
+
+/// How many importer mappings are alive per generation; a few entries at most.
+pub(crate) struct LiveMaps(KVec<(u64, usize)>);
+
+impl LiveMaps {
+    pub(crate) fn new() -> Self {
+        Self(KVec::new())
+    }
+
+    /// Count a mapping made in `generation`. Allocates only for a generation not seen yet.
+    pub(crate) fn add(&mut self, generation: u64) -> Result {
+        if let Some(e) = self.0.iter_mut().find(|(g, _)| *g == generation) {
+            e.1 += 1;
+            return Ok(());
+        }
+        Ok(self.0.push((generation, 1), GFP_KERNEL)?)
+    }
+
+    /// A mapping made in `generation` is gone.
+    pub(crate) fn remove(&mut self, generation: u64) {
+        if let Some(k) = self.0.iter().position(|(g, _)| *g == generation) {
+            self.0[k].1 -= 1;
+            if self.0[k].1 == 0 {
+                self.0.remove(k).ok();
+            }
+        }
+    }
+
+    /// The generation of the oldest live mapping.
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        self.0.iter().map(|(g, _)| *g).min()
+    }
+}
+
+impl State {
+    /// Does the buffer already hold `page` at `index`, now or deferred?
+    pub(crate) fn holds(&self, index: usize, page: &PinnedPage) -> bool {
+        let deferred = self.deferred.get(index).and_then(Option::as_ref);
+        match deferred {
+            Some(d) => d.same_page(page),
+            None => self.pages.get(index).is_some_and(|p| p.same_page(page)),
+        }
+    }
+
+    /// Keep `changes` for later; a newer page for the same index replaces an older one.
+    pub(crate) fn defer(&mut self, nr_pages: usize, mut changes: Changes<'_>) -> Result {
+        if self.deferred.is_empty() {
+            self.deferred.reserve(nr_pages, GFP_KERNEL)?;
+            for _ in 0..nr_pages {
+                // Cannot fail: capacity reserved above.
+                let _ = self.deferred.push_within_capacity(None);
+            }
+        }
+        let mut dropped = 0;
+        for (index, page) in changes.take_all() {
+            match self.deferred.get_mut(index) {
+                Some(slot) => match slot.replace(page) {
+                    None => self.deferred_count += 1,
+                    Some(older) => {
+                        drop(older);
+                        dropped += 1;
+                    }
+                },
+                None => {
+                    drop(page);
+                    dropped += 1;
+                }
+            }
+        }
+        changes.uncharge(dropped);
+        Ok(())
+    }
+
+    /// The deferred pages, as changes to apply.
+    pub(crate) fn take_deferred<'a>(&mut self, memlock: Option<&'a MemlockCharge>) -> Result<Changes<'a>> {
+        let mut changes = Changes::with_capacity(memlock, self.deferred_count)?;
+        for (index, slot) in self.deferred.iter_mut().enumerate() {
+            if let Some(page) = slot.take() {
+                // Cannot fail: deferred_count entries are Some.
+                let _ = changes.push_within_capacity(index, page);
+            }
+        }
+        self.deferred_count = 0;
+        Ok(changes)
+    }
+
+    /// Old pages replaced in `generation`: unpin them now if no importer mapping is that
+    /// old, else keep them (room reserved by the caller) until it is unmapped.
+    pub(crate) fn retire(&mut self, generation: u64, old: KVVec<(usize, PinnedPage)>, memlock: Option<&MemlockCharge>) {
+        let keep = generation == u64::MAX || self.live_maps.oldest().is_some_and(|g| g <= generation);
+        let mut freed = 0;
+        for (_, page) in old {
+            if keep {
+                if let Err(kernel::alloc::kvec::PushError((_, page))) = self.retired.push_within_capacity((generation, page)) {
+                    // No room (never: reserved by apply): keeping the pin is the safe side.
+                    core::mem::forget(page);
+                }
+            } else {
+                drop(page);
+                freed += 1;
+            }
+        }
+        if let Some(m) = memlock {
+            m.uncharge(freed);
+        }
+    }
+
+    /// An importer mapping made in `generation` is gone: free the old pages no live
+    /// mapping can still reach.
+    pub(crate) fn map_gone(&mut self, generation: u64, memlock: Option<&MemlockCharge>) {
+        self.live_maps.remove(generation);
+        if self.retired.is_empty() {
+            return;
+        }
+        let oldest = self.live_maps.oldest().unwrap_or(u64::MAX);
+        let before = self.retired.len();
+        self.retired.retain(|(g, _)| *g >= oldest);
+        if let Some(m) = memlock {
+            m.uncharge(before - self.retired.len());
+        }
+    }
 }
 
 /// Counters reported by INFO and debugfs.
@@ -127,12 +263,45 @@ pub(crate) struct Buffer {
     pub(crate) work: Work<Buffer>,
     pub(crate) queue: QueueRef,
     pub(crate) counters: Counters,
-    /// The pages charged to the creator's RLIMIT_MEMLOCK (`account_memlock`). Declared
+    /// Set once the memfd was write-sealed after create: the buffer stops taking pages
+    /// from it (INFO: SEALED; SYNC: EPERM).
+    pub(crate) sealed: AtomicBool,
+    /// A full check of every page is due (a lazy check could not take an inode lock, or
+    /// an update of unwatched pages failed).
+    pub(crate) resync: AtomicBool,
+    /// Every page the buffer pins, charged to its creator (`account_memlock`). Declared
     /// after `state`: returned once the pages are unpinned.
-    pub(crate) _memlock: Option<MemlockCharge>,
+    pub(crate) memlock: Option<MemlockCharge>,
+    /// The creator's memory cgroup: pages brought in for the buffer are charged there.
+    pub(crate) memcg: Option<MemCg>,
     /// The misc device, for CPU-access DMA syncs. Declared after `state` so that the
     /// tables in `state` are unmapped before this reference goes.
     pub(crate) misc_dev: DeviceRef,
+}
+
+impl Buffer {
+    pub(crate) fn sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_sealed(&self) {
+        if !self.sealed.swap(true, Ordering::AcqRel) {
+            pr_info!("buffer {}: memfd write-sealed; the buffer keeps its pages and stops following it\n", self.id);
+        }
+    }
+
+    pub(crate) fn request_resync(&self) {
+        self.resync.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn resync_requested(&self) -> bool {
+        self.resync.load(Ordering::Acquire)
+    }
+
+    /// Take a pending full-check request.
+    pub(crate) fn take_resync(&self) -> bool {
+        self.resync.swap(false, Ordering::AcqRel)
+    }
 }
 
 kernel::impl_has_work! {
@@ -165,8 +334,9 @@ pub(crate) fn create(
         return Err(EINVAL);
     }
     let nr_pages = usize::try_from(total).map_err(|_| EINVAL)?;
-    // Charged before pinning, so a user over the limit pins nothing.
-    let memlock = if ffi::account_memlock() { MemlockCharge::charge_current(nr_pages)? } else { None };
+    // Each item is charged after its own checks and before its pages are pinned, so the
+    // errnos come in upstream's order and a user over the limit pins nothing more.
+    let memlock = if ffi::account_memlock() { Some(MemlockCharge::current_user()?) } else { None };
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
     let mut ranges = OneOrMany::new();
     ranges.reserve(items.len())?;
@@ -186,7 +356,7 @@ pub(crate) fn create(
         // Watch first, pin second: a punch after the pin is then always seen.
         let span = (first_page, nr, nr_pages);
         covered &= watch_range(&file, item.offset, span, &mut tracker, &mut notifiers)?;
-        pin_item(&file, bounds, nr, &mut pages, &mut scratch)?;
+        pin_item(&file, bounds, nr, &mut pages, &mut scratch, memlock.as_ref())?;
         backing = if i == 0 || backing == Some(kind) { Some(kind) } else { None };
         ranges.push(Range { file, offset: item.offset, first_page, nr_pages: nr })?;
     }
@@ -200,7 +370,17 @@ pub(crate) fn create(
             backing,
             ranges,
             state <- new_mutex!(
-                State { pages, cpu_sgt: None, cpu_dir: None, vmap: None, pins: 0, deferred: KVVec::new(), deferred_count: 0 },
+                State {
+                    pages,
+                    cpu_sgt: None,
+                    cpu_dir: None,
+                    vmap: None,
+                    pins: 0,
+                    deferred: KVVec::new(),
+                    deferred_count: 0,
+                    live_maps: LiveMaps::new(),
+                    retired: KVVec::new(),
+                },
                 "udmabuf_live_buffer_state"
             ),
             applied <- new_condvar!("udmabuf_live_applied"),
@@ -210,7 +390,10 @@ pub(crate) fn create(
             work <- new_work!("udmabuf_live_buffer_work"),
             queue,
             counters: Counters::default(),
-            _memlock: memlock,
+            sealed: AtomicBool::new(false),
+            resync: AtomicBool::new(false),
+            memlock,
+            memcg: MemCg::current(),
             misc_dev,
         }),
         GFP_KERNEL,
@@ -231,15 +414,25 @@ fn pin_item(
     nr: usize,
     pages: &mut PinnedPages,
     scratch: &mut FolioScratch,
+    memlock: Option<&MemlockCharge>,
 ) -> Result {
     let locked = file.lock_shared();
     let seals = locked.seals().ok_or_else(ebadfd)?;
-    if seals & SEALS_WANTED != SEALS_WANTED || seals & SEALS_DENIED != 0 {
+    if !seals_allow(Some(seals)) {
         return Err(EINVAL);
     }
-    let want = nr - file.pin_into(bounds, scratch, pages, nr)?;
+    // Upstream would pin here and fail with ENOMEM: so do we, for the memlock limit.
+    if let Some(m) = memlock {
+        m.charge(nr)?;
+    }
+    let before = pages.len();
+    let pinned = file.pin_into(bounds, scratch, pages, nr);
     drop(locked);
-    if want != 0 {
+    if let Some(m) = memlock {
+        // What was not appended is not held (the whole charge goes with the buffer).
+        m.uncharge(nr - (pages.len() - before));
+    }
+    if nr - pinned? != 0 {
         return Err(EINVAL);
     }
     Ok(())
@@ -272,17 +465,24 @@ fn watch_range(
     if maps.is_empty() {
         return Ok(false);
     }
-    let covered = covers(maps, offset, len);
+    let mut covered = covers(maps, offset, len);
     let tracker = match tracker {
         Some(t) => t,
         None => tracker.insert(Arc::pin_init(Tracker::new(nr_pages)?, GFP_KERNEL)?),
     };
     notifiers.reserve(maps.len())?;
+    crate::ffi::test_delay();
     for m in maps.iter() {
         let first = first_page + ((m.offset - offset) >> PAGE_SHIFT) as usize;
         let watch = Watch::new(tracker.clone(), first_page + nr, m.va, first);
         let notifier = IntervalNotifier::register_current(m.va, m.len, watch)?;
         notifier.wait_live();
+        // The mapping was found before the notifier went in: a munmap, MAP_FIXED or
+        // mremap in between went unseen. Only a mapping still in place is watched.
+        if !file.still_mapped(m) {
+            covered = false;
+            continue;
+        }
         notifiers.push(notifier)?;
     }
     Ok(covered)

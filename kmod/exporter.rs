@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The dma-buf exporter ops of a [`Buffer`]: what importers, CPU mmaps and vmaps see.
 //! Every op reads the page array under `Buffer::state`. Before pages are handed out
-//! (map, first pin, CPU access) a pending or lazy update is applied, so an importer
-//! never starts on pages that have left the memfd.
+//! (map, first pin, first vmap, CPU access) a pending, in-flight or lazy update is
+//! applied, so an importer never starts on pages that have left the memfd. A mapping
+//! carries the generation it was made in: old pages an update replaced stay pinned
+//! until the last mapping made from them is unmapped.
 
 use crate::buffer::{Buffer, State};
 use crate::sys::{
-    dmabuf::{Attachment, DmaBufSlot, Exporter, ResvLocked},
+    dmabuf::{Attachment, DmaBufOps, DmaBufSlot, Exporter, ResvLocked},
     folio::PinnedPages,
     sgt::{Direction, MappedSgTable},
     vm::{Fault, FaultResult, VMap, VMapAddr},
@@ -24,7 +26,12 @@ impl Buffer {
     }
 }
 
+/// The ops table of our dma-bufs (a static: its address tells them apart).
+static BUFFER_OPS: DmaBufOps = DmaBufOps::of::<Buffer>();
+
 impl Exporter for Buffer {
+    const OPS: &'static DmaBufOps = &BUFFER_OPS;
+
     fn slot(&self) -> &DmaBufSlot {
         &self.slot
     }
@@ -63,14 +70,30 @@ impl Exporter for Buffer {
         if self.state.lock().pins == 0 {
             self.update_locked(resv)?;
         }
-        let sgt = MappedSgTable::new(&self.state.lock().pages, dev, dir)?;
+        let mut state = self.state.lock();
+        // Read with the pages, under the same lock as `apply` swaps both.
+        let generation = self.counters.generation.load(Ordering::Acquire);
+        let mut sgt = MappedSgTable::new(&state.pages, dev, dir)?;
+        sgt.set_tag(generation);
+        state.live_maps.add(generation)?;
         self.counters.maps.fetch_add(1, Ordering::Relaxed);
         self.counters.last_map_segments.store(sgt.dma_segments() as u64, Ordering::Relaxed);
         Ok(sgt)
     }
 
+    fn unmap(&self, _resv: &ResvLocked<'_>, _att: &Attachment<'_>, sgt: MappedSgTable) {
+        let generation = sgt.tag();
+        // The device is done with the pages once its mapping is gone.
+        drop(sgt);
+        self.state.lock().map_gone(generation, self.memlock.as_ref());
+    }
+
     fn begin_cpu_access(&self, dir: Direction) -> Result {
-        if !self.tracker.watched() || self.tracker.pending() {
+        // `pending` covers an update in flight: its pages are not in yet. Taking the
+        // inode lock here (in update) is safe for in-kernel callers too: 7.2's callers
+        // (drm_gem_fb_begin_cpu_access, the heaps' own) do not hold mmap_lock, and the
+        // kernel's order is i_rwsem before mmap_lock (mm/filemap.c), which we keep.
+        if !self.tracker.watched() || self.tracker.pending() || self.resync_requested() {
             self.update(!self.tracker.watched())?;
         }
         let mut state = self.state.lock();
@@ -97,6 +120,7 @@ impl Exporter for Buffer {
         state.vmap = None;
         state.deferred = KVVec::new();
         state.deferred_count = 0;
+        state.retired = KVVec::new();
         state.pages = PinnedPages::empty();
     }
 
@@ -125,7 +149,14 @@ impl Exporter for Buffer {
         ret
     }
 
-    fn vmap(&self, _resv: &ResvLocked<'_>) -> Result<VMapAddr> {
+    fn vmap(&self, resv: &ResvLocked<'_>) -> Result<VMapAddr> {
+        if self.state.lock().vmap.is_some() {
+            return Err(EBUSY);
+        }
+        // The vmap fixes the pages until vunmap: start it on current ones.
+        if self.state.lock().pins == 0 {
+            self.update_locked(resv)?;
+        }
         let mut state = self.state.lock();
         if state.vmap.is_some() {
             return Err(EBUSY);

@@ -15,22 +15,41 @@ pub(crate) struct DiffCounts {
     pub(crate) first_mismatch: c_ulong,
 }
 
+/// `struct user_struct`, only ever handled by pointer.
+#[repr(C)]
+pub(crate) struct UserStruct {
+    _opaque: [u8; 0],
+}
+
+/// `struct mem_cgroup`, only ever handled by pointer.
+#[repr(C)]
+pub(crate) struct MemCgroup {
+    _opaque: [u8; 0],
+}
+
 // The kernel structs are opaque here (bindgen marks some as zero-sized).
 #[allow(improper_ctypes)]
 extern "C" {
     pub(crate) fn ulive_param_size_limit_mb() -> c_int;
     pub(crate) fn ulive_param_list_limit() -> c_int;
     pub(crate) fn ulive_param_account_memlock() -> bool;
-    pub(crate) fn ulive_mmgrab_current() -> *mut bindings::mm_struct;
-    pub(crate) fn ulive_mmdrop(mm: *mut bindings::mm_struct);
-    pub(crate) fn ulive_charge_pinned_vm(mm: *mut bindings::mm_struct, pages: c_ulong) -> c_int;
-    pub(crate) fn ulive_uncharge_pinned_vm(mm: *mut bindings::mm_struct, pages: c_ulong);
+    pub(crate) fn ulive_test_delay();
+    pub(crate) fn ulive_test_fail_swap() -> bool;
+    pub(crate) fn ulive_current_user(limit_pages: *mut c_ulong) -> *mut UserStruct;
+    pub(crate) fn ulive_free_uid(user: *mut UserStruct);
+    pub(crate) fn ulive_user_charge(user: *mut UserStruct, pages: c_ulong, limit: c_ulong) -> c_int;
+    pub(crate) fn ulive_user_uncharge(user: *mut UserStruct, pages: c_ulong);
+    pub(crate) fn ulive_memcg_current() -> *mut MemCgroup;
+    pub(crate) fn ulive_memcg_put(memcg: *mut MemCgroup);
+    pub(crate) fn ulive_memcg_enter(memcg: *mut MemCgroup) -> *mut MemCgroup;
+    pub(crate) fn ulive_still_mapped(file: *mut bindings::file, va: c_ulong, len: c_ulong, offset: u64) -> bool;
     pub(crate) fn ulive_this_module() -> *mut bindings::module;
 
     pub(crate) fn ulive_memfd_kind(file: *mut bindings::file) -> c_int;
     pub(crate) fn ulive_memfd_min_folio_size(file: *mut bindings::file) -> c_ulong;
     pub(crate) fn ulive_memfd_seals(file: *mut bindings::file) -> c_int;
     pub(crate) fn ulive_inode_lock_shared(file: *mut bindings::file);
+    pub(crate) fn ulive_inode_trylock_shared(file: *mut bindings::file) -> bool;
     pub(crate) fn ulive_inode_unlock_shared(file: *mut bindings::file);
 
     pub(crate) fn ulive_memfd_settle(file: *mut bindings::file, folios: *mut *mut bindings::folio, n: c_ulong) -> c_int;
@@ -123,4 +142,16 @@ pub(crate) fn list_limit() -> i32 {
 pub(crate) fn account_memlock() -> bool {
     // SAFETY: reads a bool with READ_ONCE; no preconditions.
     unsafe { ulive_param_account_memlock() }
+}
+
+/// Test hook `test_delay_ms`: sleep in a race window the tests widen (0: no-op).
+pub(crate) fn test_delay() {
+    // SAFETY: no preconditions; may sleep, and is only called where sleeping is allowed.
+    unsafe { ulive_test_delay() }
+}
+
+/// Test hook `test_fail_swaps`: should this page swap fail with ENOMEM?
+pub(crate) fn test_fail_swap() -> bool {
+    // SAFETY: an atomic counter; no preconditions.
+    unsafe { ulive_test_fail_swap() }
 }

@@ -10,14 +10,20 @@ use kernel::prelude::*;
 impl Buffer {
     /// UDMABUF_LIVE_INFO.
     pub(crate) fn info(&self) -> UdmabufLiveInfo {
-        let (pins, stale, vmapped) = {
+        let (pins, stale, vmapped, retired) = {
             let s = self.state.lock();
-            (s.pins, s.deferred_count > 0, s.vmap.is_some())
+            (s.pins, s.deferred_count > 0, s.vmap.is_some(), !s.retired.is_empty())
         };
         let watched = self.tracker.watched();
         let mut state = 0;
-        if self.tracker.pending() {
+        if self.tracker.pending() || self.resync_requested() {
             state |= uapi::UDMABUF_LIVE_STATE_PENDING;
+        }
+        if self.sealed() {
+            state |= uapi::UDMABUF_LIVE_STATE_SEALED;
+        }
+        if retired {
+            state |= uapi::UDMABUF_LIVE_STATE_RETIRED;
         }
         if stale {
             state |= uapi::UDMABUF_LIVE_STATE_STALE;

@@ -10,7 +10,7 @@ use crate::buffer::Buffer;
 use crate::one_or_many::OneOrMany;
 use crate::sys::{notifier::{IntervalNotifier, InvalidateHandler, SeqToken}, PAGE_SIZE};
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::{new_spinlock, prelude::*, sync::{Arc, SpinLock}};
 
 /// Bitmap words held inline, without an allocation of their own: 4 MiB of pages.
@@ -130,6 +130,10 @@ pub(crate) struct Tracker {
     watched: AtomicBool,
     /// Invalidations seen (debugfs).
     invalidations: AtomicU64,
+    /// Updates that took marks and have not installed (or put back) their pages yet:
+    /// raised before the marks are taken, so that "nothing marked and nothing in
+    /// flight" really means the buffer is current. See [`Taken`].
+    in_flight: AtomicUsize,
 }
 
 struct Marked {
@@ -146,6 +150,7 @@ impl Tracker {
             inner <- new_spinlock!(Marked { bits, owner: None }, "udmabuf_live_dirty"),
             watched: AtomicBool::new(true),
             invalidations: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
         }))
     }
 
@@ -158,6 +163,14 @@ impl Tracker {
             inner.bits.any()
         };
         if pending {
+            let _ = buffer.queue.get().enqueue(buffer.clone());
+        }
+    }
+
+    /// Queue the buffer's worker (for marks a caller could not handle itself).
+    fn kick(&self) {
+        let owner = self.inner.lock().owner.clone();
+        if let Some(buffer) = owner {
             let _ = buffer.queue.get().enqueue(buffer.clone());
         }
     }
@@ -248,26 +261,64 @@ impl BufferTracker {
         self.0.as_ref().is_some_and(|t| t.watched())
     }
 
-    /// See [`Tracker::take`].
-    pub(crate) fn take(&self) -> Result<Bits> {
-        self.0.as_ref().map_or(Ok(Bits::empty()), |t| t.take())
-    }
-
-    /// See [`Tracker::restore`].
-    pub(crate) fn restore(&self, taken: &Bits) {
-        if let Some(t) = &self.0 {
-            t.restore(taken);
+    /// Take the marked pages for an update, which is in flight until the [`Taken`]
+    /// drops. See [`Tracker::take`].
+    pub(crate) fn take(&self) -> Result<Taken<'_>> {
+        let Some(t) = self.0.as_deref() else { return Ok(Taken { bits: Bits::empty(), tracker: None }) };
+        t.in_flight.fetch_add(1, Ordering::AcqRel);
+        match t.take() {
+            Ok(bits) => Ok(Taken { bits, tracker: Some(t) }),
+            Err(e) => {
+                t.in_flight.fetch_sub(1, Ordering::AcqRel);
+                Err(e)
+            }
         }
     }
 
-    /// See [`Tracker::pending`].
+    /// Marks wait, or an update that took some has not finished: the buffer may not be
+    /// current. See [`Tracker::pending`].
     pub(crate) fn pending(&self) -> bool {
-        self.0.as_ref().is_some_and(|t| t.pending())
+        self.0.as_ref().is_some_and(|t| t.pending() || t.in_flight.load(Ordering::Acquire) > 0)
+    }
+
+    /// See [`Tracker::kick`].
+    pub(crate) fn kick(&self) {
+        if let Some(t) = &self.0 {
+            t.kick();
+        }
     }
 
     /// Invalidations the notifiers saw (debugfs).
     pub(crate) fn invalidations(&self) -> u64 {
         self.0.as_ref().map_or(0, |t| t.invalidations.load(Ordering::Relaxed))
+    }
+}
+
+/// Marks taken by one update. The update is in flight (see `Tracker::in_flight`) until
+/// this drops; an update that could not install its pages puts the marks back first.
+pub(crate) struct Taken<'a> {
+    bits: Bits,
+    tracker: Option<&'a Tracker>,
+}
+
+impl Taken<'_> {
+    pub(crate) fn bits(&self) -> &Bits {
+        &self.bits
+    }
+
+    /// Put the marks back: the pages are still to be checked.
+    pub(crate) fn restore(&self) {
+        if let Some(t) = self.tracker {
+            t.restore(&self.bits);
+        }
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.tracker {
+            t.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

@@ -65,7 +65,8 @@ impl fmt::Debug for BufferList {
             write!(
                 f,
                 "\nid={} size={} backing={} ranges={} notifiers={} watched={} pending={} stale={} vmapped={} pins={} \
-                 generation={} updates={} pages_swapped={} invalidations={} maps={} last_map_segments={}",
+                 generation={} updates={} pages_swapped={} invalidations={} maps={} last_map_segments={} sealed={} \
+                 retired={}",
                 b.id,
                 i.size,
                 backing,
@@ -82,6 +83,8 @@ impl fmt::Debug for BufferList {
                 b.tracker.invalidations(),
                 c.maps.load(Ordering::Relaxed),
                 c.last_map_segments.load(Ordering::Relaxed),
+                bit(uapi::UDMABUF_LIVE_STATE_SEALED),
+                bit(uapi::UDMABUF_LIVE_STATE_RETIRED),
             )?;
         }
         Ok(())

@@ -10,12 +10,20 @@
 //! sg tables, dma-buf, CPU mappings). `ffi.rs` declares the C glue in `ulive_helpers.c`.
 //!
 //! Lock order (outermost first):
-//! 1. memfd inode lock (`i_rwsem`, shared)        - create (seal check and pinning)
+//! 0. `Buffer::slot` ("udmabuf_live_dmabuf_slot") - worker, SYNC, CPU access
+//! 1. memfd inode lock (`i_rwsem`, shared)        - create, worker (seal check, pinning)
 //! 2. mmap_lock of the faulting process           - CPU faults on a dma-buf mmap
 //! 3. dma-buf reservation lock (`dmabuf->resv`)   - map/unmap, pin/unpin, vmap/vunmap
 //! 4. `Buffer::state` ("udmabuf_live_buffer_state")
 //! 5. `Tracker::inner` ("udmabuf_live_dirty", spinlock; also taken in the mmu notifier
 //!    callback, under the core's invalidation locks)
+//!
+//! The lazy checks under 3 (map_dma_buf, first pin, first vmap) need 1 too: they only
+//! *try* it (`inode_trylock_shared`), and leave the work to the worker if it is taken, so
+//! 3 never waits for 1. `begin_cpu_access` takes 1 as the worker does; the kernel orders
+//! i_rwsem before mmap_lock (mm/filemap.c), and 7.2's in-kernel callers of
+//! dma_buf_begin_cpu_access hold neither. Waits under the slot lock are bounded: the
+//! fence wait of an update gives up after a timeout and keeps the old pages instead.
 //!
 //! Pinning may also wait for a folio's lock (`ulive_memfd_settle`, for a folio shmem is
 //! still setting up) under 1 (create, worker) or 3 (the lazy check in map_dma_buf); no

@@ -17,8 +17,14 @@
 #include <linux/pagemap.h>
 #include <linux/xarray.h>
 #include <linux/sched/mm.h>
+#include <linux/sched/user.h>
+#include <linux/cred.h>
+#include <linux/memcontrol.h>
+#include <linux/mmap_lock.h>
 #include <linux/workqueue.h>
 #include <linux/moduleparam.h>
+#include <linux/delay.h>
+#include <linux/sysfs.h>
 #include <linux/scatterlist.h>
 #include <linux/shmem_fs.h>
 #include <linux/vmalloc.h>
@@ -34,11 +40,62 @@ static int list_limit = 1024;
 module_param(list_limit, int, 0644);
 MODULE_PARM_DESC(list_limit, "udmabuf_create_list->count limit. Default is 1024.");
 
-/* udmabuf-live's own: upstream lets any user of the device pin without limit. */
-static bool account_memlock = true;
+/*
+ * udmabuf-live's own. Upstream lets any user of the device pin without limit, so off by
+ * default: a drop-in must not refuse what upstream allows (a VMM's guest RAM is far
+ * above the default 8 MiB RLIMIT_MEMLOCK).
+ */
+static bool account_memlock;
 module_param(account_memlock, bool, 0644);
 MODULE_PARM_DESC(account_memlock,
-		 "Charge pinned pages to the creating process's RLIMIT_MEMLOCK (pinned_vm, VmPin), as RDMA does. Default is on.");
+		 "Charge every page a buffer pins to its creator's user (locked_vm, RLIMIT_MEMLOCK), as io_uring does. Default is off, as upstream.");
+
+/*
+ * Test hooks, for the guest tests that must hit a race or an error path every time
+ * rather than once in thousands of runs. Root only (0600); 0 (the default) is off.
+ */
+static uint test_delay_ms;
+module_param(test_delay_ms, uint, 0600);
+MODULE_PARM_DESC(test_delay_ms,
+		 "Test hook: sleep this long in the windows the races tests widen (CREATE between finding and watching mappings; an update between taking its marks and installing its pages). Default 0.");
+
+static atomic_t test_fail_swaps = ATOMIC_INIT(0);
+static int test_fail_swaps_set(const char *val, const struct kernel_param *kp)
+{
+	int n, err = kstrtoint(val, 0, &n);
+
+	if (err)
+		return err;
+	atomic_set(&test_fail_swaps, n);
+	return 0;
+}
+
+static int test_fail_swaps_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%d\n", atomic_read(&test_fail_swaps));
+}
+
+static const struct kernel_param_ops test_fail_swaps_ops = {
+	.set = test_fail_swaps_set,
+	.get = test_fail_swaps_get,
+};
+module_param_cb(test_fail_swaps, &test_fail_swaps_ops, NULL, 0600);
+MODULE_PARM_DESC(test_fail_swaps,
+		 "Test hook: fail this many page swaps with ENOMEM after the new pages were pinned. Default 0.");
+
+void ulive_test_delay(void)
+{
+	uint ms = READ_ONCE(test_delay_ms);
+
+	if (unlikely(ms))
+		msleep(ms);
+}
+
+bool ulive_test_fail_swap(void)
+{
+	return unlikely(atomic_read(&test_fail_swaps) > 0) &&
+	       atomic_dec_if_positive(&test_fail_swaps) >= 0;
+}
 
 bool ulive_param_account_memlock(void)
 {
@@ -104,6 +161,11 @@ void ulive_inode_lock_shared(struct file *file)
 	inode_lock_shared(file_inode(file));
 }
 
+bool ulive_inode_trylock_shared(struct file *file)
+{
+	return inode_trylock_shared(file_inode(file));
+}
+
 void ulive_inode_unlock_shared(struct file *file)
 {
 	inode_unlock_shared(file_inode(file));
@@ -141,8 +203,7 @@ int ulive_dma_set_mask_64(struct device *dev)
 unsigned int ulive_dma_max_segment(struct device *dev)
 {
 	/* Largest segment the device accepts, page aligned, as sg tables want it. */
-	return dma_max_mapping_size(dev) > UINT_MAX ? (UINT_MAX & PAGE_MASK)
-						    : (dma_max_mapping_size(dev) & PAGE_MASK);
+	return dma_get_max_seg_size(dev) & PAGE_MASK;
 }
 
 void ulive_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt,
@@ -456,44 +517,64 @@ void ulive_unpin_appended(struct page **pages, unsigned long n, const unsigned l
 
 /*
  * Compare the @nr pages in @held, which back file bytes from @off on, with @file's
- * page cache. Counts matching pages, pages the cache holds another page for, and holes;
- * sets bit i of @diff (if not NULL; cleared by the caller) for every page that does not
- * match. Identity only: runs under RCU and takes no references, so a concurrent
- * truncation may be seen half done (callers re-check later). One page-cache lookup per
- * folio: the rest of a matching folio is compared by pointer.
+ * page cache. Counts matching pages, pages the cache holds another page for, and holes
+ * (a shadow or swap entry counts as a hole: it is not our page); sets bit i of @diff (if
+ * not NULL; cleared by the caller) for every page that does not match.
+ *
+ * Walks the page cache as filemap_get_entry() does: xas_find() resolves multi-index
+ * (sibling) entries of large folios and skips holes, xas_retry() restarts on a node
+ * being changed, and each folio is compared only with a reference taken by
+ * folio_try_get() and after xas_reload() showed it still in place, so a folio that
+ * truncation, a concurrent fault or migration is changing is never read. One lookup per
+ * folio. Locking: RCU only; the caller keeps @held stable. Without the inode lock a
+ * concurrent punch may be seen half done (callers that need it complete hold the lock).
  */
 void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
 		      unsigned long *diff, struct ulive_diff_counts *counts)
 {
-	pgoff_t base = off >> PAGE_SHIFT;
+	pgoff_t base = off >> PAGE_SHIFT, last = base + nr - 1;
 	XA_STATE(xas, &file->f_mapping->i_pages, base);
+	unsigned long i = 0, next, end;
 	struct folio *folio;
-	unsigned long i = 0;
 
+	if (!nr)
+		return;
 	rcu_read_lock();
-	folio = xas_load(&xas);
 	while (i < nr) {
-		unsigned long n, end;
-
-		if (xas_retry(&xas, folio)) {
-			folio = xas_reload(&xas);
+		folio = xas_find(&xas, last);
+		if (xas_retry(&xas, folio))
 			continue;
-		}
-		if (!folio || xa_is_value(folio)) {
+		/* Holes up to the entry found (which may start before page i). */
+		next = folio ? max_t(unsigned long, xas.xa_index, base + i) - base : nr;
+		if (!folio || xa_is_value(folio))
+			next = min(next + (folio ? 1 : 0), nr);
+		for (; i < next; i++) {
 			counts->holes++;
 			if (diff)
 				__set_bit(i, diff);
 			if (counts->first_mismatch == ULONG_MAX)
 				counts->first_mismatch = i;
-			i++;
-			folio = xas_next(&xas);
+		}
+		if (!folio || xa_is_value(folio)) {
+			xas_set(&xas, base + i);
 			continue;
 		}
-		/* Pages of this folio from index base + i on, within the range. */
-		n = folio_nr_pages(folio) - (base + i - folio->index);
-		end = min(nr, i + n);
+		if (!folio_try_get(folio)) {
+			xas_reset(&xas);
+			continue;
+		}
+		if (unlikely(folio != xas_reload(&xas))) {
+			folio_put(folio);
+			xas_reset(&xas);
+			continue;
+		}
+		/* Referenced and still in place: its index and size are stable. */
+		end = min_t(unsigned long, nr, folio->index + folio_nr_pages(folio) - base);
+		if (end <= i)
+			end = i + 1; /* cannot happen; never loop without progress */
 		for (; i < end; i++) {
-			if (held[i] == folio_page(folio, base + i - folio->index)) {
+			if (base + i >= folio->index &&
+			    held[i] == folio_page(folio, base + i - folio->index)) {
 				counts->matching++;
 				continue;
 			}
@@ -503,53 +584,105 @@ void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigne
 			if (counts->first_mismatch == ULONG_MAX)
 				counts->first_mismatch = i;
 		}
-		if (i >= nr)
-			break;
-		if (n > 1) {
-			/* A large folio is one multi-index entry: jump past it. */
-			xas_set(&xas, base + i);
-			folio = xas_load(&xas);
-		} else {
-			folio = xas_next(&xas);
-		}
+		folio_put(folio);
+		xas_set(&xas, base + i);
 	}
 	rcu_read_unlock();
 }
 
-/* The current task's mm with an mmgrab() reference (the struct, not the address space). */
-struct mm_struct *ulive_mmgrab_current(void)
-{
-	struct mm_struct *mm = current->mm;
-
-	if (mm)
-		mmgrab(mm);
-	return mm;
-}
-
-void ulive_mmdrop(struct mm_struct *mm)
-{
-	mmdrop(mm);
-}
+/*
+ * Memlock accounting follows the buffer's creator *user*, as io_uring does: a charge
+ * on the creator's mm could be escaped by creating in a child that exits and hands its
+ * buffers to the parent. user_struct has locked_vm only with some options.
+ */
+#if defined(CONFIG_NET) || defined(CONFIG_IO_URING) || \
+	defined(CONFIG_VFIO_PCI_ZDEV_KVM) || IS_ENABLED(CONFIG_IOMMUFD) || \
+	defined(CONFIG_SECRETMEM)
+#define ULIVE_HAVE_USER_LOCKED_VM 1
+#endif
 
 /*
- * Charge @pages pinned pages to @mm->pinned_vm within the current task's
- * RLIMIT_MEMLOCK, unless it has CAP_IPC_LOCK: what RDMA's ib_umem_get() does. An atomic
- * counter, so neither CREATE nor release takes the mmap lock, which the process's own
- * page faults contend for (account_locked_vm() takes it for write).
+ * The current user, with a reference, and the page limit its charges are held to:
+ * RLIMIT_MEMLOCK of the current task, or ULONG_MAX with CAP_IPC_LOCK. Recorded at
+ * CREATE, since later charges (the worker's new pages) run in a kworker.
  */
-int ulive_charge_pinned_vm(struct mm_struct *mm, unsigned long pages)
+struct user_struct *ulive_current_user(unsigned long *limit_pages)
 {
-	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	*limit_pages = capable(CAP_IPC_LOCK) ? ULONG_MAX : rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	return get_uid(current_user());
+}
 
-	if (atomic64_add_return(pages, &mm->pinned_vm) > limit && !capable(CAP_IPC_LOCK)) {
-		atomic64_sub(pages, &mm->pinned_vm);
-		return -ENOMEM;
-	}
+void ulive_free_uid(struct user_struct *user)
+{
+	free_uid(user);
+}
+
+/* Charge @pages to @user's locked_vm unless that passes @limit: 0 or -ENOMEM. */
+int ulive_user_charge(struct user_struct *user, unsigned long pages, unsigned long limit)
+{
+#ifdef ULIVE_HAVE_USER_LOCKED_VM
+	unsigned long cur = atomic_long_read(&user->locked_vm), new;
+
+	do {
+		if (check_add_overflow(cur, pages, &new) || new > limit)
+			return -ENOMEM;
+	} while (!atomic_long_try_cmpxchg(&user->locked_vm, &cur, new));
+#endif
 	return 0;
 }
 
-void ulive_uncharge_pinned_vm(struct mm_struct *mm, unsigned long pages)
+void ulive_user_uncharge(struct user_struct *user, unsigned long pages)
 {
-	atomic64_sub(pages, &mm->pinned_vm);
+#ifdef ULIVE_HAVE_USER_LOCKED_VM
+	atomic_long_sub(pages, &user->locked_vm);
+#endif
 }
 
+/* ---- memory cgroups ---- */
+
+/*
+ * The memory cgroup of the current task's mm, with a reference (NULL without memcg):
+ * where its own faults on the memfd are charged. get_mem_cgroup_from_current() is not
+ * exported; for a process the two are the same cgroup.
+ */
+struct mem_cgroup *ulive_memcg_current(void)
+{
+	return current->mm ? get_mem_cgroup_from_mm(current->mm) : NULL;
+}
+
+void ulive_memcg_put(struct mem_cgroup *memcg)
+{
+	mem_cgroup_put(memcg);
+}
+
+/* Charge the current task's allocations to @memcg until the returned one is restored. */
+struct mem_cgroup *ulive_memcg_enter(struct mem_cgroup *memcg)
+{
+	return set_active_memcg(memcg);
+}
+
+/* ---- mappings ---- */
+
+/*
+ * Does the current process still map @file at user address @va for @len bytes from
+ * file byte @offset on, in one VMA? Read under the mmap lock, after the notifier for that
+ * range went live: a munmap, MAP_FIXED or mremap between ulive_find_mappings() and the
+ * notifier's insertion was not seen by the notifier, and is seen here.
+ */
+bool ulive_still_mapped(struct file *file, unsigned long va, unsigned long len, u64 offset)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	bool ok = false;
+
+	if (!mm || !len)
+		return false;
+	mmap_read_lock(mm);
+	vma = vma_lookup(mm, va);
+	if (vma && vma->vm_file && vma->vm_file->f_mapping == file->f_mapping &&
+	    va + len <= vma->vm_end &&
+	    ((u64)vma->vm_pgoff << PAGE_SHIFT) + (va - vma->vm_start) == offset)
+		ok = true;
+	mmap_read_unlock(mm);
+	return ok;
+}

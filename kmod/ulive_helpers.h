@@ -22,6 +22,8 @@ struct vm_operations_struct;
 struct mm_struct;
 struct mmu_interval_notifier;
 struct workqueue_struct;
+struct user_struct;
+struct mem_cgroup;
 enum dma_data_direction;
 
 /* Result of ulive_memfd_diff(). */
@@ -33,6 +35,8 @@ struct ulive_diff_counts {
 };
 
 bool ulive_param_account_memlock(void);
+void ulive_test_delay(void);
+bool ulive_test_fail_swap(void);
 int ulive_param_size_limit_mb(void);
 int ulive_param_list_limit(void);
 struct module *ulive_this_module(void);
@@ -40,6 +44,7 @@ int ulive_memfd_kind(struct file *file);
 unsigned long ulive_memfd_min_folio_size(struct file *file);
 int ulive_memfd_seals(struct file *file);
 void ulive_inode_lock_shared(struct file *file);
+bool ulive_inode_trylock_shared(struct file *file);
 void ulive_inode_unlock_shared(struct file *file);
 unsigned long ulive_page_to_pfn(struct page *page);
 void ulive_dma_buf_lock(struct dma_buf *dmabuf);
@@ -89,9 +94,13 @@ void ulive_unpin_appended(struct page **pages, unsigned long n, const unsigned l
 			  unsigned long nseams);
 void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
 		      unsigned long *diff, struct ulive_diff_counts *counts);
-struct mm_struct *ulive_mmgrab_current(void);
-void ulive_mmdrop(struct mm_struct *mm);
-int ulive_charge_pinned_vm(struct mm_struct *mm, unsigned long pages);
-void ulive_uncharge_pinned_vm(struct mm_struct *mm, unsigned long pages);
+struct user_struct *ulive_current_user(unsigned long *limit_pages);
+void ulive_free_uid(struct user_struct *user);
+int ulive_user_charge(struct user_struct *user, unsigned long pages, unsigned long limit);
+void ulive_user_uncharge(struct user_struct *user, unsigned long pages);
+struct mem_cgroup *ulive_memcg_current(void);
+void ulive_memcg_put(struct mem_cgroup *memcg);
+struct mem_cgroup *ulive_memcg_enter(struct mem_cgroup *memcg);
+bool ulive_still_mapped(struct file *file, unsigned long va, unsigned long len, u64 offset);
 
 #endif /* ULIVE_HELPERS_H */

@@ -4,25 +4,37 @@
 //!
 //! 1. `refault`: for each page to check, compare the page we hold with the memfd's
 //!    page-cache page; re-fault the differing ones with `memfd_pin_folios` (which also
-//!    allocates pages for holes). The worker does this under the memfd's inode lock, so
-//!    it runs after `shmem_fallocate` has finished truncating (the notifier fires in its
-//!    unmap step, before the truncation, with that lock held for write).
+//!    allocates pages for holes, charged to the creator's memory cgroup). Under the
+//!    memfd's inode lock, so it runs after `shmem_fallocate` has finished truncating
+//!    (the notifier fires in its unmap step, before the truncation, with that lock held
+//!    for write), and after checking the seals: once the memfd is write-sealed the
+//!    buffer takes no new page from it (INFO: SEALED).
 //! 2. `swap`, under the dma-buf reservation lock: if a static importer pins the buffer
 //!    or a vmap is active, the new pages wait in `State::deferred` (the buffer is
 //!    stale) until the last unpin/vunmap. Otherwise `apply`: invalidate importer
-//!    mappings, swap the pages, zap the CPU mmaps of the changed pages, wait for the
-//!    reservation fences, unpin the old pages, bump the generation.
+//!    mappings, swap the pages and bump the generation, zap the CPU mmaps of the changed
+//!    pages, wait (bounded) for the reservation fences, then unpin the old pages, or
+//!    keep them (`State::retired`) while an importer mapping made from them lives.
+//!
+//! Every error path puts the taken marks back (or asks for a full check), so a failed
+//! update stays PENDING and is retried; it never reports a stale buffer as current.
 
-use crate::buffer::{byte_bounds, Buffer};
+use crate::buffer::{byte_bounds, Buffer, Range};
 use crate::notifier::Bits;
 use crate::sys::{
     dmabuf::ResvLocked,
     folio::{PinnedPage, PinnedPages},
     memfd::FolioScratch,
+    memlock::MemlockCharge,
     PAGE_SHIFT,
 };
 use core::sync::atomic::Ordering;
 use kernel::{prelude::*, sync::Arc, workqueue::WorkItem};
+
+/// How long an update waits for the fences of the reservation object before it keeps
+/// the old pages until release instead: bounded, so that SYNC and close() never wait
+/// behind a fence that does not signal.
+const FENCE_TIMEOUT_MS: u32 = 2000;
 
 /// What an update did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,21 +45,121 @@ pub(crate) enum Outcome {
     Applied,
     /// New pages wait for the last pin or vmap to go.
     Deferred,
+    /// The memfd is write-sealed: the buffer no longer takes pages from it.
+    Sealed,
     /// The dma-buf is gone.
     Released,
 }
 
-/// New pages to install: (page index, new page).
-type Changes = KVVec<(usize, PinnedPage)>;
+/// How `refault` takes the inode locks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InodeLock {
+    /// Wait for them (worker, SYNC, CPU access: nothing of ours is held).
+    Wait,
+    /// Only if free at once (under the reservation lock, which ranks after them):
+    /// `EAGAIN` otherwise.
+    Try,
+}
+
+/// New pages pinned for a buffer, by page index. Each is charged to the buffer's
+/// memlock account: what is still in the list when it drops is unpinned and uncharged,
+/// and a page taken out becomes one the buffer holds (with its charge).
+pub(crate) struct Changes<'a> {
+    list: KVVec<(usize, PinnedPage)>,
+    memlock: Option<&'a MemlockCharge>,
+}
+
+impl<'a> Changes<'a> {
+    pub(crate) fn new(memlock: Option<&'a MemlockCharge>) -> Self {
+        Self { list: KVVec::new(), memlock }
+    }
+
+    pub(crate) fn with_capacity(memlock: Option<&'a MemlockCharge>, n: usize) -> Result<Self> {
+        Ok(Self { list: KVVec::with_capacity(n, GFP_KERNEL)?, memlock })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Add an already charged page; the room must have been reserved.
+    pub(crate) fn push_within_capacity(&mut self, index: usize, page: PinnedPage) -> core::result::Result<(), PinnedPage> {
+        self.list.push_within_capacity((index, page)).map_err(|e| e.0 .1)
+    }
+
+    /// The pages, leaving the list (and what its drop uncharges) empty.
+    pub(crate) fn take_all(&mut self) -> KVVec<(usize, PinnedPage)> {
+        core::mem::take(&mut self.list)
+    }
+
+    /// Drop the entries `keep` rejects (unpinning and uncharging them).
+    fn retain(&mut self, mut keep: impl FnMut(usize, &PinnedPage) -> bool) {
+        let before = self.list.len();
+        self.list.retain(|(index, page)| keep(*index, page));
+        if let Some(m) = self.memlock {
+            m.uncharge(before - self.list.len());
+        }
+    }
+
+    /// Give back the charge of `n` pages this list held and dropped itself.
+    pub(crate) fn uncharge(&self, n: usize) {
+        if let Some(m) = self.memlock {
+            m.uncharge(n);
+        }
+    }
+
+    /// The page indices, in order.
+    fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.list.iter().map(|(index, _)| *index)
+    }
+
+    /// Pin the memfd's current pages for buffer pages `run` of `range`, charging them
+    /// first. No buffer lock is held while pinning (it may allocate pages for holes).
+    fn pin_run(&mut self, range: &Range, run: core::ops::Range<usize>, scratch: &mut FolioScratch) -> Result {
+        let offset = range.file_offset(run.start);
+        let len = (run.len() << PAGE_SHIFT) as u64;
+        let bounds = byte_bounds(offset, len)?;
+        self.list.reserve(run.len(), GFP_KERNEL)?;
+        let mut pages = PinnedPages::with_capacity(run.len())?;
+        if let Some(m) = self.memlock {
+            m.charge(run.len())?;
+        }
+        let pinned = range.file.pin_into(bounds, scratch, &mut pages, run.len());
+        // What is not kept is not held: give its charge back (on error `pages` drops).
+        let kept = if pinned.is_ok() { pages.len() } else { 0 };
+        if let Some(m) = self.memlock {
+            m.uncharge(run.len() - kept);
+        }
+        pinned?;
+        for (index, page) in run.zip(pages.into_iter()) {
+            // Room was reserved above.
+            let _ = self.list.push_within_capacity((index, page));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Changes<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.memlock {
+            m.uncharge(self.list.len());
+        }
+    }
+}
 
 impl WorkItem for Buffer {
     type Pointer = Arc<Buffer>;
 
     fn run(this: Arc<Buffer>) {
-        // A failure leaves the pages marked: the next notifier, SYNC, map or CPU access
-        // retries. The buffer keeps its old, still pinned, pages meanwhile.
+        // A failure leaves the pages marked (or a full check requested): the next
+        // notifier, SYNC, map or CPU access retries. The buffer keeps its old, still
+        // pinned, pages meanwhile.
         if let Err(e) = this.update(false) {
-            pr_warn!("udmabuf-live: deferred page update failed: {:?}\n", e);
+            pr_warn!("deferred page update failed: {:?}\n", e);
         }
     }
 }
@@ -59,49 +171,80 @@ impl Buffer {
     pub(crate) fn update(&self, full: bool) -> Result<Outcome> {
         self.slot.with(|dmabuf| {
             let Some(dmabuf) = dmabuf else { return Ok(Outcome::Released) };
-            let changes = self.refault(full, true)?;
-            if changes.is_empty() {
-                return Ok(Outcome::Clean);
+            if self.sealed() {
+                return Ok(Outcome::Sealed);
             }
-            let resv = dmabuf.lock();
-            self.swap(&resv, changes)
+            let taken = self.tracker.take()?;
+            crate::ffi::test_delay();
+            let full = self.take_resync() || full;
+            let result = self.refault(taken.bits(), full, InodeLock::Wait).and_then(|changes| {
+                if changes.is_empty() {
+                    return Ok(Outcome::Clean);
+                }
+                let resv = dmabuf.lock();
+                self.swap(&resv, changes)
+            });
+            self.settle_result(result, &taken, full)
         })
     }
 
     /// The lazy check, from a callback that already holds the reservation lock (map,
-    /// first pin), for buffers no notifier fully watches: every page is compared with
-    /// the page cache. There is no inode lock here (it ranks before the reservation
-    /// lock), so a punch in progress may be seen half done. Watched buffers are left to
-    /// the worker, which takes the inode lock and so sees a punch only once it is
-    /// complete; marked pages are handed back to it for the same reason.
+    /// first pin, vmap): before pages are handed out, apply what is pending (marks, an
+    /// update in flight, pages nobody watches). It can only try the inode locks (they
+    /// rank before the reservation lock); if one is taken (a punch, a write or a seal
+    /// in progress) the pages are handed out as they are, which orders this map before
+    /// that operation, and the worker is asked for a full check.
     pub(crate) fn update_locked(&self, resv: &ResvLocked<'_>) -> Result<Outcome> {
-        if self.tracker.watched() {
+        if self.sealed() {
+            return Ok(Outcome::Sealed);
+        }
+        if self.tracker.watched() && !self.tracker.pending() && !self.resync_requested() {
             return Ok(Outcome::Clean);
         }
-        let changes = self.refault(true, false)?;
-        if changes.is_empty() {
-            return Ok(Outcome::Clean);
+        let taken = self.tracker.take()?;
+        self.take_resync();
+        let result = self.refault(taken.bits(), true, InodeLock::Try).and_then(|changes| {
+            if changes.is_empty() {
+                return Ok(Outcome::Clean);
+            }
+            self.swap(resv, changes)
+        });
+        match self.settle_result(result, &taken, true) {
+            Err(e) if e == EAGAIN => {
+                self.tracker.kick();
+                Ok(Outcome::Clean)
+            }
+            other => other,
         }
-        self.swap(resv, changes)
     }
 
-    /// Find the pages whose memfd page changed and pin the new ones: the pages the
-    /// notifiers marked, or every page (`full`). Without `lock_inode` the marked pages
-    /// stay marked for the worker, whose check under the inode lock is the one that
-    /// counts for a punch in progress.
-    fn refault(&self, full: bool, lock_inode: bool) -> Result<Changes> {
-        let marked = self.tracker.take()?;
+    /// The end of every update: on failure put the marks back and ask for a full check
+    /// if this one was, so that the buffer stays PENDING and the update is retried.
+    fn settle_result(&self, result: Result<Outcome>, taken: &crate::notifier::Taken<'_>, full: bool) -> Result<Outcome> {
+        match result {
+            Err(_) if self.sealed() => Ok(Outcome::Sealed),
+            Err(e) => {
+                taken.restore();
+                if full || !self.tracker.watched() {
+                    self.request_resync();
+                }
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+
+    /// Find the pages whose memfd page changed and pin the new ones: the `marked`
+    /// pages, or every page (`full`).
+    fn refault(&self, marked: &Bits, full: bool, lock: InodeLock) -> Result<Changes<'_>> {
         let all = if full { Some(Bits::all(self.nr_pages)?) } else { None };
-        let todo = all.as_ref().unwrap_or(&marked);
-        let mut changes = KVVec::new();
-        let result = if todo.any() { self.refault_marked(todo, lock_inode, &mut changes) } else { Ok(()) };
-        if result.is_err() || !lock_inode {
-            self.tracker.restore(&marked);
+        let todo = all.as_ref().unwrap_or(marked);
+        let mut changes = Changes::new(self.memlock.as_ref());
+        if !todo.any() {
+            return Ok(changes);
         }
-        result.map(|()| changes)
-    }
-
-    fn refault_marked(&self, todo: &Bits, lock_inode: bool, changes: &mut Changes) -> Result {
+        // New pages for holes are the creator's, not the kworker's (root) cgroup's.
+        let _memcg = self.memcg.as_ref().map(|m| m.enter());
         let mut scratch = FolioScratch::new();
         let mut diff = KVVec::new();
         for range in self.ranges.iter() {
@@ -114,7 +257,15 @@ impl Buffer {
             if runs.peek().is_none() {
                 continue;
             }
-            let _inode = lock_inode.then(|| range.file.lock_shared());
+            let inode = match lock {
+                InodeLock::Wait => range.file.lock_shared(),
+                InodeLock::Try => range.file.try_lock_shared().ok_or(EAGAIN)?,
+            };
+            // The seal rules of CREATE hold for every page the buffer ever takes.
+            if !crate::buffer::seals_allow(inode.seals()) {
+                self.set_sealed();
+                return Err(EPERM);
+            }
             for run in runs {
                 // Which pages of the run left the memfd: one page-cache walk.
                 diff.clear();
@@ -128,42 +279,29 @@ impl Buffer {
                 }
                 for sub in crate::bitruns::runs(&diff) {
                     let sub = run.start + sub.start..(run.start + sub.end).min(run.end);
-                    self.pin_run(range, sub, &mut scratch, changes)?;
+                    changes.pin_run(range, sub, &mut scratch)?;
                 }
             }
+            drop(inode);
         }
-        Ok(())
-    }
-
-    /// Pin the memfd's current pages for buffer pages `run`: these are the new pages.
-    /// No buffer lock is held while pinning (it may allocate pages for holes).
-    fn pin_run(
-        &self,
-        range: &crate::buffer::Range,
-        run: core::ops::Range<usize>,
-        scratch: &mut FolioScratch,
-        changes: &mut Changes,
-    ) -> Result {
-        let offset = range.file_offset(run.start);
-        let len = (run.len() << PAGE_SHIFT) as u64;
-        let bounds = byte_bounds(offset, len)?;
-        changes.reserve(run.len(), GFP_KERNEL)?;
-        let mut pages = PinnedPages::with_capacity(run.len())?;
-        range.file.pin_into(bounds, scratch, &mut pages, run.len())?;
-        for (index, page) in run.zip(pages.into_iter()) {
-            // Room was reserved above.
-            let _ = changes.push_within_capacity((index, page));
-        }
-        Ok(())
+        Ok(changes)
     }
 }
 
 impl Buffer {
     /// Apply `changes` now, or defer them while a static importer pins the buffer or a
-    /// vmap is active (their users may not see pages change under them).
-    pub(crate) fn swap(&self, resv: &ResvLocked<'_>, changes: Changes) -> Result<Outcome> {
+    /// vmap is active (their users may not see pages change under them). Pages the
+    /// buffer already holds (another update got there first) are dropped.
+    pub(crate) fn swap(&self, resv: &ResvLocked<'_>, mut changes: Changes<'_>) -> Result<Outcome> {
+        if crate::ffi::test_fail_swap() {
+            return Err(ENOMEM);
+        }
         {
             let mut state = self.state.lock();
+            changes.retain(|index, page| !state.holds(index, page));
+            if changes.is_empty() {
+                return Ok(Outcome::Clean);
+            }
             if state.pins > 0 || state.vmap.is_some() {
                 state.defer(self.nr_pages, changes)?;
                 return Ok(Outcome::Deferred);
@@ -179,48 +317,51 @@ impl Buffer {
             if state.pins > 0 || state.vmap.is_some() || state.deferred_count == 0 {
                 return Ok(Outcome::Clean);
             }
-            state.take_deferred()?
+            state.take_deferred(self.memlock.as_ref())?
         };
         self.apply(resv, changes)
     }
 
     /// Swap in `changes`, in the order that keeps every user safe.
-    fn apply(&self, resv: &ResvLocked<'_>, changes: Changes) -> Result<Outcome> {
+    fn apply(&self, resv: &ResvLocked<'_>, mut changes: Changes<'_>) -> Result<Outcome> {
         // Allocate before changing anything: on failure the new pins are dropped and
         // the buffer still holds its old pages.
-        let mut old = KVVec::with_capacity(changes.len(), GFP_KERNEL)?;
+        let mut old = Changes::with_capacity(self.memlock.as_ref(), changes.len())?;
+        self.state.lock().retired.reserve(changes.len(), GFP_KERNEL)?;
         // 1. Dynamic importers drop their mappings (they map again, seeing new pages).
         resv.invalidate_mappings();
-        {
+        // 2. Swap, and start a new generation in the same step: a mapping made from
+        //    the old pages carries an older generation than any made from the new.
+        let generation = {
             let mut state = self.state.lock();
-            for (index, page) in changes {
-                if let Ok(prev) = state.pages.replace(index, page) {
-                    // Cannot fail: capacity reserved above.
-                    let _ = old.push_within_capacity((index, prev));
-                }
+            for (index, page) in changes.take_all() {
+                let prev = match state.pages.replace(index, page) {
+                    Ok(prev) => prev,
+                    Err(new) => new, // no such index (never): drop the new page instead
+                };
+                // Cannot fail: capacity reserved above.
+                let _ = old.push_within_capacity(index, prev);
             }
             // The CPU-access table maps old pages; the next begin_cpu_access rebuilds it.
             state.cpu_sgt = None;
+            self.counters.generation.fetch_add(1, Ordering::AcqRel)
+        };
+        // 3. Zap CPU mmaps of the changed pages: the next access faults in the new page.
+        for run in index_runs(old.indices()) {
+            resv.zap_cpu_mappings(run.start << PAGE_SHIFT, run.len() << PAGE_SHIFT);
         }
-        // 2. Zap CPU mmaps of the changed pages: the next access faults in the new page.
-        let mut k = 0;
-        while k < old.len() {
-            let start = old[k].0;
-            let mut end = start + 1;
-            while k + 1 < old.len() && old[k + 1].0 == end {
-                k += 1;
-                end += 1;
-            }
-            resv.zap_cpu_mappings(start << PAGE_SHIFT, (end - start) << PAGE_SHIFT);
-            k += 1;
+        // 4. Let DMA already queued against the old pages finish (bounded).
+        let idle = resv.wait_idle(FENCE_TIMEOUT_MS).unwrap_or(false);
+        if !idle {
+            pr_warn!("buffer {}: fences still busy after {} ms; old pages kept until release\n", self.id, FENCE_TIMEOUT_MS);
         }
-        // 3. Let DMA already queued against the old pages finish.
-        resv.wait_idle()?;
-        // 4. Nothing can reach the old pages any more: unpin them.
+        // 5. Unpin the old pages, unless an importer's mapping made from them lives.
         let swapped = old.len() as u64;
+        {
+            let mut state = self.state.lock();
+            state.retire(if idle { generation } else { u64::MAX }, old.take_all(), self.memlock.as_ref());
+        }
         drop(old);
-        // 5. A new generation of the buffer.
-        self.counters.generation.fetch_add(1, Ordering::AcqRel);
         self.counters.updates.fetch_add(1, Ordering::Relaxed);
         self.counters.pages_swapped.fetch_add(swapped, Ordering::Relaxed);
         self.applied.notify_all();
@@ -228,45 +369,28 @@ impl Buffer {
     }
 }
 
-impl crate::buffer::State {
-    /// Keep `changes` for later; a newer page for the same index replaces an older one.
-    fn defer(&mut self, nr_pages: usize, changes: Changes) -> Result {
-        if self.deferred.is_empty() {
-            self.deferred.reserve(nr_pages, GFP_KERNEL)?;
-            for _ in 0..nr_pages {
-                // Cannot fail: capacity reserved above.
-                let _ = self.deferred.push_within_capacity(None);
-            }
+/// Maximal runs of consecutive values in increasing `indices`.
+fn index_runs(indices: impl Iterator<Item = usize>) -> impl Iterator<Item = core::ops::Range<usize>> {
+    let mut indices = indices.peekable();
+    core::iter::from_fn(move || {
+        let start = indices.next()?;
+        let mut end = start + 1;
+        while indices.next_if_eq(&end).is_some() {
+            end += 1;
         }
-        for (index, page) in changes {
-            if let Some(slot) = self.deferred.get_mut(index) {
-                if slot.replace(page).is_none() {
-                    self.deferred_count += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn take_deferred(&mut self) -> Result<Changes> {
-        let mut changes = KVVec::with_capacity(self.deferred_count, GFP_KERNEL)?;
-        for (index, slot) in self.deferred.iter_mut().enumerate() {
-            if let Some(page) = slot.take() {
-                // Cannot fail: deferred_count entries are Some.
-                let _ = changes.push_within_capacity((index, page));
-            }
-        }
-        self.deferred_count = 0;
-        Ok(changes)
-    }
+        Some(start..end)
+    })
 }
 
 impl Buffer {
     /// UDMABUF_LIVE_SYNC: apply everything pending now (checking every page when some
     /// are not watched), then wait up to `timeout_ms` for deferred pages to go in.
+    /// EPERM once the memfd is write-sealed (the buffer no longer follows it).
     pub(crate) fn sync(&self, timeout_ms: u32) -> Result {
         let full = !self.tracker.watched();
-        self.update(full)?;
+        if self.update(full)? == Outcome::Sealed {
+            return Err(EPERM);
+        }
         let mut left = kernel::time::msecs_to_jiffies(timeout_ms);
         let mut state = self.state.lock();
         while state.deferred_count > 0 {

@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! A counted reference to a `struct device`, for DMA mapping on behalf of the CPU.
 
-use crate::ffi;
 use core::ptr::NonNull;
-use kernel::{bindings, error::to_result, prelude::*};
+use kernel::{bindings, prelude::*};
 
 /// A `struct device` we hold a reference on.
 ///
@@ -19,14 +18,12 @@ unsafe impl Send for DeviceRef {}
 unsafe impl Sync for DeviceRef {}
 
 impl DeviceRef {
-    /// The device of a registered misc device, with a 64-bit DMA mask as upstream sets it.
+    /// The device of a registered misc device (its DMA mask is set at registration).
     pub(crate) fn of_misc(misc: *mut bindings::miscdevice) -> Result<Self> {
         // SAFETY: `misc` comes from a live `MiscDeviceRegistration`, whose `this_device`
         // is set by misc_register() and stays valid until deregistration.
         let dev = unsafe { (*misc).this_device };
         let ptr = NonNull::new(dev).ok_or(ENODEV)?;
-        // SAFETY: `dev` is a valid device (see above).
-        to_result(unsafe { ffi::ulive_dma_set_mask_64(dev) })?;
         // SAFETY: `dev` is valid; the reference is released in `Drop`.
         unsafe { bindings::get_device(dev) };
         // INVARIANT: we took a reference just above.

@@ -15,6 +15,10 @@ use kernel::{bindings, error::from_result, error::to_result, ffi::c_int, new_mut
 /// held (they get a [`ResvLocked`] to prove it); `begin/end_cpu_access`, `mmap`,
 /// `fault` and `release` without it.
 pub(crate) trait Exporter: Send + Sync + Sized + 'static {
+    /// The ops table of this exporter type: a `static` made with [`DmaBufOps::of`].
+    /// Our dma-bufs are told apart from others by its address, and only a static has
+    /// exactly one.
+    const OPS: &'static DmaBufOps;
     /// Where the exported dma-buf is published for code that runs outside the core's
     /// callbacks (a worker). Filled at export, emptied at release.
     fn slot(&self) -> &DmaBufSlot;
@@ -27,7 +31,7 @@ pub(crate) trait Exporter: Send + Sync + Sized + 'static {
     fn pin(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>) -> Result;
     fn unpin(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>);
     fn map(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>, dir: Direction) -> Result<MappedSgTable>;
-    fn unmap(&self, _att: &Attachment<'_>, sgt: MappedSgTable) {
+    fn unmap(&self, _resv: &ResvLocked<'_>, _att: &Attachment<'_>, sgt: MappedSgTable) {
         drop(sgt);
     }
     fn begin_cpu_access(&self, dir: Direction) -> Result;
@@ -72,18 +76,20 @@ impl ResvLocked<'_> {
         unsafe { ffi::ulive_dma_buf_zap(self.dmabuf.as_ptr(), start as i64, len as i64) };
     }
 
-    /// Wait until every fence on the reservation object has signalled.
-    pub(crate) fn wait_idle(&self) -> Result {
+    /// Wait up to `timeout_ms` until every fence on the reservation object has
+    /// signalled: `Ok(true)` when idle, `Ok(false)` on timeout.
+    pub(crate) fn wait_idle(&self, timeout_ms: u32) -> Result<bool> {
+        let jiffies = kernel::time::msecs_to_jiffies(timeout_ms);
         // SAFETY: live (type invariant); waiting under the resv lock is allowed.
         let r = unsafe {
             bindings::dma_resv_wait_timeout(
                 (*self.dmabuf.as_ptr()).resv,
                 bindings::dma_resv_usage_DMA_RESV_USAGE_BOOKKEEP,
                 false,
-                kernel::ffi::c_long::MAX as _, // MAX_SCHEDULE_TIMEOUT
+                jiffies as _,
             )
         };
-        if r < 0 { to_result(r as i32) } else { Ok(()) }
+        if r < 0 { to_result(r as i32).map(|()| false) } else { Ok(r > 0) }
     }
 }
 
@@ -180,7 +186,7 @@ impl ExportedDmaBuf {
         info.exp_name = c"udmabuf_live".as_ptr().cast();
         // SAFETY: returns THIS_MODULE of this module; no preconditions.
         info.owner = unsafe { ffi::ulive_this_module() };
-        info.ops = &Vtable::<T>::OPS;
+        info.ops = &T::OPS.0;
         info.size = size;
         info.flags = bindings::O_RDWR as c_int;
         info.priv_ = priv_ as *mut _;
@@ -236,7 +242,7 @@ impl<T: Exporter> DmaBufRef<T> {
         let ptr = kernel::error::from_err_ptr(unsafe { bindings::dma_buf_get(fd) })?;
         let ptr = NonNull::new(ptr).ok_or(EINVAL)?;
         // SAFETY: `ptr` is a live dma-buf (we hold a reference).
-        if unsafe { (*ptr.as_ptr()).ops } != &Vtable::<T>::OPS as *const _ {
+        if unsafe { (*ptr.as_ptr()).ops } != &T::OPS.0 as *const _ {
             // SAFETY: drop the reference dma_buf_get() took.
             unsafe { bindings::dma_buf_put(ptr.as_ptr()) };
             return Err(EINVAL);
@@ -282,6 +288,19 @@ unsafe fn attachment<'a, T: Exporter>(ptr: *mut bindings::dma_buf_attachment) ->
     let raw = unsafe { &*ptr };
     // SAFETY: the attachment's dma-buf is ours and alive while attached.
     (unsafe { exporter::<T>(raw.dmabuf) }, Attachment { raw })
+}
+
+/// A `dma_buf_ops` table for exporter type `T`, to be put in a `static`.
+pub(crate) struct DmaBufOps(bindings::dma_buf_ops);
+
+// SAFETY: the table holds only function pointers and is never written after init.
+unsafe impl Sync for DmaBufOps {}
+
+impl DmaBufOps {
+    /// The table whose callbacks forward to `T`'s [`Exporter`] methods.
+    pub(crate) const fn of<T: Exporter>() -> Self {
+        Self(Vtable::<T>::OPS)
+    }
 }
 
 struct Vtable<T>(core::marker::PhantomData<T>);
@@ -340,9 +359,11 @@ impl<T: Exporter> Vtable<T> {
         // SAFETY: the core passes a live attachment to one of our dma-bufs.
         let (exp, att) = unsafe { attachment::<T>(att) };
         let Ok(dev) = att.device() else { return };
+        // SAFETY: 7.2 always calls unmap_dma_buf with the reservation lock held.
+        let resv = unsafe { ResvLocked::new(att.raw.dmabuf) };
         // SAFETY: `sgt` is a table our map_dma_buf made for this attachment and `dir`.
         if let Some(sgt) = unsafe { MappedSgTable::from_raw(sgt, dev, Direction::from_raw(dir)) } {
-            exp.unmap(&att, sgt);
+            exp.unmap(&resv, &att, sgt);
         }
     }
 

@@ -24,6 +24,11 @@ unsafe impl Send for PinnedPage {}
 unsafe impl Sync for PinnedPage {}
 
 impl PinnedPage {
+    /// Is this the same page as `other` (two pins on one page)?
+    pub(crate) fn same_page(&self, other: &PinnedPage) -> bool {
+        self.page == other.page
+    }
+
     pub(crate) fn pfn(&self) -> usize {
         // SAFETY: the page is valid (pinned) by the type invariant.
         unsafe { ffi::ulive_page_to_pfn(self.page.as_ptr()) as usize }
@@ -127,11 +132,17 @@ impl PinnedPages {
     }
 
     /// Put `new` at `index` and return the page it replaces (whose pin the caller
-    /// drops once nothing can reach the old page any more).
-    pub(crate) fn replace(&mut self, index: usize, new: PinnedPage) -> Result<PinnedPage> {
-        let slot = self.pages.get_mut(index).ok_or(EINVAL)?;
+    /// drops once nothing can reach the old page any more); `Err(new)` for an index
+    /// out of range.
+    pub(crate) fn replace(&mut self, index: usize, new: PinnedPage) -> core::result::Result<PinnedPage, PinnedPage> {
+        let Some(slot) = self.pages.get_mut(index) else { return Err(new) };
         self.as_appended = false;
         Ok(core::mem::replace(slot, new))
+    }
+
+    /// The page at `index`.
+    pub(crate) fn get(&self, index: usize) -> Option<&PinnedPage> {
+        self.pages.get(index)
     }
 
     /// Raw page array for C functions that only read it (sg tables, vm_map_ram).

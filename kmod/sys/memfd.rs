@@ -223,6 +223,20 @@ impl MemFile {
         Ok(counts)
     }
 
+    /// Does the current process still map this file at `m.va` for `m.len` bytes from
+    /// file byte `m.offset` on? Read under its mmap lock (see `ulive_still_mapped`).
+    pub(crate) fn still_mapped(&self, m: &FileMapping) -> bool {
+        // SAFETY: the file is valid (type invariant); the helper takes its own locks.
+        unsafe { ffi::ulive_still_mapped(self.ptr.as_ptr(), m.va as _, m.len as _, m.offset) }
+    }
+
+    /// Take the inode lock shared if nobody holds or waits for it exclusively: for a
+    /// caller that holds a lock ranking after it (the reservation lock).
+    pub(crate) fn try_lock_shared(&self) -> Option<InodeSharedGuard<'_>> {
+        // SAFETY: `ptr` is a valid file; on success the guard unlocks on drop.
+        unsafe { ffi::ulive_inode_trylock_shared(self.ptr.as_ptr()) }.then(|| InodeSharedGuard { file: self })
+    }
+
     /// Take the inode lock shared. Seals can only change under it in write mode, and
     /// `shmem_fallocate` holds it for write across a whole hole punch.
     pub(crate) fn lock_shared(&self) -> InodeSharedGuard<'_> {

@@ -28,7 +28,8 @@ pub(crate) trait IoctlHandler: Send + Sync + Sized + 'static {
 pub(crate) struct Misc(*mut bindings::miscdevice);
 
 impl Misc {
-    /// A counted reference to the device behind `/dev/NAME`, with a 64-bit DMA mask.
+    /// A counted reference to the device behind `/dev/NAME` (64-bit DMA mask, set at
+    /// registration).
     pub(crate) fn device(&self) -> Result<super::device::DeviceRef> {
         super::device::DeviceRef::of_misc(self.0)
     }
@@ -82,8 +83,17 @@ impl<T: IoctlHandler> MiscRegistration<T> {
                 // SAFETY: the initializer may write the slot.
                 unsafe { slot.write(misc) };
                 // SAFETY: `slot` is a filled, pinned miscdevice; drop deregisters it.
-                // INVARIANT: on success the device is registered with our fops.
-                to_result(unsafe { bindings::misc_register(slot) })
+                to_result(unsafe { bindings::misc_register(slot) })?;
+                // The device DMA-maps for CPU access (begin/end_cpu_access), as upstream's
+                // does: give it a 64-bit mask once, here, not at every CREATE.
+                // SAFETY: misc_register() succeeded, so `this_device` is a live device.
+                if let Err(e) = to_result(unsafe { ffi::ulive_dma_set_mask_64((*slot).this_device) }) {
+                    // SAFETY: registered just above and not yet published to anyone.
+                    unsafe { bindings::misc_deregister(slot) };
+                    return Err(e);
+                }
+                // INVARIANT: the device is registered with our fops.
+                Ok(())
             }),
             _pin: PhantomPinned,
         })

@@ -3,7 +3,8 @@
 //! this module contains `unsafe`.
 //!
 //! - `memfd`:  `MemFile` (an fget() reference), the inode lock, seals, `memfd_pin_folios`.
-//! - `memlock`: charging pinned pages to the creator's RLIMIT_MEMLOCK.
+//! - `memlock`: charging pinned pages to the creating user's RLIMIT_MEMLOCK.
+//! - `memcg`:  the creator's memory cgroup, for pages brought in on its behalf.
 //! - `folio`:  `PinnedPages`, the page array of a buffer with the folio pins behind it.
 //! - `sgt`:    `MappedSgTable`, an sg_table built from pinned pages and DMA-mapped.
 //! - `dmabuf`: exporting a dma-buf whose ops call an [`dmabuf::Exporter`] implementation.
@@ -17,6 +18,7 @@ pub(crate) mod device;
 pub(crate) mod dmabuf;
 pub(crate) mod folio;
 pub(crate) mod memfd;
+pub(crate) mod memcg;
 pub(crate) mod memlock;
 pub(crate) mod miscdev;
 pub(crate) mod notifier;

@@ -29,11 +29,21 @@ impl Direction {
 #[derive(Clone, Copy)]
 pub(crate) struct DmaDevice(pub(super) NonNull<bindings::device>);
 
+/// An `sg_table` with a word of the owner's beside it, so that a table handed to the
+/// dma-buf core comes back (unmap_dma_buf) with what the owner recorded at map time.
+#[repr(C)]
+struct TaggedTable {
+    /// First, so a pointer to the table is a pointer to the whole.
+    table: bindings::sg_table,
+    tag: u64,
+}
+
 /// An `sg_table` allocated here, filled from pinned pages (physically contiguous pages
 /// merged into one segment) and DMA-mapped for a device.
 ///
 /// # Invariants
-/// `sgt` is a kmalloc'ed, filled and DMA-mapped table for `dev` and `dir`, owned by us.
+/// `sgt` is the `table` of a KBox'ed [`TaggedTable`], filled and DMA-mapped for `dev`
+/// and `dir`, owned by us.
 pub(crate) struct MappedSgTable {
     sgt: NonNull<bindings::sg_table>,
     dev: DmaDevice,
@@ -50,8 +60,8 @@ impl MappedSgTable {
     /// upstream: CPU cache maintenance goes through begin/end_cpu_access.
     pub(crate) fn new(pages: &PinnedPages, dev: DmaDevice, dir: Direction) -> Result<Self> {
         let n = u32::try_from(pages.len()).map_err(|_| EINVAL)?;
-        let table = KBox::new(pin_init::zeroed::<bindings::sg_table>(), GFP_KERNEL)?;
-        let sgt = KBox::into_raw(table);
+        let table = KBox::new(TaggedTable { table: pin_init::zeroed(), tag: 0 }, GFP_KERNEL)?;
+        let sgt = KBox::into_raw(table).cast::<bindings::sg_table>();
         // SAFETY: `dev` is valid by the DmaDevice invariant.
         let max_segment = unsafe { ffi::ulive_dma_max_segment(dev.0.as_ptr()) };
         // SAFETY: `sgt` is a zeroed table we own; the page array holds `n` valid pages
@@ -69,7 +79,7 @@ impl MappedSgTable {
         };
         if let Err(e) = to_result(ret) {
             // SAFETY: `sgt` came from KBox::into_raw above and nothing else holds it.
-            drop(unsafe { KBox::from_raw(sgt) });
+            drop(unsafe { KBox::from_raw(sgt.cast::<TaggedTable>()) });
             return Err(e);
         }
         // SAFETY: the table is filled and `dev` is valid.
@@ -81,7 +91,7 @@ impl MappedSgTable {
             // the box by KBox::into_raw; neither is used afterwards.
             unsafe {
                 bindings::sg_free_table(sgt);
-                drop(KBox::from_raw(sgt));
+                drop(KBox::from_raw(sgt.cast::<TaggedTable>()));
             }
             return Err(e);
         }
@@ -89,6 +99,18 @@ impl MappedSgTable {
         let sgt = unsafe { NonNull::new_unchecked(sgt) };
         // INVARIANT: allocated, filled and mapped above.
         Ok(Self { sgt, dev, dir })
+    }
+
+    /// The owner's word kept with the table (0 until set).
+    pub(crate) fn tag(&self) -> u64 {
+        // SAFETY: `sgt` is the first field of a live TaggedTable (type invariant).
+        unsafe { (*self.sgt.as_ptr().cast::<TaggedTable>()).tag }
+    }
+
+    /// Keep `tag` with the table until it comes back.
+    pub(crate) fn set_tag(&mut self, tag: u64) {
+        // SAFETY: as in `tag`; `&mut self` owns the table.
+        unsafe { (*self.sgt.as_ptr().cast::<TaggedTable>()).tag = tag };
     }
 
     /// Number of DMA segments after mapping (what an importer walks).
@@ -124,12 +146,12 @@ impl MappedSgTable {
 impl Drop for MappedSgTable {
     fn drop(&mut self) {
         let sgt = self.sgt.as_ptr();
-        // SAFETY: by the type invariant the table is mapped for `dev`/`dir`, and was
-        // allocated with KBox; it is unmapped, freed and never used again.
+        // SAFETY: by the type invariant the table is mapped for `dev`/`dir`, and is the
+        // first field of a KBox'ed TaggedTable; it is unmapped, freed and never used again.
         unsafe {
             ffi::ulive_dma_unmap_sgtable(self.dev.0.as_ptr(), sgt, self.dir.raw(), bindings::DMA_ATTR_SKIP_CPU_SYNC as _);
             bindings::sg_free_table(sgt);
-            drop(KBox::from_raw(sgt));
+            drop(KBox::from_raw(sgt.cast::<TaggedTable>()));
         }
     }
 }

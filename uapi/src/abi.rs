@@ -99,6 +99,13 @@ pub const UDMABUF_LIVE_STATE_STALE: u32 = 1 << 1;
 pub const UDMABUF_LIVE_STATE_WATCHED: u32 = 1 << 2;
 /// `UdmabufLiveInfo::state`: a kernel vmap of the buffer is active.
 pub const UDMABUF_LIVE_STATE_VMAPPED: u32 = 1 << 3;
+/// `UdmabufLiveInfo::state`: the memfd was write-sealed (F_SEAL_WRITE or
+/// F_SEAL_FUTURE_WRITE) after create. The buffer keeps the pages it has and takes no
+/// new page from the memfd: no more live updates, and SYNC fails with EPERM.
+pub const UDMABUF_LIVE_STATE_SEALED: u32 = 1 << 4;
+/// `UdmabufLiveInfo::state`: old pages an update replaced are still pinned, because an
+/// importer mapping made from them has not been unmapped yet.
+pub const UDMABUF_LIVE_STATE_RETIRED: u32 = 1 << 5;
 
 /// `UDMABUF_LIVE_INFO`: the state of a buffer.
 #[repr(C)]
@@ -127,7 +134,8 @@ pub struct UdmabufLiveInfo {
 }
 
 /// `UDMABUF_LIVE_SYNC`: apply every pending update, waiting up to `timeout_ms` for a
-/// deferred one (pinned or vmapped buffer). ETIMEDOUT if still stale by then.
+/// deferred one (pinned or vmapped buffer). ETIMEDOUT if still stale by then; EPERM if
+/// the memfd was write-sealed after create (`UDMABUF_LIVE_STATE_SEALED`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdmabufLiveSync {

@@ -60,6 +60,10 @@ struct udmabuf_create_list {
 #define UDMABUF_LIVE_STATE_WATCHED	(1U << 2)
 /* A kernel vmap of the buffer is active. */
 #define UDMABUF_LIVE_STATE_VMAPPED	(1U << 3)
+/* The memfd was write-sealed after create: no more live updates; SYNC fails with EPERM. */
+#define UDMABUF_LIVE_STATE_SEALED	(1U << 4)
+/* Old pages are still pinned for an importer mapping made before the last update. */
+#define UDMABUF_LIVE_STATE_RETIRED	(1U << 5)
 
 struct udmabuf_live_info {
 	__u32 dmabuf_fd;	/* in */
