@@ -22,4 +22,5 @@ extern "C" {
     pub(crate) fn ulimp_sg_next(sg: *mut bindings::scatterlist) -> *mut bindings::scatterlist;
     pub(crate) fn ulimp_sg_page(sg: *mut bindings::scatterlist, n: c_ulong) -> *mut bindings::page;
     pub(crate) fn ulimp_page_to_pfn(page: *mut bindings::page) -> c_ulong;
+    pub(crate) fn ulimp_pfn_dma_pinned(pfn: c_ulong) -> bool;
 }

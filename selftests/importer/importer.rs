@@ -203,11 +203,10 @@ impl ImporterFile {
 
     fn pfns(&self, arg: usize) -> Result<isize> {
         let req: ImporterPfns = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterPfns>()).reader().read()?;
-        let dma = match req.flags {
-            0 => false,
-            IMPORTER_PFNS_DMA => true,
-            _ => return Err(EINVAL),
-        };
+        let flags = req.flags;
+        if !matches!(flags, 0 | IMPORTER_PFNS_DMA | IMPORTER_PFNS_PINNED) {
+            return Err(EINVAL);
+        }
         if req.reserved != 0 {
             return Err(EINVAL);
         }
@@ -225,14 +224,20 @@ impl ImporterFile {
             // Allocated before the reservation lock is taken.
             let mut pfns = KVVec::from_elem(0u64, count, GFP_KERNEL)?;
             let mut locked = a.att.lock()?;
-            map_if_needed(&mut locked, &mut a.counters)?;
-            let m = locked.mapping().ok_or(EINVAL)?;
-            if dma {
-                m.dma_pfns(first, &mut pfns)?;
+            if flags == IMPORTER_PFNS_PINNED {
+                // The mapping as it is: an invalidated one is what this asks about.
+                locked.mapping().ok_or(ENXIO)?.pages_pinned(first, &mut pfns)?;
+                pfns
             } else {
-                m.page_pfns(first, &mut pfns)?;
+                map_if_needed(&mut locked, &mut a.counters)?;
+                let m = locked.mapping().ok_or(EINVAL)?;
+                if flags == IMPORTER_PFNS_DMA {
+                    m.dma_pfns(first, &mut pfns)?;
+                } else {
+                    m.page_pfns(first, &mut pfns)?;
+                }
+                pfns
             }
-            pfns
         };
         // Both locks are dropped: copy out.
         let bytes = pfns.as_bytes();

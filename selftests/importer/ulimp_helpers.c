@@ -43,9 +43,19 @@ void ulimp_dma_buf_assert_locked(struct dma_buf *dmabuf)
 
 /* ---- DMA mapping ---- */
 
-/* As upstream udmabuf does for its misc device. */
+/* The DMA limits of the one importer device (a misc device has none of its own). */
+static struct device_dma_parameters ulimp_dma_parms;
+
+/*
+ * Give the importer's device the DMA limits of a GPU: a 64-bit mask and segments of
+ * any length an unsigned int holds. Without dma_parms the DMA API's default segment
+ * limit is 64 KiB, which an exporter must respect (dma_get_max_seg_size()).
+ */
 int ulimp_dma_set_mask_64(struct device *dev)
 {
+	if (!dev->dma_parms)
+		dev->dma_parms = &ulimp_dma_parms;
+	dma_set_max_seg_size(dev, UINT_MAX);
 	return dma_coerce_mask_and_coherent(dev, DMA_BIT_MASK(64));
 }
 
@@ -78,4 +88,13 @@ struct page *ulimp_sg_page(struct scatterlist *sg, unsigned long n)
 unsigned long ulimp_page_to_pfn(struct page *page)
 {
 	return page_to_pfn(page);
+}
+
+/*
+ * Is the folio of page @pfn DMA-pinned? Test-only: it reads the page's counts even if
+ * the page went back to the allocator, which is exactly what it is there to detect.
+ */
+bool ulimp_pfn_dma_pinned(unsigned long pfn)
+{
+	return pfn_valid(pfn) && folio_maybe_dma_pinned(page_folio(pfn_to_page(pfn)));
 }

@@ -27,5 +27,6 @@ void ulimp_dma_sync_sgtable_for_cpu(struct device *dev, struct sg_table *sgt,
 struct scatterlist *ulimp_sg_next(struct scatterlist *sg);
 struct page *ulimp_sg_page(struct scatterlist *sg, unsigned long n);
 unsigned long ulimp_page_to_pfn(struct page *page);
+bool ulimp_pfn_dma_pinned(unsigned long pfn);
 
 #endif /* ULIMP_HELPERS_H */

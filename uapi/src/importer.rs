@@ -82,6 +82,12 @@ pub struct ImporterRead {
 /// (no IOMMU, no bounce buffering, as in the test guest).
 pub const IMPORTER_PFNS_DMA: u32 = 1;
 
+/// `PFNS` flag: instead of PFNs, 1 for each page of the *current* mapping (stale or not:
+/// no remap) whose folio is still DMA-pinned (`folio_maybe_dma_pinned`), else 0.
+/// ENXIO without a mapping. What an exporter owes an importer whose mapping was
+/// invalidated but is not unmapped yet: its pages must not go back to the allocator.
+pub const IMPORTER_PFNS_PINNED: u32 = 2;
+
 /// `PFNS` argument: the page frame numbers the attachment's current mapping points at for
 /// buffer pages `first_page..first_page + count` (cut at the end of the buffer and at
 /// [`IMPORTER_PFNS_MAX`]), written as `u64`s to `user_ptr`. Buffer page `i` is the page
@@ -94,7 +100,8 @@ pub struct ImporterPfns {
     pub count: u64,
     pub user_ptr: u64,
     /// 0: the struct pages behind the CPU segments (`page_to_pfn`);
-    /// [`IMPORTER_PFNS_DMA`]: the DMA segments' addresses shifted by `PAGE_SHIFT`.
+    /// [`IMPORTER_PFNS_DMA`]: the DMA segments' addresses shifted by `PAGE_SHIFT`;
+    /// [`IMPORTER_PFNS_PINNED`]: the pin state of the current mapping's pages.
     pub flags: u32,
     /// Must be 0.
     pub reserved: u32,

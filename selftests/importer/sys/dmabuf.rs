@@ -439,6 +439,19 @@ impl Mapping<'_> {
         })
     }
 
+    /// For the buffer pages `i` in `first_page..first_page + out.len()`: 1 if the folio
+    /// of the CPU page holding byte `i * PAGE_SIZE` is DMA-pinned, else 0. EINVAL if the
+    /// table does not cover them, EOPNOTSUPP if it carries no pages.
+    pub(crate) fn pages_pinned(&self, first_page: usize, out: &mut [u64]) -> Result {
+        self.page_pfns(first_page, out)?;
+        for slot in out.iter_mut() {
+            // SAFETY: `*slot` is the PFN of a page the table points at: a valid memmap
+            // entry, whose flags and counts the helper only reads.
+            *slot = unsafe { ffi::ulimp_pfn_dma_pinned(*slot as _) } as u64;
+        }
+        Ok(())
+    }
+
     /// The DMA address of byte `i * PAGE_SIZE` of the buffer shifted right by
     /// `PAGE_SHIFT`, for the buffer pages `i` in `first_page..first_page + out.len()`,
     /// walking the DMA segments. EINVAL if they do not cover those pages.

@@ -415,7 +415,7 @@ fn pfns_ranges_and_bad_requests() -> CaseResult {
         expect_errno("PFNS starting past the end", imp.pfns(pages as u64 + 1, &mut tail, flags), Errno::EINVAL)?;
     }
     let mut out = [0u64; 4];
-    let mut req = ImporterPfns { first_page: 0, count: 4, user_ptr: out.as_mut_ptr() as u64, flags: 2, reserved: 0 };
+    let mut req = ImporterPfns { first_page: 0, count: 4, user_ptr: out.as_mut_ptr() as u64, flags: 4, reserved: 0 };
     expect_errno("PFNS with an unknown flag", imp.pfns_req(&mut req), Errno::EINVAL)?;
     req.flags = 0;
     req.reserved = 1;
