@@ -19,6 +19,7 @@ mod live_close;
 mod live_errors;
 mod live_importers;
 mod live_lazy;
+mod live_safety;
 mod live_stress;
 mod live_util;
 mod mmap;
@@ -64,6 +65,7 @@ pub fn all() -> Vec<Suite> {
         live_close::suite(),
         live_stress::suite(),
         live_errors::suite(),
+        live_safety::suite(),
         debugfs::suite(),
         security::suite(),
         // The CLI as users run it, as separate processes, on both devices.

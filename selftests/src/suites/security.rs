@@ -1,6 +1,8 @@
 //! Security: who may use the device, and how much memory a user may pin with it.
-//! Upstream udmabuf lets any user of the device pin memory without limit; udmabuf-live
-//! charges pinned pages to the creator's RLIMIT_MEMLOCK (module param `account_memlock`).
+//! Upstream udmabuf lets any user of the device pin memory without limit, and so does
+//! udmabuf-live by default (a drop-in). With `account_memlock=1` it charges every page a
+//! buffer pins to the creating *user* against RLIMIT_MEMLOCK, as io_uring does, so that
+//! handing buffers from child to parent does not escape the limit.
 
 use super::common::*;
 use super::{cases, Suite};
@@ -23,8 +25,10 @@ pub fn suite() -> Suite {
         cases: cases![
             device_node_is_root_only,
             unprivileged_open_refused,
+            memlock_accounting_is_off_by_default,
             memlock_limit_applies_to_unprivileged_creator,
-            memlock_accounting_can_be_turned_off,
+            memlock_charge_follows_the_user,
+            memlock_keeps_upstream_errno_order,
             pfns_needs_cap_sys_admin,
         ],
     }
@@ -78,13 +82,6 @@ impl Drop for OpenDevice {
     }
 }
 
-/// The calling process's VmPin (pinned_vm, where the pins are charged) in KiB.
-fn vmpin_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmPin:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Errno of UDMABUF_CREATE over a fresh sealed shmem memfd of `size` bytes, or 0.
 fn try_create(size: u64) -> i32 {
     let Ok(dev) = open_device(&device_path()) else { return 90 };
@@ -120,33 +117,49 @@ fn unprivileged_open_refused() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// Upstream charges nothing: neither do we unless asked (`account_memlock=0` default).
+fn memlock_accounting_is_off_by_default() -> CaseResult {
+    if let Some(skip) = live_only() {
+        return Ok(skip);
+    }
+    let param = std::fs::read_to_string(param_path(&device_path(), "account_memlock"))?;
+    expect_eq("account_memlock by default", param.trim(), "N")?;
+    let _open = OpenDevice::new()?;
+    let code = as_nobody(Some(1 << 20), || try_create(4 << 20))?;
+    expect_eq("create of 4 MiB under a 1 MiB RLIMIT_MEMLOCK, as upstream allows", code, 0)?;
+    Ok(Outcome::Pass)
+}
+
+/// Turn accounting on for the guard's life.
+fn accounting_on() -> Result<ParamGuard> {
+    ParamGuard::set(&device_path(), "account_memlock", 1).context("account_memlock=1")
+}
+
 fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
     if let Some(skip) = live_only() {
         return Ok(skip);
     }
     let _open = OpenDevice::new()?;
+    let _on = accounting_on()?;
     let limit = 1 << 20;
     let code = as_nobody(Some(limit), || {
         let Ok(dev) = open_device(&device_path()) else { return 90 };
         let Ok(m) = memfd(Backing::Shmem, 4 << 20) else { return 91 };
-        let base = vmpin_kib().unwrap_or(u64::MAX);
-        // Within the limit: allowed, and charged to VmPin.
+        // Within the limit: allowed.
         let Ok(half) = create(dev.as_fd(), &m, 0, 512 << 10, 0) else { return 10 };
-        if vmpin_kib() != Some(base + 512) {
-            return 11;
-        }
-        // Beyond it (512 KiB held + 1 MiB asked > 1 MiB): ENOMEM, nothing charged.
+        // Beyond it (512 KiB held + 1 MiB asked > 1 MiB): ENOMEM.
         match create(dev.as_fd(), &m, 0, 1 << 20, 0) {
             Err(Errno::ENOMEM) => {}
             _ => return 12,
         }
-        if vmpin_kib() != Some(base + 512) {
+        // What is left fits.
+        if create(dev.as_fd(), &m, 0, 512 << 10, 0).is_err() {
             return 13;
         }
-        // Closing the buffer returns the charge (release may be deferred a little).
+        // Closing a buffer returns its charge (release may be deferred a little).
         drop(half);
         for _ in 0..200 {
-            if vmpin_kib() == Some(base) {
+            if create(dev.as_fd(), &m, 0, 512 << 10, 0).is_ok() {
                 return 0;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -156,27 +169,108 @@ fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
     let what = match code {
         0 => return Ok(Outcome::Pass),
         10 => "a 512 KiB buffer under a 1 MiB RLIMIT_MEMLOCK was refused",
-        11 => "VmPin did not grow by 512 KiB",
         12 => "a buffer beyond RLIMIT_MEMLOCK was not refused with ENOMEM",
-        13 => "the refused create changed VmPin",
-        14 => "VmPin did not return to its base after close",
+        13 => "the refused create kept a charge: the rest of the limit was refused",
+        14 => "closing a buffer did not return its charge",
         _ => "the child could not set up (open/memfd/setuid)",
     };
     bail!("{what} (child exit {code})")
 }
 
-fn memlock_accounting_can_be_turned_off() -> CaseResult {
+/// The escape of a per-mm charge: a child creates a buffer, hands it to its parent over
+/// a unix socket and exits. The parent (same user) must still be held to the limit.
+fn memlock_charge_follows_the_user() -> CaseResult {
+    use nix::sys::socket::{recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+    use std::io::IoSlice;
+    use std::os::fd::{FromRawFd, OwnedFd};
     if let Some(skip) = live_only() {
         return Ok(skip);
     }
     let _open = OpenDevice::new()?;
-    let _param = ParamGuard::set(&device_path(), "account_memlock", 0).context("account_memlock=0")?;
-    let code = as_nobody(Some(1 << 20), || try_create(4 << 20))?;
-    expect_eq("create of 4 MiB under a 1 MiB limit with account_memlock=0", code, 0)?;
-    drop(_param);
-    let code = as_nobody(Some(1 << 20), || try_create(4 << 20))?;
-    expect_eq("the same with account_memlock=1", code, Errno::ENOMEM as i32)?;
-    Ok(Outcome::Pass)
+    let _on = accounting_on()?;
+    let code = as_nobody(Some(1 << 20), || {
+        let Ok((a, b)) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC) else { return 90 };
+        // SAFETY: single-threaded; the child only makes syscalls and leaves with _exit.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                let code = (|| {
+                    let dev = open_device(&device_path()).ok()?;
+                    let m = memfd(Backing::Shmem, 768 << 10).ok()?;
+                    let buf = create(dev.as_fd(), &m, 0, 768 << 10, 0).ok()?;
+                    let fds = [buf.as_raw_fd()];
+                    sendmsg::<()>(b.as_raw_fd(), &[IoSlice::new(b"b")], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None).ok()?;
+                    Some(0)
+                })()
+                .unwrap_or(80);
+                // SAFETY: leave the child at once.
+                unsafe { nix::libc::_exit(code) }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                let mut byte = [0u8; 1];
+                let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+                let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+                let Ok(msg) = recvmsg::<()>(a.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()) else { return 91 };
+                let mut got = None;
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            // SAFETY: the fd arrived with SCM_RIGHTS and is ours now.
+                            got = fds.first().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) });
+                        }
+                    }
+                }
+                let Some(held) = got else { return 92 };
+                if !matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0))) {
+                    return 93;
+                }
+                // The child is gone; its 768 KiB buffer lives here. 768 KiB more is over 1 MiB.
+                let code = match try_create(768 << 10) {
+                    e if e == Errno::ENOMEM as i32 => 0,
+                    0 => 10,
+                    _ => 94,
+                };
+                drop(held);
+                code
+            }
+            Err(_) => 95,
+        }
+    })?;
+    match code {
+        0 => Ok(Outcome::Pass),
+        10 => bail!("a buffer handed over by an exited child escaped RLIMIT_MEMLOCK: 1.5 MiB pinned under a 1 MiB limit"),
+        c => bail!("the child could not set up (exit {c})"),
+    }
+}
+
+/// The charge comes where upstream would pin: an item's own EBADFD and EINVAL checks
+/// come first, whatever its size.
+fn memlock_keeps_upstream_errno_order() -> CaseResult {
+    if let Some(skip) = live_only() {
+        return Ok(skip);
+    }
+    let _open = OpenDevice::new()?;
+    let _on = accounting_on()?;
+    let code = as_nobody(Some(1 << 20), || {
+        let Ok(dev) = open_device(&device_path()) else { return 90 };
+        // Not a memfd (the device fd itself), 4 MiB: EBADFD, not ENOMEM.
+        match create_raw(dev.as_fd(), dev.as_raw_fd() as u32, 0, 0, 4 << 20) {
+            Err(Errno::EBADFD) => {}
+            _ => return 10,
+        }
+        // A memfd without F_SEAL_SHRINK, 4 MiB: EINVAL, not ENOMEM.
+        let Ok(m) = memfd_with_seals(Backing::Shmem, 4 << 20, nix::fcntl::SealFlag::empty()) else { return 91 };
+        match create(dev.as_fd(), &m, 0, 4 << 20, 0) {
+            Err(Errno::EINVAL) => {}
+            _ => return 11,
+        }
+        0
+    })?;
+    match code {
+        0 => Ok(Outcome::Pass),
+        10 => bail!("a 4 MiB CREATE of a non-memfd fd under a 1 MiB limit did not fail with EBADFD"),
+        11 => bail!("a 4 MiB CREATE of an unsealed memfd under a 1 MiB limit did not fail with EINVAL"),
+        c => bail!("the child could not set up (exit {c})"),
+    }
 }
 
 nix::ioctl_write_ptr_bad!(ioctl_pfns, UDMABUF_LIVE_PFNS, UdmabufLivePfns);

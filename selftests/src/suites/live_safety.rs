@@ -1,0 +1,371 @@
+//! What a live update must never do, one case per finding of the kernel review
+//! (RELIABILITY.md, "Review findings"): take a page from a memfd that was write-sealed
+//! after CREATE, free pages a dynamic importer's invalidated mapping still points at,
+//! miss a sync point (an update in flight, a static map right after a punch), lose an
+//! update whose swap failed, trust a mapping that went away during CREATE, charge the
+//! pages it brings in to the wrong memory cgroup, or lose a write that races with the
+//! worker on two CPUs.
+//!
+//! The races are widened on purpose with the module's test hooks (`test_delay_ms`,
+//! `test_fail_swaps`, root only, off by default), so each case hits its window every run.
+
+use super::common::*;
+use super::importer_client::{Attach, Importer};
+use super::live_util::*;
+use super::{cases, Suite};
+use crate::ktap::{CaseResult, Outcome};
+use crate::util::device_path;
+use anyhow::{bail, ensure, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::SealFlag;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use udmabuf_live_uapi::importer::IMPORTER_PFNS_PINNED;
+use udmabuf_live_uapi::*;
+
+pub fn suite() -> Suite {
+    Suite {
+        name: "live-safety",
+        cases: cases![
+            write_seal_after_punch_holds,
+            old_pages_stay_pinned_until_unmap,
+            cpu_sync_waits_for_update_in_flight,
+            static_map_right_after_punch_sees_new_pages,
+            failed_swap_stays_pending,
+            unmap_during_create_is_not_watched,
+            refilled_pages_charged_to_creators_memcg,
+            punch_refill_race_shmem_two_cpus,
+            punch_refill_race_hugetlb_two_cpus,
+        ],
+    }
+}
+
+const SEALED: u32 = UDMABUF_LIVE_STATE_SEALED;
+const RETIRED: u32 = UDMABUF_LIVE_STATE_RETIRED;
+
+/// Poll `cond` every 5 ms for up to `secs` seconds.
+fn wait_for(secs: u64, mut cond: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if cond()? {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
+
+/// Finding 1. Create over a memfd nobody maps, punch all of it, write new bytes, add
+/// F_SEAL_WRITE (which memfd_add_seals allows: no page-cache folio carries our pins any
+/// more), then write through the dma-buf after DMA_BUF_IOCTL_SYNC. The sealed memfd must
+/// not change, on either driver; ours says SEALED and refuses SYNC with EPERM.
+fn write_seal_after_punch_holds() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = 16 * ps();
+    for device in [test_device(), "/dev/udmabuf".to_string()] {
+        let dev = open_device(&device)?;
+        let memfd = memfd(Backing::Shmem, size)?;
+        pwrite(&memfd, 0, &pattern(1, size))?;
+        let buf = create(dev.as_fd(), &memfd, 0, size, 0).with_context(|| format!("{device}: UDMABUF_CREATE"))?;
+        punch(&memfd, 0, size)?;
+        pwrite(&memfd, 0, &pattern(2, size))?;
+        add_seals(&memfd, SealFlag::F_SEAL_WRITE).with_context(|| format!("{device}: F_SEAL_WRITE after the punch"))?;
+        ensure!(pwrite(&memfd, 0, b"x").is_err(), "{device}: pwrite succeeded on a write-sealed memfd");
+        let view = Mapping::shared(&buf, size)?;
+        // Ours may refuse nothing here: CPU access works on the pages the buffer has.
+        dmabuf_sync(&buf, SYNC_START | SYNC_RW).with_context(|| format!("{device}: DMA_BUF_IOCTL_SYNC START"))?;
+        view.write(0, &pattern(3, size));
+        dmabuf_sync(&buf, SYNC_END | SYNC_RW).with_context(|| format!("{device}: DMA_BUF_IOCTL_SYNC END"))?;
+        expect_bytes(
+            &format!("{device}: the write-sealed memfd after a write through the dma-buf"),
+            &pread(&memfd, 0, size)?,
+            &pattern(2, size),
+        )?;
+        if device == test_device() {
+            expect_state("after the seal", &info(&dev, &buf)?, SEALED, 0)?;
+            match try_sync(&dev, &buf, 0) {
+                Err(Errno::EPERM) => {}
+                other => bail!("SYNC on a buffer whose memfd was write-sealed: {other:?}, expected EPERM"),
+            }
+        }
+    }
+    Ok(Outcome::Pass)
+}
+
+/// Finding 2. A dynamic importer may use its mapping until it unmaps, even after
+/// invalidate_mappings. After a punch, every page of its invalidated mapping must still
+/// be pinned (INFO: RETIRED); once it maps again, the old pages go.
+fn old_pages_stay_pinned_until_unmap() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    const PAGES: u64 = 32;
+    let size = PAGES * ps();
+    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 1)?;
+    let imp = Importer::open()?;
+    imp.import(&buf, Attach::Dynamic)?;
+    punch(&memfd, 8 * ps(), 2 * ps())?;
+    map.write(0, &pattern(2, size));
+    let applied = wait_for(5, || Ok(info(&dev, &buf)?.updates >= 1 && imp.stats()?.invalidations >= 1))?;
+    ensure!(applied, "the punch was not applied within 5 s: {:?}", info(&dev, &buf)?);
+    let mut pinned = vec![0u64; PAGES as usize];
+    let n = imp.pfns(0, &mut pinned, IMPORTER_PFNS_PINNED).context("PFNS(PINNED) of the invalidated mapping")?;
+    ensure!(n == PAGES as usize, "PFNS(PINNED) gave {n} of {PAGES} pages");
+    let unpinned: Vec<usize> = (0..pinned.len()).filter(|&i| pinned[i] != 1).collect();
+    ensure!(unpinned.is_empty(), "pages {unpinned:?} of the importer's invalidated mapping were unpinned before it unmapped");
+    expect_state("while the old mapping lives", &info(&dev, &buf)?, RETIRED, 0)?;
+    // Map again (the old mapping is unmapped first): the old pages may go now.
+    let v = imp.view(PAGES).context("remap")?;
+    ensure!(v.remaps == 1, "the importer mapped again {} times, expected 1", v.remaps);
+    expect_state("after the importer unmapped its old mapping", &info(&dev, &buf)?, 0, RETIRED)?;
+    let mut pinned = vec![0u64; PAGES as usize];
+    imp.pfns(0, &mut pinned, IMPORTER_PFNS_PINNED).context("PFNS(PINNED) of the new mapping")?;
+    ensure!(pinned.iter().all(|&p| p == 1), "the new mapping has unpinned pages: {pinned:?}");
+    imp.release().context("release")?;
+    Ok(Outcome::Pass)
+}
+
+/// The page the in-flight cases punch and rewrite.
+const PAGE: u64 = 4;
+
+/// A watched 16-page buffer, then page PAGE punched and rewritten through the memfd
+/// mapping while the worker sleeps `delay_ms` between taking its marks and installing
+/// the new page.
+fn punched_in_flight(delay_ms: u64) -> Result<(Watched, ParamGuard)> {
+    let w = watched(Backing::Shmem, 16 * ps(), 1)?;
+    let delay = ParamGuard::set(&device_path(), "test_delay_ms", delay_ms).context("test hook test_delay_ms")?;
+    punch(&w.memfd, PAGE * ps(), ps())?;
+    w.map.write(PAGE * ps(), &pattern(2, ps()));
+    // The worker has taken the marks by now and sleeps in the widened window.
+    std::thread::sleep(Duration::from_millis(100));
+    Ok((w, delay))
+}
+
+/// Finding 6, first part: DMA_BUF_IOCTL_SYNC while the worker holds the marks must wait
+/// for it, not return at once with the old page.
+fn cpu_sync_waits_for_update_in_flight() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    // Keep the memfd mapping: without it the buffer is no longer watched.
+    let (Watched { dev, buf, map: _map, memfd: _memfd }, _delay) = punched_in_flight(400)?;
+    let view = Mapping::shared(&buf, 16 * ps())?;
+    expect_state("with the update in flight", &info(&dev, &buf)?, WATCHED, 0)?;
+    dmabuf_sync(&buf, SYNC_START | SYNC_READ).context("DMA_BUF_IOCTL_SYNC START")?;
+    let got = view.read(PAGE * ps(), ps());
+    dmabuf_sync(&buf, SYNC_END | SYNC_READ).context("DMA_BUF_IOCTL_SYNC END")?;
+    expect_bytes("the punched page through the dma-buf right after DMA_BUF_IOCTL_SYNC", &got, &pattern(2, ps()))?;
+    expect_all_matching("after DMA_BUF_IOCTL_SYNC", &dev, &buf, 16)?;
+    Ok(Outcome::Pass)
+}
+
+/// Finding 6, second part: a static importer that maps right after a punch (the
+/// worker not done yet) must map the new page, not the truncated one.
+fn static_map_right_after_punch_sees_new_pages() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    // Keep the memfd mapping: without it the buffer is no longer watched.
+    let (Watched { dev, buf, map: _map, memfd: _memfd }, _delay) = punched_in_flight(400)?;
+    expect_state("with the update in flight", &info(&dev, &buf)?, WATCHED, 0)?;
+    let imp = Importer::open()?;
+    imp.import(&buf, Attach::Static)?;
+    let mut got = vec![0u8; ps() as usize];
+    imp.read((PAGE * ps()) as usize, &mut got).context("READ")?;
+    expect_bytes("the punched page as a static importer maps it right after the punch", &got, &pattern(2, ps()))?;
+    imp.release().context("release")?;
+    sync(&dev, &buf, 0)?;
+    expect_all_matching("after the importer left", &dev, &buf, 16)?;
+    Ok(Outcome::Pass)
+}
+
+/// Finding 6, third part: a swap that fails after the new pages were pinned (test hook
+/// `test_fail_swaps`) must leave the buffer PENDING, and the next SYNC must apply it.
+fn failed_swap_stays_pending() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = 16 * ps();
+    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 1)?;
+    let path = param_path(&device_path(), "test_fail_swaps");
+    let _fail = ParamGuard::set(&device_path(), "test_fail_swaps", 1).context("test hook test_fail_swaps")?;
+    punch(&memfd, PAGE * ps(), ps())?;
+    map.write(PAGE * ps(), &pattern(2, ps()));
+    let failed = wait_for(5, || Ok(std::fs::read_to_string(&path)?.trim() == "0"))?;
+    ensure!(failed, "the worker did not reach its swap within 5 s");
+    let i = info(&dev, &buf)?;
+    expect_state("after a failed swap", &i, PENDING, STALE)?;
+    ensure!(i.updates == 0, "INFO counts {} updates after the only swap failed", i.updates);
+    sync(&dev, &buf, 0).context("SYNC after the failed swap")?;
+    expect_all_matching("after SYNC", &dev, &buf, 16)?;
+    Ok(Outcome::Pass)
+}
+
+/// Finding 5: the creator's only mapping goes away between CREATE finding it and
+/// watching it (window widened by `test_delay_ms`). The buffer must not claim to be
+/// watched, and the lazy checks must keep it coherent.
+fn unmap_during_create_is_not_watched() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = 16 * ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    let map = Mapping::shared(&memfd, size)?;
+    map.write(0, &pattern(1, size));
+    let (addr, len) = (map.addr(), size as usize);
+    std::mem::forget(map); // unmapped by the thread below
+    let delay = ParamGuard::set(&device_path(), "test_delay_ms", 300).context("test hook test_delay_ms")?;
+    let unmapper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: the mapping made above, forgotten so that nothing else unmaps it.
+        unsafe { nix::libc::munmap(addr as *mut _, len) }
+    });
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    ensure!(unmapper.join().ok() == Some(0), "munmap failed");
+    drop(delay);
+    expect_state("the creator's mapping went away during CREATE", &info(&dev, &buf)?, 0, WATCHED)?;
+    punch(&memfd, PAGE * ps(), ps())?;
+    pwrite(&memfd, PAGE * ps(), &pattern(2, ps()))?;
+    sync(&dev, &buf, 0)?;
+    expect_all_matching("after a punch and SYNC", &dev, &buf, 16)?;
+    Ok(Outcome::Pass)
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// A memory cgroup of our own under cgroup2, removed on drop.
+struct MemCgroup(String);
+
+impl MemCgroup {
+    fn new(name: &str) -> Result<Self> {
+        if !std::path::Path::new(&format!("{CGROUP_ROOT}/cgroup.controllers")).exists() {
+            std::fs::create_dir_all(CGROUP_ROOT)?;
+            nix::mount::mount(Some("cgroup2"), CGROUP_ROOT, Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>)
+                .context("mount cgroup2")?;
+        }
+        std::fs::write(format!("{CGROUP_ROOT}/cgroup.subtree_control"), "+memory").context("enable the memory controller")?;
+        let dir = format!("{CGROUP_ROOT}/{name}");
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).with_context(|| format!("mkdir {dir}"))?;
+        Ok(Self(dir))
+    }
+
+    fn current(&self) -> Result<u64> {
+        let s = std::fs::read_to_string(format!("{}/memory.current", self.0))?;
+        Ok(s.trim().parse()?)
+    }
+
+    fn enter(&self) -> Result<()> {
+        std::fs::write(format!("{}/cgroup.procs", self.0), std::process::id().to_string()).context("join the cgroup")
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Finding 4: the worker re-faults punched pages in a kworker. They must be charged to
+/// the buffer creator's memory cgroup, not the root's: after punching half of an 8 MiB
+/// buffer and letting the worker refill it, the cgroup's usage must not drop by it.
+fn refilled_pages_charged_to_creators_memcg() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let cg = MemCgroup::new("ulive-memcg")?;
+    let size = 8 << 20;
+    in_child("in a memory cgroup", || {
+        cg.enter()?;
+        let Watched { dev, memfd, map: _map, buf } = watched(Backing::Shmem, size, 1)?;
+        let before = cg.current()?;
+        ensure!(before >= size, "memory.current {before} below the buffer's {size} bytes");
+        punch(&memfd, 0, size / 2)?;
+        sync(&dev, &buf, 0)?;
+        expect_all_matching("after the refill", &dev, &buf, size / ps())?;
+        let after = cg.current()?;
+        ensure!(
+            after + (1 << 20) >= before,
+            "memory.current fell from {before} to {after} bytes: the {} KiB the worker brought in were charged elsewhere",
+            size / 2 / 1024
+        );
+        Ok(())
+    })?;
+    Ok(Outcome::Pass)
+}
+
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Finding 7: one thread punches a page of a watched buffer and another writes it at
+/// once through the memfd mapping, while the worker runs, round after round on two CPUs.
+/// Every round the buffer must converge to the written bytes without a sync point (the
+/// worker alone), and nothing may oops (the console is judged by the harness).
+fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    ensure!(online_cpus() >= 2, "the guest runs on {} CPU(s); this race needs two", online_cpus());
+    let granule = kind.granule();
+    let size = 4 * granule.max(2 << 20);
+    let Watched { dev, memfd, map, buf } = watched(kind, size, 1)?;
+    let view = Mapping::shared(&buf, size)?;
+    let units = size / granule;
+    let addr = map.addr();
+    let round = AtomicU64::new(0);
+    let punched = AtomicBool::new(false);
+    let written = AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let content = |r: u64| pattern((r % 250) as u8 + 3, granule);
+    let result = std::thread::scope(|s| -> Result<()> {
+        let writer = s.spawn(|| {
+            while !stop.load(Ordering::Acquire) {
+                if !punched.swap(false, Ordering::AcqRel) {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let r = round.load(Ordering::Acquire);
+                let data = content(r);
+                let off = (r % units) * granule;
+                // SAFETY: inside the live mapping `map` (off + granule <= size), which
+                // outlives this scope; the bytes are plain data.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (addr + off as usize) as *mut u8, data.len()) };
+                written.store(true, Ordering::Release);
+            }
+        });
+        let r = (|| -> Result<()> {
+            for r in 0..rounds {
+                let off = (r % units) * granule;
+                round.store(r, Ordering::Release);
+                punch(&memfd, off, granule)?;
+                punched.store(true, Ordering::Release);
+                while !written.swap(false, Ordering::AcqRel) {
+                    std::hint::spin_loop();
+                }
+                let want = content(r);
+                let done = wait_for(5, || Ok(verify(&dev, &buf)?.matching == size / ps()))?;
+                ensure!(done, "round {r}: the buffer did not follow the punch and refill within 5 s: {:?}", verify(&dev, &buf)?);
+                expect_bytes(&format!("round {r}: the refilled unit through the dma-buf"), &view.read(off, granule), &want)?;
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Release);
+        writer.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        r
+    });
+    result?;
+    Ok(Outcome::Pass)
+}
+
+fn punch_refill_race_shmem_two_cpus() -> CaseResult {
+    punch_refill_race(Backing::Shmem, 300)
+}
+
+fn punch_refill_race_hugetlb_two_cpus() -> CaseResult {
+    punch_refill_race(Backing::Hugetlb, 250)
+}
