@@ -21,7 +21,7 @@ SplitMix64 stream seeded with SEED).";
 
 #[derive(Parser, Debug)]
 #[command(name = "udmabuf-ctl", version, about, long_about = None)]
-#[command(after_help = crate::exit::TABLE)]
+#[command(after_help = crate::exit::help_text())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -48,10 +48,18 @@ pub enum Command {
     List(ListArgs),
     /// Apply a buffer's pending live updates now (the SYNC ioctl).
     Sync(SyncArgs),
+    /// Dump the dma-buf's bytes as an importer sees them (through its mmap), as hex or to a file.
+    Read(ReadArgs),
+    /// Hold a static pin (mapped static attachment) or a kernel vmap on a buffer through the
+    /// test importer (/dev/ulive-importer) until SIGINT/SIGTERM.
+    Hold(HoldArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
     Man(ManArgs),
+    /// Print the exit-code table (the source of the README's table and the man page's).
+    #[command(hide = true)]
+    ExitCodes(ExitCodesArgs),
 }
 
 /// The device to talk to.
@@ -60,6 +68,16 @@ pub struct DeviceArg {
     /// Device node: /dev/udmabuf-live, or /dev/udmabuf for the kernel's own driver.
     #[arg(long, value_name = "PATH", default_value = "/dev/udmabuf-live", env = "UDMABUF_CTL_DEVICE")]
     pub device: PathBuf,
+}
+
+/// The device for a command that takes a handle: found from the dma-buf's exporter.
+#[derive(Args, Debug, Clone)]
+pub struct HandleDeviceArg {
+    /// udmabuf-live's device node, if it is not /dev/udmabuf-live. By default the device is
+    /// found from the dma-buf's exporter; a node of another driver than the buffer's is
+    /// ignored with a warning.
+    #[arg(long, value_name = "PATH")]
+    pub device: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -100,8 +118,11 @@ watches the creating process's mappings of the memfd (mmu notifiers) to see hole
 so the creator must keep one. Without --hold or --exec the buffer is released when the \
 command exits.\n\n\
 --exec sets UDMABUF_DMABUF_FD, UDMABUF_MEMFD_FD, UDMABUF_SIZE, UDMABUF_HANDLE and \
-UDMABUF_DEVICE, and with --format also UDMABUF_FORMAT (fourcc), UDMABUF_WIDTH, UDMABUF_HEIGHT, \
-UDMABUF_PLANES, UDMABUF_STRIDES and UDMABUF_OFFSETS (comma-separated, one per plane)."))]
+UDMABUF_DEVICE, and with --format also UDMABUF_FORMAT (fourcc code), UDMABUF_FOURCC (its number, 0x hex), \
+UDMABUF_MODIFIER (0x hex; 0 = DRM_FORMAT_MOD_LINEAR), UDMABUF_WIDTH, UDMABUF_HEIGHT, UDMABUF_PLANES, \
+UDMABUF_STRIDES and UDMABUF_OFFSETS (comma-separated, one per plane).\n\n\
+The size is checked against the driver's size_limit_mb before the memfd is filled. A fill \
+shows its progress on stderr when stdout is a terminal."))]
 pub struct CreateArgs {
     /// Buffer size (e.g. 4M); a multiple of the page size (2M with --hugetlb).
     #[arg(long, short, value_name = "SIZE", required_unless_present = "format", conflicts_with = "format")]
@@ -179,13 +200,17 @@ pub struct WriteArgs {
 #[command(after_help = "Checks: (a) the VERIFY ioctl of udmabuf-live (skipped for other exporters); \
 (b) with CAP_SYS_ADMIN, the buffer's PFNs (PFNS ioctl) against /proc/self/pagemap of a fresh mapping \
 of the memfd; (c) the bytes of the dma-buf against the bytes of the memfd, page by page. \
-Exit 0 when every check that ran found the buffer coherent, 5 otherwise. Mapping the memfd \
-fills its holes (reading a hole allocates a page), so (a) runs first.")]
+Mapping the memfd fills its holes (reading a hole allocates a page), so (a) runs first; (b) and (c) run \
+after this command has mapped the dma-buf and begun CPU access, so they see what an importer sees.\n\n\
+Verdict: exit 0 when no check that ran found a mismatch, 5 otherwise. On a buffer that is not watched (its \
+creator's mapping is gone), pages behind the memfd in (a) are the lazy update, not an incoherence: (a) reports \
+`not_watched` (\"not watched: updated at the next map or SYNC\") and leaves the verdict to (b) and (c). \
+A handle whose memfd does not back the dma-buf exits 8.")]
 pub struct VerifyArgs {
     #[arg(help = HANDLE_HELP)]
     pub handle: Handle,
     #[command(flatten)]
-    pub device: DeviceArg,
+    pub device: HandleDeviceArg,
     /// Offset in the memfd where the dma-buf starts (buffers made by `create` start at 0).
     #[arg(long, value_name = "BYTES", default_value = "0")]
     pub memfd_offset: Bytes,
@@ -202,7 +227,7 @@ pub struct InfoArgs {
     #[arg(help = HANDLE_HELP)]
     pub handle: Handle,
     #[command(flatten)]
-    pub device: DeviceArg,
+    pub device: HandleDeviceArg,
     /// Print JSON (one line) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -230,10 +255,58 @@ pub struct SyncArgs {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub timeout_ms: u32,
     #[command(flatten)]
-    pub device: DeviceArg,
+    pub device: HandleDeviceArg,
     /// Print JSON (one line) instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = format!("{SIZE_HELP}\n\nThe bytes are read through a mapping of the dma-buf, bracketed by \
+DMA_BUF_IOCTL_SYNC as importers do (for udmabuf-live this applies pending updates)."))]
+pub struct ReadArgs {
+    #[arg(help = HANDLE_HELP)]
+    pub handle: Handle,
+    /// Where to start in the dma-buf.
+    #[arg(long, value_name = "BYTES", default_value = "0")]
+    pub offset: Bytes,
+    /// How much to read (default: up to the end of the dma-buf).
+    #[arg(long, value_name = "BYTES")]
+    pub len: Option<Bytes>,
+    /// Write the raw bytes to FILE (`-`: standard output) instead of a hex dump.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Needs the test importer module (selftests/importer/, ulive_importer). While the pin or the \
+vmap is held, udmabuf-live defers live updates of the buffer (state `stale`): `sync` then times out (exit 7) \
+until this command is stopped.")]
+pub struct HoldArgs {
+    #[arg(help = HANDLE_HELP)]
+    pub handle: Handle,
+    /// A static attachment, mapped: the exporter pins the pages.
+    #[arg(long, conflicts_with = "vmap", required_unless_present = "vmap")]
+    pub pin: bool,
+    /// A kernel vmap of the buffer.
+    #[arg(long)]
+    pub vmap: bool,
+    /// The test importer's device.
+    #[arg(long, value_name = "PATH", default_value = "/dev/ulive-importer")]
+    pub importer: PathBuf,
+    /// Print JSON (one line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExitCodesArgs {
+    /// The README's Markdown table.
+    #[arg(long, conflicts_with = "man")]
+    pub markdown: bool,
+    /// The man page's EXIT STATUS section (roff).
+    #[arg(long)]
+    pub man: bool,
 }
 
 #[derive(Args, Debug)]

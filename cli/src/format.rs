@@ -111,11 +111,9 @@ pub fn lookup(s: &str) -> Result<&'static FormatSpec, String> {
     }
     let supported = || FORMATS.iter().map(|f| code(f.fourcc)).collect::<Vec<_>>().join(" ");
     match code_value(s).map(DrmFourcc::try_from) {
-        Some(Ok(known)) => Err(format!(
-            "DRM format {} is valid but udmabuf-ctl cannot lay it out (supported: {})",
-            code(known),
-            supported()
-        )),
+        Some(Ok(known)) => {
+            Err(format!("DRM format {} is valid but udmabuf-ctl cannot lay it out (supported: {})", code(known), supported()))
+        }
         _ => Err(format!("unknown DRM format '{s}' (supported fourcc codes: {})", supported())),
     }
 }
@@ -147,12 +145,45 @@ pub struct Layout {
     pub planes: Vec<Plane>,
     /// End of the last plane (before rounding to pages).
     pub size: u64,
+    /// The fourcc as the number drm_fourcc.h defines (`fourcc_code('N','V','1','2')`).
+    pub fourcc_code: u32,
+    /// The DRM format modifier: always DRM_FORMAT_MOD_LINEAR (0) for these layouts.
+    pub modifier: u64,
+    /// The modifier's name (`LINEAR`).
+    pub modifier_name: String,
+}
+
+/// Warnings for sizes that subsampled formats cannot represent exactly (odd widths of
+/// 4:2:x formats, odd heights of 4:2:0 ones): the chroma planes round up, and most
+/// drivers and compositors refuse such a framebuffer.
+pub fn subsampling_warnings(spec: &FormatSpec, width: u64, height: u64) -> Vec<String> {
+    let (mut hs, mut vs) = (1u64, 1u64);
+    for p in spec.planes {
+        hs = hs.max(p.hsub as u64 * p.block_w as u64);
+        vs = vs.max(p.vsub as u64);
+    }
+    let mut w = Vec::new();
+    if !width.is_multiple_of(hs) {
+        w.push(format!(
+            "{} needs a width that is a multiple of {hs} (horizontal chroma subsampling); width {width} rounds the chroma up, \
+             which most drivers and compositors refuse",
+            spec.name
+        ));
+    }
+    if !height.is_multiple_of(vs) {
+        w.push(format!(
+            "{} needs a height that is a multiple of {vs} (vertical chroma subsampling); height {height} rounds the chroma up, \
+             which most drivers and compositors refuse",
+            spec.name
+        ));
+    }
+    w
 }
 
 /// Lay out `spec` at `width x height` with strides aligned to `align` bytes.
 pub fn layout(spec: &FormatSpec, width: u64, height: u64, align: u64) -> Result<Layout, String> {
     if width == 0 || height == 0 {
-        return Err(format!("width and height must be at least 1 (got {width}x{height})"));
+        return Err(format!("width and height must be at least 1 (got width {width}, height {height})"));
     }
     if !align.is_power_of_two() {
         return Err(format!("stride alignment must be a power of two (got {align})"));
@@ -177,6 +208,9 @@ pub fn layout(spec: &FormatSpec, width: u64, height: u64, align: u64) -> Result<
         stride_align: align,
         planes,
         size: offset,
+        fourcc_code: spec.fourcc as u32,
+        modifier: u64::from(drm_fourcc::DrmModifier::Linear),
+        modifier_name: "LINEAR".into(),
     })
 }
 
@@ -271,26 +305,75 @@ mod tests {
             // 16-bit 4:2:2: chroma rows = 1080 (17)
             ("P210", &[(3840, 0), (3840, 3840 * 1080)], 3840 * 2160, &[(256, 0), (256, 256 * 17)], 256 * 34),
             // planar 4:2:0: chroma planes 960x540 (1024-byte stride), 33x17 -> 17x9
-            ("YU12", &[(2048, 0), (1024, Y), (1024, Y + 1024 * 540)], Y + 2 * 1024 * 540,
-                &[(256, 0), (256, 256 * 17), (256, 256 * 26)], 256 * 35),
-            ("YV12", &[(2048, 0), (1024, Y), (1024, Y + 1024 * 540)], Y + 2 * 1024 * 540,
-                &[(256, 0), (256, 256 * 17), (256, 256 * 26)], 256 * 35),
+            (
+                "YU12",
+                &[(2048, 0), (1024, Y), (1024, Y + 1024 * 540)],
+                Y + 2 * 1024 * 540,
+                &[(256, 0), (256, 256 * 17), (256, 256 * 26)],
+                256 * 35,
+            ),
+            (
+                "YV12",
+                &[(2048, 0), (1024, Y), (1024, Y + 1024 * 540)],
+                Y + 2 * 1024 * 540,
+                &[(256, 0), (256, 256 * 17), (256, 256 * 26)],
+                256 * 35,
+            ),
             // planar 4:2:2: chroma planes 960x1080
-            ("YU16", &[(2048, 0), (1024, Y), (1024, Y + 1024 * 1080)], Y + 2 * 1024 * 1080,
-                &[(256, 0), (256, 256 * 17), (256, 256 * 34)], 256 * 51),
-            ("YV16", &[(2048, 0), (1024, Y), (1024, Y + 1024 * 1080)], Y + 2 * 1024 * 1080,
-                &[(256, 0), (256, 256 * 17), (256, 256 * 34)], 256 * 51),
+            (
+                "YU16",
+                &[(2048, 0), (1024, Y), (1024, Y + 1024 * 1080)],
+                Y + 2 * 1024 * 1080,
+                &[(256, 0), (256, 256 * 17), (256, 256 * 34)],
+                256 * 51,
+            ),
+            (
+                "YV16",
+                &[(2048, 0), (1024, Y), (1024, Y + 1024 * 1080)],
+                Y + 2 * 1024 * 1080,
+                &[(256, 0), (256, 256 * 17), (256, 256 * 34)],
+                256 * 51,
+            ),
             // planar 4:4:4: three full planes
             ("YU24", &[(2048, 0), (2048, Y), (2048, 2 * Y)], 3 * Y, &[(256, 0), (256, 256 * 17), (256, 256 * 34)], 256 * 51),
             ("YV24", &[(2048, 0), (2048, Y), (2048, 2 * Y)], 3 * Y, &[(256, 0), (256, 256 * 17), (256, 256 * 34)], 256 * 51),
         ];
         for f in FORMATS {
             let c = code(f.fourcc);
-            let Some(k) = known.iter().find(|k| k.0 == c) else { panic!("format {c} ({}) has no known layout in this test", f.name) };
+            let Some(k) = known.iter().find(|k| k.0 == c) else {
+                panic!("format {c} ({}) has no known layout in this test", f.name)
+            };
             assert_eq!(shape(&lay(&c, 1920, 1080)), (k.1.to_vec(), k.2), "{c} 1920x1080");
             assert_eq!(shape(&lay(&c, 33, 17)), (k.3.to_vec(), k.4), "{c} 33x17");
         }
         assert_eq!(known.len(), FORMATS.len(), "a known layout names a format that is not supported");
+    }
+
+    #[test]
+    fn zero_size_is_not_read_as_hex() {
+        let e = layout(lookup("XR24").unwrap(), 0, 100, 256).unwrap_err();
+        assert!(e.contains("got width 0, height 100"), "{e}");
+        assert!(!e.contains("0x100"), "{e}");
+    }
+
+    #[test]
+    fn modifier_and_numeric_fourcc() {
+        let l = lay("NV12", 64, 32);
+        assert_eq!(l.fourcc_code, 0x3231_564e);
+        assert_eq!((l.modifier, l.modifier_name.as_str()), (0, "LINEAR"));
+        assert_eq!(lay("XR24", 1, 1).fourcc_code, 0x3432_5258);
+    }
+
+    #[test]
+    fn odd_sizes_of_subsampled_formats_warn() {
+        let w = subsampling_warnings(lookup("YUYV").unwrap(), 251, 10);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("multiple of 2") && w[0].contains("251"), "{w:?}");
+        assert_eq!(subsampling_warnings(lookup("NV12").unwrap(), 1, 1).len(), 2);
+        assert!(subsampling_warnings(lookup("NV12").unwrap(), 64, 32).is_empty());
+        assert!(subsampling_warnings(lookup("NV16").unwrap(), 64, 31).is_empty());
+        assert!(subsampling_warnings(lookup("XR24").unwrap(), 33, 17).is_empty());
+        assert!(subsampling_warnings(lookup("NV24").unwrap(), 33, 17).is_empty());
     }
 
     #[test]

@@ -69,6 +69,42 @@ pub struct Resolved {
     pub handle: Handle,
     pub memfd: OwnedFd,
     pub dmabuf: OwnedFd,
+    /// `exp_name` of the dma-buf.
+    pub exporter: String,
+}
+
+/// Does the memfd of a handle back its dma-buf?
+#[derive(Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// At least one sampled page is the same page (PFN) or holds the same bytes.
+    Yes,
+    /// Why not.
+    No(String),
+    /// Nothing could be compared (e.g. the memfd has no pages yet).
+    Unknown,
+}
+
+/// How many resident pages of the memfd [`Resolved::check_backing`] compares at most.
+pub const SAMPLE_PAGES: usize = 32;
+
+/// Up to `max` indices of `true` entries of `resident`, spread over the whole range.
+pub fn sample(resident: &[bool], max: usize) -> Vec<usize> {
+    let present: Vec<usize> = resident.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| i).collect();
+    if present.len() <= max {
+        return present;
+    }
+    (0..max).map(|k| present[k * present.len() / max]).collect()
+}
+
+/// The verdict from compared pages: one page in common is enough (a punched and rewritten
+/// page legitimately differs in a buffer that has not caught up), none in common is a
+/// handle that mixes two buffers.
+pub fn verdict(compared: usize, equal: usize, how: &str) -> Backing {
+    match (compared, equal) {
+        (0, _) => Backing::Unknown,
+        (_, 0) => Backing::No(format!("none of {compared} sampled pages of the memfd is in the dma-buf ({how} differ)")),
+        _ => Backing::Yes,
+    }
 }
 
 impl Handle {
@@ -103,7 +139,8 @@ impl Handle {
             ))
             .into());
         }
-        Ok(Resolved { handle: *self, memfd, dmabuf })
+        let exporter = sys::dmabuf_exporter(&dmabuf).unwrap_or_default();
+        Ok(Resolved { handle: *self, memfd, dmabuf, exporter })
     }
 
     fn getfd(&self, pidfd: &OwnedFd, fd: i32, what: &str) -> Result<OwnedFd> {
@@ -122,6 +159,88 @@ impl Handle {
     }
 }
 
+impl Resolved {
+    /// Check that the memfd really backs the dma-buf (`memfd_offset`: where the dma-buf
+    /// starts in it), and refuse the handle (exit 8) if not. With CAP_SYS_ADMIN the PFNs
+    /// of up to [`SAMPLE_PAGES`] resident memfd pages are compared with the dma-buf's
+    /// (udmabuf-live: the PFNS ioctl on `live`; other exporters: /proc/self/pagemap of a
+    /// mapping of the dma-buf); without it, their bytes through a mapping of each. Only
+    /// pages already in the memfd are looked at, so no hole is filled.
+    pub fn check_backing(&self, memfd_offset: u64, live: Option<&std::fs::File>) -> Result<()> {
+        match self.backing(memfd_offset, live)? {
+            Backing::No(why) => Err(CtlError::Handle(format!(
+                "handle {}: fd {} of process {} is not the memfd behind dma-buf fd {}: {why}",
+                self.handle, self.handle.memfd, self.handle.pid, self.handle.dmabuf
+            ))
+            .into()),
+            Backing::Yes | Backing::Unknown => Ok(()),
+        }
+    }
+
+    pub fn backing(&self, moff: u64, live: Option<&std::fs::File>) -> Result<Backing> {
+        use crate::sys::Mapping;
+        let ps = sys::page_size();
+        let dsize = sys::dmabuf_size(&self.dmabuf)?;
+        let msize = sys::file_size(&self.memfd)?;
+        if moff.checked_add(dsize).is_none_or(|e| e > msize) {
+            return Ok(Backing::No(format!(
+                "the dma-buf ({dsize} bytes from memfd offset {moff}) does not fit in the memfd ({msize} bytes)"
+            )));
+        }
+        if dsize == 0 {
+            return Ok(Backing::Unknown);
+        }
+        let mmap = Mapping::new(&self.memfd, moff + dsize, false)?;
+        let resident = mmap.resident()?;
+        let first = (moff / ps) as usize;
+        let picks = sample(&resident[first..], SAMPLE_PAGES);
+        if picks.is_empty() {
+            return Ok(Backing::Unknown);
+        }
+        if sys::privileged() {
+            for &p in &picks {
+                mmap.touch(moff + p as u64 * ps);
+            }
+            let mine = sys::pagemap_pfns(mmap.addr() + first * ps as usize, (dsize / ps).max(1))?;
+            let theirs: Vec<Option<u64>> = match live {
+                Some(dev) => {
+                    let mut v = Vec::with_capacity(picks.len());
+                    for &p in &picks {
+                        let mut one = [0u64];
+                        sys::live_pfns(dev, &self.dmabuf, p as u64, &mut one)?;
+                        v.push(Some(one[0]));
+                    }
+                    v
+                }
+                None => {
+                    let dmap = Mapping::new(&self.dmabuf, dsize, false)?;
+                    for &p in &picks {
+                        dmap.touch(p as u64 * ps);
+                    }
+                    let all = sys::pagemap_pfns(dmap.addr(), dsize / ps)?;
+                    picks.iter().map(|&p| all[p]).collect()
+                }
+            };
+            // PFN 0 means pagemap hid the PFNs after all: fall back to the bytes.
+            if !mine.iter().chain(theirs.iter()).any(|p| *p == Some(0)) {
+                let equal = picks.iter().zip(&theirs).filter(|(p, t)| mine[**p].is_some() && mine[**p] == **t).count();
+                return Ok(verdict(picks.len(), equal, "their PFNs"));
+            }
+        }
+        let dmap = Mapping::new(&self.dmabuf, dsize, false)?;
+        let _ = sys::dma_buf_sync(&self.dmabuf, sys::DMA_BUF_SYNC_START | sys::DMA_BUF_SYNC_READ);
+        let (mut a, mut b) = (vec![0u8; ps as usize], vec![0u8; ps as usize]);
+        let mut equal = 0;
+        for &p in &picks {
+            mmap.read(moff + p as u64 * ps, &mut a);
+            dmap.read(p as u64 * ps, &mut b);
+            equal += usize::from(a == b);
+        }
+        let _ = sys::dma_buf_sync(&self.dmabuf, sys::DMA_BUF_SYNC_END | sys::DMA_BUF_SYNC_READ);
+        Ok(verdict(picks.len(), equal, "their bytes"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,11 +256,51 @@ mod tests {
     }
 
     #[test]
+    fn samples_spread_over_resident_pages() {
+        let r = [true, false, true, true, false, true];
+        assert_eq!(sample(&r, 10), [0, 2, 3, 5]);
+        assert_eq!(sample(&r, 2), [0, 3]);
+        assert!(sample(&[false; 4], 4).is_empty());
+        let many = vec![true; 1000];
+        let s = sample(&many, SAMPLE_PAGES);
+        assert_eq!(s.len(), SAMPLE_PAGES);
+        assert!(*s.last().unwrap() > 900);
+    }
+
+    #[test]
+    fn one_common_page_is_enough() {
+        assert_eq!(verdict(0, 0, "x"), Backing::Unknown);
+        assert_eq!(verdict(5, 1, "x"), Backing::Yes);
+        assert!(matches!(verdict(5, 0, "their PFNs"), Backing::No(w) if w.contains("none of 5 sampled pages")));
+    }
+
+    #[test]
     fn strict() {
         for s in [
-            "", "1234", "1234:3", "1234:3:4:5", "1234::4", ":3:4", "1234:3:", "0:3:4", "-1:3:4", "+1:3:4", "1234:-3:4",
-            " 1234:3:4", "1234:3:4 ", "1234: 3:4", "01234:3:4", "1234:03:4", "1234:3:4\n", "1234:3:2147483648",
-            "99999999999:3:4", "1234:3:3", "a:3:4", "0x10:3:4", "1234;3;4", "1234/3/4",
+            "",
+            "1234",
+            "1234:3",
+            "1234:3:4:5",
+            "1234::4",
+            ":3:4",
+            "1234:3:",
+            "0:3:4",
+            "-1:3:4",
+            "+1:3:4",
+            "1234:-3:4",
+            " 1234:3:4",
+            "1234:3:4 ",
+            "1234: 3:4",
+            "01234:3:4",
+            "1234:03:4",
+            "1234:3:4\n",
+            "1234:3:2147483648",
+            "99999999999:3:4",
+            "1234:3:3",
+            "a:3:4",
+            "0x10:3:4",
+            "1234;3;4",
+            "1234/3/4",
         ] {
             assert!(s.parse::<Handle>().is_err(), "{s:?} was accepted");
         }

@@ -136,9 +136,22 @@ mod tests {
 
     #[test]
     fn refused() {
-        for s in ["", "Zero", "0x", "0x100", "0xg", "ab", "random", "random:", "random:-1", "random:1.5", "random:0x",
-            "random:18446744073709551616", "seq ", "rand:1"]
-        {
+        for s in [
+            "",
+            "Zero",
+            "0x",
+            "0x100",
+            "0xg",
+            "ab",
+            "random",
+            "random:",
+            "random:-1",
+            "random:1.5",
+            "random:0x",
+            "random:18446744073709551616",
+            "seq ",
+            "rand:1",
+        ] {
             assert!(s.parse::<Pattern>().is_err(), "{s:?} was accepted");
         }
     }

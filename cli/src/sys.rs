@@ -76,10 +76,7 @@ pub fn dmabuf_size(fd: &impl AsRawFd) -> nix::Result<u64> {
 
 /// `key:\tvalue` lines of a /proc/PID/fdinfo file.
 pub fn parse_fdinfo(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
+    text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect()
 }
 
 pub fn fdinfo(pid: &str, fd: &str) -> Option<BTreeMap<String, String>> {
@@ -98,16 +95,24 @@ pub fn fd_target(pid: i32, fd: i32) -> String {
         .unwrap_or_else(|e| format!("unknown: {e}"))
 }
 
-/// Effective capabilities include CAP_SYS_ADMIN (what the PFNS ioctl and a /proc/self/pagemap
-/// with real PFNs need).
-pub fn privileged() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_IPC_LOCK: u32 = 14;
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// Capability `cap` is in this process's effective set (/proc/self/status `CapEff`;
+/// root counts as having all when that cannot be read).
+pub fn has_cap(cap: u32) -> bool {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return nix::unistd::geteuid().is_root() };
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .map_or_else(|| nix::unistd::geteuid().is_root(), |caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+        .map_or_else(|| nix::unistd::geteuid().is_root(), |caps| caps & (1 << cap) != 0)
+}
+
+/// Effective capabilities include CAP_SYS_ADMIN (what the PFNS ioctl and a /proc/self/pagemap
+/// with real PFNs need).
+pub fn privileged() -> bool {
+    has_cap(CAP_SYS_ADMIN)
 }
 
 /// A shared mapping, unmapped on drop. Accesses copy through raw pointers: other
@@ -142,6 +147,23 @@ impl Mapping {
         // SAFETY: in bounds of a live mapping (checked above); writable mappings only
         // (a read-only one faults, which is a bug of the caller, not memory unsafety).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().cast::<u8>().add(off as usize), data.len()) };
+    }
+
+    /// Which base pages of the mapping are in the file's page cache (mincore(2)); looking
+    /// does not fault anything in.
+    pub fn resident(&self) -> nix::Result<Vec<bool>> {
+        let pages = self.len.div_ceil(page_size() as usize);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the range is our live mapping; `vec` has one byte per page of it.
+        Errno::result(unsafe { libc::mincore(self.ptr.as_ptr(), self.len, vec.as_mut_ptr()) })?;
+        Ok(vec.iter().map(|b| b & 1 != 0).collect())
+    }
+
+    /// Read one byte of the page at `off` so it is mapped (present in the page tables).
+    pub fn touch(&self, off: u64) {
+        assert!(off < self.len as u64, "touch past the mapping");
+        // SAFETY: in bounds of a live, readable mapping.
+        unsafe { std::ptr::read_volatile(self.ptr.as_ptr().cast::<u8>().add(off as usize)) };
     }
 
     /// Touch one byte of every base page so each one is faulted in.
@@ -197,12 +219,7 @@ nix::ioctl_write_ptr_bad!(ioctl_pfns, uapi::UDMABUF_LIVE_PFNS, uapi::UdmabufLive
 
 /// UDMABUF_CREATE of `size` bytes of `memfd` from offset 0; the dma-buf is close-on-exec.
 pub fn udmabuf_create(dev: &impl AsRawFd, memfd: &impl AsRawFd, size: u64) -> nix::Result<OwnedFd> {
-    let arg = uapi::UdmabufCreate {
-        memfd: memfd.as_raw_fd() as u32,
-        flags: uapi::UDMABUF_FLAGS_CLOEXEC,
-        offset: 0,
-        size,
-    };
+    let arg = uapi::UdmabufCreate { memfd: memfd.as_raw_fd() as u32, flags: uapi::UDMABUF_FLAGS_CLOEXEC, offset: 0, size };
     // SAFETY: `arg` is a valid udmabuf_create for the duration of the call.
     let fd = unsafe { ioctl_create(dev.as_raw_fd(), &arg) }?;
     // SAFETY: on success the ioctl returns a new fd that nothing else owns.

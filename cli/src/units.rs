@@ -106,9 +106,27 @@ mod tests {
 
     #[test]
     fn refused() {
-        for s in ["", "K", "-4K", "+4K", "4.5M", " 4M", "4M ", "4 M", "4MB", "4kb", "4X", "4Mi", "4MiBs", "0x", "0xG",
-            "16777216T", "18446744073709551616", "4KK", "1e6"]
-        {
+        for s in [
+            "",
+            "K",
+            "-4K",
+            "+4K",
+            "4.5M",
+            " 4M",
+            "4M ",
+            "4 M",
+            "4MB",
+            "4kb",
+            "4X",
+            "4Mi",
+            "4MiBs",
+            "0x",
+            "0xG",
+            "16777216T",
+            "18446744073709551616",
+            "4KK",
+            "1e6",
+        ] {
             assert!(parse_bytes(s).is_err(), "{s:?} was accepted");
         }
         assert!(parse_bytes("4MB").unwrap_err().contains("ambiguous"));

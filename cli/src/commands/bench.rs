@@ -93,7 +93,44 @@ impl Pair {
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { f64::NAN } else { a as f64 / b as f64 }
+    if b == 0 {
+        f64::NAN
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// A ratio for the table: `n/a` where it is undefined (a zero denominator).
+fn ratio_text(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.3}")
+    } else {
+        "n/a".into()
+    }
+}
+
+/// Finest step of the monotonic clock, in nanoseconds.
+fn clock_resolution_ns() -> Option<u64> {
+    let mut t = nix::libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid output buffer.
+    let r = unsafe { nix::libc::clock_getres(nix::libc::CLOCK_MONOTONIC, &mut t) };
+    (r == 0).then(|| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+}
+
+/// Refuse to measure microseconds with a clock that ticks in milliseconds (a kernel
+/// without a high-resolution clocksource: `jiffies`, `refined-jiffies`).
+pub fn check_clock(clocksource: &str, resolution_ns: Option<u64>) -> Result<()> {
+    const FINEST_USABLE_NS: u64 = 10_000;
+    let coarse = clocksource.contains("jiffies") || resolution_ns.is_some_and(|r| r > FINEST_USABLE_NS);
+    if coarse {
+        bail!(
+            "this kernel has no fine clock (clocksource {clocksource}, CLOCK_MONOTONIC resolution {}): the cells \
+             take microseconds, so every duration would be 0 or one tick and the ratios meaningless; boot with a \
+             high-resolution clocksource (tsc, hpet, kvm-clock; CONFIG_HIGH_RES_TIMERS=y)",
+            resolution_ns.map_or("unknown".to_owned(), |r| format!("{} us", r / 1000))
+        );
+    }
+    Ok(())
 }
 
 /// DMA segment counts (`nents`) seen over all MAPs of a buffer.
@@ -225,9 +262,10 @@ fn bench_case(args: &BenchArgs, devs: &[File; 2], backing: Backing, size: u64, m
     let what = format!("{backing:?} {} MiB{}", size / MIB, if mapped { ", memfd mapped" } else { "" });
     let memfd = memfd(backing, size)?;
     let _mapping = if mapped { Some(crate::sys::Mapping::new(&memfd, size, true).context("mmap of the memfd")?) } else { None };
-    let [ours, builtin] = alternate(args.iterations, |d| create_close(&devs[d], &memfd, size))
-        .with_context(|| format!("{what}: create+close"))?;
-    let pair = |f: fn(&[u64; 2]) -> u64| Pair::new(&ours.iter().map(f).collect::<Vec<_>>(), &builtin.iter().map(f).collect::<Vec<_>>());
+    let [ours, builtin] =
+        alternate(args.iterations, |d| create_close(&devs[d], &memfd, size)).with_context(|| format!("{what}: create+close"))?;
+    let pair =
+        |f: fn(&[u64; 2]) -> u64| Pair::new(&ours.iter().map(f).collect::<Vec<_>>(), &builtin.iter().map(f).collect::<Vec<_>>());
     let create = pair(|s| s[0])?;
     let close = pair(|s| s[1])?;
     let create_close = pair(|s| s[0] + s[1])?;
@@ -255,7 +293,11 @@ fn us(ns: u64) -> String {
 }
 
 fn range(min: u32, max: u32) -> String {
-    if min == max { min.to_string() } else { format!("{min}-{max}") }
+    if min == max {
+        min.to_string()
+    } else {
+        format!("{min}-{max}")
+    }
 }
 
 /// The report as a Markdown table (it is pasted into BENCHMARKS.md as is).
@@ -276,20 +318,29 @@ fn table(r: &Report) -> String {
             ("map_dma_buf (us)", &c.map),
         ] {
             t.push_str(&format!(
-                "| {name} | {metric} | {} | {} | {} | {} | {:.3} | {:.3} |\n",
-                us(p.ours.median_ns), us(p.ours.p90_ns), us(p.builtin.median_ns), us(p.builtin.p90_ns), p.ratio_median, p.ratio_p90
+                "| {name} | {metric} | {} | {} | {} | {} | {} | {} |\n",
+                us(p.ours.median_ns),
+                us(p.ours.p90_ns),
+                us(p.builtin.median_ns),
+                us(p.builtin.p90_ns),
+                ratio_text(p.ratio_median),
+                ratio_text(p.ratio_p90)
             ));
         }
         let s = &c.sg_entries;
         t.push_str(&format!(
-            "| {name} | sg entries (nents) | {} | | {} | | {:.3} | |\n",
-            range(s.ours_min, s.ours_max), range(s.builtin_min, s.builtin_max), ratio(s.ours_max as u64, s.builtin_max as u64)
+            "| {name} | sg entries (nents) | {} | | {} | | {} | |\n",
+            range(s.ours_min, s.ours_max),
+            range(s.builtin_min, s.builtin_max),
+            ratio_text(ratio(s.ours_max as u64, s.builtin_max as u64))
         ));
     }
     t
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    // Before opening anything or measuring for minutes.
+    check_clock(&read_trimmed("/sys/devices/system/clocksource/clocksource0/current_clocksource"), clock_resolution_ns())?;
     let devs = [
         open_dev(&args.ours, "udmabuf-live", "load udmabuf_live.ko")?,
         open_dev(&args.builtin, "built-in udmabuf", "the kernel needs CONFIG_UDMABUF=y")?,
@@ -325,9 +376,6 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     } else {
         print!("{}", table(&report));
         print!("{}", super::bench_live::table(&report.live));
-        if report.clocksource.contains("jiffies") {
-            println!("\nwarning: the clocksource is {}: durations are in steps of a jiffy", report.clocksource);
-        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -343,6 +391,15 @@ mod tests {
         let one = Summary::of(&[7]).unwrap();
         assert_eq!((one.median_ns, one.p90_ns), (7, 7));
         assert!(Summary::of(&[]).is_none());
+    }
+
+    #[test]
+    fn coarse_clocks_are_refused() {
+        assert!(check_clock("tsc", Some(1)).is_ok());
+        assert!(check_clock("kvm-clock", None).is_ok());
+        let e = check_clock("refined-jiffies", Some(4_000_000)).unwrap_err().to_string();
+        assert!(e.contains("no fine clock") && e.contains("refined-jiffies") && e.contains("4000 us"), "{e}");
+        assert!(check_clock("tsc", Some(4_000_000)).is_err());
     }
 
     #[test]
@@ -381,6 +438,11 @@ mod tests {
         assert!(t.contains("| hugetlb 64 MiB | create+close (us) | 2.0 | 2.0 | 1.0 | 1.0 | 2.000 | 2.000 |"), "{t}");
         assert!(t.contains("| hugetlb 64 MiB | sg entries (nents) | 2-3 | | 32 | | 0.094 | |"), "{t}");
         let live = super::super::bench_live::table(&r.live);
+        let mut zero = r;
+        zero.cases[0].map = Pair::new(&[1000], &[0]).unwrap();
+        let t = table(&zero);
+        assert!(t.contains("| hugetlb 64 MiB | map_dma_buf (us) | 1.0 | 1.0 | 0.0 | 0.0 | n/a | n/a |"), "{t}");
+        assert!(!t.contains("NaN"), "{t}");
         assert!(live.contains("| punch..SYNC, shmem | 0.1 | 0.1 | 1.20 |"), "{live}");
     }
 }

@@ -1,6 +1,6 @@
 //! `udmabuf-ctl info HANDLE`: the INFO ioctl, with the memfd's and the dma-buf's basics.
 
-use super::{is_hugetlb, memfd_size, open_live};
+use super::{is_hugetlb, memfd_size, require_live, resolve};
 use crate::cli::InfoArgs;
 use crate::output;
 use crate::sys;
@@ -55,8 +55,31 @@ impl From<&uapi::UdmabufLiveInfo> for LiveInfo {
 }
 
 impl LiveInfo {
+    /// The state in words: whether the buffer is watched, then the other bits.
     pub fn state_text(&self) -> String {
-        if self.state.is_empty() { "-".into() } else { self.state.join(",") }
+        let has = |b: &str| self.state.iter().any(|s| s == b);
+        let mut words = vec![if has("watched") { "watched" } else { "not watched" }];
+        if has("pending") {
+            words.push("update pending");
+        }
+        if has("stale") {
+            words.push("stale (update deferred by a pin or vmap)");
+        }
+        if has("vmapped") {
+            words.push("vmapped");
+        }
+        words.join(", ")
+    }
+
+    /// What the state means for someone reading the buffer, for `info`.
+    pub fn state_explained(&self) -> Option<&'static str> {
+        if self.state.iter().any(|s| s == "stale") {
+            Some("importers and mmaps see the old pages until the last pin or vmap goes (then SYNC applies the update)")
+        } else if !self.state.iter().any(|s| s == "watched") {
+            Some("not watched: the creator's mapping of the memfd is gone, so punches are seen lazily: updated at the next map or SYNC")
+        } else {
+            None
+        }
     }
 }
 
@@ -78,8 +101,8 @@ pub struct InfoOut {
 }
 
 pub fn run(args: &InfoArgs) -> Result<ExitCode> {
-    let r = args.handle.resolve()?;
-    let (_dev, raw) = open_live(&args.device.device, &r.dmabuf)?;
+    let (r, live) = resolve(&args.handle, args.device.device.as_deref(), 0)?;
+    let (_dev, raw) = require_live(&r, live)?;
     let out = InfoOut {
         handle: r.handle.to_string(),
         exporter: sys::dmabuf_exporter(&r.dmabuf).unwrap_or_default(),
@@ -87,7 +110,9 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
         memfd: MemfdInfo {
             size: memfd_size(&r.memfd)?,
             backing: if is_hugetlb(&r.memfd) { "hugetlb" } else { "shmem" }.into(),
-            seals: sys::get_seals(&r.memfd).map(|s| sys::seal_names(s).iter().map(|n| n.to_string()).collect()).unwrap_or_default(),
+            seals: sys::get_seals(&r.memfd)
+                .map(|s| sys::seal_names(s).iter().map(|n| n.to_string()).collect())
+                .unwrap_or_default(),
         },
         live: LiveInfo::from(&raw),
     };
@@ -98,6 +123,9 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
         println!("buffer     {} ({} {}, exporter {})", out.handle, human(l.size), l.backing, out.exporter);
         println!("memfd      {} {}, seals {}", human(out.memfd.size), out.memfd.backing, out.memfd.seals.join(","));
         println!("state      {}", l.state_text());
+        if let Some(why) = l.state_explained() {
+            println!("           ({why})");
+        }
         println!("generation {}  updates {}  pages swapped {}", l.generation, l.updates, l.pages_swapped);
         println!("pins       {}  notifiers {}  ranges {}", l.pins, l.notifiers, l.ranges);
     }
@@ -131,5 +159,16 @@ mod tests {
         }
         assert_eq!(serde_json::from_value::<LiveInfo>(v).unwrap(), l);
         assert_eq!(LiveInfo::from(&uapi::UdmabufLiveInfo { backing: 9, ..raw }).backing, "unknown(9)");
+        assert_eq!(l.state_text(), "watched, update pending");
+    }
+
+    /// An unwatched buffer's state is said in words, not `-`.
+    #[test]
+    fn unwatched_state_in_words() {
+        let l = LiveInfo::from(&uapi::UdmabufLiveInfo { state: 0, ..Default::default() });
+        assert_eq!(l.state_text(), "not watched");
+        assert!(l.state_explained().unwrap().contains("updated at the next map or SYNC"));
+        let l = LiveInfo::from(&uapi::UdmabufLiveInfo { state: uapi::UDMABUF_LIVE_STATE_WATCHED, ..Default::default() });
+        assert_eq!(l.state_explained(), None);
     }
 }

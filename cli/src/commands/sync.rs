@@ -1,7 +1,7 @@
 //! `udmabuf-ctl sync HANDLE [--timeout-ms N]`: apply pending live updates now.
 
 use super::info::LiveInfo;
-use super::open_live;
+use super::{require_live, resolve};
 use crate::cli::SyncArgs;
 use crate::exit::CtlError;
 use crate::output;
@@ -20,8 +20,8 @@ pub struct Synced {
 }
 
 pub fn run(args: &SyncArgs) -> Result<ExitCode> {
-    let r = args.handle.resolve()?;
-    let (dev, _) = open_live(&args.device.device, &r.dmabuf)?;
+    let (r, live) = resolve(&args.handle, args.device.device.as_deref(), 0)?;
+    let (dev, _) = require_live(&r, live)?;
     sys::live_sync(&dev, &r.dmabuf, args.timeout_ms).map_err(|e| -> anyhow::Error {
         match e {
             Errno::ETIMEDOUT => CtlError::Timeout(format!(

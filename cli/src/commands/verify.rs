@@ -8,6 +8,15 @@
 //!     is faulted in (udmabuf-live only);
 //! (c) `bytes`: the dma-buf's mapping against the memfd's mapping, byte for byte.
 //! (a) runs first because mapping and reading the memfd fills its holes.
+//!
+//! Verdict rule (one rule, also in `--help` and the README): the buffer is coherent when
+//! no check that ran found a mismatch. (b) and (c) look at the buffer after this command
+//! has mapped it and begun CPU access (DMA_BUF_IOCTL_SYNC), as any importer would, so they
+//! see what an importer sees. (a) looks before that: on a buffer that is not watched
+//! (its creator's mapping is gone), pages that are behind the memfd are not an
+//! incoherence but the documented lazy update ("not watched: updated at the next map or
+//! SYNC"); (a) then reports `not_watched` and does not decide the verdict, so a second
+//! `verify` gives the same verdict as the first.
 
 use super::memfd_size;
 use crate::cli::VerifyArgs;
@@ -25,20 +34,23 @@ use std::process::ExitCode;
 pub const OK: &str = "ok";
 pub const MISMATCH: &str = "mismatch";
 pub const SKIPPED: &str = "skipped";
+/// (a) on a buffer that is not watched and was behind its memfd before the map.
+pub const NOT_WATCHED: &str = "not_watched";
 
 /// (a) The VERIFY ioctl.
 #[derive(Serialize, Deserialize, Debug, PartialEq, Default)]
 pub struct IoctlCheck {
-    /// `ok`, `mismatch` or `skipped`.
+    /// `ok`, `mismatch`, `not_watched` or `skipped`.
     pub status: String,
-    /// Why it was skipped.
+    /// Why it was skipped, or what `not_watched` means.
     pub reason: Option<String>,
-    pub pages: u64,
-    pub matching: u64,
+    /// The counts are null when the check was skipped.
+    pub pages: Option<u64>,
+    pub matching: Option<u64>,
     /// Pages the memfd has replaced with another page.
-    pub stale: u64,
+    pub stale: Option<u64>,
     /// Pages whose memfd offset is a hole now.
-    pub holes: u64,
+    pub holes: Option<u64>,
     /// Byte offset in the dma-buf of the first page that does not match.
     pub first_mismatch: Option<u64>,
 }
@@ -59,8 +71,9 @@ pub struct PfnDiff {
 pub struct PfnCheck {
     pub status: String,
     pub reason: Option<String>,
-    pub pages: u64,
-    pub mismatched: u64,
+    /// Null when skipped.
+    pub pages: Option<u64>,
+    pub mismatched: Option<u64>,
     /// The first `--max-report` differing pages.
     pub diffs: Vec<PfnDiff>,
 }
@@ -87,8 +100,9 @@ pub struct ByteDiff {
 pub struct ByteCheck {
     pub status: String,
     pub reason: Option<String>,
-    pub pages: u64,
-    pub mismatched: u64,
+    /// Null when skipped.
+    pub pages: Option<u64>,
+    pub mismatched: Option<u64>,
     pub diffs: Vec<ByteDiff>,
 }
 
@@ -105,19 +119,17 @@ pub struct Report {
     pub exporter: String,
     pub size: u64,
     pub memfd_offset: u64,
-    /// True when every check that ran found the buffer coherent.
+    /// True when no check that ran found a mismatch (`not_watched` is not one).
     pub coherent: bool,
+    /// udmabuf-live only: the buffer is watched (null for other exporters).
+    pub watched: Option<bool>,
     pub checks: Checks,
-}
-
-fn skipped(reason: String) -> (String, Option<String>) {
-    (SKIPPED.into(), Some(reason))
 }
 
 pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     let r = args.handle.resolve()?;
     let ps = sys::page_size();
-    let exporter = sys::dmabuf_exporter(&r.dmabuf).unwrap_or_default();
+    let exporter = r.exporter.clone();
     let size = sys::dmabuf_size(&r.dmabuf).context("lseek on the dma-buf")?;
     let msize = memfd_size(&r.memfd)?;
     let moff = args.memfd_offset.0;
@@ -129,15 +141,24 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     }
     let pages = size / ps;
 
-    // (a) first: mapping the memfd below fills its holes.
-    let live = live_device(args, &r.dmabuf);
+    // (a) first: mapping the memfd below fills its holes, and mapping the dma-buf brings
+    // an unwatched buffer's pending update in.
+    let live: Result<(File, udmabuf_live_uapi::UdmabufLiveInfo), String> =
+        match super::live_node(args.device.device.as_deref(), &exporter) {
+            Some(node) => super::open_live(&node, &r.dmabuf).map_err(|e| format!("{e:#}")),
+            None => Err(format!("the dma-buf's exporter is '{exporter}', not {}", udmabuf_live_uapi::MODULE_NAME)),
+        };
+    let watched = live.as_ref().ok().map(|(_, i)| i.state & udmabuf_live_uapi::UDMABUF_LIVE_STATE_WATCHED != 0);
     let ioctl = match &live {
-        Ok(dev) => check_ioctl(dev, &r.dmabuf, pages)?,
-        Err(why) => {
-            let (status, reason) = skipped(why.clone());
-            IoctlCheck { status, reason, pages, ..Default::default() }
-        }
+        Ok((dev, _)) => check_ioctl(dev, &r.dmabuf, pages, watched == Some(true))?,
+        Err(why) => IoctlCheck { status: SKIPPED.into(), reason: Some(why.clone()), ..Default::default() },
     };
+    // A handle whose memfd is another buffer's is a bad handle (exit 8), not an incoherence.
+    r.check_backing(moff, live.as_ref().ok().map(|(f, _)| f))?;
+
+    // What an importer sees from here on: map the dma-buf and begin CPU access.
+    let dmap = Mapping::new(&r.dmabuf, size, false).map_err(|e| anyhow::Error::new(e).context("mmap of the dma-buf"))?;
+    sys::dma_buf_sync(&r.dmabuf, sys::DMA_BUF_SYNC_START | sys::DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC(START)")?;
 
     let memfd_map = Mapping::new(&r.memfd, msize, false).context("mmap of the memfd")?;
     let base = moff as usize;
@@ -146,23 +167,22 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
 
     // (b)
     let pfns = match (&live, sys::privileged()) {
-        (Err(why), _) => {
-            let (status, reason) = skipped(why.clone());
-            PfnCheck { status, reason, pages, ..Default::default() }
-        }
-        (Ok(_), false) => {
-            let (status, reason) = skipped("needs CAP_SYS_ADMIN (run as root) for PFNS and /proc/self/pagemap".into());
-            PfnCheck { status, reason, pages, ..Default::default() }
-        }
-        (Ok(dev), true) => check_pfns(dev, &r.dmabuf, memfd_map.addr() + base, pages, args.max_report)?,
+        (Err(why), _) => PfnCheck { status: SKIPPED.into(), reason: Some(why.clone()), ..Default::default() },
+        (Ok(_), false) => PfnCheck {
+            status: SKIPPED.into(),
+            reason: Some("needs CAP_SYS_ADMIN (run as root) for PFNS and /proc/self/pagemap".into()),
+            ..Default::default()
+        },
+        (Ok((dev, _)), true) => check_pfns(dev, &r.dmabuf, memfd_map.addr() + base, pages, args.max_report)?,
     };
 
     // (c)
-    let bytes = check_bytes(&r.dmabuf, &memfd_map, moff, size, args.max_report)?;
+    let bytes = check_bytes(&dmap, &memfd_map, moff, size, args.max_report);
+    sys::dma_buf_sync(&r.dmabuf, sys::DMA_BUF_SYNC_END | sys::DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC(END)")?;
 
     let checks = Checks { ioctl, pfns, bytes };
-    let coherent = [&checks.ioctl.status, &checks.pfns.status, &checks.bytes.status].iter().all(|s| *s != MISMATCH);
-    let report = Report { handle: r.handle.to_string(), exporter, size, memfd_offset: moff, coherent, checks };
+    let coherent = coherent(&checks);
+    let report = Report { handle: r.handle.to_string(), exporter, size, memfd_offset: moff, coherent, watched, checks };
     if args.json {
         output::json(&report)?;
     } else {
@@ -171,32 +191,43 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     Ok(if coherent { ExitCode::SUCCESS } else { ExitCode::from(INCOHERENT) })
 }
 
-/// udmabuf-live's device if the buffer is one of its own, else why (a) and (b) are skipped.
-fn live_device(args: &VerifyArgs, dmabuf: &OwnedFd) -> Result<File, String> {
-    match super::open_live(&args.device.device, dmabuf) {
-        Ok((dev, _)) => Ok(dev),
-        Err(e) => Err(format!("{e:#}")),
-    }
+/// The verdict rule: no check that ran found a mismatch.
+pub fn coherent(c: &Checks) -> bool {
+    [&c.ioctl.status, &c.pfns.status, &c.bytes.status].iter().all(|s| *s != MISMATCH)
 }
 
-fn check_ioctl(dev: &File, dmabuf: &OwnedFd, pages: u64) -> Result<IoctlCheck> {
+fn check_ioctl(dev: &File, dmabuf: &OwnedFd, pages: u64, watched: bool) -> Result<IoctlCheck> {
     let v = sys::live_verify(dev, dmabuf).context("UDMABUF_LIVE_VERIFY")?;
+    Ok(ioctl_check(&v, pages, watched))
+}
+
+/// (a)'s result from VERIFY's counts.
+pub fn ioctl_check(v: &udmabuf_live_uapi::UdmabufLiveVerify, pages: u64, watched: bool) -> IoctlCheck {
     let ok = v.matching == v.pages && v.pages == pages;
-    Ok(IoctlCheck {
-        status: if ok { OK } else { MISMATCH }.into(),
-        reason: None,
-        pages: v.pages,
-        matching: v.matching,
-        stale: v.stale,
-        holes: v.holes,
+    let (status, reason) = match (ok, watched) {
+        (true, _) => (OK, None),
+        (false, true) => (MISMATCH, None),
+        (false, false) => (
+            NOT_WATCHED,
+            Some("not watched: updated at the next map or SYNC (this verify maps the buffer before checks b and c)".to_owned()),
+        ),
+    };
+    IoctlCheck {
+        status: status.into(),
+        reason,
+        pages: Some(v.pages),
+        matching: Some(v.matching),
+        stale: Some(v.stale),
+        holes: Some(v.holes),
         first_mismatch: (v.first_mismatch != u64::MAX).then_some(v.first_mismatch),
-    })
+    }
 }
 
 fn check_pfns(dev: &File, dmabuf: &OwnedFd, addr: usize, pages: u64, max: usize) -> Result<PfnCheck> {
     const CHUNK: u64 = 4096;
     let ps = sys::page_size();
-    let mut check = PfnCheck { status: OK.into(), pages, ..Default::default() };
+    let mut check = PfnCheck { status: OK.into(), pages: Some(pages), mismatched: Some(0), ..Default::default() };
+    let mut mismatched = 0;
     let mut first = 0;
     while first < pages {
         let n = (pages - first).min(CHUNK);
@@ -204,15 +235,15 @@ fn check_pfns(dev: &File, dmabuf: &OwnedFd, addr: usize, pages: u64, max: usize)
         match sys::live_pfns(dev, dmabuf, first, &mut got) {
             Ok(()) => {}
             Err(Errno::EPERM) => {
-                let (status, reason) = skipped("the PFNS ioctl was refused (EPERM): needs CAP_SYS_ADMIN".into());
-                return Ok(PfnCheck { status, reason, pages, ..Default::default() });
+                let reason = Some("the PFNS ioctl was refused (EPERM): needs CAP_SYS_ADMIN".into());
+                return Ok(PfnCheck { status: SKIPPED.into(), reason, ..Default::default() });
             }
             Err(e) => return Err(anyhow::Error::new(e).context("UDMABUF_LIVE_PFNS")),
         }
         let want = sys::pagemap_pfns(addr + (first * ps) as usize, n).context("reading /proc/self/pagemap")?;
         for (i, (w, g)) in want.iter().zip(&got).enumerate() {
             if *w != Some(*g) {
-                check.mismatched += 1;
+                mismatched += 1;
                 if check.diffs.len() < max {
                     check.diffs.push(PfnDiff { offset: (first + i as u64) * ps, expected: *w, got: *g });
                 }
@@ -220,19 +251,17 @@ fn check_pfns(dev: &File, dmabuf: &OwnedFd, addr: usize, pages: u64, max: usize)
         }
         first += n;
     }
-    if check.mismatched > 0 {
+    check.mismatched = Some(mismatched);
+    if mismatched > 0 {
         check.status = MISMATCH.into();
     }
     Ok(check)
 }
 
-fn check_bytes(dmabuf: &OwnedFd, memfd_map: &Mapping, moff: u64, size: u64, max: usize) -> Result<ByteCheck> {
+fn check_bytes(map: &Mapping, memfd_map: &Mapping, moff: u64, size: u64, max: usize) -> ByteCheck {
     let ps = sys::page_size();
-    let map = Mapping::new(dmabuf, size, false).map_err(|e| anyhow::Error::new(e).context("mmap of the dma-buf"))?;
-    // Bracket the CPU reads as dma-buf users must (the exporter syncs caches and, for
-    // udmabuf-live, brings pending updates in).
-    sys::dma_buf_sync(dmabuf, sys::DMA_BUF_SYNC_START | sys::DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC(START)")?;
-    let mut check = ByteCheck { status: OK.into(), pages: size / ps, ..Default::default() };
+    let mut check = ByteCheck { status: OK.into(), pages: Some(size / ps), ..Default::default() };
+    let mut mismatched = 0;
     let mut want = vec![0u8; ps as usize];
     let mut got = vec![0u8; ps as usize];
     for off in (0..size).step_by(ps as usize) {
@@ -241,7 +270,7 @@ fn check_bytes(dmabuf: &OwnedFd, memfd_map: &Mapping, moff: u64, size: u64, max:
         if want == got {
             continue;
         }
-        check.mismatched += 1;
+        mismatched += 1;
         if check.diffs.len() < max {
             let first = want.iter().zip(&got).position(|(a, b)| a != b).unwrap_or(0);
             let differing = want.iter().zip(&got).filter(|(a, b)| a != b).count() as u64;
@@ -255,58 +284,74 @@ fn check_bytes(dmabuf: &OwnedFd, memfd_map: &Mapping, moff: u64, size: u64, max:
             });
         }
     }
-    sys::dma_buf_sync(dmabuf, sys::DMA_BUF_SYNC_END | sys::DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC(END)")?;
-    if check.mismatched > 0 {
+    check.mismatched = Some(mismatched);
+    if mismatched > 0 {
         check.status = MISMATCH.into();
     }
-    Ok(check)
+    check
+}
+
+fn n(v: Option<u64>) -> u64 {
+    v.unwrap_or(0)
 }
 
 fn more(total: u64, shown: usize) -> String {
-    if total > shown as u64 { format!("    ... and {} more\n", total - shown as u64) } else { String::new() }
+    if total > shown as u64 {
+        format!("    ... and {} more\n", total - shown as u64)
+    } else {
+        String::new()
+    }
 }
 
 pub fn render_human(r: &Report, max: usize) -> String {
-    let mut s = format!("verify {}: {} dma-buf from {}, {} pages\n", r.handle, human(r.size), r.exporter, r.size / sys::page_size());
+    let mut s =
+        format!("verify {}: {} dma-buf from {}, {} pages\n", r.handle, human(r.size), r.exporter, r.size / sys::page_size());
     let c = &r.checks;
     match c.ioctl.status.as_str() {
         SKIPPED => s += &format!("  ioctl  skipped: {}\n", c.ioctl.reason.as_deref().unwrap_or("")),
-        OK => s += &format!("  ioctl  ok: {}/{} pages are the memfd's pages\n", c.ioctl.matching, c.ioctl.pages),
+        OK => s += &format!("  ioctl  ok: {}/{} pages are the memfd's pages\n", n(c.ioctl.matching), n(c.ioctl.pages)),
+        NOT_WATCHED => {
+            s += &format!(
+                "  ioctl  not watched: updated at the next map or SYNC; {} of {} pages were behind the memfd before this verify mapped the buffer (not counted as incoherent)\n",
+                n(c.ioctl.pages) - n(c.ioctl.matching),
+                n(c.ioctl.pages)
+            )
+        }
         _ => {
             s += &format!(
                 "  ioctl  MISMATCH: {} of {} pages differ ({} replaced in the memfd, {} holes now), first at offset {:#x}\n",
-                c.ioctl.pages - c.ioctl.matching,
-                c.ioctl.pages,
-                c.ioctl.stale,
-                c.ioctl.holes,
+                n(c.ioctl.pages) - n(c.ioctl.matching),
+                n(c.ioctl.pages),
+                n(c.ioctl.stale),
+                n(c.ioctl.holes),
                 c.ioctl.first_mismatch.unwrap_or(0)
             )
         }
     }
     match c.pfns.status.as_str() {
         SKIPPED => s += &format!("  pfns   skipped: {}\n", c.pfns.reason.as_deref().unwrap_or("")),
-        OK => s += &format!("  pfns   ok: {} PFNs match /proc/self/pagemap\n", c.pfns.pages),
+        OK => s += &format!("  pfns   ok: {} PFNs match /proc/self/pagemap\n", n(c.pfns.pages)),
         _ => {
-            s += &format!("  pfns   MISMATCH: {} of {} pages have another PFN\n", c.pfns.mismatched, c.pfns.pages);
+            s += &format!("  pfns   MISMATCH: {} of {} pages have another PFN\n", n(c.pfns.mismatched), n(c.pfns.pages));
             for d in &c.pfns.diffs {
                 let want = d.expected.map_or("not present".to_owned(), |p| format!("{p:#x}"));
                 s += &format!("    page at offset {:#x} ({}): memfd pfn {want}, dma-buf pfn {:#x}\n", d.offset, d.offset, d.got);
             }
-            s += &more(c.pfns.mismatched, c.pfns.diffs.len().min(max));
+            s += &more(n(c.pfns.mismatched), c.pfns.diffs.len().min(max));
         }
     }
     match c.bytes.status.as_str() {
         SKIPPED => s += &format!("  bytes  skipped: {}\n", c.bytes.reason.as_deref().unwrap_or("")),
-        OK => s += &format!("  bytes  ok: {} pages identical\n", c.bytes.pages),
+        OK => s += &format!("  bytes  ok: {} pages identical\n", n(c.bytes.pages)),
         _ => {
-            s += &format!("  bytes  MISMATCH: {} of {} pages differ\n", c.bytes.mismatched, c.bytes.pages);
+            s += &format!("  bytes  MISMATCH: {} of {} pages differ\n", n(c.bytes.mismatched), n(c.bytes.pages));
             for d in &c.bytes.diffs {
                 s += &format!(
                     "    page at offset {:#x} ({}): {} bytes differ, first at {:#x}: expected {:#04x} (memfd), got {:#04x} (dma-buf)\n",
                     d.offset, d.offset, d.bytes_differing, d.first_byte, d.expected, d.got
                 );
             }
-            s += &more(c.bytes.mismatched, c.bytes.diffs.len().min(max));
+            s += &more(n(c.bytes.mismatched), c.bytes.diffs.len().min(max));
         }
     }
     s += if r.coherent { "coherent\n" } else { "NOT coherent\n" };
@@ -328,14 +373,15 @@ mod tests {
             size: 16 * 4096,
             memfd_offset: 0,
             coherent: false,
+            watched: None,
             checks: Checks {
-                ioctl: IoctlCheck { status: SKIPPED.into(), reason: Some("not ours".into()), pages: 16, ..Default::default() },
-                pfns: PfnCheck { status: SKIPPED.into(), reason: Some("not ours".into()), pages: 16, ..Default::default() },
+                ioctl: IoctlCheck { status: SKIPPED.into(), reason: Some("not ours".into()), ..Default::default() },
+                pfns: PfnCheck { status: SKIPPED.into(), reason: Some("not ours".into()), ..Default::default() },
                 bytes: ByteCheck {
                     status: MISMATCH.into(),
                     reason: None,
-                    pages: 16,
-                    mismatched: 2,
+                    pages: Some(16),
+                    mismatched: Some(2),
                     diffs: vec![ByteDiff {
                         offset: 0x4000,
                         memfd_offset: 0x4000,
@@ -365,7 +411,40 @@ mod tests {
         for k in ["status", "reason", "pages", "matching", "stale", "holes", "first_mismatch"] {
             assert!(v["checks"]["ioctl"].get(k).is_some(), "{k}");
         }
+        // Skipped checks have no counts: not `"matching":0`.
+        assert!(v["checks"]["ioctl"]["matching"].is_null(), "{v}");
+        assert!(v["checks"]["pfns"]["mismatched"].is_null(), "{v}");
+        assert_eq!(v["checks"]["bytes"]["mismatched"], 2);
         assert_eq!(serde_json::from_value::<Report>(v).unwrap(), r);
+    }
+
+    /// The verify of an unwatched buffer whose update is still pending (first run) and
+    /// the one after it (the map brought the update in) give the same verdict.
+    #[test]
+    fn unwatched_buffer_has_one_verdict() {
+        let behind = udmabuf_live_uapi::UdmabufLiveVerify {
+            pages: 16,
+            matching: 14,
+            stale: 2,
+            first_mismatch: 0x4000,
+            ..Default::default()
+        };
+        let caught_up =
+            udmabuf_live_uapi::UdmabufLiveVerify { pages: 16, matching: 16, first_mismatch: u64::MAX, ..Default::default() };
+        let ok = |pages| ByteCheck { status: OK.into(), pages: Some(pages), mismatched: Some(0), ..Default::default() };
+        let pf = |pages| PfnCheck { status: OK.into(), pages: Some(pages), mismatched: Some(0), ..Default::default() };
+        let first = Checks { ioctl: ioctl_check(&behind, 16, false), pfns: pf(16), bytes: ok(16) };
+        let second = Checks { ioctl: ioctl_check(&caught_up, 16, false), pfns: pf(16), bytes: ok(16) };
+        assert_eq!(first.ioctl.status, NOT_WATCHED);
+        assert!(first.ioctl.reason.as_deref().unwrap().contains("not watched: updated at the next map or SYNC"));
+        assert!(coherent(&first) && coherent(&second));
+        // A watched buffer that is behind is incoherent.
+        let watched = Checks { ioctl: ioctl_check(&behind, 16, true), pfns: pf(16), bytes: ok(16) };
+        assert!(!coherent(&watched));
+        let r = Report { coherent: true, watched: Some(false), checks: first, size: 16 * 4096, ..Default::default() };
+        let text = render_human(&r, 8);
+        assert!(text.contains("ioctl  not watched: updated at the next map or SYNC; 2 of 16 pages"), "{text}");
+        assert!(text.ends_with("coherent\n") && !text.contains("NOT coherent"), "{text}");
     }
 
     #[test]

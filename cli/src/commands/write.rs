@@ -21,7 +21,7 @@ pub struct Written {
 }
 
 pub fn run(args: &WriteArgs) -> Result<ExitCode> {
-    let r = args.handle.resolve()?;
+    let (r, _live) = super::resolve(&args.handle, None, 0)?;
     let size = memfd_size(&r.memfd)?;
     let offset = args.offset.0;
     let len = match args.len {

@@ -31,6 +31,13 @@ pub fn suite() -> Suite {
             hugepage_shortage_exits_6,
             exec_passes_fds_layout_and_status,
             format_layout_is_printed,
+            exec_command_gets_clean_signals,
+            mixed_handle_exits_8,
+            unwatched_buffer_verdict_is_stable,
+            handle_commands_find_the_device,
+            read_dumps_the_buffer,
+            partial_punch_says_no_page_dropped,
+            hold_pin_defers_sync,
         ],
     }
 }
@@ -77,8 +84,20 @@ struct Holder {
 
 impl Holder {
     fn start(args: &[&str]) -> Result<Self> {
+        let mut all = vec!["create"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--hold", "--json"]);
+        let mut h = Self::start_raw(&all)?;
+        let handle = h.created["handle"].as_str().with_context(|| format!("no handle in {}", h.created))?.to_owned();
+        expect_eq("holder pid in its handle", handle.split(':').next().map(str::to_owned), Some(h.pid().to_string()))?;
+        h.handle = handle;
+        Ok(h)
+    }
+
+    /// Any `udmabuf-ctl ARGS` that prints one JSON line and then keeps running.
+    fn start_raw(args: &[&str]) -> Result<Self> {
         let mut cmd = Command::new(CTL);
-        cmd.arg("create").args(args).args(["--hold", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().context("starting the holder")?;
         let stdout = child.stdout.take().context("holder stdout")?;
         // Read its one line in a thread, so a holder that never prints cannot hang the case.
@@ -100,10 +119,11 @@ impl Holder {
                 );
             }
         };
-        let created: Value = serde_json::from_str(&line).with_context(|| format!("holder output is not JSON: {line}"))?;
-        let handle = created["handle"].as_str().with_context(|| format!("no handle in {line}"))?.to_owned();
-        expect_eq("holder pid in its handle", handle.split(':').next().map(str::to_owned), Some(child.id().to_string()))?;
-        Ok(Self { child: Some(child), created, handle })
+        let mut created: Value = serde_json::from_str(&line).with_context(|| format!("holder output is not JSON: {line}"))?;
+        if created.get("pid").is_none() {
+            created["pid"] = child.id().into();
+        }
+        Ok(Self { child: Some(child), created, handle: String::new() })
     }
 
     fn pid(&self) -> i64 {
@@ -116,7 +136,12 @@ impl Holder {
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("SIGTERM to the holder")?;
         let out = child.wait_with_output().context("waiting for the holder")?;
-        ensure!(out.status.code() == Some(0), "the holder exited {:?} after SIGTERM: {}", out.status, String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            out.status.code() == Some(0),
+            "the holder exited {:?} after SIGTERM: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     }
 }
@@ -236,9 +261,13 @@ fn live_flow(create: &[&str], punch_off: &str, punch_len: &str, punched_pages: u
     ensure!(listed.len() == 1, "list shows {} buffers for the holder: {listed:?}", listed.len());
     expect_eq("list exporter", listed[0]["exporter"].as_str(), Some(udmabuf_live_uapi::MODULE_NAME))?;
     expect_eq("list fd", listed[0]["fd"].as_i64(), h.created["dmabuf_fd"].as_i64())?;
+    expect_eq("list memfd fd", listed[0]["memfd_fd"].as_i64(), h.created["memfd_fd"].as_i64())?;
+    expect_eq("list handle", listed[0]["handle"].as_str(), Some(handle.as_str()))?;
     ensure!(listed[0]["live"].is_object(), "list has no INFO for the buffer: {}", listed[0]);
     let human = ctl_expect(&["list"], 0)?;
-    ensure!(String::from_utf8_lossy(&human.stdout).contains(udmabuf_live_uapi::MODULE_NAME), "human list: {}", show(&human));
+    let text = String::from_utf8_lossy(&human.stdout);
+    ensure!(text.contains(udmabuf_live_uapi::MODULE_NAME), "human list: {}", show(&human));
+    ensure!(text.lines().next().is_some_and(|l| l.contains("HANDLE")) && text.contains(&handle), "no HANDLE column: {text}");
 
     let pid = h.pid();
     h.stop()?;
@@ -271,10 +300,7 @@ fn builtin_buffer_diverges_and_verify_names_offsets() -> CaseResult {
     let handle = h.handle.clone();
     let v = ctl_json(&["verify", &handle], 0).context("verify right after create")?;
     expect_eq("ioctl check on the built-in driver", v["checks"]["ioctl"]["status"].as_str(), Some("skipped"))?;
-    ensure!(
-        v["checks"]["ioctl"]["reason"].as_str().is_some_and(|r| r.contains("udmabuf")),
-        "the skip does not say why: {v}"
-    );
+    ensure!(v["checks"]["ioctl"]["reason"].as_str().is_some_and(|r| r.contains("udmabuf")), "the skip does not say why: {v}");
     // INFO and SYNC are udmabuf-live's: exit 9 on another exporter's buffer.
     ctl_expect(&["info", &handle], 9)?;
     ctl_expect(&["sync", &handle], 9)?;
@@ -319,11 +345,44 @@ udmabuf-ctl verify "$UDMABUF_HANDLE" >/dev/null || exit 93
 exit 42"#;
     ctl_expect(&["create", "--size", "64K", "--fill", "0x5a", "--exec", "--", "sh", "-c", script], 42)?;
     let o = ctl_expect(
-        &["create", "--format", "NV12", "--width", "64", "--height", "32", "--exec", "--", "sh", "-c",
-          "echo $UDMABUF_FORMAT $UDMABUF_WIDTH $UDMABUF_HEIGHT $UDMABUF_PLANES $UDMABUF_STRIDES $UDMABUF_OFFSETS"],
+        &[
+            "create",
+            "--format",
+            "NV12",
+            "--width",
+            "64",
+            "--height",
+            "32",
+            "--exec",
+            "--",
+            "sh",
+            "-c",
+            "echo $UDMABUF_FORMAT $UDMABUF_WIDTH $UDMABUF_HEIGHT $UDMABUF_PLANES $UDMABUF_STRIDES $UDMABUF_OFFSETS",
+        ],
         0,
     )?;
     expect_eq("environment of the command", String::from_utf8_lossy(&o.stdout).trim(), "NV12 64 32 2 256,256 0,8192")?;
+    let o = ctl_expect(
+        &[
+            "create",
+            "--format",
+            "NV12",
+            "--width",
+            "64",
+            "--height",
+            "32",
+            "--exec",
+            "--",
+            "sh",
+            "-c",
+            "echo $UDMABUF_FOURCC $UDMABUF_MODIFIER",
+        ],
+        0,
+    )?;
+    expect_eq("fourcc number and modifier", String::from_utf8_lossy(&o.stdout).trim(), "0x3231564e 0x0")?;
+    let v = ctl_json(&["create", "--format", "NV12", "--width", "64", "--height", "32"], 0)?;
+    expect_eq("layout fourcc_code", v["layout"]["fourcc_code"].as_u64(), Some(0x3231_564e))?;
+    expect_eq("layout modifier", v["layout"]["modifier"].as_u64(), Some(0))?;
     ctl_expect(&["create", "--size", "64K", "--exec", "--", "/no/such/program"], 127)?;
     Ok(Outcome::Pass)
 }
@@ -348,4 +407,196 @@ fn hugepage_shortage_exits_6() -> CaseResult {
     let o = ctl_expect(&["create", "--size", "4G", "--hugetlb", "--device", &test_device()], 6)?;
     ensure!(String::from_utf8_lossy(&o.stderr).contains("nr_hugepages"), "no advice: {}", show(&o));
     Ok(Outcome::Pass)
+}
+
+/// Defect 1 of issue 17: the command of --exec started with SIGHUP, SIGINT and SIGTERM
+/// blocked, so neither Ctrl-C nor kill reached it.
+fn exec_command_gets_clean_signals() -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    let o = ctl_expect(&["create", "--size", "4K", "--exec", "--", "sh", "-c", "grep -E 'SigBlk|SigIgn' /proc/self/status"], 0)?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    ensure!(text.contains("SigBlk:\t0000000000000000"), "the command starts with blocked signals: {text}");
+    for (sig, want) in [(nix::sys::signal::Signal::SIGTERM, 143), (nix::sys::signal::Signal::SIGINT, 130)] {
+        let mut child = Command::new(CTL)
+            .args(["create", "--size", "4K", "--exec", "--", "sleep", "30"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(1500));
+        let start = std::time::Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig)?;
+        let status = child.wait()?;
+        ensure!(start.elapsed() < Duration::from_secs(15), "{sig} to create --exec did not stop the command");
+        expect_eq(&format!("exit status after {sig}"), status.code(), Some(want))?;
+    }
+    Ok(Outcome::Pass)
+}
+
+/// Defect 4 of issue 17: a handle whose memfd is another buffer's was accepted.
+fn mixed_handle_exits_8() -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    // One process (the innermost sh) holds two buffers: the outer one's fds are M1/D1.
+    let inner = r#"h=$$:$M1:$UDMABUF_DMABUF_FD
+udmabuf-ctl info $h >/dev/null 2>&1; a=$?
+udmabuf-ctl punch $h --offset 0 --len 4K >/dev/null 2>&1; b=$?
+udmabuf-ctl verify $h >/dev/null 2>&1; c=$?
+udmabuf-ctl info $$:$UDMABUF_MEMFD_FD:$D1 >/dev/null 2>&1; d=$?
+udmabuf-ctl verify $$:$UDMABUF_MEMFD_FD:$UDMABUF_DMABUF_FD >/dev/null 2>&1; e=$?
+udmabuf-ctl verify $$:$M1:$D1 >/dev/null 2>&1; f=$?
+echo $a $b $c $d $e $f"#;
+    let outer = format!(
+        "M1=$UDMABUF_MEMFD_FD D1=$UDMABUF_DMABUF_FD exec udmabuf-ctl create --size 64K --fill 0x11 --exec -- sh -c '{inner}'"
+    );
+    let o = ctl_expect(&["create", "--size", "64K", "--fill", "seq", "--exec", "--", "sh", "-c", &outer], 0)?;
+    expect_eq(
+        "exit codes of info/punch/verify/info (mixed), verify, verify (matched)",
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "8 8 8 8 0 0",
+    )?;
+    Ok(Outcome::Pass)
+}
+
+/// Defect 5 of issue 17: after the creator exits (the buffer is not watched), a punch and
+/// a write, the first verify said NOT coherent and the second coherent.
+fn unwatched_buffer_verdict_is_stable() -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    let o = ctl_expect(
+        &[
+            "create",
+            "--size",
+            "64K",
+            "--fill",
+            "seq",
+            "--exec",
+            "--",
+            "sh",
+            "-c",
+            "sleep 120 </dev/null >/dev/null 2>&1 & echo $! $UDMABUF_MEMFD_FD $UDMABUF_DMABUF_FD",
+        ],
+        0,
+    )?;
+    let text = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let f: Vec<&str> = text.split(' ').collect();
+    ensure!(f.len() == 3, "unexpected output: {text}");
+    let keeper = nix::unistd::Pid::from_raw(f[0].parse()?);
+    let result = (|| -> CaseResult {
+        let handle = format!("{}:{}:{}", f[0], f[1], f[2]);
+        let human = ctl_expect(&["info", &handle], 0)?;
+        let info = String::from_utf8_lossy(&human.stdout);
+        let state = info.lines().find(|l| l.starts_with("state")).unwrap_or_default();
+        ensure!(!state.trim_end().ends_with('-') && state.contains("watched"), "state not in words: {info}");
+        let i = ctl_json(&["info", &handle], 0)?;
+        let watched = i["live"]["state"].as_array().is_some_and(|s| s.iter().any(|v| v == "watched"));
+        ctl_json(&["punch", &handle, "--offset", "8K", "--len", "4K"], 0)?;
+        ctl_json(&["write", &handle, "--pattern", "random:3"], 0)?;
+        let v1 = ctl_json(&["verify", &handle], 0).context("first verify")?;
+        let v2 = ctl_json(&["verify", &handle], 0).context("second verify")?;
+        expect_eq("verdicts agree", v1["coherent"].as_bool(), v2["coherent"].as_bool())?;
+        if !watched {
+            expect_eq("watched in verify", v1["watched"].as_bool(), Some(false))?;
+            let st = v1["checks"]["ioctl"]["status"].as_str().unwrap_or_default();
+            ensure!(st == "not_watched" || st == "ok", "first verify's ioctl check: {v1}");
+            ensure!(info.contains("not watched"), "info does not say 'not watched': {info}");
+        }
+        Ok(Outcome::Pass)
+    })();
+    let _ = nix::sys::signal::kill(keeper, nix::sys::signal::Signal::SIGKILL);
+    result
+}
+
+/// Defect 6 of issue 17: `status --device /dev/udmabuf` described udmabuf_live, and
+/// `info LIVE_HANDLE --device /dev/udmabuf` refused the buffer.
+fn handle_commands_find_the_device() -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    if !std::path::Path::new(REFERENCE_DEVICE).exists() {
+        bail!("{REFERENCE_DEVICE} missing: the test kernel needs CONFIG_UDMABUF=y");
+    }
+    let o = ctl_expect(&["status", "--device", REFERENCE_DEVICE], 0)?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    ensure!(
+        !text.contains(udmabuf_live_uapi::MODULE_NAME) && text.contains("driver  udmabuf"),
+        "status of {REFERENCE_DEVICE}: {text}"
+    );
+    let v = ctl_json(&["status"], 0)?;
+    expect_eq("status module", v["module"]["name"].as_str(), Some(udmabuf_live_uapi::MODULE_NAME))?;
+    ensure!(v["module"]["parameters"]["size_limit_mb"].is_u64(), "parameters are not typed: {v}");
+    let h = Holder::start(&["--size", "64K"])?;
+    ctl_json(&["info", &h.handle, "--device", REFERENCE_DEVICE], 0)?;
+    ctl_json(&["sync", &h.handle, "--device", REFERENCE_DEVICE], 0)?;
+    h.stop()?;
+    Ok(Outcome::Pass)
+}
+
+/// Item 11 of issue 17: `read` dumps the dma-buf's bytes.
+fn read_dumps_the_buffer() -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    let h = Holder::start(&["--size", "64K", "--fill", "0xab"])?;
+    let o = ctl_expect(&["read", &h.handle, "--len", "32"], 0)?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    // Two identical lines: the second is folded into `*`, then the end offset.
+    ensure!(
+        text.starts_with("00000000  ab ab ab ab") && text.contains("\n*\n") && text.ends_with("00000020\n"),
+        "hex dump: {text}"
+    );
+    let path = "/tmp/ulive-cli-read.bin";
+    ctl_expect(&["read", &h.handle, "--offset", "4K", "--out", path], 0)?;
+    let bytes = std::fs::read(path)?;
+    let _ = std::fs::remove_file(path);
+    expect_eq("bytes read", bytes.len(), 60 << 10)?;
+    ensure!(bytes.iter().all(|&b| b == 0xab), "read returned other bytes");
+    ctl_expect(&["read", &h.handle, "--offset", "64K"], 2)?;
+    h.stop()?;
+    Ok(Outcome::Pass)
+}
+
+/// Defect 10 of issue 17: a punch inside one page said "punched 100 bytes".
+fn partial_punch_says_no_page_dropped() -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    let h = Holder::start(&["--size", "64K", "--fill", "seq"])?;
+    let o = ctl_expect(&["punch", &h.handle, "--offset", "100", "--len", "100"], 0)?;
+    ensure!(String::from_utf8_lossy(&o.stdout).contains("no page dropped"), "{}", show(&o));
+    let v = ctl_json(&["punch", &h.handle, "--offset", "8K", "--len", "8K"], 0)?;
+    expect_eq("pages dropped", v["pages_dropped"].as_u64(), Some(8192 / page_size()))?;
+    let o = ctl_expect(&["write", &h.handle, "--offset", "64K", "--pattern", "zero"], 2)?;
+    ensure!(String::from_utf8_lossy(&o.stderr).contains("past the end"), "{}", show(&o));
+    h.stop()?;
+    Ok(Outcome::Pass)
+}
+
+/// Item 11 of issue 17: `hold --pin` through the test importer defers updates, and `sync`
+/// then times out with exit 7.
+fn hold_pin_defers_sync() -> CaseResult {
+    if let Some(o) = live_device_under_test() {
+        return Ok(o);
+    }
+    let loaded_here = super::importer_client::ensure_loaded()?;
+    let result = (|| -> CaseResult {
+        let h = Holder::start(&["--size", "64K", "--fill", "seq"])?;
+        let pin = Holder::start_raw(&["hold", &h.handle, "--pin", "--json"])?;
+        expect_eq("hold kind", pin.created["hold"].as_str(), Some("pin"))?;
+        ctl_json(&["punch", &h.handle, "--offset", "0", "--len", "4K"], 0)?;
+        ctl_json(&["write", &h.handle, "--pattern", "0x5a", "--len", "4K"], 0)?;
+        ctl_expect(&["sync", &h.handle, "--timeout-ms", "100"], 7)?;
+        pin.stop()?;
+        ctl_json(&["sync", &h.handle, "--timeout-ms", "5000"], 0)?;
+        ctl_expect(&["verify", &h.handle], 0)?;
+        h.stop()?;
+        Ok(Outcome::Pass)
+    })();
+    if loaded_here {
+        let _ = super::importer_client::unload();
+    }
+    result
 }
