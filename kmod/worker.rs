@@ -36,6 +36,11 @@ use kernel::{prelude::*, sync::Arc, workqueue::WorkItem};
 /// behind a fence that does not signal.
 const FENCE_TIMEOUT_MS: u32 = 2000;
 
+/// How often the worker tries an update before it leaves it pending.
+const UPDATE_TRIES: u32 = 10;
+/// Pause after the first failed try; doubled after each one.
+const RETRY_FIRST_PAUSE_MS: i64 = 2;
+
 /// What an update did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -155,11 +160,24 @@ impl WorkItem for Buffer {
     type Pointer = Arc<Buffer>;
 
     fn run(this: Arc<Buffer>) {
-        // A failure leaves the pages marked (or a full check requested): the next
-        // notifier, SYNC, map or CPU access retries. The buffer keeps its old, still
-        // pinned, pages meanwhile.
-        if let Err(e) = this.update(false) {
-            pr_warn!("deferred page update failed: {:?}\n", e);
+        // A failure leaves the pages marked (or a full check requested). Most failures
+        // are transient: memfd_pin_folios() fails with ENOMEM for a hugetlb hole while a
+        // fault on the memfd's own mapping is filling it (measured: for up to ~30 ms
+        // under TCG). So retry with a doubling pause (about 1 s in all), then leave it
+        // to the next notifier, SYNC, map or CPU access. The buffer keeps its old, still
+        // pinned, pages meanwhile (INFO: PENDING).
+        let mut pause = RETRY_FIRST_PAUSE_MS;
+        for attempt in 1..=UPDATE_TRIES {
+            match this.update(false) {
+                Ok(_) => return,
+                Err(e) if attempt == UPDATE_TRIES => {
+                    pr_warn!("buffer {}: page update failed {} times, left pending: {:?}\n", this.id, attempt, e);
+                }
+                Err(_) => {
+                    kernel::time::delay::fsleep(kernel::time::Delta::from_millis(pause));
+                    pause *= 2;
+                }
+            }
         }
     }
 }

@@ -182,8 +182,12 @@ fn static_map_right_after_punch_sees_new_pages() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
-/// Finding 6, third part: a swap that fails after the new pages were pinned (test hook
-/// `test_fail_swaps`) must leave the buffer PENDING, and the next SYNC must apply it.
+/// How often the worker tries an update before it leaves it pending (worker.rs).
+const WORKER_TRIES: u64 = 10;
+
+/// Finding 6, third part: swaps that fail after the new pages were pinned (test hook
+/// `test_fail_swaps`), every time the worker tries, must leave the buffer PENDING, and
+/// the next SYNC must apply it.
 fn failed_swap_stays_pending() -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
@@ -191,7 +195,8 @@ fn failed_swap_stays_pending() -> CaseResult {
     let size = 16 * ps();
     let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 1)?;
     let path = param_path(&device_path(), "test_fail_swaps");
-    let _fail = ParamGuard::set(&device_path(), "test_fail_swaps", 1).context("test hook test_fail_swaps")?;
+    // As many failures as the worker makes tries (it retries for about 1 s).
+    let _fail = ParamGuard::set(&device_path(), "test_fail_swaps", WORKER_TRIES).context("test hook test_fail_swaps")?;
     punch(&memfd, PAGE * ps(), ps())?;
     map.write(PAGE * ps(), &pattern(2, ps()));
     let failed = wait_for(5, || Ok(std::fs::read_to_string(&path)?.trim() == "0"))?;
@@ -338,6 +343,8 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
                 written.store(true, Ordering::Release);
             }
         });
+        let held_now = |dev: &std::os::fd::OwnedFd, buf: &std::os::fd::OwnedFd, off: u64| -> Result<u64> { Ok(pfns(dev, buf, off / ps(), 1)?[0]) };
+        let mut history: Vec<(u64, u64)> = Vec::new();
         let r = (|| -> Result<()> {
             for r in 0..rounds {
                 let off = (r % units) * granule;
@@ -349,7 +356,18 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
                 }
                 let want = content(r);
                 let done = wait_for(5, || Ok(verify(&dev, &buf)?.matching == size / ps()))?;
-                ensure!(done, "round {r}: the buffer did not follow the punch and refill within 5 s: {:?}", verify(&dev, &buf)?);
+                if !done {
+                    let held = pfns(&dev, &buf, off / ps(), 1)?;
+                    let mapped = mapped_pfns(&map, off, 1)?;
+                    let dbg = std::fs::read_to_string("/sys/kernel/debug/udmabuf_live/buffers").unwrap_or_default();
+                    bail!(
+                        "round {r}: the buffer did not follow the punch and refill within 5 s: {:?}; {:?}; held pfn {held:?}, memfd maps pfn {mapped:?}; punched pfns this run: {:?}; debugfs: {dbg}",
+                        verify(&dev, &buf)?,
+                        info(&dev, &buf)?,
+                        history.iter().rev().take(8).collect::<Vec<_>>()
+                    );
+                }
+                history.push((r, held_now(&dev, &buf, off)?));
                 expect_bytes(&format!("round {r}: the refilled unit through the dma-buf"), &view.read(off, granule), &want)?;
             }
             Ok(())
