@@ -107,6 +107,21 @@ pub fn verdict(compared: usize, equal: usize, how: &str) -> Backing {
     }
 }
 
+/// The verdict from the PFNs of the sampled pages: `mine[i]` is the memfd's PFN of pick
+/// `i`, `theirs[i]` the dma-buf's. Only picks with a PFN on both sides count; `None` when
+/// no pick has: /proc/self/pagemap says "not present" for every page of a VM_PFNMAP or
+/// VM_IO mapping (the page walker skips such VMAs, fs/proc/task_mmu.c and mm/pagewalk.c),
+/// which is how the built-in udmabuf, the dma-buf heaps and GEM exporters map their
+/// buffers, and PFN 0 for every page without CAP_SYS_ADMIN. The caller then compares bytes.
+pub fn pfn_verdict(mine: &[Option<u64>], theirs: &[Option<u64>]) -> Option<Backing> {
+    let known = |p: &Option<u64>| p.filter(|&pfn| pfn != 0);
+    let pairs: Vec<(u64, u64)> = mine.iter().zip(theirs).filter_map(|(m, t)| Some((known(m)?, known(t)?))).collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    Some(verdict(pairs.len(), pairs.iter().filter(|(m, t)| m == t).count(), "their PFNs"))
+}
+
 impl Handle {
     /// Duplicate both fds of the holder into this process and check what they are.
     pub fn resolve(&self) -> Result<Resolved> {
@@ -164,8 +179,11 @@ impl Resolved {
     /// starts in it), and refuse the handle (exit 8) if not. With CAP_SYS_ADMIN the PFNs
     /// of up to [`SAMPLE_PAGES`] resident memfd pages are compared with the dma-buf's
     /// (udmabuf-live: the PFNS ioctl on `live`; other exporters: /proc/self/pagemap of a
-    /// mapping of the dma-buf); without it, their bytes through a mapping of each. Only
-    /// pages already in the memfd are looked at, so no hole is filled.
+    /// mapping of the dma-buf); without it, or when pagemap cannot see the dma-buf's pages
+    /// (VM_PFNMAP mappings such as the built-in udmabuf's, see [`pfn_verdict`]), their
+    /// bytes through a mapping of each. Bytes cannot tell two buffers with the same
+    /// content apart (e.g. both still zero): such a mixed handle is accepted. Only pages
+    /// already in the memfd are looked at, so no hole is filled.
     pub fn check_backing(&self, memfd_offset: u64, live: Option<&std::fs::File>) -> Result<()> {
         match self.backing(memfd_offset, live)? {
             Backing::No(why) => Err(CtlError::Handle(format!(
@@ -201,7 +219,8 @@ impl Resolved {
             for &p in &picks {
                 mmap.touch(moff + p as u64 * ps);
             }
-            let mine = sys::pagemap_pfns(mmap.addr() + first * ps as usize, (dsize / ps).max(1))?;
+            let all_mine = sys::pagemap_pfns(mmap.addr() + first * ps as usize, (dsize / ps).max(1))?;
+            let mine: Vec<Option<u64>> = picks.iter().map(|&p| all_mine[p]).collect();
             let theirs: Vec<Option<u64>> = match live {
                 Some(dev) => {
                     let mut v = Vec::with_capacity(picks.len());
@@ -213,6 +232,9 @@ impl Resolved {
                     v
                 }
                 None => {
+                    // The built-in udmabuf refuses private mappings (Mapping is shared)
+                    // and maps with VM_PFNMAP: pagemap shows none of these pages, and
+                    // pfn_verdict leaves the answer to the bytes below.
                     let dmap = Mapping::new(&self.dmabuf, dsize, false)?;
                     for &p in &picks {
                         dmap.touch(p as u64 * ps);
@@ -221,10 +243,8 @@ impl Resolved {
                     picks.iter().map(|&p| all[p]).collect()
                 }
             };
-            // PFN 0 means pagemap hid the PFNs after all: fall back to the bytes.
-            if !mine.iter().chain(theirs.iter()).any(|p| *p == Some(0)) {
-                let equal = picks.iter().zip(&theirs).filter(|(p, t)| mine[**p].is_some() && mine[**p] == **t).count();
-                return Ok(verdict(picks.len(), equal, "their PFNs"));
+            if let Some(v) = pfn_verdict(&mine, &theirs) {
+                return Ok(v);
             }
         }
         let dmap = Mapping::new(&self.dmabuf, dsize, false)?;
@@ -272,6 +292,25 @@ mod tests {
         assert_eq!(verdict(0, 0, "x"), Backing::Unknown);
         assert_eq!(verdict(5, 1, "x"), Backing::Yes);
         assert!(matches!(verdict(5, 0, "their PFNs"), Backing::No(w) if w.contains("none of 5 sampled pages")));
+    }
+
+    /// The built-in udmabuf's dma-buf mapping is VM_PFNMAP: pagemap shows its pages as not
+    /// present. That says nothing about the handle (it was "none of 32 sampled pages is in
+    /// the dma-buf" for a genuine handle); only pages with a PFN on both sides count.
+    #[test]
+    fn pfns_pagemap_cannot_see_do_not_count() {
+        let mine = [Some(0x2305), Some(0x18a7), Some(0x18ed)];
+        assert_eq!(pfn_verdict(&mine, &[None, None, None]), None);
+        // Hidden PFNs (no CAP_SYS_ADMIN) on either side.
+        assert_eq!(pfn_verdict(&mine, &[Some(0), Some(0), Some(0)]), None);
+        assert_eq!(pfn_verdict(&[Some(0); 3], &mine), None);
+        assert_eq!(pfn_verdict(&[], &[]), None);
+        assert_eq!(pfn_verdict(&mine, &mine), Some(Backing::Yes));
+        // One page in common, the others not visible or replaced: the same buffer.
+        assert_eq!(pfn_verdict(&mine, &[None, Some(0x18a7), Some(0x9999)]), Some(Backing::Yes));
+        // Every comparable page differs: another buffer's memfd.
+        let other = pfn_verdict(&mine, &[Some(0x1111), None, Some(0x2222)]);
+        assert!(matches!(&other, Some(Backing::No(w)) if w.contains("none of 2 sampled pages")), "{other:?}");
     }
 
     #[test]
