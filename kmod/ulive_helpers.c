@@ -638,6 +638,28 @@ void ulive_user_uncharge(struct user_struct *user, unsigned long pages)
 #endif
 }
 
+/*
+ * Is @page still @file's page at page index @index? Identity only: the caller holds a
+ * pin on @page, so its folio and the folio's index are stable while the folio is in the
+ * page cache, and nothing of a cache entry that is not our folio is read. RCU only.
+ */
+bool ulive_memfd_holds_page(struct file *file, pgoff_t index, struct page *page)
+{
+	struct folio *folio = page_folio(page);
+	XA_STATE(xas, &file->f_mapping->i_pages, index);
+	void *entry;
+	bool ret;
+
+	rcu_read_lock();
+	do {
+		entry = xas_load(&xas);
+	} while (xas_retry(&xas, entry));
+	ret = entry == folio && index >= folio->index &&
+	      folio_page(folio, index - folio->index) == page;
+	rcu_read_unlock();
+	return ret;
+}
+
 /* ---- memory cgroups ---- */
 
 /*

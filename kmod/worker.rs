@@ -316,7 +316,20 @@ impl Buffer {
         }
         {
             let mut state = self.state.lock();
-            changes.retain(|index, page| !state.holds(index, page));
+            // The pages were pinned under the inode lock, which is not held any more: a
+            // punch since then (its marks then wait for the next update), or another
+            // update that got there first, makes some of them pages not to install.
+            let mut gone = false;
+            changes.retain(|index, page| {
+                let current = self.ranges.iter().find(|r| r.pages().contains(&index)).is_some_and(|r| r.file.holds_page(r.file_offset(index), page));
+                gone |= !current;
+                current && !state.holds(index, page)
+            });
+            if gone {
+                // Marks of a punch that the lazy check consumed may be gone: look again.
+                self.request_resync();
+                self.tracker.kick();
+            }
             if changes.is_empty() {
                 return Ok(Outcome::Clean);
             }

@@ -29,6 +29,10 @@ impl PinnedPage {
         self.page == other.page
     }
 
+    pub(super) fn as_ptr(&self) -> *mut bindings::page {
+        self.page.as_ptr()
+    }
+
     pub(crate) fn pfn(&self) -> usize {
         // SAFETY: the page is valid (pinned) by the type invariant.
         unsafe { ffi::ulive_page_to_pfn(self.page.as_ptr()) as usize }

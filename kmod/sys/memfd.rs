@@ -230,6 +230,14 @@ impl MemFile {
         unsafe { ffi::ulive_still_mapped(self.ptr.as_ptr(), m.va as _, m.len as _, m.offset) }
     }
 
+    /// Is `page` still this file's page at byte `offset` (a page boundary)? For pages
+    /// pinned earlier without the inode lock held since: a punch may have removed them.
+    pub(crate) fn holds_page(&self, offset: u64, page: &super::folio::PinnedPage) -> bool {
+        // SAFETY: the file is valid (type invariant) and `page` is pinned, as the helper
+        // requires; it only compares identities under RCU.
+        unsafe { ffi::ulive_memfd_holds_page(self.ptr.as_ptr(), (offset >> super::PAGE_SHIFT) as _, page.as_ptr()) }
+    }
+
     /// Take the inode lock shared if nobody holds or waits for it exclusively: for a
     /// caller that holds a lock ranking after it (the reservation lock).
     pub(crate) fn try_lock_shared(&self) -> Option<InodeSharedGuard<'_>> {

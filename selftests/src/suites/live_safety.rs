@@ -35,10 +35,19 @@ pub fn suite() -> Suite {
             failed_swap_stays_pending,
             unmap_during_create_is_not_watched,
             refilled_pages_charged_to_creators_memcg,
-            punch_refill_race_shmem_two_cpus,
-            punch_refill_race_hugetlb_two_cpus,
         ],
     }
+}
+
+/// Finding 7's races, in a suite of their own that runs after every other suite that
+/// uses huge pages: the hugetlb case also hits a 7.2 bug outside the module. When
+/// memfd_pin_folios() fills a hugetlb hole that a fault fills at the same moment,
+/// memfd_alloc_folio() loses the page-cache insert (EEXIST) and then unreserves a page
+/// it never reserved on top of freeing the one it allocated: HugePages_Rsvd drops by
+/// one each time (it reads negative afterwards), and later hugetlb CREATEs of that boot
+/// can fail with ENOMEM. The case reports it when it happens.
+pub fn races_suite() -> Suite {
+    Suite { name: "live-races", cases: cases![punch_refill_race_shmem_two_cpus, punch_refill_race_hugetlb_two_cpus] }
 }
 
 const SEALED: u32 = UDMABUF_LIVE_STATE_SEALED;
@@ -380,10 +389,23 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// HugePages_Rsvd, which the kernel prints as an unsigned number even when negative.
+fn hugepages_reserved() -> Result<i64> {
+    Ok(meminfo("HugePages_Rsvd")? as i64)
+}
+
 fn punch_refill_race_shmem_two_cpus() -> CaseResult {
     punch_refill_race(Backing::Shmem, 300)
 }
 
 fn punch_refill_race_hugetlb_two_cpus() -> CaseResult {
-    punch_refill_race(Backing::Hugetlb, 250)
+    let before = hugepages_reserved()?;
+    let outcome = punch_refill_race(Backing::Hugetlb, 250);
+    let after = hugepages_reserved()?;
+    if after != before {
+        crate::ktap::out(&format!(
+            "    # 7.2 memfd_alloc_folio() EEXIST path: HugePages_Rsvd went from {before} to {after} during the race (a kernel accounting bug outside the module)"
+        ));
+    }
+    outcome
 }

@@ -74,6 +74,8 @@ pub fn all() -> Vec<Suite> {
         stress::suite(),
         fuzz::suite(),
         fault_injection::suite(),
+        // After every other suite that uses huge pages (see live_safety::races_suite).
+        live_safety::races_suite(),
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         // After everything that allocates, while the module's symbols still resolve.
