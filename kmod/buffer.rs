@@ -62,9 +62,24 @@ pub(crate) struct Range {
     /// Index of the range's first page in the buffer.
     pub(crate) first_page: usize,
     pub(crate) nr_pages: usize,
+    /// The memfd's change counter when every page of the range was last found to be the
+    /// memfd's own (`u64::MAX`: never, or no counter): while it reads the same, a full
+    /// check can skip the range without walking the page cache.
+    pub(crate) compared_at: AtomicU64,
 }
 
 impl Range {
+    /// Could a page of this range have left the memfd since it was last compared?
+    pub(crate) fn may_have_changed(&self) -> bool {
+        let seen = self.compared_at.load(Ordering::Acquire);
+        seen == u64::MAX || self.file.version() != Some(seen)
+    }
+
+    /// Every page was found to be the memfd's own at counter `version`.
+    pub(crate) fn compared(&self, version: Option<u64>) {
+        self.compared_at.store(version.unwrap_or(u64::MAX), Ordering::Release);
+    }
+
     pub(crate) fn pages(&self) -> core::ops::Range<usize> {
         self.first_page..self.first_page + self.nr_pages
     }
@@ -356,9 +371,10 @@ pub(crate) fn create(
         // Watch first, pin second: a punch after the pin is then always seen.
         let span = (first_page, nr, nr_pages);
         covered &= watch_range(&file, item.offset, span, &mut tracker, &mut notifiers)?;
-        pin_item(&file, bounds, nr, &mut pages, &mut scratch, memlock.as_ref())?;
+        let version = pin_item(&file, bounds, nr, &mut pages, &mut scratch, memlock.as_ref())?;
         backing = if i == 0 || backing == Some(kind) { Some(kind) } else { None };
-        ranges.push(Range { file, offset: item.offset, first_page, nr_pages: nr })?;
+        let compared_at = AtomicU64::new(version.unwrap_or(u64::MAX));
+        ranges.push(Range { file, offset: item.offset, first_page, nr_pages: nr, compared_at })?;
     }
     drop(scratch);
 
@@ -407,7 +423,8 @@ pub(crate) fn create(
 }
 
 /// Pin the `nr` pages at inclusive byte bounds `(start, end)` of a memfd, checking its
-/// seals under the inode lock (memfd_add_seals takes it for write).
+/// seals under the inode lock (memfd_add_seals takes it for write). Returns the memfd's
+/// change counter the pages are current at.
 fn pin_item(
     file: &MemFile,
     bounds: (i64, i64),
@@ -415,12 +432,14 @@ fn pin_item(
     pages: &mut PinnedPages,
     scratch: &mut FolioScratch,
     memlock: Option<&MemlockCharge>,
-) -> Result {
+) -> Result<Option<u64>> {
     let locked = file.lock_shared();
     let seals = locked.seals().ok_or_else(ebadfd)?;
     if !seals_allow(Some(seals)) {
         return Err(EINVAL);
     }
+    // Stable while the inode lock is held: the pages pinned below are the memfd's at it.
+    let version = file.version();
     // Upstream would pin here and fail with ENOMEM: so do we, for the memlock limit.
     if let Some(m) = memlock {
         m.charge(nr)?;
@@ -435,7 +454,7 @@ fn pin_item(
     if nr - pinned? != 0 {
         return Err(EINVAL);
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Inclusive loff_t bounds of `size` bytes at `offset`. memfd_pin_folios takes loff_t

@@ -42,6 +42,7 @@ extern "C" {
     pub(crate) fn ulive_memcg_current() -> *mut MemCgroup;
     pub(crate) fn ulive_memcg_put(memcg: *mut MemCgroup);
     pub(crate) fn ulive_memcg_enter(memcg: *mut MemCgroup) -> *mut MemCgroup;
+    pub(crate) fn ulive_memfd_version(file: *mut bindings::file) -> u64;
     pub(crate) fn ulive_memfd_holds_page(file: *mut bindings::file, index: c_ulong, page: *mut bindings::page) -> bool;
     pub(crate) fn ulive_still_mapped(file: *mut bindings::file, va: c_ulong, len: c_ulong, offset: u64) -> bool;
     pub(crate) fn ulive_this_module() -> *mut bindings::module;

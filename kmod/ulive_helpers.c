@@ -10,6 +10,7 @@
 #include <linux/dma-resv.h>
 #include <linux/fs.h>
 #include <linux/hugetlb.h>
+#include <linux/iversion.h>
 #include <linux/iosys-map.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
@@ -658,6 +659,24 @@ bool ulive_memfd_holds_page(struct file *file, pgoff_t index, struct page *page)
 	      folio_page(folio, index - folio->index) == page;
 	rcu_read_unlock();
 	return ret;
+}
+
+/*
+ * The change counter of a shmem memfd's inode: shmem_truncate_range() bumps it after
+ * every truncation and hole punch has removed its pages, and pinned pages leave the
+ * page cache no other way (they cannot be swapped out, migrated or collapsed). So an
+ * unchanged counter means none of our pages left since it was read. U64_MAX for
+ * hugetlbfs, which keeps no such counter: its pages are compared one by one. No lock.
+ */
+u64 ulive_memfd_version(struct file *file)
+{
+	u64 v;
+
+	if (!shmem_file(file))
+		return U64_MAX;
+	v = inode_peek_iversion(file_inode(file));
+	smp_rmb(); /* the counter before the page cache it vouches for */
+	return v;
 }
 
 /* ---- memory cgroups ---- */

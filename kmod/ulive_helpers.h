@@ -101,6 +101,7 @@ void ulive_user_uncharge(struct user_struct *user, unsigned long pages);
 struct mem_cgroup *ulive_memcg_current(void);
 void ulive_memcg_put(struct mem_cgroup *memcg);
 struct mem_cgroup *ulive_memcg_enter(struct mem_cgroup *memcg);
+u64 ulive_memfd_version(struct file *file);
 bool ulive_memfd_holds_page(struct file *file, pgoff_t index, struct page *page);
 bool ulive_still_mapped(struct file *file, unsigned long va, unsigned long len, u64 offset);
 

@@ -56,6 +56,18 @@ pub(crate) enum Outcome {
     Released,
 }
 
+/// How much of the buffer an update compares with its memfds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The pages the notifiers marked.
+    Marked,
+    /// Every page, but a range whose memfd's change counter has not moved since it was
+    /// last compared is skipped without a page-cache walk (shmem).
+    All,
+    /// Every page, walked: after a failure or a race the counter's record may not hold.
+    Every,
+}
+
 /// How `refault` takes the inode locks.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum InodeLock {
@@ -194,8 +206,13 @@ impl Buffer {
             }
             let taken = self.tracker.take()?;
             crate::ffi::test_delay();
-            let full = self.take_resync() || full;
-            let result = self.refault(taken.bits(), full, InodeLock::Wait).and_then(|changes| {
+            let scope = match (self.take_resync(), full) {
+                (true, _) => Scope::Every,
+                (false, true) => Scope::All,
+                (false, false) => Scope::Marked,
+            };
+            let full = scope != Scope::Marked;
+            let result = self.refault(taken.bits(), scope, InodeLock::Wait).and_then(|changes| {
                 if changes.is_empty() {
                     return Ok(Outcome::Clean);
                 }
@@ -220,8 +237,8 @@ impl Buffer {
             return Ok(Outcome::Clean);
         }
         let taken = self.tracker.take()?;
-        self.take_resync();
-        let result = self.refault(taken.bits(), true, InodeLock::Try).and_then(|changes| {
+        let scope = if self.take_resync() { Scope::Every } else { Scope::All };
+        let result = self.refault(taken.bits(), scope, InodeLock::Try).and_then(|changes| {
             if changes.is_empty() {
                 return Ok(Outcome::Clean);
             }
@@ -254,8 +271,12 @@ impl Buffer {
 
     /// Find the pages whose memfd page changed and pin the new ones: the `marked`
     /// pages, or every page (`full`).
-    fn refault(&self, marked: &Bits, full: bool, lock: InodeLock) -> Result<Changes<'_>> {
-        let all = if full { Some(Bits::all(self.nr_pages)?) } else { None };
+    fn refault(&self, marked: &Bits, scope: Scope, lock: InodeLock) -> Result<Changes<'_>> {
+        // The common case of an unwatched map: nothing marked, no memfd changed.
+        if scope == Scope::All && !marked.any() && self.ranges.iter().all(|r| !r.may_have_changed()) {
+            return Ok(Changes::new(self.memlock.as_ref()));
+        }
+        let all = if scope != Scope::Marked { Some(Bits::all(self.nr_pages)?) } else { None };
         let todo = all.as_ref().unwrap_or(marked);
         let mut changes = Changes::new(self.memlock.as_ref());
         if !todo.any() {
@@ -275,6 +296,14 @@ impl Buffer {
             if runs.peek().is_none() {
                 continue;
             }
+            // Nothing of the range left its memfd since it was last compared, and no
+            // notifier marked it: no walk (an unwatched map costs what upstream's does).
+            // A punch still removing pages has not moved the counter yet: this check
+            // then orders itself before that punch, as a map before it would.
+            let marked_here = marked.runs().any(|r| r.start < pages.end && r.end > pages.start);
+            if scope == Scope::All && !marked_here && !range.may_have_changed() {
+                continue;
+            }
             let inode = match lock {
                 InodeLock::Wait => range.file.lock_shared(),
                 InodeLock::Try => range.file.try_lock_shared().ok_or(EAGAIN)?,
@@ -284,6 +313,9 @@ impl Buffer {
                 self.set_sealed();
                 return Err(EPERM);
             }
+            // Stable under the inode lock: what the walk below makes current.
+            let version = range.file.version();
+            let whole = runs.peek().is_some_and(|r| *r == pages);
             for run in runs {
                 // Which pages of the run left the memfd: one page-cache walk.
                 diff.clear();
@@ -299,6 +331,11 @@ impl Buffer {
                     let sub = run.start + sub.start..(run.start + sub.end).min(run.end);
                     changes.pin_run(range, sub, &mut scratch)?;
                 }
+            }
+            // A full walk of the range (its pages are now current, or pinned in
+            // `changes`; an install that fails asks for a `Scope::Every` check).
+            if whole && scope != Scope::Marked {
+                range.compared(version);
             }
             drop(inode);
         }

@@ -230,6 +230,15 @@ impl MemFile {
         unsafe { ffi::ulive_still_mapped(self.ptr.as_ptr(), m.va as _, m.len as _, m.offset) }
     }
 
+    /// The memfd's change counter (see `ulive_memfd_version`): while it reads the same,
+    /// no page of the file was truncated or punched. `None` where there is none
+    /// (hugetlbfs).
+    pub(crate) fn version(&self) -> Option<u64> {
+        // SAFETY: the file is valid (type invariant); the helper reads one counter.
+        let v = unsafe { ffi::ulive_memfd_version(self.ptr.as_ptr()) };
+        (v != u64::MAX).then_some(v)
+    }
+
     /// Is `page` still this file's page at byte `offset` (a page boundary)? For pages
     /// pinned earlier without the inode lock held since: a punch may have removed them.
     pub(crate) fn holds_page(&self, offset: u64, page: &super::folio::PinnedPage) -> bool {

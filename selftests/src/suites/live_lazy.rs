@@ -32,6 +32,7 @@ pub fn suite() -> Suite {
             unwritten_hole_dynamic_import_shmem,
             unwritten_hole_dynamic_import_hugetlb,
             unwritten_hole_static_import_hugetlb,
+            punch_between_two_maps,
         ],
     }
 }
@@ -407,5 +408,34 @@ fn unwritten_hole_static_import_hugetlb() -> CaseResult {
         return Ok(o);
     }
     unwritten_hole(Backing::Hugetlb, Some(Attach::Static))?;
+    Ok(Outcome::Pass)
+}
+
+/// Two maps of a dynamic import with nothing between them but one punch and a pwrite:
+/// the second must map the new pages, whatever shortcut skips the walk when nothing
+/// changed (the memfd's change counter), and a third map with nothing changed must keep
+/// them.
+fn punch_between_two_maps() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let l = Lazy::new(5)?;
+    let imp = Importer::open()?;
+    imp.import(&l.buf, Attach::Dynamic).context("dynamic import")?;
+    let first = imp.view(PAGES).context("first map")?;
+    ensure!(first.pfns == pfns(&l.dev, &l.buf, 0, PAGES)?, "the first map is not of the buffer's pages");
+    let punched = l.punch_and_write(&[(3, 1), (20, 4)], 6)?;
+    imp.map().context("second map")?;
+    let map = Mapping::shared(&l.memfd, Lazy::size())?;
+    expect_bytes("the memfd after the punch and pwrite", &map.read(0, Lazy::size()), &pattern(6, Lazy::size()))?;
+    let memfd_pfns = mapped_pfns(&map, 0, PAGES)?;
+    let second = imp.view(PAGES).context("PFNs of the second map")?;
+    ensure!(second.pfns == memfd_pfns, "the second map, after a punch, is not of the memfd's pages");
+    expect_progress("a punch between two maps", &l.before, &info(&l.dev, &l.buf)?, 1..=1, punched)?;
+    imp.map().context("third map")?;
+    let third = imp.view(PAGES).context("PFNs of the third map")?;
+    ensure!(third.pfns == memfd_pfns, "a third map with nothing changed moved pages");
+    expect_progress("a third map with nothing changed", &l.before, &info(&l.dev, &l.buf)?, 1..=1, punched)?;
+    imp.release().context("release")?;
     Ok(Outcome::Pass)
 }
