@@ -988,36 +988,6 @@ fn fuzz(seed: u64, cases: u64) -> Result<String> {
     Ok(summary)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lim() -> Limits {
-        Limits { pages: 16384, list: 1024 }
-    }
-
-    #[test]
-    fn model_follows_upstream_order() {
-        let p = ps();
-        let good = Class::Memfd { size: 16 * p, seals_ok: true };
-        let bad = Class::Memfd { size: 16 * p, seals_ok: false };
-        let l = lim();
-        assert_eq!(predict_create(&[(good, 0, p)], &l), Some(Ok(())));
-        assert_eq!(predict_create(&[(good, 1, p)], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(Class::NotOpen, 1, p)], &l), Some(Err(Errno::EINVAL)), "range before fd");
-        assert_eq!(predict_create(&[(Class::NotOpen, 0, p)], &l), Some(Err(Errno::EBADFD)));
-        assert_eq!(predict_create(&[(Class::Other, 0, p)], &l), Some(Err(Errno::EBADFD)));
-        assert_eq!(predict_create(&[(bad, 0, p)], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(good, 16 * p, p)], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(good, u64::MAX - p + 1, 2 * p)], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(good, 0, p), (Class::Other, 0, p)], &l), Some(Err(Errno::EBADFD)));
-        assert_eq!(predict_create(&[(bad, 0, p), (Class::Other, 0, p)], &l), Some(Err(Errno::EINVAL)), "entries in order");
-        assert_eq!(predict_create(&[(good, 0, 0), (good, 0, p)], &l), Some(Err(Errno::EINVAL)), "an empty entry");
-        assert_eq!(predict_create(&[], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(good, 0, (16384 + 1) * p)], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(Class::Unknown, 0, p)], &l), None);
-    }
-}
 
 /// What a live ioctl (INFO, SYNC, VERIFY, PFNS) must give, as far as the argument's
 /// readability and the fd's class decide it.
@@ -1047,5 +1017,36 @@ impl LiveWant {
             Self::Decided(want) => want,
             Self::OurDmaBuf => Some(ours()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lim() -> Limits {
+        Limits { pages: 16384, list: 1024 }
+    }
+
+    #[test]
+    fn model_follows_upstream_order() {
+        let p = ps();
+        let good = Class::Memfd { size: 16 * p, seals_ok: true };
+        let bad = Class::Memfd { size: 16 * p, seals_ok: false };
+        let l = lim();
+        assert_eq!(predict_create(&[(good, 0, p)], &l), Some(Ok(())));
+        assert_eq!(predict_create(&[(good, 1, p)], &l), Some(Err(Errno::EINVAL)));
+        assert_eq!(predict_create(&[(Class::NotOpen, 1, p)], &l), Some(Err(Errno::EINVAL)), "range before fd");
+        assert_eq!(predict_create(&[(Class::NotOpen, 0, p)], &l), Some(Err(Errno::EBADFD)));
+        assert_eq!(predict_create(&[(Class::Other, 0, p)], &l), Some(Err(Errno::EBADFD)));
+        assert_eq!(predict_create(&[(bad, 0, p)], &l), Some(Err(Errno::EINVAL)));
+        assert_eq!(predict_create(&[(good, 16 * p, p)], &l), Some(Err(Errno::EINVAL)));
+        assert_eq!(predict_create(&[(good, u64::MAX - p + 1, 2 * p)], &l), Some(Err(Errno::EINVAL)));
+        assert_eq!(predict_create(&[(good, 0, p), (Class::Other, 0, p)], &l), Some(Err(Errno::EBADFD)));
+        assert_eq!(predict_create(&[(bad, 0, p), (Class::Other, 0, p)], &l), Some(Err(Errno::EINVAL)), "entries in order");
+        assert_eq!(predict_create(&[(good, 0, 0), (good, 0, p)], &l), Some(Err(Errno::EINVAL)), "an empty entry");
+        assert_eq!(predict_create(&[], &l), Some(Err(Errno::EINVAL)));
+        assert_eq!(predict_create(&[(good, 0, (16384 + 1) * p)], &l), Some(Err(Errno::EINVAL)));
+        assert_eq!(predict_create(&[(Class::Unknown, 0, p)], &l), None);
     }
 }
