@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The harness must be able to fail. Boot the guest once per injected fault (a failing
-# test, a kernel WARNING, a kernel panic, a hung guest) and require vm.sh to go red for
-# that very reason (a run that fails for another reason does not count).
+# test, a malformed KTAP line, a kernel WARNING, a kernel panic, a hung guest) and
+# require vm.sh to go red for that very reason (a run that fails for another reason
+# does not count).
 . "$(dirname "$0")/common.sh"
 declare -A expect=(
     [fail]="FAIL: failed tests"
+    [ktap]="FAIL: KTAP parser: udmabuf-live:module: Test: module: Expected test number 2 but found 1"
     [warn]="FAIL: kernel reports"
     [panic]="Kernel panic"
     [hang]="FAIL: guest timed out"
 )
 fails=0
-for fault in fail warn panic hang; do
+faults=(fail ktap warn panic hang)
+for fault in "${faults[@]}"; do
     tmo=300; [ $fault = hang ] && tmo=20
     log "harness self-test: injecting '$fault', expecting a red run"
     out=$OUT/selftest-$fault.out
@@ -22,5 +25,5 @@ for fault in fail warn panic hang; do
         echo "ok: injected '$fault' -> $(grep -m1 '^FAIL' "$out")"
     fi
 done
-echo "harness self-test: $((4 - fails)) passed, $fails failed"
+echo "harness self-test: $((${#faults[@]} - fails)) passed, $fails failed"
 [ $fails = 0 ]
