@@ -67,6 +67,15 @@ fn suite_precondition(suite: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// A line in the kernel log (if /dev/kmsg is writable), so kernel reports can be placed
+/// between the suites' begin and end.
+fn kmsg(msg: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = f.write_all(format!("ulive-selftests: {msg}\n").as_bytes());
+    }
+}
+
 fn run(args: &Args) -> u8 {
     let all = suites::all();
     if args.list {
@@ -91,6 +100,7 @@ fn run(args: &Args) -> u8 {
     let (mut failed, mut skipped) = (0, 0);
     for (i, suite) in chosen.iter().enumerate() {
         let t0 = std::time::Instant::now();
+        kmsg(&format!("{}: begin", suite.name));
         let mut report = SuiteReport::begin(suite.name, suite.cases.len());
         let whole_suite = suite_precondition(suite.name);
         for case in &suite.cases {
@@ -111,11 +121,18 @@ fn run(args: &Args) -> u8 {
             }
         }
         report.diag(&format!("{}: {:.1} s", suite.name, t0.elapsed().as_secs_f64()));
-        match report.finish(i + 1) {
-            Outcome::Fail(_) => failed += 1,
-            Outcome::Skip(_) => skipped += 1,
-            Outcome::Pass => {}
-        }
+        let verdict = match report.finish(i + 1) {
+            Outcome::Fail(_) => {
+                failed += 1;
+                "not ok"
+            }
+            Outcome::Skip(_) => {
+                skipped += 1;
+                "skip"
+            }
+            Outcome::Pass => "ok",
+        };
+        kmsg(&format!("{}: end ({verdict}, {:.1} s)", suite.name, t0.elapsed().as_secs_f64()));
     }
     let passed = chosen.len() - failed - skipped;
     out(&format!("# Totals: pass:{passed} fail:{failed} xfail:0 xpass:0 skip:{skipped} error:0"));
