@@ -3,6 +3,7 @@
 #   make test    host unit tests, then every guest suite in QEMU
 #   make shell   an interactive guest with the module loaded, to try udmabuf-ctl
 #   make kselftest-install INSTALL_PATH=DIR   the suites as a kselftest collection
+#   make kselftest-check INSTALL_PATH=DIR     run it on this machine, judged as in the guest
 # KDIR=/path/to/kernel/build uses your own Rust-enabled kernel build tree instead of ours.
 # KERNEL_FLAVOR=debug selects the debug kernel (selftests/config + selftests/config.debug).
 
@@ -56,6 +57,12 @@ guest-bins:
 kselftest-install: module importer guest-bins
 	@test -n "$(INSTALL_PATH)" || { echo "usage: make kselftest-install INSTALL_PATH=DIR" >&2; exit 2; }
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/kselftest-install.sh $(INSTALL_PATH)
+
+# Run an installed collection on this machine (root, module prerequisites: README) and
+# judge it as the guest run is judged. KSFT_ARGS: run_kselftest.sh options.
+kselftest-check:
+	@test -n "$(INSTALL_PATH)" || { echo "usage: make kselftest-check INSTALL_PATH=DIR [KSFT_ARGS='-t udmabuf-live:live']" >&2; exit 2; }
+	@KBUILD_DIR=$(KBUILD_DIR) scripts/kselftest-check.sh $(INSTALL_PATH) $(KSFT_ARGS)
 
 unit-test:
 	@cargo test --quiet --workspace

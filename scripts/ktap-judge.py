@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Judge the output of run_kselftest.sh with the kernel's own KTAP parser.
 
-    ktap-judge.py --kunit KSRC/tools/testing/kunit [--parsed FILE] LOG
+    ktap-judge.py --kunit KSRC/tools/testing/kunit [--parsed FILE] [--label WORD] LOG
 
 LOG is what run_kselftest.sh printed (a `ULIVE-EXIT rc=` line and anything after it
 are ignored). The kernel's parser (tools/testing/kunit/kunit_parser.py, imported from
@@ -32,6 +32,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument('--kunit', required=True, help='the kernel tree\'s tools/testing/kunit')
     ap.add_argument('--parsed', help='write the parser\'s own report here')
+    ap.add_argument('--label', default='cases', help='the summary line\'s first word')
     ap.add_argument('log')
     args = ap.parse_args()
     sys.path.insert(0, args.kunit)
@@ -121,7 +122,7 @@ def main() -> int:
             f.write(report.getvalue())
     for m in fails:
         print(f'FAIL: {m}')
-    print(f'vm-test: {cases["passed"]} passed, {cases["failed"] + cases["crashed"]} failed, '
+    print(f'{args.label}: {cases["passed"]} passed, {cases["failed"] + cases["crashed"]} failed, '
           f'{cases["skipped"]} skipped (kernel KTAP parser, {len(top.subtests)} of {top.expected_count} test programs)')
     return 1 if fails else 0
 

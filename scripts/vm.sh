@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Boot the test kernel in QEMU with an initramfs holding busybox, our static binaries,
-# the module and the upstream udmabuf kselftest, and judge the run.
+# Boot the test kernel in QEMU with an initramfs holding busybox, udmabuf-ctl, the modules
+# and the installed kselftest collection (scripts/kselftest-install.sh), and judge the run
+# (test mode: the kernel's KTAP parser, through scripts/ktap-judge.py).
 #   scripts/vm.sh test|run|bench|shell   (shell: an interactive guest with the module loaded)
 # Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|ktap|panic|hang|warn,
 #   ULIVE_TEST_DEVICE=/dev/udmabuf (run the semantics suites against that device instead)
@@ -9,7 +10,7 @@
 #   ULIVE_SUITES="a b" (test mode: run only these suites, e.g. "module stress")
 #   ULIVE_STRESS_SECS, ULIVE_STRESS_SEED, ULIVE_STRESS_ROLES, ULIVE_FUZZ_SEED, ULIVE_FUZZ_CASES (hardening
 #   suites' knobs; passed to the guest as ulive.env.NAME=VALUE)
-# Exit status is non-zero on: a failed test, a missing/short KTAP plan, a kernel
+# Exit status is non-zero on: a failed test, KTAP the kernel's parser rejects or a short plan, a kernel
 # BUG/WARNING/Oops/lockdep/KASAN report, a panic, or a timeout.
 . "$(dirname "$0")/common.sh"
 
@@ -83,7 +84,7 @@ judge() {
     if [ "$qemu_rc" = 124 ]; then echo "FAIL: guest timed out after ${TMO}s (hung?)"; bad=1; fi
     local reports
     # (grep finds nothing on a clean run: `|| true`, or errexit+pipefail end the script silently)
-    reports=$( { grep -aE 'Kernel panic|BUG:|WARNING:|Oops|general protection fault|KASAN|UBSAN|kmemleak: [0-9]+ new suspected|INFO: task .* blocked|rcu: INFO|possible (recursive|circular) locking|inconsistent lock state|Unable to handle|cut here' "$CONSOLE_LOG" || true; } | head -n 20)
+    reports=$( { grep -aE "$KERNEL_REPORTS" "$CONSOLE_LOG" || true; } | head -n 20)
     if [ -n "$reports" ]; then echo "FAIL: kernel reports in the console log:"; echo "$reports" | sed 's/^/    /'; bad=1; fi
     local exit_line; exit_line=$( { grep -a '^ULIVE-EXIT rc=' "$KTAP_LOG" 2>/dev/null || true; } | tail -n1)
     if [ -z "$exit_line" ]; then echo "FAIL: the guest never reported its exit (panic, crash or hang)"; return 1; fi
@@ -93,7 +94,7 @@ judge() {
         # (scripts/ktap-judge.py): a parser error, a short plan, a failed test fail the run.
         local verdict
         verdict=$(python3 "$ROOT/scripts/ktap-judge.py" --kunit "$KSRC/tools/testing/kunit" \
-            --parsed "$OUT/$TAG-ktap-parsed.log" "$KTAP_LOG") || bad=1
+            --parsed "$OUT/$TAG-ktap-parsed.log" --label vm-test "$KTAP_LOG") || bad=1
         echo "$verdict"
         case $rc in 0) ;; *) echo "FAIL: run_kselftest.sh exited $rc"; bad=1 ;; esac
         [ $bad = 0 ] && echo "PASS: every test program ok under run_kselftest.sh, KTAP accepted by the kernel's parser, no kernel reports"
