@@ -6,7 +6,7 @@
 . "$(dirname "$0")/common.sh"
 declare -A expect=(
     [fail]="FAIL: failed tests"
-    [ktap]="FAIL: KTAP parser: udmabuf-live:module: Test: module: Expected test number 2 but found 1"
+    [ktap]="FAIL: KTAP parser: udmabuf-live:module: Test: planted_malformed_result_line: Expected test number 2 but found 1"
     [warn]="FAIL: kernel reports"
     [panic]="Kernel panic"
     [hang]="FAIL: guest timed out"
