@@ -2,7 +2,7 @@
 # The harness must be able to fail. Boot the guest once per injected fault (a failing
 # test, a malformed KTAP line, a kernel WARNING, a kernel panic, a hung guest) and
 # require vm.sh to go red for that very reason (a run that fails for another reason
-# does not count).
+# does not count). Before that, scripts/ktap-judge-test.py checks the judge on the host.
 . "$(dirname "$0")/common.sh"
 declare -A expect=(
     [fail]="FAIL: failed tests"
@@ -11,6 +11,11 @@ declare -A expect=(
     [panic]="Kernel panic"
     [hang]="FAIL: guest timed out"
 )
+# First on the host: the KTAP judge itself, over made-up runner logs, good and bad.
+KB=${KBUILD_DIR:?KBUILD_DIR not set}
+KSRC=$KB; [ -e "$KB/source" ] && KSRC=$(readlink -f "$KB/source")
+log "harness self-test: the KTAP judge on made-up logs"
+python3 "$ROOT/scripts/ktap-judge-test.py" "$KSRC/tools/testing/kunit" || die "the KTAP judge misjudges made-up logs"
 fails=0
 faults=(fail ktap warn panic hang)
 for fault in "${faults[@]}"; do
