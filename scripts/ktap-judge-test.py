@@ -24,6 +24,12 @@ def program(suite, cases, extra=None, runner='ok'):
         [f'# {l}' if l else '#' for l in doc], runner
 
 
+def truncated(prog, n):
+    """The program's block without its last n lines (it was killed)."""
+    block, runner = prog
+    return block[:-n], runner
+
+
 def log(*programs, plan=None, tail=()):
     lines = ['ulive: guest up', 'TAP version 13', f'1..{plan if plan is not None else len(programs)}']
     for n, (block, runner) in enumerate(programs, 1):
@@ -57,6 +63,10 @@ def main():
          log(program('live', [('a', 'ok'), ('b', 'not ok')], runner='ok')), 1, 'its KTAP says FAILURE'),
         ('unsupported version', log(program('create', good)).replace('# KTAP version 1', '# KTAP version 9', 1), 1,
          'KTAP version higher than expected'),
+        ('a program killed by the runner\'s timeout',
+         log(truncated(program('stress', good), 3), plan=1).replace('ok 1 selftests: udmabuf-live: stress',
+                                                            'not ok 1 selftests: udmabuf-live: stress # TIMEOUT 10 seconds'),
+         1, 'stress # TIMEOUT 10 seconds'),
         ('no output at all', 'ulive: guest up\nULIVE-EXIT rc=1\n', 1, 'no KTAP/TAP version line'),
     ]
     failures = 0

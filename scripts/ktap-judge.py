@@ -70,7 +70,8 @@ def main() -> int:
         if not test.subtests:
             yield path, test
         for sub in test.subtests:
-            yield from leaves(sub, f'{path}.{sub.name}' if path else sub.name)
+            name = sub.name or '(no result)'
+            yield from leaves(sub, f'{path}.{name}' if path else name)
 
     with open(args.log, errors='replace') as f:
         raw = [l.rstrip('\r\n') for l in f]
@@ -83,9 +84,17 @@ def main() -> int:
     if top is None:
         print('\n'.join(f'FAIL: {m}' for m in fails))
         return 1
+    # The runner's reason for a failed program (`# TIMEOUT 900 seconds`, `# exit=139`):
+    # the parser keeps only SKIP directives.
+    top_start = next(i for i, l in enumerate(raw) if kp.TAP_START.match(l) or kp.KTAP_START.match(l))
+    why = {}
+    for l in raw[top_start:]:
+        m = re.match(r'^not ok ([0-9]+) [^#]* # (.*)$', l)
+        if m:
+            why.setdefault(int(m.group(1)), m.group(2))
     failed_tests = []
     cases = {'passed': 0, 'failed': 0, 'skipped': 0, 'crashed': 0}
-    for prog in top.subtests:
+    for num, prog in enumerate(top.subtests, 1):
         heads = [i for i, l in enumerate(prog.log) if HEADER.match(l)]
         if not heads:
             if prog.status != kp.TestStatus.SUCCESS and prog.status != kp.TestStatus.SKIPPED:
@@ -101,7 +110,7 @@ def main() -> int:
                 fails.append(f'KTAP: {where}: a program output line without the runner\'s prefix: {l!r}')
         sub = parse(body, where)
         if prog.status not in (kp.TestStatus.SUCCESS, kp.TestStatus.SKIPPED):
-            failed_tests.append(f'{where} ({prog.name})')
+            failed_tests.append(f'{where} ({prog.name}{" # " + why[num] if num in why else ""})')
         if sub is None:
             continue
         for path, leaf in leaves(sub, ''):

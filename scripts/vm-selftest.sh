@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The harness must be able to fail. Boot the guest once per injected fault (a failing
-# test, a malformed KTAP line, a kernel WARNING, a kernel panic, a hung guest) and
+# test, a malformed KTAP line, a suite past its kselftest timeout, a kernel WARNING, a kernel panic, a hung guest) and
 # require vm.sh to go red for that very reason (a run that fails for another reason
 # does not count). Before that, scripts/ktap-judge-test.py checks the judge on the host.
 . "$(dirname "$0")/common.sh"
 declare -A expect=(
     [fail]="FAIL: failed tests"
     [ktap]="FAIL: KTAP parser: udmabuf-live:module: Test: planted_malformed_result_line: Expected test number 2 but found 1"
+    [timeout]="# TIMEOUT 10 seconds)"
     [warn]="FAIL: kernel reports"
     [panic]="Kernel panic"
     [hang]="FAIL: guest timed out"
@@ -17,7 +18,7 @@ KSRC=$KB; [ -e "$KB/source" ] && KSRC=$(readlink -f "$KB/source")
 log "harness self-test: the KTAP judge on made-up logs"
 python3 "$ROOT/scripts/ktap-judge-test.py" "$KSRC/tools/testing/kunit" || die "the KTAP judge misjudges made-up logs"
 fails=0
-faults=(fail ktap warn panic hang)
+faults=(fail ktap timeout warn panic hang)
 for fault in "${faults[@]}"; do
     tmo=300; [ $fault = hang ] && tmo=20
     log "harness self-test: injecting '$fault', expecting a red run"

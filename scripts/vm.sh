@@ -3,7 +3,7 @@
 # and the installed kselftest collection (scripts/kselftest-install.sh), and judge the run
 # (test mode: the kernel's KTAP parser, through scripts/ktap-judge.py).
 #   scripts/vm.sh test|run|bench|shell   (shell: an interactive guest with the module loaded)
-# Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|ktap|panic|hang|warn,
+# Environment: KBUILD_DIR (kernel build tree), VM_TIMEOUT (s), ULIVE_INJECT=fail|ktap|timeout|panic|hang|warn,
 #   ULIVE_TEST_DEVICE=/dev/udmabuf (run the semantics suites against that device instead)
 #   BENCH_ITERATIONS (bench mode: iterations per measurement)
 #   BENCH_KMOD_ARGS (bench mode: udmabuf_live parameters, e.g. account_memlock=0)
