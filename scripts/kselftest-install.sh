@@ -20,10 +20,10 @@ KSRC=$KB; [ -e "$KB/source" ] && KSRC=$(readlink -f "$KB/source")
 SELFTESTS=$KSRC/tools/testing/selftests
 MODS=${MODULE_OUT:?MODULE_OUT not set (run through make)}
 BIN=$ROOT/target/x86_64-unknown-linux-gnu/release
-# The per-test timeout (s). The slowest suites under QEMU TCG on the default kernel, on a
-# contended 2-core machine: live-safety 65 s, upstream-kselftest 50 s, live-stress 27 s
-# (2026-12-02). The debug kernel (KASAN, kmemleak, lockdep) runs everything two to three
-# times slower; 900 s leaves room beyond that. `run_kselftest.sh -o SECS` overrides it.
+# The per-test timeout (s). The slowest suites under QEMU TCG on a contended 2-core
+# machine (2026-12-02): live-safety 40-65 s, upstream-kselftest 31-50 s, live-stress
+# 21-49 s, on the default and the debug kernel alike. 900 s leaves room for slower
+# machines; `run_kselftest.sh -o SECS` overrides it.
 TIMEOUT=${KSFT_TIMEOUT:-900}
 
 [ -f "$SELFTESTS/run_kselftest.sh" ] && [ -f "$SELFTESTS/kselftest/runner.sh" ] \
