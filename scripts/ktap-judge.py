@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument('--label', default='cases', help='the summary line\'s first word')
     ap.add_argument('log')
     args = ap.parse_args()
+    sys.dont_write_bytecode = True  # leave the kernel tree as it is
     sys.path.insert(0, args.kunit)
     import kunit_parser as kp  # pylint: disable=import-outside-toplevel
     import kunit_printer  # pylint: disable=import-outside-toplevel
