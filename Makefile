@@ -2,6 +2,8 @@
 #   make run     build everything, boot the test kernel in QEMU, show the device at work
 #   make test    host unit tests, then every guest suite in QEMU
 #   make shell   an interactive guest with the module loaded, to try udmabuf-ctl
+#   make kselftest-install INSTALL_PATH=DIR   the suites as a kselftest collection
+#   make kselftest-check INSTALL_PATH=DIR     run it on this machine, judged as in the guest
 # KDIR=/path/to/kernel/build uses your own Rust-enabled kernel build tree instead of ours.
 # KERNEL_FLAVOR=debug selects the debug kernel (selftests/config + selftests/config.debug).
 
@@ -18,7 +20,7 @@ HOST_TARGET := x86_64-unknown-linux-gnu
 MODULE_OUT := $(CURDIR)/out/modules/$(if $(KDIR),kdir-$(subst /,_,$(KDIR)),$(KERNEL_FLAVOR))
 export MODULE_OUT
 
-.PHONY: all deps kernel module importer userspace guest-bins vm-test vm-selftest test test-debug stress unit-test run shell bench bench-run clean
+.PHONY: all deps kernel module importer userspace guest-bins kselftest-install kselftest-check vm-test vm-selftest test test-debug stress unit-test run shell bench bench-run clean
 
 all: module importer userspace
 
@@ -48,6 +50,19 @@ userspace:
 guest-bins:
 	@RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet --target $(HOST_TARGET) \
 		--bin udmabuf-ctl --bin ulive-selftests
+
+# The guest suites as a kselftest collection (run_kselftest.sh, kselftest-list.txt, one
+# entry point per suite, settings, config, the modules, the upstream udmabuf kselftest),
+# for KBUILD_DIR's kernel (KDIR=... for your own).
+kselftest-install: module importer guest-bins
+	@test -n "$(INSTALL_PATH)" || { echo "usage: make kselftest-install INSTALL_PATH=DIR" >&2; exit 2; }
+	@KBUILD_DIR=$(KBUILD_DIR) scripts/kselftest-install.sh $(INSTALL_PATH)
+
+# Run an installed collection on this machine (root, module prerequisites: README) and
+# judge it as the guest run is judged. KSFT_ARGS: run_kselftest.sh options.
+kselftest-check:
+	@test -n "$(INSTALL_PATH)" || { echo "usage: make kselftest-check INSTALL_PATH=DIR [KSFT_ARGS='-t udmabuf-live:live']" >&2; exit 2; }
+	@KBUILD_DIR=$(KBUILD_DIR) scripts/kselftest-check.sh $(INSTALL_PATH) $(KSFT_ARGS)
 
 unit-test:
 	@cargo test --quiet --workspace

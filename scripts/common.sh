@@ -37,3 +37,6 @@ debian_mirror() {
     [ -n "$uri" ] || return 1
     echo "${uri%/}"
 }
+
+# What counts as a kernel report in a console log or dmesg (the run then fails).
+KERNEL_REPORTS='Kernel panic|BUG:|WARNING:|Oops|general protection fault|KASAN|UBSAN|kmemleak: [0-9]+ new suspected|INFO: task .* blocked|rcu: INFO|possible (recursive|circular) locking|inconsistent lock state|Unable to handle|cut here'

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # The harness must be able to fail. Boot the guest once per injected fault (a failing
-# test, a kernel WARNING, a kernel panic, a hung guest) and require vm.sh to go red for
-# that very reason (a run that fails for another reason does not count).
+# test, a malformed KTAP line, a suite past its kselftest timeout, a kernel WARNING, a kernel panic, a hung guest) and
+# require vm.sh to go red for that very reason (a run that fails for another reason
+# does not count). Before that, scripts/ktap-judge-test.py checks the judge on the host.
 . "$(dirname "$0")/common.sh"
 declare -A expect=(
     [fail]="FAIL: failed tests"
+    [ktap]="FAIL: KTAP parser: udmabuf-live:module: Test: planted_malformed_result_line: Expected test number 2 but found 1"
+    [timeout]="# TIMEOUT 10 seconds)"
     [warn]="FAIL: kernel reports"
     [panic]="Kernel panic"
     [hang]="FAIL: guest timed out"
 )
+# First on the host: the KTAP judge itself, over made-up runner logs, good and bad.
+KB=${KBUILD_DIR:?KBUILD_DIR not set}
+KSRC=$KB; [ -e "$KB/source" ] && KSRC=$(readlink -f "$KB/source")
+log "harness self-test: the KTAP judge on made-up logs"
+python3 "$ROOT/scripts/ktap-judge-test.py" "$KSRC/tools/testing/kunit" || die "the KTAP judge misjudges made-up logs"
 fails=0
-for fault in fail warn panic hang; do
+faults=(fail ktap timeout warn panic hang)
+for fault in "${faults[@]}"; do
     tmo=300; [ $fault = hang ] && tmo=20
     log "harness self-test: injecting '$fault', expecting a red run"
     out=$OUT/selftest-$fault.out
@@ -22,5 +31,5 @@ for fault in fail warn panic hang; do
         echo "ok: injected '$fault' -> $(grep -m1 '^FAIL' "$out")"
     fi
 done
-echo "harness self-test: $((4 - fails)) passed, $fails failed"
+echo "harness self-test: $((${#faults[@]} - fails)) passed, $fails failed"
 [ $fails = 0 ]

@@ -1,5 +1,11 @@
-//! `ulive-selftests`: the guest-side test runner. Prints KTAP and exits with kselftest
-//! codes (0 pass, 1 fail, 4 skip). Each suite lives in `suites/`.
+//! `ulive-selftests`: the guest-side test runner. Prints KTAP (Documentation/dev-tools/
+//! ktap.rst) and exits with kselftest codes (0 pass, 1 fail, 4 skip). Each suite lives in
+//! `suites/`. The kselftest collection (`make kselftest-install`) runs every suite as its
+//! own program through a thin entry point (`ulive-selftests --suite NAME`).
+//!
+//! Output: a KTAP document whose top-level tests are the suites chosen, each a nested
+//! KTAP document of its cases. A case whose precondition is missing (no module file, no
+//! huge pages, no debugfs, not root) is `ok N case # SKIP why`.
 
 mod ktap;
 mod suites;
@@ -23,16 +29,51 @@ struct Args {
     /// List the suites and exit.
     #[arg(long)]
     list: bool,
-    /// Also write the exit code to this file (busybox sh has no PIPESTATUS).
-    #[arg(long, default_value = "/tmp/ulive-selftests.rc")]
-    rc_file: String,
+    /// Also write the exit code to this file.
+    #[arg(long)]
+    rc_file: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let code = run(&args);
-    let _ = std::fs::write(&args.rc_file, format!("{code}\n"));
+    if let Some(f) = &args.rc_file {
+        let _ = std::fs::write(f, format!("{code}\n"));
+    }
     ExitCode::from(code)
+}
+
+/// Why every case of `suite` must skip, if a precondition of the whole suite is missing.
+/// Every suite needs root; all but `module` (which loads it itself) need the module
+/// loaded, and it is loaded here if a `.ko` is found. A module file that does not load is
+/// a failure, not a skip.
+fn suite_precondition(suite: &str) -> Result<Option<String>, String> {
+    let check = || -> anyhow::Result<()> {
+        util::require_root()?;
+        if suite == "module" {
+            if !util::is_loaded() {
+                util::require_module_file(udmabuf_live_uapi::MODULE_NAME)?;
+            }
+            return Ok(());
+        }
+        util::ensure_module()
+    };
+    match check() {
+        Ok(()) => Ok(None),
+        Err(e) => match util::precondition_of(&e) {
+            Some(why) => Ok(Some(why)),
+            None => Err(format!("{e:#}")),
+        },
+    }
+}
+
+/// A line in the kernel log (if /dev/kmsg is writable), so kernel reports can be placed
+/// between the suites' begin and end.
+fn kmsg(msg: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = f.write_all(format!("ulive-selftests: {msg}\n").as_bytes());
+    }
 }
 
 fn run(args: &Args) -> u8 {
@@ -52,25 +93,49 @@ fn run(args: &Args) -> u8 {
     let chosen: Vec<_> =
         all.into_iter().filter(|s| args.suites.is_empty() || args.suites.iter().any(|w| w == s.name)).collect();
 
-    out(&format!("TAP version 13\n1..{}", chosen.len()));
+    out(&format!("KTAP version 1\n1..{}", chosen.len()));
+    // Harness self-test (ULIVE_INJECT_KTAP): one malformed result line (a test number out
+    // of sequence) after the first case, which the host's KTAP parser must reject.
+    let mut plant_malformed = std::env::var_os("ULIVE_INJECT_KTAP").is_some();
     let (mut failed, mut skipped) = (0, 0);
     for (i, suite) in chosen.iter().enumerate() {
+        let t0 = std::time::Instant::now();
+        kmsg(&format!("{}: begin", suite.name));
         let mut report = SuiteReport::begin(suite.name, suite.cases.len());
+        let whole_suite = suite_precondition(suite.name);
         for case in &suite.cases {
-            let outcome = match (case.run)() {
-                Ok(o) => o,
-                Err(e) => Outcome::Fail(format!("{e:#}")),
+            let outcome = match &whole_suite {
+                Ok(Some(why)) => Outcome::Skip(why.clone()),
+                Err(e) => Outcome::Fail(format!("setting up the suite: {e}")),
+                Ok(None) => match (case.run)() {
+                    Ok(o) => o,
+                    Err(e) => match util::precondition_of(&e) {
+                        Some(why) => Outcome::Skip(why),
+                        None => Outcome::Fail(format!("{e:#}")),
+                    },
+                },
             };
             report.record(case.name, &outcome);
+            if std::mem::take(&mut plant_malformed) {
+                out("    ok 1 planted_malformed_result_line");
+            }
         }
-        match report.finish(i + 1) {
-            Outcome::Fail(_) => failed += 1,
-            Outcome::Skip(_) => skipped += 1,
-            Outcome::Pass => {}
-        }
+        report.diag(&format!("{}: {:.1} s", suite.name, t0.elapsed().as_secs_f64()));
+        let verdict = match report.finish(i + 1) {
+            Outcome::Fail(_) => {
+                failed += 1;
+                "not ok"
+            }
+            Outcome::Skip(_) => {
+                skipped += 1;
+                "skip"
+            }
+            Outcome::Pass => "ok",
+        };
+        kmsg(&format!("{}: end ({verdict}, {:.1} s)", suite.name, t0.elapsed().as_secs_f64()));
     }
     let passed = chosen.len() - failed - skipped;
-    out(&format!("# Totals: pass:{passed} fail:{failed} skip:{skipped}"));
+    out(&format!("# Totals: pass:{passed} fail:{failed} xfail:0 xpass:0 skip:{skipped} error:0"));
     if failed > 0 {
         KSFT_FAIL
     } else if skipped == chosen.len() {

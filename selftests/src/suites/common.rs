@@ -132,6 +132,7 @@ impl Backing {
 pub fn memfd_with_seals(kind: Backing, size: u64, seals: SealFlag) -> Result<OwnedFd> {
     let mut flags = MemFdCreateFlag::MFD_ALLOW_SEALING | MemFdCreateFlag::MFD_CLOEXEC;
     if kind == Backing::Hugetlb {
+        require_hugepages()?;
         flags |= MemFdCreateFlag::MFD_HUGETLB | MemFdCreateFlag::MFD_HUGE_2MB;
     }
     let fd = memfd_create(c"ulive-test", flags).with_context(|| format!("memfd_create({kind:?})"))?;
@@ -140,6 +141,19 @@ pub fn memfd_with_seals(kind: Backing, size: u64, seals: SealFlag) -> Result<Own
         add_seals(&fd, seals)?;
     }
     Ok(fd)
+}
+
+/// Reserved 2 MiB huge pages are a precondition of the hugetlb cases: none reserved
+/// makes the case skip (the test guest boots with hugepages=1100).
+pub fn require_hugepages() -> Result<()> {
+    const NR: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+    let n: u64 = std::fs::read_to_string(NR).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if n == 0 {
+        return Err(crate::util::precondition(format!(
+            "no 2 MiB huge pages reserved ({NR} is 0 or missing; echo 1100 > {NR})"
+        )));
+    }
+    Ok(())
 }
 
 /// The memfd a udmabuf user makes: sealed against shrinking, nothing else.

@@ -30,6 +30,9 @@ fn lists_buffer_state_and_counters() -> CaseResult {
     if test_device() != "/dev/udmabuf-live" {
         return Ok(Outcome::Skip("debugfs is udmabuf-live's".into()));
     }
+    if !std::path::Path::new(BUFFERS).exists() {
+        return Ok(Outcome::Skip(format!("no {BUFFERS}: debugfs not mounted (mount -t debugfs none /sys/kernel/debug)")));
+    }
     let ps = page_size();
     let size = 77 * ps; // a size no other test uses, to find the line
     let dev = open_device(&test_device())?;

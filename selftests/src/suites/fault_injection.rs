@@ -219,7 +219,8 @@ fn fail_nth() -> Result<u32> {
 /// addresses from /sys/module/udmabuf_live/sections/, sizes from the .ko's ELF section
 /// headers (init sections are gone after load and left out).
 fn module_text() -> Result<(u64, u64, usize)> {
-    let ko = std::fs::read(crate::util::MODULE_PATH).with_context(|| format!("read {}", crate::util::MODULE_PATH))?;
+    let path = crate::util::require_module_file(udmabuf_live_uapi::MODULE_NAME)?;
+    let ko = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     ensure!(ko.len() > 64 && &ko[0..4] == b"\x7fELF" && ko[4] == 2 && ko[5] == 1, "not a little-endian ELF64 file");
     let u16_at = |o: usize| u16::from_le_bytes(ko[o..o + 2].try_into().unwrap()) as usize;
     let u32_at = |o: usize| u32::from_le_bytes(ko[o..o + 4].try_into().unwrap()) as usize;

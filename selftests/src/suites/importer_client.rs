@@ -20,9 +20,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use udmabuf_live_uapi::importer::*;
 
-/// Where the guest's initramfs holds the module.
-pub const MODULE_PATH: &str = "/lib/modules/ulive_importer.ko";
-
 pub fn device_path() -> String {
     format!("/dev/{IMPORTER_DEVICE_NAME}")
 }
@@ -32,13 +29,10 @@ pub fn loaded() -> bool {
     Path::new("/sys/module").join(IMPORTER_MODULE_NAME).exists()
 }
 
-/// Load the module from MODULE_PATH (already loaded is fine).
+/// Load the module from its `.ko` (crate::util::module_dirs; already loaded is fine). No
+/// file to load is a missing precondition: the case skips.
 pub fn load() -> Result<()> {
-    let f = File::open(MODULE_PATH).with_context(|| format!("open {MODULE_PATH} ('make importer' builds it)"))?;
-    match nix::kmod::finit_module(&f, &CString::default(), nix::kmod::ModuleInitFlags::empty()) {
-        Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("finit_module({MODULE_PATH})")),
-    }
+    crate::util::insmod(IMPORTER_MODULE_NAME).context("load ulive_importer ('make importer' builds it)")
 }
 
 /// Load the module unless it is loaded; true if this call loaded it (the caller then

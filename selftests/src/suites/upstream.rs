@@ -2,6 +2,10 @@
 //! built unchanged from the same kernel tree. It exits 0 even when a test fails, so its
 //! TAP lines are read here: every planned test must report `ok`, none skipped.
 //!
+//! It is found at `$ULIVE_UPSTREAM_KSELFTEST`, else where the kselftest collection
+//! installs it (`../drivers/dma-buf/udmabuf` from this program); none is a missing
+//! precondition (skip).
+//!
 //! The binary opens the hard-coded /dev/udmabuf. To run it against the device under test
 //! without touching the rest of the guest, the child gets a private mount namespace in
 //! which the device under test is bind-mounted over /dev/udmabuf.
@@ -14,7 +18,23 @@ use super::{cases, Suite};
 use crate::ktap::{out, CaseResult, Outcome};
 use anyhow::{bail, ensure, Context};
 
-const KSELFTEST: &str = "/selftests/udmabuf-kselftest";
+/// The upstream kselftest binary (see the module comment).
+fn kselftest() -> anyhow::Result<String> {
+    let path = match std::env::var_os("ULIVE_UPSTREAM_KSELFTEST") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory for this program")?
+            .join("../drivers/dma-buf/udmabuf"),
+    };
+    if !path.is_file() {
+        return Err(crate::util::precondition(format!(
+            "no upstream udmabuf kselftest at {} (set ULIVE_UPSTREAM_KSELFTEST)",
+            path.display()
+        )));
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
 
 pub fn suite() -> Suite {
     Suite { name: "upstream-kselftest", cases: cases![builtin_udmabuf_passes_all, test_device_passes_all] }
@@ -22,7 +42,7 @@ pub fn suite() -> Suite {
 
 /// Run the binary and judge its TAP output; its lines are echoed as diagnostics.
 pub fn run_and_judge(cmd: &mut std::process::Command) -> CaseResult {
-    let output = cmd.output().with_context(|| format!("running {KSELFTEST}"))?;
+    let output = cmd.output().with_context(|| format!("running {:?}", cmd.get_program()))?;
     judge(&output.stdout, &output.stderr)
 }
 
@@ -65,7 +85,7 @@ fn builtin_udmabuf_passes_all() -> CaseResult {
     if !std::path::Path::new("/dev/udmabuf").exists() {
         bail!("/dev/udmabuf missing: the test kernel needs CONFIG_UDMABUF=y");
     }
-    run_and_judge(&mut std::process::Command::new(KSELFTEST))
+    run_and_judge(&mut std::process::Command::new(kselftest()?))
 }
 
 /// The same kselftest with the device under test (ULIVE_TEST_DEVICE, default
@@ -100,7 +120,7 @@ fn run_in_private_ns(src: &str, dst: &str, want_rdev: u64) -> anyhow::Result<(Ve
     // Everything the child needs is prepared before the fork: it must not allocate.
     let src_c = CString::new(src)?;
     let dst_c = CString::new(dst)?;
-    let prog = CString::new(KSELFTEST)?;
+    let prog = CString::new(kselftest()?)?;
     let argv = [prog.as_c_str()];
     let (out_r, out_w) = nix::unistd::pipe().context("pipe")?;
     let (err_r, err_w) = nix::unistd::pipe().context("pipe")?;
