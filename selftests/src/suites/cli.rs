@@ -403,42 +403,14 @@ test "$UDMABUF_SIZE" = 65536 || exit 92
 udmabuf-ctl verify "$UDMABUF_HANDLE" >/dev/null || exit 93
 exit 42"#;
     ctl_expect(&["create", "--size", "64K", "--fill", "0x5a", "--exec", "--", "sh", "-c", script], 42)?;
-    let o = ctl_expect(
-        &[
-            "create",
-            "--format",
-            "NV12",
-            "--width",
-            "64",
-            "--height",
-            "32",
-            "--exec",
-            "--",
-            "sh",
-            "-c",
-            "echo $UDMABUF_FORMAT $UDMABUF_WIDTH $UDMABUF_HEIGHT $UDMABUF_PLANES $UDMABUF_STRIDES $UDMABUF_OFFSETS",
-        ],
-        0,
-    )?;
-    expect_eq("environment of the command", String::from_utf8_lossy(&o.stdout).trim(), "NV12 64 32 2 256,256 0,8192")?;
-    let o = ctl_expect(
-        &[
-            "create",
-            "--format",
-            "NV12",
-            "--width",
-            "64",
-            "--height",
-            "32",
-            "--exec",
-            "--",
-            "sh",
-            "-c",
-            "echo $UDMABUF_FOURCC $UDMABUF_MODIFIER",
-        ],
-        0,
-    )?;
-    expect_eq("fourcc number and modifier", String::from_utf8_lossy(&o.stdout).trim(), "0x3231564e 0x0")?;
+    // One NV12 command prints the layout and the fourcc/modifier variables, one line each.
+    let env = "echo $UDMABUF_FORMAT $UDMABUF_WIDTH $UDMABUF_HEIGHT $UDMABUF_PLANES $UDMABUF_STRIDES $UDMABUF_OFFSETS; \
+               echo $UDMABUF_FOURCC $UDMABUF_MODIFIER";
+    let o = ctl_expect(&["create", "--format", "NV12", "--width", "64", "--height", "32", "--exec", "--", "sh", "-c", env], 0)?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut lines = text.lines();
+    expect_eq("environment of the command", lines.next().map(str::trim), Some("NV12 64 32 2 256,256 0,8192"))?;
+    expect_eq("fourcc number and modifier", lines.next().map(str::trim), Some("0x3231564e 0x0"))?;
     let v = ctl_json(&["create", "--format", "NV12", "--width", "64", "--height", "32"], 0)?;
     expect_eq("layout fourcc_code", v["layout"]["fourcc_code"].as_u64(), Some(0x3231_564e))?;
     expect_eq("layout modifier", v["layout"]["modifier"].as_u64(), Some(0))?;
