@@ -117,9 +117,7 @@ impl<'a> Changes<'a> {
     fn retain(&mut self, mut keep: impl FnMut(usize, &PinnedPage) -> bool) {
         let before = self.list.len();
         self.list.retain(|(index, page)| keep(*index, page));
-        if let Some(m) = self.memlock {
-            m.uncharge(before - self.list.len());
-        }
+        self.uncharge(before - self.list.len());
     }
 
     /// Give back the charge of `n` pages this list held and dropped itself.
@@ -148,9 +146,7 @@ impl<'a> Changes<'a> {
         let pinned = range.file.pin_into(bounds, scratch, &mut pages, run.len());
         // What is not kept is not held: give its charge back (on error `pages` drops).
         let kept = if pinned.is_ok() { pages.len() } else { 0 };
-        if let Some(m) = self.memlock {
-            m.uncharge(run.len() - kept);
-        }
+        self.uncharge(run.len() - kept);
         pinned?;
         for (index, page) in run.zip(pages.into_iter()) {
             // Room was reserved above.
@@ -162,9 +158,7 @@ impl<'a> Changes<'a> {
 
 impl Drop for Changes<'_> {
     fn drop(&mut self) {
-        if let Some(m) = self.memlock {
-            m.uncharge(self.list.len());
-        }
+        self.uncharge(self.list.len());
     }
 }
 
