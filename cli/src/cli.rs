@@ -114,8 +114,8 @@ pub struct BenchArgs {
 #[derive(Args, Debug)]
 #[command(after_help = format!("{SIZE_HELP}\n{PATTERN_HELP}\n\n\
 The memfd stays mapped in this process for as long as the buffer is held: udmabuf-live \
-watches the creating process's mappings of the memfd (mmu notifiers) to see hole punches, \
-so the creator must keep one. Without --hold or --exec the buffer is released when the \
+watches the memfd's mappings, in every process (mmu notifiers), to see hole punches, and \
+this one covers the whole buffer. Without --hold or --exec the buffer is released when the \
 command exits.\n\n\
 --exec sets UDMABUF_DMABUF_FD, UDMABUF_MEMFD_FD, UDMABUF_SIZE, UDMABUF_HANDLE and \
 UDMABUF_DEVICE, and with --format also UDMABUF_FORMAT (fourcc code), UDMABUF_FOURCC (its number, 0x hex), \

@@ -127,11 +127,23 @@ pub struct UdmabufLiveInfo {
     pub state: u32,
     /// Out: pins held by static importers.
     pub pins: u32,
-    /// Out: mmu notifiers registered at create.
+    /// Out: mappings of the memfd ranges watched by an mmu notifier now, in every
+    /// process.
     pub notifiers: u32,
     /// Out: number of memfd ranges.
     pub ranges: u32,
+    /// Out: the module's repopulation policy now (`UDMABUF_LIVE_REPOPULATE_*`).
+    pub repopulate: u32,
+    pub __pad: u32,
+    /// Out: pages not populated: the memfd lost them and nothing has needed them since
+    /// (lazy policy). Each comes in, as the memfd's page there, when first needed.
+    pub unpopulated: u64,
 }
+
+/// `UdmabufLiveInfo::repopulate`: a page the memfd lost gets a new one at once.
+pub const UDMABUF_LIVE_REPOPULATE_EAGER: u32 = 0;
+/// `UdmabufLiveInfo::repopulate`: it stays unpopulated until something needs it.
+pub const UDMABUF_LIVE_REPOPULATE_LAZY: u32 = 1;
 
 /// `UDMABUF_LIVE_SYNC`: apply every pending update, waiting up to `timeout_ms` for a
 /// deferred one (pinned or vmapped buffer). ETIMEDOUT if still stale by then; EPERM if
@@ -163,6 +175,9 @@ pub struct UdmabufLiveVerify {
     /// Out: byte offset in the dma-buf of the first page that does not match, or
     /// `u64::MAX` if all match.
     pub first_mismatch: u64,
+    /// Out: pages not populated over a hole of the memfd (counted as coherent: both
+    /// read as zeros, and the memfd's page comes in when one is needed).
+    pub unpopulated: u64,
 }
 
 /// `UDMABUF_LIVE_PFNS` (CAP_SYS_ADMIN): the PFNs of pages `first_page ..

@@ -40,6 +40,10 @@ int main(void) {
     P("udmabuf_live_info.pins", offsetof(struct udmabuf_live_info, pins));
     P("udmabuf_live_info.notifiers", offsetof(struct udmabuf_live_info, notifiers));
     P("udmabuf_live_info.ranges", offsetof(struct udmabuf_live_info, ranges));
+    P("udmabuf_live_info.repopulate", offsetof(struct udmabuf_live_info, repopulate));
+    P("udmabuf_live_info.unpopulated", offsetof(struct udmabuf_live_info, unpopulated));
+    P("UDMABUF_LIVE_REPOPULATE_EAGER", UDMABUF_LIVE_REPOPULATE_EAGER);
+    P("UDMABUF_LIVE_REPOPULATE_LAZY", UDMABUF_LIVE_REPOPULATE_LAZY);
     P("sizeof_udmabuf_live_sync", sizeof(struct udmabuf_live_sync));
     P("udmabuf_live_sync.dmabuf_fd", offsetof(struct udmabuf_live_sync, dmabuf_fd));
     P("udmabuf_live_sync.timeout_ms", offsetof(struct udmabuf_live_sync, timeout_ms));
@@ -51,6 +55,7 @@ int main(void) {
     P("udmabuf_live_verify.stale", offsetof(struct udmabuf_live_verify, stale));
     P("udmabuf_live_verify.holes", offsetof(struct udmabuf_live_verify, holes));
     P("udmabuf_live_verify.first_mismatch", offsetof(struct udmabuf_live_verify, first_mismatch));
+    P("udmabuf_live_verify.unpopulated", offsetof(struct udmabuf_live_verify, unpopulated));
     P("sizeof_udmabuf_live_pfns", sizeof(struct udmabuf_live_pfns));
     P("udmabuf_live_pfns.dmabuf_fd", offsetof(struct udmabuf_live_pfns, dmabuf_fd));
     P("udmabuf_live_pfns.__pad", offsetof(struct udmabuf_live_pfns, __pad));
@@ -120,6 +125,10 @@ fn c_header_matches_rust_crate() {
         ("udmabuf_live_info.pins", offset_of!(UdmabufLiveInfo, pins) as u64),
         ("udmabuf_live_info.notifiers", offset_of!(UdmabufLiveInfo, notifiers) as u64),
         ("udmabuf_live_info.ranges", offset_of!(UdmabufLiveInfo, ranges) as u64),
+        ("udmabuf_live_info.repopulate", offset_of!(UdmabufLiveInfo, repopulate) as u64),
+        ("udmabuf_live_info.unpopulated", offset_of!(UdmabufLiveInfo, unpopulated) as u64),
+        ("UDMABUF_LIVE_REPOPULATE_EAGER", UDMABUF_LIVE_REPOPULATE_EAGER as u64),
+        ("UDMABUF_LIVE_REPOPULATE_LAZY", UDMABUF_LIVE_REPOPULATE_LAZY as u64),
         ("sizeof_udmabuf_live_sync", size_of::<UdmabufLiveSync>() as u64),
         ("udmabuf_live_sync.dmabuf_fd", offset_of!(UdmabufLiveSync, dmabuf_fd) as u64),
         ("udmabuf_live_sync.timeout_ms", offset_of!(UdmabufLiveSync, timeout_ms) as u64),
@@ -131,6 +140,7 @@ fn c_header_matches_rust_crate() {
         ("udmabuf_live_verify.stale", offset_of!(UdmabufLiveVerify, stale) as u64),
         ("udmabuf_live_verify.holes", offset_of!(UdmabufLiveVerify, holes) as u64),
         ("udmabuf_live_verify.first_mismatch", offset_of!(UdmabufLiveVerify, first_mismatch) as u64),
+        ("udmabuf_live_verify.unpopulated", offset_of!(UdmabufLiveVerify, unpopulated) as u64),
         ("sizeof_udmabuf_live_pfns", size_of::<UdmabufLivePfns>() as u64),
         ("udmabuf_live_pfns.dmabuf_fd", offset_of!(UdmabufLivePfns, dmabuf_fd) as u64),
         ("udmabuf_live_pfns.__pad", offset_of!(UdmabufLivePfns, __pad) as u64),

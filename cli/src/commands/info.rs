@@ -22,8 +22,13 @@ pub struct LiveInfo {
     /// Names of the set state bits: `pending`, `stale`, `watched`, `vmapped`.
     pub state: Vec<String>,
     pub pins: u32,
+    /// Mappings of the memfd ranges watched now, in every process.
     pub notifiers: u32,
     pub ranges: u32,
+    /// The module's repopulation policy now: `lazy` or `eager`.
+    pub repopulate: String,
+    /// Pages the memfd lost that nothing has needed since (lazy policy): not populated.
+    pub unpopulated: u64,
 }
 
 impl From<&uapi::UdmabufLiveInfo> for LiveInfo {
@@ -50,6 +55,12 @@ impl From<&uapi::UdmabufLiveInfo> for LiveInfo {
             pins: i.pins,
             notifiers: i.notifiers,
             ranges: i.ranges,
+            repopulate: match i.repopulate {
+                uapi::UDMABUF_LIVE_REPOPULATE_LAZY => "lazy".to_owned(),
+                uapi::UDMABUF_LIVE_REPOPULATE_EAGER => "eager".to_owned(),
+                other => format!("unknown({other})"),
+            },
+            unpopulated: i.unpopulated,
         }
     }
 }
@@ -76,7 +87,7 @@ impl LiveInfo {
         if self.state.iter().any(|s| s == "stale") {
             Some("importers and mmaps see the old pages until the last pin or vmap goes (then SYNC applies the update)")
         } else if !self.state.iter().any(|s| s == "watched") {
-            Some("not watched: the creator's mapping of the memfd is gone, so punches are seen lazily: updated at the next map or SYNC")
+            Some("not watched: no mapping of the memfd, in any process, covers every page, so punches are seen lazily: updated at the next map or SYNC")
         } else {
             None
         }
@@ -127,7 +138,13 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
             println!("           ({why})");
         }
         println!("generation {}  updates {}  pages swapped {}", l.generation, l.updates, l.pages_swapped);
-        println!("pins       {}  notifiers {}  ranges {}", l.pins, l.notifiers, l.ranges);
+        println!("pins       {}  watched mappings {}  ranges {}", l.pins, l.notifiers, l.ranges);
+        println!(
+            "repopulate {}  unpopulated pages {}{}",
+            l.repopulate,
+            l.unpopulated,
+            if l.unpopulated > 0 { " (punched; each comes in when something needs it)" } else { "" }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -149,12 +166,16 @@ mod tests {
             pins: 0,
             notifiers: 1,
             ranges: 1,
+            repopulate: uapi::UDMABUF_LIVE_REPOPULATE_LAZY,
+            __pad: 0,
+            unpopulated: 7,
         };
         let l = LiveInfo::from(&raw);
         assert_eq!(l.backing, "hugetlb");
         assert_eq!(l.state, ["pending", "watched"]);
         let v = serde_json::to_value(&l).unwrap();
-        for k in ["backing", "size", "generation", "updates", "pages_swapped", "state", "pins", "notifiers", "ranges"] {
+        assert_eq!((l.repopulate.as_str(), l.unpopulated), ("lazy", 7));
+        for k in ["backing", "size", "generation", "updates", "pages_swapped", "state", "pins", "notifiers", "ranges", "repopulate", "unpopulated"] {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert_eq!(serde_json::from_value::<LiveInfo>(v).unwrap(), l);

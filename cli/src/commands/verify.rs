@@ -51,6 +51,9 @@ pub struct IoctlCheck {
     pub stale: Option<u64>,
     /// Pages whose memfd offset is a hole now.
     pub holes: Option<u64>,
+    /// Pages not populated (lazy policy; coherent: each comes in as the memfd's page when
+    /// needed).
+    pub unpopulated: Option<u64>,
     /// Byte offset in the dma-buf of the first page that does not match.
     pub first_mismatch: Option<u64>,
 }
@@ -203,7 +206,7 @@ fn check_ioctl(dev: &File, dmabuf: &OwnedFd, pages: u64, watched: bool) -> Resul
 
 /// (a)'s result from VERIFY's counts.
 pub fn ioctl_check(v: &udmabuf_live_uapi::UdmabufLiveVerify, pages: u64, watched: bool) -> IoctlCheck {
-    let ok = v.matching == v.pages && v.pages == pages;
+    let ok = v.matching + v.unpopulated == v.pages && v.pages == pages;
     let (status, reason) = match (ok, watched) {
         (true, _) => (OK, None),
         (false, true) => (MISMATCH, None),
@@ -219,6 +222,7 @@ pub fn ioctl_check(v: &udmabuf_live_uapi::UdmabufLiveVerify, pages: u64, watched
         matching: Some(v.matching),
         stale: Some(v.stale),
         holes: Some(v.holes),
+        unpopulated: Some(v.unpopulated),
         first_mismatch: (v.first_mismatch != u64::MAX).then_some(v.first_mismatch),
     }
 }
@@ -309,18 +313,24 @@ pub fn render_human(r: &Report, max: usize) -> String {
     let c = &r.checks;
     match c.ioctl.status.as_str() {
         SKIPPED => s += &format!("  ioctl  skipped: {}\n", c.ioctl.reason.as_deref().unwrap_or("")),
-        OK => s += &format!("  ioctl  ok: {}/{} pages are the memfd's pages\n", n(c.ioctl.matching), n(c.ioctl.pages)),
+        OK => {
+            s += &format!("  ioctl  ok: {}/{} pages are the memfd's pages", n(c.ioctl.matching), n(c.ioctl.pages));
+            if n(c.ioctl.unpopulated) > 0 {
+                s += &format!(", {} not populated yet (each comes in as the memfd's page when needed)", n(c.ioctl.unpopulated));
+            }
+            s += "\n";
+        }
         NOT_WATCHED => {
             s += &format!(
                 "  ioctl  not watched: updated at the next map or SYNC; {} of {} pages were behind the memfd before this verify mapped the buffer (not counted as incoherent)\n",
-                n(c.ioctl.pages) - n(c.ioctl.matching),
+                n(c.ioctl.pages) - n(c.ioctl.matching) - n(c.ioctl.unpopulated),
                 n(c.ioctl.pages)
             )
         }
         _ => {
             s += &format!(
                 "  ioctl  MISMATCH: {} of {} pages differ ({} replaced in the memfd, {} holes now), first at offset {:#x}\n",
-                n(c.ioctl.pages) - n(c.ioctl.matching),
+                n(c.ioctl.pages) - n(c.ioctl.matching) - n(c.ioctl.unpopulated),
                 n(c.ioctl.pages),
                 n(c.ioctl.stale),
                 n(c.ioctl.holes),
@@ -408,7 +418,7 @@ mod tests {
             assert!(v["checks"]["bytes"].get(k).is_some(), "{k}");
             assert!(v["checks"]["pfns"].get(k).is_some(), "{k}");
         }
-        for k in ["status", "reason", "pages", "matching", "stale", "holes", "first_mismatch"] {
+        for k in ["status", "reason", "pages", "matching", "stale", "holes", "unpopulated", "first_mismatch"] {
             assert!(v["checks"]["ioctl"].get(k).is_some(), "{k}");
         }
         // Skipped checks have no counts: not `"matching":0`.

@@ -74,9 +74,15 @@ struct udmabuf_live_info {
 	__u64 pages_swapped;	/* pages swapped in over the buffer's life */
 	__u32 state;		/* UDMABUF_LIVE_STATE_* */
 	__u32 pins;		/* pins held by static importers */
-	__u32 notifiers;	/* mmu notifiers registered at create */
+	__u32 notifiers;	/* mappings watched now, in every process */
 	__u32 ranges;		/* memfd ranges */
+	__u32 repopulate;	/* UDMABUF_LIVE_REPOPULATE_* (module policy now) */
+	__u32 __pad;
+	__u64 unpopulated;	/* pages the memfd lost that nothing needed since */
 };
+
+#define UDMABUF_LIVE_REPOPULATE_EAGER	0	/* a lost page gets a new one at once */
+#define UDMABUF_LIVE_REPOPULATE_LAZY	1	/* ... when something first needs it */
 
 /* Apply pending updates; wait up to timeout_ms for deferred ones (ETIMEDOUT). */
 struct udmabuf_live_sync {
@@ -93,6 +99,7 @@ struct udmabuf_live_verify {
 	__u64 stale;		/* the memfd holds another page there */
 	__u64 holes;		/* the memfd has a hole there */
 	__u64 first_mismatch;	/* byte offset, or ~0ULL if all match */
+	__u64 unpopulated;	/* not populated over a memfd hole (coherent) */
 };
 
 /* CAP_SYS_ADMIN: PFNs of pages [first_page, first_page + count) as __u64s at pfns. */
