@@ -13,7 +13,7 @@
 //! - `Buffer::slot` (see sys/dmabuf.rs): the exported dma-buf, for the worker.
 
 use crate::ffi;
-use crate::notifier::{BufferTracker, Tracker, Watch, Watchers};
+use crate::notifier::{BufferTracker, Tracker};
 use crate::one_or_many::OneOrMany;
 use crate::registry::Registry;
 use crate::sys::{
@@ -21,15 +21,15 @@ use crate::sys::{
     dmabuf::{DmaBufSlot, ExportedDmaBuf},
     folio::{PinnedPage, PinnedPages},
     memcg::MemCg,
-    memfd::{Backing, FileMapping, FolioScratch, MemFile, MAX_MAPPINGS},
+    memfd::{Backing, FolioScratch, MemFile},
     memlock::MemlockCharge,
-    notifier::IntervalNotifier,
     sgt::{Direction, MappedSgTable},
     vm::VMap,
     wq::QueueRef,
     PAGE_SHIFT, PAGE_SIZE,
 };
 use crate::uapi::UdmabufCreateItem;
+use crate::watchers::Watchers;
 use crate::worker::Changes;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
@@ -90,9 +90,14 @@ impl Range {
     }
 }
 
+/// What an update puts at a page index: the memfd's page there, or nothing (a hole under
+/// the lazy policy: the page stays unpopulated until something needs it).
+pub(crate) type NewPage = Option<PinnedPage>;
+
 /// Mutable state of a buffer, under `Buffer::state`.
 pub(crate) struct State {
-    /// The buffer's pages in dma-buf order, each pinned.
+    /// The buffer's pages in dma-buf order, each pinned; a slot is empty (unpopulated)
+    /// where the lazy policy let a punched page go and nothing has needed it since.
     pub(crate) pages: PinnedPages,
     /// Mapping for the misc device used by begin/end_cpu_access (as upstream's ubuf->sg).
     /// An update drops it (it maps old pages); the next CPU access rebuilds it.
@@ -105,9 +110,9 @@ pub(crate) struct State {
     pub(crate) vmap: Option<VMap>,
     /// Pins by static importers (dma_buf_pin); their pages may not change meanwhile.
     pub(crate) pins: usize,
-    /// New pages waiting for the last pin or vmap to go, by page index (empty, or one
-    /// slot per page once something was deferred).
-    pub(crate) deferred: KVVec<Option<PinnedPage>>,
+    /// New pages (or holes) waiting for the last pin or vmap to go, by page index
+    /// (empty, or one slot per page once something was deferred).
+    pub(crate) deferred: KVVec<Option<NewPage>>,
     /// Number of `Some` slots in `deferred`: the buffer is stale while non-zero.
     pub(crate) deferred_count: usize,
     /// Importer mappings alive, by the generation they were made in.
@@ -153,12 +158,16 @@ impl LiveMaps {
 }
 
 impl State {
-    /// Does the buffer already hold `page` at `index`, now or deferred?
-    pub(crate) fn holds(&self, index: usize, page: &PinnedPage) -> bool {
-        let deferred = self.deferred.get(index).and_then(Option::as_ref);
-        match deferred {
-            Some(d) => d.same_page(page),
-            None => self.pages.get(index).is_some_and(|p| p.same_page(page)),
+    /// Does the buffer already hold `page` (or nothing) at `index`, now or deferred?
+    pub(crate) fn holds(&self, index: usize, page: &NewPage) -> bool {
+        let same = |a: Option<&PinnedPage>| match (a, page) {
+            (Some(a), Some(b)) => a.same_page(b),
+            (None, None) => true,
+            _ => false,
+        };
+        match self.deferred.get(index) {
+            Some(Some(d)) => same(d.as_ref()),
+            _ => index < self.pages.len() && same(self.pages.get(index)),
         }
     }
 
@@ -176,15 +185,9 @@ impl State {
             match self.deferred.get_mut(index) {
                 Some(slot) => match slot.replace(page) {
                     None => self.deferred_count += 1,
-                    Some(older) => {
-                        drop(older);
-                        dropped += 1;
-                    }
+                    Some(older) => dropped += usize::from(older.is_some()),
                 },
-                None => {
-                    drop(page);
-                    dropped += 1;
-                }
+                None => dropped += usize::from(page.is_some()),
             }
         }
         changes.uncharge(dropped);
@@ -206,10 +209,10 @@ impl State {
 
     /// Old pages replaced in `generation`: unpin them now if no importer mapping is that
     /// old, else keep them (room reserved by the caller) until it is unmapped.
-    pub(crate) fn retire(&mut self, generation: u64, old: KVVec<(usize, PinnedPage)>, memlock: Option<&MemlockCharge>) {
+    pub(crate) fn retire(&mut self, generation: u64, old: KVVec<(usize, NewPage)>, memlock: Option<&MemlockCharge>) {
         let keep = generation == u64::MAX || self.live_maps.oldest().is_some_and(|g| g <= generation);
         let mut freed = 0;
-        for (_, page) in old {
+        for page in old.into_iter().filter_map(|(_, page)| page) {
             if keep {
                 if let Err(kernel::alloc::kvec::PushError((_, page))) = self.retired.push_within_capacity((generation, page)) {
                     // No room (never: reserved by apply): keeping the pin is the safe side.
@@ -356,9 +359,7 @@ pub(crate) fn create(
     let mut ranges = OneOrMany::new();
     ranges.reserve(items.len())?;
     let mut scratch = FolioScratch::new();
-    // Made with the first notifier: a buffer nobody maps needs none.
-    let mut tracker = None;
-    let mut covered = true;
+    let tracker = Arc::pin_init(Tracker::new(nr_pages)?, GFP_KERNEL)?;
     let mut notifiers = Watchers::new();
     let mut backing = None;
     for (i, item) in items.iter().enumerate() {
@@ -369,14 +370,15 @@ pub(crate) fn create(
         // Upstream's memfd_pin_folios() refuses these bounds; refuse them before using them.
         let bounds = byte_bounds(item.offset, item.size)?;
         // Watch first, pin second: a punch after the pin is then always seen.
-        let span = (first_page, nr, nr_pages);
-        covered &= watch_range(&file, item.offset, span, &mut tracker, &mut notifiers)?;
+        notifiers.watch_range(&tracker, &file, item.offset, (first_page, nr))?;
         let version = pin_item(&file, bounds, nr, &mut pages, &mut scratch, memlock.as_ref())?;
         backing = if i == 0 || backing == Some(kind) { Some(kind) } else { None };
         let compared_at = AtomicU64::new(version.unwrap_or(u64::MAX));
         ranges.push(Range { file, offset: item.offset, first_page, nr_pages: nr, compared_at })?;
     }
     drop(scratch);
+    // A fresh tracker has counted no gone mapping: one that went during CREATE has.
+    tracker.set_covered(notifiers.cover(nr_pages)?, 0);
 
     let buffer = Arc::pin_init(
         try_pin_init!(Buffer {
@@ -400,7 +402,7 @@ pub(crate) fn create(
                 "udmabuf_live_buffer_state"
             ),
             applied <- new_condvar!("udmabuf_live_applied"),
-            tracker: BufferTracker::new(tracker, covered),
+            tracker: BufferTracker::new(tracker),
             notifiers <- new_mutex!(notifiers, "udmabuf_live_notifiers"),
             slot <- DmaBufSlot::new(),
             work <- new_work!("udmabuf_live_buffer_work"),
@@ -463,59 +465,4 @@ pub(crate) fn byte_bounds(offset: u64, size: u64) -> Result<(i64, i64)> {
     let start = i64::try_from(offset).map_err(|_| EINVAL)?;
     let end = i64::try_from(size).ok().and_then(|s| start.checked_add(s)).and_then(|e| e.checked_sub(1));
     Ok((start, end.ok_or(EINVAL)?))
-}
-
-/// Register an mmu interval notifier on every mapping, in the creating process, of the
-/// `nr` pages at byte `offset` of `file`, which are buffer pages from `first_page` on
-/// (of `nr_pages`), making the buffer's `tracker` with the first one. Returns whether
-/// the mappings cover every page; if not, the lazy checks keep the unwatched pages
-/// coherent. Runs before the pages are pinned and without the inode lock: the first
-/// notifier of a process takes its mmap lock, under which hugetlbfs takes the inode lock.
-fn watch_range(
-    file: &MemFile,
-    offset: u64,
-    (first_page, nr, nr_pages): (usize, usize, usize),
-    tracker: &mut Option<Arc<Tracker>>,
-    notifiers: &mut Watchers,
-) -> Result<bool> {
-    let mut found = [FileMapping::default(); MAX_MAPPINGS];
-    let len = (nr << PAGE_SHIFT) as u64;
-    let maps = file.mappings_in_current_mm(offset, len, &mut found)?;
-    if maps.is_empty() {
-        return Ok(false);
-    }
-    let mut covered = covers(maps, offset, len);
-    let tracker = match tracker {
-        Some(t) => t,
-        None => tracker.insert(Arc::pin_init(Tracker::new(nr_pages)?, GFP_KERNEL)?),
-    };
-    notifiers.reserve(maps.len())?;
-    crate::ffi::test_delay();
-    for m in maps.iter() {
-        let first = first_page + ((m.offset - offset) >> PAGE_SHIFT) as usize;
-        let watch = Watch::new(tracker.clone(), first_page + nr, m.va, first);
-        let notifier = IntervalNotifier::register_current(m.va, m.len, watch)?;
-        notifier.wait_live();
-        // The mapping was found before the notifier went in: a munmap, MAP_FIXED or
-        // mremap in between went unseen. Only a mapping still in place is watched.
-        if !file.still_mapped(m) {
-            covered = false;
-            continue;
-        }
-        notifiers.push(notifier)?;
-    }
-    Ok(covered)
-}
-
-/// Do `maps` (sorted here by offset) cover `offset..offset+len` without a gap?
-fn covers(maps: &mut [FileMapping], offset: u64, len: u64) -> bool {
-    maps.sort_unstable_by_key(|m| m.offset);
-    let mut reached = offset;
-    for m in maps.iter() {
-        if m.offset > reached {
-            return false;
-        }
-        reached = reached.max(m.offset + m.len as u64);
-    }
-    reached >= offset + len
 }

@@ -87,6 +87,9 @@ fn write_back<T: kernel::transmute::AsBytes>(arg: usize, value: &T) -> Result<i3
 
 fn info(arg: usize) -> Result<i32> {
     let (req, dmabuf) = read_arg::<UdmabufLiveInfo>(arg)?;
+    // INFO is a sync point for watching: mappings that appeared since the buffer became
+    // unwatched get their notifier (a failure leaves it unwatched; the lazy checks hold).
+    let _ = dmabuf.exporter().rewatch();
     let info = UdmabufLiveInfo { dmabuf_fd: req.dmabuf_fd, ..dmabuf.exporter().info() };
     write_back(arg, &info)
 }

@@ -26,6 +26,38 @@ impl Buffer {
     }
 }
 
+impl Buffer {
+    /// The cache maintenance of begin (`begin`) or end_cpu_access over every page. The
+    /// pages are populated first (CPU access is a point of need), and the reservation
+    /// lock is held from there to the sync, so that no update empties a page in between.
+    fn cpu_sync(&self, dir: Direction, begin: bool) -> Result {
+        self.slot.with(|dmabuf| {
+            let dmabuf = dmabuf.ok_or(EINVAL)?;
+            let _resv = dmabuf.lock();
+            {
+                let mut state = self.state.lock();
+                // As upstream: end fails with EINVAL only if CPU access never began.
+                if !begin && state.cpu_dir.is_none() {
+                    return Err(EINVAL);
+                }
+                if begin {
+                    state.cpu_dir.get_or_insert(dir);
+                }
+            }
+            self.populate(None)?;
+            let mut state = self.state.lock();
+            let first_dir = state.cpu_dir.ok_or(EINVAL)?;
+            let table = self.cpu_table(&mut state, first_dir)?;
+            if begin {
+                table.sync_for_cpu(dir);
+            } else {
+                table.sync_for_device(dir);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// The ops table of our dma-bufs (a static: its address tells them apart).
 static BUFFER_OPS: DmaBufOps = DmaBufOps::of::<Buffer>();
 
@@ -40,16 +72,17 @@ impl Exporter for Buffer {
         // Take the notifiers down (waiting for a callback in flight) so that nothing
         // queues work for a dma-buf that is going; only then drop the tracker's
         // reference to the buffer (Tracker invariant), which breaks the cycle.
-        let notifiers = core::mem::take(&mut *self.notifiers.lock());
-        drop(notifiers);
+        self.notifiers.lock().close();
         drop(self.tracker.detach());
         self.registry.remove(self);
     }
 
     fn pin(&self, resv: &ResvLocked<'_>, _att: &Attachment<'_>) -> Result {
         if self.state.lock().pins == 0 {
-            // The first static importer must start on current pages (lazy check).
+            // The first static importer must start on current pages (lazy check), all
+            // of them present.
             self.update_locked(resv)?;
+            self.populate(None)?;
         }
         self.state.lock().pins += 1;
         Ok(())
@@ -69,6 +102,12 @@ impl Exporter for Buffer {
         let dev = att.device()?;
         if self.state.lock().pins == 0 {
             self.update_locked(resv)?;
+        }
+        // The importer is about to use every page: bring in the unpopulated ones.
+        self.populate(None)?;
+        if self.rewatch_wanted() {
+            // Re-arming takes mmap locks, which rank before the reservation lock.
+            self.tracker.kick();
         }
         let mut state = self.state.lock();
         // Read with the pages, under the same lock as `apply` swaps both.
@@ -94,20 +133,13 @@ impl Exporter for Buffer {
         // (drm_gem_fb_begin_cpu_access, the heaps' own) do not hold mmap_lock, and the
         // kernel's order is i_rwsem before mmap_lock (mm/filemap.c), which we keep.
         if !self.tracker.watched() || self.tracker.pending() || self.resync_requested() {
-            self.update(!self.tracker.watched())?;
+            self.update(!self.tracker.watched(), true)?;
         }
-        let mut state = self.state.lock();
-        let first_dir = *state.cpu_dir.get_or_insert(dir);
-        self.cpu_table(&mut state, first_dir)?.sync_for_cpu(dir);
-        Ok(())
+        self.cpu_sync(dir, true)
     }
 
     fn end_cpu_access(&self, dir: Direction) -> Result {
-        let mut state = self.state.lock();
-        // As upstream: EINVAL only if CPU access never began.
-        let first_dir = state.cpu_dir.ok_or(EINVAL)?;
-        self.cpu_table(&mut state, first_dir)?.sync_for_device(dir);
-        Ok(())
+        self.cpu_sync(dir, false)
     }
 
     fn released(&self) {
@@ -134,15 +166,30 @@ impl Exporter for Buffer {
         if pgoff >= self.nr_pages {
             return FaultResult::SIGBUS;
         }
+        if self.rewatch_wanted() {
+            // Re-arming takes mmap locks; this one is held: ask the worker.
+            self.tracker.kick();
+        }
+        // A page the lazy policy left unpopulated: bring in this one only.
+        if self.populate(Some(pgoff)).is_err() {
+            return FaultResult::OOM;
+        }
         let state = self.state.lock();
+        if state.pages.is_missing(pgoff) {
+            // An update emptied it again meanwhile: the access faults once more.
+            return FaultResult::RETRY;
+        }
         let ret = fault.insert(pgoff, &state.pages, pgoff);
         if ret.is_error() {
             return ret;
         }
-        // Pre-fault the rest of the VMA, as upstream does: a buffer is usually read
-        // whole. A failure here is not fatal; the access itself will fault again.
-        for other in fault.vma_pgoffs() {
-            if other != pgoff && (other >= self.nr_pages || fault.insert(other, &state.pages, other).is_error()) {
+        // Pre-fault what follows, as upstream does for a fresh mapping (a buffer is
+        // usually read whole), but only up to the first page that is mapped already or
+        // not populated: after an update zapped a few pages, a fault costs what those
+        // pages cost, not the whole mapping. A failure is not fatal; the access itself
+        // faults again.
+        for other in pgoff + 1..fault.vma_pgoffs().end.min(self.nr_pages) {
+            if state.pages.is_missing(other) || fault.is_mapped(other) || fault.insert(other, &state.pages, other).is_error() {
                 break;
             }
         }
@@ -153,10 +200,11 @@ impl Exporter for Buffer {
         if self.state.lock().vmap.is_some() {
             return Err(EBUSY);
         }
-        // The vmap fixes the pages until vunmap: start it on current ones.
+        // The vmap fixes the pages until vunmap: start it on current ones, all present.
         if self.state.lock().pins == 0 {
             self.update_locked(resv)?;
         }
+        self.populate(None)?;
         let mut state = self.state.lock();
         if state.vmap.is_some() {
             return Err(EBUSY);

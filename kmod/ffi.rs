@@ -12,6 +12,7 @@ pub(crate) struct DiffCounts {
     pub(crate) matching: c_ulong,
     pub(crate) stale: c_ulong,
     pub(crate) holes: c_ulong,
+    pub(crate) unpopulated: c_ulong,
     pub(crate) first_mismatch: c_ulong,
 }
 
@@ -44,7 +45,16 @@ extern "C" {
     pub(crate) fn ulive_memcg_enter(memcg: *mut MemCgroup) -> *mut MemCgroup;
     pub(crate) fn ulive_memfd_version(file: *mut bindings::file) -> u64;
     pub(crate) fn ulive_memfd_holds_page(file: *mut bindings::file, index: c_ulong, page: *mut bindings::page) -> bool;
-    pub(crate) fn ulive_still_mapped(file: *mut bindings::file, va: c_ulong, len: c_ulong, offset: u64) -> bool;
+    pub(crate) fn ulive_still_mapped(
+        mm: *mut bindings::mm_struct,
+        file: *mut bindings::file,
+        va: c_ulong,
+        len: c_ulong,
+        offset: u64,
+    ) -> bool;
+    pub(crate) fn ulive_vma_addr_mapped(vma: *mut bindings::vm_area_struct, addr: c_ulong) -> bool;
+    pub(crate) fn ulive_param_repopulate() -> c_int;
+    pub(crate) fn ulive_file_is_mapped(file: *mut bindings::file) -> bool;
     pub(crate) fn ulive_this_module() -> *mut bindings::module;
 
     pub(crate) fn ulive_memfd_kind(file: *mut bindings::file) -> c_int;
@@ -113,16 +123,16 @@ extern "C" {
         held: *mut *mut bindings::page,
         nr: c_ulong,
         diff: *mut c_ulong,
+        holes: *mut c_ulong,
         counts: *mut DiffCounts,
     );
     pub(crate) fn ulive_find_mappings(
         file: *mut bindings::file,
         off: u64,
         len: u64,
-        out: *mut crate::sys::memfd::FileMapping,
+        out: *mut crate::sys::memfd::RawMapping,
         max: c_uint,
     ) -> c_int;
-    pub(crate) fn ulive_current_mm() -> *mut bindings::mm_struct;
     pub(crate) fn ulive_mmu_interval_set_seq(mni: *mut bindings::mmu_interval_notifier, seq: c_ulong);
     pub(crate) fn ulive_alloc_workqueue(name: *const kernel::ffi::c_char) -> *mut bindings::workqueue_struct;
     pub(crate) fn ulive_dma_buf_zap(dmabuf: *mut bindings::dma_buf, start: i64, len: i64);
@@ -144,6 +154,13 @@ pub(crate) fn list_limit() -> i32 {
 pub(crate) fn account_memlock() -> bool {
     // SAFETY: reads a bool with READ_ONCE; no preconditions.
     unsafe { ulive_param_account_memlock() }
+}
+
+/// Current value of the `repopulate` module parameter (writable in sysfs): `true` for
+/// "lazy", `false` for "eager".
+pub(crate) fn repopulate_lazy() -> bool {
+    // SAFETY: reads an int with READ_ONCE; no preconditions.
+    unsafe { ulive_param_repopulate() != 0 }
 }
 
 /// Test hook `test_delay_ms`: sleep in a race window the tests widen (0: no-op).

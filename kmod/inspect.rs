@@ -10,9 +10,9 @@ use kernel::prelude::*;
 impl Buffer {
     /// UDMABUF_LIVE_INFO.
     pub(crate) fn info(&self) -> UdmabufLiveInfo {
-        let (pins, stale, vmapped, retired) = {
+        let (pins, stale, vmapped, retired, unpopulated) = {
             let s = self.state.lock();
-            (s.pins, s.deferred_count > 0, s.vmap.is_some(), !s.retired.is_empty())
+            (s.pins, s.deferred_count > 0, s.vmap.is_some(), !s.retired.is_empty(), s.pages.missing())
         };
         let watched = self.tracker.watched();
         let mut state = 0;
@@ -47,13 +47,22 @@ impl Buffer {
             pages_swapped: self.counters.pages_swapped.load(Ordering::Relaxed),
             state,
             pins: pins as u32,
-            notifiers: self.notifiers.lock().len() as u32,
+            notifiers: self.notifiers.lock().live() as u32,
             ranges: self.ranges.len() as u32,
+            repopulate: if crate::ffi::repopulate_lazy() {
+                uapi::UDMABUF_LIVE_REPOPULATE_LAZY
+            } else {
+                uapi::UDMABUF_LIVE_REPOPULATE_EAGER
+            },
+            __pad: 0,
+            unpopulated: unpopulated as u64,
         }
     }
 
-    /// UDMABUF_LIVE_VERIFY: every held page against the memfd's page cache. Allocates
-    /// nothing; the page-cache lookups take no lasting references.
+    /// UDMABUF_LIVE_VERIFY: every held page against the memfd's page cache. An
+    /// unpopulated page counts as coherent (`unpopulated`): whatever the memfd holds
+    /// there is what it takes when something needs it. Allocates nothing; the
+    /// page-cache lookups take no lasting references.
     pub(crate) fn verify(&self) -> UdmabufLiveVerify {
         let mut v = UdmabufLiveVerify { pages: self.nr_pages as u64, first_mismatch: u64::MAX, ..Default::default() };
         let state = self.state.lock();
@@ -62,6 +71,7 @@ impl Buffer {
             v.matching += c.matching as u64;
             v.stale += c.stale as u64;
             v.holes += c.holes as u64;
+            v.unpopulated += c.unpopulated as u64;
             if c.first_mismatch != kernel::ffi::c_ulong::MAX {
                 let at = ((range.first_page + c.first_mismatch as usize) << PAGE_SHIFT) as u64;
                 v.first_mismatch = v.first_mismatch.min(at);
@@ -70,8 +80,9 @@ impl Buffer {
         v
     }
 
-    /// UDMABUF_LIVE_PFNS: the PFNs of `count` pages from `first`, into a kernel buffer
-    /// (copied to user memory by the caller, after `state` is released).
+    /// UDMABUF_LIVE_PFNS: the PFNs of `count` pages from `first` (0 for an unpopulated
+    /// page), into a kernel buffer (copied to user memory by the caller, after `state`
+    /// is released).
     pub(crate) fn pfns(&self, first: u64, count: u64) -> Result<KVVec<u64>> {
         let first = usize::try_from(first).map_err(|_| EINVAL)?;
         let count = usize::try_from(count).map_err(|_| EINVAL)?;

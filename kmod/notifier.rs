@@ -7,8 +7,7 @@
 //! buffer's work item. It runs in the notifier path: no sleeping, no allocation, one spinlock.
 
 use crate::buffer::Buffer;
-use crate::one_or_many::OneOrMany;
-use crate::sys::{notifier::{IntervalNotifier, InvalidateHandler, SeqToken}, PAGE_SIZE};
+use crate::sys::{notifier::{InvalidateHandler, SeqToken}, PAGE_SIZE};
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::{new_spinlock, prelude::*, sync::{Arc, SpinLock}};
@@ -139,6 +138,9 @@ pub(crate) struct Tracker {
 struct Marked {
     /// Pages invalidated since the worker last looked.
     bits: Bits,
+    /// Watched mappings that went away (munmap, mremap, exec, exit), ever: a re-arm
+    /// that counted them before it looked may only then report every page watched.
+    unmaps: u64,
     /// The buffer whose worker to queue; `None` before export and after release.
     owner: Option<Arc<Buffer>>,
 }
@@ -147,8 +149,8 @@ impl Tracker {
     pub(crate) fn new(nr_pages: usize) -> Result<impl PinInit<Self>> {
         let bits = Bits::new(nr_pages)?;
         Ok(pin_init!(Self {
-            inner <- new_spinlock!(Marked { bits, owner: None }, "udmabuf_live_dirty"),
-            watched: AtomicBool::new(true),
+            inner <- new_spinlock!(Marked { bits, unmaps: 0, owner: None }, "udmabuf_live_dirty"),
+            watched: AtomicBool::new(false),
             invalidations: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
         }))
@@ -187,12 +189,17 @@ impl Tracker {
         self.watched.load(Ordering::Acquire)
     }
 
-    /// Record that the mappings found at create cover all pages (`true`) or not. A
-    /// mapping may already have gone meanwhile: that sticks.
-    fn set_covered(&self, covered: bool) {
-        if !covered {
-            self.watched.store(false, Ordering::Release);
-        }
+    /// The count of watched mappings gone so far (see [`Tracker::set_covered`]).
+    pub(crate) fn unmaps(&self) -> u64 {
+        self.inner.lock().unmaps
+    }
+
+    /// Record whether the live notifiers cover every page, as a re-arm found after
+    /// reading [`Tracker::unmaps`] as `seen`: if a mapping went away since, it stays
+    /// unwatched (and the next sync point looks again).
+    pub(crate) fn set_covered(&self, covered: bool, seen: u64) {
+        let inner = self.inner.lock();
+        self.watched.store(covered && inner.unmaps == seen, Ordering::Release);
     }
 
     /// Take the marked pages, leaving none marked. Allocates (the marked window only,
@@ -230,18 +237,30 @@ impl Tracker {
     }
 }
 
-/// A buffer's tracker, if it has one: only a buffer whose creator had some of its pages
-/// mapped gets notifiers, and so a tracker. Without one, nothing is watched or marked
-/// (the lazy checks keep the buffer coherent) and nothing is allocated.
+/// A buffer's tracker. Every buffer has one, also when nothing maps its memfd at
+/// create: a mapping may appear later and be watched then (see `watchers.rs`).
 pub(crate) struct BufferTracker(Option<Arc<Tracker>>);
 
 impl BufferTracker {
-    /// `covered`: the notifiers watch every page of the buffer.
-    pub(crate) fn new(tracker: Option<Arc<Tracker>>, covered: bool) -> Self {
-        if let Some(t) = &tracker {
-            t.set_covered(covered);
+    pub(crate) fn new(tracker: Arc<Tracker>) -> Self {
+        Self(Some(tracker))
+    }
+
+    /// The tracker, for new notifiers.
+    pub(crate) fn get(&self) -> Option<&Arc<Tracker>> {
+        self.0.as_ref()
+    }
+
+    /// See [`Tracker::unmaps`].
+    pub(crate) fn unmaps(&self) -> u64 {
+        self.0.as_ref().map_or(0, |t| t.unmaps())
+    }
+
+    /// See [`Tracker::set_covered`].
+    pub(crate) fn set_covered(&self, covered: bool, seen: u64) {
+        if let Some(t) = &self.0 {
+            t.set_covered(covered, seen);
         }
-        Self(tracker)
     }
 
     /// See [`Tracker::attach`].
@@ -322,22 +341,40 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// The notifiers of a buffer: nearly always one, the creator's mapping of the memfd.
-pub(crate) type Watchers = OneOrMany<Pin<KBox<IntervalNotifier<Watch>>>>;
-
-/// Handler of one notifier: user addresses from `va_start` show buffer pages from
-/// `first_page` on.
+/// Handler of one notifier: user addresses from `va_start` of one process show buffer
+/// pages `pages` (of a range ending at `end_page`).
 pub(crate) struct Watch {
     tracker: Arc<Tracker>,
     /// End of the buffer pages this notifier's range shows.
     end_page: usize,
     va_start: usize,
-    first_page: usize,
+    /// The buffer pages the watched mapping shows.
+    pages: Range<usize>,
+    /// The watched address space (its mm_struct, kept by the notifier), for telling
+    /// mappings apart; never dereferenced.
+    mm_id: usize,
+    /// Cleared when the mapping goes away (munmap, mremap, exec, exit).
+    alive: AtomicBool,
 }
 
 impl Watch {
-    pub(crate) fn new(tracker: Arc<Tracker>, end_page: usize, va_start: usize, first_page: usize) -> Self {
-        Self { tracker, end_page, va_start, first_page }
+    pub(crate) fn new(tracker: Arc<Tracker>, end_page: usize, va_start: usize, pages: Range<usize>, mm_id: usize) -> Self {
+        Self { tracker, end_page, va_start, pages, mm_id, alive: AtomicBool::new(true) }
+    }
+
+    /// Is the watched mapping still there?
+    pub(crate) fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Does this notifier watch the mapping at `va` of `mm_id` that shows `pages`?
+    pub(crate) fn watches(&self, mm_id: usize, va: usize, pages: &Range<usize>) -> bool {
+        self.alive() && self.mm_id == mm_id && self.va_start == va && self.pages == *pages
+    }
+
+    /// The buffer pages this notifier watches.
+    pub(crate) fn pages(&self) -> Range<usize> {
+        self.pages.clone()
     }
 }
 
@@ -347,17 +384,20 @@ impl InvalidateHandler for Watch {
         let mut inner = tracker.inner.lock();
         seq.set_seq();
         if va.start < va.end && va.start >= self.va_start {
-            let first = self.first_page + (va.start - self.va_start) / PAGE_SIZE;
-            let last = self.first_page + (va.end - self.va_start).div_ceil(PAGE_SIZE);
+            let first = self.pages.start + (va.start - self.va_start) / PAGE_SIZE;
+            let last = self.pages.start + (va.end - self.va_start).div_ceil(PAGE_SIZE);
             inner.bits.set_range(first..last.min(self.end_page));
+        }
+        if unmapping {
+            // This mapping is going away: later punches through it will not be seen,
+            // until a re-arm finds the mappings there are then.
+            self.alive.store(false, Ordering::Release);
+            inner.unmaps = inner.unmaps.wrapping_add(1);
+            tracker.watched.store(false, Ordering::Release);
         }
         // Cloning an Arc allocates nothing; by the Tracker invariant it is not the last.
         let owner = inner.owner.clone();
         drop(inner);
-        if unmapping {
-            // This mapping is going away: later punches through it will not be seen.
-            tracker.watched.store(false, Ordering::Release);
-        }
         tracker.invalidations.fetch_add(1, Ordering::Relaxed);
         if let Some(buffer) = owner {
             // If already queued, the clone is dropped again (not the last reference).

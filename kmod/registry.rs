@@ -66,7 +66,7 @@ impl fmt::Debug for BufferList {
                 f,
                 "\nid={} size={} backing={} ranges={} notifiers={} watched={} pending={} stale={} vmapped={} pins={} \
                  generation={} updates={} pages_swapped={} invalidations={} maps={} last_map_segments={} sealed={} \
-                 retired={}",
+                 retired={} unpopulated={}",
                 b.id,
                 i.size,
                 backing,
@@ -85,6 +85,7 @@ impl fmt::Debug for BufferList {
                 c.last_map_segments.load(Ordering::Relaxed),
                 bit(uapi::UDMABUF_LIVE_STATE_SEALED),
                 bit(uapi::UDMABUF_LIVE_STATE_RETIRED),
+                i.unpopulated,
             )?;
         }
         Ok(())

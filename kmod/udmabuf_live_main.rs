@@ -1,13 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 //! udmabuf-live: a drop-in replacement for udmabuf whose dma-bufs follow their memfd.
 //!
-//! Data flow:
-//! - `device.rs`: an ioctl on /dev/udmabuf-live is copied in and checked;
-//! - `buffer.rs`: the memfd ranges are checked, pinned and exported as a dma-buf;
-//! - `exporter.rs`: the dma-buf ops (importers, CPU mmap, vmap) read the pinned pages.
+//! Data flows:
+//! - ioctl -> buffer -> exporter ops: `device.rs` copies an ioctl on /dev/udmabuf-live
+//!   in and checks it; `buffer.rs` checks the memfd ranges, pins them and exports a
+//!   dma-buf; `exporter.rs` answers the dma-buf core (importers, CPU mmap, vmap) from
+//!   the pinned pages.
+//! - notifier -> worker -> importers: `watchers.rs` puts an mmu interval notifier on
+//!   every mapping of the memfd ranges, in every process; `notifier.rs` marks the pages
+//!   a punch invalidates and queues the buffer's work; `worker.rs` compares them with
+//!   the memfd after the truncation, swaps in what changed and tells the importers.
 //!
-//! `sys/` is the only unsafe code: thin wrappers over the C APIs (memfd and folios,
-//! sg tables, dma-buf, CPU mappings). `ffi.rs` declares the C glue in `ulive_helpers.c`.
+//! The repopulation policy (module parameter `repopulate`): under `lazy` (the default)
+//! the worker lets a punched page go and leaves its slot unpopulated, so a balloon's
+//! punch really returns memory; `populate` (worker.rs) brings the memfd's page in when
+//! something needs it (a map, the first pin, vmap, CPU access, SYNC, or a CPU fault on
+//! that page). Under `eager` the worker brings every page in at once.
 //!
 //! Lock order (outermost first):
 //! 0. `Buffer::slot` ("udmabuf_live_dmabuf_slot") - worker, SYNC, CPU access
@@ -18,6 +26,11 @@
 //! 5. `Tracker::inner` ("udmabuf_live_dirty", spinlock; also taken in the mmu notifier
 //!    callback, under the core's invalidation locks)
 //!
+//! `Buffer::notifiers` ("udmabuf_live_notifiers") is taken on its own, never under a
+//! lock above: registering a notifier (CREATE, a re-arm in SYNC, INFO or the worker)
+//! may take the mmap_lock of the watched process. A map or a CPU fault, which hold
+//! locks ranking before it, ask the worker to re-arm instead.
+//!
 //! The lazy checks under 3 (map_dma_buf, first pin, first vmap) need 1 too: they only
 //! *try* it (`inode_trylock_shared`), and leave the work to the worker if it is taken, so
 //! 3 never waits for 1. `begin_cpu_access` takes 1 as the worker does; the kernel orders
@@ -26,8 +39,9 @@
 //! fence wait of an update gives up after a timeout and keeps the old pages instead.
 //!
 //! Pinning may also wait for a folio's lock (`ulive_memfd_settle`, for a folio shmem is
-//! still setting up) under 1 (create, worker) or 3 (the lazy check in map_dma_buf); no
-//! lock of ours is taken under a folio lock. CREATE finds the memfd's mappings (its
+//! still setting up) under 1 (create, worker), 2 (a CPU fault populating its page) or 3
+//! (the lazy check and `populate` in map_dma_buf); no lock of ours is taken under a
+//! folio lock. CREATE finds the memfd's mappings (its
 //! `i_mmap_rwsem`) and registers the notifiers (the first one of a process takes the
 //! mmap_lock) before it takes any inode lock: hugetlbfs takes its inode lock under the
 //! mmap_lock in mmap, and i_mmap_rwsem ranks below both.
@@ -47,6 +61,7 @@ mod notifier;
 mod one_or_many;
 mod registry;
 mod sys;
+mod watchers;
 mod worker;
 #[path = "../uapi/src/abi.rs"]
 #[allow(dead_code, unreachable_pub)]
@@ -80,9 +95,10 @@ impl kernel::Module for UdmabufLive {
         let device = device::UliveDevice { queue: sys::wq::OwnedQueue::new(c"udmabuf_live")?, registry };
         let miscdev = KBox::pin_init(MiscRegistration::register(c"udmabuf-live", device), GFP_KERNEL)?;
         pr_info!(
-            "udmabuf-live loaded (size_limit_mb={}, list_limit={})\n",
+            "udmabuf-live loaded (size_limit_mb={}, list_limit={}, repopulate={})\n",
             ffi::size_limit_mb(),
-            ffi::list_limit()
+            ffi::list_limit(),
+            if ffi::repopulate_lazy() { "lazy" } else { "eager" }
         );
         Ok(Self { _miscdev: miscdev, _buffers_file: buffers_file, _debugfs: dir })
     }

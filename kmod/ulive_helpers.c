@@ -52,6 +52,43 @@ MODULE_PARM_DESC(account_memlock,
 		 "Charge every page a buffer pins to its creator's user (locked_vm, RLIMIT_MEMLOCK), as io_uring does. Default is off, as upstream.");
 
 /*
+ * What the worker does with a page the memfd no longer has: "lazy" (the default) lets
+ * it go and leaves the buffer's page unpopulated until something needs it, so that a
+ * hole punched to give memory back (a VMM's balloon) stays a hole; "eager" allocates a
+ * new page for it at once, so importers always find every page present.
+ */
+static int repopulate = 1; /* 0: eager, 1: lazy */
+static const char *const repopulate_names[] = { "eager", "lazy" };
+
+static int repopulate_set(const char *val, const struct kernel_param *kp)
+{
+	int i = sysfs_match_string(repopulate_names, val);
+
+	if (i < 0)
+		return -EINVAL;
+	WRITE_ONCE(repopulate, i);
+	return 0;
+}
+
+static int repopulate_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%s\n", repopulate_names[READ_ONCE(repopulate)]);
+}
+
+static const struct kernel_param_ops repopulate_ops = {
+	.set = repopulate_set,
+	.get = repopulate_get,
+};
+module_param_cb(repopulate, &repopulate_ops, NULL, 0644);
+MODULE_PARM_DESC(repopulate,
+		 "Pages the memfd lost: \"lazy\" (default) populates them when something next needs them, \"eager\" at once.");
+
+int ulive_param_repopulate(void)
+{
+	return READ_ONCE(repopulate);
+}
+
+/*
  * Test hooks, for the guest tests that must hit a race or an error path every time
  * rather than once in thousands of runs. Root only (0600); 0 (the default) is off.
  */
@@ -297,22 +334,23 @@ void *ulive_vma_private(struct vm_area_struct *vma)
 }
 
 /*
- * Find the VMAs of the current process that map @file over bytes [@off, @off + @len).
- * For each (at most @max) store the overlap in @out. Returns the count. Walks the
- * file's own tree of mappings (i_mmap, ordered by file offset), not the process's VMAs:
- * its interval-tree iterators are not exported, so the walk goes node by node with the
- * exported rb_next(), under i_mmap_rwsem as rmap walkers do (a file VMA's bounds and
- * offset only change under it, taken for write). A file nobody maps costs one check.
+ * Find the VMAs, in every process, that map @file over bytes [@off, @off + @len). For
+ * each (at most @max) store the overlap in @out, with a reference on the VMA's mm
+ * (mm_users, taken by mmget_not_zero(); a process whose mm is exiting is skipped) that
+ * the caller drops with mmput(). Returns the count. Walks the file's own tree of
+ * mappings (i_mmap, ordered by file offset): its interval-tree iterators are not
+ * exported, so the walk goes node by node with the exported rb_next(), under
+ * i_mmap_rwsem as rmap walkers do (a file VMA's bounds, offset and mm only change under
+ * it, taken for write, and the mm outlives its VMAs). A file nobody maps costs one check.
  */
 int ulive_find_mappings(struct file *file, u64 off, u64 len, struct ulive_file_mapping *out,
 			unsigned int max)
 {
 	struct address_space *mapping = file->f_mapping;
-	struct mm_struct *mm = current->mm;
 	struct rb_node *node;
 	unsigned int n = 0;
 
-	if (!mm || !len || !max || !mapping_mapped(mapping))
+	if (!len || !max || !mapping_mapped(mapping))
 		return 0;
 	i_mmap_lock_read(mapping);
 	for (node = rb_first_cached(&mapping->i_mmap); node; node = rb_next(node)) {
@@ -323,11 +361,12 @@ int ulive_find_mappings(struct file *file, u64 off, u64 len, struct ulive_file_m
 
 		if (vstart >= off + len)
 			break; /* the rest start further on in the file */
-		if (vma->vm_mm != mm || s >= e)
+		if (s >= e || !mmget_not_zero(vma->vm_mm))
 			continue;
 		out[n].va = vma->vm_start + (s - vstart);
 		out[n].len = e - s;
 		out[n].offset = s;
+		out[n].mm = vma->vm_mm;
 		if (++n == max)
 			break;
 	}
@@ -335,9 +374,10 @@ int ulive_find_mappings(struct file *file, u64 off, u64 len, struct ulive_file_m
 	return n;
 }
 
-struct mm_struct *ulive_current_mm(void)
+/* Does any process map @file? (One read of its mapping tree; no lock.) */
+bool ulive_file_is_mapped(struct file *file)
 {
-	return current->mm;
+	return mapping_mapped(file->f_mapping);
 }
 
 void ulive_mmu_interval_set_seq(struct mmu_interval_notifier *mni, unsigned long seq)
@@ -518,9 +558,13 @@ void ulive_unpin_appended(struct page **pages, unsigned long n, const unsigned l
 
 /*
  * Compare the @nr pages in @held, which back file bytes from @off on, with @file's
- * page cache. Counts matching pages, pages the cache holds another page for, and holes
- * (a shadow or swap entry counts as a hole: it is not our page); sets bit i of @diff (if
- * not NULL; cleared by the caller) for every page that does not match.
+ * page cache. A NULL entry is a page the buffer has not populated. Counts matching
+ * pages, pages the cache holds another page for, holes where the buffer holds a page
+ * (a shadow or swap entry counts as a hole: it is not our page), and unpopulated pages
+ * (these match whatever the cache holds: the cache's page there is what they take when
+ * something needs them). Sets bit i of @diff (if not NULL; cleared by the caller) for
+ * every page that does not match, and of @holes (if not NULL) for those of them that
+ * are holes.
  *
  * Walks the page cache as filemap_get_entry() does: xas_find() resolves multi-index
  * (sibling) entries of large folios and skips holes, xas_retry() restarts on a node
@@ -531,7 +575,7 @@ void ulive_unpin_appended(struct page **pages, unsigned long n, const unsigned l
  * concurrent punch may be seen half done (callers that need it complete hold the lock).
  */
 void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
-		      unsigned long *diff, struct ulive_diff_counts *counts)
+		      unsigned long *diff, unsigned long *holes, struct ulive_diff_counts *counts)
 {
 	pgoff_t base = off >> PAGE_SHIFT, last = base + nr - 1;
 	XA_STATE(xas, &file->f_mapping->i_pages, base);
@@ -550,9 +594,15 @@ void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigne
 		if (!folio || xa_is_value(folio))
 			next = min(next + (folio ? 1 : 0), nr);
 		for (; i < next; i++) {
+			if (!held[i]) {
+				counts->unpopulated++;
+				continue;
+			}
 			counts->holes++;
 			if (diff)
 				__set_bit(i, diff);
+			if (holes)
+				__set_bit(i, holes);
 			if (counts->first_mismatch == ULONG_MAX)
 				counts->first_mismatch = i;
 		}
@@ -574,6 +624,10 @@ void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigne
 		if (end <= i)
 			end = i + 1; /* cannot happen; never loop without progress */
 		for (; i < end; i++) {
+			if (!held[i]) {
+				counts->unpopulated++;
+				continue;
+			}
 			if (base + i >= folio->index &&
 			    held[i] == folio_page(folio, base + i - folio->index)) {
 				counts->matching++;
@@ -705,18 +759,19 @@ struct mem_cgroup *ulive_memcg_enter(struct mem_cgroup *memcg)
 /* ---- mappings ---- */
 
 /*
- * Does the current process still map @file at user address @va for @len bytes from
- * file byte @offset on, in one VMA? Read under the mmap lock, after the notifier for that
- * range went live: a munmap, MAP_FIXED or mremap between ulive_find_mappings() and the
- * notifier's insertion was not seen by the notifier, and is seen here.
+ * Does @mm still map @file at user address @va for @len bytes from file byte @offset
+ * on, in one VMA? Read under @mm's mmap lock (the caller holds a reference on its
+ * users), after the notifier for that range went live: a munmap, MAP_FIXED or mremap
+ * between ulive_find_mappings() and the notifier's insertion was not seen by the
+ * notifier, and is seen here.
  */
-bool ulive_still_mapped(struct file *file, unsigned long va, unsigned long len, u64 offset)
+bool ulive_still_mapped(struct mm_struct *mm, struct file *file, unsigned long va,
+			unsigned long len, u64 offset)
 {
-	struct mm_struct *mm = current->mm;
 	struct vm_area_struct *vma;
 	bool ok = false;
 
-	if (!mm || !len)
+	if (!len)
 		return false;
 	mmap_read_lock(mm);
 	vma = vma_lookup(mm, va);
@@ -726,4 +781,18 @@ bool ulive_still_mapped(struct file *file, unsigned long va, unsigned long len, 
 		ok = true;
 	mmap_read_unlock(mm);
 	return ok;
+}
+
+/*
+ * Does @vma map a page at @addr already? For the fault handler (mmap lock held), to
+ * stop pre-faulting at the first page an earlier fault already mapped.
+ */
+bool ulive_vma_addr_mapped(struct vm_area_struct *vma, unsigned long addr)
+{
+	struct follow_pfnmap_args args = { .vma = vma, .address = addr };
+
+	if (follow_pfnmap_start(&args))
+		return false;
+	follow_pfnmap_end(&args);
+	return true;
 }

@@ -31,6 +31,7 @@ struct ulive_diff_counts {
 	unsigned long matching;
 	unsigned long stale;
 	unsigned long holes;
+	unsigned long unpopulated;
 	unsigned long first_mismatch;	/* page index, or ULONG_MAX */
 };
 
@@ -77,11 +78,11 @@ struct ulive_file_mapping {
 	unsigned long va;
 	unsigned long len;
 	u64 offset;
+	struct mm_struct *mm;	/* with a reference on its users: mmput() it */
 };
 
 int ulive_find_mappings(struct file *file, u64 off, u64 len, struct ulive_file_mapping *out,
 			unsigned int max);
-struct mm_struct *ulive_current_mm(void);
 void ulive_mmu_interval_set_seq(struct mmu_interval_notifier *mni, unsigned long seq);
 struct workqueue_struct *ulive_alloc_workqueue(const char *name);
 void ulive_dma_buf_zap(struct dma_buf *dmabuf, loff_t start, loff_t len);
@@ -93,7 +94,7 @@ void ulive_unpin_pages(struct page **pages, unsigned long n);
 void ulive_unpin_appended(struct page **pages, unsigned long n, const unsigned long *seams,
 			  unsigned long nseams);
 void ulive_memfd_diff(struct file *file, loff_t off, struct page **held, unsigned long nr,
-		      unsigned long *diff, struct ulive_diff_counts *counts);
+		      unsigned long *diff, unsigned long *holes, struct ulive_diff_counts *counts);
 struct user_struct *ulive_current_user(unsigned long *limit_pages);
 void ulive_free_uid(struct user_struct *user);
 int ulive_user_charge(struct user_struct *user, unsigned long pages, unsigned long limit);
@@ -103,6 +104,10 @@ void ulive_memcg_put(struct mem_cgroup *memcg);
 struct mem_cgroup *ulive_memcg_enter(struct mem_cgroup *memcg);
 u64 ulive_memfd_version(struct file *file);
 bool ulive_memfd_holds_page(struct file *file, pgoff_t index, struct page *page);
-bool ulive_still_mapped(struct file *file, unsigned long va, unsigned long len, u64 offset);
+bool ulive_still_mapped(struct mm_struct *mm, struct file *file, unsigned long va,
+			unsigned long len, u64 offset);
+bool ulive_vma_addr_mapped(struct vm_area_struct *vma, unsigned long addr);
+int ulive_param_repopulate(void);
+bool ulive_file_is_mapped(struct file *file);
 
 #endif /* ULIVE_HELPERS_H */

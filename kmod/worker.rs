@@ -19,11 +19,11 @@
 //! Every error path puts the taken marks back (or asks for a full check), so a failed
 //! update stays PENDING and is retried; it never reports a stale buffer as current.
 
-use crate::buffer::{byte_bounds, Buffer, Range};
+use crate::buffer::{byte_bounds, Buffer, NewPage, Range};
 use crate::notifier::Bits;
 use crate::sys::{
     dmabuf::ResvLocked,
-    folio::{PinnedPage, PinnedPages},
+    folio::PinnedPages,
     memfd::FolioScratch,
     memlock::MemlockCharge,
     PAGE_SHIFT,
@@ -78,12 +78,18 @@ enum InodeLock {
     Try,
 }
 
-/// New pages pinned for a buffer, by page index. Each is charged to the buffer's
-/// memlock account: what is still in the list when it drops is unpinned and uncharged,
-/// and a page taken out becomes one the buffer holds (with its charge).
+/// What an update puts at each page index it changes: a new page pinned for the
+/// buffer, or nothing (a hole the lazy policy leaves unpopulated). Each page is charged
+/// to the buffer's memlock account: what is still in the list when it drops is unpinned
+/// and uncharged, and a page taken out becomes one the buffer holds (with its charge).
 pub(crate) struct Changes<'a> {
-    list: KVVec<(usize, PinnedPage)>,
+    list: KVVec<(usize, NewPage)>,
     memlock: Option<&'a MemlockCharge>,
+}
+
+/// The pages (not the holes) among `entries`.
+fn pinned<'b>(entries: impl Iterator<Item = &'b (usize, NewPage)>) -> usize {
+    entries.filter(|(_, p)| p.is_some()).count()
 }
 
 impl<'a> Changes<'a> {
@@ -103,21 +109,21 @@ impl<'a> Changes<'a> {
         self.list.is_empty()
     }
 
-    /// Add an already charged page; the room must have been reserved.
-    pub(crate) fn push_within_capacity(&mut self, index: usize, page: PinnedPage) -> core::result::Result<(), PinnedPage> {
+    /// Add an already charged page (or a hole); the room must have been reserved.
+    pub(crate) fn push_within_capacity(&mut self, index: usize, page: NewPage) -> core::result::Result<(), NewPage> {
         self.list.push_within_capacity((index, page)).map_err(|e| e.0 .1)
     }
 
-    /// The pages, leaving the list (and what its drop uncharges) empty.
-    pub(crate) fn take_all(&mut self) -> KVVec<(usize, PinnedPage)> {
+    /// The entries, leaving the list (and what its drop uncharges) empty.
+    pub(crate) fn take_all(&mut self) -> KVVec<(usize, NewPage)> {
         core::mem::take(&mut self.list)
     }
 
-    /// Drop the entries `keep` rejects (unpinning and uncharging them).
-    fn retain(&mut self, mut keep: impl FnMut(usize, &PinnedPage) -> bool) {
-        let before = self.list.len();
+    /// Drop the entries `keep` rejects (unpinning and uncharging their pages).
+    fn retain(&mut self, mut keep: impl FnMut(usize, &NewPage) -> bool) {
+        let before = pinned(self.list.iter());
         self.list.retain(|(index, page)| keep(*index, page));
-        self.uncharge(before - self.list.len());
+        self.uncharge(before - pinned(self.list.iter()));
     }
 
     /// Give back the charge of `n` pages this list held and dropped itself.
@@ -132,8 +138,19 @@ impl<'a> Changes<'a> {
         self.list.iter().map(|(index, _)| *index)
     }
 
+    /// Record that buffer pages `run` become unpopulated (lazy policy).
+    fn push_holes(&mut self, run: core::ops::Range<usize>) -> Result {
+        self.list.reserve(run.len(), GFP_KERNEL)?;
+        for index in run {
+            // Room was reserved above.
+            let _ = self.list.push_within_capacity((index, None));
+        }
+        Ok(())
+    }
+
     /// Pin the memfd's current pages for buffer pages `run` of `range`, charging them
-    /// first. No buffer lock is held while pinning (it may allocate pages for holes).
+    /// first; `memfd_pin_folios` allocates pages for holes. No buffer lock is held while
+    /// pinning.
     fn pin_run(&mut self, range: &Range, run: core::ops::Range<usize>, scratch: &mut FolioScratch) -> Result {
         let offset = range.file_offset(run.start);
         let len = (run.len() << PAGE_SHIFT) as u64;
@@ -150,7 +167,7 @@ impl<'a> Changes<'a> {
         pinned?;
         for (index, page) in run.zip(pages.into_iter()) {
             // Room was reserved above.
-            let _ = self.list.push_within_capacity((index, page));
+            let _ = self.list.push_within_capacity((index, Some(page)));
         }
         Ok(())
     }
@@ -158,7 +175,7 @@ impl<'a> Changes<'a> {
 
 impl Drop for Changes<'_> {
     fn drop(&mut self) {
-        self.uncharge(self.list.len());
+        self.uncharge(pinned(self.list.iter()));
     }
 }
 
@@ -166,6 +183,16 @@ impl WorkItem for Buffer {
     type Pointer = Arc<Buffer>;
 
     fn run(this: Arc<Buffer>) {
+        // An unwatched buffer whose memfd some process maps (a map or a CPU fault asked
+        // for this): watch the mappings there are now, then check every page, since
+        // punches before the re-arm were not seen.
+        let mut full = false;
+        if this.rewatch_wanted() {
+            if let Err(e) = this.rewatch() {
+                pr_warn!("buffer {}: watching the memfd's mappings failed: {:?}\n", this.id, e);
+            }
+            full = true;
+        }
         // A failure leaves the pages marked (or a full check requested). Most failures
         // are transient: memfd_pin_folios() fails with ENOMEM for a hugetlb hole while a
         // fault on the memfd's own mapping is filling it (measured: for up to ~30 ms
@@ -174,7 +201,11 @@ impl WorkItem for Buffer {
         // pinned, pages meanwhile (INFO: PENDING).
         let mut pause = RETRY_FIRST_PAUSE_MS;
         for attempt in 1..=UPDATE_TRIES {
-            match this.update(false) {
+            // Under the eager policy every page is brought in now (also the ones a lazy
+            // update left unpopulated before the policy changed).
+            let eager = !crate::ffi::repopulate_lazy();
+            let result = this.update(full, eager).and_then(|o| if eager { this.populate(None).map(|_| o) } else { Ok(o) });
+            match result {
                 Ok(_) => return,
                 Err(e) if attempt == UPDATE_TRIES => {
                     pr_warn!("buffer {}: page update failed {} times, left pending: {:?}\n", this.id, attempt, e);
@@ -190,9 +221,11 @@ impl WorkItem for Buffer {
 
 impl Buffer {
     /// Bring the buffer in step with its memfds. `full` checks every page instead of
-    /// the ones the notifiers marked. Used by the worker, SYNC and CPU access; takes
-    /// the slot lock, then inode locks, then the reservation lock.
-    pub(crate) fn update(&self, full: bool) -> Result<Outcome> {
+    /// the ones the notifiers marked. `fill`: a page the memfd lost gets a new one at
+    /// once (eager policy, or a caller that needs every page); otherwise it is left
+    /// unpopulated. Used by the worker, SYNC and CPU access; takes the slot lock, then
+    /// inode locks, then the reservation lock.
+    pub(crate) fn update(&self, full: bool, fill: bool) -> Result<Outcome> {
         self.slot.with(|dmabuf| {
             let Some(dmabuf) = dmabuf else { return Ok(Outcome::Released) };
             if self.sealed() {
@@ -206,7 +239,7 @@ impl Buffer {
                 (false, false) => Scope::Marked,
             };
             let full = scope != Scope::Marked;
-            let result = self.refault(taken.bits(), scope, InodeLock::Wait).and_then(|changes| {
+            let result = self.refault(taken.bits(), scope, InodeLock::Wait, fill).and_then(|changes| {
                 if changes.is_empty() {
                     return Ok(Outcome::Clean);
                 }
@@ -232,7 +265,7 @@ impl Buffer {
         }
         let taken = self.tracker.take()?;
         let scope = if self.take_resync() { Scope::Every } else { Scope::All };
-        let result = self.refault(taken.bits(), scope, InodeLock::Try).and_then(|changes| {
+        let result = self.refault(taken.bits(), scope, InodeLock::Try, true).and_then(|changes| {
             if changes.is_empty() {
                 return Ok(Outcome::Clean);
             }
@@ -264,8 +297,9 @@ impl Buffer {
     }
 
     /// Find the pages whose memfd page changed and pin the new ones: the `marked`
-    /// pages, or every page (`full`).
-    fn refault(&self, marked: &Bits, scope: Scope, lock: InodeLock) -> Result<Changes<'_>> {
+    /// pages, or every page (`full`). Where the memfd has a hole, a new page is
+    /// allocated only if `fill`; otherwise the page is let go (unpopulated).
+    fn refault(&self, marked: &Bits, scope: Scope, lock: InodeLock, fill: bool) -> Result<Changes<'_>> {
         // The common case of an unwatched map: nothing marked, no memfd changed.
         if scope == Scope::All && !marked.any() && self.ranges.iter().all(|r| !r.may_have_changed()) {
             return Ok(Changes::new(self.memlock.as_ref()));
@@ -280,6 +314,7 @@ impl Buffer {
         let _memcg = self.memcg.as_ref().map(|m| m.enter());
         let mut scratch = FolioScratch::new();
         let mut diff = KVVec::new();
+        let mut holes = KVVec::new();
         for range in self.ranges.iter() {
             let pages = range.pages();
             let mut runs = todo
@@ -312,18 +347,31 @@ impl Buffer {
             let whole = runs.peek().is_some_and(|r| *r == pages);
             for run in runs {
                 // Which pages of the run left the memfd: one page-cache walk.
+                let words = run.len().div_ceil(64);
                 diff.clear();
-                diff.resize(run.len().div_ceil(64), 0u64, GFP_KERNEL)?;
+                diff.resize(words, 0u64, GFP_KERNEL)?;
+                holes.clear();
+                holes.resize(words, 0u64, GFP_KERNEL)?;
                 let counts = {
                     let state = self.state.lock();
-                    range.file.diff(range.file_offset(run.start), &state.pages, run.clone(), Some(&mut diff))?
+                    let bits = Some((&mut diff[..], &mut holes[..]));
+                    range.file.diff(range.file_offset(run.start), &state.pages, run.clone(), bits)?
                 };
                 if counts.stale + counts.holes == 0 {
                     continue;
                 }
+                let clip = |sub: core::ops::Range<usize>| run.start + sub.start..(run.start + sub.end).min(run.end);
+                if !fill {
+                    // Lazy: the holes stay holes; the pages the memfd has again are taken.
+                    for (d, h) in diff.iter_mut().zip(holes.iter()) {
+                        *d &= !*h;
+                    }
+                    for sub in crate::bitruns::runs(&holes) {
+                        changes.push_holes(clip(sub))?;
+                    }
+                }
                 for sub in crate::bitruns::runs(&diff) {
-                    let sub = run.start + sub.start..(run.start + sub.end).min(run.end);
-                    changes.pin_run(range, sub, &mut scratch)?;
+                    changes.pin_run(range, clip(sub), &mut scratch)?;
                 }
             }
             // A full walk of the range (its pages are now current, or pinned in
@@ -352,7 +400,9 @@ impl Buffer {
             // update that got there first, makes some of them pages not to install.
             let mut gone = false;
             changes.retain(|index, page| {
-                let current = self.ranges.iter().find(|r| r.pages().contains(&index)).is_some_and(|r| r.file.holds_page(r.file_offset(index), page));
+                // A hole stays right whatever the memfd got since: an unpopulated page
+                // takes the memfd's page when it is needed.
+                let current = page.as_ref().is_none_or(|page| self.holds_current(index, page));
                 gone |= !current;
                 current && !state.holds(index, page)
             });
@@ -401,7 +451,8 @@ impl Buffer {
                     Ok(prev) => prev,
                     Err(new) => new, // no such index (never): drop the new page instead
                 };
-                // Cannot fail: capacity reserved above.
+                // Cannot fail: capacity reserved above. (An empty `prev`, a page that
+                // was unpopulated, is kept too: its index is zapped below.)
                 let _ = old.push_within_capacity(index, prev);
             }
             // The CPU-access table maps old pages; the next begin_cpu_access rebuilds it.
@@ -431,6 +482,88 @@ impl Buffer {
     }
 }
 
+/// How often `populate` pins again when pages it pinned left the memfd before they
+/// went in (a punch racing with it).
+const POPULATE_TRIES: u32 = 8;
+
+impl Buffer {
+    /// Is `page` still the memfd's page for buffer page `index`?
+    fn holds_current(&self, index: usize, page: &crate::sys::folio::PinnedPage) -> bool {
+        self.ranges.iter().find(|r| r.pages().contains(&index)).is_some_and(|r| r.file.holds_page(r.file_offset(index), page))
+    }
+
+    /// Bring in the pages the lazy policy left unpopulated, because they are needed now:
+    /// every one of them (`only` = `None`: map, first pin, vmap, CPU access, SYNC, the
+    /// eager policy) or one (a CPU fault). Each gets the memfd's page there, which
+    /// `memfd_pin_folios` allocates if the memfd has a hole too, charged to the creator's
+    /// memory cgroup. Needs no lock: filling an empty slot changes nothing an importer
+    /// or a CPU mapping holds (neither can map an unpopulated page).
+    pub(crate) fn populate(&self, only: Option<usize>) -> Result {
+        for _ in 0..POPULATE_TRIES {
+            let missing = {
+                let state = self.state.lock();
+                match only {
+                    Some(i) if state.pages.is_missing(i) => {
+                        let mut v = KVVec::with_capacity(1, GFP_KERNEL)?;
+                        // Cannot fail: capacity reserved above.
+                        let _ = v.push_within_capacity(i..i + 1);
+                        v
+                    }
+                    Some(_) => return Ok(()),
+                    None if state.pages.missing() == 0 => return Ok(()),
+                    None => missing_runs(&state.pages)?,
+                }
+            };
+            let _memcg = self.memcg.as_ref().map(|m| m.enter());
+            let mut scratch = FolioScratch::new();
+            let mut changes = Changes::new(self.memlock.as_ref());
+            for run in missing.iter() {
+                for range in self.ranges.iter() {
+                    let pages = range.pages();
+                    let sub = run.start.max(pages.start)..run.end.min(pages.end);
+                    if sub.start < sub.end {
+                        changes.pin_run(range, sub, &mut scratch)?;
+                    }
+                }
+            }
+            let mut state = self.state.lock();
+            changes.retain(|index, page| {
+                state.pages.is_missing(index) && page.as_ref().is_some_and(|p| self.holds_current(index, p))
+            });
+            for (index, page) in changes.take_all() {
+                // An index taken from the array: never out of range.
+                let _ = state.pages.replace(index, page);
+            }
+            let done = match only {
+                Some(i) => !state.pages.is_missing(i),
+                None => state.pages.missing() == 0,
+            };
+            if done {
+                return Ok(());
+            }
+        }
+        Err(EAGAIN)
+    }
+}
+
+/// The runs of unpopulated slots of `pages`.
+fn missing_runs(pages: &PinnedPages) -> Result<KVVec<core::ops::Range<usize>>> {
+    let mut runs = KVVec::new();
+    let mut i = 0;
+    while i < pages.len() {
+        if !pages.is_missing(i) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < pages.len() && pages.is_missing(i) {
+            i += 1;
+        }
+        runs.push(start..i, GFP_KERNEL)?;
+    }
+    Ok(runs)
+}
+
 /// Maximal runs of consecutive values in increasing `indices`.
 fn index_runs(indices: impl Iterator<Item = usize>) -> impl Iterator<Item = core::ops::Range<usize>> {
     let mut indices = indices.peekable();
@@ -446,25 +579,34 @@ fn index_runs(indices: impl Iterator<Item = usize>) -> impl Iterator<Item = core
 
 impl Buffer {
     /// UDMABUF_LIVE_SYNC: apply everything pending now (checking every page when some
-    /// are not watched), then wait up to `timeout_ms` for deferred pages to go in.
+    /// are not watched) and populate every page, then wait up to `timeout_ms` for
+    /// deferred pages to go in.
     /// EPERM once the memfd is write-sealed (the buffer no longer follows it).
     pub(crate) fn sync(&self, timeout_ms: u32) -> Result {
+        // Watch the mappings that appeared since the buffer became unwatched; the
+        // punches before were not seen, so every page is checked.
         let full = !self.tracker.watched();
-        if self.update(full)? == Outcome::Sealed {
+        // A failed re-arm leaves the buffer unwatched: the lazy checks still hold.
+        let _ = self.rewatch();
+        if self.update(full, true)? == Outcome::Sealed {
             return Err(EPERM);
         }
-        let mut left = kernel::time::msecs_to_jiffies(timeout_ms);
-        let mut state = self.state.lock();
-        while state.deferred_count > 0 {
-            if left == 0 {
-                return Err(ETIMEDOUT);
+        {
+            let mut left = kernel::time::msecs_to_jiffies(timeout_ms);
+            let mut state = self.state.lock();
+            while state.deferred_count > 0 {
+                if left == 0 {
+                    return Err(ETIMEDOUT);
+                }
+                left = match self.applied.wait_interruptible_timeout(&mut state, left) {
+                    kernel::sync::CondVarTimeoutResult::Timeout => 0,
+                    kernel::sync::CondVarTimeoutResult::Woken { jiffies } => jiffies,
+                    kernel::sync::CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
+                };
             }
-            left = match self.applied.wait_interruptible_timeout(&mut state, left) {
-                kernel::sync::CondVarTimeoutResult::Timeout => 0,
-                kernel::sync::CondVarTimeoutResult::Woken { jiffies } => jiffies,
-                kernel::sync::CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
-            };
         }
-        Ok(())
+        // SYNC is a point of need: the unpopulated pages come in (also the holes a
+        // deferred update just left).
+        self.populate(None)
     }
 }

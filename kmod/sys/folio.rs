@@ -46,18 +46,21 @@ impl Drop for PinnedPage {
     }
 }
 
-/// The pages of a buffer, in dma-buf order, each holding its own pin.
+/// The pages of a buffer, in dma-buf order, each holding its own pin; a slot may be
+/// empty (unpopulated: the memfd lost the page and nothing has needed it since).
 ///
 /// # Invariants
-/// Every element is a pinned page; the vector is laid out as an array of
-/// `struct page *` (PinnedPage is `repr(transparent)`), which C may read.
+/// Every element is a pinned page or `None`; the vector is laid out as an array of
+/// `struct page *` (`Option<PinnedPage>` is a nullable page pointer), which C may read.
+/// `missing` is the number of `None` elements.
 ///
 /// While `as_appended` is set, the array is exactly as `append_pinned_folios` built it,
 /// one segment per call (`seams` holds the first index of each segment after the
 /// first): within a segment, each folio's pages follow each other in order from the
 /// first one taken up to the folio's end or the segment's end.
 pub(crate) struct PinnedPages {
-    pages: KVVec<PinnedPage>,
+    pages: KVVec<Option<PinnedPage>>,
+    missing: usize,
     /// Some appended folio gave more than one page (hugetlb): unpinning then goes by
     /// folio, not by page. Only a hint for speed.
     large: bool,
@@ -78,9 +81,9 @@ impl PinnedPages {
         Self::from_vec(KVVec::new())
     }
 
-    fn from_vec(pages: KVVec<PinnedPage>) -> Self {
+    fn from_vec(pages: KVVec<Option<PinnedPage>>) -> Self {
         // INVARIANT: no entries yet.
-        Self { pages, large: false, as_appended: true, seams: KVec::new() }
+        Self { pages, missing: 0, large: false, as_appended: true, seams: KVec::new() }
     }
 
     /// Take over the `n` folios at `folios`, each pinned once by `memfd_pin_folios`,
@@ -127,29 +130,54 @@ impl PinnedPages {
     /// The pages, in order, each with its pin (the worker pairs them with indices).
     pub(crate) fn into_iter(mut self) -> impl Iterator<Item = PinnedPage> {
         // `self` is left empty: its drop unpins nothing; the iterator owns the pins.
-        core::mem::take(&mut self.pages).into_iter()
+        self.missing = 0;
+        core::mem::take(&mut self.pages).into_iter().flatten()
     }
 
-    /// Page frame number of page `index`.
+    /// Page frame number of page `index` (`None` if out of range or unpopulated).
     pub(crate) fn pfn(&self, index: usize) -> Option<usize> {
-        self.pages.get(index).map(PinnedPage::pfn)
+        self.get(index).map(PinnedPage::pfn)
     }
 
-    /// Put `new` at `index` and return the page it replaces (whose pin the caller
-    /// drops once nothing can reach the old page any more); `Err(new)` for an index
-    /// out of range.
-    pub(crate) fn replace(&mut self, index: usize, new: PinnedPage) -> core::result::Result<PinnedPage, PinnedPage> {
+    /// Put `new` (a page, or nothing) at `index` and return what it replaces (the caller
+    /// drops the old pin once nothing can reach the old page any more); `Err(new)` for
+    /// an index out of range.
+    pub(crate) fn replace(
+        &mut self,
+        index: usize,
+        new: Option<PinnedPage>,
+    ) -> core::result::Result<Option<PinnedPage>, Option<PinnedPage>> {
         let Some(slot) = self.pages.get_mut(index) else { return Err(new) };
         self.as_appended = false;
-        Ok(core::mem::replace(slot, new))
+        let filled = new.is_some();
+        let old = core::mem::replace(slot, new);
+        // INVARIANT: `missing` follows the slot from empty to full or back.
+        match (old.is_some(), filled) {
+            (true, false) => self.missing += 1,
+            (false, true) => self.missing -= 1,
+            _ => {}
+        }
+        Ok(old)
     }
 
-    /// The page at `index`.
+    /// The page at `index`, if populated.
     pub(crate) fn get(&self, index: usize) -> Option<&PinnedPage> {
-        self.pages.get(index)
+        self.pages.get(index).and_then(Option::as_ref)
     }
 
-    /// Raw page array for C functions that only read it (sg tables, vm_map_ram).
+    /// Is slot `index` empty (unpopulated)?
+    pub(crate) fn is_missing(&self, index: usize) -> bool {
+        self.pages.get(index).is_some_and(Option::is_none)
+    }
+
+    /// How many slots are empty.
+    pub(crate) fn missing(&self) -> usize {
+        self.missing
+    }
+
+    /// Raw page array for C functions that only read it: NULL entries for empty slots,
+    /// so callers that need every page (sg tables, vm_map_ram) check
+    /// [`Self::missing`] first.
     pub(super) fn raw_pages(&self) -> *mut *mut bindings::page {
         self.pages.as_ptr().cast::<*mut bindings::page>().cast_mut()
     }
@@ -157,9 +185,15 @@ impl PinnedPages {
 
 impl Drop for PinnedPages {
     fn drop(&mut self) {
+        if self.missing > 0 {
+            // The C unpinners want every entry to be a page: close the gaps first.
+            self.pages.retain(|p| p.is_some());
+            self.as_appended = false;
+        }
         let (raw, len, cap) = core::mem::take(&mut self.pages).into_raw_parts();
         let raw = raw.cast::<*mut bindings::page>();
-        // SAFETY: every entry owns one pin on its page's folio (type invariant); all three
+        // SAFETY: every entry owns one pin on its page's folio (type invariant; the empty
+        // slots were removed above); all three
         // functions drop one pin per entry, with one atomic operation per run of entries
         // in the same folio. ulive_unpin_appended() relies on the array being as appended
         // (`as_appended`, with `seams` as the segment starts: type invariant); `seams` is
@@ -178,6 +212,6 @@ impl Drop for PinnedPages {
         };
         // SAFETY: the raw parts of the vector taken above, with a length of 0: the array
         // is freed and its entries, whose pins were dropped above, are not dropped again.
-        drop(unsafe { KVVec::from_raw_parts(raw.cast::<PinnedPage>(), 0, cap) });
+        drop(unsafe { KVVec::from_raw_parts(raw.cast::<Option<PinnedPage>>(), 0, cap) });
     }
 }

@@ -6,7 +6,12 @@ pub(crate) use crate::ffi::DiffCounts;
 use crate::ffi;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use kernel::{bindings, prelude::*};
+use kernel::{
+    bindings,
+    mm::MmWithUser,
+    prelude::*,
+    sync::aref::ARef,
+};
 
 /// What backs a memfd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,14 +55,24 @@ impl FolioScratch {
     }
 }
 
-/// A user mapping of part of a memfd: `len` bytes at user address `va` show the file
-/// from byte `offset` on. Laid out as `struct ulive_file_mapping`, which C fills in.
+/// `struct ulive_file_mapping`, as C fills it in: the mapping, and a reference on the
+/// users of its mm that [`FileMapping`] takes over.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RawMapping {
+    va: usize,
+    len: usize,
+    offset: u64,
+    mm: *mut bindings::mm_struct,
+}
+
+/// A user mapping of part of a memfd, in some process: `len` bytes at user address `va`
+/// of `mm` show the file from byte `offset` on. Holds `mm`'s address space alive (its
+/// users) only as long as this lives: long enough to register a notifier on it.
 pub(crate) struct FileMapping {
     pub(crate) va: usize,
     pub(crate) len: usize,
     pub(crate) offset: u64,
+    pub(crate) mm: ARef<MmWithUser>,
 }
 
 /// A reference to an open file, taken with `fget()`.
@@ -166,68 +181,89 @@ impl MemFile {
         kernel::error::to_result(unsafe { ffi::ulive_memfd_settle(self.ptr.as_ptr(), folios, n as _) })
     }
 
-    /// The mappings of this file in the current process that overlap bytes
-    /// `offset..offset+len`, clipped to that range: the first ones of `out`, as many as
-    /// are returned (at most `out.len()`). Allocates nothing.
-    pub(crate) fn mappings_in_current_mm<'a>(
-        &self,
-        offset: u64,
-        len: u64,
-        out: &'a mut [FileMapping],
-    ) -> Result<&'a mut [FileMapping]> {
-        let max = u32::try_from(out.len()).map_err(|_| EINVAL)?;
-        // SAFETY: the file is valid and `out` has room for `max` entries laid out as
-        // `struct ulive_file_mapping` (repr(C), same fields).
-        let n = unsafe { ffi::ulive_find_mappings(self.ptr.as_ptr(), offset, len, out.as_mut_ptr(), max) };
-        if n < 0 {
-            return Err(Error::from_errno(n));
+    /// The mappings, in every process, of this file that overlap bytes
+    /// `offset..offset+len`, clipped to that range (at most [`MAX_MAPPINGS`]). A process
+    /// whose address space is exiting is left out.
+    pub(crate) fn mappings(&self, offset: u64, len: u64) -> Result<KVec<FileMapping>> {
+        let mut raw = [const { MaybeUninit::<RawMapping>::uninit() }; MAX_MAPPINGS];
+        // SAFETY: the file is valid and `raw` has room for MAX_MAPPINGS entries laid out
+        // as `struct ulive_file_mapping` (repr(C), same fields).
+        let n = unsafe {
+            ffi::ulive_find_mappings(self.ptr.as_ptr(), offset, len, raw.as_mut_ptr().cast(), MAX_MAPPINGS as _)
+        };
+        let n = usize::try_from(n).map_err(|_| Error::from_errno(n))?.min(MAX_MAPPINGS);
+        let mut out = KVec::with_capacity(n, GFP_KERNEL);
+        for r in raw.iter().take(n) {
+            // SAFETY: the helper initialised the first `n` entries.
+            let r = unsafe { r.assume_init_read() };
+            // SAFETY: the helper took a reference on the users of `r.mm` (non-null) for
+            // us; `MmWithUser` is a transparent wrapper of `mm_struct` whose ARef drops
+            // it with mmput().
+            let mm = unsafe { ARef::from_raw(NonNull::new_unchecked(r.mm.cast::<MmWithUser>())) };
+            let m = FileMapping { va: r.va, len: r.len, offset: r.offset, mm };
+            match &mut out {
+                Ok(v) => {
+                    // Cannot fail: capacity reserved above.
+                    let _ = v.push_within_capacity(m);
+                }
+                Err(_) => drop(m),
+            }
         }
-        let n = (n as usize).min(out.len());
-        Ok(&mut out[..n])
+        Ok(out?)
     }
 
     /// Compare `pages[run]`, which back file bytes from `offset` on, with the page
-    /// cache: counts, and (if `diff` is given, one bit per page of `run`, cleared by the
-    /// caller) the pages that do not match. No allocation, no references taken; the
-    /// caller holds the lock that keeps `pages` stable.
+    /// cache: counts, and (if `bits` is given: one bit per page of `run` in each of its
+    /// two bitmaps, cleared by the caller) the pages that do not match and which of
+    /// those are holes in the memfd. No allocation, no references taken; the caller
+    /// holds the lock that keeps `pages` stable.
     pub(crate) fn diff(
         &self,
         offset: u64,
         pages: &PinnedPages,
         run: core::ops::Range<usize>,
-        diff: Option<&mut [u64]>,
+        bits: Option<(&mut [u64], &mut [u64])>,
     ) -> Result<DiffCounts> {
         if run.end > pages.len() || run.start > run.end {
             return Err(EINVAL);
         }
         let nr = run.end - run.start;
-        let bits = match diff {
-            Some(d) if d.len() * 64 >= nr => d.as_mut_ptr(),
+        let (diff, holes) = match bits {
+            Some((d, h)) if d.len() * 64 >= nr && h.len() * 64 >= nr => (d.as_mut_ptr(), h.as_mut_ptr()),
             Some(_) => return Err(EINVAL),
-            None => core::ptr::null_mut(),
+            None => (core::ptr::null_mut(), core::ptr::null_mut()),
         };
         let mut counts = DiffCounts { first_mismatch: kernel::ffi::c_ulong::MAX, ..Default::default() };
-        // SAFETY: the file is valid; `pages` holds `nr` pinned pages from `run.start`
-        // (checked above) that C only reads; `bits` is null or has room for `nr` bits
-        // (u64 and unsigned long have the same layout on 64-bit).
+        // SAFETY: the file is valid; `pages` holds `nr` entries (pinned pages or NULL)
+        // from `run.start` (checked above) that C only reads; `diff` and `holes` are null
+        // or have room for `nr` bits (u64 and unsigned long have the same layout on
+        // 64-bit).
         unsafe {
             ffi::ulive_memfd_diff(
                 self.ptr.as_ptr(),
                 offset as i64,
                 pages.raw_pages().add(run.start),
                 nr as _,
-                bits.cast(),
+                diff.cast(),
+                holes.cast(),
                 &mut counts,
             )
         };
         Ok(counts)
     }
 
-    /// Does the current process still map this file at `m.va` for `m.len` bytes from
-    /// file byte `m.offset` on? Read under its mmap lock (see `ulive_still_mapped`).
+    /// Does `m.mm` still map this file at `m.va` for `m.len` bytes from file byte
+    /// `m.offset` on? Read under its mmap lock (see `ulive_still_mapped`).
     pub(crate) fn still_mapped(&self, m: &FileMapping) -> bool {
-        // SAFETY: the file is valid (type invariant); the helper takes its own locks.
-        unsafe { ffi::ulive_still_mapped(self.ptr.as_ptr(), m.va as _, m.len as _, m.offset) }
+        // SAFETY: the file is valid (type invariant); `m.mm` has users (held by `m`); the
+        // helper takes its own locks.
+        unsafe { ffi::ulive_still_mapped(m.mm.as_raw(), self.ptr.as_ptr(), m.va as _, m.len as _, m.offset) }
+    }
+
+    /// Does any process map this file (cheap: one check of its mapping tree)?
+    pub(crate) fn is_mapped(&self) -> bool {
+        // SAFETY: the file is valid (type invariant); the helper reads one field.
+        unsafe { ffi::ulive_file_is_mapped(self.ptr.as_ptr()) }
     }
 
     /// The memfd's change counter (see `ulive_memfd_version`): while it reads the same,

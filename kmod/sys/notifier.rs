@@ -8,7 +8,7 @@
 use crate::ffi;
 use core::marker::PhantomPinned;
 use core::ops::Range;
-use kernel::{bindings, error::to_result, ffi::c_ulong, prelude::*, types::Opaque};
+use kernel::{bindings, error::to_result, ffi::c_ulong, mm::MmWithUser, prelude::*, types::Opaque};
 
 /// Receives invalidations. Runs in the mmu notifier path, possibly under page-table
 /// and reclaim locks: it must not sleep and must not allocate.
@@ -55,13 +55,11 @@ unsafe impl<T: InvalidateHandler> Send for IntervalNotifier<T> {}
 unsafe impl<T: InvalidateHandler> Sync for IntervalNotifier<T> {}
 
 impl<T: InvalidateHandler> IntervalNotifier<T> {
-    /// Watch `len` bytes at user address `va` of the current process.
-    pub(crate) fn register_current(start: usize, len: usize, handler: T) -> Result<Pin<KBox<Self>>> {
-        // SAFETY: no preconditions; NULL for kernel threads.
-        let mm = unsafe { ffi::ulive_current_mm() };
-        if mm.is_null() {
-            return Err(EINVAL);
-        }
+    /// Watch `len` bytes at user address `start` of `mm`, a process's address space (any
+    /// process: the caller holds a reference on its users, as the insertion requires;
+    /// the notifier itself keeps only the mm_struct, not the address space, alive).
+    pub(crate) fn register(mm: &MmWithUser, start: usize, len: usize, handler: T) -> Result<Pin<KBox<Self>>> {
+        let mm = mm.as_raw();
         KBox::try_pin_init(
             try_pin_init!(Self {
                 handler,
@@ -70,8 +68,8 @@ impl<T: InvalidateHandler> IntervalNotifier<T> {
                 mni <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_interval_notifier| {
                     // SAFETY: `slot` is ours to write; insertion initialises the rest.
                     unsafe { slot.write(pin_init::zeroed()) };
-                    // SAFETY: `mm` is the live mm of the current task (the insert takes
-                    // its own reference); the ops table is 'static; `slot` is pinned.
+                    // SAFETY: `mm` has users (held by the caller; the insert takes its own
+                    // mmgrab reference); the ops table is 'static; `slot` is pinned.
                     // INVARIANT: on success the notifier is inserted.
                     to_result(unsafe {
                         bindings::mmu_interval_notifier_insert(slot, mm, start as _, len as _, &Ops::<T>::OPS)
@@ -85,6 +83,11 @@ impl<T: InvalidateHandler> IntervalNotifier<T> {
 }
 
 impl<T: InvalidateHandler> IntervalNotifier<T> {
+    /// The handler the callbacks run.
+    pub(crate) fn handler(&self) -> &T {
+        &self.handler
+    }
+
     /// Wait until the notifier sees every invalidation that starts from now on. An
     /// insert while an invalidation of the mm is in progress is deferred until that
     /// ends (`mmu_interval_read_begin` waits for it); invalidations starting meanwhile

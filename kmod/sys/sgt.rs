@@ -57,15 +57,19 @@ unsafe impl Sync for MappedSgTable {}
 
 impl MappedSgTable {
     /// Build and map a table over every page of `pages`. DMA_ATTR_SKIP_CPU_SYNC, as
-    /// upstream: CPU cache maintenance goes through begin/end_cpu_access.
+    /// upstream: CPU cache maintenance goes through begin/end_cpu_access. Every page must
+    /// be populated (`ENOMEM` otherwise: the caller could not bring them in).
     pub(crate) fn new(pages: &PinnedPages, dev: DmaDevice, dir: Direction) -> Result<Self> {
+        if pages.missing() != 0 {
+            return Err(ENOMEM);
+        }
         let n = u32::try_from(pages.len()).map_err(|_| EINVAL)?;
         let table = KBox::new(TaggedTable { table: pin_init::zeroed(), tag: 0 }, GFP_KERNEL)?;
         let sgt = KBox::into_raw(table).cast::<bindings::sg_table>();
         // SAFETY: `dev` is valid by the DmaDevice invariant.
         let max_segment = unsafe { ffi::ulive_dma_max_segment(dev.0.as_ptr()) };
         // SAFETY: `sgt` is a zeroed table we own; the page array holds `n` valid pages
-        // (PinnedPages invariant) that the C code only reads.
+        // (PinnedPages invariant, none missing: checked above) that the C code only reads.
         let ret = unsafe {
             bindings::sg_alloc_table_from_pages_segment(
                 sgt,

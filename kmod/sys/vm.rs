@@ -15,6 +15,9 @@ pub(crate) struct FaultResult(bindings::vm_fault_t);
 
 impl FaultResult {
     pub(crate) const SIGBUS: Self = Self(bindings::vm_fault_reason_VM_FAULT_SIGBUS as _);
+    pub(crate) const OOM: Self = Self(bindings::vm_fault_reason_VM_FAULT_OOM as _);
+    /// Nothing inserted; the access faults again.
+    pub(crate) const RETRY: Self = Self(bindings::vm_fault_reason_VM_FAULT_NOPAGE as _);
 
     /// True for the `VM_FAULT_ERROR` class of results.
     pub(crate) fn is_error(self) -> bool {
@@ -51,15 +54,29 @@ impl Fault {
         first..first.saturating_add(n)
     }
 
-    /// Map page `index` of `pages` at dma-buf offset `pgoff` in this VMA.
-    pub(crate) fn insert(&self, pgoff: usize, pages: &PinnedPages, index: usize) -> FaultResult {
+    /// User address of dma-buf page `pgoff` in this VMA, if the VMA shows it.
+    fn addr(&self, pgoff: usize) -> Option<usize> {
         let range = self.vma_pgoffs();
-        let Some(pfn) = pages.pfn(index) else { return FaultResult::SIGBUS };
         if !range.contains(&pgoff) {
-            return FaultResult::SIGBUS;
+            return None;
         }
         // SAFETY: the VMA is valid (type invariant).
-        let addr = unsafe { ffi::ulive_vma_start(self.vma) } as usize + ((pgoff - range.start) << PAGE_SHIFT);
+        Some(unsafe { ffi::ulive_vma_start(self.vma) } as usize + ((pgoff - range.start) << PAGE_SHIFT))
+    }
+
+    /// Does this VMA map dma-buf page `pgoff` already (an earlier fault inserted it and
+    /// no update has zapped it since)?
+    pub(crate) fn is_mapped(&self, pgoff: usize) -> bool {
+        let Some(addr) = self.addr(pgoff) else { return false };
+        // SAFETY: the VMA is valid and its mm's mmap lock is held during the fault.
+        unsafe { ffi::ulive_vma_addr_mapped(self.vma, addr as _) }
+    }
+
+    /// Map page `index` of `pages` at dma-buf offset `pgoff` in this VMA (`SIGBUS` for
+    /// an unpopulated page or an offset outside the VMA).
+    pub(crate) fn insert(&self, pgoff: usize, pages: &PinnedPages, index: usize) -> FaultResult {
+        let Some(pfn) = pages.pfn(index) else { return FaultResult::SIGBUS };
+        let Some(addr) = self.addr(pgoff) else { return FaultResult::SIGBUS };
         // SAFETY: `addr` lies inside the VMA (checked above), the VMA is VM_PFNMAP (set
         // up by our mmap op), and `pfn` is a page pinned by `pages`.
         FaultResult(unsafe { bindings::vmf_insert_pfn(self.vma, addr as _, pfn as _) })
@@ -106,10 +123,14 @@ unsafe impl Send for VMap {}
 unsafe impl Sync for VMap {}
 
 impl VMap {
+    /// Map every page of `pages`, which must all be populated (`ENOMEM` otherwise).
     pub(crate) fn new(pages: &PinnedPages) -> Result<Self> {
+        if pages.missing() != 0 {
+            return Err(ENOMEM);
+        }
         let count = u32::try_from(pages.len()).map_err(|_| EINVAL)?;
-        // SAFETY: the array holds `count` pinned pages (PinnedPages invariant); the
-        // caller keeps them pinned while the VMap lives.
+        // SAFETY: the array holds `count` pinned pages (PinnedPages invariant, none
+        // missing: checked above); the caller keeps them pinned while the VMap lives.
         let addr = unsafe { ffi::ulive_vm_map_ram(pages.raw_pages(), count) };
         // Upstream udmabuf answers a failed vm_map_ram() with EINVAL.
         let addr = NonNull::new(addr).ok_or(EINVAL)?;
