@@ -56,7 +56,8 @@ fn suite_precondition(suite: &str) -> Result<Option<String>, String> {
             }
             return Ok(());
         }
-        util::ensure_module()
+        util::ensure_module()?;
+        util::set_repopulate(suites::policy_of(suite))
     };
     match check() {
         Ok(()) => Ok(None),

@@ -81,6 +81,12 @@ pub fn ensure_module() -> Result<()> {
     load_module()
 }
 
+/// Set the module's repopulation policy (`lazy` or `eager`), which every suite runs under.
+pub fn set_repopulate(policy: &str) -> Result<()> {
+    let p = Path::new("/sys/module").join(udmabuf_live_uapi::MODULE_NAME).join("parameters/repopulate");
+    std::fs::write(&p, policy).with_context(|| format!("setting {} to {policy}", p.display()))
+}
+
 /// Root is a precondition of every suite: they load modules, use hugetlbfs and drop
 /// privileges on purpose.
 pub fn require_root() -> Result<()> {

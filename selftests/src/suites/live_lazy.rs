@@ -24,7 +24,7 @@ pub fn suite() -> Suite {
             dynamic_import_resyncs,
             sync_ioctl_resyncs_hugetlb,
             unmapped_since_create,
-            mremap_stops_watching,
+            mremap_rearms_watching,
             mprotect_keeps_watching,
             partially_mapped,
             unwritten_hole_shmem,
@@ -90,8 +90,8 @@ impl Lazy {
     }
 
     /// After the resync: the mmap shows pattern(seed), VERIFY all matching, one update of
-    /// `punched` pages, still not watched, and the buffer holds the memfd's pages (checked
-    /// through a mapping made now, which does not make the buffer watched).
+    /// `punched` pages, and the buffer holds the memfd's pages (checked through a mapping
+    /// made now, which the next INFO watches).
     fn expect_resynced(&self, what: &str, seed: u8, punched: u64) -> Result<()> {
         let size = Self::size();
         expect_bytes(&format!("dma-buf mmap after {what}"), &self.bmap.read(0, size), &pattern(seed, size))?;
@@ -101,7 +101,10 @@ impl Lazy {
         let map = Mapping::shared(&self.memfd, size)?;
         expect_bytes("memfd mapping", &map.read(0, size), &pattern(seed, size))?;
         expect_pfns(&format!("after {what}"), &self.dev, &self.buf, 0, &mapped_pfns(&map, 0, PAGES)?)?;
-        expect_state(&format!("after {what} and a late mapping"), &info(&self.dev, &self.buf)?, 0, WATCHED | STALE)?;
+        // INFO is a sync point: it puts a notifier on the mapping made since.
+        let i = info(&self.dev, &self.buf)?;
+        expect_state(&format!("after {what} and a late mapping (INFO re-arms)"), &i, WATCHED, STALE)?;
+        ensure!(i.notifiers == 1, "after a late mapping: INFO notifiers {}, expected 1", i.notifiers);
         Ok(())
     }
 }
@@ -215,9 +218,10 @@ fn unmapped_since_create() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
-/// Moving the watched mapping (mremap) unmaps the watched range: no longer watched, and
-/// SYNC finds a punch made afterwards.
-fn mremap_stops_watching() -> CaseResult {
+/// Moving the watched mapping (mremap) unmaps the watched range; the next sync point
+/// (INFO here) watches the mapping at its new address, and a punch made afterwards is
+/// applied without a SYNC.
+fn mremap_rearms_watching() -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
@@ -241,14 +245,20 @@ fn mremap_stops_watching() -> CaseResult {
     ensure!(moved == target, "mremap(MREMAP_FIXED): {:?} ({})", moved, nix::errno::Errno::last());
     std::mem::forget(map);
     let result = (|| -> Result<()> {
-        expect_state("after mremap of the memfd mapping", &info(&dev, &buf)?, 0, WATCHED)?;
+        let i = info(&dev, &buf)?;
+        expect_state("after mremap of the memfd mapping (INFO re-arms)", &i, WATCHED, 0)?;
+        ensure!(i.notifiers == 1, "after mremap: INFO notifiers {}, expected the moved mapping", i.notifiers);
         let bmap = Mapping::shared(&buf, size)?;
         punch(&memfd, 3 * ps(), 2 * ps())?;
         pwrite(&memfd, 0, &pattern(16, size))?;
+        let t0 = std::time::Instant::now();
+        while info(&dev, &buf)?.updates == before.updates && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        expect_progress("mremap + punch, no SYNC", &before, &info(&dev, &buf)?, 1..=1, 2)?;
         sync(&dev, &buf, 0)?;
         expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(16, size))?;
         expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
-        expect_progress("SYNC after mremap + punch", &before, &info(&dev, &buf)?, 1..=1, 2)?;
         Ok(())
     })();
     // SAFETY: unmaps the moved mapping, which nothing else refers to.

@@ -364,7 +364,12 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
                     std::hint::spin_loop();
                 }
                 let want = content(r);
-                let done = wait_for(5, || Ok(verify(&dev, &buf)?.matching == size / ps()))?;
+                // Coherent: every page the memfd's, or unpopulated (lazy policy: the
+                // read below then brings in the memfd's page).
+                let done = wait_for(5, || {
+                    let v = verify(&dev, &buf)?;
+                    Ok(v.matching + v.unpopulated == size / ps())
+                })?;
                 if !done {
                     let held = pfns(&dev, &buf, off / ps(), 1)?;
                     let mapped = mapped_pfns(&map, off, 1)?;
@@ -376,8 +381,8 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
                         history.iter().rev().take(8).collect::<Vec<_>>()
                     );
                 }
-                history.push((r, held_now(&dev, &buf, off)?));
                 expect_bytes(&format!("round {r}: the refilled unit through the dma-buf"), &view.read(off, granule), &want)?;
+                history.push((r, held_now(&dev, &buf, off)?));
             }
             Ok(())
         })();

@@ -22,6 +22,7 @@ mod live_lazy;
 mod live_safety;
 mod live_stress;
 mod live_util;
+mod live_vmm;
 mod mmap;
 mod module;
 mod security;
@@ -47,9 +48,36 @@ macro_rules! cases {
 }
 pub(crate) use cases;
 
+/// A suite named `NAME-eager` is suite `NAME` run under the module's `repopulate=eager`
+/// policy; every other suite runs under the default, `lazy`. The harness sets the
+/// policy before each suite (see `policy_of`).
+pub const EAGER_SUFFIX: &str = "-eager";
+
+/// The repopulation policy suite `name` runs under.
+pub fn policy_of(name: &str) -> &'static str {
+    if name.ends_with(EAGER_SUFFIX) { "eager" } else { "lazy" }
+}
+
+/// `suite` and its copy under the eager policy: every live-update suite runs under both.
+fn both_policies(suite: Suite) -> [Suite; 2] {
+    let name: &'static str = Box::leak(format!("{}{EAGER_SUFFIX}", suite.name).into_boxed_str());
+    let eager = Suite { name, cases: suite.cases.iter().map(|c| Case { name: c.name, run: c.run }).collect() };
+    [suite, eager]
+}
+
 /// Every suite, in run order.
 pub fn all() -> Vec<Suite> {
-    vec![
+    let live_suites = [
+        live::suite(),
+        live_lazy::suite(),
+        live_importers::suite(),
+        live_close::suite(),
+        live_stress::suite(),
+        live_errors::suite(),
+        live_safety::suite(),
+        live_vmm::suite(),
+    ];
+    let mut all = vec![
         module::load_suite(),
         create_errors::suite(),
         create::suite(),
@@ -59,13 +87,9 @@ pub fn all() -> Vec<Suite> {
         lifetime::suite(),
         upstream::suite(),
         importer::suite(),
-        live::suite(),
-        live_lazy::suite(),
-        live_importers::suite(),
-        live_close::suite(),
-        live_stress::suite(),
-        live_errors::suite(),
-        live_safety::suite(),
+    ];
+    all.extend(live_suites.into_iter().flat_map(both_policies));
+    all.extend([
         debugfs::suite(),
         security::suite(),
         // The CLI as users run it, as separate processes, on both devices.
@@ -74,12 +98,15 @@ pub fn all() -> Vec<Suite> {
         stress::suite(),
         fuzz::suite(),
         fault_injection::suite(),
-        // After every other suite that uses huge pages (see live_safety::races_suite).
-        live_safety::races_suite(),
+    ]);
+    // After every other suite that uses huge pages (see live_safety::races_suite).
+    all.extend(both_policies(live_safety::races_suite()));
+    all.extend([
         // Last before the unload: it checks the module's refcount returns to its base.
         unload_busy::suite(),
         // After everything that allocates, while the module's symbols still resolve.
         kmemleak::suite(),
         module::unload_suite(),
-    ]
+    ]);
+    all
 }
