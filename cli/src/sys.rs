@@ -132,8 +132,40 @@ impl Mapping {
         Ok(Self { ptr, len: length.get() })
     }
 
+    /// `len` bytes of `fd` from byte `offset` (a page boundary), shared.
+    pub fn new_at(fd: impl AsFd, len: u64, offset: u64, writable: bool) -> nix::Result<Self> {
+        let length = NonZeroUsize::new(usize::try_from(len).map_err(|_| Errno::EINVAL)?).ok_or(Errno::EINVAL)?;
+        let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        let prot = if writable { ProtFlags::PROT_READ | ProtFlags::PROT_WRITE } else { ProtFlags::PROT_READ };
+        // SAFETY: as in `new`.
+        let ptr = unsafe { mmap(None, length, prot, MapFlags::MAP_SHARED, fd, offset) }?;
+        Ok(Self { ptr, len: length.get() })
+    }
+
     pub fn addr(&self) -> usize {
         self.ptr.as_ptr() as usize
+    }
+
+    /// One byte at `off`, read as the CPU sees it now (volatile: for polling).
+    pub fn read_byte(&self, off: usize) -> u8 {
+        assert!(off < self.len, "read past the mapping");
+        // SAFETY: in bounds of a live, readable mapping.
+        unsafe { std::ptr::read_volatile(self.ptr.as_ptr().cast::<u8>().add(off)) }
+    }
+
+    /// Store one byte at `off` (volatile).
+    pub fn write_byte(&self, off: usize, byte: u8) {
+        assert!(off < self.len, "write past the mapping");
+        // SAFETY: in bounds of a live mapping; writable mappings only (see `write`).
+        unsafe { std::ptr::write_volatile(self.ptr.as_ptr().cast::<u8>().add(off), byte) }
+    }
+
+    /// madvise(MADV_REMOVE) of `len` bytes from `off`: punches the file behind them.
+    pub fn madvise_remove(&self, off: usize, len: usize) -> nix::Result<()> {
+        assert!(off.checked_add(len).is_some_and(|e| e <= self.len), "madvise past the mapping");
+        // SAFETY: the range lies in our live mapping; MADV_REMOVE only frees the file's
+        // pages behind it, which later reads see as zeros.
+        Errno::result(unsafe { libc::madvise(self.ptr.as_ptr().cast::<u8>().add(off).cast(), len, libc::MADV_REMOVE) }).map(drop)
     }
 
     pub fn read(&self, off: u64, buf: &mut [u8]) {

@@ -170,6 +170,7 @@ struct Report {
     clocksource: String,
     cases: Vec<CaseReport>,
     live: super::bench_live::LiveReport,
+    vmm: super::bench_vmm::VmmReport,
 }
 
 fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
@@ -356,6 +357,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         }
     }
     let live = super::bench_live::run(&devs[0], &devs[1], args.iterations.min(100))?;
+    let vmm = super::bench_vmm::run(&devs[0], &devs[1], args.iterations.min(100))?;
     let report = Report {
         iterations: args.iterations,
         warmup: WARMUP,
@@ -366,6 +368,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         clocksource: read_trimmed("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
         cases,
         live,
+        vmm,
     };
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &args.json_out {
@@ -376,6 +379,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     } else {
         print!("{}", table(&report));
         print!("{}", super::bench_live::table(&report.live));
+        print!("{}", super::bench_vmm::table(&report.vmm));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -431,7 +435,23 @@ mod tests {
                 update_256_mib: Summary::of(&[120]).unwrap(),
                 scaling_median: 1.2,
             },
+            vmm: super::super::bench_vmm::VmmReport {
+                fault_after_update: super::super::bench_vmm::FaultCell {
+                    whole_map: Summary::of(&[3000]).unwrap(),
+                    one_page_map: Summary::of(&[2000]).unwrap(),
+                    ratio_median: 1.5,
+                    target: super::super::bench_vmm::FAULT_TARGET,
+                },
+                memory_return: vec![super::super::bench_vmm::MemoryReturn {
+                    driver: "ours, lazy".into(),
+                    returned_kib: 32768,
+                    memfd_blocks_dropped_kib: 32768,
+                }],
+            },
         };
+        let vmm = super::super::bench_vmm::table(&r.vmm);
+        assert!(vmm.contains("| whole / one-page (target <= 1.5) | 1.50x (met) | |"), "{vmm}");
+        assert!(vmm.contains("| ours, lazy | +32768 | 32768 |"), "{vmm}");
         let t = table(&r);
         assert!(t.contains("| hugetlb 64 MiB | create (us) | 1.5 | 1.5 | 0.7 | 0.7 | 2.143 | 2.143 |"), "{t}");
         assert!(t.contains("| hugetlb 64 MiB | close (us) | 0.5 | 0.5 | 0.3 | 0.3 | 1.667 | 1.667 |"), "{t}");

@@ -38,7 +38,7 @@ fn mapped_memfd(size: u64) -> Result<(OwnedFd, Mapping)> {
     Ok((fd, map))
 }
 
-fn punch_page(memfd: &OwnedFd, page: u64) -> Result<()> {
+pub(crate) fn punch_page(memfd: &OwnedFd, page: u64) -> Result<()> {
     let ps = sys::page_size();
     fallocate(
         memfd.as_raw_fd(),

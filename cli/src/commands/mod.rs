@@ -2,6 +2,7 @@
 //! the work, and prints text or one line of JSON.
 pub mod bench;
 pub mod bench_live;
+pub mod bench_vmm;
 pub mod completions;
 pub mod create;
 pub mod hold;

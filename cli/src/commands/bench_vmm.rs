@@ -1,0 +1,205 @@
+//! The VMM cells of `udmabuf-ctl bench` (targets in BENCHMARKS.md):
+//! - fault cost: after a 4 KiB punch (and a write through the memfd) in a 64 MiB shmem
+//!   buffer, the time until the new byte is visible through a CPU mmap of the dma-buf
+//!   that covers the whole buffer, against the same through a one-page mmap. Target
+//!   <= 1.5x: the fault after an update must cost what the hole costs.
+//! - memory return: a 64 MiB buffer nobody maps, MADV_REMOVE of 32 MiB: how much
+//!   memory comes back (MemAvailable plus the per-CPU free lists) and how many of the
+//!   memfd's blocks go, under each repopulation policy of ours and on the built-in
+//!   driver, whose old pages stay pinned.
+
+use super::bench::Summary;
+use crate::sys::{self, Mapping};
+use anyhow::{ensure, Context, Result};
+use serde::Serialize;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+const REPOPULATE_PARAM: &str = "/sys/module/udmabuf_live/parameters/repopulate";
+/// Most a fault after an update may cost against a one-page mapping's.
+pub const FAULT_TARGET: f64 = 1.5;
+
+#[derive(Debug, Serialize)]
+pub struct FaultCell {
+    /// Punch..visible through an mmap of the whole 64 MiB buffer.
+    pub whole_map: Summary,
+    /// The same through a one-page mmap of the punched page.
+    pub one_page_map: Summary,
+    /// whole / one-page, of the medians.
+    pub ratio_median: f64,
+    pub target: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemoryReturn {
+    /// `ours, lazy`, `ours, eager` or `built-in`.
+    pub driver: String,
+    /// Memory that came back (MemAvailable + per-CPU free lists), KiB.
+    pub returned_kib: i64,
+    /// Blocks the memfd lost, KiB.
+    pub memfd_blocks_dropped_kib: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VmmReport {
+    pub fault_after_update: FaultCell,
+    pub memory_return: Vec<MemoryReturn>,
+}
+
+/// Memory free now: MemAvailable plus the pages on the per-CPU free lists, which
+/// MemAvailable leaves out (bytes).
+fn free_memory() -> Result<i64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
+    let avail = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<i64>().ok())
+        .context("no MemAvailable in /proc/meminfo")?;
+    let zoneinfo = std::fs::read_to_string("/proc/zoneinfo").context("read /proc/zoneinfo")?;
+    let pcp: i64 = zoneinfo.lines().filter_map(|l| l.trim().strip_prefix("count:")).filter_map(|n| n.trim().parse::<i64>().ok()).sum();
+    Ok(avail * 1024 + pcp * sys::page_size() as i64)
+}
+
+fn blocks(fd: &OwnedFd) -> Result<i64> {
+    Ok(nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat of the memfd")?.st_blocks * 512)
+}
+
+/// Sets our repopulation policy for the duration, restoring it on drop.
+struct Policy(String);
+
+impl Policy {
+    fn set(policy: &str) -> Result<Self> {
+        let old = std::fs::read_to_string(REPOPULATE_PARAM).with_context(|| format!("read {REPOPULATE_PARAM}"))?;
+        std::fs::write(REPOPULATE_PARAM, policy).with_context(|| format!("write {REPOPULATE_PARAM}"))?;
+        Ok(Self(old.trim().to_owned()))
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::fs::write(REPOPULATE_PARAM, &self.0);
+    }
+}
+
+/// `iterations` rounds: punch one page of a 64 MiB buffer, write a new byte through the
+/// memfd, and time until a CPU mapping of the dma-buf (`whole`: all 64 MiB, faulted in
+/// beforehand; else one page at the punched offset) reads it.
+fn fault_rounds(dev: &File, whole: bool, iterations: u32) -> Result<Vec<u64>> {
+    let size = 64 * MIB;
+    let ps = sys::page_size();
+    let memfd = super::bench::memfd_for(false, size)?;
+    let map = Mapping::new(&memfd, size, true).context("mmap of the memfd")?;
+    map.fault_in();
+    let buf = sys::udmabuf_create(dev, &memfd, size).context("create 64 MiB")?;
+    let pages = size / ps;
+    let whole_map = if whole { Some(Mapping::new(&buf, size, true).context("mmap of the dma-buf")?) } else { None };
+    if let Some(m) = &whole_map {
+        m.fault_in();
+    }
+    let mut out = Vec::with_capacity(iterations as usize);
+    for i in 0..super::bench::WARMUP + iterations {
+        let page = (u64::from(i) * 7919) % pages;
+        let one = if whole { None } else { Some(Mapping::new_at(&buf, ps, page * ps, true).context("one-page mmap of the dma-buf")?) };
+        if let Some(m) = &one {
+            m.fault_in();
+        }
+        let (view, at) = match (&whole_map, &one) {
+            (Some(m), _) => (m, (page * ps) as usize),
+            (None, Some(m)) => (m, 0),
+            (None, None) => unreachable!("one of the two mappings exists"),
+        };
+        let byte = (i % 200) as u8 + 1;
+        let start = Instant::now();
+        super::bench_live::punch_page(&memfd, page)?;
+        map.write_byte((page * ps) as usize, byte);
+        let deadline = start + Duration::from_secs(10);
+        while view.read_byte(at) != byte {
+            ensure!(Instant::now() < deadline, "the new byte of page {page} was not visible within 10 s");
+            std::hint::spin_loop();
+        }
+        let ns = start.elapsed().as_nanos() as u64;
+        if i >= super::bench::WARMUP {
+            out.push(ns);
+        }
+    }
+    Ok(out)
+}
+
+/// The 32 MiB balloon punch on `dev`; `policy` sets ours first.
+fn memory_return(dev: &File, driver: &str, policy: Option<&str>) -> Result<MemoryReturn> {
+    let _policy = policy.map(Policy::set).transpose()?;
+    let size = 64 * MIB;
+    let memfd = super::bench::memfd_for(false, size)?;
+    let map = Mapping::new(&memfd, size, true).context("mmap of the memfd")?;
+    map.fault_in();
+    let buf = sys::udmabuf_create(dev, &memfd, size).context("create 64 MiB")?;
+    let (free0, blocks0) = (free_memory()?, blocks(&memfd)?);
+    let before = policy.map(|_| sys::live_info(dev, &buf)).transpose().context("INFO")?;
+    map.madvise_remove(0, 32 * MIB as usize).context("madvise(MADV_REMOVE)")?;
+    // Ours: until the worker has applied the update; the built-in does nothing.
+    let t0 = Instant::now();
+    while let Some(b) = &before {
+        let i = sys::live_info(dev, &buf).context("INFO")?;
+        if i.updates > b.updates && i.state & udmabuf_live_uapi::UDMABUF_LIVE_STATE_PENDING == 0 {
+            break;
+        }
+        ensure!(t0.elapsed() < Duration::from_secs(10), "no update within 10 s of the punch");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if before.is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(MemoryReturn {
+        driver: driver.to_owned(),
+        returned_kib: (free_memory()? - free0) / 1024,
+        memfd_blocks_dropped_kib: (blocks0 - blocks(&memfd)?) / 1024,
+    })
+}
+
+pub fn run(ours: &File, builtin: &File, iterations: u32) -> Result<VmmReport> {
+    let whole = Summary::of(&fault_rounds(ours, true, iterations).context("fault cost, whole mapping")?).context("no samples")?;
+    let one = Summary::of(&fault_rounds(ours, false, iterations).context("fault cost, one-page mapping")?).context("no samples")?;
+    let memory_return = vec![
+        memory_return(ours, "ours, lazy", Some("lazy")).context("memory return, lazy")?,
+        memory_return(ours, "ours, eager", Some("eager")).context("memory return, eager")?,
+        memory_return(builtin, "built-in", None).context("memory return, built-in")?,
+    ];
+    Ok(VmmReport {
+        fault_after_update: FaultCell {
+            ratio_median: whole.median_ns as f64 / one.median_ns.max(1) as f64,
+            whole_map: whole,
+            one_page_map: one,
+            target: FAULT_TARGET,
+        },
+        memory_return,
+    })
+}
+
+/// The VMM rows of the Markdown report.
+pub fn table(r: &VmmReport) -> String {
+    let us = |ns: u64| format!("{:.1}", ns as f64 / 1000.0);
+    let f = &r.fault_after_update;
+    let verdict = if f.ratio_median <= f.target { "met" } else { "MISSED" };
+    let mut s = format!(
+        "\n| fault after an update (4 KiB punch in 64 MiB shmem, until the new byte reads through the dma-buf mmap) | median (us) | p90 (us) |\n\
+         |---|---:|---:|\n\
+         | mmap of the whole buffer | {} | {} |\n\
+         | one-page mmap | {} | {} |\n\
+         | whole / one-page (target <= {:.1}) | {:.2}x ({verdict}) | |\n\
+         \n| memory return: 64 MiB buffer nobody maps, MADV_REMOVE of 32 MiB | memory back (KiB) | memfd blocks dropped (KiB) |\n\
+         |---|---:|---:|\n",
+        us(f.whole_map.median_ns),
+        us(f.whole_map.p90_ns),
+        us(f.one_page_map.median_ns),
+        us(f.one_page_map.p90_ns),
+        f.target,
+        f.ratio_median,
+    );
+    for m in &r.memory_return {
+        s += &format!("| {} | {:+} | {} |\n", m.driver, m.returned_kib, m.memfd_blocks_dropped_kib);
+    }
+    s
+}
