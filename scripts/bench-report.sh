@@ -63,6 +63,17 @@ for backing in ("shmem", "hugetlb"):
         print(f"- create+close gap ours - built-in, {backing}: {gap(small) / 1000:.1f} us at 4 MiB, "
               f"{gap(big) / 1000:.1f} us at 64 MiB, i.e. {(gap(big) - gap(small)) / pages:.1f} ns per extra "
               f"4 KiB page (a per-page cost when it grows with the size)")
+vmm = r.get("vmm")
+if vmm:
+    f = vmm["fault_after_update"]
+    verdict = "met" if f["ratio_median"] <= f["target"] else "MISSED"
+    print(f"- fault after an update (4 KiB punch in 64 MiB, until the byte reads through a CPU mmap of the whole "
+          f"buffer, against a one-page mmap): {f['ratio_median']:.2f}x (target <= {f['target']}: {verdict})")
+    for m in vmm["memory_return"]:
+        print(f"- memory return, 32 MiB MADV_REMOVE of a 64 MiB buffer nobody maps, {m['driver']}: "
+              f"{m['returned_kib'] / 1024:+.1f} MiB back, memfd blocks -{m['memfd_blocks_dropped_kib'] / 1024:.1f} MiB"
+              + (f" (target for ours, lazy: >= 31 MiB back: {'met' if m['returned_kib'] >= 31 * 1024 else 'MISSED'})"
+                 if m["driver"] == "ours, lazy" else ""))
 live = r.get("live")
 if live:
     sp = live["speedup_median"]
