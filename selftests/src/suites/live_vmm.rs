@@ -24,6 +24,7 @@ pub fn suite() -> Suite {
             other_process_mapping_is_watched,
             watching_comes_back_after_unmap,
             watched_process_exits,
+            watched_process_execs,
             memfd_lifetime_cost,
         ],
     }
@@ -232,6 +233,20 @@ impl Mapper {
         self.wait_reply("punch and write")
     }
 
+    /// Have the child exec a shell that sleeps (its address space, with the mapping, goes);
+    /// kill and reap it later with `kill`.
+    fn exec_sleeper(&self) -> Result<()> {
+        nix::unistd::write(&self.cmd, &[b'e', 0, 0]).context("ask the child")?;
+        Ok(())
+    }
+
+    /// Kill the child and reap it.
+    fn kill(self) -> Result<()> {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        nix::sys::wait::waitpid(self.pid, None).context("waitpid")?;
+        Ok(())
+    }
+
     /// End the child and reap it.
     fn exit(self) -> Result<()> {
         nix::unistd::write(&self.cmd, &[b'q', 0, 0]).context("ask the child")?;
@@ -246,6 +261,11 @@ fn serve(map: &Mapping, cmd: &OwnedFd, reply: &OwnedFd) -> i32 {
     let mut c = [0u8; 3];
     loop {
         match nix::unistd::read(cmd.as_raw_fd(), &mut c) {
+            Ok(3) if c[0] == b'e' => {
+                let sh = c"/bin/sh";
+                let _ = nix::unistd::execv(sh, &[c"sh", c"-c", c"sleep 30"]);
+                return 1;
+            }
             Ok(3) if c[0] == b'p' => {
                 let off = c[1] as u64 * ps();
                 if madvise_remove(map, off, ps()).is_err() {
@@ -380,5 +400,34 @@ fn memfd_lifetime_cost() -> CaseResult {
             ensure!(at_memfd_close >= 31 * MIB as i64, "{device}: closing the memfd freed {} KiB, expected all but the pinned page", at_memfd_close / 1024);
         }
     }
+    Ok(Outcome::Pass)
+}
+
+/// The only watched mapping belongs to a process that execs: its old address space goes,
+/// the buffer becomes unwatched, and it stays coherent through SYNC.
+fn watched_process_execs() -> CaseResult {
+    if let Some(o) = precondition() {
+        return Ok(o);
+    }
+    let size = 16 * ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    fill_memfd(&memfd, size, 0, &pattern(2, size))?;
+    let child = Mapper::spawn(&memfd, size)?;
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    expect_state("created while a child maps the memfd", &info(&dev, &buf)?, WATCHED, 0)?;
+    child.exec_sleeper()?;
+    let i = wait_info(&dev, &buf, |i| i.state & WATCHED == 0)?;
+    let result = (|| -> Result<()> {
+        expect_state("after the watched process exec'd", &i, 0, WATCHED)?;
+        ensure!(i.notifiers == 0, "after exec: INFO notifiers {}, expected 0", i.notifiers);
+        punch(&memfd, 5 * ps(), ps())?;
+        pwrite(&memfd, 5 * ps(), &vec![0x42; ps() as usize])?;
+        sync(&dev, &buf, 0)?;
+        let bmap = Mapping::shared(&buf, size)?;
+        expect_bytes("after exec, punch and SYNC", &bmap.read(5 * ps(), ps()), &vec![0x42; ps() as usize])
+    })();
+    child.kill()?;
+    result?;
     Ok(Outcome::Pass)
 }
