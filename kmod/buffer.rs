@@ -12,7 +12,6 @@
 //! - `Buffer::notifiers` ("udmabuf_live_notifiers"): the registered notifiers.
 //! - `Buffer::slot` (see sys/dmabuf.rs): the exported dma-buf, for the worker.
 
-use crate::ffi;
 use crate::notifier::{BufferTracker, Tracker};
 use crate::one_or_many::OneOrMany;
 use crate::registry::Registry;
@@ -23,6 +22,7 @@ use crate::sys::{
     memcg::MemCg,
     memfd::{Backing, FolioScratch, MemFile},
     memlock::MemlockCharge,
+    params,
     sgt::{Direction, MappedSgTable},
     vm::VMap,
     wq::QueueRef,
@@ -336,7 +336,7 @@ pub(crate) fn create(
     items: &[UdmabufCreateItem],
     cloexec: bool,
 ) -> Result<i32> {
-    let limit_pages = (ffi::size_limit_mb() as i64 as u64).saturating_mul(1 << 20) >> PAGE_SHIFT;
+    let limit_pages = params::size_limit_bytes() >> PAGE_SHIFT;
     let mut total: u64 = 0;
     for item in items {
         if item.offset % PAGE_SIZE as u64 != 0 || item.size % PAGE_SIZE as u64 != 0 {
@@ -354,7 +354,7 @@ pub(crate) fn create(
     let nr_pages = usize::try_from(total).map_err(|_| EINVAL)?;
     // Each item is charged after its own checks and before its pages are pinned, so the
     // errnos come in upstream's order and a user over the limit pins nothing more.
-    let memlock = if ffi::account_memlock() { Some(MemlockCharge::current_user()?) } else { None };
+    let memlock = if params::account_memlock() { Some(MemlockCharge::current_user()?) } else { None };
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
     let mut ranges = OneOrMany::new();
     ranges.reserve(items.len())?;

@@ -3,11 +3,12 @@
 //! in and checked here, then `buffer::create` pins and exports.
 
 use crate::buffer::{self, Buffer};
-use crate::ffi;
+
 use crate::registry::Registry;
 use crate::sys::{
     dmabuf::DmaBufRef,
     miscdev::{IoctlHandler, Misc},
+    params,
     wq::OwnedQueue,
 };
 use crate::uapi::{
@@ -55,7 +56,7 @@ fn create_list(&self, misc: &Misc, arg: usize) -> Result<i32> {
     let head_len = size_of::<UdmabufCreateList>();
     let head: UdmabufCreateList = UserSlice::new(UserPtr::from_addr(arg), head_len).reader().read()?;
     // Compared as upstream does: `u32 count > int list_limit` in C converts the limit.
-    if head.count > ffi::list_limit() as u32 {
+    if head.count > params::list_limit() {
         return Err(EINVAL);
     }
     let count = head.count as usize;

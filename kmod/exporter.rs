@@ -94,7 +94,7 @@ impl Exporter for Buffer {
             state.pins = state.pins.saturating_sub(1);
         }
         if let Err(e) = self.apply_deferred(resv) {
-            pr_warn!("udmabuf-live: applying deferred pages at unpin failed: {:?}\n", e);
+            pr_warn!("buffer {}: applying deferred pages at unpin failed: {:?}\n", self.id, e);
         }
     }
 
@@ -223,7 +223,7 @@ impl Exporter for Buffer {
             }
         }
         if let Err(e) = self.apply_deferred(resv) {
-            pr_warn!("udmabuf-live: applying deferred pages at vunmap failed: {:?}\n", e);
+            pr_warn!("buffer {}: applying deferred pages at vunmap failed: {:?}\n", self.id, e);
         }
     }
 }

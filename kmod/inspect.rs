@@ -2,7 +2,11 @@
 //! Read-only views of a buffer for the INFO, VERIFY and PFNS ioctls.
 
 use crate::buffer::Buffer;
-use crate::sys::{memfd::Backing, PAGE_SHIFT};
+use crate::sys::{
+    memfd::Backing,
+    params::{self, Repopulate},
+    PAGE_SHIFT,
+};
 use crate::uapi::{self, UdmabufLiveInfo, UdmabufLiveVerify};
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
@@ -49,10 +53,9 @@ impl Buffer {
             pins: pins as u32,
             notifiers: self.notifiers.lock().live() as u32,
             ranges: self.ranges.len() as u32,
-            repopulate: if crate::ffi::repopulate_lazy() {
-                uapi::UDMABUF_LIVE_REPOPULATE_LAZY
-            } else {
-                uapi::UDMABUF_LIVE_REPOPULATE_EAGER
+            repopulate: match params::repopulate() {
+                Repopulate::Lazy => uapi::UDMABUF_LIVE_REPOPULATE_LAZY,
+                Repopulate::Eager => uapi::UDMABUF_LIVE_REPOPULATE_EAGER,
             },
             __pad: 0,
             unpopulated: unpopulated as u64,
@@ -72,8 +75,8 @@ impl Buffer {
             v.stale += c.stale as u64;
             v.holes += c.holes as u64;
             v.unpopulated += c.unpopulated as u64;
-            if c.first_mismatch != kernel::ffi::c_ulong::MAX {
-                let at = ((range.first_page + c.first_mismatch as usize) << PAGE_SHIFT) as u64;
+            if let Some(i) = c.first_mismatch {
+                let at = ((range.first_page + i) << PAGE_SHIFT) as u64;
                 v.first_mismatch = v.first_mismatch.min(at);
             }
         }

@@ -49,19 +49,29 @@
 //! Nothing is copied from or to user memory while `Buffer::state` is held.
 
 use kernel::{debugfs, prelude::*, sync::Arc};
-use sys::miscdev::MiscRegistration;
+use sys::{miscdev::MiscRegistration, params};
 
+// The driver logic is safe Rust: only `sys/` may use `unsafe`.
+#[deny(unsafe_code)]
 mod bitruns;
+#[deny(unsafe_code)]
 mod buffer;
+#[deny(unsafe_code)]
 mod device;
+#[deny(unsafe_code)]
 mod exporter;
-mod ffi;
+#[deny(unsafe_code)]
 mod inspect;
+#[deny(unsafe_code)]
 mod notifier;
+#[deny(unsafe_code)]
 mod one_or_many;
+#[deny(unsafe_code)]
 mod registry;
 mod sys;
+#[deny(unsafe_code)]
 mod watchers;
+#[deny(unsafe_code)]
 mod worker;
 #[path = "../uapi/src/abi.rs"]
 #[allow(dead_code, unreachable_pub)]
@@ -95,10 +105,10 @@ impl kernel::Module for UdmabufLive {
         let device = device::UliveDevice { queue: sys::wq::OwnedQueue::new(c"udmabuf_live")?, registry };
         let miscdev = KBox::pin_init(MiscRegistration::register(c"udmabuf-live", device), GFP_KERNEL)?;
         pr_info!(
-            "udmabuf-live loaded (size_limit_mb={}, list_limit={}, repopulate={})\n",
-            ffi::size_limit_mb(),
-            ffi::list_limit(),
-            if ffi::repopulate_lazy() { "lazy" } else { "eager" }
+            "loaded (size_limit_mb={}, list_limit={}, repopulate={})\n",
+            params::size_limit_bytes() >> 20,
+            params::list_limit(),
+            params::repopulate().name()
         );
         Ok(Self { _miscdev: miscdev, _buffers_file: buffers_file, _debugfs: dir })
     }

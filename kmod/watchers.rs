@@ -60,7 +60,7 @@ impl Watchers {
         let len = (nr << PAGE_SHIFT) as u64;
         let maps = file.mappings(offset, len)?;
         self.list.reserve(maps.len(), GFP_KERNEL)?;
-        crate::ffi::test_delay();
+        crate::sys::params::test_delay();
         for m in maps.iter() {
             let first = first_page + ((m.offset - offset) >> PAGE_SHIFT) as usize;
             let pages = first..first + (m.len >> PAGE_SHIFT);

@@ -203,7 +203,7 @@ impl WorkItem for Buffer {
         for attempt in 1..=UPDATE_TRIES {
             // Under the eager policy every page is brought in now (also the ones a lazy
             // update left unpopulated before the policy changed).
-            let eager = !crate::ffi::repopulate_lazy();
+            let eager = crate::sys::params::repopulate() == crate::sys::params::Repopulate::Eager;
             let result = this.update(full, eager).and_then(|o| if eager { this.populate(None).map(|_| o) } else { Ok(o) });
             match result {
                 Ok(_) => return,
@@ -232,7 +232,7 @@ impl Buffer {
                 return Ok(Outcome::Sealed);
             }
             let taken = self.tracker.take()?;
-            crate::ffi::test_delay();
+            crate::sys::params::test_delay();
             let scope = match (self.take_resync(), full) {
                 (true, _) => Scope::Every,
                 (false, true) => Scope::All,
@@ -390,7 +390,7 @@ impl Buffer {
     /// vmap is active (their users may not see pages change under them). Pages the
     /// buffer already holds (another update got there first) are dropped.
     pub(crate) fn swap(&self, resv: &ResvLocked<'_>, mut changes: Changes<'_>) -> Result<Outcome> {
-        if crate::ffi::test_fail_swap() {
+        if crate::sys::params::test_fail_swap() {
             return Err(ENOMEM);
         }
         {

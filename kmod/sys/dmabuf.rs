@@ -5,7 +5,7 @@
 
 use super::sgt::{Direction, DmaDevice, MappedSgTable};
 use super::vm::{Fault, FaultResult, VMapAddr, VmOps};
-use crate::ffi;
+use super::ffi;
 use core::ptr::NonNull;
 use core::marker::PhantomData;
 use kernel::{bindings, error::from_result, error::to_result, ffi::c_int, new_mutex, prelude::*, sync::{Arc, Mutex}};

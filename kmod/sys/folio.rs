@@ -5,7 +5,7 @@
 //! (`folio_add_pins` adds the rest), so that a single page can be swapped out of a large
 //! folio later and its pin dropped on its own.
 
-use crate::ffi;
+use super::ffi;
 use core::ptr::NonNull;
 use kernel::{bindings, prelude::*};
 

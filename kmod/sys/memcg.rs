@@ -3,7 +3,7 @@
 //! buffer's behalf (the worker runs in a kworker, in the root cgroup) are charged where
 //! the creator's own page faults would have charged them.
 
-use crate::ffi;
+use super::ffi;
 use core::ptr::NonNull;
 
 /// A reference to a memory cgroup.

@@ -2,8 +2,7 @@
 //! memfd access: a file reference, its inode lock, its seals, and pinning its folios.
 
 use super::folio::PinnedPages;
-pub(crate) use crate::ffi::DiffCounts;
-use crate::ffi;
+use super::ffi;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use kernel::{
@@ -12,6 +11,17 @@ use kernel::{
     prelude::*,
     sync::aref::ARef,
 };
+
+/// What `MemFile::diff` found.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DiffCounts {
+    pub(crate) matching: usize,
+    pub(crate) stale: usize,
+    pub(crate) holes: usize,
+    pub(crate) unpopulated: usize,
+    /// Index in the run of the first page that does not match.
+    pub(crate) first_mismatch: Option<usize>,
+}
 
 /// What backs a memfd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,7 +243,7 @@ impl MemFile {
             Some(_) => return Err(EINVAL),
             None => (core::ptr::null_mut(), core::ptr::null_mut()),
         };
-        let mut counts = DiffCounts { first_mismatch: kernel::ffi::c_ulong::MAX, ..Default::default() };
+        let mut counts = ffi::DiffCounts { first_mismatch: kernel::ffi::c_ulong::MAX, ..Default::default() };
         // SAFETY: the file is valid; `pages` holds `nr` entries (pinned pages or NULL)
         // from `run.start` (checked above) that C only reads; `diff` and `holes` are null
         // or have room for `nr` bits (u64 and unsigned long have the same layout on
@@ -249,7 +259,13 @@ impl MemFile {
                 &mut counts,
             )
         };
-        Ok(counts)
+        Ok(DiffCounts {
+            matching: counts.matching as usize,
+            stale: counts.stale as usize,
+            holes: counts.holes as usize,
+            unpopulated: counts.unpopulated as usize,
+            first_mismatch: (counts.first_mismatch != kernel::ffi::c_ulong::MAX).then_some(counts.first_mismatch as usize),
+        })
     }
 
     /// Does `m.mm` still map this file at `m.va` for `m.len` bytes from file byte

@@ -9,7 +9,7 @@
 //! mm was never charged. The charge covers the whole footprint: the buffer's pages, new
 //! pages waiting for a pin or vmap to go, and old pages kept for importers' mappings.
 
-use crate::ffi;
+use super::ffi;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::{error::to_result, ffi::c_ulong, prelude::*};

@@ -6,7 +6,7 @@
 //! freed code. Upstream udmabuf sets `.owner = THIS_MODULE`, which makes the VFS hold a
 //! module reference for every open file; this registration does the same.
 
-use crate::ffi;
+use super::ffi;
 use core::marker::PhantomPinned;
 use kernel::{
     bindings,

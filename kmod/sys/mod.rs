@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
-//! The unsafe layer: thin safe wrappers over the C APIs the driver uses. Nothing above
-//! this module contains `unsafe`.
+//! The unsafe layer: thin safe wrappers over the C APIs the driver uses, as rust/kernel is
+//! for nova-core. Nothing above this module contains `unsafe`: the crate root denies it in
+//! every other module.
 //!
+//! - `ffi`:    the declarations of the C glue (private to this layer).
+//! - `params`: the module parameters.
 //! - `memfd`:  `MemFile` (an fget() reference), the inode lock, seals, `memfd_pin_folios`.
 //! - `memlock`: charging pinned pages to the creating user's RLIMIT_MEMLOCK.
 //! - `memcg`:  the creator's memory cgroup, for pages brought in on its behalf.
@@ -15,6 +18,8 @@
 //! - `miscdev`: the misc device registration (with `fops.owner`, unlike kernel::miscdevice).
 
 pub(crate) mod device;
+mod ffi;
+pub(crate) mod params;
 pub(crate) mod dmabuf;
 pub(crate) mod folio;
 pub(crate) mod memfd;

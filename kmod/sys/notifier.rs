@@ -5,7 +5,7 @@
 //! is the mmu notifier of every mapping of the file: `shmem_fallocate` (and hugetlbfs)
 //! unmap the punched range from all mappings before they truncate it.
 
-use crate::ffi;
+use super::ffi;
 use core::marker::PhantomPinned;
 use core::ops::Range;
 use kernel::{bindings, error::to_result, ffi::c_ulong, mm::MmWithUser, prelude::*, types::Opaque};

@@ -3,7 +3,7 @@
 
 use super::folio::PinnedPages;
 use super::PAGE_SHIFT;
-use crate::ffi;
+use super::ffi;
 use core::ptr::NonNull;
 use kernel::{bindings, error::to_result, prelude::*};
 

@@ -4,7 +4,7 @@
 use super::dmabuf::Exporter;
 use super::folio::PinnedPages;
 use super::PAGE_SHIFT;
-use crate::ffi;
+use super::ffi;
 use core::ops::Range;
 use core::ptr::NonNull;
 use kernel::{bindings, ffi::c_void, prelude::*};

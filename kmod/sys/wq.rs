@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The module's own workqueue (the kernel crate only borrows the system queues).
 
-use crate::ffi;
+use super::ffi;
 use core::ptr::NonNull;
 use kernel::{bindings, prelude::*, workqueue::Queue};
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Declarations of the C glue in `ulive_helpers.c`. Only `sys/` (the unsafe wrapper
-//! layer) calls these, apart from the two parameter readers at the bottom.
+//! Declarations of the C glue in `ulive_helpers.c`, for the wrappers in `sys/` only
+//! (this module is private to it).
 
 use kernel::bindings;
 use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
@@ -136,41 +136,4 @@ extern "C" {
     pub(crate) fn ulive_mmu_interval_set_seq(mni: *mut bindings::mmu_interval_notifier, seq: c_ulong);
     pub(crate) fn ulive_alloc_workqueue(name: *const kernel::ffi::c_char) -> *mut bindings::workqueue_struct;
     pub(crate) fn ulive_dma_buf_zap(dmabuf: *mut bindings::dma_buf, start: i64, len: i64);
-}
-
-/// Current value of the `size_limit_mb` module parameter (writable in sysfs).
-pub(crate) fn size_limit_mb() -> i32 {
-    // SAFETY: reads an int with READ_ONCE; no preconditions.
-    unsafe { ulive_param_size_limit_mb() }
-}
-
-/// Current value of the `list_limit` module parameter (writable in sysfs).
-pub(crate) fn list_limit() -> i32 {
-    // SAFETY: reads an int with READ_ONCE; no preconditions.
-    unsafe { ulive_param_list_limit() }
-}
-
-/// Current value of the `account_memlock` module parameter (writable in sysfs).
-pub(crate) fn account_memlock() -> bool {
-    // SAFETY: reads a bool with READ_ONCE; no preconditions.
-    unsafe { ulive_param_account_memlock() }
-}
-
-/// Current value of the `repopulate` module parameter (writable in sysfs): `true` for
-/// "lazy", `false` for "eager".
-pub(crate) fn repopulate_lazy() -> bool {
-    // SAFETY: reads an int with READ_ONCE; no preconditions.
-    unsafe { ulive_param_repopulate() != 0 }
-}
-
-/// Test hook `test_delay_ms`: sleep in a race window the tests widen (0: no-op).
-pub(crate) fn test_delay() {
-    // SAFETY: no preconditions; may sleep, and is only called where sleeping is allowed.
-    unsafe { ulive_test_delay() }
-}
-
-/// Test hook `test_fail_swaps`: should this page swap fail with ENOMEM?
-pub(crate) fn test_fail_swap() -> bool {
-    // SAFETY: an atomic counter; no preconditions.
-    unsafe { ulive_test_fail_swap() }
 }
