@@ -11,6 +11,17 @@
 //!   a punch invalidates and queues the buffer's work; `worker.rs` compares them with
 //!   the memfd after the truncation, swaps in what changed and tells the importers.
 //!
+//! Layers: the driver logic above is safe Rust (every module but `sys` denies
+//! `unsafe_code`); `sys/` is the one unsafe layer, thin safe wrappers over the kernel's
+//! C APIs, as rust/kernel is for nova-core. Beneath it, the C glue, by kind:
+//! `ulive_params.c` (module parameters: `module_param` with sysfs permissions),
+//! `ulive_shims.c` (one-line calls of inline functions and macros) and `ulive_mm.c`. The
+//! driver logic that lives in C is in `ulive_mm.c` only, because it walks structures
+//! whose iterators are inline or unexported: the memfd's page cache (`ulive_memfd_diff`,
+//! `ulive_memfd_holds_page`), a file's i_mmap tree (`ulive_find_mappings`), folio pins
+//! (`ulive_folios_take_pages`, the unpinners, `ulive_memfd_settle`), page tables
+//! (`ulive_vma_addr_mapped`) and `user_struct` counters (the memlock charge).
+//!
 //! The repopulation policy (module parameter `repopulate`): under `lazy` (the default)
 //! the worker lets a punched page go and leaves its slot unpopulated, so a balloon's
 //! punch really returns memory; `populate` (worker.rs) brings the memfd's page in when

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Prototypes of the udmabuf-live C glue (ulive_helpers.c). kmod/ffi.rs declares the
- * same functions for Rust; keep the two in step.
+ * Prototypes of the udmabuf-live C glue (ulive_params.c, ulive_shims.c, ulive_mm.c).
+ * kmod/sys/ffi.rs declares the same functions for Rust; keep the two in step.
  */
 #ifndef ULIVE_HELPERS_H
 #define ULIVE_HELPERS_H
@@ -48,13 +48,9 @@ void ulive_inode_lock_shared(struct file *file);
 bool ulive_inode_trylock_shared(struct file *file);
 void ulive_inode_unlock_shared(struct file *file);
 unsigned long ulive_page_to_pfn(struct page *page);
-void ulive_dma_buf_lock(struct dma_buf *dmabuf);
-void ulive_dma_buf_unlock(struct dma_buf *dmabuf);
 void ulive_dma_buf_assert_locked(struct dma_buf *dmabuf);
 int ulive_dma_set_mask_64(struct device *dev);
 unsigned int ulive_dma_max_segment(struct device *dev);
-void ulive_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt,
-			     enum dma_data_direction dir, unsigned long attrs);
 void ulive_dma_sync_sgtable_for_cpu(struct device *dev, struct sg_table *sgt,
 				    enum dma_data_direction dir);
 void ulive_dma_sync_sgtable_for_device(struct device *dev, struct sg_table *sgt,

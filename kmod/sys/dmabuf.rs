@@ -108,8 +108,8 @@ unsafe impl Send for DmaBufHandle {}
 impl DmaBufHandle {
     /// Take the reservation lock (uninterruptibly, no ww context: a single object).
     pub(crate) fn lock(&self) -> ResvGuard<'_> {
-        // SAFETY: live by the type invariant.
-        unsafe { ffi::ulive_dma_buf_lock(self.dmabuf.as_ptr()) };
+        // SAFETY: live by the type invariant, so its `resv` is valid; no ww context.
+        unsafe { bindings::dma_resv_lock((*self.dmabuf.as_ptr()).resv, core::ptr::null_mut()) };
         // SAFETY: locked just above, until the guard drops.
         ResvGuard { locked: unsafe { ResvLocked::new(self.dmabuf.as_ptr()) } }
     }
@@ -129,8 +129,9 @@ impl<'a> core::ops::Deref for ResvGuard<'a> {
 
 impl Drop for ResvGuard<'_> {
     fn drop(&mut self) {
-        // SAFETY: we hold the lock (taken in DmaBufHandle::lock).
-        unsafe { ffi::ulive_dma_buf_unlock(self.locked.dmabuf.as_ptr()) };
+        // SAFETY: we hold the lock (taken in DmaBufHandle::lock) of this live dma-buf's
+        // `resv`.
+        unsafe { bindings::dma_resv_unlock((*self.locked.dmabuf.as_ptr()).resv) };
     }
 }
 

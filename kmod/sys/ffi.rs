@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Declarations of the C glue in `ulive_helpers.c`, for the wrappers in `sys/` only
+//! Declarations of the C glue (`ulive_params.c`, `ulive_shims.c`, `ulive_mm.c`), for the wrappers in `sys/` only
 //! (this module is private to it).
 
 use kernel::bindings;
@@ -77,17 +77,9 @@ extern "C" {
     pub(crate) fn ulive_unpin_appended(pages: *mut *mut bindings::page, n: c_ulong, seams: *const c_ulong, nseams: c_ulong);
     pub(crate) fn ulive_page_to_pfn(page: *mut bindings::page) -> c_ulong;
 
-    pub(crate) fn ulive_dma_buf_lock(dmabuf: *mut bindings::dma_buf);
-    pub(crate) fn ulive_dma_buf_unlock(dmabuf: *mut bindings::dma_buf);
     pub(crate) fn ulive_dma_buf_assert_locked(dmabuf: *mut bindings::dma_buf);
     pub(crate) fn ulive_dma_set_mask_64(dev: *mut bindings::device) -> c_int;
     pub(crate) fn ulive_dma_max_segment(dev: *mut bindings::device) -> c_uint;
-    pub(crate) fn ulive_dma_unmap_sgtable(
-        dev: *mut bindings::device,
-        sgt: *mut bindings::sg_table,
-        dir: bindings::dma_data_direction,
-        attrs: c_ulong,
-    );
     pub(crate) fn ulive_dma_sync_sgtable_for_cpu(
         dev: *mut bindings::device,
         sgt: *mut bindings::sg_table,

@@ -153,7 +153,7 @@ impl Drop for MappedSgTable {
         // SAFETY: by the type invariant the table is mapped for `dev`/`dir`, and is the
         // first field of a KBox'ed TaggedTable; it is unmapped, freed and never used again.
         unsafe {
-            ffi::ulive_dma_unmap_sgtable(self.dev.0.as_ptr(), sgt, self.dir.raw(), bindings::DMA_ATTR_SKIP_CPU_SYNC as _);
+            bindings::dma_unmap_sgtable(self.dev.0.as_ptr(), sgt, self.dir.raw(), bindings::DMA_ATTR_SKIP_CPU_SYNC as _);
             bindings::sg_free_table(sgt);
             drop(KBox::from_raw(sgt.cast::<TaggedTable>()));
         }
