@@ -1,6 +1,6 @@
 # udmabuf-live top-level build. Every target installs/builds what it needs first.
 #   make run     build everything, boot the test kernel in QEMU, show the device at work
-#   make test    host unit tests, then every guest suite in QEMU
+#   make test    formatters and linters (make check), host unit tests, then every guest suite in QEMU
 #   make shell   an interactive guest with the module loaded, to try udmabuf-ctl
 #   make kselftest-install INSTALL_PATH=DIR   the suites as a kselftest collection
 #   make kselftest-check INSTALL_PATH=DIR     run it on this machine, judged as in the guest
@@ -20,7 +20,7 @@ HOST_TARGET := x86_64-unknown-linux-gnu
 MODULE_OUT := $(CURDIR)/out/modules/$(if $(KDIR),kdir-$(subst /,_,$(KDIR)),$(KERNEL_FLAVOR))
 export MODULE_OUT
 
-.PHONY: all deps kernel module importer userspace guest-bins kselftest-install kselftest-check vm-test vm-selftest test test-debug stress unit-test run shell bench bench-run clean
+.PHONY: all deps kernel check module importer userspace guest-bins kselftest-install kselftest-check vm-test vm-selftest test test-debug stress unit-test run shell bench bench-run clean
 
 all: module importer userspace
 
@@ -64,6 +64,10 @@ kselftest-check:
 	@test -n "$(INSTALL_PATH)" || { echo "usage: make kselftest-check INSTALL_PATH=DIR [KSFT_ARGS='-t udmabuf-live:live']" >&2; exit 2; }
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/kselftest-check.sh $(INSTALL_PATH) $(KSFT_ARGS)
 
+# Formatters and linters (scripts/check.sh), before anything boots.
+check: kernel
+	@KBUILD_DIR=$(KBUILD_DIR) scripts/check.sh
+
 unit-test:
 	@cargo test --quiet --workspace
 
@@ -74,7 +78,7 @@ vm-test: module importer guest-bins
 vm-selftest: module importer guest-bins
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm-selftest.sh
 
-test: unit-test vm-test vm-selftest
+test: check unit-test vm-test vm-selftest
 
 # The guest suites on the debug flavour (KASAN, kmemleak, lockdep, DEBUG_VM, fault
 # injection). Not part of `make test`: its kernel build alone takes 12-20 minutes on

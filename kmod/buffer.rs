@@ -77,7 +77,8 @@ impl Range {
 
     /// Every page was found to be the memfd's own at counter `version`.
     pub(crate) fn compared(&self, version: Option<u64>) {
-        self.compared_at.store(version.unwrap_or(u64::MAX), Ordering::Release);
+        self.compared_at
+            .store(version.unwrap_or(u64::MAX), Ordering::Release);
     }
 
     pub(crate) fn pages(&self) -> core::ops::Range<usize> {
@@ -195,7 +196,10 @@ impl State {
     }
 
     /// The deferred pages, as changes to apply.
-    pub(crate) fn take_deferred<'a>(&mut self, memlock: Option<&'a MemlockCharge>) -> Result<Changes<'a>> {
+    pub(crate) fn take_deferred<'a>(
+        &mut self,
+        memlock: Option<&'a MemlockCharge>,
+    ) -> Result<Changes<'a>> {
         let mut changes = Changes::with_capacity(memlock, self.deferred_count)?;
         for (index, slot) in self.deferred.iter_mut().enumerate() {
             if let Some(page) = slot.take() {
@@ -209,12 +213,20 @@ impl State {
 
     /// Old pages replaced in `generation`: unpin them now if no importer mapping is that
     /// old, else keep them (room reserved by the caller) until it is unmapped.
-    pub(crate) fn retire(&mut self, generation: u64, old: KVVec<(usize, NewPage)>, memlock: Option<&MemlockCharge>) {
-        let keep = generation == u64::MAX || self.live_maps.oldest().is_some_and(|g| g <= generation);
+    pub(crate) fn retire(
+        &mut self,
+        generation: u64,
+        old: KVVec<(usize, NewPage)>,
+        memlock: Option<&MemlockCharge>,
+    ) {
+        let keep =
+            generation == u64::MAX || self.live_maps.oldest().is_some_and(|g| g <= generation);
         let mut freed = 0;
         for page in old.into_iter().filter_map(|(_, page)| page) {
             if keep {
-                if let Err(kernel::alloc::kvec::PushError((_, page))) = self.retired.push_within_capacity((generation, page)) {
+                if let Err(kernel::alloc::kvec::PushError((_, page))) =
+                    self.retired.push_within_capacity((generation, page))
+                {
                     // No room (never: reserved by apply): keeping the pin is the safe side.
                     core::mem::forget(page);
                 }
@@ -354,7 +366,11 @@ pub(crate) fn create(
     let nr_pages = usize::try_from(total).map_err(|_| EINVAL)?;
     // Each item is charged after its own checks and before its pages are pinned, so the
     // errnos come in upstream's order and a user over the limit pins nothing more.
-    let memlock = if params::account_memlock() { Some(MemlockCharge::current_user()?) } else { None };
+    let memlock = if params::account_memlock() {
+        Some(MemlockCharge::current_user()?)
+    } else {
+        None
+    };
     let mut pages = PinnedPages::with_capacity(nr_pages)?;
     let mut ranges = OneOrMany::new();
     ranges.reserve(items.len())?;
@@ -371,10 +387,27 @@ pub(crate) fn create(
         let bounds = byte_bounds(item.offset, item.size)?;
         // Watch first, pin second: a punch after the pin is then always seen.
         notifiers.watch_range(&tracker, &file, item.offset, (first_page, nr))?;
-        let version = pin_item(&file, bounds, nr, &mut pages, &mut scratch, memlock.as_ref())?;
-        backing = if i == 0 || backing == Some(kind) { Some(kind) } else { None };
+        let version = pin_item(
+            &file,
+            bounds,
+            nr,
+            &mut pages,
+            &mut scratch,
+            memlock.as_ref(),
+        )?;
+        backing = if i == 0 || backing == Some(kind) {
+            Some(kind)
+        } else {
+            None
+        };
         let compared_at = AtomicU64::new(version.unwrap_or(u64::MAX));
-        ranges.push(Range { file, offset: item.offset, first_page, nr_pages: nr, compared_at })?;
+        ranges.push(Range {
+            file,
+            offset: item.offset,
+            first_page,
+            nr_pages: nr,
+            compared_at,
+        })?;
     }
     drop(scratch);
     // A fresh tracker has counted no gone mapping: one that went during CREATE has.
@@ -463,6 +496,9 @@ fn pin_item(
 /// bounds: offsets past i64 or a wrapping end are invalid there, so they are here too.
 pub(crate) fn byte_bounds(offset: u64, size: u64) -> Result<(i64, i64)> {
     let start = i64::try_from(offset).map_err(|_| EINVAL)?;
-    let end = i64::try_from(size).ok().and_then(|s| start.checked_add(s)).and_then(|e| e.checked_sub(1));
+    let end = i64::try_from(size)
+        .ok()
+        .and_then(|s| start.checked_add(s))
+        .and_then(|e| e.checked_sub(1));
     Ok((start, end.ok_or(EINVAL)?))
 }

@@ -12,8 +12,8 @@ use crate::sys::{
     wq::OwnedQueue,
 };
 use crate::uapi::{
-    self, UdmabufCreate, UdmabufCreateItem, UdmabufCreateList, UdmabufLiveInfo, UdmabufLivePfns, UdmabufLiveSync,
-    UdmabufLiveVerify,
+    self, UdmabufCreate, UdmabufCreateItem, UdmabufCreateList, UdmabufLiveInfo, UdmabufLivePfns,
+    UdmabufLiveSync, UdmabufLiveVerify,
 };
 use kernel::{
     prelude::*,
@@ -46,43 +46,69 @@ impl IoctlHandler for UliveDevice {
 }
 
 impl UliveDevice {
-fn create(&self, misc: &Misc, arg: usize) -> Result<i32> {
-    let req: UdmabufCreate = UserSlice::new(UserPtr::from_addr(arg), size_of::<UdmabufCreate>()).reader().read()?;
-    let item = UdmabufCreateItem { memfd: req.memfd, __pad: 0, offset: req.offset, size: req.size };
-    self.create_from(misc, &[item], req.flags)
-}
-
-fn create_list(&self, misc: &Misc, arg: usize) -> Result<i32> {
-    let head_len = size_of::<UdmabufCreateList>();
-    let head: UdmabufCreateList = UserSlice::new(UserPtr::from_addr(arg), head_len).reader().read()?;
-    // Compared as upstream does: `u32 count > int list_limit` in C converts the limit.
-    if head.count > params::list_limit() {
-        return Err(EINVAL);
+    fn create(&self, misc: &Misc, arg: usize) -> Result<i32> {
+        let req: UdmabufCreate =
+            UserSlice::new(UserPtr::from_addr(arg), size_of::<UdmabufCreate>())
+                .reader()
+                .read()?;
+        let item = UdmabufCreateItem {
+            memfd: req.memfd,
+            __pad: 0,
+            offset: req.offset,
+            size: req.size,
+        };
+        self.create_from(misc, &[item], req.flags)
     }
-    let count = head.count as usize;
-    let len = count.checked_mul(size_of::<UdmabufCreateItem>()).ok_or(EINVAL)?;
-    let mut reader = UserSlice::new(UserPtr::from_addr(arg.checked_add(head_len).ok_or(EFAULT)?), len).reader();
-    let mut items = KVVec::with_capacity(count, GFP_KERNEL)?;
-    for _ in 0..count {
-        items.push(reader.read::<UdmabufCreateItem>()?, GFP_KERNEL)?;
-    }
-    self.create_from(misc, &items, head.flags)
-}
 
-fn create_from(&self, misc: &Misc, items: &[UdmabufCreateItem], flags: u32) -> Result<i32> {
-    buffer::create(misc.device()?, self.queue.handle(), &self.registry, items, flags & uapi::UDMABUF_FLAGS_CLOEXEC != 0)
-}
+    fn create_list(&self, misc: &Misc, arg: usize) -> Result<i32> {
+        let head_len = size_of::<UdmabufCreateList>();
+        let head: UdmabufCreateList = UserSlice::new(UserPtr::from_addr(arg), head_len)
+            .reader()
+            .read()?;
+        // Compared as upstream does: `u32 count > int list_limit` in C converts the limit.
+        if head.count > params::list_limit() {
+            return Err(EINVAL);
+        }
+        let count = head.count as usize;
+        let len = count
+            .checked_mul(size_of::<UdmabufCreateItem>())
+            .ok_or(EINVAL)?;
+        let mut reader = UserSlice::new(
+            UserPtr::from_addr(arg.checked_add(head_len).ok_or(EFAULT)?),
+            len,
+        )
+        .reader();
+        let mut items = KVVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            items.push(reader.read::<UdmabufCreateItem>()?, GFP_KERNEL)?;
+        }
+        self.create_from(misc, &items, head.flags)
+    }
+
+    fn create_from(&self, misc: &Misc, items: &[UdmabufCreateItem], flags: u32) -> Result<i32> {
+        buffer::create(
+            misc.device()?,
+            self.queue.handle(),
+            &self.registry,
+            items,
+            flags & uapi::UDMABUF_FLAGS_CLOEXEC != 0,
+        )
+    }
 }
 
 /// Read the ioctl argument `T` and the dma-buf of ours its first field names.
 fn read_arg<T: kernel::transmute::FromBytes + HasFd>(arg: usize) -> Result<(T, DmaBufRef<Buffer>)> {
-    let req: T = UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).reader().read()?;
+    let req: T = UserSlice::new(UserPtr::from_addr(arg), size_of::<T>())
+        .reader()
+        .read()?;
     let fd = i32::try_from(req.fd()).map_err(|_| EBADF)?;
     Ok((req, DmaBufRef::from_fd(fd)?))
 }
 
 fn write_back<T: kernel::transmute::AsBytes>(arg: usize, value: &T) -> Result<i32> {
-    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).writer().write(value)?;
+    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>())
+        .writer()
+        .write(value)?;
     Ok(0)
 }
 
@@ -91,7 +117,10 @@ fn info(arg: usize) -> Result<i32> {
     // INFO is a sync point for watching: mappings that appeared since the buffer became
     // unwatched get their notifier (a failure leaves it unwatched; the lazy checks hold).
     let _ = dmabuf.exporter().rewatch();
-    let info = UdmabufLiveInfo { dmabuf_fd: req.dmabuf_fd, ..dmabuf.exporter().info() };
+    let info = UdmabufLiveInfo {
+        dmabuf_fd: req.dmabuf_fd,
+        ..dmabuf.exporter().info()
+    };
     write_back(arg, &info)
 }
 
@@ -103,7 +132,10 @@ fn sync(arg: usize) -> Result<i32> {
 
 fn verify(arg: usize) -> Result<i32> {
     let (req, dmabuf) = read_arg::<UdmabufLiveVerify>(arg)?;
-    let v = UdmabufLiveVerify { dmabuf_fd: req.dmabuf_fd, ..dmabuf.exporter().verify() };
+    let v = UdmabufLiveVerify {
+        dmabuf_fd: req.dmabuf_fd,
+        ..dmabuf.exporter().verify()
+    };
     write_back(arg, &v)
 }
 

@@ -20,7 +20,11 @@ impl Buffer {
     /// The CPU-access table, built for the current pages if an update dropped it.
     fn cpu_table<'a>(&self, state: &'a mut State, dir: Direction) -> Result<&'a MappedSgTable> {
         if state.cpu_sgt.is_none() {
-            state.cpu_sgt = Some(MappedSgTable::new(&state.pages, self.misc_dev.dma_device(), dir)?);
+            state.cpu_sgt = Some(MappedSgTable::new(
+                &state.pages,
+                self.misc_dev.dma_device(),
+                dir,
+            )?);
         }
         state.cpu_sgt.as_ref().ok_or(EINVAL)
     }
@@ -94,11 +98,20 @@ impl Exporter for Buffer {
             state.pins = state.pins.saturating_sub(1);
         }
         if let Err(e) = self.apply_deferred(resv) {
-            pr_warn!("buffer {}: applying deferred pages at unpin failed: {:?}\n", self.id, e);
+            pr_warn!(
+                "buffer {}: applying deferred pages at unpin failed: {:?}\n",
+                self.id,
+                e
+            );
         }
     }
 
-    fn map(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>, dir: Direction) -> Result<MappedSgTable> {
+    fn map(
+        &self,
+        resv: &ResvLocked<'_>,
+        att: &Attachment<'_>,
+        dir: Direction,
+    ) -> Result<MappedSgTable> {
         let dev = att.device()?;
         if self.state.lock().pins == 0 {
             self.update_locked(resv)?;
@@ -116,7 +129,9 @@ impl Exporter for Buffer {
         sgt.set_tag(generation);
         state.live_maps.add(generation)?;
         self.counters.maps.fetch_add(1, Ordering::Relaxed);
-        self.counters.last_map_segments.store(sgt.dma_segments() as u64, Ordering::Relaxed);
+        self.counters
+            .last_map_segments
+            .store(sgt.dma_segments() as u64, Ordering::Relaxed);
         Ok(sgt)
     }
 
@@ -124,7 +139,9 @@ impl Exporter for Buffer {
         let generation = sgt.tag();
         // The device is done with the pages once its mapping is gone.
         drop(sgt);
-        self.state.lock().map_gone(generation, self.memlock.as_ref());
+        self.state
+            .lock()
+            .map_gone(generation, self.memlock.as_ref());
     }
 
     fn begin_cpu_access(&self, dir: Direction) -> Result {
@@ -158,7 +175,11 @@ impl Exporter for Buffer {
 
     fn mmap(&self, shared: bool) -> Result {
         // Private mappings would COW pages that are not ours to copy.
-        if shared { Ok(()) } else { Err(EINVAL) }
+        if shared {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        }
     }
 
     fn fault(&self, fault: &Fault) -> FaultResult {
@@ -189,7 +210,10 @@ impl Exporter for Buffer {
         // pages cost, not the whole mapping. A failure is not fatal; the access itself
         // faults again.
         for other in pgoff + 1..fault.vma_pgoffs().end.min(self.nr_pages) {
-            if state.pages.is_missing(other) || fault.is_mapped(other) || fault.insert(other, &state.pages, other).is_error() {
+            if state.pages.is_missing(other)
+                || fault.is_mapped(other)
+                || fault.insert(other, &state.pages, other).is_error()
+            {
                 break;
             }
         }
@@ -223,7 +247,11 @@ impl Exporter for Buffer {
             }
         }
         if let Err(e) = self.apply_deferred(resv) {
-            pr_warn!("buffer {}: applying deferred pages at vunmap failed: {:?}\n", self.id, e);
+            pr_warn!(
+                "buffer {}: applying deferred pages at vunmap failed: {:?}\n",
+                self.id,
+                e
+            );
         }
     }
 }

@@ -16,7 +16,13 @@ impl Buffer {
     pub(crate) fn info(&self) -> UdmabufLiveInfo {
         let (pins, stale, vmapped, retired, unpopulated) = {
             let s = self.state.lock();
-            (s.pins, s.deferred_count > 0, s.vmap.is_some(), !s.retired.is_empty(), s.pages.missing())
+            (
+                s.pins,
+                s.deferred_count > 0,
+                s.vmap.is_some(),
+                !s.retired.is_empty(),
+                s.pages.missing(),
+            )
         };
         let watched = self.tracker.watched();
         let mut state = 0;
@@ -67,10 +73,19 @@ impl Buffer {
     /// there is what it takes when something needs it. Allocates nothing; the
     /// page-cache lookups take no lasting references.
     pub(crate) fn verify(&self) -> UdmabufLiveVerify {
-        let mut v = UdmabufLiveVerify { pages: self.nr_pages as u64, first_mismatch: u64::MAX, ..Default::default() };
+        let mut v = UdmabufLiveVerify {
+            pages: self.nr_pages as u64,
+            first_mismatch: u64::MAX,
+            ..Default::default()
+        };
         let state = self.state.lock();
         for range in self.ranges.iter() {
-            let Ok(c) = range.file.diff(range.offset, &state.pages, range.pages(), None) else { continue };
+            let Ok(c) = range
+                .file
+                .diff(range.offset, &state.pages, range.pages(), None)
+            else {
+                continue;
+            };
             v.matching += c.matching as u64;
             v.stale += c.stale as u64;
             v.holes += c.holes as u64;

@@ -7,10 +7,17 @@
 //! buffer's work item. It runs in the notifier path: no sleeping, no allocation, one spinlock.
 
 use crate::buffer::Buffer;
-use crate::sys::{notifier::{InvalidateHandler, SeqToken}, PAGE_SIZE};
+use crate::sys::{
+    notifier::{InvalidateHandler, SeqToken},
+    PAGE_SIZE,
+};
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use kernel::{new_spinlock, prelude::*, sync::{Arc, SpinLock}};
+use kernel::{
+    new_spinlock,
+    prelude::*,
+    sync::{Arc, SpinLock},
+};
 
 /// Bitmap words held inline, without an allocation of their own: 4 MiB of pages.
 const INLINE_WORDS: usize = 16;
@@ -25,7 +32,11 @@ enum Words {
 impl Words {
     /// `n` zeroed words.
     fn zeroed(n: usize) -> Result<Self> {
-        Ok(if n <= INLINE_WORDS { Self::Inline([0; INLINE_WORDS], n) } else { Self::Heap(KVVec::from_elem(0u64, n, GFP_KERNEL)?) })
+        Ok(if n <= INLINE_WORDS {
+            Self::Inline([0; INLINE_WORDS], n)
+        } else {
+            Self::Heap(KVVec::from_elem(0u64, n, GFP_KERNEL)?)
+        })
     }
 
     fn as_slice(&self) -> &[u64] {
@@ -56,12 +67,22 @@ pub(crate) struct Bits {
 impl Bits {
     /// A bitmap that marks nothing (and allocates nothing).
     fn empty() -> Self {
-        Self { words: Words::Inline([0; INLINE_WORDS], 0), base: 0, lo: 0, hi: 0 }
+        Self {
+            words: Words::Inline([0; INLINE_WORDS], 0),
+            base: 0,
+            lo: 0,
+            hi: 0,
+        }
     }
 
     /// A cleared bitmap of `n` words from word `base` on.
     fn zeroed(n: usize, base: usize) -> Result<Self> {
-        Ok(Self { words: Words::zeroed(n)?, base, lo: 0, hi: 0 })
+        Ok(Self {
+            words: Words::zeroed(n)?,
+            base,
+            lo: 0,
+            hi: 0,
+        })
     }
 
     /// A cleared bitmap for an `nr_pages` buffer.
@@ -78,12 +99,18 @@ impl Bits {
 
     /// OR `mask` into word `w` (relative to `base`) and widen the marked window.
     fn or_word(&mut self, w: usize, mask: u64) {
-        let Some(word) = self.words.as_mut_slice().get_mut(w) else { return };
+        let Some(word) = self.words.as_mut_slice().get_mut(w) else {
+            return;
+        };
         if mask == 0 {
             return;
         }
         *word |= mask;
-        (self.lo, self.hi) = if self.lo == self.hi { (w, w + 1) } else { (self.lo.min(w), self.hi.max(w + 1)) };
+        (self.lo, self.hi) = if self.lo == self.hi {
+            (w, w + 1)
+        } else {
+            (self.lo.min(w), self.hi.max(w + 1))
+        };
     }
 
     /// Mark `pages`, a word at a time (this runs in the notifier callback).
@@ -93,7 +120,11 @@ impl Bits {
         while i < end {
             let bit = i % 64;
             let n = (64 - bit).min(end - i);
-            let mask = if n == 64 { !0 } else { ((1u64 << n) - 1) << bit };
+            let mask = if n == 64 {
+                !0
+            } else {
+                ((1u64 << n) - 1) << bit
+            };
             self.or_word(i / 64 - self.base, mask);
             i += n;
         }
@@ -199,7 +230,8 @@ impl Tracker {
     /// unwatched (and the next sync point looks again).
     pub(crate) fn set_covered(&self, covered: bool, seen: u64) {
         let inner = self.inner.lock();
-        self.watched.store(covered && inner.unmaps == seen, Ordering::Release);
+        self.watched
+            .store(covered && inner.unmaps == seen, Ordering::Release);
     }
 
     /// Take the marked pages, leaving none marked. Allocates (the marked window only,
@@ -215,7 +247,9 @@ impl Tracker {
         // The window may have grown meanwhile: take what fits, leave the rest marked.
         let (from, to) = (bits.lo.max(lo), bits.hi.min(hi));
         for w in from..to {
-            let Some(word) = bits.words.as_mut_slice().get_mut(w).map(core::mem::take) else { break };
+            let Some(word) = bits.words.as_mut_slice().get_mut(w).map(core::mem::take) else {
+                break;
+            };
             taken.or_word(w - lo, word);
         }
         if bits.lo >= from && bits.hi <= to {
@@ -283,10 +317,18 @@ impl BufferTracker {
     /// Take the marked pages for an update, which is in flight until the [`Taken`]
     /// drops. See [`Tracker::take`].
     pub(crate) fn take(&self) -> Result<Taken<'_>> {
-        let Some(t) = self.0.as_deref() else { return Ok(Taken { bits: Bits::empty(), tracker: None }) };
+        let Some(t) = self.0.as_deref() else {
+            return Ok(Taken {
+                bits: Bits::empty(),
+                tracker: None,
+            });
+        };
         t.in_flight.fetch_add(1, Ordering::AcqRel);
         match t.take() {
-            Ok(bits) => Ok(Taken { bits, tracker: Some(t) }),
+            Ok(bits) => Ok(Taken {
+                bits,
+                tracker: Some(t),
+            }),
             Err(e) => {
                 t.in_flight.fetch_sub(1, Ordering::AcqRel);
                 Err(e)
@@ -297,7 +339,9 @@ impl BufferTracker {
     /// Marks wait, or an update that took some has not finished: the buffer may not be
     /// current. See [`Tracker::pending`].
     pub(crate) fn pending(&self) -> bool {
-        self.0.as_ref().is_some_and(|t| t.pending() || t.in_flight.load(Ordering::Acquire) > 0)
+        self.0
+            .as_ref()
+            .is_some_and(|t| t.pending() || t.in_flight.load(Ordering::Acquire) > 0)
     }
 
     /// See [`Tracker::kick`].
@@ -309,7 +353,9 @@ impl BufferTracker {
 
     /// Invalidations the notifiers saw (debugfs).
     pub(crate) fn invalidations(&self) -> u64 {
-        self.0.as_ref().map_or(0, |t| t.invalidations.load(Ordering::Relaxed))
+        self.0
+            .as_ref()
+            .map_or(0, |t| t.invalidations.load(Ordering::Relaxed))
     }
 }
 
@@ -358,8 +404,21 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    pub(crate) fn new(tracker: Arc<Tracker>, end_page: usize, va_start: usize, pages: Range<usize>, mm_id: usize) -> Self {
-        Self { tracker, end_page, va_start, pages, mm_id, alive: AtomicBool::new(true) }
+    pub(crate) fn new(
+        tracker: Arc<Tracker>,
+        end_page: usize,
+        va_start: usize,
+        pages: Range<usize>,
+        mm_id: usize,
+    ) -> Self {
+        Self {
+            tracker,
+            end_page,
+            va_start,
+            pages,
+            mm_id,
+            alive: AtomicBool::new(true),
+        }
     }
 
     /// Is the watched mapping still there?

@@ -50,7 +50,7 @@ impl<T> OneOrMany<T> {
 
 impl<T> Default for OneOrMany<T> {
     fn default() -> Self {
-        Self::Empty
+        Self::new()
     }
 }
 

@@ -10,7 +10,11 @@ use crate::buffer::Buffer;
 use crate::uapi;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::{new_mutex, prelude::*, sync::{Arc, Mutex}};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    sync::{Arc, Mutex},
+};
 
 #[pin_data]
 pub(crate) struct Registry {
@@ -39,7 +43,9 @@ impl Registry {
         let removed = {
             let mut list = self.buffers.lock();
             // From the end: buffers tend to go in the reverse order of their creation.
-            list.iter().rposition(|b| core::ptr::eq(&**b, buffer)).and_then(|i| list.remove(i).ok())
+            list.iter()
+                .rposition(|b| core::ptr::eq(&**b, buffer))
+                .and_then(|i| list.remove(i).ok())
         };
         // Dropped outside the lock: never the last reference (the dma-buf holds one).
         drop(removed);

@@ -80,13 +80,13 @@ mod one_or_many;
 #[deny(unsafe_code)]
 mod registry;
 mod sys;
+#[path = "../uapi/src/abi.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod uapi;
 #[deny(unsafe_code)]
 mod watchers;
 #[deny(unsafe_code)]
 mod worker;
-#[path = "../uapi/src/abi.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod uapi;
 
 module! {
     type: UdmabufLive,
@@ -110,17 +110,30 @@ impl kernel::Module for UdmabufLive {
         let registry = Arc::pin_init(registry::Registry::new(), GFP_KERNEL)?;
         let dir = debugfs::Dir::new(c"udmabuf_live");
         let buffers_file = KBox::pin_init(
-            dir.read_only_file(c"buffers", Ok::<_, Error>(registry::BufferList(registry.clone()))),
+            dir.read_only_file(
+                c"buffers",
+                Ok::<_, Error>(registry::BufferList(registry.clone())),
+            ),
             GFP_KERNEL,
         )?;
-        let device = device::UliveDevice { queue: sys::wq::OwnedQueue::new(c"udmabuf_live")?, registry };
-        let miscdev = KBox::pin_init(MiscRegistration::register(c"udmabuf-live", device), GFP_KERNEL)?;
+        let device = device::UliveDevice {
+            queue: sys::wq::OwnedQueue::new(c"udmabuf_live")?,
+            registry,
+        };
+        let miscdev = KBox::pin_init(
+            MiscRegistration::register(c"udmabuf-live", device),
+            GFP_KERNEL,
+        )?;
         pr_info!(
             "loaded (size_limit_mb={}, list_limit={}, repopulate={})\n",
             params::size_limit_bytes() >> 20,
             params::list_limit(),
             params::repopulate().name()
         );
-        Ok(Self { _miscdev: miscdev, _buffers_file: buffers_file, _debugfs: dir })
+        Ok(Self {
+            _miscdev: miscdev,
+            _buffers_file: buffers_file,
+            _debugfs: dir,
+        })
     }
 }

@@ -30,7 +30,10 @@ pub(crate) struct Watchers {
 
 impl Watchers {
     pub(crate) fn new() -> Self {
-        Self { list: KVec::new(), closed: false }
+        Self {
+            list: KVec::new(),
+            closed: false,
+        }
     }
 
     /// Notifiers whose mapping is still there (INFO: watched mappings).
@@ -65,7 +68,11 @@ impl Watchers {
             let first = first_page + ((m.offset - offset) >> PAGE_SHIFT) as usize;
             let pages = first..first + (m.len >> PAGE_SHIFT);
             let mm_id = m.mm.as_raw() as usize;
-            if self.list.iter().any(|n| n.handler().watches(mm_id, m.va, &pages)) {
+            if self
+                .list
+                .iter()
+                .any(|n| n.handler().watches(mm_id, m.va, &pages))
+            {
                 continue;
             }
             let watch = Watch::new(tracker.clone(), first_page + nr, m.va, pages, mm_id);
@@ -115,7 +122,9 @@ impl Buffer {
         if self.tracker.watched() {
             return Ok(());
         }
-        let Some(tracker) = self.tracker.get() else { return Ok(()) };
+        let Some(tracker) = self.tracker.get() else {
+            return Ok(());
+        };
         let mut watchers = self.notifiers.lock();
         if watchers.closed {
             return Ok(());

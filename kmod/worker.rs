@@ -22,11 +22,7 @@
 use crate::buffer::{byte_bounds, Buffer, NewPage, Range};
 use crate::notifier::Bits;
 use crate::sys::{
-    dmabuf::ResvLocked,
-    folio::PinnedPages,
-    memfd::FolioScratch,
-    memlock::MemlockCharge,
-    PAGE_SHIFT,
+    dmabuf::ResvLocked, folio::PinnedPages, memfd::FolioScratch, memlock::MemlockCharge, PAGE_SHIFT,
 };
 use core::sync::atomic::Ordering;
 use kernel::{prelude::*, sync::Arc, workqueue::WorkItem};
@@ -94,11 +90,17 @@ fn pinned<'b>(entries: impl Iterator<Item = &'b (usize, NewPage)>) -> usize {
 
 impl<'a> Changes<'a> {
     pub(crate) fn new(memlock: Option<&'a MemlockCharge>) -> Self {
-        Self { list: KVVec::new(), memlock }
+        Self {
+            list: KVVec::new(),
+            memlock,
+        }
     }
 
     pub(crate) fn with_capacity(memlock: Option<&'a MemlockCharge>, n: usize) -> Result<Self> {
-        Ok(Self { list: KVVec::with_capacity(n, GFP_KERNEL)?, memlock })
+        Ok(Self {
+            list: KVVec::with_capacity(n, GFP_KERNEL)?,
+            memlock,
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -110,8 +112,14 @@ impl<'a> Changes<'a> {
     }
 
     /// Add an already charged page (or a hole); the room must have been reserved.
-    pub(crate) fn push_within_capacity(&mut self, index: usize, page: NewPage) -> core::result::Result<(), NewPage> {
-        self.list.push_within_capacity((index, page)).map_err(|e| e.0 .1)
+    pub(crate) fn push_within_capacity(
+        &mut self,
+        index: usize,
+        page: NewPage,
+    ) -> core::result::Result<(), NewPage> {
+        self.list
+            .push_within_capacity((index, page))
+            .map_err(|e| e.0 .1)
     }
 
     /// The entries, leaving the list (and what its drop uncharges) empty.
@@ -151,7 +159,12 @@ impl<'a> Changes<'a> {
     /// Pin the memfd's current pages for buffer pages `run` of `range`, charging them
     /// first; `memfd_pin_folios` allocates pages for holes. No buffer lock is held while
     /// pinning.
-    fn pin_run(&mut self, range: &Range, run: core::ops::Range<usize>, scratch: &mut FolioScratch) -> Result {
+    fn pin_run(
+        &mut self,
+        range: &Range,
+        run: core::ops::Range<usize>,
+        scratch: &mut FolioScratch,
+    ) -> Result {
         let offset = range.file_offset(run.start);
         let len = (run.len() << PAGE_SHIFT) as u64;
         let bounds = byte_bounds(offset, len)?;
@@ -189,7 +202,11 @@ impl WorkItem for Buffer {
         let mut full = false;
         if this.rewatch_wanted() {
             if let Err(e) = this.rewatch() {
-                pr_warn!("buffer {}: watching the memfd's mappings failed: {:?}\n", this.id, e);
+                pr_warn!(
+                    "buffer {}: watching the memfd's mappings failed: {:?}\n",
+                    this.id,
+                    e
+                );
             }
             full = true;
         }
@@ -204,11 +221,22 @@ impl WorkItem for Buffer {
             // Under the eager policy every page is brought in now (also the ones a lazy
             // update left unpopulated before the policy changed).
             let eager = crate::sys::params::repopulate() == crate::sys::params::Repopulate::Eager;
-            let result = this.update(full, eager).and_then(|o| if eager { this.populate(None).map(|_| o) } else { Ok(o) });
+            let result = this.update(full, eager).and_then(|o| {
+                if eager {
+                    this.populate(None).map(|()| o)
+                } else {
+                    Ok(o)
+                }
+            });
             match result {
                 Ok(_) => return,
                 Err(e) if attempt == UPDATE_TRIES => {
-                    pr_warn!("buffer {}: page update failed {} times, left pending: {:?}\n", this.id, attempt, e);
+                    pr_warn!(
+                        "buffer {}: page update failed {} times, left pending: {:?}\n",
+                        this.id,
+                        attempt,
+                        e
+                    );
                 }
                 Err(_) => {
                     kernel::time::delay::fsleep(kernel::time::Delta::from_millis(pause));
@@ -227,7 +255,9 @@ impl Buffer {
     /// inode locks, then the reservation lock.
     pub(crate) fn update(&self, full: bool, fill: bool) -> Result<Outcome> {
         self.slot.with(|dmabuf| {
-            let Some(dmabuf) = dmabuf else { return Ok(Outcome::Released) };
+            let Some(dmabuf) = dmabuf else {
+                return Ok(Outcome::Released);
+            };
             if self.sealed() {
                 return Ok(Outcome::Sealed);
             }
@@ -239,13 +269,15 @@ impl Buffer {
                 (false, false) => Scope::Marked,
             };
             let full = scope != Scope::Marked;
-            let result = self.refault(taken.bits(), scope, InodeLock::Wait, fill).and_then(|changes| {
-                if changes.is_empty() {
-                    return Ok(Outcome::Clean);
-                }
-                let resv = dmabuf.lock();
-                self.swap(&resv, changes)
-            });
+            let result = self
+                .refault(taken.bits(), scope, InodeLock::Wait, fill)
+                .and_then(|changes| {
+                    if changes.is_empty() {
+                        return Ok(Outcome::Clean);
+                    }
+                    let resv = dmabuf.lock();
+                    self.swap(&resv, changes)
+                });
             self.settle_result(result, &taken, full)
         })
     }
@@ -264,13 +296,19 @@ impl Buffer {
             return Ok(Outcome::Clean);
         }
         let taken = self.tracker.take()?;
-        let scope = if self.take_resync() { Scope::Every } else { Scope::All };
-        let result = self.refault(taken.bits(), scope, InodeLock::Try, true).and_then(|changes| {
-            if changes.is_empty() {
-                return Ok(Outcome::Clean);
-            }
-            self.swap(resv, changes)
-        });
+        let scope = if self.take_resync() {
+            Scope::Every
+        } else {
+            Scope::All
+        };
+        let result = self
+            .refault(taken.bits(), scope, InodeLock::Try, true)
+            .and_then(|changes| {
+                if changes.is_empty() {
+                    return Ok(Outcome::Clean);
+                }
+                self.swap(resv, changes)
+            });
         match self.settle_result(result, &taken, true) {
             Err(e) if e == EAGAIN => {
                 self.tracker.kick();
@@ -282,7 +320,12 @@ impl Buffer {
 
     /// The end of every update: on failure put the marks back and ask for a full check
     /// if this one was, so that the buffer stays PENDING and the update is retried.
-    fn settle_result(&self, result: Result<Outcome>, taken: &crate::notifier::Taken<'_>, full: bool) -> Result<Outcome> {
+    fn settle_result(
+        &self,
+        result: Result<Outcome>,
+        taken: &crate::notifier::Taken<'_>,
+        full: bool,
+    ) -> Result<Outcome> {
         match result {
             Err(_) if self.sealed() => Ok(Outcome::Sealed),
             Err(e) => {
@@ -299,12 +342,23 @@ impl Buffer {
     /// Find the pages whose memfd page changed and pin the new ones: the `marked`
     /// pages, or every page (`full`). Where the memfd has a hole, a new page is
     /// allocated only if `fill`; otherwise the page is let go (unpopulated).
-    fn refault(&self, marked: &Bits, scope: Scope, lock: InodeLock, fill: bool) -> Result<Changes<'_>> {
+    fn refault(
+        &self,
+        marked: &Bits,
+        scope: Scope,
+        lock: InodeLock,
+        fill: bool,
+    ) -> Result<Changes<'_>> {
         // The common case of an unwatched map: nothing marked, no memfd changed.
-        if scope == Scope::All && !marked.any() && self.ranges.iter().all(|r| !r.may_have_changed()) {
+        if scope == Scope::All && !marked.any() && self.ranges.iter().all(|r| !r.may_have_changed())
+        {
             return Ok(Changes::new(self.memlock.as_ref()));
         }
-        let all = if scope != Scope::Marked { Some(Bits::all(self.nr_pages)?) } else { None };
+        let all = if scope != Scope::Marked {
+            Some(Bits::all(self.nr_pages)?)
+        } else {
+            None
+        };
         let todo = all.as_ref().unwrap_or(marked);
         let mut changes = Changes::new(self.memlock.as_ref());
         if !todo.any() {
@@ -329,7 +383,9 @@ impl Buffer {
             // notifier marked it: no walk (an unwatched map costs what upstream's does).
             // A punch still removing pages has not moved the counter yet: this check
             // then orders itself before that punch, as a map before it would.
-            let marked_here = marked.runs().any(|r| r.start < pages.end && r.end > pages.start);
+            let marked_here = marked
+                .runs()
+                .any(|r| r.start < pages.end && r.end > pages.start);
             if scope == Scope::All && !marked_here && !range.may_have_changed() {
                 continue;
             }
@@ -355,12 +411,19 @@ impl Buffer {
                 let counts = {
                     let state = self.state.lock();
                     let bits = Some((&mut diff[..], &mut holes[..]));
-                    range.file.diff(range.file_offset(run.start), &state.pages, run.clone(), bits)?
+                    range.file.diff(
+                        range.file_offset(run.start),
+                        &state.pages,
+                        run.clone(),
+                        bits,
+                    )?
                 };
                 if counts.stale + counts.holes == 0 {
                     continue;
                 }
-                let clip = |sub: core::ops::Range<usize>| run.start + sub.start..(run.start + sub.end).min(run.end);
+                let clip = |sub: core::ops::Range<usize>| {
+                    run.start + sub.start..(run.start + sub.end).min(run.end)
+                };
                 if !fill {
                     // Lazy: the holes stay holes; the pages the memfd has again are taken.
                     for (d, h) in diff.iter_mut().zip(holes.iter()) {
@@ -402,7 +465,9 @@ impl Buffer {
             changes.retain(|index, page| {
                 // A hole stays right whatever the memfd got since: an unpopulated page
                 // takes the memfd's page when it is needed.
-                let current = page.as_ref().is_none_or(|page| self.holds_current(index, page));
+                let current = page
+                    .as_ref()
+                    .is_none_or(|page| self.holds_current(index, page));
                 gone |= !current;
                 current && !state.holds(index, page)
             });
@@ -439,7 +504,10 @@ impl Buffer {
         // Allocate before changing anything: on failure the new pins are dropped and
         // the buffer still holds its old pages.
         let mut old = Changes::with_capacity(self.memlock.as_ref(), changes.len())?;
-        self.state.lock().retired.reserve(changes.len(), GFP_KERNEL)?;
+        self.state
+            .lock()
+            .retired
+            .reserve(changes.len(), GFP_KERNEL)?;
         // 1. Dynamic importers drop their mappings (they map again, seeing new pages).
         resv.invalidate_mappings();
         // 2. Swap, and start a new generation in the same step: a mapping made from
@@ -466,17 +534,27 @@ impl Buffer {
         // 4. Let DMA already queued against the old pages finish (bounded).
         let idle = resv.wait_idle(FENCE_TIMEOUT_MS).unwrap_or(false);
         if !idle {
-            pr_warn!("buffer {}: fences still busy after {} ms; old pages kept until release\n", self.id, FENCE_TIMEOUT_MS);
+            pr_warn!(
+                "buffer {}: fences still busy after {} ms; old pages kept until release\n",
+                self.id,
+                FENCE_TIMEOUT_MS
+            );
         }
         // 5. Unpin the old pages, unless an importer's mapping made from them lives.
         let swapped = old.len() as u64;
         {
             let mut state = self.state.lock();
-            state.retire(if idle { generation } else { u64::MAX }, old.take_all(), self.memlock.as_ref());
+            state.retire(
+                if idle { generation } else { u64::MAX },
+                old.take_all(),
+                self.memlock.as_ref(),
+            );
         }
         drop(old);
         self.counters.updates.fetch_add(1, Ordering::Relaxed);
-        self.counters.pages_swapped.fetch_add(swapped, Ordering::Relaxed);
+        self.counters
+            .pages_swapped
+            .fetch_add(swapped, Ordering::Relaxed);
         self.applied.notify_all();
         Ok(Outcome::Applied)
     }
@@ -489,7 +567,10 @@ const POPULATE_TRIES: u32 = 8;
 impl Buffer {
     /// Is `page` still the memfd's page for buffer page `index`?
     fn holds_current(&self, index: usize, page: &crate::sys::folio::PinnedPage) -> bool {
-        self.ranges.iter().find(|r| r.pages().contains(&index)).is_some_and(|r| r.file.holds_page(r.file_offset(index), page))
+        self.ranges
+            .iter()
+            .find(|r| r.pages().contains(&index))
+            .is_some_and(|r| r.file.holds_page(r.file_offset(index), page))
     }
 
     /// Bring in the pages the lazy policy left unpopulated, because they are needed now:
@@ -528,7 +609,8 @@ impl Buffer {
             }
             let mut state = self.state.lock();
             changes.retain(|index, page| {
-                state.pages.is_missing(index) && page.as_ref().is_some_and(|p| self.holds_current(index, p))
+                state.pages.is_missing(index)
+                    && page.as_ref().is_some_and(|p| self.holds_current(index, p))
             });
             for (index, page) in changes.take_all() {
                 // An index taken from the array: never out of range.
@@ -565,7 +647,9 @@ fn missing_runs(pages: &PinnedPages) -> Result<KVVec<core::ops::Range<usize>>> {
 }
 
 /// Maximal runs of consecutive values in increasing `indices`.
-fn index_runs(indices: impl Iterator<Item = usize>) -> impl Iterator<Item = core::ops::Range<usize>> {
+fn index_runs(
+    indices: impl Iterator<Item = usize>,
+) -> impl Iterator<Item = core::ops::Range<usize>> {
     let mut indices = indices.peekable();
     core::iter::from_fn(move || {
         let start = indices.next()?;

@@ -9,7 +9,7 @@
 PKGS=(
     build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils kmod python3 rsync
     clang-19 lld-19 llvm-19 libclang-19-dev
-    rustc-web rust-web-src
+    rustc-web rust-web-src rust-web-clippy rustfmt-web
     qemu-system-x86 busybox-static
 )
 

@@ -29,7 +29,6 @@ impl DeviceRef {
         // INVARIANT: we took a reference just above.
         Ok(Self { ptr })
     }
-
 }
 
 impl Drop for DeviceRef {

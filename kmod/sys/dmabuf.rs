@@ -3,12 +3,20 @@
 //! `dma_buf_ops` table whose C callbacks forward to it, and owns the `priv` pointer
 //! (an `Arc<T>` released by the `release` op).
 
+use super::ffi;
 use super::sgt::{Direction, DmaDevice, MappedSgTable};
 use super::vm::{Fault, FaultResult, VMapAddr, VmOps};
-use super::ffi;
-use core::ptr::NonNull;
 use core::marker::PhantomData;
-use kernel::{bindings, error::from_result, error::to_result, ffi::c_int, new_mutex, prelude::*, sync::{Arc, Mutex}};
+use core::ptr::NonNull;
+use kernel::{
+    bindings,
+    error::from_result,
+    error::to_result,
+    ffi::c_int,
+    new_mutex,
+    prelude::*,
+    sync::{Arc, Mutex},
+};
 
 /// What the dma-buf core asks of an exporter. Locking, as the core calls it (7.2):
 /// `pin`, `unpin`, `map`, `unmap`, `vmap`, `vunmap` run with the reservation lock
@@ -30,7 +38,12 @@ pub(crate) trait Exporter: Send + Sync + Sized + 'static {
     fn released(&self) {}
     fn pin(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>) -> Result;
     fn unpin(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>);
-    fn map(&self, resv: &ResvLocked<'_>, att: &Attachment<'_>, dir: Direction) -> Result<MappedSgTable>;
+    fn map(
+        &self,
+        resv: &ResvLocked<'_>,
+        att: &Attachment<'_>,
+        dir: Direction,
+    ) -> Result<MappedSgTable>;
     fn unmap(&self, _resv: &ResvLocked<'_>, _att: &Attachment<'_>, sgt: MappedSgTable) {
         drop(sgt);
     }
@@ -60,7 +73,11 @@ impl ResvLocked<'_> {
         // SAFETY: live per the contract; lockdep checks the claim.
         unsafe { ffi::ulive_dma_buf_assert_locked(dmabuf) };
         // SAFETY: non-null per the contract.
-        Self { dmabuf: unsafe { NonNull::new_unchecked(dmabuf) }, _lock: PhantomData }
+        let dmabuf = unsafe { NonNull::new_unchecked(dmabuf) };
+        Self {
+            dmabuf,
+            _lock: PhantomData,
+        }
     }
 
     /// Tell dynamic importers their mappings are invalid (they unmap and map again).
@@ -86,10 +103,14 @@ impl ResvLocked<'_> {
                 (*self.dmabuf.as_ptr()).resv,
                 bindings::dma_resv_usage_DMA_RESV_USAGE_BOOKKEEP,
                 false,
-                jiffies as _,
+                jiffies,
             )
         };
-        if r < 0 { to_result(r as i32).map(|()| false) } else { Ok(r > 0) }
+        if r < 0 {
+            to_result(r as i32).map(|()| false)
+        } else {
+            Ok(r > 0)
+        }
     }
 }
 
@@ -111,7 +132,8 @@ impl DmaBufHandle {
         // SAFETY: live by the type invariant, so its `resv` is valid; no ww context.
         unsafe { bindings::dma_resv_lock((*self.dmabuf.as_ptr()).resv, core::ptr::null_mut()) };
         // SAFETY: locked just above, until the guard drops.
-        ResvGuard { locked: unsafe { ResvLocked::new(self.dmabuf.as_ptr()) } }
+        let locked = unsafe { ResvLocked::new(self.dmabuf.as_ptr()) };
+        ResvGuard { locked }
     }
 }
 
@@ -167,7 +189,6 @@ impl Attachment<'_> {
         // mapping made for it is unmapped before that.
         NonNull::new(self.raw.dev).map(DmaDevice).ok_or(EINVAL)
     }
-
 }
 
 /// A dma-buf we exported, holding one reference (the file of the dma-buf).
@@ -184,7 +205,7 @@ impl ExportedDmaBuf {
     pub(crate) fn export<T: Exporter>(data: Arc<T>, size: usize) -> Result<Self> {
         let priv_ = Arc::into_raw(data);
         let mut info: bindings::dma_buf_export_info = pin_init::zeroed();
-        info.exp_name = c"udmabuf_live".as_ptr().cast();
+        info.exp_name = c"udmabuf_live".as_char_ptr();
         // SAFETY: returns THIS_MODULE of this module; no preconditions.
         info.owner = unsafe { ffi::ulive_this_module() };
         info.ops = &T::OPS.0;
@@ -215,7 +236,11 @@ impl ExportedDmaBuf {
     /// Install the dma-buf in a new fd of the current process; the fd takes our
     /// reference. On failure the reference is dropped, which releases the buffer.
     pub(crate) fn into_fd(self, cloexec: bool) -> Result<i32> {
-        let flags = if cloexec { bindings::O_CLOEXEC as c_int } else { 0 };
+        let flags = if cloexec {
+            bindings::O_CLOEXEC as c_int
+        } else {
+            0
+        };
         // SAFETY: `ptr` is a live dma-buf (type invariant).
         let fd = unsafe { bindings::dma_buf_fd(self.ptr.as_ptr(), flags) };
         if fd < 0 {
@@ -243,13 +268,16 @@ impl<T: Exporter> DmaBufRef<T> {
         let ptr = kernel::error::from_err_ptr(unsafe { bindings::dma_buf_get(fd) })?;
         let ptr = NonNull::new(ptr).ok_or(EINVAL)?;
         // SAFETY: `ptr` is a live dma-buf (we hold a reference).
-        if unsafe { (*ptr.as_ptr()).ops } != &T::OPS.0 as *const _ {
+        if !core::ptr::eq(unsafe { (*ptr.as_ptr()).ops }, &raw const T::OPS.0) {
             // SAFETY: drop the reference dma_buf_get() took.
             unsafe { bindings::dma_buf_put(ptr.as_ptr()) };
             return Err(EINVAL);
         }
         // INVARIANT: ours (same ops table) and referenced.
-        Ok(Self { ptr, _t: PhantomData })
+        Ok(Self {
+            ptr,
+            _t: PhantomData,
+        })
     }
 
     pub(crate) fn exporter(&self) -> &T {
@@ -284,7 +312,9 @@ unsafe fn exporter<'a, T: Exporter>(dmabuf: *mut bindings::dma_buf) -> &'a T {
 
 /// # Safety
 /// `ptr` must be a live attachment to a dma-buf exported by `export::<T>`.
-unsafe fn attachment<'a, T: Exporter>(ptr: *mut bindings::dma_buf_attachment) -> (&'a T, Attachment<'a>) {
+unsafe fn attachment<'a, T: Exporter>(
+    ptr: *mut bindings::dma_buf_attachment,
+) -> (&'a T, Attachment<'a>) {
     // SAFETY: guaranteed by the caller.
     let raw = unsafe { &*ptr };
     // SAFETY: the attachment's dma-buf is ours and alive while attached.
@@ -322,6 +352,9 @@ impl<T: Exporter> Vtable<T> {
         ops
     };
 
+    /// # Safety
+    /// Called by the dma-buf core only, with a live attachment to one of our dma-bufs and
+    /// its reservation lock held.
     unsafe extern "C" fn pin(att: *mut bindings::dma_buf_attachment) -> c_int {
         // SAFETY: the core passes a live attachment to one of our dma-bufs.
         let (exp, att) = unsafe { attachment::<T>(att) };
@@ -330,6 +363,9 @@ impl<T: Exporter> Vtable<T> {
         from_result(|| exp.pin(&resv, &att).map(|()| 0))
     }
 
+    /// # Safety
+    /// Called by the dma-buf core only, with a live attachment to one of our dma-bufs and
+    /// its reservation lock held.
     unsafe extern "C" fn unpin(att: *mut bindings::dma_buf_attachment) {
         // SAFETY: the core passes a live attachment to one of our dma-bufs.
         let (exp, att) = unsafe { attachment::<T>(att) };
@@ -338,6 +374,9 @@ impl<T: Exporter> Vtable<T> {
         exp.unpin(&resv, &att);
     }
 
+    /// # Safety
+    /// Called by the dma-buf core only, with a live attachment to one of our dma-bufs and
+    /// its reservation lock held.
     unsafe extern "C" fn map_dma_buf(
         att: *mut bindings::dma_buf_attachment,
         dir: bindings::dma_data_direction,
@@ -352,6 +391,9 @@ impl<T: Exporter> Vtable<T> {
         }
     }
 
+    /// # Safety
+    /// Called by the dma-buf core only, with a live attachment to one of our dma-bufs and
+    /// its reservation lock held.
     unsafe extern "C" fn unmap_dma_buf(
         att: *mut bindings::dma_buf_attachment,
         sgt: *mut bindings::sg_table,
@@ -368,6 +410,8 @@ impl<T: Exporter> Vtable<T> {
         }
     }
 
+    /// # Safety
+    /// Called by the dma-buf core only, once, as the last callback of one of our dma-bufs.
     unsafe extern "C" fn release(dmabuf: *mut bindings::dma_buf) {
         // SAFETY: the core passes one of our dma-bufs, still live during release.
         let exp = unsafe { exporter::<T>(dmabuf) };
@@ -381,19 +425,34 @@ impl<T: Exporter> Vtable<T> {
         drop(unsafe { Arc::from_raw((*dmabuf).priv_ as *const T) });
     }
 
-    unsafe extern "C" fn begin_cpu_access(dmabuf: *mut bindings::dma_buf, dir: bindings::dma_data_direction) -> c_int {
+    /// # Safety
+    /// Called by the dma-buf core only, with one of our live dma-bufs.
+    unsafe extern "C" fn begin_cpu_access(
+        dmabuf: *mut bindings::dma_buf,
+        dir: bindings::dma_data_direction,
+    ) -> c_int {
         // SAFETY: the core passes one of our live dma-bufs.
         let exp = unsafe { exporter::<T>(dmabuf) };
         from_result(|| exp.begin_cpu_access(Direction::from_raw(dir)).map(|()| 0))
     }
 
-    unsafe extern "C" fn end_cpu_access(dmabuf: *mut bindings::dma_buf, dir: bindings::dma_data_direction) -> c_int {
+    /// # Safety
+    /// Called by the dma-buf core only, with one of our live dma-bufs.
+    unsafe extern "C" fn end_cpu_access(
+        dmabuf: *mut bindings::dma_buf,
+        dir: bindings::dma_data_direction,
+    ) -> c_int {
         // SAFETY: the core passes one of our live dma-bufs.
         let exp = unsafe { exporter::<T>(dmabuf) };
         from_result(|| exp.end_cpu_access(Direction::from_raw(dir)).map(|()| 0))
     }
 
-    unsafe extern "C" fn mmap(dmabuf: *mut bindings::dma_buf, vma: *mut bindings::vm_area_struct) -> c_int {
+    /// # Safety
+    /// Called by the dma-buf core only, with one of our live dma-bufs.
+    unsafe extern "C" fn mmap(
+        dmabuf: *mut bindings::dma_buf,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
         // SAFETY: the core passes one of our live dma-bufs and the VMA being created
         // (it has already checked that the VMA fits inside the buffer).
         let exp = unsafe { exporter::<T>(dmabuf) };
@@ -408,7 +467,12 @@ impl<T: Exporter> Vtable<T> {
         })
     }
 
-    unsafe extern "C" fn vmap(dmabuf: *mut bindings::dma_buf, map: *mut bindings::iosys_map) -> c_int {
+    /// # Safety
+    /// Called by the dma-buf core only, with one of our live dma-bufs.
+    unsafe extern "C" fn vmap(
+        dmabuf: *mut bindings::dma_buf,
+        map: *mut bindings::iosys_map,
+    ) -> c_int {
         // SAFETY: the core passes one of our live dma-bufs, with its resv held.
         let (exp, resv) = unsafe { (exporter::<T>(dmabuf), ResvLocked::new(dmabuf)) };
         from_result(|| {
@@ -419,11 +483,18 @@ impl<T: Exporter> Vtable<T> {
         })
     }
 
+    /// # Safety
+    /// Called by the dma-buf core only, with one of our live dma-bufs.
     unsafe extern "C" fn vunmap(dmabuf: *mut bindings::dma_buf, map: *mut bindings::iosys_map) {
         // SAFETY: the core passes one of our live dma-bufs, with its resv held, and the
         // map vmap filled in.
-        let (exp, resv, addr) =
-            unsafe { (exporter::<T>(dmabuf), ResvLocked::new(dmabuf), ffi::ulive_iosys_map_vaddr(map)) };
+        let (exp, resv, addr) = unsafe {
+            (
+                exporter::<T>(dmabuf),
+                ResvLocked::new(dmabuf),
+                ffi::ulive_iosys_map_vaddr(map),
+            )
+        };
         exp.vunmap(&resv, VMapAddr(addr));
     }
 }

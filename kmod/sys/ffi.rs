@@ -38,13 +38,18 @@ extern "C" {
     pub(crate) fn ulive_test_fail_swap() -> bool;
     pub(crate) fn ulive_current_user(limit_pages: *mut c_ulong) -> *mut UserStruct;
     pub(crate) fn ulive_free_uid(user: *mut UserStruct);
-    pub(crate) fn ulive_user_charge(user: *mut UserStruct, pages: c_ulong, limit: c_ulong) -> c_int;
+    pub(crate) fn ulive_user_charge(user: *mut UserStruct, pages: c_ulong, limit: c_ulong)
+        -> c_int;
     pub(crate) fn ulive_user_uncharge(user: *mut UserStruct, pages: c_ulong);
     pub(crate) fn ulive_memcg_current() -> *mut MemCgroup;
     pub(crate) fn ulive_memcg_put(memcg: *mut MemCgroup);
     pub(crate) fn ulive_memcg_enter(memcg: *mut MemCgroup) -> *mut MemCgroup;
     pub(crate) fn ulive_memfd_version(file: *mut bindings::file) -> u64;
-    pub(crate) fn ulive_memfd_holds_page(file: *mut bindings::file, index: c_ulong, page: *mut bindings::page) -> bool;
+    pub(crate) fn ulive_memfd_holds_page(
+        file: *mut bindings::file,
+        index: c_ulong,
+        page: *mut bindings::page,
+    ) -> bool;
     pub(crate) fn ulive_still_mapped(
         mm: *mut bindings::mm_struct,
         file: *mut bindings::file,
@@ -64,7 +69,11 @@ extern "C" {
     pub(crate) fn ulive_inode_trylock_shared(file: *mut bindings::file) -> bool;
     pub(crate) fn ulive_inode_unlock_shared(file: *mut bindings::file);
 
-    pub(crate) fn ulive_memfd_settle(file: *mut bindings::file, folios: *mut *mut bindings::folio, n: c_ulong) -> c_int;
+    pub(crate) fn ulive_memfd_settle(
+        file: *mut bindings::file,
+        folios: *mut *mut bindings::folio,
+        n: c_ulong,
+    ) -> c_int;
     pub(crate) fn ulive_folios_take_pages(
         folios: *mut *mut bindings::folio,
         n: c_ulong,
@@ -74,7 +83,12 @@ extern "C" {
         err: *mut c_int,
     ) -> c_ulong;
     pub(crate) fn ulive_unpin_pages(pages: *mut *mut bindings::page, n: c_ulong);
-    pub(crate) fn ulive_unpin_appended(pages: *mut *mut bindings::page, n: c_ulong, seams: *const c_ulong, nseams: c_ulong);
+    pub(crate) fn ulive_unpin_appended(
+        pages: *mut *mut bindings::page,
+        n: c_ulong,
+        seams: *const c_ulong,
+        nseams: c_ulong,
+    );
     pub(crate) fn ulive_page_to_pfn(page: *mut bindings::page) -> c_ulong;
 
     pub(crate) fn ulive_dma_buf_assert_locked(dmabuf: *mut bindings::dma_buf);
@@ -125,7 +139,12 @@ extern "C" {
         out: *mut crate::sys::memfd::RawMapping,
         max: c_uint,
     ) -> c_int;
-    pub(crate) fn ulive_mmu_interval_set_seq(mni: *mut bindings::mmu_interval_notifier, seq: c_ulong);
-    pub(crate) fn ulive_alloc_workqueue(name: *const kernel::ffi::c_char) -> *mut bindings::workqueue_struct;
+    pub(crate) fn ulive_mmu_interval_set_seq(
+        mni: *mut bindings::mmu_interval_notifier,
+        seq: c_ulong,
+    );
+    pub(crate) fn ulive_alloc_workqueue(
+        name: *const kernel::ffi::c_char,
+    ) -> *mut bindings::workqueue_struct;
     pub(crate) fn ulive_dma_buf_zap(dmabuf: *mut bindings::dma_buf, start: i64, len: i64);
 }

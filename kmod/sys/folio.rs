@@ -7,7 +7,7 @@
 
 use super::ffi;
 use core::ptr::NonNull;
-use kernel::{bindings, prelude::*};
+use kernel::{bindings, ffi::c_ulong, prelude::*};
 
 /// One pin on the folio of a page, owned together with the page.
 ///
@@ -83,7 +83,13 @@ impl PinnedPages {
 
     fn from_vec(pages: KVVec<Option<PinnedPage>>) -> Self {
         // INVARIANT: no entries yet.
-        Self { pages, missing: 0, large: false, as_appended: true, seams: KVec::new() }
+        Self {
+            pages,
+            missing: 0,
+            large: false,
+            as_appended: true,
+            seams: KVec::new(),
+        }
     }
 
     /// Take over the `n` folios at `folios`, each pinned once by `memfd_pin_folios`,
@@ -113,7 +119,14 @@ impl PinnedPages {
         // room for `room` entries and PinnedPage is a transparent page pointer, so the
         // helper may store page pointers there; `err` is a valid out-pointer.
         let count = unsafe {
-            ffi::ulive_folios_take_pages(folios, n as _, first_offset as _, room as _, spare.as_mut_ptr().cast(), &mut err)
+            ffi::ulive_folios_take_pages(
+                folios,
+                n as c_ulong,
+                first_offset as c_ulong,
+                room as c_ulong,
+                spare.as_mut_ptr().cast(),
+                &mut err,
+            )
         } as usize;
         // SAFETY: the helper initialised `count` (<= room) entries after the current
         // length, each owning one pin on its page's folio (INVARIANT of PinnedPages).
@@ -147,7 +160,9 @@ impl PinnedPages {
         index: usize,
         new: Option<PinnedPage>,
     ) -> core::result::Result<Option<PinnedPage>, Option<PinnedPage>> {
-        let Some(slot) = self.pages.get_mut(index) else { return Err(new) };
+        let Some(slot) = self.pages.get_mut(index) else {
+            return Err(new);
+        };
         self.as_appended = false;
         let filled = new.is_some();
         let old = core::mem::replace(slot, new);
@@ -202,12 +217,12 @@ impl Drop for PinnedPages {
             match (self.large, self.as_appended) {
                 (true, true) => ffi::ulive_unpin_appended(
                     raw,
-                    len as _,
+                    len as c_ulong,
                     self.seams.as_ptr().cast(),
-                    self.seams.len() as _,
+                    self.seams.len() as c_ulong,
                 ),
-                (true, false) => ffi::ulive_unpin_pages(raw, len as _),
-                (false, _) => bindings::unpin_user_pages(raw, len as _),
+                (true, false) => ffi::ulive_unpin_pages(raw, len as c_ulong),
+                (false, _) => bindings::unpin_user_pages(raw, len as c_ulong),
             }
         };
         // SAFETY: the raw parts of the vector taken above, with a length of 0: the array

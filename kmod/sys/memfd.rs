@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 //! memfd access: a file reference, its inode lock, its seals, and pinning its folios.
 
-use super::folio::PinnedPages;
 use super::ffi;
+use super::folio::PinnedPages;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use kernel::{
     bindings,
+    ffi::{c_uint, c_ulong},
     mm::MmWithUser,
     prelude::*,
     sync::aref::ARef,
@@ -51,7 +52,10 @@ pub(crate) struct FolioScratch {
 
 impl FolioScratch {
     pub(crate) fn new() -> Self {
-        Self { inline: [MaybeUninit::uninit(); INLINE_FOLIOS], heap: KVVec::new() }
+        Self {
+            inline: [MaybeUninit::uninit(); INLINE_FOLIOS],
+            heap: KVVec::new(),
+        }
     }
 
     /// Uninitialised room for at least `n` folio pointers.
@@ -131,7 +135,12 @@ impl MemFile {
     /// after a hole punch, map_dma_buf without. The pinned folios are left at the start
     /// of `room`; returns how many, and the byte offset of `start` in the first. The
     /// caller owns one pin on each.
-    fn pin_raw(&self, start: i64, end: i64, room: &mut [MaybeUninit<*mut bindings::folio>]) -> Result<(usize, usize)> {
+    fn pin_raw(
+        &self,
+        start: i64,
+        end: i64,
+        room: &mut [MaybeUninit<*mut bindings::folio>],
+    ) -> Result<(usize, usize)> {
         let max = u32::try_from(room.len()).map_err(|_| EINVAL)?;
         let folios = room.as_mut_ptr().cast::<*mut bindings::folio>();
         let mut first_offset: kernel::ffi::c_ulong = 0;
@@ -140,7 +149,14 @@ impl MemFile {
             // SAFETY: the file is valid, `folios` has room for `max` folio pointers, and
             // `first_offset` is a valid out-pointer.
             let n = unsafe {
-                bindings::memfd_pin_folios(self.ptr.as_ptr(), start, end, folios, max, &mut first_offset)
+                bindings::memfd_pin_folios(
+                    self.ptr.as_ptr(),
+                    start,
+                    end,
+                    folios,
+                    max,
+                    &mut first_offset,
+                )
             };
             if n < 0 {
                 return Err(Error::from_errno(n as i32));
@@ -154,7 +170,7 @@ impl MemFile {
                 Err(e) => {
                     // SAFETY: memfd_pin_folios() pinned the `n` folios in `folios` once
                     // each; they are not used after this.
-                    unsafe { bindings::unpin_folios(folios, n as _) };
+                    unsafe { bindings::unpin_folios(folios, n as c_ulong) };
                     tries += 1;
                     if e != EAGAIN || tries == SETTLE_TRIES {
                         return Err(e);
@@ -174,7 +190,10 @@ impl MemFile {
         pages: &mut PinnedPages,
         want: usize,
     ) -> Result<usize> {
-        let size = end.checked_sub(start).and_then(|d| d.checked_add(1)).ok_or(EINVAL)?;
+        let size = end
+            .checked_sub(start)
+            .and_then(|d| d.checked_add(1))
+            .ok_or(EINVAL)?;
         let room = scratch.room(self.max_folios(start as u64, size as u64))?;
         let (n, first_offset) = self.pin_raw(start, end, room)?;
         // SAFETY: pin_raw() left `n` folios at the start of `room`, each pinned once for
@@ -188,7 +207,9 @@ impl MemFile {
     /// folio left the page cache meanwhile: pin again.
     fn settle(&self, folios: *mut *mut bindings::folio, n: usize) -> Result {
         // SAFETY: the file is valid; `folios` holds `n` folios pinned by the caller.
-        kernel::error::to_result(unsafe { ffi::ulive_memfd_settle(self.ptr.as_ptr(), folios, n as _) })
+        kernel::error::to_result(unsafe {
+            ffi::ulive_memfd_settle(self.ptr.as_ptr(), folios, n as c_ulong)
+        })
     }
 
     /// The mappings, in every process, of this file that overlap bytes
@@ -199,9 +220,17 @@ impl MemFile {
         // SAFETY: the file is valid and `raw` has room for MAX_MAPPINGS entries laid out
         // as `struct ulive_file_mapping` (repr(C), same fields).
         let n = unsafe {
-            ffi::ulive_find_mappings(self.ptr.as_ptr(), offset, len, raw.as_mut_ptr().cast(), MAX_MAPPINGS as _)
+            ffi::ulive_find_mappings(
+                self.ptr.as_ptr(),
+                offset,
+                len,
+                raw.as_mut_ptr().cast(),
+                MAX_MAPPINGS as c_uint,
+            )
         };
-        let n = usize::try_from(n).map_err(|_| Error::from_errno(n))?.min(MAX_MAPPINGS);
+        let n = usize::try_from(n)
+            .map_err(|_| Error::from_errno(n))?
+            .min(MAX_MAPPINGS);
         let mut out = KVec::with_capacity(n, GFP_KERNEL);
         for r in raw.iter().take(n) {
             // SAFETY: the helper initialised the first `n` entries.
@@ -210,7 +239,12 @@ impl MemFile {
             // us; `MmWithUser` is a transparent wrapper of `mm_struct` whose ARef drops
             // it with mmput().
             let mm = unsafe { ARef::from_raw(NonNull::new_unchecked(r.mm.cast::<MmWithUser>())) };
-            let m = FileMapping { va: r.va, len: r.len, offset: r.offset, mm };
+            let m = FileMapping {
+                va: r.va,
+                len: r.len,
+                offset: r.offset,
+                mm,
+            };
             match &mut out {
                 Ok(v) => {
                     // Cannot fail: capacity reserved above.
@@ -239,11 +273,16 @@ impl MemFile {
         }
         let nr = run.end - run.start;
         let (diff, holes) = match bits {
-            Some((d, h)) if d.len() * 64 >= nr && h.len() * 64 >= nr => (d.as_mut_ptr(), h.as_mut_ptr()),
+            Some((d, h)) if d.len() * 64 >= nr && h.len() * 64 >= nr => {
+                (d.as_mut_ptr(), h.as_mut_ptr())
+            }
             Some(_) => return Err(EINVAL),
             None => (core::ptr::null_mut(), core::ptr::null_mut()),
         };
-        let mut counts = ffi::DiffCounts { first_mismatch: kernel::ffi::c_ulong::MAX, ..Default::default() };
+        let mut counts = ffi::DiffCounts {
+            first_mismatch: c_ulong::MAX,
+            ..Default::default()
+        };
         // SAFETY: the file is valid; `pages` holds `nr` entries (pinned pages or NULL)
         // from `run.start` (checked above) that C only reads; `diff` and `holes` are null
         // or have room for `nr` bits (u64 and unsigned long have the same layout on
@@ -253,18 +292,19 @@ impl MemFile {
                 self.ptr.as_ptr(),
                 offset as i64,
                 pages.raw_pages().add(run.start),
-                nr as _,
+                nr as c_ulong,
                 diff.cast(),
                 holes.cast(),
                 &mut counts,
             )
         };
         Ok(DiffCounts {
-            matching: counts.matching as usize,
-            stale: counts.stale as usize,
-            holes: counts.holes as usize,
-            unpopulated: counts.unpopulated as usize,
-            first_mismatch: (counts.first_mismatch != kernel::ffi::c_ulong::MAX).then_some(counts.first_mismatch as usize),
+            matching: counts.matching,
+            stale: counts.stale,
+            holes: counts.holes,
+            unpopulated: counts.unpopulated,
+            first_mismatch: (counts.first_mismatch != c_ulong::MAX)
+                .then_some(counts.first_mismatch),
         })
     }
 
@@ -273,7 +313,15 @@ impl MemFile {
     pub(crate) fn still_mapped(&self, m: &FileMapping) -> bool {
         // SAFETY: the file is valid (type invariant); `m.mm` has users (held by `m`); the
         // helper takes its own locks.
-        unsafe { ffi::ulive_still_mapped(m.mm.as_raw(), self.ptr.as_ptr(), m.va as _, m.len as _, m.offset) }
+        unsafe {
+            ffi::ulive_still_mapped(
+                m.mm.as_raw(),
+                self.ptr.as_ptr(),
+                m.va as c_ulong,
+                m.len as c_ulong,
+                m.offset,
+            )
+        }
     }
 
     /// Does any process map this file (cheap: one check of its mapping tree)?
@@ -296,14 +344,21 @@ impl MemFile {
     pub(crate) fn holds_page(&self, offset: u64, page: &super::folio::PinnedPage) -> bool {
         // SAFETY: the file is valid (type invariant) and `page` is pinned, as the helper
         // requires; it only compares identities under RCU.
-        unsafe { ffi::ulive_memfd_holds_page(self.ptr.as_ptr(), (offset >> super::PAGE_SHIFT) as _, page.as_ptr()) }
+        unsafe {
+            ffi::ulive_memfd_holds_page(
+                self.ptr.as_ptr(),
+                (offset >> super::PAGE_SHIFT) as c_ulong,
+                page.as_ptr(),
+            )
+        }
     }
 
     /// Take the inode lock shared if nobody holds or waits for it exclusively: for a
     /// caller that holds a lock ranking after it (the reservation lock).
     pub(crate) fn try_lock_shared(&self) -> Option<InodeSharedGuard<'_>> {
         // SAFETY: `ptr` is a valid file; on success the guard unlocks on drop.
-        unsafe { ffi::ulive_inode_trylock_shared(self.ptr.as_ptr()) }.then(|| InodeSharedGuard { file: self })
+        unsafe { ffi::ulive_inode_trylock_shared(self.ptr.as_ptr()) }
+            .then(|| InodeSharedGuard { file: self })
     }
 
     /// Take the inode lock shared. Seals can only change under it in write mode, and
@@ -334,7 +389,6 @@ impl InodeSharedGuard<'_> {
         let s = unsafe { ffi::ulive_memfd_seals(self.file.ptr.as_ptr()) };
         u32::try_from(s).ok()
     }
-
 }
 
 impl Drop for InodeSharedGuard<'_> {

@@ -40,13 +40,19 @@ impl MemlockCharge {
         // SAFETY: `limit` is a valid out-pointer; returns current's user with a reference.
         let user = NonNull::new(unsafe { ffi::ulive_current_user(&mut limit) }).ok_or(EINVAL)?;
         // INVARIANT: referenced above; nothing charged yet.
-        Ok(Self { user, limit, pages: AtomicUsize::new(0) })
+        Ok(Self {
+            user,
+            limit,
+            pages: AtomicUsize::new(0),
+        })
     }
 
     /// Charge `pages` more: ENOMEM (the errno RDMA and io_uring use) past the limit.
     pub(crate) fn charge(&self, pages: usize) -> Result {
         // SAFETY: `user` is referenced (type invariant).
-        to_result(unsafe { ffi::ulive_user_charge(self.user.as_ptr(), pages as _, self.limit) })?;
+        to_result(unsafe {
+            ffi::ulive_user_charge(self.user.as_ptr(), pages as c_ulong, self.limit)
+        })?;
         // INVARIANT: charged just above.
         self.pages.fetch_add(pages, Ordering::Relaxed);
         Ok(())
@@ -57,10 +63,13 @@ impl MemlockCharge {
         let mut cur = self.pages.load(Ordering::Relaxed);
         loop {
             let n = pages.min(cur);
-            match self.pages.compare_exchange(cur, cur - n, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .pages
+                .compare_exchange(cur, cur - n, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => {
                     // SAFETY: `user` is referenced and `n` of our pages are charged to it.
-                    unsafe { ffi::ulive_user_uncharge(self.user.as_ptr(), n as _) };
+                    unsafe { ffi::ulive_user_uncharge(self.user.as_ptr(), n as c_ulong) };
                     return;
                 }
                 Err(now) => cur = now,
@@ -73,7 +82,7 @@ impl Drop for MemlockCharge {
     fn drop(&mut self) {
         // SAFETY: by the type invariant we hold a reference and `pages` are charged.
         unsafe {
-            ffi::ulive_user_uncharge(self.user.as_ptr(), *self.pages.get_mut() as _);
+            ffi::ulive_user_uncharge(self.user.as_ptr(), *self.pages.get_mut() as c_ulong);
             ffi::ulive_free_uid(self.user.as_ptr());
         }
     }

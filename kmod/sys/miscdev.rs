@@ -75,7 +75,7 @@ impl<T: IoctlHandler> MiscRegistration<T> {
             }),
             misc <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
                 let mut misc: bindings::miscdevice = pin_init::zeroed();
-                misc.minor = bindings::MISC_DYNAMIC_MINOR as _;
+                misc.minor = bindings::MISC_DYNAMIC_MINOR as kernel::ffi::c_int;
                 misc.name = name.as_char_ptr();
                 // SAFETY: `this` is the pinned struct being initialised; `fops` was
                 // initialised above and lives (pinned) as long as the registration.
@@ -99,6 +99,8 @@ impl<T: IoctlHandler> MiscRegistration<T> {
         })
     }
 
+    /// # Safety
+    /// Called by the VFS only, with a file opened on this misc device.
     unsafe extern "C" fn ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
         // SAFETY: misc_open() stored our miscdevice in private_data before any ioctl.
         let misc = unsafe { (*file).private_data } as *const Opaque<bindings::miscdevice>;
@@ -106,7 +108,7 @@ impl<T: IoctlHandler> MiscRegistration<T> {
         // module reference (fops.owner), so the registration cannot be dropped meanwhile.
         let this = unsafe { &*kernel::container_of!(misc, Self, misc) };
         // INVARIANT: the registration is live (see above).
-        match this.handler.ioctl(&Misc(this.misc.get()), cmd, arg as usize) {
+        match this.handler.ioctl(&Misc(this.misc.get()), cmd, arg) {
             Ok(v) => v as c_long,
             Err(e) => e.to_errno() as c_long,
         }

@@ -18,26 +18,26 @@
 //! - `miscdev`: the misc device registration (with `fops.owner`, unlike kernel::miscdevice).
 
 pub(crate) mod device;
-mod ffi;
-pub(crate) mod params;
 pub(crate) mod dmabuf;
+mod ffi;
 pub(crate) mod folio;
-pub(crate) mod memfd;
 pub(crate) mod memcg;
+pub(crate) mod memfd;
 pub(crate) mod memlock;
 pub(crate) mod miscdev;
 pub(crate) mod notifier;
-pub(crate) mod wq;
+pub(crate) mod params;
 pub(crate) mod sgt;
 pub(crate) mod vm;
+pub(crate) mod wq;
 
 /// `PAGE_SIZE` / `PAGE_SHIFT` of the running kernel.
 pub(crate) const PAGE_SHIFT: usize = kernel::bindings::PAGE_SHIFT as usize;
 pub(crate) const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
 use crate::uapi::{
-    UdmabufCreate, UdmabufCreateItem, UdmabufCreateList, UdmabufLiveInfo, UdmabufLivePfns, UdmabufLiveSync,
-    UdmabufLiveVerify,
+    UdmabufCreate, UdmabufCreateItem, UdmabufCreateList, UdmabufLiveInfo, UdmabufLivePfns,
+    UdmabufLiveSync, UdmabufLiveVerify,
 };
 use kernel::transmute::{AsBytes, FromBytes};
 

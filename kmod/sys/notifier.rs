@@ -58,7 +58,12 @@ impl<T: InvalidateHandler> IntervalNotifier<T> {
     /// Watch `len` bytes at user address `start` of `mm`, a process's address space (any
     /// process: the caller holds a reference on its users, as the insertion requires;
     /// the notifier itself keeps only the mm_struct, not the address space, alive).
-    pub(crate) fn register(mm: &MmWithUser, start: usize, len: usize, handler: T) -> Result<Pin<KBox<Self>>> {
+    pub(crate) fn register(
+        mm: &MmWithUser,
+        start: usize,
+        len: usize,
+        handler: T,
+    ) -> Result<Pin<KBox<Self>>> {
         let mm = mm.as_raw();
         KBox::try_pin_init(
             try_pin_init!(Self {
@@ -72,7 +77,7 @@ impl<T: InvalidateHandler> IntervalNotifier<T> {
                     // mmgrab reference); the ops table is 'static; `slot` is pinned.
                     // INVARIANT: on success the notifier is inserted.
                     to_result(unsafe {
-                        bindings::mmu_interval_notifier_insert(slot, mm, start as _, len as _, &Ops::<T>::OPS)
+                        bindings::mmu_interval_notifier_insert(slot, mm, start as c_ulong, len as c_ulong, &Ops::<T>::OPS)
                     })
                 }),
                 _pin: PhantomPinned,
@@ -117,22 +122,28 @@ impl<T: InvalidateHandler> Ops<T> {
         ops
     };
 
+    /// # Safety
+    /// Called by the mmu notifier core only, with an inserted notifier of ours and a valid
+    /// range, for the duration of the call.
     unsafe extern "C" fn invalidate(
         mni: *mut bindings::mmu_interval_notifier,
         range: *const bindings::mmu_notifier_range,
         cur_seq: c_ulong,
     ) -> bool {
-        let mni = mni.cast::<Opaque<bindings::mmu_interval_notifier>>().cast_const();
+        let mni = mni
+            .cast::<Opaque<bindings::mmu_interval_notifier>>()
+            .cast_const();
         // SAFETY: `mni` is the `mni` field of an inserted IntervalNotifier<T>, alive
         // until its drop has removed it, which waits for this callback.
         let this = unsafe { &*kernel::container_of!(mni, IntervalNotifier<T>, mni) };
         // SAFETY: the core passes a valid range for the duration of the callback.
-        let (start, end, event) = unsafe { ((*range).start as usize, (*range).end as usize, (*range).event) };
+        let (start, end, event) = unsafe { ((*range).start, (*range).end, (*range).event) };
         let va = start.max(this.va.start)..end.min(this.va.end);
         let unmapping = event == bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP
             || event == bindings::mmu_notifier_event_MMU_NOTIFY_RELEASE;
         // SAFETY: `mni` is valid (see above).
-        let token = SeqToken { mni: unsafe { &*mni }, cur_seq };
+        let mni = unsafe { &*mni };
+        let token = SeqToken { mni, cur_seq };
         this.handler.invalidate(va, unmapping, &token);
         true // never needs to sleep
     }

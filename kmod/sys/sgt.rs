@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Scatter-gather tables built from a buffer's pinned pages and DMA-mapped for a device.
 
+use super::ffi;
 use super::folio::PinnedPages;
 use super::PAGE_SHIFT;
-use super::ffi;
 use core::ptr::NonNull;
 use kernel::{bindings, error::to_result, prelude::*};
 
@@ -64,7 +64,13 @@ impl MappedSgTable {
             return Err(ENOMEM);
         }
         let n = u32::try_from(pages.len()).map_err(|_| EINVAL)?;
-        let table = KBox::new(TaggedTable { table: pin_init::zeroed(), tag: 0 }, GFP_KERNEL)?;
+        let table = KBox::new(
+            TaggedTable {
+                table: pin_init::zeroed(),
+                tag: 0,
+            },
+            GFP_KERNEL,
+        )?;
         let sgt = KBox::into_raw(table).cast::<bindings::sg_table>();
         // SAFETY: `dev` is valid by the DmaDevice invariant.
         let max_segment = unsafe { ffi::ulive_dma_max_segment(dev.0.as_ptr()) };
@@ -88,7 +94,12 @@ impl MappedSgTable {
         }
         // SAFETY: the table is filled and `dev` is valid.
         let ret = unsafe {
-            bindings::dma_map_sgtable(dev.0.as_ptr(), sgt, dir.raw(), bindings::DMA_ATTR_SKIP_CPU_SYNC as _)
+            bindings::dma_map_sgtable(
+                dev.0.as_ptr(),
+                sgt,
+                dir.raw(),
+                bindings::DMA_ATTR_SKIP_CPU_SYNC as kernel::ffi::c_ulong,
+            )
         };
         if let Err(e) = to_result(ret) {
             // SAFETY: the table was allocated by sg_alloc_table_from_pages_segment and
@@ -125,12 +136,20 @@ impl MappedSgTable {
 
     pub(crate) fn sync_for_cpu(&self, dir: Direction) {
         // SAFETY: the table is mapped for `dev` by the type invariant.
-        unsafe { ffi::ulive_dma_sync_sgtable_for_cpu(self.dev.0.as_ptr(), self.sgt.as_ptr(), dir.raw()) };
+        unsafe {
+            ffi::ulive_dma_sync_sgtable_for_cpu(self.dev.0.as_ptr(), self.sgt.as_ptr(), dir.raw())
+        };
     }
 
     pub(crate) fn sync_for_device(&self, dir: Direction) {
         // SAFETY: the table is mapped for `dev` by the type invariant.
-        unsafe { ffi::ulive_dma_sync_sgtable_for_device(self.dev.0.as_ptr(), self.sgt.as_ptr(), dir.raw()) };
+        unsafe {
+            ffi::ulive_dma_sync_sgtable_for_device(
+                self.dev.0.as_ptr(),
+                self.sgt.as_ptr(),
+                dir.raw(),
+            )
+        };
     }
 
     /// Hand the table to the dma-buf core (map_dma_buf); it comes back in unmap_dma_buf.
@@ -142,8 +161,16 @@ impl MappedSgTable {
 
     /// # Safety
     /// `sgt` must come from [`Self::into_raw`] of a table mapped for `dev` and `dir`.
-    pub(super) unsafe fn from_raw(sgt: *mut bindings::sg_table, dev: DmaDevice, dir: Direction) -> Option<Self> {
-        Some(Self { sgt: NonNull::new(sgt)?, dev, dir })
+    pub(super) unsafe fn from_raw(
+        sgt: *mut bindings::sg_table,
+        dev: DmaDevice,
+        dir: Direction,
+    ) -> Option<Self> {
+        Some(Self {
+            sgt: NonNull::new(sgt)?,
+            dev,
+            dir,
+        })
     }
 }
 
@@ -153,7 +180,12 @@ impl Drop for MappedSgTable {
         // SAFETY: by the type invariant the table is mapped for `dev`/`dir`, and is the
         // first field of a KBox'ed TaggedTable; it is unmapped, freed and never used again.
         unsafe {
-            bindings::dma_unmap_sgtable(self.dev.0.as_ptr(), sgt, self.dir.raw(), bindings::DMA_ATTR_SKIP_CPU_SYNC as _);
+            bindings::dma_unmap_sgtable(
+                self.dev.0.as_ptr(),
+                sgt,
+                self.dir.raw(),
+                bindings::DMA_ATTR_SKIP_CPU_SYNC as kernel::ffi::c_ulong,
+            );
             bindings::sg_free_table(sgt);
             drop(KBox::from_raw(sgt.cast::<TaggedTable>()));
         }

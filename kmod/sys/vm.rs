@@ -2,9 +2,9 @@
 //! CPU mappings of a buffer: the page-fault handler of dma-buf mmaps, and vmap.
 
 use super::dmabuf::Exporter;
+use super::ffi;
 use super::folio::PinnedPages;
 use super::PAGE_SHIFT;
-use super::ffi;
 use core::ops::Range;
 use core::ptr::NonNull;
 use kernel::{bindings, ffi::c_void, prelude::*};
@@ -14,10 +14,13 @@ use kernel::{bindings, ffi::c_void, prelude::*};
 pub(crate) struct FaultResult(bindings::vm_fault_t);
 
 impl FaultResult {
-    pub(crate) const SIGBUS: Self = Self(bindings::vm_fault_reason_VM_FAULT_SIGBUS as _);
-    pub(crate) const OOM: Self = Self(bindings::vm_fault_reason_VM_FAULT_OOM as _);
+    pub(crate) const SIGBUS: Self =
+        Self(bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t);
+    pub(crate) const OOM: Self =
+        Self(bindings::vm_fault_reason_VM_FAULT_OOM as bindings::vm_fault_t);
     /// Nothing inserted; the access faults again.
-    pub(crate) const RETRY: Self = Self(bindings::vm_fault_reason_VM_FAULT_NOPAGE as _);
+    pub(crate) const RETRY: Self =
+        Self(bindings::vm_fault_reason_VM_FAULT_NOPAGE as bindings::vm_fault_t);
 
     /// True for the `VM_FAULT_ERROR` class of results.
     pub(crate) fn is_error(self) -> bool {
@@ -50,7 +53,12 @@ impl Fault {
     /// The dma-buf page offsets this VMA covers.
     pub(crate) fn vma_pgoffs(&self) -> Range<usize> {
         // SAFETY: the VMA is valid during the fault (type invariant).
-        let (first, n) = unsafe { (ffi::ulive_vma_pgoff(self.vma) as usize, ffi::ulive_vma_pages(self.vma) as usize) };
+        let (first, n) = unsafe {
+            (
+                ffi::ulive_vma_pgoff(self.vma) as usize,
+                ffi::ulive_vma_pages(self.vma) as usize,
+            )
+        };
         first..first.saturating_add(n)
     }
 
@@ -61,25 +69,40 @@ impl Fault {
             return None;
         }
         // SAFETY: the VMA is valid (type invariant).
-        Some(unsafe { ffi::ulive_vma_start(self.vma) } as usize + ((pgoff - range.start) << PAGE_SHIFT))
+        Some(
+            unsafe { ffi::ulive_vma_start(self.vma) } as usize
+                + ((pgoff - range.start) << PAGE_SHIFT),
+        )
     }
 
     /// Does this VMA map dma-buf page `pgoff` already (an earlier fault inserted it and
     /// no update has zapped it since)?
     pub(crate) fn is_mapped(&self, pgoff: usize) -> bool {
-        let Some(addr) = self.addr(pgoff) else { return false };
+        let Some(addr) = self.addr(pgoff) else {
+            return false;
+        };
         // SAFETY: the VMA is valid and its mm's mmap lock is held during the fault.
-        unsafe { ffi::ulive_vma_addr_mapped(self.vma, addr as _) }
+        unsafe { ffi::ulive_vma_addr_mapped(self.vma, addr as kernel::ffi::c_ulong) }
     }
 
     /// Map page `index` of `pages` at dma-buf offset `pgoff` in this VMA (`SIGBUS` for
     /// an unpopulated page or an offset outside the VMA).
     pub(crate) fn insert(&self, pgoff: usize, pages: &PinnedPages, index: usize) -> FaultResult {
-        let Some(pfn) = pages.pfn(index) else { return FaultResult::SIGBUS };
-        let Some(addr) = self.addr(pgoff) else { return FaultResult::SIGBUS };
+        let Some(pfn) = pages.pfn(index) else {
+            return FaultResult::SIGBUS;
+        };
+        let Some(addr) = self.addr(pgoff) else {
+            return FaultResult::SIGBUS;
+        };
         // SAFETY: `addr` lies inside the VMA (checked above), the VMA is VM_PFNMAP (set
         // up by our mmap op), and `pfn` is a page pinned by `pages`.
-        FaultResult(unsafe { bindings::vmf_insert_pfn(self.vma, addr as _, pfn as _) })
+        FaultResult(unsafe {
+            bindings::vmf_insert_pfn(
+                self.vma,
+                addr as kernel::ffi::c_ulong,
+                pfn as kernel::ffi::c_ulong,
+            )
+        })
     }
 }
 
@@ -93,6 +116,8 @@ impl<T: Exporter> VmOps<T> {
         ops
     };
 
+    /// # Safety
+    /// Called by the fault handler only, with a fault on a VMA our mmap op set up.
     unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
         // SAFETY: the core passes a valid fault on a VMA set up by our mmap op.
         let vma = unsafe { ffi::ulive_vmf_vma(vmf) };

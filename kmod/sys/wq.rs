@@ -22,7 +22,9 @@ impl OwnedQueue {
     pub(crate) fn new(name: &'static CStr) -> Result<Self> {
         // SAFETY: `name` is a 'static NUL-terminated string.
         let ptr = unsafe { ffi::ulive_alloc_workqueue(name.as_char_ptr()) };
-        Ok(Self { ptr: NonNull::new(ptr).ok_or(ENOMEM)? })
+        Ok(Self {
+            ptr: NonNull::new(ptr).ok_or(ENOMEM)?,
+        })
     }
 
     pub(crate) fn handle(&self) -> QueueRef {

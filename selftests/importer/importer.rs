@@ -86,7 +86,10 @@ fn read_range(req: &ImporterRead, size: usize) -> Result<(usize, usize)> {
         return Err(EINVAL);
     }
     // Both bounded by the buffer size, a usize.
-    Ok((req.offset as usize, req.len.min(size - req.offset).min(IMPORTER_READ_MAX) as usize))
+    Ok((
+        req.offset as usize,
+        req.len.min(size - req.offset).min(IMPORTER_READ_MAX) as usize,
+    ))
 }
 
 #[pin_data]
@@ -119,7 +122,10 @@ impl MiscFile for ImporterFile {
 
 impl ImporterFile {
     fn attach(&self, arg: usize) -> Result<isize> {
-        let req: ImporterAttach = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterAttach>()).reader().read()?;
+        let req: ImporterAttach =
+            UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterAttach>())
+                .reader()
+                .read()?;
         let dynamic = match req.dynamic {
             0 => false,
             1 => true,
@@ -130,9 +136,18 @@ impl ImporterFile {
             return Err(EBUSY);
         }
         let buf = DmaBufRef::get(req.dmabuf_fd)?;
-        let notify = KBox::pin(Invalidations { count: Atomic::new(0), stale: Atomic::new(false) }, GFP_KERNEL)?;
+        let notify = KBox::pin(
+            Invalidations {
+                count: Atomic::new(0),
+                stale: Atomic::new(false),
+            },
+            GFP_KERNEL,
+        )?;
         let att = Attachment::new(buf, self.dev.clone_ref(), notify, dynamic)?;
-        *attached = Some(Attached { att, counters: Counters::default() });
+        *attached = Some(Attached {
+            att,
+            counters: Counters::default(),
+        });
         Ok(0)
     }
 
@@ -143,14 +158,23 @@ impl ImporterFile {
             let mut locked = a.att.lock()?;
             let map_ns = map_fresh(&mut locked, &mut a.counters)?;
             let m = locked.mapping().ok_or(EINVAL)?;
-            ImporterMap { nents: m.dma_segments(), orig_nents: m.cpu_segments(), bytes: m.dma_bytes(), map_ns }
+            ImporterMap {
+                nents: m.dma_segments(),
+                orig_nents: m.cpu_segments(),
+                bytes: m.dma_bytes(),
+                map_ns,
+            }
         };
-        UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterMap>()).writer().write(&result)?;
+        UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterMap>())
+            .writer()
+            .write(&result)?;
         Ok(0)
     }
 
     fn read(&self, arg: usize) -> Result<isize> {
-        let req: ImporterRead = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterRead>()).reader().read()?;
+        let req: ImporterRead = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterRead>())
+            .reader()
+            .read()?;
         let user_ptr = usize::try_from(req.user_ptr).map_err(|_| EFAULT)?;
         let bounce = {
             let mut attached = self.attached.lock();
@@ -166,7 +190,9 @@ impl ImporterFile {
             bounce
         };
         // Both locks are dropped: copy out (this may fault and take mmap_lock).
-        UserSlice::new(UserPtr::from_addr(user_ptr), bounce.len()).writer().write_slice(&bounce)?;
+        UserSlice::new(UserPtr::from_addr(user_ptr), bounce.len())
+            .writer()
+            .write_slice(&bounce)?;
         Ok(bounce.len() as isize)
     }
 
@@ -181,15 +207,17 @@ impl ImporterFile {
                     remaps: counters.remaps,
                     size: att.size() as u64,
                     attached: 1,
-                    mapped: mapped as u32,
-                    stale: (mapped && att.notify().stale.load(Relaxed)) as u32,
-                    dynamic: att.is_dynamic() as u32,
-                    vmapped: att.is_vmapped() as u32,
+                    mapped: u32::from(mapped),
+                    stale: u32::from(mapped && att.notify().stale.load(Relaxed)),
+                    dynamic: u32::from(att.is_dynamic()),
+                    vmapped: u32::from(att.is_vmapped()),
                     reserved: 0,
                 }
             }
         };
-        UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterStats>()).writer().write(&stats)?;
+        UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterStats>())
+            .writer()
+            .write(&stats)?;
         Ok(0)
     }
 
@@ -202,7 +230,9 @@ impl ImporterFile {
     }
 
     fn pfns(&self, arg: usize) -> Result<isize> {
-        let req: ImporterPfns = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterPfns>()).reader().read()?;
+        let req: ImporterPfns = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterPfns>())
+            .reader()
+            .read()?;
         let flags = req.flags;
         if !matches!(flags, 0 | IMPORTER_PFNS_DMA | IMPORTER_PFNS_PINNED) {
             return Err(EINVAL);
@@ -226,7 +256,10 @@ impl ImporterFile {
             let mut locked = a.att.lock()?;
             if flags == IMPORTER_PFNS_PINNED {
                 // The mapping as it is: an invalidated one is what this asks about.
-                locked.mapping().ok_or(ENXIO)?.pages_pinned(first, &mut pfns)?;
+                locked
+                    .mapping()
+                    .ok_or(ENXIO)?
+                    .pages_pinned(first, &mut pfns)?;
                 pfns
             } else {
                 map_if_needed(&mut locked, &mut a.counters)?;
@@ -241,7 +274,9 @@ impl ImporterFile {
         };
         // Both locks are dropped: copy out.
         let bytes = pfns.as_bytes();
-        UserSlice::new(UserPtr::from_addr(user_ptr), bytes.len()).writer().write_slice(bytes)?;
+        UserSlice::new(UserPtr::from_addr(user_ptr), bytes.len())
+            .writer()
+            .write_slice(bytes)?;
         Ok(pfns.len() as isize)
     }
 
@@ -263,7 +298,9 @@ impl ImporterFile {
     }
 
     fn vread(&self, arg: usize) -> Result<isize> {
-        let req: ImporterRead = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterRead>()).reader().read()?;
+        let req: ImporterRead = UserSlice::new(UserPtr::from_addr(arg), size_of::<ImporterRead>())
+            .reader()
+            .read()?;
         let user_ptr = usize::try_from(req.user_ptr).map_err(|_| EFAULT)?;
         let bounce = {
             let attached = self.attached.lock();
@@ -278,7 +315,9 @@ impl ImporterFile {
             bounce
         };
         // The file's mutex is dropped: copy out.
-        UserSlice::new(UserPtr::from_addr(user_ptr), bounce.len()).writer().write_slice(&bounce)?;
+        UserSlice::new(UserPtr::from_addr(user_ptr), bounce.len())
+            .writer()
+            .write_slice(&bounce)?;
         Ok(bounce.len() as isize)
     }
 }

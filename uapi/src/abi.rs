@@ -54,7 +54,10 @@ const IOC_READ: u32 = 2;
 
 /// `_IOC(dir, type, nr, size)` as in include/uapi/asm-generic/ioctl.h.
 pub const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
-    (dir << IOC_DIRSHIFT) | ((ty as u32) << IOC_TYPESHIFT) | ((nr as u32) << IOC_NRSHIFT) | ((size as u32) << IOC_SIZESHIFT)
+    (dir << IOC_DIRSHIFT)
+        | ((ty as u32) << IOC_TYPESHIFT)
+        | ((nr as u32) << IOC_NRSHIFT)
+        | ((size as u32) << IOC_SIZESHIFT)
 }
 /// `_IO(type, nr)`.
 pub const fn io(ty: u8, nr: u8) -> u32 {

@@ -116,7 +116,9 @@ struct Vmap {
 impl Vmap {
     fn base(&self) -> *const u8 {
         // SAFETY: `is_iomem` is false (type invariant): `vaddr` is the field in use.
-        unsafe { self.map.__bindgen_anon_1.vaddr }.cast_const().cast()
+        unsafe { self.map.__bindgen_anon_1.vaddr }
+            .cast_const()
+            .cast()
     }
 }
 
@@ -129,6 +131,9 @@ impl<T: InvalidateNotify> AttachOps<T> {
         invalidate_mappings: Some(Self::invalidate_mappings),
     };
 
+    /// # Safety
+    /// Called by the dma-buf core only, with a live dynamic attachment of ours and the
+    /// exporter's reservation lock held.
     unsafe extern "C" fn invalidate_mappings(attach: *mut bindings::dma_buf_attachment) {
         // SAFETY: the core calls this for a live attachment of ours, under its resv lock.
         let (dmabuf, priv_) = unsafe { ((*attach).dmabuf, (*attach).importer_priv) };
@@ -144,19 +149,41 @@ impl<T: InvalidateNotify> AttachOps<T> {
 impl<T: InvalidateNotify> Attachment<T> {
     /// Attach `dev` to `buf`: dynamically (with `notify` receiving invalidations) or
     /// statically. On failure everything passed in is released.
-    pub(crate) fn new(buf: DmaBufRef, dev: DeviceRef, notify: Pin<KBox<T>>, dynamic: bool) -> Result<Self> {
-        let priv_ = &*notify as *const T as *mut c_void;
+    pub(crate) fn new(
+        buf: DmaBufRef,
+        dev: DeviceRef,
+        notify: Pin<KBox<T>>,
+        dynamic: bool,
+    ) -> Result<Self> {
+        let priv_ = core::ptr::from_ref::<T>(&notify)
+            .cast_mut()
+            .cast::<c_void>();
         let raw = if dynamic {
             // SAFETY: `buf` and `dev` are live; the ops table is 'static and `priv_`
             // points at `notify`, which the new attachment keeps until after detach.
-            unsafe { bindings::dma_buf_dynamic_attach(buf.ptr.as_ptr(), dev.as_ptr(), &AttachOps::<T>::OPS, priv_) }
+            unsafe {
+                bindings::dma_buf_dynamic_attach(
+                    buf.ptr.as_ptr(),
+                    dev.as_ptr(),
+                    &AttachOps::<T>::OPS,
+                    priv_,
+                )
+            }
         } else {
             // SAFETY: `buf` and `dev` are live.
             unsafe { bindings::dma_buf_attach(buf.ptr.as_ptr(), dev.as_ptr()) }
         };
         let attach = NonNull::new(from_err_ptr(raw)?).ok_or(ENOMEM)?;
         // INVARIANT: a new attachment of `buf` for `dev`; importer_priv is `notify`.
-        Ok(Self { attach, mapping: None, vmap: None, dynamic, notify, buf, dev })
+        Ok(Self {
+            attach,
+            mapping: None,
+            vmap: None,
+            dynamic,
+            notify,
+            buf,
+            dev,
+        })
     }
 
     pub(crate) fn notify(&self) -> &T {
@@ -202,7 +229,9 @@ impl<T: InvalidateNotify> Attachment<T> {
         // kernel vmap and a slice we own cannot overlap. The buffer may be written
         // concurrently by its users, as for any CPU access to a dma-buf; the bytes are
         // copied as plain data and every value is valid.
-        unsafe { core::ptr::copy_nonoverlapping(vmap.base().add(offset), dst.as_mut_ptr(), dst.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(vmap.base().add(offset), dst.as_mut_ptr(), dst.len())
+        };
         Ok(())
     }
 
@@ -248,7 +277,11 @@ impl<T: InvalidateNotify> Locked<'_, T> {
     /// The current mapping, if any.
     pub(crate) fn mapping(&self) -> Option<Mapping<'_>> {
         // INVARIANT: the table is mapped and, with the lock held, stays so for the borrow.
-        self.att.mapping.map(|sgt| Mapping { sgt, dev: &self.att.dev, _lock: PhantomData })
+        self.att.mapping.map(|sgt| Mapping {
+            sgt,
+            dev: &self.att.dev,
+            _lock: PhantomData,
+        })
     }
 
     /// `dma_buf_map_attachment`; EBUSY if a mapping exists (unmap it first).
@@ -257,7 +290,9 @@ impl<T: InvalidateNotify> Locked<'_, T> {
             return Err(EBUSY);
         }
         // SAFETY: `attach` is live and the resv lock is held (type invariants).
-        let sgt = from_err_ptr(unsafe { bindings::dma_buf_map_attachment(self.att.attach.as_ptr(), DIR) })?;
+        let sgt = from_err_ptr(unsafe {
+            bindings::dma_buf_map_attachment(self.att.attach.as_ptr(), DIR)
+        })?;
         // INVARIANT: a table from dma_buf_map_attachment, made with the lock held.
         self.att.mapping = Some(NonNull::new(sgt).ok_or(ENOMEM)?);
         Ok(())
@@ -268,7 +303,9 @@ impl<T: InvalidateNotify> Locked<'_, T> {
         if let Some(sgt) = self.att.mapping.take() {
             // SAFETY: `sgt` was returned by dma_buf_map_attachment for `attach` and `DIR`
             // and is unmapped once (it was just taken out); the resv lock is held.
-            unsafe { bindings::dma_buf_unmap_attachment(self.att.attach.as_ptr(), sgt.as_ptr(), DIR) };
+            unsafe {
+                bindings::dma_buf_unmap_attachment(self.att.attach.as_ptr(), sgt.as_ptr(), DIR)
+            };
         }
     }
 
@@ -350,7 +387,7 @@ impl Mapping<'_> {
     pub(crate) fn dma_bytes(&self) -> u64 {
         // SAFETY: the table is valid and unmodified for the borrow (type invariant).
         let table = unsafe { SGTable::from_raw(self.sgt.as_ptr()) };
-        table.iter().map(|sg| sg.dma_len() as u64).sum()
+        table.iter().map(|sg| sg.dma_len()).sum()
     }
 
     /// Make device writes visible to the CPU before reading (a no-op on coherent x86).
@@ -387,7 +424,8 @@ impl Mapping<'_> {
                 let in_page = pos % PAGE_SIZE;
                 let n = (PAGE_SIZE - in_page).min(seg_end - done).min(end - done);
                 // SAFETY: `sg` is a valid entry; `pos / PAGE_SIZE` is inside its length.
-                let page = unsafe { ffi::ulimp_sg_page(sg, (pos / PAGE_SIZE) as _) };
+                let page =
+                    unsafe { ffi::ulimp_sg_page(sg, (pos / PAGE_SIZE) as kernel::ffi::c_ulong) };
                 f(done, NonNull::new(page).ok_or_else(eopnotsupp)?, in_page, n)?;
                 done += n;
             }
@@ -395,7 +433,11 @@ impl Mapping<'_> {
             // SAFETY: `sg` is a valid entry of the table.
             sg = unsafe { ffi::ulimp_sg_next(sg) };
         }
-        if done == end { Ok(()) } else { Err(EINVAL) }
+        if done == end {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        }
     }
 
     /// Copy `dst.len()` bytes starting at byte `offset` of the buffer, walking the CPU
@@ -425,13 +467,18 @@ impl Mapping<'_> {
         let last = first_page.checked_add(out.len() - 1).ok_or(EINVAL)?;
         let start = first_page.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
         // Up to the first byte of the last page: a table ending inside it still covers it.
-        let end = last.checked_mul(PAGE_SIZE).and_then(|b| b.checked_add(1)).ok_or(EINVAL)?;
+        let end = last
+            .checked_mul(PAGE_SIZE)
+            .and_then(|b| b.checked_add(1))
+            .ok_or(EINVAL)?;
         self.for_each_cpu_piece(start, end, |at, page, _in_page, n| {
             // A piece stays inside one page and is at most a page long: it holds at most
             // one page-aligned buffer offset.
             let aligned = at.next_multiple_of(PAGE_SIZE);
             if aligned < at + n {
-                let slot = out.get_mut(aligned / PAGE_SIZE - first_page).ok_or(EINVAL)?;
+                let slot = out
+                    .get_mut(aligned / PAGE_SIZE - first_page)
+                    .ok_or(EINVAL)?;
                 // SAFETY: `page` is a live page of the mapped buffer (see above).
                 *slot = unsafe { ffi::ulimp_page_to_pfn(page.as_ptr()) } as u64;
             }
@@ -447,7 +494,7 @@ impl Mapping<'_> {
         for slot in out.iter_mut() {
             // SAFETY: `*slot` is the PFN of a page the table points at: a valid memmap
             // entry, whose flags and counts the helper only reads.
-            *slot = unsafe { ffi::ulimp_pfn_dma_pinned(*slot as _) } as u64;
+            *slot = u64::from(unsafe { ffi::ulimp_pfn_dma_pinned(*slot as kernel::ffi::c_ulong) });
         }
         Ok(())
     }
@@ -464,7 +511,7 @@ impl Mapping<'_> {
             if filled == out.len() {
                 break;
             }
-            let seg_end = seg_start + sg.dma_len() as u64;
+            let seg_end = seg_start + sg.dma_len();
             while let Some(slot) = out.get_mut(filled) {
                 let page = first_page.checked_add(filled).ok_or(EINVAL)?;
                 let at = page.checked_mul(PAGE_SIZE).ok_or(EINVAL)? as u64;
@@ -472,11 +519,15 @@ impl Mapping<'_> {
                     break;
                 }
                 // Pages are visited in order, so `at` is not before this segment.
-                *slot = (sg.dma_address() as u64 + (at - seg_start)) >> PAGE_SHIFT;
+                *slot = (sg.dma_address() + (at - seg_start)) >> PAGE_SHIFT;
                 filled += 1;
             }
             seg_start = seg_end;
         }
-        if filled == out.len() { Ok(()) } else { Err(EINVAL) }
+        if filled == out.len() {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        }
     }
 }

@@ -68,7 +68,7 @@ impl<T: MiscFile> MiscRegistration<T> {
             }),
             misc <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
                 let mut misc: bindings::miscdevice = pin_init::zeroed();
-                misc.minor = bindings::MISC_DYNAMIC_MINOR as _;
+                misc.minor = bindings::MISC_DYNAMIC_MINOR as kernel::ffi::c_int;
                 misc.name = name.as_char_ptr();
                 // SAFETY: `this` is the pinned struct being initialised; `fops` was
                 // initialised above and lives (pinned) as long as the registration.
@@ -93,9 +93,11 @@ impl<T: MiscFile> MiscRegistration<T> {
         })
     }
 
+    /// # Safety
+    /// Called by the VFS only, for a file being opened on this misc device.
     unsafe extern "C" fn open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
         // SAFETY: misc_open() stored our miscdevice in private_data before calling us.
-        let misc = unsafe { (*file).private_data } as *mut bindings::miscdevice;
+        let misc = unsafe { (*file).private_data }.cast::<bindings::miscdevice>();
         from_result(|| {
             // SAFETY: the miscdevice is registered (the open file pins this module and so
             // the registration); its `this_device` is live until deregistration.
@@ -108,6 +110,8 @@ impl<T: MiscFile> MiscRegistration<T> {
         })
     }
 
+    /// # Safety
+    /// Called by the VFS only, once, for a file opened on this misc device.
     unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
         // SAFETY: `open` stored a `Pin<KBox<T>>` in private_data; release is the last
         // file operation, so it is taken back exactly once.
@@ -115,11 +119,13 @@ impl<T: MiscFile> MiscRegistration<T> {
         0
     }
 
+    /// # Safety
+    /// Called by the VFS only, with a file opened on this misc device.
     unsafe extern "C" fn ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
         // SAFETY: `open` stored a `Pin<KBox<T>>` in private_data; it stays until release,
         // which cannot run concurrently with an ioctl on the same file.
         let this = unsafe { <Pin<KBox<T>> as ForeignOwnable>::borrow((*file).private_data) };
-        match T::ioctl(this, cmd, arg as usize) {
+        match T::ioctl(this, cmd, arg) {
             Ok(v) => v as c_long,
             Err(e) => e.to_errno() as c_long,
         }
