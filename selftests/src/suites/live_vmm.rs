@@ -288,21 +288,36 @@ fn expect_followed(what: &str, dev: &OwnedFd, buf: &OwnedFd, before: &UdmabufLiv
     expect_bytes(what, &bmap.read(page * ps(), ps()), &vec![byte; ps() as usize])
 }
 
+/// A 16-page buffer whose memfd only a child process maps (the creator wrote it with
+/// pwrite): the child's mapping is watched.
+struct ChildMapped {
+    dev: OwnedFd,
+    memfd: OwnedFd,
+    child: Mapper,
+    buf: OwnedFd,
+}
+
+fn child_mapped(seed: u8) -> Result<ChildMapped> {
+    let size = 16 * ps();
+    let dev = open_device(&test_device())?;
+    let memfd = memfd(Backing::Shmem, size)?;
+    fill_memfd(&memfd, size, 0, &pattern(seed, size))?;
+    let child = Mapper::spawn(&memfd, size)?;
+    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let i = info(&dev, &buf)?;
+    expect_state("created while a child maps the memfd", &i, WATCHED, 0)?;
+    ensure!(i.notifiers == 1, "INFO notifiers {}, expected the child's mapping: {i:?}", i.notifiers);
+    Ok(ChildMapped { dev, memfd, child, buf })
+}
+
 /// The creator never maps the memfd; a child process does. The child's mapping is
 /// watched: its punch and write reach the dma-buf without a SYNC.
 fn other_process_mapping_is_watched() -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
-    let size = 16 * ps();
-    let dev = open_device(&test_device())?;
-    let memfd = memfd(Backing::Shmem, size)?;
-    fill_memfd(&memfd, size, 0, &pattern(4, size))?;
-    let child = Mapper::spawn(&memfd, size)?;
-    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
+    let ChildMapped { dev, memfd: _memfd, child, buf } = child_mapped(4)?;
     let before = info(&dev, &buf)?;
-    expect_state("created while another process maps the memfd", &before, WATCHED, 0)?;
-    ensure!(before.notifiers == 1, "INFO notifiers {}, expected the child's mapping: {before:?}", before.notifiers);
     child.punch_and_write(5, 0xc3)?;
     expect_followed("the child's punch and write", &dev, &buf, &before, 5, 0xc3)?;
     child.exit()?;
@@ -340,12 +355,7 @@ fn watched_process_exits() -> CaseResult {
         return Ok(o);
     }
     let size = 16 * ps();
-    let dev = open_device(&test_device())?;
-    let memfd = memfd(Backing::Shmem, size)?;
-    fill_memfd(&memfd, size, 0, &pattern(8, size))?;
-    let child = Mapper::spawn(&memfd, size)?;
-    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
-    expect_state("created while a child maps the memfd", &info(&dev, &buf)?, WATCHED, 0)?;
+    let ChildMapped { dev, memfd, child, buf } = child_mapped(8)?;
     child.exit()?;
     let i = info(&dev, &buf)?;
     expect_state("after the watched process exited", &i, 0, WATCHED)?;
@@ -410,12 +420,7 @@ fn watched_process_execs() -> CaseResult {
         return Ok(o);
     }
     let size = 16 * ps();
-    let dev = open_device(&test_device())?;
-    let memfd = memfd(Backing::Shmem, size)?;
-    fill_memfd(&memfd, size, 0, &pattern(2, size))?;
-    let child = Mapper::spawn(&memfd, size)?;
-    let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
-    expect_state("created while a child maps the memfd", &info(&dev, &buf)?, WATCHED, 0)?;
+    let ChildMapped { dev, memfd, child, buf } = child_mapped(2)?;
     child.exec_sleeper()?;
     let i = wait_info(&dev, &buf, |i| i.state & WATCHED == 0)?;
     let result = (|| -> Result<()> {
