@@ -16,7 +16,6 @@ use crate::notifier::{BufferTracker, Tracker};
 use crate::one_or_many::OneOrMany;
 use crate::registry::Registry;
 use crate::sys::{
-    device::DeviceRef,
     dmabuf::{DmaBufSlot, ExportedDmaBuf},
     folio::{PinnedPage, PinnedPages},
     memcg::MemCg,
@@ -33,9 +32,11 @@ use crate::watchers::Watchers;
 use crate::worker::Changes;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
-    bindings, new_condvar, new_mutex, new_work,
+    bindings,
+    device::Device,
+    new_condvar, new_mutex, new_work,
     prelude::*,
-    sync::{Arc, CondVar, Mutex},
+    sync::{aref::ARef, Arc, CondVar, Mutex},
     workqueue::Work,
 };
 
@@ -306,7 +307,7 @@ pub(crate) struct Buffer {
     pub(crate) memcg: Option<MemCg>,
     /// The misc device, for CPU-access DMA syncs. Declared after `state` so that the
     /// tables in `state` are unmapped before this reference goes.
-    pub(crate) misc_dev: DeviceRef,
+    pub(crate) misc_dev: ARef<Device>,
 }
 
 impl Buffer {
@@ -342,7 +343,7 @@ kernel::impl_has_work! {
 /// dma-buf fd. The checks, their order and their errnos follow upstream
 /// udmabuf_create() (7.2).
 pub(crate) fn create(
-    misc_dev: DeviceRef,
+    misc_dev: ARef<Device>,
     queue: QueueRef,
     registry: &Arc<Registry>,
     items: &[UdmabufCreateItem],

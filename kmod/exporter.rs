@@ -22,7 +22,7 @@ impl Buffer {
         if state.cpu_sgt.is_none() {
             state.cpu_sgt = Some(MappedSgTable::new(
                 &state.pages,
-                self.misc_dev.dma_device(),
+                crate::sys::device::dma_device(&self.misc_dev),
                 dir,
             )?);
         }

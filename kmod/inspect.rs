@@ -68,6 +68,44 @@ impl Buffer {
         }
     }
 
+    /// The buffer's line in the debugfs `buffers` file: INFO's fields and a few counters
+    /// INFO does not carry.
+    pub(crate) fn debugfs_line(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let i = self.info();
+        let c = &self.counters;
+        let backing = match i.backing {
+            uapi::UDMABUF_LIVE_BACKING_SHMEM => "shmem",
+            uapi::UDMABUF_LIVE_BACKING_HUGETLB => "hugetlb",
+            _ => "mixed",
+        };
+        let bit = |m: u32| u32::from(i.state & m != 0);
+        write!(
+            f,
+            "id={} size={} backing={} ranges={} notifiers={} watched={} pending={} stale={} vmapped={} pins={} \
+             generation={} updates={} pages_swapped={} invalidations={} maps={} last_map_segments={} sealed={} \
+             retired={} unpopulated={}",
+            self.id,
+            i.size,
+            backing,
+            i.ranges,
+            i.notifiers,
+            bit(uapi::UDMABUF_LIVE_STATE_WATCHED),
+            bit(uapi::UDMABUF_LIVE_STATE_PENDING),
+            bit(uapi::UDMABUF_LIVE_STATE_STALE),
+            bit(uapi::UDMABUF_LIVE_STATE_VMAPPED),
+            i.pins,
+            i.generation,
+            i.updates,
+            i.pages_swapped,
+            self.tracker.invalidations(),
+            c.maps.load(Ordering::Relaxed),
+            c.last_map_segments.load(Ordering::Relaxed),
+            bit(uapi::UDMABUF_LIVE_STATE_SEALED),
+            bit(uapi::UDMABUF_LIVE_STATE_RETIRED),
+            i.unpopulated,
+        )
+    }
+
     /// UDMABUF_LIVE_VERIFY: every held page against the memfd's page cache. An
     /// unpopulated page counts as coherent (`unpopulated`): whatever the memfd holds
     /// there is what it takes when something needs it. Allocates nothing; the

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
-//! The list of live buffers, and its debugfs view
-//! (`/sys/kernel/debug/udmabuf_live/buffers`): one line per buffer with its state and
-//! counters, for people debugging a compositor or VMM and for the tests.
+//! The list of live buffers, and its debugfs file
+//! (`/sys/kernel/debug/udmabuf_live/buffers`): one line per buffer (written by
+//! `Buffer::debugfs_line`, next to INFO in inspect.rs), for people debugging a compositor
+//! or VMM and for the tests.
 //!
 //! Lock "udmabuf_live_registry" ranks before the locks of a buffer (it is held while
 //! each buffer's state is read for the listing).
 
 use crate::buffer::Buffer;
-use crate::uapi;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
@@ -60,39 +60,8 @@ impl fmt::Debug for BufferList {
         let list = self.0.buffers.lock();
         write!(f, "{} live buffer(s)", list.len())?;
         for b in list.iter() {
-            let i = b.info();
-            let c = &b.counters;
-            let backing = match i.backing {
-                uapi::UDMABUF_LIVE_BACKING_SHMEM => "shmem",
-                uapi::UDMABUF_LIVE_BACKING_HUGETLB => "hugetlb",
-                _ => "mixed",
-            };
-            let bit = |m: u32| u32::from(i.state & m != 0);
-            write!(
-                f,
-                "\nid={} size={} backing={} ranges={} notifiers={} watched={} pending={} stale={} vmapped={} pins={} \
-                 generation={} updates={} pages_swapped={} invalidations={} maps={} last_map_segments={} sealed={} \
-                 retired={} unpopulated={}",
-                b.id,
-                i.size,
-                backing,
-                i.ranges,
-                i.notifiers,
-                bit(uapi::UDMABUF_LIVE_STATE_WATCHED),
-                bit(uapi::UDMABUF_LIVE_STATE_PENDING),
-                bit(uapi::UDMABUF_LIVE_STATE_STALE),
-                bit(uapi::UDMABUF_LIVE_STATE_VMAPPED),
-                i.pins,
-                i.generation,
-                i.updates,
-                i.pages_swapped,
-                b.tracker.invalidations(),
-                c.maps.load(Ordering::Relaxed),
-                c.last_map_segments.load(Ordering::Relaxed),
-                bit(uapi::UDMABUF_LIVE_STATE_SEALED),
-                bit(uapi::UDMABUF_LIVE_STATE_RETIRED),
-                i.unpopulated,
-            )?;
+            f.write_str("\n")?;
+            b.debugfs_line(f)?;
         }
         Ok(())
     }

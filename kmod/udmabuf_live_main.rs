@@ -2,7 +2,7 @@
 //! udmabuf-live: a drop-in replacement for udmabuf whose dma-bufs follow their memfd.
 //!
 //! Data flows:
-//! - ioctl -> buffer -> exporter ops: `device.rs` copies an ioctl on /dev/udmabuf-live
+//! - ioctl -> buffer -> exporter ops: `ioctl.rs` copies an ioctl on /dev/udmabuf-live
 //!   in and checks it; `buffer.rs` checks the memfd ranges, pins them and exports a
 //!   dma-buf; `exporter.rs` answers the dma-buf core (importers, CPU mmap, vmap) from
 //!   the pinned pages.
@@ -68,11 +68,11 @@ mod bitruns;
 #[deny(unsafe_code)]
 mod buffer;
 #[deny(unsafe_code)]
-mod device;
-#[deny(unsafe_code)]
 mod exporter;
 #[deny(unsafe_code)]
 mod inspect;
+#[deny(unsafe_code)]
+mod ioctl;
 #[deny(unsafe_code)]
 mod notifier;
 #[deny(unsafe_code)]
@@ -100,7 +100,7 @@ module! {
 /// The module: the device (which owns the workqueue) and the debugfs view. Fields drop
 /// in order: the device goes first, so no buffer is created while the rest goes.
 struct UdmabufLive {
-    _miscdev: Pin<KBox<MiscRegistration<device::UliveDevice>>>,
+    _miscdev: Pin<KBox<MiscRegistration<ioctl::UliveDevice>>>,
     _buffers_file: Pin<KBox<debugfs::File<registry::BufferList>>>,
     _debugfs: debugfs::Dir,
 }
@@ -116,7 +116,7 @@ impl kernel::Module for UdmabufLive {
             ),
             GFP_KERNEL,
         )?;
-        let device = device::UliveDevice {
+        let device = ioctl::UliveDevice {
             queue: sys::wq::OwnedQueue::new(c"udmabuf_live")?,
             registry,
         };

@@ -1,48 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0
-//! A counted reference to a `struct device`, for DMA mapping on behalf of the CPU.
+//! The misc device as a DMA-mapping target, held with the kernel's own counted device
+//! reference (`ARef<Device>`).
 
-use core::ptr::NonNull;
-use kernel::{bindings, prelude::*};
+use kernel::{bindings, device::Device, prelude::*, sync::aref::ARef};
 
-/// A `struct device` we hold a reference on.
-///
-/// # Invariants
-/// `ptr` points to a live device on which this object owns one `get_device` reference.
-pub(crate) struct DeviceRef {
-    ptr: NonNull<bindings::device>,
+/// The device of a registered misc device, with a reference (its DMA mask is set at
+/// registration).
+pub(crate) fn of_misc(misc: *mut bindings::miscdevice) -> Result<ARef<Device>> {
+    // SAFETY: `misc` comes from a live `MiscRegistration`, whose `this_device` is set by
+    // misc_register() and stays valid until deregistration.
+    let dev = unsafe { (*misc).this_device };
+    if dev.is_null() {
+        return Err(ENODEV);
+    }
+    // SAFETY: `dev` is a valid, non-null device; `get_device` takes the reference the
+    // returned ARef owns.
+    Ok(unsafe { Device::get_device(dev) })
 }
 
-// SAFETY: device references may be taken and dropped on any thread.
-unsafe impl Send for DeviceRef {}
-// SAFETY: the wrapper only hands out the pointer; the device itself is thread safe.
-unsafe impl Sync for DeviceRef {}
-
-impl DeviceRef {
-    /// The device of a registered misc device (its DMA mask is set at registration).
-    pub(crate) fn of_misc(misc: *mut bindings::miscdevice) -> Result<Self> {
-        // SAFETY: `misc` comes from a live `MiscDeviceRegistration`, whose `this_device`
-        // is set by misc_register() and stays valid until deregistration.
-        let dev = unsafe { (*misc).this_device };
-        let ptr = NonNull::new(dev).ok_or(ENODEV)?;
-        // SAFETY: `dev` is valid; the reference is released in `Drop`.
-        unsafe { bindings::get_device(dev) };
-        // INVARIANT: we took a reference just above.
-        Ok(Self { ptr })
-    }
-}
-
-impl Drop for DeviceRef {
-    fn drop(&mut self) {
-        // SAFETY: by the type invariant we own one reference.
-        unsafe { bindings::put_device(self.ptr.as_ptr()) };
-    }
-}
-
-impl DeviceRef {
-    /// The device as a DMA-mapping target.
-    pub(crate) fn dma_device(&self) -> super::sgt::DmaDevice {
-        // INVARIANT: the reference we hold keeps the device valid while we live; the
-        // owner drops its mapped tables before this reference.
-        super::sgt::DmaDevice(self.ptr)
-    }
+/// `dev` as a DMA-mapping target.
+pub(crate) fn dma_device(dev: &ARef<Device>) -> super::sgt::DmaDevice {
+    // INVARIANT: the owner of the ARef keeps the device valid while tables made for it
+    // live (the buffer drops its mapped tables before its device reference).
+    super::sgt::DmaDevice(core::ptr::NonNull::from(dev.as_ref()).cast())
 }

@@ -30,8 +30,8 @@ pub(crate) struct Misc(*mut bindings::miscdevice);
 impl Misc {
     /// A counted reference to the device behind `/dev/NAME` (64-bit DMA mask, set at
     /// registration).
-    pub(crate) fn device(&self) -> Result<super::device::DeviceRef> {
-        super::device::DeviceRef::of_misc(self.0)
+    pub(crate) fn device(&self) -> Result<kernel::sync::aref::ARef<kernel::device::Device>> {
+        super::device::of_misc(self.0)
     }
 }
 

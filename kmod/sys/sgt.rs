@@ -25,7 +25,7 @@ impl Direction {
 /// # Invariants
 /// `0` is a valid device for as long as any [`MappedSgTable`] made for it lives: the
 /// dma-buf core keeps an attachment's device until detach, after every unmap, and the
-/// misc device is held by a [`super::device::DeviceRef`] in the buffer.
+/// misc device is held by an `ARef<Device>` in the buffer.
 #[derive(Clone, Copy)]
 pub(crate) struct DmaDevice(pub(super) NonNull<bindings::device>);
 

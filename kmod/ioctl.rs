@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-//! The `/dev/udmabuf-live` misc device: where the data flow starts. An ioctl is copied
-//! in and checked here, then `buffer::create` pins and exports.
+//! The ioctls of the `/dev/udmabuf-live` misc device: where the data flow starts. An
+//! ioctl is copied in and checked here, then `buffer::create` pins and exports, or the
+//! buffer answers INFO, SYNC, VERIFY and PFNS.
 
 use crate::buffer::{self, Buffer};
 
