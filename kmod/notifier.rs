@@ -65,16 +65,6 @@ pub(crate) struct Bits {
 }
 
 impl Bits {
-    /// A bitmap that marks nothing (and allocates nothing).
-    fn empty() -> Self {
-        Self {
-            words: Words::Inline([0; INLINE_WORDS], 0),
-            base: 0,
-            lo: 0,
-            hi: 0,
-        }
-    }
-
     /// A cleared bitmap of `n` words from word `base` on.
     fn zeroed(n: usize, base: usize) -> Result<Self> {
         Ok(Self {
@@ -273,62 +263,50 @@ impl Tracker {
 
 /// A buffer's tracker. Every buffer has one, also when nothing maps its memfd at
 /// create: a mapping may appear later and be watched then (see `watchers.rs`).
-pub(crate) struct BufferTracker(Option<Arc<Tracker>>);
+pub(crate) struct BufferTracker(Arc<Tracker>);
 
 impl BufferTracker {
     pub(crate) fn new(tracker: Arc<Tracker>) -> Self {
-        Self(Some(tracker))
+        Self(tracker)
     }
 
     /// The tracker, for new notifiers.
-    pub(crate) fn get(&self) -> Option<&Arc<Tracker>> {
-        self.0.as_ref()
+    pub(crate) fn get(&self) -> &Arc<Tracker> {
+        &self.0
     }
 
     /// See [`Tracker::unmaps`].
     pub(crate) fn unmaps(&self) -> u64 {
-        self.0.as_ref().map_or(0, |t| t.unmaps())
+        self.0.unmaps()
     }
 
     /// See [`Tracker::set_covered`].
     pub(crate) fn set_covered(&self, covered: bool, seen: u64) {
-        if let Some(t) = &self.0 {
-            t.set_covered(covered, seen);
-        }
+        self.0.set_covered(covered, seen);
     }
 
     /// See [`Tracker::attach`].
     pub(crate) fn attach(&self, buffer: &Arc<Buffer>) {
-        if let Some(t) = &self.0 {
-            t.attach(buffer);
-        }
+        self.0.attach(buffer);
     }
 
     /// See [`Tracker::detach`].
     pub(crate) fn detach(&self) -> Option<Arc<Buffer>> {
-        self.0.as_ref().and_then(|t| t.detach())
+        self.0.detach()
     }
 
-    /// See [`Tracker::watched`]; never without notifiers.
+    /// See [`Tracker::watched`].
     pub(crate) fn watched(&self) -> bool {
-        self.0.as_ref().is_some_and(|t| t.watched())
+        self.0.watched()
     }
 
     /// Take the marked pages for an update, which is in flight until the [`Taken`]
     /// drops. See [`Tracker::take`].
     pub(crate) fn take(&self) -> Result<Taken<'_>> {
-        let Some(t) = self.0.as_deref() else {
-            return Ok(Taken {
-                bits: Bits::empty(),
-                tracker: None,
-            });
-        };
+        let t = &*self.0;
         t.in_flight.fetch_add(1, Ordering::AcqRel);
         match t.take() {
-            Ok(bits) => Ok(Taken {
-                bits,
-                tracker: Some(t),
-            }),
+            Ok(bits) => Ok(Taken { bits, tracker: t }),
             Err(e) => {
                 t.in_flight.fetch_sub(1, Ordering::AcqRel);
                 Err(e)
@@ -339,23 +317,17 @@ impl BufferTracker {
     /// Marks wait, or an update that took some has not finished: the buffer may not be
     /// current. See [`Tracker::pending`].
     pub(crate) fn pending(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|t| t.pending() || t.in_flight.load(Ordering::Acquire) > 0)
+        self.0.pending() || self.0.in_flight.load(Ordering::Acquire) > 0
     }
 
     /// See [`Tracker::kick`].
     pub(crate) fn kick(&self) {
-        if let Some(t) = &self.0 {
-            t.kick();
-        }
+        self.0.kick();
     }
 
     /// Invalidations the notifiers saw (debugfs).
     pub(crate) fn invalidations(&self) -> u64 {
-        self.0
-            .as_ref()
-            .map_or(0, |t| t.invalidations.load(Ordering::Relaxed))
+        self.0.invalidations.load(Ordering::Relaxed)
     }
 }
 
@@ -363,7 +335,7 @@ impl BufferTracker {
 /// this drops; an update that could not install its pages puts the marks back first.
 pub(crate) struct Taken<'a> {
     bits: Bits,
-    tracker: Option<&'a Tracker>,
+    tracker: &'a Tracker,
 }
 
 impl Taken<'_> {
@@ -373,17 +345,13 @@ impl Taken<'_> {
 
     /// Put the marks back: the pages are still to be checked.
     pub(crate) fn restore(&self) {
-        if let Some(t) = self.tracker {
-            t.restore(&self.bits);
-        }
+        self.tracker.restore(&self.bits);
     }
 }
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
-        if let Some(t) = self.tracker {
-            t.in_flight.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.tracker.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -122,9 +122,7 @@ impl Buffer {
         if self.tracker.watched() {
             return Ok(());
         }
-        let Some(tracker) = self.tracker.get() else {
-            return Ok(());
-        };
+        let tracker = self.tracker.get();
         let mut watchers = self.notifiers.lock();
         if watchers.closed {
             return Ok(());
