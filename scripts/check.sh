@@ -14,6 +14,18 @@ CLIPPY_DRIVER=/usr/bin/clippy-driver
 [ -x "$CLIPPY_DRIVER" ] || die "no $CLIPPY_DRIVER: run 'make deps' (package rust-web-clippy)"
 fail=0
 
+# Warm runs: nothing changed since the last clean check (the sources of both modules,
+# this script, the kernel build and the tools): say so and stop.
+stamp=$OUT/check.stamp
+key=$( { find "$ROOT/kmod" "$ROOT/selftests/importer" "$ROOT/uapi/src" -type f \( -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Kbuild \) -print0 \
+           | sort -z | xargs -0 sha256sum; sha256sum "$0"; cat "$KB/.udmabuf-live-key" 2>/dev/null || echo "$KB";
+         "$RUSTFMT" --version; "$CLIPPY_DRIVER" --version; } | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
+    log "check: nothing changed since the last clean run ($stamp)"
+    exit 0
+fi
+rm -f "$stamp"
+
 roots=("$ROOT/kmod/udmabuf_live_main.rs" "$ROOT/selftests/importer/ulive_importer_main.rs")
 if ! "$RUSTFMT" --check --config-path "$SRC_DIR/.rustfmt.toml" --edition 2021 "${roots[@]}" > "$OUT/check-rustfmt.log" 2>&1; then
     echo "rustfmt (kernel .rustfmt.toml): these files are not formatted:" >&2
@@ -38,4 +50,5 @@ for m in kmod selftests/importer; do
     fi
     rm -rf "$mo"
 done
+[ $fail = 0 ] && echo "$key" > "$stamp"
 exit $fail
