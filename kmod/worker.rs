@@ -575,7 +575,9 @@ impl Buffer {
 
     /// Bring in the pages the lazy policy left unpopulated, because they are needed now:
     /// every one of them (`only` = `None`: map, first pin, vmap, CPU access, SYNC, the
-    /// eager policy) or one (a CPU fault). Each gets the memfd's page there, which
+    /// eager policy) or those of one memfd folio (a CPU fault on page `only`: that page,
+    /// or for hugetlbfs the huge page it is part of, which the memfd allocates whole
+    /// anyway). Each gets the memfd's page there, which
     /// `memfd_pin_folios` allocates if the memfd has a hole too, charged to the creator's
     /// memory cgroup. Needs no lock: filling an empty slot changes nothing an importer
     /// or a CPU mapping holds (neither can map an unpopulated page).
@@ -587,7 +589,7 @@ impl Buffer {
                     Some(i) if state.pages.is_missing(i) => {
                         let mut v = KVVec::with_capacity(1, GFP_KERNEL)?;
                         // Cannot fail: capacity reserved above.
-                        let _ = v.push_within_capacity(i..i + 1);
+                        let _ = v.push_within_capacity(self.folio_window(i));
                         v
                     }
                     Some(_) => return Ok(()),
@@ -625,6 +627,19 @@ impl Buffer {
             }
         }
         Err(EAGAIN)
+    }
+}
+
+impl Buffer {
+    /// The buffer pages that share page `index`'s memfd folio (clipped to its range).
+    fn folio_window(&self, index: usize) -> core::ops::Range<usize> {
+        let Some(r) = self.ranges.iter().find(|r| r.pages().contains(&index)) else {
+            return index..index + 1;
+        };
+        let granule = (r.file.granule() >> PAGE_SHIFT).max(1) as usize;
+        let in_file = (r.file_offset(index) >> PAGE_SHIFT) as usize;
+        let start = index - (in_file % granule).min(index - r.first_page);
+        start..(start + granule).min(r.pages().end)
     }
 }
 

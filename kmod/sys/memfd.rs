@@ -114,9 +114,15 @@ impl MemFile {
     /// The most folios bytes `offset..offset+size` of the file can span: the scratch
     /// room `pin_into` needs (one per page for shmem, one per huge page for hugetlbfs).
     fn max_folios(&self, offset: u64, size: u64) -> usize {
-        // SAFETY: `ptr` is a valid file by the type invariant.
-        let folio = (unsafe { ffi::ulive_memfd_min_folio_size(self.ptr.as_ptr()) } as u64).max(1);
+        let folio = self.granule();
         ((offset % folio).saturating_add(size)).div_ceil(folio) as usize
+    }
+
+    /// The smallest folio the file allocates, in bytes: a huge page for hugetlbfs, a
+    /// page for shmem.
+    pub(crate) fn granule(&self) -> u64 {
+        // SAFETY: `ptr` is a valid file by the type invariant.
+        (unsafe { ffi::ulive_memfd_min_folio_size(self.ptr.as_ptr()) } as u64).max(1)
     }
 
     /// Shmem or hugetlbfs backing, or `None` for any other kind of file.

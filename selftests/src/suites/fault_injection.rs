@@ -326,14 +326,16 @@ impl Scene {
     }
 
     /// Right after an attempt, injection off, before any repair: every page is either
-    /// the old one (still pinned) or the new one, VERIFY agrees, and no page is a hole.
+    /// the old one (still pinned), the new one, or (lazy policy) unpopulated; VERIFY agrees.
     fn consistent_now(&self, what: &str) -> Result<()> {
         let v = verify(&self.dev, &self.dmabuf).with_context(|| format!("{what}: VERIFY"))?;
-        // Old pages still pinned count as stale, or as holes where the punch left one.
+        // Old pages still pinned count as stale, or as holes where the punch left one;
+        // under the lazy policy a changed page the update let go counts as unpopulated.
         let changed = self.changed.end - self.changed.start;
         let max_holes = if self.hole { changed } else { 0 };
+        let differ = v.stale + v.holes + v.unpopulated;
         ensure!(
-            v.pages == SCENE_PAGES && v.matching + v.stale + v.holes == SCENE_PAGES && v.stale + v.holes <= changed && v.holes <= max_holes,
+            v.pages == SCENE_PAGES && v.matching + differ == SCENE_PAGES && differ <= changed && v.holes <= max_holes,
             "{what}: VERIFY right after the attempt: {v:?} (only the {changed} changed pages may differ, as stale{} pages)",
             if self.hole { " or hole" } else { "" }
         );
