@@ -746,8 +746,16 @@ fn worker_slab_failures() -> CaseResult {
     worker_failures("failslab", &SLAB_SPACE, false)
 }
 
+/// The worker allocates pages for holes only under the eager policy (under lazy it lets
+/// them go, and the allocations happen at the next point of need, which the other cases
+/// cover): run this case under eager, and restore the policy after.
 fn worker_page_failures() -> CaseResult {
-    worker_failures("fail_page_alloc", &PAGE_SPACE, true)
+    let param = format!("/sys/module/{}/parameters/repopulate", udmabuf_live_uapi::MODULE_NAME);
+    let before = std::fs::read_to_string(&param).with_context(|| format!("read {param}"))?;
+    std::fs::write(&param, "eager").with_context(|| format!("write {param}"))?;
+    let r = worker_failures("fail_page_alloc", &PAGE_SPACE, true);
+    std::fs::write(&param, before.trim()).with_context(|| format!("restore {param}"))?;
+    r
 }
 
 fn totals() -> CaseResult {
