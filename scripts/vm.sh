@@ -7,6 +7,7 @@
 #   ULIVE_TEST_DEVICE=/dev/udmabuf (run the semantics suites against that device instead)
 #   BENCH_ITERATIONS (bench mode: iterations per measurement)
 #   BENCH_KMOD_ARGS (bench mode: udmabuf_live parameters, e.g. account_memlock=0)
+#   ULIVE_BENCH_BOOT=N (bench mode: the logs are out/bench-boot-N-*.log, one per boot of `make bench`)
 #   ULIVE_SUITES="a b" (test mode: run only these suites, e.g. "module stress")
 #   ULIVE_STRESS_SECS, ULIVE_STRESS_SEED, ULIVE_STRESS_ROLES, ULIVE_FUZZ_SEED, ULIVE_FUZZ_CASES (hardening
 #   suites' knobs; passed to the guest as ulive.env.NAME=VALUE)
@@ -19,7 +20,7 @@ KB=${KBUILD_DIR:?KBUILD_DIR not set}
 KSRC=$KB; [ -e "$KB/source" ] && KSRC=$(readlink -f "$KB/source")
 INJECT=${ULIVE_INJECT:-}
 case $MODE in test) TMO=${VM_TIMEOUT:-1500} ;; shell) TMO=${VM_TIMEOUT:-86400} ;; *) TMO=${VM_TIMEOUT:-1800} ;; esac
-TAG=$MODE${INJECT:+-inject-$INJECT}
+TAG=$MODE${INJECT:+-inject-$INJECT}${ULIVE_BENCH_BOOT:+-boot-$ULIVE_BENCH_BOOT}
 mkdir -p "$OUT"
 CONSOLE_LOG=$OUT/$TAG-console.log    # everything the guest console printed
 KTAP_LOG=$OUT/$TAG-ktap.log          # a clean copy of the guest's userspace output (ttyS1)
