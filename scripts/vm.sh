@@ -7,6 +7,8 @@
 #   ULIVE_TEST_DEVICE=/dev/udmabuf (run the semantics suites against that device instead)
 #   BENCH_ITERATIONS (bench mode: iterations per measurement)
 #   BENCH_KMOD_ARGS (bench mode: udmabuf_live parameters, e.g. account_memlock=0)
+#   BENCH_CPUS=WQ:SELF (bench mode: hex CPU masks for the unbound workqueues and the bench process)
+#   ULIVE_BENCH_BOOT=N (bench mode: the logs are out/bench-boot-N-*.log, one per boot of `make bench`)
 #   ULIVE_SUITES="a b" (test mode: run only these suites, e.g. "module stress")
 #   ULIVE_STRESS_SECS, ULIVE_STRESS_SEED, ULIVE_STRESS_ROLES, ULIVE_FUZZ_SEED, ULIVE_FUZZ_CASES (hardening
 #   suites' knobs; passed to the guest as ulive.env.NAME=VALUE)
@@ -19,7 +21,7 @@ KB=${KBUILD_DIR:?KBUILD_DIR not set}
 KSRC=$KB; [ -e "$KB/source" ] && KSRC=$(readlink -f "$KB/source")
 INJECT=${ULIVE_INJECT:-}
 case $MODE in test) TMO=${VM_TIMEOUT:-1500} ;; shell) TMO=${VM_TIMEOUT:-86400} ;; *) TMO=${VM_TIMEOUT:-1800} ;; esac
-TAG=$MODE${INJECT:+-inject-$INJECT}
+TAG=$MODE${INJECT:+-inject-$INJECT}${ULIVE_BENCH_BOOT:+-boot-$ULIVE_BENCH_BOOT}
 mkdir -p "$OUT"
 CONSOLE_LOG=$OUT/$TAG-console.log    # everything the guest console printed
 KTAP_LOG=$OUT/$TAG-ktap.log          # a clean copy of the guest's userspace output (ttyS1)
@@ -108,7 +110,7 @@ install_kselftests
 build_initramfs
 ACCEL=$(pick_accel)
 CPU=${VM_CPU:-max}; [ "$ACCEL" = kvm ] && CPU=host
-APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}${BENCH_ITERATIONS:+ ulive.iters=$BENCH_ITERATIONS}${BENCH_KMOD_ARGS:+ ulive.kmod_args=$(echo $BENCH_KMOD_ARGS | tr ' ' ,)}"
+APPEND="console=ttyS0 panic=-1 hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}${BENCH_ITERATIONS:+ ulive.iters=$BENCH_ITERATIONS}${BENCH_KMOD_ARGS:+ ulive.kmod_args=$(echo $BENCH_KMOD_ARGS | tr ' ' ,)}${BENCH_CPUS:+ ulive.bench_cpus=$BENCH_CPUS}"
 # Bench under TCG: the test kernel finds no HPET/PIT reference and would time with
 # refined-jiffies (4 ms steps). TCG's guest TSC runs at the host TSC rate, so hand the
 # guest the host's TSC frequency and let it use the TSC.

@@ -11,13 +11,22 @@ for arg in $(cat /proc/cmdline); do
     case $arg in
         ulive.iters=*) iters=${arg#ulive.iters=} ;;
         ulive.kmod_args=*) kargs=$(echo "${arg#ulive.kmod_args=}" | tr , ' ') ;;
+        ulive.bench_cpus=*) cpus=${arg#ulive.bench_cpus=} ;;
     esac
 done
 # shellcheck disable=SC2086 # one word per parameter
 insmod /lib/modules/udmabuf_live.ko $kargs
 insmod /lib/modules/ulive_importer.ko
 echo "== udmabuf-ctl bench --iterations $iters (clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource))"
-udmabuf-ctl bench --iterations "$iters" --json-out /tmp/bench.json > /tmp/bench.txt
+# ulive.bench_cpus=WQ:SELF (BENCH_CPUS on the host, an experiment on where the worker
+# runs): CPU masks (hex) for the unbound workqueues (our worker's) and for the bench.
+run=
+if [ -n "${cpus:-}" ]; then
+    echo "${cpus%%:*}" > /sys/devices/virtual/workqueue/cpumask
+    run="taskset ${cpus#*:}"
+    echo "== unbound workqueues on CPU mask $(cat /sys/devices/virtual/workqueue/cpumask), bench on ${cpus#*:}"
+fi
+$run udmabuf-ctl bench --iterations "$iters" --json-out /tmp/bench.json > /tmp/bench.txt
 echo ULIVE-BENCH-TABLE-BEGIN
 cat /tmp/bench.txt
 echo ULIVE-BENCH-TABLE-END

@@ -12,6 +12,7 @@
 //! alternately (which one goes first flips every iteration), so drift and page layout
 //! affect both alike. Only the ratios mean something under an emulator (TCG).
 
+use super::bench_cells::Cell;
 use crate::cli::BenchArgs;
 use crate::exit::CtlError;
 use anyhow::{bail, Context, Result};
@@ -109,12 +110,23 @@ fn ratio_text(r: f64) -> String {
     }
 }
 
-/// Finest step of the monotonic clock, in nanoseconds.
+/// Finest step of the monotonic clock as it reads, in nanoseconds: the smallest
+/// non-zero difference between successive readings. (clock_getres() reports the
+/// hrtimer resolution instead, a tick on a kernel without CONFIG_HIGH_RES_TIMERS, even
+/// though the TSC behind the clock reads in nanoseconds.)
 fn clock_resolution_ns() -> Option<u64> {
-    let mut t = nix::libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `t` is a valid output buffer.
-    let r = unsafe { nix::libc::clock_getres(nix::libc::CLOCK_MONOTONIC, &mut t) };
-    (r == 0).then(|| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+    let mut step = u64::MAX;
+    let mut last = Instant::now();
+    let start = last;
+    while start.elapsed().as_millis() < 50 {
+        let now = Instant::now();
+        let d = (now - last).as_nanos() as u64;
+        if d > 0 {
+            step = step.min(d);
+        }
+        last = now;
+    }
+    (step != u64::MAX).then_some(step)
 }
 
 /// Refuse to measure microseconds with a clock that ticks in milliseconds (a kernel
@@ -169,8 +181,10 @@ struct Report {
     /// The clock behind the timings (`refined-jiffies` means 4 ms resolution at HZ=250).
     clocksource: String,
     cases: Vec<CaseReport>,
-    live: super::bench_live::LiveReport,
-    vmm: super::bench_vmm::VmmReport,
+    /// Every figure of this boot with its target (`bench_cells`).
+    cells: Vec<Cell>,
+    /// Punch..visible latencies of the 4 KiB hole, for the chart.
+    latency: Vec<super::bench_floor::Series>,
 }
 
 fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
@@ -301,6 +315,58 @@ fn range(min: u32, max: u32) -> String {
     }
 }
 
+/// The cells of one case of create/close/map.
+fn case_cells(c: &CaseReport) -> Vec<Cell> {
+    let subject = format!("{} {} MiB{}", c.backing.name(), c.size_mib, if c.memfd_mapped { ", memfd mapped" } else { "" });
+    let detail = |p: &Pair| format!("ours {} us, built-in {} us", us(p.ours.median_ns), us(p.builtin.median_ns));
+    let cell = |key: &str, p: &Pair| Cell::new(key, &subject, None, p.ratio_median, detail(p));
+    let unwatched_shmem = !c.memfd_mapped && c.backing == Backing::Shmem;
+    let mut v = vec![
+        cell("create", &c.create),
+        cell("close", &c.close),
+        cell("create_close", &c.create_close),
+        cell(if unwatched_shmem { "map_unwatched" } else { "map" }, &c.map),
+    ];
+    if c.backing == Backing::Hugetlb && c.size_mib == 64 {
+        let s = &c.sg_entries;
+        v.push(Cell::new(
+            "sg_entries",
+            &subject,
+            None,
+            f64::from(s.ours_max),
+            format!("ours {}, built-in {} on the same pages", range(s.ours_min, s.ours_max), range(s.builtin_min, s.builtin_max)),
+        ));
+    }
+    v
+}
+
+/// The cells of one boot as a Markdown table, each judged against its target.
+pub fn cells_table(cells: &[Cell]) -> String {
+    use super::bench_cells::Goal;
+    let mut t = String::from("\n| cell | value | target | verdict | figures |\n|---|---:|---|---|---|\n");
+    for c in cells {
+        let value = c.value.map_or_else(|| c.note.clone().unwrap_or_else(|| "n/a".into()), |v| format!("{v:.3}"));
+        let (target, verdict) = match (c.goal, c.value) {
+            (Goal::Report, _) => ("reported".to_owned(), String::new()),
+            (g, v) => {
+                let t = match g {
+                    Goal::AtMost(x) => format!("<= {x}"),
+                    Goal::AtLeast(x) => format!(">= {x}"),
+                    Goal::Report => String::new(),
+                };
+                let verdict = match v.and_then(|v| g.met(v)) {
+                    Some(true) => "met",
+                    Some(false) => "MISSED",
+                    None => "not measured",
+                };
+                (t, verdict.to_owned())
+            }
+        };
+        t.push_str(&format!("| {} | {value} | {target} | {verdict} | {} |\n", c.label, c.detail));
+    }
+    t
+}
+
 /// The report as a Markdown table (it is pasted into BENCHMARKS.md as is).
 fn table(r: &Report) -> String {
     let mut t = String::new();
@@ -356,8 +422,13 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             }
         }
     }
-    let live = super::bench_live::run(&devs[0], &devs[1], args.iterations.min(100))?;
-    let vmm = super::bench_vmm::run(&devs[0], &devs[1], args.iterations.min(100))?;
+    let mut cells: Vec<Cell> = cases.iter().flat_map(case_cells).collect();
+    let live_iters = args.iterations.min(100);
+    super::bench_floor::live_cells(&devs[0], &devs[1], live_iters, &mut cells)?;
+    let latency = super::bench_floor::punch_cells(&devs[0], &devs[1], live_iters, &mut cells)?;
+    super::bench_floor::fault_cells(&devs[0], live_iters, &mut cells)?;
+    super::bench_floor::kmem_cells(&devs[0], &devs[1], &mut cells)?;
+    super::bench_floor::memory_cells(&devs[0], &devs[1], &mut cells)?;
     let report = Report {
         iterations: args.iterations,
         warmup: WARMUP,
@@ -367,8 +438,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         clocksource: read_trimmed("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
         cases,
-        live,
-        vmm,
+        cells,
+        latency,
     };
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &args.json_out {
@@ -378,8 +449,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         println!("{json}");
     } else {
         print!("{}", table(&report));
-        print!("{}", super::bench_live::table(&report.live));
-        print!("{}", super::bench_vmm::table(&report.vmm));
+        print!("{}", cells_table(&report.cells));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -428,41 +498,26 @@ mod tests {
                 map: Pair::new(&[1000], &[1000]).unwrap(),
                 sg_entries: Segments { ours_min: 2, ours_max: 3, builtin_min: 32, builtin_max: 32 },
             }],
-            live: super::super::bench_live::LiveReport {
-                update_vs_recreate: Pair::new(&[100], &[10_000]).unwrap(),
-                speedup_median: 100.0,
-                update_16_mib: Summary::of(&[100]).unwrap(),
-                update_256_mib: Summary::of(&[120]).unwrap(),
-                scaling_median: 1.2,
-            },
-            vmm: super::super::bench_vmm::VmmReport {
-                fault_after_update: super::super::bench_vmm::FaultCell {
-                    whole_map: Summary::of(&[3000]).unwrap(),
-                    one_page_map: Summary::of(&[2000]).unwrap(),
-                    ratio_median: 1.5,
-                    target: super::super::bench_vmm::FAULT_TARGET,
-                },
-                memory_return: vec![super::super::bench_vmm::MemoryReturn {
-                    driver: "ours, lazy".into(),
-                    returned_kib: 32768,
-                    memfd_blocks_dropped_kib: 32768,
-                }],
-            },
+            cells: vec![Cell::new("map_unwatched", "shmem 4 MiB", None, 1.2, "ours 1.2 us, built-in 1.0 us".into())],
+            latency: Vec::new(),
         };
-        let vmm = super::super::bench_vmm::table(&r.vmm);
-        assert!(vmm.contains("| whole / one-page (target <= 1.5) | 1.50x (met) | |"), "{vmm}");
-        assert!(vmm.contains("| ours, lazy | +32768 | 32768 |"), "{vmm}");
         let t = table(&r);
         assert!(t.contains("| hugetlb 64 MiB | create (us) | 1.5 | 1.5 | 0.7 | 0.7 | 2.143 | 2.143 |"), "{t}");
         assert!(t.contains("| hugetlb 64 MiB | close (us) | 0.5 | 0.5 | 0.3 | 0.3 | 1.667 | 1.667 |"), "{t}");
         assert!(t.contains("| hugetlb 64 MiB | create+close (us) | 2.0 | 2.0 | 1.0 | 1.0 | 2.000 | 2.000 |"), "{t}");
         assert!(t.contains("| hugetlb 64 MiB | sg entries (nents) | 2-3 | | 32 | | 0.094 | |"), "{t}");
-        let live = super::super::bench_live::table(&r.live);
+        let cells = cells_table(&r.cells);
+        assert!(cells.contains("| 1.200 | <= 1.05 | MISSED | ours 1.2 us, built-in 1.0 us |"), "{cells}");
+        let case = case_cells(&r.cases[0]);
+        assert_eq!(
+            case.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+            ["create", "close", "create_close", "map", "sg_entries"]
+        );
+        assert_eq!(case[4].value, Some(3.0));
         let mut zero = r;
         zero.cases[0].map = Pair::new(&[1000], &[0]).unwrap();
         let t = table(&zero);
         assert!(t.contains("| hugetlb 64 MiB | map_dma_buf (us) | 1.0 | 1.0 | 0.0 | 0.0 | n/a | n/a |"), "{t}");
         assert!(!t.contains("NaN"), "{t}");
-        assert!(live.contains("| punch..SYNC, shmem | 0.1 | 0.1 | 1.20 |"), "{live}");
     }
 }

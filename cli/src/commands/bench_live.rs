@@ -122,25 +122,3 @@ pub fn run(ours: &File, builtin: &File, iterations: u32) -> Result<LiveReport> {
         update_256_mib: large,
     })
 }
-
-/// The live-update rows of the Markdown report.
-pub fn table(r: &LiveReport) -> String {
-    let us = |ns: u64| format!("{:.1}", ns as f64 / 1000.0);
-    let p = &r.update_vs_recreate;
-    format!(
-        "\n| live update | ours median (us) | ours p90 (us) | built-in re-create median (us) | built-in re-create p90 (us) | speed-up (median) |\n\
-         |---|---:|---:|---:|---:|---:|\n\
-         | 4 KiB hole in 64 MiB shmem: punch..SYNC vs close+create | {} | {} | {} | {} | {:.1}x |\n\
-         \n| scaling (same 4 KiB hole) | 16 MiB median (us) | 256 MiB median (us) | 256/16 |\n\
-         |---|---:|---:|---:|\n\
-         | punch..SYNC, shmem | {} | {} | {:.2} |\n",
-        us(p.ours.median_ns),
-        us(p.ours.p90_ns),
-        us(p.builtin.median_ns),
-        us(p.builtin.p90_ns),
-        r.speedup_median,
-        us(r.update_16_mib.median_ns),
-        us(r.update_256_mib.median_ns),
-        r.scaling_median,
-    )
-}

@@ -1,4 +1,5 @@
-//! The VMM cells of `udmabuf-ctl bench` (targets in BENCHMARKS.md):
+//! The measurements behind the VMM cells of `udmabuf-ctl bench` (the cells and their
+//! targets: bench_cells.rs; run under each policy by bench_floor.rs):
 //! - fault cost: after a 4 KiB punch (and a write through the memfd) in a 64 MiB shmem
 //!   buffer, the time until the new byte is visible through a CPU mmap of the dma-buf
 //!   that covers the whole buffer, against the same through a one-page mmap. Target
@@ -8,7 +9,6 @@
 //!   memfd's blocks go, under each repopulation policy of ours and on the built-in
 //!   driver, whose old pages stay pinned.
 
-use super::bench::Summary;
 use crate::sys::{self, Mapping};
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
@@ -18,20 +18,6 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 const REPOPULATE_PARAM: &str = "/sys/module/udmabuf_live/parameters/repopulate";
-/// Most a fault after an update may cost against a one-page mapping's.
-pub const FAULT_TARGET: f64 = 1.5;
-
-#[derive(Debug, Serialize)]
-pub struct FaultCell {
-    /// Punch..visible through an mmap of the whole 64 MiB buffer.
-    pub whole_map: Summary,
-    /// The same through a one-page mmap of the punched page.
-    pub one_page_map: Summary,
-    /// whole / one-page, of the medians.
-    pub ratio_median: f64,
-    pub target: f64,
-}
-
 #[derive(Debug, Serialize)]
 pub struct MemoryReturn {
     /// `ours, lazy`, `ours, eager` or `built-in`.
@@ -40,12 +26,6 @@ pub struct MemoryReturn {
     pub returned_kib: i64,
     /// Blocks the memfd lost, KiB.
     pub memfd_blocks_dropped_kib: i64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct VmmReport {
-    pub fault_after_update: FaultCell,
-    pub memory_return: Vec<MemoryReturn>,
 }
 
 /// Memory free now: MemAvailable plus the pages on the per-CPU free lists, which
@@ -87,7 +67,7 @@ impl Drop for Policy {
 /// `iterations` rounds: punch one page of a 64 MiB buffer, write a new byte through the
 /// memfd, and time until a CPU mapping of the dma-buf (`whole`: all 64 MiB, faulted in
 /// beforehand; else one page at the punched offset) reads it.
-fn fault_rounds(dev: &File, whole: bool, iterations: u32) -> Result<Vec<u64>> {
+pub(crate) fn fault_rounds(dev: &File, whole: bool, iterations: u32) -> Result<Vec<u64>> {
     let size = 64 * MIB;
     let ps = sys::page_size();
     let memfd = super::bench::memfd_for(false, size)?;
@@ -129,7 +109,7 @@ fn fault_rounds(dev: &File, whole: bool, iterations: u32) -> Result<Vec<u64>> {
 }
 
 /// The 32 MiB balloon punch on `dev`; `policy` sets ours first.
-fn memory_return(dev: &File, driver: &str, policy: Option<&str>) -> Result<MemoryReturn> {
+pub(crate) fn memory_return(dev: &File, driver: &str, policy: Option<&str>) -> Result<MemoryReturn> {
     let _policy = policy.map(Policy::set).transpose()?;
     let size = 64 * MIB;
     let memfd = super::bench::memfd_for(false, size)?;
@@ -157,49 +137,4 @@ fn memory_return(dev: &File, driver: &str, policy: Option<&str>) -> Result<Memor
         returned_kib: (free_memory()? - free0) / 1024,
         memfd_blocks_dropped_kib: (blocks0 - blocks(&memfd)?) / 1024,
     })
-}
-
-pub fn run(ours: &File, builtin: &File, iterations: u32) -> Result<VmmReport> {
-    let whole = Summary::of(&fault_rounds(ours, true, iterations).context("fault cost, whole mapping")?).context("no samples")?;
-    let one = Summary::of(&fault_rounds(ours, false, iterations).context("fault cost, one-page mapping")?).context("no samples")?;
-    let memory_return = vec![
-        memory_return(ours, "ours, lazy", Some("lazy")).context("memory return, lazy")?,
-        memory_return(ours, "ours, eager", Some("eager")).context("memory return, eager")?,
-        memory_return(builtin, "built-in", None).context("memory return, built-in")?,
-    ];
-    Ok(VmmReport {
-        fault_after_update: FaultCell {
-            ratio_median: whole.median_ns as f64 / one.median_ns.max(1) as f64,
-            whole_map: whole,
-            one_page_map: one,
-            target: FAULT_TARGET,
-        },
-        memory_return,
-    })
-}
-
-/// The VMM rows of the Markdown report.
-pub fn table(r: &VmmReport) -> String {
-    let us = |ns: u64| format!("{:.1}", ns as f64 / 1000.0);
-    let f = &r.fault_after_update;
-    let verdict = if f.ratio_median <= f.target { "met" } else { "MISSED" };
-    let mut s = format!(
-        "\n| fault after an update (4 KiB punch in 64 MiB shmem, until the new byte reads through the dma-buf mmap) | median (us) | p90 (us) |\n\
-         |---|---:|---:|\n\
-         | mmap of the whole buffer | {} | {} |\n\
-         | one-page mmap | {} | {} |\n\
-         | whole / one-page (target <= {:.1}) | {:.2}x ({verdict}) | |\n\
-         \n| memory return: 64 MiB buffer nobody maps, MADV_REMOVE of 32 MiB | memory back (KiB) | memfd blocks dropped (KiB) |\n\
-         |---|---:|---:|\n",
-        us(f.whole_map.median_ns),
-        us(f.whole_map.p90_ns),
-        us(f.one_page_map.median_ns),
-        us(f.one_page_map.p90_ns),
-        f.target,
-        f.ratio_median,
-    );
-    for m in &r.memory_return {
-        s += &format!("| {} | {:+} | {} |\n", m.driver, m.returned_kib, m.memfd_blocks_dropped_kib);
-    }
-    s
 }

@@ -1,6 +1,8 @@
 //! One file per subcommand. Each turns its clap arguments into a checked request, does
 //! the work, and prints text or one line of JSON.
 pub mod bench;
+pub mod bench_cells;
+pub mod bench_floor;
 pub mod bench_live;
 pub mod bench_vmm;
 pub mod completions;
