@@ -155,4 +155,8 @@ timeout --foreground -k 5 "$TMO" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" 
     <"$QEMU_STDIN" 2>&1 | tee "$CONSOLE_LOG"
 qemu_rc=${PIPESTATUS[0]}
 set -e
-judge "$qemu_rc"
+judge_rc=0; judge "$qemu_rc" || judge_rc=$?
+if [ -n "${SHOTS:-}" ] && ls "$SHOTS"/*.png >/dev/null 2>&1; then
+    log "compositor screenshots: $SHOTS ($(cd "$SHOTS" && ls *.png | tr '\n' ' '))"
+fi
+exit $judge_rc

@@ -513,3 +513,28 @@ fn weston_survived_and_stops() -> CaseResult {
     }
     Ok(Outcome::Pass)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One wrong pixel in a screenshot turns the comparison red, and names the pixel.
+    #[test]
+    fn one_wrong_pixel_fails() {
+        let bytes = pattern(5, 1024 * H as usize);
+        let want = expected_rgb(&bytes, 1024);
+        let mut shot = (W as u32, H as u32, want.clone());
+        assert!(compare("same", &shot, &want, 0).is_ok());
+        shot.2[3 * (7 * W as usize + 3)] ^= 1;
+        let e = compare("one off", &shot, &want, 0).unwrap_err().to_string();
+        assert!(e.contains("1 of 25000 pixels differ") && e.contains("(3,7)"), "{e}");
+        assert!(compare("tolerated", &shot, &want, 1).is_ok());
+    }
+
+    #[test]
+    fn xr24_is_bgrx_in_memory() {
+        let mut bytes = vec![0u8; 1024 * H as usize];
+        bytes[..4].copy_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+        assert_eq!(&expected_rgb(&bytes, 1024)[..3], &[0x33, 0x22, 0x11]);
+    }
+}
