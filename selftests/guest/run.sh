@@ -54,8 +54,9 @@ if [ -x /debian/usr/bin/weston ]; then
     for d in dev proc sys tmp; do mount --bind /$d /debian/$d; done
     mkdir -p -m 700 /tmp/xdg
     export XDG_RUNTIME_DIR=/tmp/xdg WAYLAND_DISPLAY=demo
+    # (its stderr warns that --debug is on: kept out of the console, where "WARNING:" fails the run)
     chroot /debian env XDG_RUNTIME_DIR=/tmp/xdg HOME=/tmp weston --backend=headless --renderer=gl \
-        --shell=kiosk --debug --idle-time=0 --width=250 --height=100 --socket=demo --log=/tmp/weston.log &
+        --shell=kiosk --debug --idle-time=0 --width=250 --height=100 --socket=demo --log=/tmp/weston.log 2>/tmp/weston.stderr &
     WESTON_PID=$!
     until udmabuf-ctl present --list-formats >/dev/null 2>&1; do sleep 0.5; done
     shown() { until grep -qx "shown $2" "$1" 2>/dev/null; do sleep 0.2; done; }
