@@ -20,7 +20,7 @@ HOST_TARGET := x86_64-unknown-linux-gnu
 MODULE_OUT := $(CURDIR)/out/modules/$(if $(KDIR),kdir-$(subst /,_,$(KDIR)),$(KERNEL_FLAVOR))
 export MODULE_OUT
 
-.PHONY: all deps kernel check module importer userspace guest-bins kselftest-install kselftest-check vm-test vm-selftest test test-debug stress unit-test run shell bench bench-run clean
+.PHONY: all deps rootfs kernel check module importer userspace guest-bins kselftest-install kselftest-check vm-test vm-selftest test test-debug stress unit-test run shell bench bench-run clean
 
 all: module importer userspace
 
@@ -71,7 +71,11 @@ check: kernel
 unit-test:
 	@cargo test --quiet --workspace
 
-vm-test: module importer guest-bins
+# The Debian 13 rootfs with Weston and Mesa's llvmpipe (wayland suite, make run), cached.
+rootfs: deps
+	@scripts/rootfs.sh
+
+vm-test: module importer guest-bins rootfs
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh test
 
 # The harness must be able to fail: boot once per injected fault and expect red.
@@ -91,7 +95,7 @@ test-debug:
 stress: module importer guest-bins
 	@ULIVE_SUITES="module stress" KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh test
 
-run: module importer guest-bins
+run: module importer guest-bins rootfs
 	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh run
 
 # An interactive guest with the module loaded (Ctrl-A X or `exit` leaves).

@@ -11,6 +11,7 @@ PKGS=(
     clang-19 lld-19 llvm-19 libclang-19-dev
     rustc-web rust-web-src rust-web-clippy rustfmt-web
     qemu-system-x86 busybox-static
+    mmdebstrap debian-archive-keyring   # the Debian 13 guest rootfs (scripts/rootfs.sh)
 )
 
 missing=()

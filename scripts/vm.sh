@@ -45,7 +45,7 @@ build_initramfs() {
     {
         echo "dir /dev 0755 0 0"
         echo "nod /dev/console 0600 0 0 c 5 1"
-        for d in /bin /sbin /usr /usr/bin /proc /sys /tmp /root /lib /lib/modules /selftests /kselftest; do echo "dir $d 0755 0 0"; done
+        for d in /bin /sbin /usr /usr/bin /proc /sys /tmp /root /lib /lib/modules /selftests /kselftest /debian /shots; do echo "dir $d 0755 0 0"; done
         echo "file /bin/busybox $(command -v busybox 2>/dev/null || echo /bin/busybox) 0755 0 0"
         echo "file /init $ROOT/selftests/guest/init 0755 0 0"
         # The kselftest runner enforces its timeouts only through /usr/bin/timeout.
@@ -124,6 +124,18 @@ if [ -n "${ULIVE_SUITES:-}" ]; then APPEND+=" ulive.suites=$(echo $ULIVE_SUITES 
 for v in ULIVE_STRESS_SECS ULIVE_STRESS_SEED ULIVE_STRESS_ROLES ULIVE_FUZZ_SEED ULIVE_FUZZ_CASES; do
     if [ -n "${!v:-}" ]; then APPEND+=" ulive.env.$v=${!v}"; fi
 done
+# The Debian rootfs (scripts/rootfs.sh) for the wayland suite and `make run`, read-only over
+# 9p (mounted at /debian in the guest), and out/wayland/ for the screenshots the guest takes.
+ROOTFS_DIR=${ROOTFS_DIR:-$CACHE/rootfs/trixie}
+SHARES=()
+if [ -x "$ROOTFS_DIR/usr/bin/weston" ]; then
+    SHOTS=$OUT/wayland; rm -rf "$SHOTS"; mkdir -p "$SHOTS"
+    SHARES=(-virtfs "local,path=$ROOTFS_DIR,mount_tag=debian,security_model=none,readonly=on"
+            -virtfs "local,path=$SHOTS,mount_tag=shots,security_model=none")
+    log "Debian rootfs $ROOTFS_DIR shared at /debian; screenshots go to $SHOTS"
+else
+    log "no Debian rootfs at $ROOTFS_DIR (make rootfs): the wayland suite will skip"
+fi
 log "booting ($ACCEL, ${VM_MEM:-4G}, timeout ${TMO}s): $APPEND"
 log "console log: $CONSOLE_LOG"
 rm -f "$KTAP_LOG"
@@ -138,8 +150,13 @@ set +e
 timeout --foreground -k 5 "$TMO" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -smp 2 -m "${VM_MEM:-4G}" \
     -nodefaults -display none -no-reboot \
     -serial "$SERIAL" -serial "file:$KTAP_LOG" \
+    "${SHARES[@]}" \
     -kernel "$KB/arch/x86/boot/bzImage" -initrd "$OUT/initramfs.cpio" -append "$APPEND" \
     <"$QEMU_STDIN" 2>&1 | tee "$CONSOLE_LOG"
 qemu_rc=${PIPESTATUS[0]}
 set -e
-judge "$qemu_rc"
+judge_rc=0; judge "$qemu_rc" || judge_rc=$?
+if [ -n "${SHOTS:-}" ] && ls "$SHOTS"/*.png >/dev/null 2>&1; then
+    log "compositor screenshots: $SHOTS ($(cd "$SHOTS" && ls *.png | tr '\n' ' '))"
+fi
+exit $judge_rc

@@ -53,6 +53,9 @@ pub enum Command {
     /// Hold a static pin (mapped static attachment) or a kernel vmap on a buffer through the
     /// test importer (/dev/ulive-importer) until SIGINT/SIGTERM.
     Hold(HoldArgs),
+    /// Show a dma-buf in the running Wayland compositor (zwp_linux_dmabuf_v1, xdg-shell
+    /// toplevel); commit it again on SIGUSR1 or a line on stdin.
+    Present(PresentArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
@@ -300,6 +303,45 @@ pub struct HoldArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "The buffer: HANDLE (with --format, --width, --height), or, without HANDLE, the one that \
+`udmabuf-ctl create --format ... --exec -- udmabuf-ctl present` hands over (UDMABUF_DMABUF_FD, UDMABUF_FORMAT, \
+UDMABUF_WIDTH, UDMABUF_HEIGHT, UDMABUF_STRIDES, UDMABUF_OFFSETS). The layout is create --format's: DRM format, \
+LINEAR modifier, the planes' offsets and strides.\n\n\
+The compositor is WAYLAND_DISPLAY's (a name under XDG_RUNTIME_DIR, or a path). After each commit has been \
+shown (its frame callback is done) a line `shown N` is printed on stdout. A line on stdin or SIGUSR1 commits \
+the same wl_buffer again with full damage (that is how to show new contents after writing to the memfd); \
+SIGINT, SIGTERM or the compositor closing the window end it (exit 0).")]
+pub struct PresentArgs {
+    /// Handle of the buffer (PID:MEMFD_FD:DMABUF_FD); default: UDMABUF_DMABUF_FD from `create --exec`.
+    #[arg(requires_all = ["format", "width", "height"])]
+    pub handle: Option<Handle>,
+    /// DRM format of the buffer (as `create --format`); default: UDMABUF_FORMAT.
+    #[arg(long, value_name = "FOURCC")]
+    pub format: Option<String>,
+    /// Width in pixels; default: UDMABUF_WIDTH.
+    #[arg(long, value_name = "PIXELS")]
+    pub width: Option<u64>,
+    /// Height in pixels; default: UDMABUF_HEIGHT.
+    #[arg(long, value_name = "PIXELS")]
+    pub height: Option<u64>,
+    /// Stride alignment the buffer was created with (as `create --stride-align`).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STRIDE_ALIGN)]
+    pub stride_align: u64,
+    /// Only print the formats and modifiers the compositor offers, and exit.
+    #[arg(long, conflicts_with_all = ["handle", "format", "width", "height"])]
+    pub list_formats: bool,
+    /// Exit after the first commit has been shown (instead of waiting for SIGUSR1, stdin or SIGTERM).
+    #[arg(long)]
+    pub once: bool,
+    /// The window title.
+    #[arg(long, default_value = "udmabuf-ctl present")]
+    pub title: String,
+    /// Print JSON: --list-formats as one document; otherwise one line per event.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct ExitCodesArgs {
     /// The README's Markdown table.
     #[arg(long, conflicts_with = "man")]
@@ -369,5 +411,14 @@ mod tests {
         assert!(parse(&["write", "12:3:4", "--pattern", "random:7", "--len", "4K"]).is_ok());
         assert!(parse(&["sync", "12:3:4", "--timeout-ms", "0"]).is_ok());
         assert!(parse(&["verify", "12:3:4", "--json"]).is_ok());
+    }
+
+    #[test]
+    fn present_options() {
+        assert!(parse(&["present"]).is_ok());
+        assert!(parse(&["present", "--list-formats"]).is_ok());
+        assert!(parse(&["present", "1:2:3", "--format", "XR24", "--width", "250", "--height", "100"]).is_ok());
+        assert!(parse(&["present", "1:2:3"]).is_err(), "a handle needs its layout");
+        assert!(parse(&["present", "--list-formats", "--format", "XR24"]).is_err());
     }
 }

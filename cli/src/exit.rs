@@ -16,6 +16,10 @@ pub const TIMEOUT: u8 = 7;
 pub const BAD_HANDLE: u8 = 8;
 pub const NOT_LIVE: u8 = 9;
 pub const MEMLOCK: u8 = 10;
+pub const NO_COMPOSITOR: u8 = 11;
+pub const NOT_OFFERED: u8 = 12;
+pub const BUFFER_FAILED: u8 = 13;
+pub const PROTOCOL: u8 = 14;
 /// `create --exec`: the command exists but could not be run.
 pub const EXEC_FAILED: u8 = 126;
 /// `create --exec`: the command was not found.
@@ -45,6 +49,10 @@ pub const TABLE: &[Row] = &[
     row("8", "the handle does not resolve: no such process, fd closed, not a memfd / dma-buf, or the memfd does not back the dma-buf"),
     row("9", "the dma-buf is not a udmabuf-live buffer (`info`, `sync` need one)"),
     row("10", "`create`: over the locked-memory limit (`RLIMIT_MEMLOCK`, `ulimit -l`) that udmabuf-live charges when its `account_memlock` parameter is on"),
+    row("11", "`present`: no Wayland compositor to connect to (`WAYLAND_DISPLAY`, `XDG_RUNTIME_DIR`), or it lacks `zwp_linux_dmabuf_v1` (version 3 or later), `wl_compositor` or `xdg_wm_base`"),
+    row("12", "`present`: the compositor does not offer the buffer's DRM format with the LINEAR modifier (the message lists what it offers)"),
+    row("13", "`present`: the compositor refused the buffer (`zwp_linux_buffer_params_v1.failed`)"),
+    row("14", "`present`: a Wayland protocol error (the message names the object, the code and the compositor's text), or the compositor went away"),
     row("126", "`create --exec`: the command could not be run (not executable)"),
     row("127", "`create --exec`: the command was not found"),
     row("128+N", "`create --exec`: signal N ended the command (130 for SIGINT, 143 for SIGTERM); otherwise `create --exec` exits with the command's status"),
@@ -111,6 +119,14 @@ pub enum CtlError {
     NotLive(String),
     #[error("{0}")]
     Memlock(String),
+    #[error("{0}")]
+    NoCompositor(String),
+    #[error("{0}")]
+    NotOffered(String),
+    #[error("{0}")]
+    BufferFailed(String),
+    #[error("{0}")]
+    Protocol(String),
 }
 
 pub fn code_of(err: &anyhow::Error) -> u8 {
@@ -126,6 +142,10 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
                 CtlError::Handle(_) => BAD_HANDLE,
                 CtlError::NotLive(_) => NOT_LIVE,
                 CtlError::Memlock(_) => MEMLOCK,
+                CtlError::NoCompositor(_) => NO_COMPOSITOR,
+                CtlError::NotOffered(_) => NOT_OFFERED,
+                CtlError::BufferFailed(_) => BUFFER_FAILED,
+                CtlError::Protocol(_) => PROTOCOL,
             };
         }
     }
@@ -144,6 +164,10 @@ pub fn kind_of(code: u8) -> &'static str {
         BAD_HANDLE => "bad_handle",
         NOT_LIVE => "not_live",
         MEMLOCK => "memlock",
+        NO_COMPOSITOR => "no_compositor",
+        NOT_OFFERED => "not_offered",
+        BUFFER_FAILED => "buffer_failed",
+        PROTOCOL => "protocol",
         _ => "error",
     }
 }
@@ -177,6 +201,10 @@ mod tests {
             BAD_HANDLE,
             NOT_LIVE,
             MEMLOCK,
+            NO_COMPOSITOR,
+            NOT_OFFERED,
+            BUFFER_FAILED,
+            PROTOCOL,
             EXEC_FAILED,
             EXEC_NOT_FOUND,
         ];

@@ -69,6 +69,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(a) => commands::sync::run(&a),
         Command::Read(a) => commands::read::run(&a),
         Command::Hold(a) => commands::hold::run(&a),
+        Command::Present(a) => commands::present::run(&a),
         Command::Completions(a) => commands::completions::run(&a),
         Command::Man(a) => commands::man::run(&a),
         Command::ExitCodes(a) => {

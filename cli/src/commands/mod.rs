@@ -11,6 +11,7 @@ pub mod hold;
 pub mod info;
 pub mod list;
 pub mod man;
+pub mod present;
 pub mod punch;
 pub mod read;
 pub mod status;

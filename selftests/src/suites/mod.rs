@@ -32,6 +32,7 @@ mod sync;
 mod unload_busy;
 mod upstream;
 mod vgem;
+mod wayland;
 
 pub struct Case {
     pub name: &'static str,
@@ -94,6 +95,8 @@ pub fn all() -> Vec<Suite> {
         security::suite(),
         // The CLI as users run it, as separate processes, on both devices.
         cli::suite(),
+        // A real compositor (Weston on llvmpipe, Debian rootfs) imports our dma-bufs.
+        wayland::suite(),
         // Hardening: concurrency, adversarial inputs, allocation failures.
         stress::suite(),
         fuzz::suite(),
