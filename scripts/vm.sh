@@ -128,7 +128,9 @@ done
 # 9p (mounted at /debian in the guest), and out/wayland/ for the screenshots the guest takes.
 ROOTFS_DIR=${ROOTFS_DIR:-$CACHE/rootfs/trixie}
 SHARES=()
-if [ -x "$ROOTFS_DIR/usr/bin/weston" ]; then
+# Not for the harness self-test's injected boots: they run no compositor, and must not
+# replace the screenshots of the real run.
+if [ -z "$INJECT" ] && [ -x "$ROOTFS_DIR/usr/bin/weston" ]; then
     SHOTS=$OUT/wayland; rm -rf "$SHOTS"; mkdir -p "$SHOTS"
     SHARES=(-virtfs "local,path=$ROOTFS_DIR,mount_tag=debian,security_model=none,readonly=on"
             -virtfs "local,path=$SHOTS,mount_tag=shots,security_model=none")
