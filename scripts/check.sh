@@ -8,6 +8,7 @@
 . "$(dirname "$0")/common.sh"
 
 KB=${KBUILD_DIR:?KBUILD_DIR (the kernel build tree) must be set}
+mkdir -p "$OUT"
 RUSTFMT=/usr/bin/rustfmt
 CLIPPY_DRIVER=/usr/bin/clippy-driver
 [ -x "$RUSTFMT" ] || die "no $RUSTFMT: run 'make deps' (package rustfmt-web)"
