@@ -750,11 +750,10 @@ fn worker_slab_failures() -> CaseResult {
 /// them go, and the allocations happen at the next point of need, which the other cases
 /// cover): run this case under eager, and restore the policy after.
 fn worker_page_failures() -> CaseResult {
-    let param = format!("/sys/module/{}/parameters/repopulate", udmabuf_live_uapi::MODULE_NAME);
-    let before = std::fs::read_to_string(&param).with_context(|| format!("read {param}"))?;
-    std::fs::write(&param, "eager").with_context(|| format!("write {param}"))?;
+    let before = super::live_util::repopulate_policy();
+    crate::util::set_repopulate("eager")?;
     let r = worker_failures("fail_page_alloc", &PAGE_SPACE, true);
-    std::fs::write(&param, before.trim()).with_context(|| format!("restore {param}"))?;
+    crate::util::set_repopulate(&before)?;
     r
 }
 
