@@ -25,8 +25,16 @@ pub struct SuiteReport {
 
 impl SuiteReport {
     pub fn begin(name: &str, planned: usize) -> Self {
-        out(&format!("    KTAP version 1\n    # Subtest: {name}\n    1..{planned}"));
-        Self { name: name.to_owned(), next: 1, passed: 0, failed: 0, skipped: 0 }
+        out(&format!(
+            "    KTAP version 1\n    # Subtest: {name}\n    1..{planned}"
+        ));
+        Self {
+            name: name.to_owned(),
+            next: 1,
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+        }
     }
 
     /// Print a diagnostic line inside the suite.
@@ -71,7 +79,10 @@ impl SuiteReport {
             Outcome::Skip(w) => format!("ok {index} {} # SKIP {w}", self.name),
             Outcome::Fail(_) => format!("not ok {index} {}", self.name),
         };
-        out(&format!("# {}: pass:{} fail:{} skip:{}", self.name, self.passed, self.failed, self.skipped));
+        out(&format!(
+            "# {}: pass:{} fail:{} skip:{}",
+            self.name, self.passed, self.failed, self.skipped
+        ));
         out(&line);
         outcome
     }

@@ -91,8 +91,10 @@ fn run(args: &Args) -> u8 {
             return KSFT_FAIL;
         }
     }
-    let chosen: Vec<_> =
-        all.into_iter().filter(|s| args.suites.is_empty() || args.suites.iter().any(|w| w == s.name)).collect();
+    let chosen: Vec<_> = all
+        .into_iter()
+        .filter(|s| args.suites.is_empty() || args.suites.iter().any(|w| w == s.name))
+        .collect();
 
     out(&format!("KTAP version 1\n1..{}", chosen.len()));
     // Harness self-test (ULIVE_INJECT_KTAP): one malformed result line (a test number out
@@ -121,7 +123,11 @@ fn run(args: &Args) -> u8 {
                 out("    ok 1 planted_malformed_result_line");
             }
         }
-        report.diag(&format!("{}: {:.1} s", suite.name, t0.elapsed().as_secs_f64()));
+        report.diag(&format!(
+            "{}: {:.1} s",
+            suite.name,
+            t0.elapsed().as_secs_f64()
+        ));
         let verdict = match report.finish(i + 1) {
             Outcome::Fail(_) => {
                 failed += 1;
@@ -133,10 +139,16 @@ fn run(args: &Args) -> u8 {
             }
             Outcome::Pass => "ok",
         };
-        kmsg(&format!("{}: end ({verdict}, {:.1} s)", suite.name, t0.elapsed().as_secs_f64()));
+        kmsg(&format!(
+            "{}: end ({verdict}, {:.1} s)",
+            suite.name,
+            t0.elapsed().as_secs_f64()
+        ));
     }
     let passed = chosen.len() - failed - skipped;
-    out(&format!("# Totals: pass:{passed} fail:{failed} xfail:0 xpass:0 skip:{skipped} error:0"));
+    out(&format!(
+        "# Totals: pass:{passed} fail:{failed} xfail:0 xpass:0 skip:{skipped} error:0"
+    ));
     if failed > 0 {
         KSFT_FAIL
     } else if skipped == chosen.len() {
@@ -182,7 +194,11 @@ mod bitruns_tests {
             vec![0xF0F0_0000_0000_000F, u64::MAX, 0x8000_0000_0000_0001],
         ];
         for words in &cases {
-            assert_eq!(runs(words).collect::<Vec<_>>(), naive(words), "words {words:x?}");
+            assert_eq!(
+                runs(words).collect::<Vec<_>>(),
+                naive(words),
+                "words {words:x?}"
+            );
         }
         // Pseudo-random bitmaps.
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -195,7 +211,11 @@ mod bitruns_tests {
                     x & (x >> 3)
                 })
                 .collect();
-            assert_eq!(runs(&words).collect::<Vec<_>>(), naive(&words), "words {words:x?}");
+            assert_eq!(
+                runs(&words).collect::<Vec<_>>(),
+                naive(&words),
+                "words {words:x?}"
+            );
         }
     }
 }

@@ -26,7 +26,9 @@ pub fn precondition(why: impl Into<String>) -> anyhow::Error {
 
 /// The reason, if `e` (or anything in its chain) is a missing precondition.
 pub fn precondition_of(e: &anyhow::Error) -> Option<String> {
-    e.chain().find_map(|c| c.downcast_ref::<Precondition>()).map(|p| p.0.clone())
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Precondition>())
+        .map(|p| p.0.clone())
 }
 
 /// Where a module's `.ko` is looked for, in order: `$ULIVE_MODULE_DIR`, the `modules/`
@@ -37,7 +39,10 @@ pub fn module_dirs() -> Vec<PathBuf> {
     if let Some(d) = std::env::var_os("ULIVE_MODULE_DIR") {
         dirs.push(PathBuf::from(d));
     }
-    if let Some(d) = std::env::current_exe().ok().and_then(|p| p.parent().map(|p| p.join("modules"))) {
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|p| p.join("modules")))
+    {
         dirs.push(d);
     }
     dirs.push(PathBuf::from("/lib/modules"));
@@ -46,14 +51,23 @@ pub fn module_dirs() -> Vec<PathBuf> {
 
 /// The `.ko` file of module `name` (file name `name.ko`), if one is found.
 pub fn module_file(name: &str) -> Option<PathBuf> {
-    module_dirs().into_iter().map(|d| d.join(format!("{name}.ko"))).find(|p| p.is_file())
+    module_dirs()
+        .into_iter()
+        .map(|d| d.join(format!("{name}.ko")))
+        .find(|p| p.is_file())
 }
 
 /// Like [`module_file`], but a missing file is a [`Precondition`] error.
 pub fn require_module_file(name: &str) -> Result<PathBuf> {
     module_file(name).ok_or_else(|| {
-        let dirs: Vec<String> = module_dirs().iter().map(|d| d.display().to_string()).collect();
-        precondition(format!("no {name}.ko in {} (set ULIVE_MODULE_DIR)", dirs.join(", ")))
+        let dirs: Vec<String> = module_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        precondition(format!(
+            "no {name}.ko in {} (set ULIVE_MODULE_DIR)",
+            dirs.join(", ")
+        ))
     })
 }
 
@@ -83,7 +97,9 @@ pub fn ensure_module() -> Result<()> {
 
 /// Set the module's repopulation policy (`lazy` or `eager`), which every suite runs under.
 pub fn set_repopulate(policy: &str) -> Result<()> {
-    let p = Path::new("/sys/module").join(udmabuf_live_uapi::MODULE_NAME).join("parameters/repopulate");
+    let p = Path::new("/sys/module")
+        .join(udmabuf_live_uapi::MODULE_NAME)
+        .join("parameters/repopulate");
     std::fs::write(&p, policy).with_context(|| format!("setting {} to {policy}", p.display()))
 }
 
@@ -91,7 +107,9 @@ pub fn set_repopulate(policy: &str) -> Result<()> {
 /// privileges on purpose.
 pub fn require_root() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(precondition("not root: the suites load modules and change credentials (run as root)"));
+        return Err(precondition(
+            "not root: the suites load modules and change credentials (run as root)",
+        ));
     }
     Ok(())
 }
@@ -102,7 +120,9 @@ pub fn unload_module() -> Result<(), Errno> {
 }
 
 pub fn is_loaded() -> bool {
-    Path::new("/sys/module").join(udmabuf_live_uapi::MODULE_NAME).exists()
+    Path::new("/sys/module")
+        .join(udmabuf_live_uapi::MODULE_NAME)
+        .exists()
 }
 
 pub fn device_path() -> String {

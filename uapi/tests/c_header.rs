@@ -84,13 +84,22 @@ fn c_values() -> HashMap<String, u64> {
     let bin = dir.join("probe");
     std::fs::write(&src, C_PROBE).unwrap();
     let include = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
-    let st = Command::new("cc").args(["-Wall", "-Werror", "-I", include, "-o"]).arg(&bin).arg(&src).status()
+    let st = Command::new("cc")
+        .args(["-Wall", "-Werror", "-I", include, "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
         .expect("a C compiler (cc) is needed for the header test");
     assert!(st.success(), "the C header does not compile");
     let out = Command::new(&bin).output().unwrap();
     std::fs::remove_dir_all(&dir).ok();
-    String::from_utf8(out.stdout).unwrap().lines()
-        .map(|l| { let (k, v) = l.split_once(' ').unwrap(); (k.to_owned(), v.parse().unwrap()) })
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap();
+            (k.to_owned(), v.parse().unwrap())
+        })
         .collect()
 }
 
@@ -114,55 +123,176 @@ fn c_header_matches_rust_crate() {
         ("UDMABUF_FLAGS_CLOEXEC", UDMABUF_FLAGS_CLOEXEC as u64),
         ("UDMABUF_CREATE", UDMABUF_CREATE as u64),
         ("UDMABUF_CREATE_LIST", UDMABUF_CREATE_LIST as u64),
-        ("sizeof_udmabuf_live_info", size_of::<UdmabufLiveInfo>() as u64),
-        ("udmabuf_live_info.dmabuf_fd", offset_of!(UdmabufLiveInfo, dmabuf_fd) as u64),
-        ("udmabuf_live_info.backing", offset_of!(UdmabufLiveInfo, backing) as u64),
-        ("udmabuf_live_info.size", offset_of!(UdmabufLiveInfo, size) as u64),
-        ("udmabuf_live_info.generation", offset_of!(UdmabufLiveInfo, generation) as u64),
-        ("udmabuf_live_info.updates", offset_of!(UdmabufLiveInfo, updates) as u64),
-        ("udmabuf_live_info.pages_swapped", offset_of!(UdmabufLiveInfo, pages_swapped) as u64),
-        ("udmabuf_live_info.state", offset_of!(UdmabufLiveInfo, state) as u64),
-        ("udmabuf_live_info.pins", offset_of!(UdmabufLiveInfo, pins) as u64),
-        ("udmabuf_live_info.notifiers", offset_of!(UdmabufLiveInfo, notifiers) as u64),
-        ("udmabuf_live_info.ranges", offset_of!(UdmabufLiveInfo, ranges) as u64),
-        ("udmabuf_live_info.repopulate", offset_of!(UdmabufLiveInfo, repopulate) as u64),
-        ("udmabuf_live_info.unpopulated", offset_of!(UdmabufLiveInfo, unpopulated) as u64),
-        ("UDMABUF_LIVE_REPOPULATE_EAGER", UDMABUF_LIVE_REPOPULATE_EAGER as u64),
-        ("UDMABUF_LIVE_REPOPULATE_LAZY", UDMABUF_LIVE_REPOPULATE_LAZY as u64),
-        ("sizeof_udmabuf_live_sync", size_of::<UdmabufLiveSync>() as u64),
-        ("udmabuf_live_sync.dmabuf_fd", offset_of!(UdmabufLiveSync, dmabuf_fd) as u64),
-        ("udmabuf_live_sync.timeout_ms", offset_of!(UdmabufLiveSync, timeout_ms) as u64),
-        ("sizeof_udmabuf_live_verify", size_of::<UdmabufLiveVerify>() as u64),
-        ("udmabuf_live_verify.dmabuf_fd", offset_of!(UdmabufLiveVerify, dmabuf_fd) as u64),
-        ("udmabuf_live_verify.__pad", offset_of!(UdmabufLiveVerify, __pad) as u64),
-        ("udmabuf_live_verify.pages", offset_of!(UdmabufLiveVerify, pages) as u64),
-        ("udmabuf_live_verify.matching", offset_of!(UdmabufLiveVerify, matching) as u64),
-        ("udmabuf_live_verify.stale", offset_of!(UdmabufLiveVerify, stale) as u64),
-        ("udmabuf_live_verify.holes", offset_of!(UdmabufLiveVerify, holes) as u64),
-        ("udmabuf_live_verify.first_mismatch", offset_of!(UdmabufLiveVerify, first_mismatch) as u64),
-        ("udmabuf_live_verify.unpopulated", offset_of!(UdmabufLiveVerify, unpopulated) as u64),
-        ("sizeof_udmabuf_live_pfns", size_of::<UdmabufLivePfns>() as u64),
-        ("udmabuf_live_pfns.dmabuf_fd", offset_of!(UdmabufLivePfns, dmabuf_fd) as u64),
-        ("udmabuf_live_pfns.__pad", offset_of!(UdmabufLivePfns, __pad) as u64),
-        ("udmabuf_live_pfns.first_page", offset_of!(UdmabufLivePfns, first_page) as u64),
-        ("udmabuf_live_pfns.count", offset_of!(UdmabufLivePfns, count) as u64),
-        ("udmabuf_live_pfns.pfns", offset_of!(UdmabufLivePfns, pfns) as u64),
+        (
+            "sizeof_udmabuf_live_info",
+            size_of::<UdmabufLiveInfo>() as u64,
+        ),
+        (
+            "udmabuf_live_info.dmabuf_fd",
+            offset_of!(UdmabufLiveInfo, dmabuf_fd) as u64,
+        ),
+        (
+            "udmabuf_live_info.backing",
+            offset_of!(UdmabufLiveInfo, backing) as u64,
+        ),
+        (
+            "udmabuf_live_info.size",
+            offset_of!(UdmabufLiveInfo, size) as u64,
+        ),
+        (
+            "udmabuf_live_info.generation",
+            offset_of!(UdmabufLiveInfo, generation) as u64,
+        ),
+        (
+            "udmabuf_live_info.updates",
+            offset_of!(UdmabufLiveInfo, updates) as u64,
+        ),
+        (
+            "udmabuf_live_info.pages_swapped",
+            offset_of!(UdmabufLiveInfo, pages_swapped) as u64,
+        ),
+        (
+            "udmabuf_live_info.state",
+            offset_of!(UdmabufLiveInfo, state) as u64,
+        ),
+        (
+            "udmabuf_live_info.pins",
+            offset_of!(UdmabufLiveInfo, pins) as u64,
+        ),
+        (
+            "udmabuf_live_info.notifiers",
+            offset_of!(UdmabufLiveInfo, notifiers) as u64,
+        ),
+        (
+            "udmabuf_live_info.ranges",
+            offset_of!(UdmabufLiveInfo, ranges) as u64,
+        ),
+        (
+            "udmabuf_live_info.repopulate",
+            offset_of!(UdmabufLiveInfo, repopulate) as u64,
+        ),
+        (
+            "udmabuf_live_info.unpopulated",
+            offset_of!(UdmabufLiveInfo, unpopulated) as u64,
+        ),
+        (
+            "UDMABUF_LIVE_REPOPULATE_EAGER",
+            UDMABUF_LIVE_REPOPULATE_EAGER as u64,
+        ),
+        (
+            "UDMABUF_LIVE_REPOPULATE_LAZY",
+            UDMABUF_LIVE_REPOPULATE_LAZY as u64,
+        ),
+        (
+            "sizeof_udmabuf_live_sync",
+            size_of::<UdmabufLiveSync>() as u64,
+        ),
+        (
+            "udmabuf_live_sync.dmabuf_fd",
+            offset_of!(UdmabufLiveSync, dmabuf_fd) as u64,
+        ),
+        (
+            "udmabuf_live_sync.timeout_ms",
+            offset_of!(UdmabufLiveSync, timeout_ms) as u64,
+        ),
+        (
+            "sizeof_udmabuf_live_verify",
+            size_of::<UdmabufLiveVerify>() as u64,
+        ),
+        (
+            "udmabuf_live_verify.dmabuf_fd",
+            offset_of!(UdmabufLiveVerify, dmabuf_fd) as u64,
+        ),
+        (
+            "udmabuf_live_verify.__pad",
+            offset_of!(UdmabufLiveVerify, __pad) as u64,
+        ),
+        (
+            "udmabuf_live_verify.pages",
+            offset_of!(UdmabufLiveVerify, pages) as u64,
+        ),
+        (
+            "udmabuf_live_verify.matching",
+            offset_of!(UdmabufLiveVerify, matching) as u64,
+        ),
+        (
+            "udmabuf_live_verify.stale",
+            offset_of!(UdmabufLiveVerify, stale) as u64,
+        ),
+        (
+            "udmabuf_live_verify.holes",
+            offset_of!(UdmabufLiveVerify, holes) as u64,
+        ),
+        (
+            "udmabuf_live_verify.first_mismatch",
+            offset_of!(UdmabufLiveVerify, first_mismatch) as u64,
+        ),
+        (
+            "udmabuf_live_verify.unpopulated",
+            offset_of!(UdmabufLiveVerify, unpopulated) as u64,
+        ),
+        (
+            "sizeof_udmabuf_live_pfns",
+            size_of::<UdmabufLivePfns>() as u64,
+        ),
+        (
+            "udmabuf_live_pfns.dmabuf_fd",
+            offset_of!(UdmabufLivePfns, dmabuf_fd) as u64,
+        ),
+        (
+            "udmabuf_live_pfns.__pad",
+            offset_of!(UdmabufLivePfns, __pad) as u64,
+        ),
+        (
+            "udmabuf_live_pfns.first_page",
+            offset_of!(UdmabufLivePfns, first_page) as u64,
+        ),
+        (
+            "udmabuf_live_pfns.count",
+            offset_of!(UdmabufLivePfns, count) as u64,
+        ),
+        (
+            "udmabuf_live_pfns.pfns",
+            offset_of!(UdmabufLivePfns, pfns) as u64,
+        ),
         ("UDMABUF_LIVE_INFO", UDMABUF_LIVE_INFO as u64),
         ("UDMABUF_LIVE_SYNC", UDMABUF_LIVE_SYNC as u64),
         ("UDMABUF_LIVE_VERIFY", UDMABUF_LIVE_VERIFY as u64),
         ("UDMABUF_LIVE_PFNS", UDMABUF_LIVE_PFNS as u64),
-        ("UDMABUF_LIVE_BACKING_SHMEM", UDMABUF_LIVE_BACKING_SHMEM as u64),
-        ("UDMABUF_LIVE_BACKING_HUGETLB", UDMABUF_LIVE_BACKING_HUGETLB as u64),
-        ("UDMABUF_LIVE_BACKING_MIXED", UDMABUF_LIVE_BACKING_MIXED as u64),
-        ("UDMABUF_LIVE_STATE_PENDING", UDMABUF_LIVE_STATE_PENDING as u64),
+        (
+            "UDMABUF_LIVE_BACKING_SHMEM",
+            UDMABUF_LIVE_BACKING_SHMEM as u64,
+        ),
+        (
+            "UDMABUF_LIVE_BACKING_HUGETLB",
+            UDMABUF_LIVE_BACKING_HUGETLB as u64,
+        ),
+        (
+            "UDMABUF_LIVE_BACKING_MIXED",
+            UDMABUF_LIVE_BACKING_MIXED as u64,
+        ),
+        (
+            "UDMABUF_LIVE_STATE_PENDING",
+            UDMABUF_LIVE_STATE_PENDING as u64,
+        ),
         ("UDMABUF_LIVE_STATE_STALE", UDMABUF_LIVE_STATE_STALE as u64),
-        ("UDMABUF_LIVE_STATE_WATCHED", UDMABUF_LIVE_STATE_WATCHED as u64),
-        ("UDMABUF_LIVE_STATE_VMAPPED", UDMABUF_LIVE_STATE_VMAPPED as u64),
+        (
+            "UDMABUF_LIVE_STATE_WATCHED",
+            UDMABUF_LIVE_STATE_WATCHED as u64,
+        ),
+        (
+            "UDMABUF_LIVE_STATE_VMAPPED",
+            UDMABUF_LIVE_STATE_VMAPPED as u64,
+        ),
     ];
     for (name, want) in rust {
         assert_eq!(c.get(*name), Some(want), "{name}: C header vs Rust crate");
     }
-    assert_eq!(c.len(), rust.len(), "every value the C probe prints is compared");
+    assert_eq!(
+        c.len(),
+        rust.len(),
+        "every value the C probe prints is compared"
+    );
 }
 
 #[test]

@@ -37,12 +37,20 @@ int main(void) {{
     std::fs::create_dir_all(&dir).unwrap();
     let (src, bin) = (dir.join("probe.c"), dir.join("probe"));
     std::fs::write(&src, probe).unwrap();
-    let st = Command::new("cc").args(["-Wall", "-Werror", "-o"]).arg(&bin).arg(&src).status()
+    let st = Command::new("cc")
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
         .expect("a C compiler (cc) is needed for the ABI test");
     assert!(st.success(), "the probe does not compile");
     let out = Command::new(&bin).output().unwrap();
     std::fs::remove_dir_all(&dir).ok();
-    let c: Vec<u32> = String::from_utf8(out.stdout).unwrap().split_whitespace().map(|v| v.parse().unwrap()).collect();
+    let c: Vec<u32> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
     assert_eq!(
         c,
         [

@@ -304,7 +304,8 @@ pub fn memory_cells(ours: &File, builtin: &File, cells: &mut Vec<Cell>) -> Resul
             cells.push(Cell::missing(kb, "ours", Some(p), "policy not available"));
             continue;
         }
-        let m = super::bench_vmm::memory_return(ours, &format!("ours, {p}"), Some(p)).with_context(|| format!("memory return, {p}"))?;
+        let m = super::bench_vmm::memory_return(ours, &format!("ours, {p}"), Some(p))
+            .with_context(|| format!("memory return, {p}"))?;
         let (a, b) = mib(&m);
         cells.push(Cell::new(ka, "ours", Some(p), a, fmt(a, b)));
         cells.push(Cell::new(kb, "ours", Some(p), b, fmt(a, b)));

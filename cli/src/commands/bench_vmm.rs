@@ -39,7 +39,8 @@ fn free_memory() -> Result<i64> {
         .and_then(|v| v.parse::<i64>().ok())
         .context("no MemAvailable in /proc/meminfo")?;
     let zoneinfo = std::fs::read_to_string("/proc/zoneinfo").context("read /proc/zoneinfo")?;
-    let pcp: i64 = zoneinfo.lines().filter_map(|l| l.trim().strip_prefix("count:")).filter_map(|n| n.trim().parse::<i64>().ok()).sum();
+    let pcp: i64 =
+        zoneinfo.lines().filter_map(|l| l.trim().strip_prefix("count:")).filter_map(|n| n.trim().parse::<i64>().ok()).sum();
     Ok(avail * 1024 + pcp * sys::page_size() as i64)
 }
 
@@ -82,7 +83,8 @@ pub(crate) fn fault_rounds(dev: &File, whole: bool, iterations: u32) -> Result<V
     let mut out = Vec::with_capacity(iterations as usize);
     for i in 0..super::bench::WARMUP + iterations {
         let page = (u64::from(i) * 7919) % pages;
-        let one = if whole { None } else { Some(Mapping::new_at(&buf, ps, page * ps, true).context("one-page mmap of the dma-buf")?) };
+        let one =
+            if whole { None } else { Some(Mapping::new_at(&buf, ps, page * ps, true).context("one-page mmap of the dma-buf")?) };
         if let Some(m) = &one {
             m.fault_in();
         }

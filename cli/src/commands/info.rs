@@ -175,7 +175,19 @@ mod tests {
         assert_eq!(l.state, ["pending", "watched"]);
         let v = serde_json::to_value(&l).unwrap();
         assert_eq!((l.repopulate.as_str(), l.unpopulated), ("lazy", 7));
-        for k in ["backing", "size", "generation", "updates", "pages_swapped", "state", "pins", "notifiers", "ranges", "repopulate", "unpopulated"] {
+        for k in [
+            "backing",
+            "size",
+            "generation",
+            "updates",
+            "pages_swapped",
+            "state",
+            "pins",
+            "notifiers",
+            "ranges",
+            "repopulate",
+            "unpopulated",
+        ] {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert_eq!(serde_json::from_value::<LiveInfo>(v).unwrap(), l);

@@ -20,7 +20,10 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use wayland_client::globals::{registry_queue_init, GlobalListContents};
 use wayland_client::protocol::{
-    wl_buffer::WlBuffer, wl_callback::{self, WlCallback}, wl_compositor::WlCompositor, wl_registry::WlRegistry,
+    wl_buffer::WlBuffer,
+    wl_callback::{self, WlCallback},
+    wl_compositor::WlCompositor,
+    wl_registry::WlRegistry,
     wl_surface::WlSurface,
 };
 use wayland_client::{delegate_noop, event_created_child, Connection, Dispatch, EventQueue, Proxy, QueueHandle};
@@ -51,7 +54,15 @@ struct State {
 }
 
 impl Dispatch<WlRegistry, GlobalListContents> for State {
-    fn event(_: &mut Self, _: &WlRegistry, _: <WlRegistry as Proxy>::Event, _: &GlobalListContents, _: &Connection, _: &QueueHandle<Self>) {}
+    fn event(
+        _: &mut Self,
+        _: &WlRegistry,
+        _: <WlRegistry as Proxy>::Event,
+        _: &GlobalListContents,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+    }
 }
 
 delegate_noop!(State: WlCompositor);
@@ -73,7 +84,14 @@ impl Dispatch<ZwpLinuxDmabufV1, ()> for State {
 }
 
 impl Dispatch<ZwpLinuxBufferParamsV1, ()> for State {
-    fn event(s: &mut Self, _: &ZwpLinuxBufferParamsV1, ev: zwp_linux_buffer_params_v1::Event, _: &(), _: &Connection, _: &QueueHandle<Self>) {
+    fn event(
+        s: &mut Self,
+        _: &ZwpLinuxBufferParamsV1,
+        ev: zwp_linux_buffer_params_v1::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
         match ev {
             zwp_linux_buffer_params_v1::Event::Created { buffer } => s.created = Some(buffer),
             zwp_linux_buffer_params_v1::Event::Failed => s.failed = true,
@@ -209,7 +227,8 @@ fn source(a: &PresentArgs) -> Result<Source> {
             }
         }
     }
-    let size = nix::unistd::lseek(std::os::fd::AsRawFd::as_raw_fd(&dmabuf), 0, nix::unistd::Whence::SeekEnd).context("size of the dma-buf")? as u64;
+    let size = nix::unistd::lseek(std::os::fd::AsRawFd::as_raw_fd(&dmabuf), 0, nix::unistd::Whence::SeekEnd)
+        .context("size of the dma-buf")? as u64;
     for (i, p) in layout.planes.iter().enumerate() {
         let end = p.offset + p.stride * p.height;
         if end > size || u32::try_from(p.offset).is_err() || u32::try_from(p.stride).is_err() {
@@ -249,10 +268,12 @@ pub fn run(a: &PresentArgs) -> Result<ExitCode> {
         std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "(unset)".into())
     );
     let conn = Connection::connect_to_env().map_err(|e| {
-        CtlError::NoCompositor(format!("cannot connect to a Wayland compositor ({display}): {e}; start one, or set WAYLAND_DISPLAY"))
+        CtlError::NoCompositor(format!(
+            "cannot connect to a Wayland compositor ({display}): {e}; start one, or set WAYLAND_DISPLAY"
+        ))
     })?;
-    let (globals, mut queue): (_, EventQueue<State>) =
-        registry_queue_init(&conn).map_err(|e| CtlError::NoCompositor(format!("reading the compositor's globals ({display}): {e}")))?;
+    let (globals, mut queue): (_, EventQueue<State>) = registry_queue_init(&conn)
+        .map_err(|e| CtlError::NoCompositor(format!("reading the compositor's globals ({display}): {e}")))?;
     let qh = queue.handle();
     let need = |what: &str, e: wayland_client::globals::BindError| {
         anyhow::Error::from(CtlError::NoCompositor(format!("the compositor ({display}) has no usable {what}: {e}")))
@@ -356,7 +377,8 @@ pub fn run(a: &PresentArgs) -> Result<ExitCode> {
         let Some(guard) = queue.prepare_read() else { continue };
         let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
         let (wl_ready, sig_ready, in_ready) = {
-            let mut fds = vec![PollFd::new(guard.connection_fd(), PollFlags::POLLIN), PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+            let mut fds =
+                vec![PollFd::new(guard.connection_fd(), PollFlags::POLLIN), PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
             if stdin_open {
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
@@ -410,7 +432,11 @@ fn list_formats(json: bool, formats: &BTreeMap<u32, Vec<u64>>) -> Result<ExitCod
         crate::output::json(&serde_json::json!({ "formats": list }))?;
     } else {
         for (f, m) in formats {
-            let mods = if m.is_empty() { "(no modifier events)".into() } else { m.iter().map(|&m| modifier_name(m)).collect::<Vec<_>>().join(", ") };
+            let mods = if m.is_empty() {
+                "(no modifier events)".into()
+            } else {
+                m.iter().map(|&m| modifier_name(m)).collect::<Vec<_>>().join(", ")
+            };
             println!("{:<6} {f:#010x}  {mods}", fourcc_name(*f));
         }
     }

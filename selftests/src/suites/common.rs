@@ -36,7 +36,10 @@ pub const DEFAULT_LIST_LIMIT: u64 = 1024;
 
 /// The device the suites test.
 pub fn test_device() -> String {
-    std::env::var("ULIVE_TEST_DEVICE").ok().filter(|s| !s.is_empty()).unwrap_or_else(crate::util::device_path)
+    std::env::var("ULIVE_TEST_DEVICE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(crate::util::device_path)
 }
 
 /// The devices an input is tried on: the device under test, then the reference when it
@@ -66,7 +69,11 @@ pub fn param_path(device: &str, name: &str) -> String {
 
 /// A module parameter of the device's module; `None` when sysfs does not show it.
 pub fn read_param(device: &str, name: &str) -> Option<u64> {
-    std::fs::read_to_string(param_path(device, name)).ok()?.trim().parse().ok()
+    std::fs::read_to_string(param_path(device, name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The dma-buf size limit in bytes the device currently enforces.
@@ -107,7 +114,11 @@ pub fn page_size() -> u64 {
 
 /// Open a udmabuf-style device read-write, as users do.
 pub fn open_device(path: &str) -> Result<OwnedFd> {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("open {path}"))?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("open {path}"))?;
     Ok(f.into())
 }
 
@@ -135,8 +146,10 @@ pub fn memfd_with_seals(kind: Backing, size: u64, seals: SealFlag) -> Result<Own
         require_hugepages()?;
         flags |= MemFdCreateFlag::MFD_HUGETLB | MemFdCreateFlag::MFD_HUGE_2MB;
     }
-    let fd = memfd_create(c"ulive-test", flags).with_context(|| format!("memfd_create({kind:?})"))?;
-    nix::unistd::ftruncate(&fd, size as libc::off_t).with_context(|| format!("ftruncate {kind:?} memfd to {size}"))?;
+    let fd =
+        memfd_create(c"ulive-test", flags).with_context(|| format!("memfd_create({kind:?})"))?;
+    nix::unistd::ftruncate(&fd, size as libc::off_t)
+        .with_context(|| format!("ftruncate {kind:?} memfd to {size}"))?;
     if !seals.is_empty() {
         add_seals(&fd, seals)?;
     }
@@ -147,7 +160,10 @@ pub fn memfd_with_seals(kind: Backing, size: u64, seals: SealFlag) -> Result<Own
 /// makes the case skip (the test guest boots with hugepages=1100).
 pub fn require_hugepages() -> Result<()> {
     const NR: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
-    let n: u64 = std::fs::read_to_string(NR).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let n: u64 = std::fs::read_to_string(NR)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     if n == 0 {
         return Err(crate::util::precondition(format!(
             "no 2 MiB huge pages reserved ({NR} is 0 or missing; echo 1100 > {NR})"
@@ -162,7 +178,8 @@ pub fn memfd(kind: Backing, size: u64) -> Result<OwnedFd> {
 }
 
 pub fn add_seals(fd: &impl AsRawFd, seals: SealFlag) -> Result<()> {
-    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)).with_context(|| format!("F_ADD_SEALS {seals:?}"))?;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))
+        .with_context(|| format!("F_ADD_SEALS {seals:?}"))?;
     Ok(())
 }
 
@@ -172,7 +189,11 @@ pub fn fdnum(fd: &impl AsRawFd) -> u32 {
 }
 
 nix::ioctl_write_ptr_bad!(ioctl_udmabuf_create, UDMABUF_CREATE, UdmabufCreate);
-nix::ioctl_write_ptr_bad!(ioctl_udmabuf_create_list, UDMABUF_CREATE_LIST, UdmabufCreateList);
+nix::ioctl_write_ptr_bad!(
+    ioctl_udmabuf_create_list,
+    UDMABUF_CREATE_LIST,
+    UdmabufCreateList
+);
 
 /// The fd an fd-returning ioctl handed back.
 pub fn own(r: nix::Result<libc::c_int>) -> Result<OwnedFd, Errno> {
@@ -181,20 +202,42 @@ pub fn own(r: nix::Result<libc::c_int>) -> Result<OwnedFd, Errno> {
 }
 
 /// UDMABUF_CREATE with a raw memfd number (so bad numbers can be passed).
-pub fn create_raw(dev: BorrowedFd<'_>, memfd: u32, flags: u32, offset: u64, size: u64) -> Result<OwnedFd, Errno> {
-    let arg = UdmabufCreate { memfd, flags, offset, size };
+pub fn create_raw(
+    dev: BorrowedFd<'_>,
+    memfd: u32,
+    flags: u32,
+    offset: u64,
+    size: u64,
+) -> Result<OwnedFd, Errno> {
+    let arg = UdmabufCreate {
+        memfd,
+        flags,
+        offset,
+        size,
+    };
     // SAFETY: `arg` is a valid UdmabufCreate for the duration of the call.
     own(unsafe { ioctl_udmabuf_create(dev.as_raw_fd(), &arg) })
 }
 
 /// UDMABUF_CREATE of `memfd[offset..offset+size]`.
-pub fn create(dev: BorrowedFd<'_>, memfd: &impl AsRawFd, offset: u64, size: u64, flags: u32) -> Result<OwnedFd, Errno> {
+pub fn create(
+    dev: BorrowedFd<'_>,
+    memfd: &impl AsRawFd,
+    offset: u64,
+    size: u64,
+    flags: u32,
+) -> Result<OwnedFd, Errno> {
     create_raw(dev, fdnum(memfd), flags, offset, size)
 }
 
 /// One CREATE_LIST entry.
 pub fn item(memfd: &impl AsRawFd, offset: u64, size: u64) -> UdmabufCreateItem {
-    UdmabufCreateItem { memfd: fdnum(memfd), __pad: 0, offset, size }
+    UdmabufCreateItem {
+        memfd: fdnum(memfd),
+        __pad: 0,
+        offset,
+        size,
+    }
 }
 
 /// The CREATE_LIST argument: the header directly followed by the entries, in one
@@ -213,9 +256,12 @@ impl ListArg {
         // SAFETY: the buffer holds the header plus every entry; both types are plain
         // repr(C) data with 8-byte alignment at most, and every offset is a multiple of 8.
         unsafe {
-            base.cast::<UdmabufCreateList>().write(UdmabufCreateList { flags, count });
+            base.cast::<UdmabufCreateList>()
+                .write(UdmabufCreateList { flags, count });
             for (i, it) in items.iter().enumerate() {
-                base.add(hdr + i * isz).cast::<UdmabufCreateItem>().write(*it);
+                base.add(hdr + i * isz)
+                    .cast::<UdmabufCreateItem>()
+                    .write(*it);
             }
         }
         Self { words }
@@ -227,7 +273,12 @@ impl ListArg {
 }
 
 /// UDMABUF_CREATE_LIST with a `count` that may differ from the entries passed.
-pub fn create_list_count(dev: BorrowedFd<'_>, flags: u32, count: u32, items: &[UdmabufCreateItem]) -> Result<OwnedFd, Errno> {
+pub fn create_list_count(
+    dev: BorrowedFd<'_>,
+    flags: u32,
+    count: u32,
+    items: &[UdmabufCreateItem],
+) -> Result<OwnedFd, Errno> {
     let arg = ListArg::new(flags, count, items);
     // SAFETY: `arg` holds a header and `items.len()` entries; callers pass a count larger
     // than that only when the kernel must refuse it before reading the entries.
@@ -235,13 +286,18 @@ pub fn create_list_count(dev: BorrowedFd<'_>, flags: u32, count: u32, items: &[U
 }
 
 /// UDMABUF_CREATE_LIST of `items`.
-pub fn create_list(dev: BorrowedFd<'_>, flags: u32, items: &[UdmabufCreateItem]) -> Result<OwnedFd, Errno> {
+pub fn create_list(
+    dev: BorrowedFd<'_>,
+    flags: u32,
+    items: &[UdmabufCreateItem],
+) -> Result<OwnedFd, Errno> {
     create_list_count(dev, flags, items.len() as u32, items)
 }
 
 /// Size of a dma-buf as users learn it: lseek(SEEK_END).
 pub fn dmabuf_size(fd: &impl AsRawFd) -> Result<u64> {
-    let end = nix::unistd::lseek(fd.as_raw_fd(), 0, nix::unistd::Whence::SeekEnd).context("lseek(SEEK_END) on the dma-buf")?;
+    let end = nix::unistd::lseek(fd.as_raw_fd(), 0, nix::unistd::Whence::SeekEnd)
+        .context("lseek(SEEK_END) on the dma-buf")?;
     Ok(end as u64)
 }
 
@@ -258,15 +314,26 @@ pub fn proc_counter(path: &str, key: &str) -> Result<u64> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {path}"))?;
     let v = text
         .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':').or_else(|| r.strip_prefix(' '))))
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|r| r.strip_prefix(':').or_else(|| r.strip_prefix(' ')))
+        })
         .with_context(|| format!("no {key} in {path}"))?;
-    v.trim().trim_end_matches("kB").trim().parse().with_context(|| format!("{key} in {path}: {v:?}"))
+    v.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("{key} in {path}: {v:?}"))
 }
 
 pub fn fdinfo_field(fd: &impl AsRawFd, key: &str) -> Result<Option<String>> {
     let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
     let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    Ok(text.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_owned())))
+    Ok(text.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    }))
 }
 
 // DMA_BUF_IOCTL_SYNC (include/uapi/linux/dma-buf.h): struct dma_buf_sync { __u64 flags; }.
@@ -299,12 +366,26 @@ impl Mapping {
     /// mmap `len` bytes of `fd` at `offset`, read-write, MAP_SHARED or MAP_PRIVATE.
     pub fn new(fd: impl AsFd, len: u64, offset: u64, shared: bool) -> Result<Self, Errno> {
         let length = NonZeroUsize::new(len as usize).ok_or(Errno::EINVAL)?;
-        let flags = if shared { MapFlags::MAP_SHARED } else { MapFlags::MAP_PRIVATE };
+        let flags = if shared {
+            MapFlags::MAP_SHARED
+        } else {
+            MapFlags::MAP_PRIVATE
+        };
         // SAFETY: a fresh mapping at an address the kernel picks; nothing aliases it in Rust.
         let ptr = unsafe {
-            mmap(None, length, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, fd, offset as libc::off_t)
+            mmap(
+                None,
+                length,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                flags,
+                fd,
+                offset as libc::off_t,
+            )
         }?;
-        Ok(Self { ptr, len: len as usize })
+        Ok(Self {
+            ptr,
+            len: len as usize,
+        })
     }
 
     /// MAP_SHARED, read-write, the whole `len` from offset 0.
@@ -321,14 +402,29 @@ impl Mapping {
         assert!(off + len <= self.len as u64, "read past the mapping");
         let mut v = vec![0u8; len as usize];
         // SAFETY: in bounds of a live mapping (checked above).
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().cast::<u8>().add(off as usize), v.as_mut_ptr(), v.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().cast::<u8>().add(off as usize),
+                v.as_mut_ptr(),
+                v.len(),
+            )
+        };
         v
     }
 
     pub fn write(&self, off: u64, data: &[u8]) {
-        assert!(off + data.len() as u64 <= self.len as u64, "write past the mapping");
+        assert!(
+            off + data.len() as u64 <= self.len as u64,
+            "write past the mapping"
+        );
         // SAFETY: in bounds of a live, writable mapping (checked above).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().cast::<u8>().add(off as usize), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.ptr.as_ptr().cast::<u8>().add(off as usize),
+                data.len(),
+            )
+        };
     }
 }
 
@@ -346,16 +442,28 @@ pub fn pattern(seed: u8, len: u64) -> Vec<u8> {
     (0..len)
         .map(|i| {
             let page = i / ps;
-            (i as u8).wrapping_mul(31) ^ (page as u8).wrapping_mul(97) ^ seed.wrapping_mul(151) ^ ((page >> 8) as u8)
+            (i as u8).wrapping_mul(31)
+                ^ (page as u8).wrapping_mul(97)
+                ^ seed.wrapping_mul(151)
+                ^ ((page >> 8) as u8)
         })
         .collect()
 }
 
 /// Compare two byte slices, naming the first differing offset.
 pub fn expect_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
-    ensure!(got.len() == want.len(), "{what}: {} bytes, expected {}", got.len(), want.len());
+    ensure!(
+        got.len() == want.len(),
+        "{what}: {} bytes, expected {}",
+        got.len(),
+        want.len()
+    );
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
-        bail!("{what}: first difference at byte {i:#x}: got {:#04x}, expected {:#04x}", got[i], want[i]);
+        bail!(
+            "{what}: first difference at byte {i:#x}: got {:#04x}, expected {:#04x}",
+            got[i],
+            want[i]
+        );
     }
     Ok(())
 }
@@ -377,11 +485,16 @@ pub fn read_memfd(memfd: &OwnedFd, memfd_size: u64, off: u64, len: u64) -> Resul
 /// Fail unless `attempt` fails with `want` on the device under test, and also on the
 /// built-in reference when it is a different device (parity: the same input, the same
 /// errno). `attempt` builds its own inputs per device, so every try starts fresh.
-pub fn expect_errno<T>(what: &str, want: Errno, attempt: impl Fn(BorrowedFd<'_>) -> Result<Result<T, Errno>>) -> Result<()> {
+pub fn expect_errno<T>(
+    what: &str,
+    want: Errno,
+    attempt: impl Fn(BorrowedFd<'_>) -> Result<Result<T, Errno>>,
+) -> Result<()> {
     let mut got = Vec::new();
     for dev_path in devices_to_compare() {
         let dev = open_device(&dev_path)?;
-        let r = attempt(dev.as_fd()).with_context(|| format!("{what}: setting up the input for {dev_path}"))?;
+        let r = attempt(dev.as_fd())
+            .with_context(|| format!("{what}: setting up the input for {dev_path}"))?;
         got.push((dev_path, r.map(drop).err()));
     }
     let show = |e: &Option<Errno>| e.map_or_else(|| "success".to_owned(), |e| format!("{e}"));
@@ -392,8 +505,15 @@ pub fn expect_errno<T>(what: &str, want: Errno, attempt: impl Fn(BorrowedFd<'_>)
         }
     }
     if !bad.is_empty() {
-        let all: Vec<String> = got.iter().map(|(d, e)| format!("{d}: {}", show(e))).collect();
-        bail!("{what}: expected {want}; {} (all: {})", bad.join(", "), all.join(", "));
+        let all: Vec<String> = got
+            .iter()
+            .map(|(d, e)| format!("{d}: {}", show(e)))
+            .collect();
+        bail!(
+            "{what}: expected {want}; {} (all: {})",
+            bad.join(", "),
+            all.join(", ")
+        );
     }
     Ok(())
 }
@@ -407,7 +527,9 @@ pub fn expect_ok<T>(
 ) -> Result<()> {
     for dev_path in devices_to_compare() {
         let dev = open_device(&dev_path)?;
-        match attempt(dev.as_fd()).with_context(|| format!("{what}: setting up the input for {dev_path}"))? {
+        match attempt(dev.as_fd())
+            .with_context(|| format!("{what}: setting up the input for {dev_path}"))?
+        {
             Ok(v) => check(&dev_path, v).with_context(|| format!("{what} on {dev_path}"))?,
             Err(e) => bail!("{what} on {dev_path}: failed with {e}, expected success"),
         }
@@ -427,7 +549,8 @@ pub fn filled_buffer(kind: Backing, size: u64, seed: u8, flags: u32) -> Result<B
     let memfd = memfd(kind, size)?;
     fill_memfd(&memfd, size, 0, &pattern(seed, size))?;
     let dev = open_device(&test_device())?;
-    let dmabuf = create(dev.as_fd(), &memfd, 0, size, flags).with_context(|| format!("UDMABUF_CREATE over a {kind:?} memfd of {size} bytes"))?;
+    let dmabuf = create(dev.as_fd(), &memfd, 0, size, flags)
+        .with_context(|| format!("UDMABUF_CREATE over a {kind:?} memfd of {size} bytes"))?;
     Ok(Buffer { dmabuf, memfd })
 }
 
@@ -439,8 +562,18 @@ mod tests {
     #[test]
     fn list_arg_layout() {
         let items = [
-            UdmabufCreateItem { memfd: 7, __pad: 0, offset: 0x1000, size: 0x2000 },
-            UdmabufCreateItem { memfd: 9, __pad: 1, offset: 0x3000, size: 0x4000 },
+            UdmabufCreateItem {
+                memfd: 7,
+                __pad: 0,
+                offset: 0x1000,
+                size: 0x2000,
+            },
+            UdmabufCreateItem {
+                memfd: 9,
+                __pad: 1,
+                offset: 0x3000,
+                size: 0x4000,
+            },
         ];
         let arg = ListArg::new(UDMABUF_FLAGS_CLOEXEC, 2, &items);
         // SAFETY: ListArg holds 8 + 2 * 24 bytes.
@@ -448,8 +581,14 @@ mod tests {
         let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_ne_bytes(bytes[o..o + 8].try_into().unwrap());
         assert_eq!((u32_at(0), u32_at(4)), (UDMABUF_FLAGS_CLOEXEC, 2));
-        assert_eq!((u32_at(8), u32_at(12), u64_at(16), u64_at(24)), (7, 0, 0x1000, 0x2000));
-        assert_eq!((u32_at(32), u32_at(36), u64_at(40), u64_at(48)), (9, 1, 0x3000, 0x4000));
+        assert_eq!(
+            (u32_at(8), u32_at(12), u64_at(16), u64_at(24)),
+            (7, 0, 0x1000, 0x2000)
+        );
+        assert_eq!(
+            (u32_at(32), u32_at(36), u64_at(40), u64_at(48)),
+            (9, 1, 0x3000, 0x4000)
+        );
     }
 
     /// Patterns must tell pages and seeds apart, or a misplaced page would compare equal.
@@ -459,7 +598,11 @@ mod tests {
         let p = pattern(1, 64 * ps as u64);
         for a in 0..64 {
             for b in a + 1..64 {
-                assert_ne!(p[a * ps..(a + 1) * ps], p[b * ps..(b + 1) * ps], "pages {a} and {b}");
+                assert_ne!(
+                    p[a * ps..(a + 1) * ps],
+                    p[b * ps..(b + 1) * ps],
+                    "pages {a} and {b}"
+                );
             }
         }
         assert_ne!(pattern(1, ps as u64), pattern(2, ps as u64));

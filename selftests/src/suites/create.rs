@@ -40,9 +40,16 @@ fn ps() -> u64 {
 /// The size a user sees, two ways: lseek(SEEK_END) and fdinfo's `size:` line.
 fn expect_size(what: &str, fd: &impl AsRawFd, want: u64) -> Result<()> {
     let got = dmabuf_size(fd).with_context(|| what.to_owned())?;
-    ensure!(got == want, "{what}: lseek(SEEK_END) = {got}, expected {want}");
-    let info = fdinfo_field(fd, "size")?.with_context(|| format!("{what}: no size line in fdinfo"))?;
-    ensure!(info == want.to_string(), "{what}: fdinfo size {info}, expected {want}");
+    ensure!(
+        got == want,
+        "{what}: lseek(SEEK_END) = {got}, expected {want}"
+    );
+    let info =
+        fdinfo_field(fd, "size")?.with_context(|| format!("{what}: no size line in fdinfo"))?;
+    ensure!(
+        info == want.to_string(),
+        "{what}: fdinfo size {info}, expected {want}"
+    );
     Ok(())
 }
 
@@ -63,11 +70,14 @@ fn shmem_whole_and_part() -> CaseResult {
 fn hugetlb_whole_and_part() -> CaseResult {
     let dev = open_device(&test_device())?;
     let m = memfd(Backing::Hugetlb, 2 * HUGE_PAGE)?;
-    let whole = create(dev.as_fd(), &m, 0, 2 * HUGE_PAGE, 0).context("whole 4 MiB hugetlb memfd")?;
+    let whole =
+        create(dev.as_fd(), &m, 0, 2 * HUGE_PAGE, 0).context("whole 4 MiB hugetlb memfd")?;
     expect_size("whole", &whole, 2 * HUGE_PAGE)?;
-    let inner = create(dev.as_fd(), &m, ps(), 2 * ps(), 0).context("two small pages inside the first huge page")?;
+    let inner = create(dev.as_fd(), &m, ps(), 2 * ps(), 0)
+        .context("two small pages inside the first huge page")?;
     expect_size("inside a huge page", &inner, 2 * ps())?;
-    let across = create(dev.as_fd(), &m, HUGE_PAGE - ps(), 2 * ps(), 0).context("across the huge page boundary")?;
+    let across = create(dev.as_fd(), &m, HUGE_PAGE - ps(), 2 * ps(), 0)
+        .context("across the huge page boundary")?;
     expect_size("across huge pages", &across, 2 * ps())?;
     let second = create(dev.as_fd(), &m, HUGE_PAGE, HUGE_PAGE, 0).context("second huge page")?;
     expect_size("second huge page", &second, HUGE_PAGE)?;
@@ -98,7 +108,10 @@ fn list_single_entry_equals_create() -> CaseResult {
     let m = memfd(Backing::Shmem, 4 * ps())?;
     let l = create_list(dev.as_fd(), 0, &[item(&m, ps(), 3 * ps())]).context("one-entry list")?;
     let c = create(dev.as_fd(), &m, ps(), 3 * ps(), 0).context("same range by CREATE")?;
-    ensure!(dmabuf_size(&l)? == dmabuf_size(&c)?, "one-entry list and CREATE differ in size");
+    ensure!(
+        dmabuf_size(&l)? == dmabuf_size(&c)?,
+        "one-entry list and CREATE differ in size"
+    );
     expect_size("one-entry list", &l, 3 * ps())?;
     Ok(Outcome::Pass)
 }
@@ -109,7 +122,8 @@ fn many_buffers_over_one_memfd() -> CaseResult {
     let m = memfd(Backing::Shmem, 16 * ps())?;
     let mut bufs: Vec<OwnedFd> = Vec::new();
     for i in 0..16 {
-        let b = create(dev.as_fd(), &m, i * ps(), (16 - i) * ps(), 0).with_context(|| format!("buffer {i}"))?;
+        let b = create(dev.as_fd(), &m, i * ps(), (16 - i) * ps(), 0)
+            .with_context(|| format!("buffer {i}"))?;
         bufs.push(b);
     }
     for (i, b) in bufs.iter().enumerate() {
@@ -121,14 +135,29 @@ fn many_buffers_over_one_memfd() -> CaseResult {
 fn cloexec_flag_honoured() -> CaseResult {
     let dev = open_device(&test_device())?;
     let m = memfd(Backing::Shmem, 4 * ps())?;
-    let with = create(dev.as_fd(), &m, 0, ps(), UDMABUF_FLAGS_CLOEXEC).context("CREATE with CLOEXEC")?;
-    ensure!(has_cloexec(&with)?, "CREATE with UDMABUF_FLAGS_CLOEXEC: FD_CLOEXEC not set");
+    let with =
+        create(dev.as_fd(), &m, 0, ps(), UDMABUF_FLAGS_CLOEXEC).context("CREATE with CLOEXEC")?;
+    ensure!(
+        has_cloexec(&with)?,
+        "CREATE with UDMABUF_FLAGS_CLOEXEC: FD_CLOEXEC not set"
+    );
     let without = create(dev.as_fd(), &m, 0, ps(), 0).context("CREATE without flags")?;
-    ensure!(!has_cloexec(&without)?, "CREATE without flags: FD_CLOEXEC set");
-    let lwith = create_list(dev.as_fd(), UDMABUF_FLAGS_CLOEXEC, &[item(&m, 0, ps())]).context("LIST with CLOEXEC")?;
-    ensure!(has_cloexec(&lwith)?, "CREATE_LIST with UDMABUF_FLAGS_CLOEXEC: FD_CLOEXEC not set");
-    let lwithout = create_list(dev.as_fd(), 0, &[item(&m, 0, ps())]).context("LIST without flags")?;
-    ensure!(!has_cloexec(&lwithout)?, "CREATE_LIST without flags: FD_CLOEXEC set");
+    ensure!(
+        !has_cloexec(&without)?,
+        "CREATE without flags: FD_CLOEXEC set"
+    );
+    let lwith = create_list(dev.as_fd(), UDMABUF_FLAGS_CLOEXEC, &[item(&m, 0, ps())])
+        .context("LIST with CLOEXEC")?;
+    ensure!(
+        has_cloexec(&lwith)?,
+        "CREATE_LIST with UDMABUF_FLAGS_CLOEXEC: FD_CLOEXEC not set"
+    );
+    let lwithout =
+        create_list(dev.as_fd(), 0, &[item(&m, 0, ps())]).context("LIST without flags")?;
+    ensure!(
+        !has_cloexec(&lwithout)?,
+        "CREATE_LIST without flags: FD_CLOEXEC set"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -136,7 +165,11 @@ fn cloexec_flag_honoured() -> CaseResult {
 fn unknown_flags_and_pad_ignored() -> CaseResult {
     let cl = |want: bool| {
         move |dev: &str, fd: OwnedFd| -> Result<()> {
-            ensure!(has_cloexec(&fd)? == want, "{dev}: FD_CLOEXEC is {}, expected {want}", !want);
+            ensure!(
+                has_cloexec(&fd)? == want,
+                "{dev}: FD_CLOEXEC is {}, expected {want}",
+                !want
+            );
             expect_size("buffer", &fd, ps())
         }
     };
@@ -182,7 +215,11 @@ fn unknown_flags_and_pad_ignored() -> CaseResult {
 fn dmabuf_is_read_write() -> CaseResult {
     let b = filled_buffer(Backing::Shmem, 2 * ps(), 1, 0)?;
     let fl = OFlag::from_bits_truncate(fcntl(b.dmabuf.as_raw_fd(), FcntlArg::F_GETFL)?);
-    ensure!(fl & OFlag::O_ACCMODE == OFlag::O_RDWR, "dma-buf fd access mode {:?}, expected O_RDWR", fl & OFlag::O_ACCMODE);
+    ensure!(
+        fl & OFlag::O_ACCMODE == OFlag::O_RDWR,
+        "dma-buf fd access mode {:?}, expected O_RDWR",
+        fl & OFlag::O_ACCMODE
+    );
     Ok(Outcome::Pass)
 }
 
@@ -193,12 +230,17 @@ fn size_at_limit_accepted() -> CaseResult {
     let limit = size_limit(&dev_path);
     let dev = open_device(&dev_path)?;
     let m = memfd(Backing::Shmem, limit)?;
-    let b = create(dev.as_fd(), &m, 0, limit, 0).with_context(|| format!("CREATE of exactly the limit ({limit} bytes)"))?;
+    let b = create(dev.as_fd(), &m, 0, limit, 0)
+        .with_context(|| format!("CREATE of exactly the limit ({limit} bytes)"))?;
     expect_size("at the limit", &b, limit)?;
     drop((b, m));
     let h = memfd(Backing::Hugetlb, limit / 2)?;
-    let l = create_list(dev.as_fd(), 0, &[item(&h, 0, limit / 2), item(&h, 0, limit / 2)])
-        .context("CREATE_LIST of two hugetlb entries totalling the limit")?;
+    let l = create_list(
+        dev.as_fd(),
+        0,
+        &[item(&h, 0, limit / 2), item(&h, 0, limit / 2)],
+    )
+    .context("CREATE_LIST of two hugetlb entries totalling the limit")?;
     expect_size("list at the limit", &l, limit)?;
     Ok(Outcome::Pass)
 }
@@ -210,7 +252,8 @@ fn list_count_at_limit_accepted() -> CaseResult {
     let dev = open_device(&dev_path)?;
     let m = memfd(Backing::Shmem, n * ps())?;
     let items: Vec<_> = (0..n).map(|i| item(&m, i * ps(), ps())).collect();
-    let b = create_list(dev.as_fd(), 0, &items).with_context(|| format!("CREATE_LIST with {n} entries"))?;
+    let b = create_list(dev.as_fd(), 0, &items)
+        .with_context(|| format!("CREATE_LIST with {n} entries"))?;
     expect_size("list at the count limit", &b, n * ps())?;
     Ok(Outcome::Pass)
 }
@@ -223,7 +266,8 @@ fn memfd_may_grow_after_create() -> CaseResult {
     let b = create(dev.as_fd(), &m, 0, 2 * ps(), 0).context("buffer before growing")?;
     nix::unistd::ftruncate(&m, (8 * ps()) as i64).context("grow the memfd")?;
     expect_size("old buffer after growing", &b, 2 * ps())?;
-    let b2 = create(dev.as_fd(), &m, 4 * ps(), 4 * ps(), 0).context("buffer over the grown part")?;
+    let b2 =
+        create(dev.as_fd(), &m, 4 * ps(), 4 * ps(), 0).context("buffer over the grown part")?;
     expect_size("new buffer", &b2, 4 * ps())?;
     Ok(Outcome::Pass)
 }
@@ -248,7 +292,8 @@ fn release_drops_every_pin() -> CaseResult {
     let base = pins_outstanding()?;
     let bufs = [
         create(dev.as_fd(), &h, 0, 4 * HUGE_PAGE, 0).context("whole 8 MiB hugetlb memfd")?,
-        create(dev.as_fd(), &h, HUGE_PAGE - ps(), HUGE_PAGE + 2 * ps(), 0).context("from inside one huge page to inside the next but one")?,
+        create(dev.as_fd(), &h, HUGE_PAGE - ps(), HUGE_PAGE + 2 * ps(), 0)
+            .context("from inside one huge page to inside the next but one")?,
         create_list(
             dev.as_fd(),
             0,
@@ -263,7 +308,11 @@ fn release_drops_every_pin() -> CaseResult {
         .context("list with the same huge pages in several entries")?,
     ];
     let held = pins_outstanding()? - base;
-    ensure!(held > 0, "no page pins outstanding while {} buffers live", bufs.len());
+    ensure!(
+        held > 0,
+        "no page pins outstanding while {} buffers live",
+        bufs.len()
+    );
     drop(bufs);
     let mut now = pins_outstanding()?;
     for _ in 0..200 {

@@ -77,28 +77,42 @@ fn create_on_shmem(dev: BorrowedFd<'_>, offset: u64, size: u64) -> Res {
 /// The module parameters exist with upstream's defaults (the other cases read them).
 fn limits_are_upstream_defaults() -> CaseResult {
     let dev = test_device();
-    for (name, want) in [("size_limit_mb", DEFAULT_SIZE_LIMIT_MB), ("list_limit", DEFAULT_LIST_LIMIT)] {
-        let got = read_param(&dev, name).with_context(|| format!("{} unreadable", param_path(&dev, name)))?;
-        ensure!(got == want, "{}: {got}, upstream default is {want}", param_path(&dev, name));
+    for (name, want) in [
+        ("size_limit_mb", DEFAULT_SIZE_LIMIT_MB),
+        ("list_limit", DEFAULT_LIST_LIMIT),
+    ] {
+        let got = read_param(&dev, name)
+            .with_context(|| format!("{} unreadable", param_path(&dev, name)))?;
+        ensure!(
+            got == want,
+            "{}: {got}, upstream default is {want}",
+            param_path(&dev, name)
+        );
     }
     Ok(Outcome::Pass)
 }
 
 fn offset_unaligned() -> CaseResult {
-    expect_errno("offset = page/2", EINVAL, |d| create_on_shmem(d, ps() / 2, ps()))?;
+    expect_errno("offset = page/2", EINVAL, |d| {
+        create_on_shmem(d, ps() / 2, ps())
+    })?;
     expect_errno("offset = 1", EINVAL, |d| create_on_shmem(d, 1, ps()))?;
     Ok(Outcome::Pass)
 }
 
 fn size_unaligned() -> CaseResult {
     expect_errno("size = page/2", EINVAL, |d| create_on_shmem(d, 0, ps() / 2))?;
-    expect_errno("size = page + 1", EINVAL, |d| create_on_shmem(d, 0, ps() + 1))?;
+    expect_errno("size = page + 1", EINVAL, |d| {
+        create_on_shmem(d, 0, ps() + 1)
+    })?;
     Ok(Outcome::Pass)
 }
 
 fn size_zero() -> CaseResult {
     expect_errno("size = 0", EINVAL, |d| create_on_shmem(d, 0, 0))?;
-    expect_errno("size = 0 at offset page", EINVAL, |d| create_on_shmem(d, ps(), 0))?;
+    expect_errno("size = 0 at offset page", EINVAL, |d| {
+        create_on_shmem(d, ps(), 0)
+    })?;
     Ok(Outcome::Pass)
 }
 
@@ -114,37 +128,63 @@ fn size_over_limit() -> CaseResult {
 
 /// The limit is on the sum of the entries, not on each one.
 fn list_total_over_limit() -> CaseResult {
-    expect_errno("two entries, each under the limit, together over it", EINVAL, |d| {
-        let half = size_limit(&test_device()).max(size_limit(REFERENCE_DEVICE)) / 2 + ps();
-        let m = memfd(Backing::Shmem, half)?;
-        Ok(create_list(d, 0, &[item(&m, 0, half), item(&m, 0, half)]))
-    })?;
+    expect_errno(
+        "two entries, each under the limit, together over it",
+        EINVAL,
+        |d| {
+            let half = size_limit(&test_device()).max(size_limit(REFERENCE_DEVICE)) / 2 + ps();
+            let m = memfd(Backing::Shmem, half)?;
+            Ok(create_list(d, 0, &[item(&m, 0, half), item(&m, 0, half)]))
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
 /// offset + size wraps around u64 to a small in-file end.
 fn offset_plus_size_wraps() -> CaseResult {
     let off = u64::MAX - ps() + 1;
-    expect_errno("offset = 2^64 - page, size = 2 pages", EINVAL, |d| create_on_shmem(d, off, 2 * ps()))?;
-    expect_errno("list entry, offset = 2^64 - page, size = 2 pages", EINVAL, |d| {
-        let m = memfd(Backing::Shmem, 4 * ps())?;
-        Ok(create_list(d, 0, &[item(&m, 0, ps()), item(&m, off, 2 * ps())]))
+    expect_errno("offset = 2^64 - page, size = 2 pages", EINVAL, |d| {
+        create_on_shmem(d, off, 2 * ps())
     })?;
+    expect_errno(
+        "list entry, offset = 2^64 - page, size = 2 pages",
+        EINVAL,
+        |d| {
+            let m = memfd(Backing::Shmem, 4 * ps())?;
+            Ok(create_list(
+                d,
+                0,
+                &[item(&m, 0, ps()), item(&m, off, 2 * ps())],
+            ))
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
 /// An offset that is negative as loff_t, and the largest aligned positive one.
 fn offset_beyond_loff_t() -> CaseResult {
-    expect_errno("offset = 2^63", EINVAL, |d| create_on_shmem(d, 1 << 63, ps()))?;
+    expect_errno("offset = 2^63", EINVAL, |d| {
+        create_on_shmem(d, 1 << 63, ps())
+    })?;
     let top = (i64::MAX as u64) & !(ps() - 1);
-    expect_errno("offset = 2^63 - page", EINVAL, |d| create_on_shmem(d, top, ps()))?;
+    expect_errno("offset = 2^63 - page", EINVAL, |d| {
+        create_on_shmem(d, top, ps())
+    })?;
     Ok(Outcome::Pass)
 }
 
 fn range_past_end_shmem() -> CaseResult {
-    expect_errno("4-page memfd, offset 2 pages, size 4 pages", EINVAL, |d| create_on_shmem(d, 2 * ps(), 4 * ps()))?;
-    expect_errno("4-page memfd, offset 4 pages (at EOF), size 1 page", EINVAL, |d| create_on_shmem(d, 4 * ps(), ps()))?;
-    expect_errno("4-page memfd, size 5 pages", EINVAL, |d| create_on_shmem(d, 0, 5 * ps()))?;
+    expect_errno("4-page memfd, offset 2 pages, size 4 pages", EINVAL, |d| {
+        create_on_shmem(d, 2 * ps(), 4 * ps())
+    })?;
+    expect_errno(
+        "4-page memfd, offset 4 pages (at EOF), size 1 page",
+        EINVAL,
+        |d| create_on_shmem(d, 4 * ps(), ps()),
+    )?;
+    expect_errno("4-page memfd, size 5 pages", EINVAL, |d| {
+        create_on_shmem(d, 0, 5 * ps())
+    })?;
     expect_errno("empty memfd, size 1 page", EINVAL, |d| {
         let m = memfd(Backing::Shmem, 0)?;
         Ok(create(d, &m, 0, ps(), 0))
@@ -153,21 +193,31 @@ fn range_past_end_shmem() -> CaseResult {
 }
 
 fn range_past_end_hugetlb() -> CaseResult {
-    expect_errno("2 MiB hugetlb memfd, offset 1 MiB, size 2 MiB", EINVAL, |d| {
-        let m = memfd(Backing::Hugetlb, HUGE_PAGE)?;
-        Ok(create(d, &m, HUGE_PAGE / 2, HUGE_PAGE, 0))
-    })?;
-    expect_errno("2 MiB hugetlb memfd, offset 2 MiB, size 1 page", EINVAL, |d| {
-        let m = memfd(Backing::Hugetlb, HUGE_PAGE)?;
-        Ok(create(d, &m, HUGE_PAGE, ps(), 0))
-    })?;
+    expect_errno(
+        "2 MiB hugetlb memfd, offset 1 MiB, size 2 MiB",
+        EINVAL,
+        |d| {
+            let m = memfd(Backing::Hugetlb, HUGE_PAGE)?;
+            Ok(create(d, &m, HUGE_PAGE / 2, HUGE_PAGE, 0))
+        },
+    )?;
+    expect_errno(
+        "2 MiB hugetlb memfd, offset 2 MiB, size 1 page",
+        EINVAL,
+        |d| {
+            let m = memfd(Backing::Hugetlb, HUGE_PAGE)?;
+            Ok(create(d, &m, HUGE_PAGE, ps(), 0))
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
 /// Numbers that are no open fd: upstream answers EBADFD (fget failed), not EBADF.
 fn memfd_number_not_open() -> CaseResult {
     for n in [1_000_000u32, i32::MAX as u32, u32::MAX] {
-        expect_errno(&format!("memfd = {n}"), EBADFD, |d| Ok(create_raw(d, n, 0, 0, ps())))?;
+        expect_errno(&format!("memfd = {n}"), EBADFD, |d| {
+            Ok(create_raw(d, n, 0, 0, ps()))
+        })?;
     }
     Ok(Outcome::Pass)
 }
@@ -201,7 +251,9 @@ fn memfd_is_proc_file() -> CaseResult {
 
 /// The udmabuf device itself, and a dma-buf made by it, are no memfds either.
 fn memfd_is_device_or_dmabuf() -> CaseResult {
-    expect_errno("the device fd as memfd", EBADFD, |d| Ok(create_raw(d, d.as_raw_fd() as u32, 0, 0, ps())))?;
+    expect_errno("the device fd as memfd", EBADFD, |d| {
+        Ok(create_raw(d, d.as_raw_fd() as u32, 0, 0, ps()))
+    })?;
     expect_errno("a dma-buf as memfd", EBADFD, |d| {
         let m = memfd(Backing::Shmem, 4 * ps())?;
         let buf = create(d, &m, 0, 4 * ps(), 0).context("making the dma-buf to pass as memfd")?;
@@ -214,10 +266,18 @@ fn memfd_is_device_or_dmabuf() -> CaseResult {
 /// refused by the seal test instead: tmpfs inodes start with F_SEAL_SEAL only.
 fn tmpfs_file_not_sealable() -> CaseResult {
     let st = nix::sys::statfs::statfs("/tmp").context("statfs /tmp")?;
-    ensure!(st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC, "/tmp is not tmpfs in this guest");
+    ensure!(
+        st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC,
+        "/tmp is not tmpfs in this guest"
+    );
     expect_errno("regular file on tmpfs", EINVAL, |d| {
         let path = "/tmp/ulive-tmpfs-file";
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
         let _ = std::fs::remove_file(path);
         f.set_len(4 * ps())?;
         Ok(create(d, &f, 0, ps(), 0))
@@ -228,10 +288,18 @@ fn tmpfs_file_not_sealable() -> CaseResult {
 /// Same for a file created on the hugetlbfs mount.
 fn hugetlbfs_file_not_sealable() -> CaseResult {
     let st = nix::sys::statfs::statfs("/dev/hugepages").context("statfs /dev/hugepages")?;
-    ensure!(st.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC, "/dev/hugepages is not hugetlbfs");
+    ensure!(
+        st.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC,
+        "/dev/hugepages is not hugetlbfs"
+    );
     expect_errno("regular file on hugetlbfs", EINVAL, |d| {
         let path = "/dev/hugepages/ulive-hugetlbfs-file";
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
         let _ = std::fs::remove_file(path);
         nix::unistd::ftruncate(&f, HUGE_PAGE as i64)?;
         Ok(create(d, &f, 0, ps(), 0))
@@ -242,7 +310,10 @@ fn hugetlbfs_file_not_sealable() -> CaseResult {
 /// memfd_create without MFD_ALLOW_SEALING: F_SEAL_SHRINK can never be added.
 fn memfd_without_allow_sealing() -> CaseResult {
     expect_errno("memfd without MFD_ALLOW_SEALING", EINVAL, |d| {
-        let m = nix::sys::memfd::memfd_create(c"ulive-nosealing", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
+        let m = nix::sys::memfd::memfd_create(
+            c"ulive-nosealing",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )?;
         nix::unistd::ftruncate(&m, 4 * ps() as i64)?;
         Ok(create(d, &m, 0, ps(), 0))
     })?;
@@ -256,33 +327,57 @@ fn with_seals(d: BorrowedFd<'_>, kind: Backing, seals: SealFlag) -> Res {
 }
 
 fn missing_seal_shrink() -> CaseResult {
-    expect_errno("no seals", EINVAL, |d| with_seals(d, Backing::Shmem, SealFlag::empty()))?;
-    expect_errno("F_SEAL_GROW only", EINVAL, |d| with_seals(d, Backing::Shmem, SealFlag::F_SEAL_GROW))?;
-    expect_errno("F_SEAL_SEAL only", EINVAL, |d| with_seals(d, Backing::Shmem, SealFlag::F_SEAL_SEAL))?;
-    expect_errno("hugetlb, no seals", EINVAL, |d| with_seals(d, Backing::Hugetlb, SealFlag::empty()))?;
+    expect_errno("no seals", EINVAL, |d| {
+        with_seals(d, Backing::Shmem, SealFlag::empty())
+    })?;
+    expect_errno("F_SEAL_GROW only", EINVAL, |d| {
+        with_seals(d, Backing::Shmem, SealFlag::F_SEAL_GROW)
+    })?;
+    expect_errno("F_SEAL_SEAL only", EINVAL, |d| {
+        with_seals(d, Backing::Shmem, SealFlag::F_SEAL_SEAL)
+    })?;
+    expect_errno("hugetlb, no seals", EINVAL, |d| {
+        with_seals(d, Backing::Hugetlb, SealFlag::empty())
+    })?;
     Ok(Outcome::Pass)
 }
 
 fn seal_write() -> CaseResult {
     expect_errno("F_SEAL_SHRINK|F_SEAL_WRITE", EINVAL, |d| {
-        with_seals(d, Backing::Shmem, SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_WRITE)
+        with_seals(
+            d,
+            Backing::Shmem,
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_WRITE,
+        )
     })?;
     Ok(Outcome::Pass)
 }
 
 fn seal_future_write() -> CaseResult {
     expect_errno("F_SEAL_SHRINK|F_SEAL_FUTURE_WRITE", EINVAL, |d| {
-        with_seals(d, Backing::Shmem, SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_FUTURE_WRITE)
+        with_seals(
+            d,
+            Backing::Shmem,
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_FUTURE_WRITE,
+        )
     })?;
     Ok(Outcome::Pass)
 }
 
 fn seal_write_hugetlb() -> CaseResult {
     expect_errno("hugetlb F_SEAL_SHRINK|F_SEAL_WRITE", EINVAL, |d| {
-        with_seals(d, Backing::Hugetlb, SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_WRITE)
+        with_seals(
+            d,
+            Backing::Hugetlb,
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_WRITE,
+        )
     })?;
     expect_errno("hugetlb F_SEAL_SHRINK|F_SEAL_FUTURE_WRITE", EINVAL, |d| {
-        with_seals(d, Backing::Hugetlb, SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_FUTURE_WRITE)
+        with_seals(
+            d,
+            Backing::Hugetlb,
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_FUTURE_WRITE,
+        )
     })?;
     Ok(Outcome::Pass)
 }
@@ -314,15 +409,30 @@ fn list_count_zero() -> CaseResult {
 
 /// One bad entry among good ones fails the whole list with that entry's errno.
 fn list_one_bad_entry() -> CaseResult {
-    let three = |d: BorrowedFd<'_>, bad: &dyn Fn(&OwnedFd) -> udmabuf_live_uapi::UdmabufCreateItem| -> Res {
+    let three = |d: BorrowedFd<'_>,
+                 bad: &dyn Fn(&OwnedFd) -> udmabuf_live_uapi::UdmabufCreateItem|
+     -> Res {
         let a = memfd(Backing::Shmem, 4 * ps())?;
         let b = memfd(Backing::Shmem, 4 * ps())?;
-        Ok(create_list(d, 0, &[item(&a, 0, ps()), bad(&b), item(&a, ps(), ps())]))
+        Ok(create_list(
+            d,
+            0,
+            &[item(&a, 0, ps()), bad(&b), item(&a, ps(), ps())],
+        ))
     };
-    expect_errno("middle entry unaligned", EINVAL, |d| three(d, &|b| item(b, ps() / 2, ps())))?;
-    expect_errno("middle entry past EOF", EINVAL, |d| three(d, &|b| item(b, 3 * ps(), 2 * ps())))?;
+    expect_errno("middle entry unaligned", EINVAL, |d| {
+        three(d, &|b| item(b, ps() / 2, ps()))
+    })?;
+    expect_errno("middle entry past EOF", EINVAL, |d| {
+        three(d, &|b| item(b, 3 * ps(), 2 * ps()))
+    })?;
     expect_errno("middle entry not an fd", EBADFD, |d| {
-        three(d, &|_| udmabuf_live_uapi::UdmabufCreateItem { memfd: 1_000_000, __pad: 0, offset: 0, size: ps() })
+        three(d, &|_| udmabuf_live_uapi::UdmabufCreateItem {
+            memfd: 1_000_000,
+            __pad: 0,
+            offset: 0,
+            size: ps(),
+        })
     })?;
     expect_errno("last entry a pipe", EBADFD, |d| {
         let (r, _w) = nix::unistd::pipe()?;
@@ -331,7 +441,11 @@ fn list_one_bad_entry() -> CaseResult {
     })?;
     expect_errno("second entry write-sealed", EINVAL, |d| {
         let a = memfd(Backing::Shmem, 4 * ps())?;
-        let w = memfd_with_seals(Backing::Shmem, 4 * ps(), SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_WRITE)?;
+        let w = memfd_with_seals(
+            Backing::Shmem,
+            4 * ps(),
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_WRITE,
+        )?;
         Ok(create_list(d, 0, &[item(&a, 0, ps()), item(&w, 0, ps())]))
     })?;
     Ok(Outcome::Pass)
@@ -340,8 +454,12 @@ fn list_one_bad_entry() -> CaseResult {
 /// Every entry's range is validated before any fd is looked up, so a bad fd with a bad
 /// range reports the range (EINVAL), even when the bad fd comes first in the list.
 fn ranges_checked_before_fds() -> CaseResult {
-    expect_errno("bad fd and size 0", EINVAL, |d| Ok(create_raw(d, 1_000_000, 0, 0, 0)))?;
-    expect_errno("bad fd and unaligned offset", EINVAL, |d| Ok(create_raw(d, 1_000_000, 0, 1, ps())))?;
+    expect_errno("bad fd and size 0", EINVAL, |d| {
+        Ok(create_raw(d, 1_000_000, 0, 0, 0))
+    })?;
+    expect_errno("bad fd and unaligned offset", EINVAL, |d| {
+        Ok(create_raw(d, 1_000_000, 0, 1, ps()))
+    })?;
     expect_errno("pipe and size over the limit", EINVAL, |d| {
         let (r, _w) = nix::unistd::pipe()?;
         let size = size_limit(&test_device()).max(size_limit(REFERENCE_DEVICE)) + ps();
@@ -349,7 +467,12 @@ fn ranges_checked_before_fds() -> CaseResult {
     })?;
     expect_errno("bad fd first, unaligned entry second", EINVAL, |d| {
         let a = memfd(Backing::Shmem, 4 * ps())?;
-        let bad = udmabuf_live_uapi::UdmabufCreateItem { memfd: 1_000_000, __pad: 0, offset: 0, size: ps() };
+        let bad = udmabuf_live_uapi::UdmabufCreateItem {
+            memfd: 1_000_000,
+            __pad: 0,
+            offset: 0,
+            size: ps(),
+        };
         Ok(create_list(d, 0, &[bad, item(&a, 0, ps() + 1)]))
     })?;
     Ok(Outcome::Pass)
@@ -360,11 +483,15 @@ fn ranges_checked_before_fds() -> CaseResult {
 fn bad_user_pointer() -> CaseResult {
     expect_errno("UDMABUF_CREATE(NULL)", Errno::EFAULT, |d| {
         // SAFETY: the kernel must refuse the NULL pointer without writing anything.
-        Ok(own_fd(unsafe { ioctl_udmabuf_create(d.as_raw_fd(), std::ptr::null()) }))
+        Ok(own_fd(unsafe {
+            ioctl_udmabuf_create(d.as_raw_fd(), std::ptr::null())
+        }))
     })?;
     expect_errno("UDMABUF_CREATE_LIST(NULL)", Errno::EFAULT, |d| {
         // SAFETY: as above.
-        Ok(own_fd(unsafe { ioctl_udmabuf_create_list(d.as_raw_fd(), std::ptr::null()) }))
+        Ok(own_fd(unsafe {
+            ioctl_udmabuf_create_list(d.as_raw_fd(), std::ptr::null())
+        }))
     })?;
     expect_errno("list entries on a PROT_NONE page", Errno::EFAULT, |d| {
         let m = memfd(Backing::Shmem, ps())?;
@@ -386,12 +513,19 @@ impl GuardedHeader {
         let len = 2 * ps() as usize;
         // SAFETY: a fresh private anonymous mapping, only touched through raw pointers.
         let base = unsafe {
-            mmap_anonymous(None, NonZeroUsize::new(len).unwrap(), ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_PRIVATE)
+            mmap_anonymous(
+                None,
+                NonZeroUsize::new(len).unwrap(),
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
         }?;
         let g = Self { base, len };
         // SAFETY: the second page of the mapping made above.
         unsafe {
-            let second = std::ptr::NonNull::new_unchecked(base.as_ptr().cast::<u8>().add(ps() as usize).cast());
+            let second = std::ptr::NonNull::new_unchecked(
+                base.as_ptr().cast::<u8>().add(ps() as usize).cast(),
+            );
             mprotect(second, ps() as usize, ProtFlags::PROT_NONE)?;
         }
         Ok(g)
@@ -400,7 +534,12 @@ impl GuardedHeader {
     fn call(&self, d: BorrowedFd<'_>, _m: &OwnedFd) -> Result<OwnedFd, Errno> {
         // SAFETY: the header lies inside the first (writable) page, 8-byte aligned.
         unsafe {
-            let hdr = self.base.as_ptr().cast::<u8>().add(ps() as usize - 8).cast::<udmabuf_live_uapi::UdmabufCreateList>();
+            let hdr = self
+                .base
+                .as_ptr()
+                .cast::<u8>()
+                .add(ps() as usize - 8)
+                .cast::<udmabuf_live_uapi::UdmabufCreateList>();
             hdr.write(udmabuf_live_uapi::UdmabufCreateList { flags: 0, count: 1 });
             own_fd(ioctl_udmabuf_create_list(d.as_raw_fd(), hdr))
         }
@@ -418,25 +557,44 @@ impl Drop for GuardedHeader {
 /// (upstream reads the module parameters in the ioctl path). Restored afterwards.
 fn limits_follow_module_parameters() -> CaseResult {
     for dev_path in devices_to_compare() {
-        let before = (read_param(&dev_path, "list_limit"), read_param(&dev_path, "size_limit_mb"));
+        let before = (
+            read_param(&dev_path, "list_limit"),
+            read_param(&dev_path, "size_limit_mb"),
+        );
         let dev = open_device(&dev_path)?;
         let m = memfd(Backing::Shmem, 4 * ps())?;
         let one = |n: usize| vec![item(&m, 0, ps()); n];
         {
             let _g = ParamGuard::set(&dev_path, "list_limit", 2)?;
             let r = create_list(dev.as_fd(), 0, &one(3));
-            ensure!(r.as_ref().err() == Some(&EINVAL), "{dev_path}: list_limit=2, count 3: got {:?}, expected EINVAL", r.map(drop));
-            create_list(dev.as_fd(), 0, &one(2)).with_context(|| format!("{dev_path}: list_limit=2, count 2"))?;
+            ensure!(
+                r.as_ref().err() == Some(&EINVAL),
+                "{dev_path}: list_limit=2, count 3: got {:?}, expected EINVAL",
+                r.map(drop)
+            );
+            create_list(dev.as_fd(), 0, &one(2))
+                .with_context(|| format!("{dev_path}: list_limit=2, count 2"))?;
         }
         {
             let _g = ParamGuard::set(&dev_path, "size_limit_mb", 1)?;
             let mm = memfd(Backing::Shmem, (1 << 20) + ps())?;
             let r = create(dev.as_fd(), &mm, 0, (1 << 20) + ps(), 0);
-            ensure!(r.as_ref().err() == Some(&EINVAL), "{dev_path}: size_limit_mb=1, 1 MiB + page: got {:?}, expected EINVAL", r.map(drop));
-            create(dev.as_fd(), &mm, 0, 1 << 20, 0).with_context(|| format!("{dev_path}: size_limit_mb=1, 1 MiB"))?;
+            ensure!(
+                r.as_ref().err() == Some(&EINVAL),
+                "{dev_path}: size_limit_mb=1, 1 MiB + page: got {:?}, expected EINVAL",
+                r.map(drop)
+            );
+            create(dev.as_fd(), &mm, 0, 1 << 20, 0)
+                .with_context(|| format!("{dev_path}: size_limit_mb=1, 1 MiB"))?;
         }
-        let after = (read_param(&dev_path, "list_limit"), read_param(&dev_path, "size_limit_mb"));
-        ensure!(after == before, "{dev_path}: parameters not restored: {after:?}, were {before:?}");
+        let after = (
+            read_param(&dev_path, "list_limit"),
+            read_param(&dev_path, "size_limit_mb"),
+        );
+        ensure!(
+            after == before,
+            "{dev_path}: parameters not restored: {after:?}, were {before:?}"
+        );
     }
     Ok(Outcome::Pass)
 }

@@ -31,7 +31,9 @@
 //! faults injected is printed.
 
 use super::common::*;
-use super::importer_client::{ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer};
+use super::importer_client::{
+    ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer,
+};
 use super::live_util::{punch, try_info as info, try_sync as sync, try_verify as verify};
 use super::rng::{module_refcnt, outcome_key, Histogram};
 use super::{cases, Suite};
@@ -79,11 +81,16 @@ static ENOMEMS: AtomicU64 = AtomicU64::new(0);
 
 fn skip_reason() -> Option<String> {
     if test_device() != crate::util::device_path() {
-        return Some(format!("injects into udmabuf_live; testing {}", test_device()));
+        return Some(format!(
+            "injects into udmabuf_live; testing {}",
+            test_device()
+        ));
     }
     for c in CAPS {
         if !Path::new(DEBUGFS).join(c).exists() {
-            return Some(format!("no {DEBUGFS}/{c}: this kernel has no fault injection (use KERNEL_FLAVOR=debug)"));
+            return Some(format!(
+                "no {DEBUGFS}/{c}: this kernel has no fault injection (use KERNEL_FLAVOR=debug)"
+            ));
         }
     }
     if !Path::new("/proc/thread-self/fail-nth").exists() {
@@ -113,13 +120,28 @@ fn write_knob(cap: &str, knob: &str, value: &str) -> Result<()> {
 
 fn read_knob(cap: &str, knob: &str) -> Result<String> {
     let p = knob_path(cap, knob);
-    Ok(std::fs::read_to_string(&p).with_context(|| format!("read {p}"))?.trim().to_owned())
+    Ok(std::fs::read_to_string(&p)
+        .with_context(|| format!("read {p}"))?
+        .trim()
+        .to_owned())
 }
 
 /// The knobs this suite sets, in the order they are restored (probability last).
 const KNOBS: [&str; 14] = [
-    "times", "interval", "space", "verbose", "task-filter", "require-start", "require-end", "reject-start", "reject-end",
-    "stacktrace-depth", "ignore-gfp-wait", "ignore-gfp-highmem", "min-order", "probability",
+    "times",
+    "interval",
+    "space",
+    "verbose",
+    "task-filter",
+    "require-start",
+    "require-end",
+    "reject-start",
+    "reject-end",
+    "stacktrace-depth",
+    "ignore-gfp-wait",
+    "ignore-gfp-highmem",
+    "min-order",
+    "probability",
 ];
 
 /// Saves every knob of both capabilities and this thread's fail-nth, sets the common
@@ -181,13 +203,15 @@ impl Injection {
     /// after a failed kmalloc fails too).
     fn arm_thread(&self, space: u64) -> Result<()> {
         write_knob("failslab", "task-filter", "Y")?;
-        std::fs::write("/proc/thread-self/make-it-fail", "1").context("write /proc/thread-self/make-it-fail")?;
+        std::fs::write("/proc/thread-self/make-it-fail", "1")
+            .context("write /proc/thread-self/make-it-fail")?;
         self.arm_global("failslab", space)
     }
 
     fn disarm_thread(&self) -> Result<u64> {
         let n = self.disarm_global("failslab")?;
-        std::fs::write("/proc/thread-self/make-it-fail", "0").context("write /proc/thread-self/make-it-fail")?;
+        std::fs::write("/proc/thread-self/make-it-fail", "0")
+            .context("write /proc/thread-self/make-it-fail")?;
         write_knob("failslab", "task-filter", "N")?;
         Ok(n)
     }
@@ -207,11 +231,13 @@ impl Drop for Injection {
 }
 
 fn set_fail_nth(n: u32) -> Result<()> {
-    std::fs::write("/proc/thread-self/fail-nth", n.to_string()).context("write /proc/thread-self/fail-nth")
+    std::fs::write("/proc/thread-self/fail-nth", n.to_string())
+        .context("write /proc/thread-self/fail-nth")
 }
 
 fn fail_nth() -> Result<u32> {
-    let s = std::fs::read_to_string("/proc/thread-self/fail-nth").context("read /proc/thread-self/fail-nth")?;
+    let s = std::fs::read_to_string("/proc/thread-self/fail-nth")
+        .context("read /proc/thread-self/fail-nth")?;
     Ok(s.trim().parse()?)
 }
 
@@ -221,12 +247,23 @@ fn fail_nth() -> Result<u32> {
 fn module_text() -> Result<(u64, u64, usize)> {
     let path = crate::util::require_module_file(udmabuf_live_uapi::MODULE_NAME)?;
     let ko = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    ensure!(ko.len() > 64 && &ko[0..4] == b"\x7fELF" && ko[4] == 2 && ko[5] == 1, "not a little-endian ELF64 file");
+    ensure!(
+        ko.len() > 64 && &ko[0..4] == b"\x7fELF" && ko[4] == 2 && ko[5] == 1,
+        "not a little-endian ELF64 file"
+    );
     let u16_at = |o: usize| u16::from_le_bytes(ko[o..o + 2].try_into().unwrap()) as usize;
     let u32_at = |o: usize| u32::from_le_bytes(ko[o..o + 4].try_into().unwrap()) as usize;
     let u64_at = |o: usize| u64::from_le_bytes(ko[o..o + 8].try_into().unwrap());
-    let (shoff, shentsize, shnum, shstrndx) = (u64_at(0x28) as usize, u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
-    ensure!(shoff + shnum * shentsize <= ko.len() && shstrndx < shnum, "bad section header table");
+    let (shoff, shentsize, shnum, shstrndx) = (
+        u64_at(0x28) as usize,
+        u16_at(0x3a),
+        u16_at(0x3c),
+        u16_at(0x3e),
+    );
+    ensure!(
+        shoff + shnum * shentsize <= ko.len() && shstrndx < shnum,
+        "bad section header table"
+    );
     let strtab = u64_at(shoff + shstrndx * shentsize + 24) as usize;
     let (mut lo, mut hi, mut n) = (u64::MAX, 0u64, 0);
     for i in 0..shnum {
@@ -238,20 +275,33 @@ fn module_text() -> Result<(u64, u64, usize)> {
             continue;
         }
         let name_at = strtab + u32_at(sh);
-        let end = ko[name_at..].iter().position(|&b| b == 0).context("unterminated section name")?;
+        let end = ko[name_at..]
+            .iter()
+            .position(|&b| b == 0)
+            .context("unterminated section name")?;
         let name = std::str::from_utf8(&ko[name_at..name_at + end])?;
         if name.starts_with(".init") {
             continue;
         }
-        let p = format!("/sys/module/{}/sections/{name}", udmabuf_live_uapi::MODULE_NAME);
-        let Ok(s) = std::fs::read_to_string(&p) else { continue };
-        let addr = u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).with_context(|| format!("{p}: {s:?}"))?;
+        let p = format!(
+            "/sys/module/{}/sections/{name}",
+            udmabuf_live_uapi::MODULE_NAME
+        );
+        let Ok(s) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        let addr = u64::from_str_radix(s.trim().trim_start_matches("0x"), 16)
+            .with_context(|| format!("{p}: {s:?}"))?;
         ensure!(addr != 0, "{p} reads 0 (not root?)");
         lo = lo.min(addr);
         hi = hi.max(addr + size);
         n += 1;
     }
-    ensure!(n > 0, "no executable section of {} found in sysfs", udmabuf_live_uapi::MODULE_NAME);
+    ensure!(
+        n > 0,
+        "no executable section of {} found in sysfs",
+        udmabuf_live_uapi::MODULE_NAME
+    );
     Ok((lo, hi, n))
 }
 
@@ -295,11 +345,24 @@ impl Scene {
             fill_memfd(&memfd, size, 0, &old)?;
             None
         };
-        let dmabuf = create(dev.as_fd(), &memfd, 0, size, UDMABUF_FLAGS_CLOEXEC).context("CREATE (injection off)")?;
+        let dmabuf = create(dev.as_fd(), &memfd, 0, size, UDMABUF_FLAGS_CLOEXEC)
+            .context("CREATE (injection off)")?;
         let i = info(&dev, &dmabuf)?;
         let is_watched = i.state & udmabuf_live_uapi::UDMABUF_LIVE_STATE_WATCHED != 0;
-        ensure!(is_watched == watched, "buffer watched = {is_watched}, wanted {watched}: {i:?}");
-        Ok(Self { dev, memfd, dmabuf, _creator: creator, old: old.clone(), new: old, changed: 0..0, hole: false })
+        ensure!(
+            is_watched == watched,
+            "buffer watched = {is_watched}, wanted {watched}: {i:?}"
+        );
+        Ok(Self {
+            dev,
+            memfd,
+            dmabuf,
+            _creator: creator,
+            old: old.clone(),
+            new: old,
+            changed: 0..0,
+            hole: false,
+        })
     }
 
     /// Punch pages 4..8 and (unless `hole`) write new content there through a mapping of
@@ -308,9 +371,16 @@ impl Scene {
         let size = SCENE_PAGES * ps();
         self.changed = 4..8;
         self.hole = hole;
-        let (off, len) = (self.changed.start * ps(), (self.changed.end - self.changed.start) * ps());
+        let (off, len) = (
+            self.changed.start * ps(),
+            (self.changed.end - self.changed.start) * ps(),
+        );
         punch(&self.memfd, off, len)?;
-        let data = if hole { vec![0u8; len as usize] } else { pattern(seed, len) };
+        let data = if hole {
+            vec![0u8; len as usize]
+        } else {
+            pattern(seed, len)
+        };
         if !hole {
             match &self._creator {
                 Some(m) => m.write(off, &data),
@@ -353,13 +423,25 @@ impl Scene {
 
     /// Injection off: SYNC repairs everything.
     fn repaired(&self, what: &str) -> Result<()> {
-        sync(&self.dev, &self.dmabuf, 5000).with_context(|| format!("{what}: SYNC with injection off"))?;
+        sync(&self.dev, &self.dmabuf, 5000)
+            .with_context(|| format!("{what}: SYNC with injection off"))?;
         let v = verify(&self.dev, &self.dmabuf)?;
-        ensure!(v.matching == SCENE_PAGES && v.stale == 0 && v.holes == 0, "{what}: VERIFY after the repairing SYNC: {v:?}");
+        ensure!(
+            v.matching == SCENE_PAGES && v.stale == 0 && v.holes == 0,
+            "{what}: VERIFY after the repairing SYNC: {v:?}"
+        );
         let view = Mapping::shared(&self.dmabuf, SCENE_PAGES * ps())?;
-        expect_bytes(&format!("{what}: dma-buf after the repairing SYNC"), &view.read(0, SCENE_PAGES * ps()), &self.new)?;
+        expect_bytes(
+            &format!("{what}: dma-buf after the repairing SYNC"),
+            &view.read(0, SCENE_PAGES * ps()),
+            &self.new,
+        )?;
         let memfd = read_memfd(&self.memfd, SCENE_PAGES * ps(), 0, SCENE_PAGES * ps())?;
-        expect_bytes(&format!("{what}: memfd after the repairing SYNC"), &memfd, &self.new)?;
+        expect_bytes(
+            &format!("{what}: memfd after the repairing SYNC"),
+            &memfd,
+            &self.new,
+        )?;
         Ok(())
     }
 }
@@ -382,11 +464,19 @@ impl Tally {
         if key == "ENOMEM" {
             ENOMEMS.fetch_add(1, Ordering::Relaxed);
         }
-        self.outcomes.add(format!("{}{key}", if injected { "fault:" } else { "no-fault:" }));
+        self.outcomes.add(format!(
+            "{}{key}",
+            if injected { "fault:" } else { "no-fault:" }
+        ));
     }
 
     fn print(&self, path: &str) {
-        out(&format!("    # fault-injection: {path}: {} attempts, {} faults injected: {}", self.attempts, self.injected, self.outcomes.render()));
+        out(&format!(
+            "    # fault-injection: {path}: {} attempts, {} faults injected: {}",
+            self.attempts,
+            self.injected,
+            self.outcomes.render()
+        ));
     }
 }
 
@@ -441,11 +531,18 @@ fn step_nth_with<S>(
         if injected {
             clean_errno(what, r)?;
         } else {
-            ensure!(r.is_ok(), "{what}: no fault was injected, yet the call failed with {}", outcome_key(r));
+            ensure!(
+                r.is_ok(),
+                "{what}: no fault was injected, yet the call failed with {}",
+                outcome_key(r)
+            );
         }
         after(s, r, what)?;
         let now = module_refcnt(module)?;
-        ensure!(now == base, "{what}: {module} refcnt {now} after closing everything, was {base}");
+        ensure!(
+            now == base,
+            "{what}: {module} refcnt {now} after closing everything, was {base}"
+        );
         Ok(())
     };
     let inj = injection()?;
@@ -490,21 +587,31 @@ fn step_nth_with<S>(
         }
     }
     drop(inj);
-    budget.print(&format!("{path} [task-filter, space stepped, times {TIMES}]"));
+    budget.print(&format!(
+        "{path} [task-filter, space stepped, times {TIMES}]"
+    ));
     if races_worker && tally.injected + budget.injected == 0 {
         // The worker did every update before the call got there: nothing of the call's
         // own could fail. What the attempts left was still checked.
         out(&format!("    # fault-injection: {path}: the worker updated first every time; the call had nothing to do"));
         return Ok(Outcome::Pass);
     }
-    ensure!(tally.injected > 0, "{path}: no fault could be injected (is the stack filter right?)");
+    ensure!(
+        tally.injected > 0,
+        "{path}: no fault could be injected (is the stack filter right?)"
+    );
     Ok(Outcome::Pass)
 }
 
 // ---- (a) CREATE and CREATE_LIST ----
 
 /// A created buffer must show its memfd, SYNC and VERIFY cleanly.
-fn check_created(dev: &OwnedFd, dmabuf: OwnedFd, sources: &[(&OwnedFd, u64, u64, u64)], what: &str) -> Result<()> {
+fn check_created(
+    dev: &OwnedFd,
+    dmabuf: OwnedFd,
+    sources: &[(&OwnedFd, u64, u64, u64)],
+    what: &str,
+) -> Result<()> {
     let total: u64 = sources.iter().map(|s| s.2).sum();
     ensure!(dmabuf_size(&dmabuf)? == total, "{what}: dma-buf size");
     let mut want = Vec::new();
@@ -512,10 +619,17 @@ fn check_created(dev: &OwnedFd, dmabuf: OwnedFd, sources: &[(&OwnedFd, u64, u64,
         want.extend(read_memfd(m, msize, off, len)?);
     }
     let view = Mapping::shared(&dmabuf, total)?;
-    expect_bytes(&format!("{what}: the created buffer"), &view.read(0, total), &want)?;
+    expect_bytes(
+        &format!("{what}: the created buffer"),
+        &view.read(0, total),
+        &want,
+    )?;
     sync(dev, &dmabuf, 1000).with_context(|| format!("{what}: SYNC of the created buffer"))?;
     let v = verify(dev, &dmabuf)?;
-    ensure!(v.matching == total / ps(), "{what}: VERIFY of the created buffer: {v:?}");
+    ensure!(
+        v.matching == total / ps(),
+        "{what}: VERIFY of the created buffer: {v:?}"
+    );
     Ok(())
 }
 
@@ -542,7 +656,12 @@ fn create_scene(kinds: &[(Backing, u64, bool)], seed: u8) -> Result<CreateScene>
         }
         memfds.push((m, size));
     }
-    Ok(CreateScene { dev, memfds, _maps: maps, result: None })
+    Ok(CreateScene {
+        dev,
+        memfds,
+        _maps: maps,
+        result: None,
+    })
 }
 
 fn create_shmem_watched() -> CaseResult {
@@ -551,7 +670,13 @@ fn create_shmem_watched() -> CaseResult {
         "CREATE shmem 8 pages (watched)",
         |n| create_scene(&[(Backing::Shmem, size, true)], n as u8),
         |s| {
-            let r = create(s.dev.as_fd(), &s.memfds[0].0, 0, size, UDMABUF_FLAGS_CLOEXEC);
+            let r = create(
+                s.dev.as_fd(),
+                &s.memfds[0].0,
+                0,
+                size,
+                UDMABUF_FLAGS_CLOEXEC,
+            );
             r.map(|fd| s.result = Some(fd))
         },
         |s, _, what| match s.result {
@@ -565,9 +690,23 @@ fn create_hugetlb() -> CaseResult {
     step_nth(
         "CREATE hugetlb 2 MiB",
         |n| create_scene(&[(Backing::Hugetlb, HUGE_PAGE, false)], n as u8),
-        |s| create(s.dev.as_fd(), &s.memfds[0].0, 0, HUGE_PAGE, UDMABUF_FLAGS_CLOEXEC).map(|fd| s.result = Some(fd)),
+        |s| {
+            create(
+                s.dev.as_fd(),
+                &s.memfds[0].0,
+                0,
+                HUGE_PAGE,
+                UDMABUF_FLAGS_CLOEXEC,
+            )
+            .map(|fd| s.result = Some(fd))
+        },
         |s, _, what| match s.result {
-            Some(fd) => check_created(&s.dev, fd, &[(&s.memfds[0].0, 0, HUGE_PAGE, HUGE_PAGE)], what),
+            Some(fd) => check_created(
+                &s.dev,
+                fd,
+                &[(&s.memfds[0].0, 0, HUGE_PAGE, HUGE_PAGE)],
+                what,
+            ),
             None => Ok(()),
         },
     )
@@ -577,16 +716,33 @@ fn create_list_mixed() -> CaseResult {
     let (a, b) = (8 * ps(), HUGE_PAGE);
     step_nth(
         "CREATE_LIST shmem (watched) + shmem + hugetlb",
-        |n| create_scene(&[(Backing::Shmem, a, true), (Backing::Shmem, a, false), (Backing::Hugetlb, b, false)], n as u8),
+        |n| {
+            create_scene(
+                &[
+                    (Backing::Shmem, a, true),
+                    (Backing::Shmem, a, false),
+                    (Backing::Hugetlb, b, false),
+                ],
+                n as u8,
+            )
+        },
         |s| {
-            let items = [item(&s.memfds[0].0, 0, 4 * ps()), item(&s.memfds[1].0, 2 * ps(), 4 * ps()), item(&s.memfds[2].0, ps(), 8 * ps())];
+            let items = [
+                item(&s.memfds[0].0, 0, 4 * ps()),
+                item(&s.memfds[1].0, 2 * ps(), 4 * ps()),
+                item(&s.memfds[2].0, ps(), 8 * ps()),
+            ];
             create_list(s.dev.as_fd(), UDMABUF_FLAGS_CLOEXEC, &items).map(|fd| s.result = Some(fd))
         },
         |s, _, what| match s.result {
             Some(fd) => check_created(
                 &s.dev,
                 fd,
-                &[(&s.memfds[0].0, 0, 4 * ps(), a), (&s.memfds[1].0, 2 * ps(), 4 * ps(), a), (&s.memfds[2].0, ps(), 8 * ps(), b)],
+                &[
+                    (&s.memfds[0].0, 0, 4 * ps(), a),
+                    (&s.memfds[1].0, 2 * ps(), 4 * ps(), a),
+                    (&s.memfds[2].0, ps(), 8 * ps(), b),
+                ],
                 what,
             ),
             None => Ok(()),
@@ -608,13 +764,23 @@ fn update_after(s: Scene, _r: &Result<(), Errno>, what: &str) -> Result<()> {
 }
 
 fn sync_unwatched() -> CaseResult {
-    step_nth("punch + SYNC (unwatched: SYNC does the update)", |n| punched_scene(false, n), |s| sync(&s.dev, &s.dmabuf, 0), update_after)
+    step_nth(
+        "punch + SYNC (unwatched: SYNC does the update)",
+        |n| punched_scene(false, n),
+        |s| sync(&s.dev, &s.dmabuf, 0),
+        update_after,
+    )
 }
 
 fn sync_watched() -> CaseResult {
     // The notifier queues the worker too; whichever gets there first does the update,
     // so some attempts fail in SYNC and some find nothing to do.
-    step_nth_racing_worker("punch + SYNC (watched: SYNC races the worker)", |n| punched_scene(true, n), |s| sync(&s.dev, &s.dmabuf, 0), update_after)
+    step_nth_racing_worker(
+        "punch + SYNC (watched: SYNC races the worker)",
+        |n| punched_scene(true, n),
+        |s| sync(&s.dev, &s.dmabuf, 0),
+        update_after,
+    )
 }
 
 fn cpu_access_unwatched() -> CaseResult {
@@ -640,13 +806,17 @@ struct MapScene {
 fn importer_map(dynamic: bool) -> CaseResult {
     need_injection!();
     let loaded = ensure_importer_loaded()?;
-    let path = format!("punch + importer MAP ({}, unwatched)", if dynamic { "dynamic" } else { "static: pin" });
+    let path = format!(
+        "punch + importer MAP ({}, unwatched)",
+        if dynamic { "dynamic" } else { "static: pin" }
+    );
     let r = step_nth(
         &path,
         |n| {
             let scene = punched_scene(false, n)?;
             let imp = Importer::open()?;
-            imp.attach(scene.dmabuf.as_raw_fd(), dynamic).context("ATTACH (injection off)")?;
+            imp.attach(scene.dmabuf.as_raw_fd(), dynamic)
+                .context("ATTACH (injection off)")?;
             Ok(MapScene { scene, imp })
         },
         |s| s.imp.map().map(drop),
@@ -655,9 +825,14 @@ fn importer_map(dynamic: bool) -> CaseResult {
             let mut page = vec![0u8; ps() as usize];
             if s.imp.stats().map(|st| st.mapped == 1).unwrap_or(false) {
                 for i in 0..SCENE_PAGES {
-                    s.imp.read((i * ps()) as usize, &mut page).with_context(|| format!("{what}: importer READ"))?;
+                    s.imp
+                        .read((i * ps()) as usize, &mut page)
+                        .with_context(|| format!("{what}: importer READ"))?;
                     let r = (i * ps()) as usize..((i + 1) * ps()) as usize;
-                    ensure!(page == s.scene.old[r.clone()] || page == s.scene.new[r], "{what}: importer sees page {i} as neither old nor new");
+                    ensure!(
+                        page == s.scene.old[r.clone()] || page == s.scene.new[r],
+                        "{what}: importer sees page {i} as neither old nor new"
+                    );
                 }
             }
             s.imp.detach().ok();
@@ -683,7 +858,10 @@ fn importer_map_static_unwatched() -> CaseResult {
 
 /// Space budgets stepped through, per capability (failslab: bytes; fail_page_alloc:
 /// pages of order 0).
-const SLAB_SPACE: [u64; 22] = [0, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192];
+const SLAB_SPACE: [u64; 22] = [
+    0, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048, 3072,
+    4096, 8192,
+];
 const PAGE_SPACE: [u64; 10] = [0, 1, 2, 3, 4, 5, 6, 8, 12, 16];
 
 fn worker_failures(cap: &str, spaces: &[u64], hole: bool) -> CaseResult {
@@ -691,7 +869,10 @@ fn worker_failures(cap: &str, spaces: &[u64], hole: bool) -> CaseResult {
     let module = udmabuf_live_uapi::MODULE_NAME;
     let base = module_refcnt(module)?;
     let inj = injection()?;
-    let path = format!("punch{} + worker ({cap}, space stepped)", if hole { " (hole left)" } else { " + write" });
+    let path = format!(
+        "punch{} + worker ({cap}, space stepped)",
+        if hole { " (hole left)" } else { " + write" }
+    );
     let mut tally = Tally::default();
     let mut clean_runs = 0;
     for (k, &space) in spaces.iter().enumerate() {
@@ -723,12 +904,22 @@ fn worker_failures(cap: &str, spaces: &[u64], hole: bool) -> CaseResult {
         armed?;
         let injected = faults > 0;
         let applied = info(&s.dev, &s.dmabuf)?.generation != gen0;
-        tally.record(faults, if applied { "applied".into() } else { "not-applied".into() });
+        tally.record(
+            faults,
+            if applied {
+                "applied".into()
+            } else {
+                "not-applied".into()
+            },
+        );
         s.consistent_now(&what)?;
         s.repaired(&what)?;
         drop(s);
         let now = module_refcnt(module)?;
-        ensure!(now == base, "{what}: {module} refcnt {now} after closing everything, was {base}");
+        ensure!(
+            now == base,
+            "{what}: {module} refcnt {now} after closing everything, was {base}"
+        );
         if !injected && applied {
             clean_runs += 1;
             if clean_runs >= 2 {

@@ -26,7 +26,9 @@
 //! printed. The harness fails the run on any kernel report in the console.
 
 use super::common::*;
-use super::importer_client::{ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer};
+use super::importer_client::{
+    ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer,
+};
 use super::rng::{env_u64, module_refcnt, outcome_key, Histogram, Rng};
 use super::{cases, vgem, Suite};
 use crate::ktap::{out, CaseResult, Outcome};
@@ -43,7 +45,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite { name: "fuzz", cases: cases![seeded_ioctl_fuzz] }
+    Suite {
+        name: "fuzz",
+        cases: cases![seeded_ioctl_fuzz],
+    }
 }
 
 fn ps() -> u64 {
@@ -121,7 +126,11 @@ impl Catalogue {
         };
         let add = |c: &mut Catalogue, name: &str, fd: OwnedFd, class: Class| -> RawFd {
             let raw = fd.as_raw_fd();
-            c.fds.push(Fd { name: name.into(), num: raw as u32, class });
+            c.fds.push(Fd {
+                name: name.into(),
+                num: raw as u32,
+                class,
+            });
             c._keep.push(fd);
             raw
         };
@@ -130,73 +139,205 @@ impl Catalogue {
         // Memfds. The first keeps a mapping, so buffers over it are watched.
         let m = memfd_with_seals(Backing::Shmem, 16 * p, shrink)?;
         c._maps.push(Mapping::shared(&m, 16 * p)?);
-        c.good_memfd = add(&mut c, "memfd 16p SHRINK (mapped)", m, Class::Memfd { size: 16 * p, seals_ok: true });
+        c.good_memfd = add(
+            &mut c,
+            "memfd 16p SHRINK (mapped)",
+            m,
+            Class::Memfd {
+                size: 16 * p,
+                seals_ok: true,
+            },
+        );
         for (name, pages, seals, ok) in [
-            ("memfd 16p SHRINK|GROW", 16, shrink | SealFlag::F_SEAL_GROW, true),
-            ("memfd 1p SHRINK|SEAL", 1, shrink | SealFlag::F_SEAL_SEAL, true),
+            (
+                "memfd 16p SHRINK|GROW",
+                16,
+                shrink | SealFlag::F_SEAL_GROW,
+                true,
+            ),
+            (
+                "memfd 1p SHRINK|SEAL",
+                1,
+                shrink | SealFlag::F_SEAL_SEAL,
+                true,
+            ),
             ("memfd 64p SHRINK", 64, shrink, true),
             ("memfd 0p SHRINK", 0, shrink, true),
             ("memfd 16p no seals", 16, SealFlag::empty(), false),
             ("memfd 16p SEAL only", 16, SealFlag::F_SEAL_SEAL, false),
-            ("memfd 16p SHRINK|FUTURE_WRITE", 16, shrink | SealFlag::F_SEAL_FUTURE_WRITE, false),
+            (
+                "memfd 16p SHRINK|FUTURE_WRITE",
+                16,
+                shrink | SealFlag::F_SEAL_FUTURE_WRITE,
+                false,
+            ),
         ] {
             let m = memfd_with_seals(Backing::Shmem, pages * p, seals)?;
-            add(&mut c, name, m, Class::Memfd { size: pages * p, seals_ok: ok });
+            add(
+                &mut c,
+                name,
+                m,
+                Class::Memfd {
+                    size: pages * p,
+                    seals_ok: ok,
+                },
+            );
         }
         let w = memfd_with_seals(Backing::Shmem, 16 * p, shrink | SealFlag::F_SEAL_WRITE)?;
-        c.seal_bad_memfd = add(&mut c, "memfd 16p SHRINK|WRITE", w, Class::Memfd { size: 16 * p, seals_ok: false });
-        let ns = nix::sys::memfd::memfd_create(c"ulive-fuzz-nosealing", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
+        c.seal_bad_memfd = add(
+            &mut c,
+            "memfd 16p SHRINK|WRITE",
+            w,
+            Class::Memfd {
+                size: 16 * p,
+                seals_ok: false,
+            },
+        );
+        let ns = nix::sys::memfd::memfd_create(
+            c"ulive-fuzz-nosealing",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )?;
         nix::unistd::ftruncate(&ns, (16 * p) as i64)?;
-        add(&mut c, "memfd without MFD_ALLOW_SEALING", ns, Class::Memfd { size: 16 * p, seals_ok: false });
+        add(
+            &mut c,
+            "memfd without MFD_ALLOW_SEALING",
+            ns,
+            Class::Memfd {
+                size: 16 * p,
+                seals_ok: false,
+            },
+        );
         let h = memfd_with_seals(Backing::Hugetlb, HUGE_PAGE, shrink)?;
-        add(&mut c, "hugetlb memfd 2M SHRINK", h, Class::Memfd { size: HUGE_PAGE, seals_ok: true });
-        let h = memfd_with_seals(Backing::Hugetlb, 2 * HUGE_PAGE, shrink | SealFlag::F_SEAL_WRITE)?;
-        add(&mut c, "hugetlb memfd 4M SHRINK|WRITE", h, Class::Memfd { size: 2 * HUGE_PAGE, seals_ok: false });
+        add(
+            &mut c,
+            "hugetlb memfd 2M SHRINK",
+            h,
+            Class::Memfd {
+                size: HUGE_PAGE,
+                seals_ok: true,
+            },
+        );
+        let h = memfd_with_seals(
+            Backing::Hugetlb,
+            2 * HUGE_PAGE,
+            shrink | SealFlag::F_SEAL_WRITE,
+        )?;
+        add(
+            &mut c,
+            "hugetlb memfd 4M SHRINK|WRITE",
+            h,
+            Class::Memfd {
+                size: 2 * HUGE_PAGE,
+                seals_ok: false,
+            },
+        );
         // A regular tmpfs file is shmem with only F_SEAL_SEAL.
         let path = "/tmp/ulive-fuzz-file";
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
         let _ = std::fs::remove_file(path);
         f.set_len(16 * p)?;
-        add(&mut c, "tmpfs file", f.into(), Class::Memfd { size: 16 * p, seals_ok: false });
+        add(
+            &mut c,
+            "tmpfs file",
+            f.into(),
+            Class::Memfd {
+                size: 16 * p,
+                seals_ok: false,
+            },
+        );
         // Files of other kinds.
         let (r, wr) = nix::unistd::pipe()?;
         c.pipe_fd = add(&mut c, "pipe read end", r, Class::Other);
         add(&mut c, "pipe write end", wr, Class::Other);
-        add(&mut c, "/proc/self/status", std::fs::File::open("/proc/self/status")?.into(), Class::Other);
-        add(&mut c, "/dev/null", std::fs::File::open("/dev/null")?.into(), Class::Other);
+        add(
+            &mut c,
+            "/proc/self/status",
+            std::fs::File::open("/proc/self/status")?.into(),
+            Class::Other,
+        );
+        add(
+            &mut c,
+            "/dev/null",
+            std::fs::File::open("/dev/null")?.into(),
+            Class::Other,
+        );
         // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if efd >= 0 {
             // SAFETY: a new fd nothing else owns.
-            add(&mut c, "eventfd", unsafe { OwnedFd::from_raw_fd(efd) }, Class::Other);
+            add(
+                &mut c,
+                "eventfd",
+                unsafe { OwnedFd::from_raw_fd(efd) },
+                Class::Other,
+            );
         }
         // Directories on tmpfs carry shmem's address_space operations: leave them to parity.
-        add(&mut c, "/tmp directory", std::fs::File::open("/tmp")?.into(), Class::Unknown);
+        add(
+            &mut c,
+            "/tmp directory",
+            std::fs::File::open("/tmp")?.into(),
+            Class::Unknown,
+        );
         // SAFETY: socketpair writes two fds into the array on success; checked.
         let mut sv = [0i32; 2];
-        if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } == 0 {
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                sv.as_mut_ptr(),
+            )
+        } == 0
+        {
             // SAFETY: two new fds nothing else owns.
-            add(&mut c, "unix socket", unsafe { OwnedFd::from_raw_fd(sv[0]) }, Class::Other);
+            add(
+                &mut c,
+                "unix socket",
+                unsafe { OwnedFd::from_raw_fd(sv[0]) },
+                Class::Other,
+            );
             // SAFETY: as above.
             drop(unsafe { OwnedFd::from_raw_fd(sv[1]) });
         } else {
-            c.notes.push(format!("no sockets in this kernel ({})", Errno::last()));
+            c.notes
+                .push(format!("no sockets in this kernel ({})", Errno::last()));
         }
         add(&mut c, "the device itself", dev.try_clone()?, Class::Other);
         if let Some(r) = reference {
             add(&mut c, "the reference device", r.try_clone()?, Class::Other);
         }
         // Dma-bufs: ours (shmem, watched; hugetlb), the built-in udmabuf's, vgem's.
-        let buf = create(dev.as_fd(), &c._keep[0], 0, 16 * p, UDMABUF_FLAGS_CLOEXEC).context("our dma-buf")?;
-        c.our_dmabuf = add(&mut c, "our dma-buf 16p", buf, Class::OurDmaBuf { pages: 16 });
+        let buf = create(dev.as_fd(), &c._keep[0], 0, 16 * p, UDMABUF_FLAGS_CLOEXEC)
+            .context("our dma-buf")?;
+        c.our_dmabuf = add(
+            &mut c,
+            "our dma-buf 16p",
+            buf,
+            Class::OurDmaBuf { pages: 16 },
+        );
         let hm = memfd(Backing::Hugetlb, HUGE_PAGE)?;
-        let hb = create(dev.as_fd(), &hm, 0, HUGE_PAGE, UDMABUF_FLAGS_CLOEXEC).context("our hugetlb dma-buf")?;
-        add(&mut c, "our hugetlb dma-buf 512p", hb, Class::OurDmaBuf { pages: HUGE_PAGE / p });
+        let hb = create(dev.as_fd(), &hm, 0, HUGE_PAGE, UDMABUF_FLAGS_CLOEXEC)
+            .context("our hugetlb dma-buf")?;
+        add(
+            &mut c,
+            "our hugetlb dma-buf 512p",
+            hb,
+            Class::OurDmaBuf {
+                pages: HUGE_PAGE / p,
+            },
+        );
         c._keep.push(hm);
         c.max_pages = HUGE_PAGE / p;
         if let Some(r) = reference {
             let m = memfd(Backing::Shmem, 4 * p)?;
-            let b = create(r.as_fd(), &m, 0, 4 * p, UDMABUF_FLAGS_CLOEXEC).context("built-in udmabuf dma-buf")?;
+            let b = create(r.as_fd(), &m, 0, 4 * p, UDMABUF_FLAGS_CLOEXEC)
+                .context("built-in udmabuf dma-buf")?;
             c.foreign_dmabuf = add(&mut c, "built-in udmabuf dma-buf", b, Class::ForeignDmaBuf);
             c._keep.push(m);
         }
@@ -222,8 +363,18 @@ impl Catalogue {
         let closed = 700;
         nix::unistd::dup2(probe.as_raw_fd(), closed)?;
         nix::unistd::close(closed)?;
-        for (name, n) in [("closed fd 700", closed as u32), ("fd 1000000", 1_000_000), ("fd 2^31-1", i32::MAX as u32), ("fd 2^31", 1 << 31), ("fd u32::MAX", u32::MAX)] {
-            c.fds.push(Fd { name: name.into(), num: n, class: Class::NotOpen });
+        for (name, n) in [
+            ("closed fd 700", closed as u32),
+            ("fd 1000000", 1_000_000),
+            ("fd 2^31-1", i32::MAX as u32),
+            ("fd 2^31", 1 << 31),
+            ("fd u32::MAX", u32::MAX),
+        ] {
+            c.fds.push(Fd {
+                name: name.into(),
+                num: n,
+                class: Class::NotOpen,
+            });
         }
         Ok(c)
     }
@@ -234,7 +385,10 @@ impl Catalogue {
             let good: Vec<&Fd> = self
                 .fds
                 .iter()
-                .filter(|f| matches!(f.class, Class::Memfd { seals_ok: true, size } if size > 0) || matches!(f.class, Class::OurDmaBuf { .. }))
+                .filter(|f| {
+                    matches!(f.class, Class::Memfd { seals_ok: true, size } if size > 0)
+                        || matches!(f.class, Class::OurDmaBuf { .. })
+                })
                 .collect();
             return rng.pick::<&Fd>(&good);
         }
@@ -257,9 +411,15 @@ fn vgem_dmabuf() -> Result<(OwnedFd, OwnedFd)> {
     }
     nix::ioctl_readwrite!(drm_mode_create_dumb, b'd', 0xB2, CreateDumb);
     let drm = vgem::open_vgem()?;
-    let mut a = CreateDumb { height: 16, width: 1024, bpp: 32, ..Default::default() };
+    let mut a = CreateDumb {
+        height: 16,
+        width: 1024,
+        bpp: 32,
+        ..Default::default()
+    };
     // SAFETY: `a` is a valid drm_mode_create_dumb.
-    unsafe { drm_mode_create_dumb(drm.as_raw_fd(), &mut a) }.context("DRM_IOCTL_MODE_CREATE_DUMB on vgem")?;
+    unsafe { drm_mode_create_dumb(drm.as_raw_fd(), &mut a) }
+        .context("DRM_IOCTL_MODE_CREATE_DUMB on vgem")?;
     let buf = vgem::handle_to_fd(&drm, a.handle).context("PRIME_HANDLE_TO_FD")?;
     Ok((drm, buf))
 }
@@ -291,7 +451,12 @@ impl Arena {
         let len = (3 + BIG_PAGES) * p;
         // SAFETY: a fresh private anonymous mapping, only touched through raw pointers.
         let base = unsafe {
-            mmap_anonymous(None, NonZeroUsize::new(len).unwrap(), ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_PRIVATE)
+            mmap_anonymous(
+                None,
+                NonZeroUsize::new(len).unwrap(),
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
         }?;
         let a = Self { base, len };
         a.protect(1, ProtFlags::PROT_NONE)?;
@@ -306,7 +471,13 @@ impl Arena {
 
     fn protect(&self, n: usize, prot: ProtFlags) -> Result<()> {
         // SAFETY: page n of our own mapping.
-        unsafe { mprotect(NonNull::new(self.page(n).cast()).unwrap(), ps() as usize, prot) }?;
+        unsafe {
+            mprotect(
+                NonNull::new(self.page(n).cast()).unwrap(),
+                ps() as usize,
+                prot,
+            )
+        }?;
         Ok(())
     }
 
@@ -369,7 +540,8 @@ fn raw_ioctl(fd: RawFd, cmd: u32, arg: usize) -> IoctlResult {
 fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
     // SAFETY: T is one of the plain repr(C) uapi structs (no padding is read as uninit:
     // they have explicit padding fields).
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+        .to_vec()
 }
 
 /// The expected outcome: Ok or an errno.
@@ -403,11 +575,21 @@ fn predict_create(items: &[(Class, u64, u64)], lim: &Limits) -> Option<Expect> {
     for &(class, off, size) in items {
         match class {
             Class::Unknown => return None,
-            Class::NotOpen | Class::Other | Class::ForeignDmaBuf | Class::OurDmaBuf { .. } => return Some(Err(Errno::EBADFD)),
-            Class::Memfd { seals_ok: false, .. } => return Some(Err(Errno::EINVAL)),
-            Class::Memfd { size: fsize, seals_ok: true } => {
+            Class::NotOpen | Class::Other | Class::ForeignDmaBuf | Class::OurDmaBuf { .. } => {
+                return Some(Err(Errno::EBADFD))
+            }
+            Class::Memfd {
+                seals_ok: false, ..
+            } => return Some(Err(Errno::EINVAL)),
+            Class::Memfd {
+                size: fsize,
+                seals_ok: true,
+            } => {
                 let end = off.checked_add(size);
-                if size == 0 || off >= 1 << 63 || end.is_none_or(|e| e > fsize || e > i64::MAX as u64) {
+                if size == 0
+                    || off >= 1 << 63
+                    || end.is_none_or(|e| e > fsize || e > i64::MAX as u64)
+                {
                     return Some(Err(Errno::EINVAL));
                 }
             }
@@ -464,7 +646,10 @@ fn draw_entry(rng: &mut Rng, cat: &Catalogue, lim: &Limits) -> (Class, u32, u64,
     } else {
         (edge_value(rng, fsize, lim), edge_value(rng, fsize, lim))
     };
-    let desc = format!("{{{} (fd {}), offset {off:#x}, size {size:#x}}}", f.name, f.num as i32);
+    let desc = format!(
+        "{{{} (fd {}), offset {off:#x}, size {size:#x}}}",
+        f.name, f.num as i32
+    );
     (f.class, f.num, off, size, desc)
 }
 
@@ -501,7 +686,12 @@ struct Fuzzer<'a> {
 
 impl Fuzzer<'_> {
     /// Run the same argument bytes on our device and on the reference.
-    fn both(&self, cmd: u32, place: Place, bytes: &[u8]) -> Result<(IoctlResult, Option<IoctlResult>)> {
+    fn both(
+        &self,
+        cmd: u32,
+        place: Place,
+        bytes: &[u8],
+    ) -> Result<(IoctlResult, Option<IoctlResult>)> {
         let addr = self.arena.place(place, bytes)?;
         let ours = raw_ioctl(self.dev.as_raw_fd(), cmd, addr);
         let reference = match self.reference {
@@ -517,7 +707,12 @@ impl Fuzzer<'_> {
     fn create_single(&self, rng: &mut Rng, place: Place) -> Result<Run> {
         let (class, num, off, size, desc) = draw_entry(rng, self.cat, &self.lim);
         let fl = flags(rng);
-        let arg = UdmabufCreate { memfd: num, flags: fl, offset: off, size };
+        let arg = UdmabufCreate {
+            memfd: num,
+            flags: fl,
+            offset: off,
+            size,
+        };
         let bytes = bytes_of(&arg);
         let want = match Arena::readable(place) {
             Some(n) if n < bytes.len() => Some(Err(Errno::EFAULT)),
@@ -529,7 +724,12 @@ impl Fuzzer<'_> {
         if let Some(r) = &reference {
             consume_fd(r, ok_size)?;
         }
-        Ok(Run { got, want, desc: format!("CREATE {desc} flags {fl:#x} arg {place:?}"), reference })
+        Ok(Run {
+            got,
+            want,
+            desc: format!("CREATE {desc} flags {fl:#x} arg {place:?}"),
+            reference,
+        })
     }
 
     fn create_list(&self, rng: &mut Rng, place: Place) -> Result<Run> {
@@ -540,7 +740,12 @@ impl Fuzzer<'_> {
         for _ in 0..n {
             let (class, num, off, size, d) = draw_entry(rng, self.cat, &self.lim);
             entries.push((class, off, size));
-            items.push(UdmabufCreateItem { memfd: num, __pad: if rng.chance(20) { rng.next_u32() } else { 0 }, offset: off, size });
+            items.push(UdmabufCreateItem {
+                memfd: num,
+                __pad: if rng.chance(20) { rng.next_u32() } else { 0 },
+                offset: off,
+                size,
+            });
             descs.push(d);
         }
         let fl = flags(rng);
@@ -552,7 +757,10 @@ impl Fuzzer<'_> {
             1 => (self.lim.list as u32 + 1, false),
             2 => (u32::MAX, false),
             3 => (rng.next_u32() | 0x8000_0000, false),
-            4 if n > 0 => (n as u32 + 1 + rng.below(self.lim.list - n as u64) as u32, true),
+            4 if n > 0 => (
+                n as u32 + 1 + rng.below(self.lim.list - n as u64) as u32,
+                true,
+            ),
             _ => (n as u32, false),
         };
         let mut bytes = bytes_of(&UdmabufCreateList { flags: fl, count });
@@ -576,16 +784,33 @@ impl Fuzzer<'_> {
             // SAFETY: the tail of page 0, which is read-write.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len()) };
             let ours = raw_ioctl(self.dev.as_raw_fd(), UDMABUF_CREATE_LIST, at);
-            (ours, self.reference.map(|r| raw_ioctl(r.as_raw_fd(), UDMABUF_CREATE_LIST, at)))
+            (
+                ours,
+                self.reference
+                    .map(|r| raw_ioctl(r.as_raw_fd(), UDMABUF_CREATE_LIST, at)),
+            )
         } else {
             self.both(UDMABUF_CREATE_LIST, place, &bytes)?
         };
-        let total: u64 = entries.iter().take(count as usize).map(|e| e.2).fold(0, u64::wrapping_add);
+        let total: u64 = entries
+            .iter()
+            .take(count as usize)
+            .map(|e| e.2)
+            .fold(0, u64::wrapping_add);
         consume_fd(&got, Some(total))?;
         if let Some(r) = &reference {
             consume_fd(r, Some(total))?;
         }
-        Ok(Run { got, want, desc: format!("CREATE_LIST count {count} ({n} entries{}) flags {fl:#x} [{}] arg {place:?}", if short { ", short" } else { "" }, descs.join(", ")), reference })
+        Ok(Run {
+            got,
+            want,
+            desc: format!(
+                "CREATE_LIST count {count} ({n} entries{}) flags {fl:#x} [{}] arg {place:?}",
+                if short { ", short" } else { "" },
+                descs.join(", ")
+            ),
+            reference,
+        })
     }
 
     /// INFO/SYNC/VERIFY/PFNS.
@@ -598,7 +823,16 @@ impl Fuzzer<'_> {
             (f.num, f.class, f.name.clone())
         };
         let (cmd, bytes, name, extra, writes_back) = match rng.below(4) {
-            0 => (UDMABUF_LIVE_INFO, bytes_of(&UdmabufLiveInfo { dmabuf_fd: fd, ..Default::default() }), "INFO", String::new(), true),
+            0 => (
+                UDMABUF_LIVE_INFO,
+                bytes_of(&UdmabufLiveInfo {
+                    dmabuf_fd: fd,
+                    ..Default::default()
+                }),
+                "INFO",
+                String::new(),
+                true,
+            ),
             1 => {
                 let t = match rng.below(4) {
                     0 => 0,
@@ -606,19 +840,55 @@ impl Fuzzer<'_> {
                     2 => u32::MAX,
                     _ => rng.next_u32(),
                 };
-                (UDMABUF_LIVE_SYNC, bytes_of(&UdmabufLiveSync { dmabuf_fd: fd, timeout_ms: t }), "SYNC", format!(" timeout {t}"), false)
+                (
+                    UDMABUF_LIVE_SYNC,
+                    bytes_of(&UdmabufLiveSync {
+                        dmabuf_fd: fd,
+                        timeout_ms: t,
+                    }),
+                    "SYNC",
+                    format!(" timeout {t}"),
+                    false,
+                )
             }
-            2 => (UDMABUF_LIVE_VERIFY, bytes_of(&UdmabufLiveVerify { dmabuf_fd: fd, __pad: rng.next_u32(), ..Default::default() }), "VERIFY", String::new(), true),
+            2 => (
+                UDMABUF_LIVE_VERIFY,
+                bytes_of(&UdmabufLiveVerify {
+                    dmabuf_fd: fd,
+                    __pad: rng.next_u32(),
+                    ..Default::default()
+                }),
+                "VERIFY",
+                String::new(),
+                true,
+            ),
             _ => return self.pfns(rng, place, fd, class, fname),
         };
-        let want = LiveWant::new(place, bytes.len(), class)
-            .or_ours(|| if writes_back && place == Place::ReadOnly { Err(Errno::EFAULT) } else { Ok(()) });
+        let want = LiveWant::new(place, bytes.len(), class).or_ours(|| {
+            if writes_back && place == Place::ReadOnly {
+                Err(Errno::EFAULT)
+            } else {
+                Ok(())
+            }
+        });
         let addr = self.arena.place(place, &bytes)?;
         let got = raw_ioctl(self.dev.as_raw_fd(), cmd, addr);
-        Ok(Run { got, want, desc: format!("{name} on {fname} (fd {}){extra} arg {place:?}", fd as i32), reference: None })
+        Ok(Run {
+            got,
+            want,
+            desc: format!("{name} on {fname} (fd {}){extra} arg {place:?}", fd as i32),
+            reference: None,
+        })
     }
 
-    fn pfns(&self, rng: &mut Rng, place: Place, fd: u32, class: Class, fname: String) -> Result<Run> {
+    fn pfns(
+        &self,
+        rng: &mut Rng,
+        place: Place,
+        fd: u32,
+        class: Class,
+        fname: String,
+    ) -> Result<Run> {
         let pages = match class {
             Class::OurDmaBuf { pages } => pages,
             _ => 16,
@@ -638,7 +908,15 @@ impl Fuzzer<'_> {
             4 => pages + 1,
             _ => rng.below(pages.saturating_sub(first.min(pages)) + 1),
         };
-        let out_place = *rng.pick(&[Place::Valid, Place::Valid, Place::Valid, Place::Null, Place::Unmapped, Place::ReadOnly, Place::Straddle]);
+        let out_place = *rng.pick(&[
+            Place::Valid,
+            Place::Valid,
+            Place::Valid,
+            Place::Null,
+            Place::Unmapped,
+            Place::ReadOnly,
+            Place::Straddle,
+        ]);
         let mut out_buf = vec![0u64; self.cat.max_pages as usize];
         let p = ps() as usize;
         let out_addr = match out_place {
@@ -648,7 +926,13 @@ impl Fuzzer<'_> {
             Place::ReadOnly => self.arena.page(2) as u64,
             Place::Straddle => (self.arena.page(0) as usize + p - 8) as u64,
         };
-        let arg = UdmabufLivePfns { dmabuf_fd: fd, __pad: 0, first_page: first, count, pfns: out_addr };
+        let arg = UdmabufLivePfns {
+            dmabuf_fd: fd,
+            __pad: 0,
+            first_page: first,
+            count,
+            pfns: out_addr,
+        };
         let bytes = bytes_of(&arg);
         let want = LiveWant::new(place, bytes.len(), class).or_ours(|| {
             if first.checked_add(count).is_none_or(|e| e > pages) {
@@ -666,7 +950,10 @@ impl Fuzzer<'_> {
         let addr = self.arena.place(place, &bytes)?;
         let got = raw_ioctl(self.dev.as_raw_fd(), UDMABUF_LIVE_PFNS, addr);
         if got.is_ok() && out_place == Place::Valid && count > 0 && count <= pages {
-            ensure!(out_buf[..count as usize].iter().all(|&pfn| pfn != 0), "PFNS returned a zero PFN");
+            ensure!(
+                out_buf[..count as usize].iter().all(|&pfn| pfn != 0),
+                "PFNS returned a zero PFN"
+            );
         }
         Ok(Run {
             got,
@@ -687,16 +974,32 @@ impl Fuzzer<'_> {
             _ => rng.below(1 << 14) as usize,
         };
         let cmd = ioc(dir, UDMABUF_IOCTL_TYPE, nr, size);
-        let known = [UDMABUF_CREATE, UDMABUF_CREATE_LIST, UDMABUF_LIVE_INFO, UDMABUF_LIVE_SYNC, UDMABUF_LIVE_VERIFY, UDMABUF_LIVE_PFNS];
+        let known = [
+            UDMABUF_CREATE,
+            UDMABUF_CREATE_LIST,
+            UDMABUF_LIVE_INFO,
+            UDMABUF_LIVE_SYNC,
+            UDMABUF_LIVE_VERIFY,
+            UDMABUF_LIVE_PFNS,
+        ];
         if known.contains(&cmd) {
             return self.random_struct(rng, cmd);
         }
         let mut junk = vec![0u8; BIG_PAGES * ps() as usize];
         rng.fill(&mut junk);
-        let place = if rng.chance(70) { Place::Valid } else { Place::Null };
+        let place = if rng.chance(70) {
+            Place::Valid
+        } else {
+            Place::Null
+        };
         let addr = self.arena.place(place, &junk)?;
         let got = raw_ioctl(self.dev.as_raw_fd(), cmd, addr);
-        Ok(Run { got, want: Some(Err(Errno::ENOTTY)), desc: format!("ioctl {cmd:#010x} (dir {dir} nr {nr:#x} size {size}) arg {place:?}"), reference: None })
+        Ok(Run {
+            got,
+            want: Some(Err(Errno::ENOTTY)),
+            desc: format!("ioctl {cmd:#010x} (dir {dir} nr {nr:#x} size {size}) arg {place:?}"),
+            reference: None,
+        })
     }
 
     /// A known command whose argument struct is random bytes.
@@ -713,7 +1016,10 @@ impl Fuzzer<'_> {
         let (want, name) = match cmd {
             UDMABUF_CREATE => {
                 let (fd, off, size) = (u32_at(&bytes, 0), u64_at(&bytes, 8), u64_at(&bytes, 16));
-                (predict_create(&[(self.cat.class_of(fd), off, size)], &self.lim), "CREATE")
+                (
+                    predict_create(&[(self.cat.class_of(fd), off, size)], &self.lim),
+                    "CREATE",
+                )
             }
             UDMABUF_CREATE_LIST => {
                 // A small count half of the time, so the entries are read.
@@ -732,7 +1038,13 @@ impl Fuzzer<'_> {
                     Some(Err(Errno::EINVAL))
                 } else {
                     let entries: Vec<_> = (0..count as usize)
-                        .map(|i| (self.cat.class_of(u32_at(&bytes, 8 + i * 24)), u64_at(&bytes, 16 + i * 24), u64_at(&bytes, 24 + i * 24)))
+                        .map(|i| {
+                            (
+                                self.cat.class_of(u32_at(&bytes, 8 + i * 24)),
+                                u64_at(&bytes, 16 + i * 24),
+                                u64_at(&bytes, 24 + i * 24),
+                            )
+                        })
                         .collect();
                     predict_create(&entries, &self.lim)
                 };
@@ -749,7 +1061,9 @@ impl Fuzzer<'_> {
                 let want = match class {
                     Class::Unknown => None,
                     Class::NotOpen => Some(Err(Errno::EBADF)),
-                    Class::Other | Class::Memfd { .. } | Class::ForeignDmaBuf => Some(Err(Errno::EINVAL)),
+                    Class::Other | Class::Memfd { .. } | Class::ForeignDmaBuf => {
+                        Some(Err(Errno::EINVAL))
+                    }
                     Class::OurDmaBuf { pages } if cmd == UDMABUF_LIVE_PFNS => {
                         let (first, count) = (u64_at(&bytes, 8), u64_at(&bytes, 16));
                         if first.checked_add(count).is_none_or(|e| e > pages) {
@@ -766,12 +1080,31 @@ impl Fuzzer<'_> {
             }
         };
         let is_create = cmd == UDMABUF_CREATE || cmd == UDMABUF_CREATE_LIST;
-        let (got, reference) = if is_create { self.both(cmd, Place::Valid, &bytes)? } else { (raw_ioctl(self.dev.as_raw_fd(), cmd, self.arena.place(Place::Valid, &bytes)?), None) };
+        let (got, reference) = if is_create {
+            self.both(cmd, Place::Valid, &bytes)?
+        } else {
+            (
+                raw_ioctl(
+                    self.dev.as_raw_fd(),
+                    cmd,
+                    self.arena.place(Place::Valid, &bytes)?,
+                ),
+                None,
+            )
+        };
         consume_fd(&got, None)?;
         if let Some(r) = &reference {
             consume_fd(r, None)?;
         }
-        Ok(Run { got, want, desc: format!("{name} ({cmd:#010x}) with random bytes {:02x?}", &bytes[..32]), reference })
+        Ok(Run {
+            got,
+            want,
+            desc: format!(
+                "{name} ({cmd:#010x}) with random bytes {:02x?}",
+                &bytes[..32]
+            ),
+            reference,
+        })
     }
 
     /// Another thread closes and replaces fd number `N` while this one calls CREATE,
@@ -786,9 +1119,16 @@ impl Fuzzer<'_> {
         let sources: Vec<RawFd> = if on_memfd {
             vec![cat.good_memfd, cat.seal_bad_memfd, cat.pipe_fd]
         } else {
-            vec![cat.our_dmabuf, cat.foreign_dmabuf, cat.good_memfd].into_iter().filter(|&f| f >= 0).collect()
+            vec![cat.our_dmabuf, cat.foreign_dmabuf, cat.good_memfd]
+                .into_iter()
+                .filter(|&f| f >= 0)
+                .collect()
         };
-        let what = if on_memfd { ["CREATE", "CREATE_LIST", "CREATE", "CREATE_LIST"][kind as usize] } else { ["SYNC", "INFO", "VERIFY", "PFNS"][kind as usize] };
+        let what = if on_memfd {
+            ["CREATE", "CREATE_LIST", "CREATE", "CREATE_LIST"][kind as usize]
+        } else {
+            ["SYNC", "INFO", "VERIFY", "PFNS"][kind as usize]
+        };
         let mut seen = Vec::new();
         std::thread::scope(|s| -> Result<()> {
             let flipper = s.spawn(|| {
@@ -817,29 +1157,71 @@ impl Fuzzer<'_> {
                 for _ in 0..30 {
                     let r = if on_memfd {
                         if kind.is_multiple_of(2) {
-                            create_raw(self.dev.as_fd(), N as u32, UDMABUF_FLAGS_CLOEXEC, 0, ps()).map(|fd| fd.into_raw_fd_keep())
+                            create_raw(self.dev.as_fd(), N as u32, UDMABUF_FLAGS_CLOEXEC, 0, ps())
+                                .map(|fd| fd.into_raw_fd_keep())
                         } else {
                             let a = item(&BorrowRaw(cat.good_memfd), 0, ps());
-                            let b = UdmabufCreateItem { memfd: N as u32, __pad: 0, offset: ps(), size: ps() };
-                            create_list(self.dev.as_fd(), UDMABUF_FLAGS_CLOEXEC, &[a, b]).map(|fd| fd.into_raw_fd_keep())
+                            let b = UdmabufCreateItem {
+                                memfd: N as u32,
+                                __pad: 0,
+                                offset: ps(),
+                                size: ps(),
+                            };
+                            create_list(self.dev.as_fd(), UDMABUF_FLAGS_CLOEXEC, &[a, b])
+                                .map(|fd| fd.into_raw_fd_keep())
                         }
                     } else {
                         let fd = N as u32;
                         match kind {
-                            0 => raw_ioctl(self.dev.as_raw_fd(), UDMABUF_LIVE_SYNC, &UdmabufLiveSync { dmabuf_fd: fd, timeout_ms: 10 } as *const _ as usize),
-                            1 => raw_ioctl(self.dev.as_raw_fd(), UDMABUF_LIVE_INFO, &mut UdmabufLiveInfo { dmabuf_fd: fd, ..Default::default() } as *mut _ as usize),
-                            2 => raw_ioctl(self.dev.as_raw_fd(), UDMABUF_LIVE_VERIFY, &mut UdmabufLiveVerify { dmabuf_fd: fd, ..Default::default() } as *mut _ as usize),
+                            0 => raw_ioctl(
+                                self.dev.as_raw_fd(),
+                                UDMABUF_LIVE_SYNC,
+                                &UdmabufLiveSync {
+                                    dmabuf_fd: fd,
+                                    timeout_ms: 10,
+                                } as *const _ as usize,
+                            ),
+                            1 => raw_ioctl(
+                                self.dev.as_raw_fd(),
+                                UDMABUF_LIVE_INFO,
+                                &mut UdmabufLiveInfo {
+                                    dmabuf_fd: fd,
+                                    ..Default::default()
+                                } as *mut _ as usize,
+                            ),
+                            2 => raw_ioctl(
+                                self.dev.as_raw_fd(),
+                                UDMABUF_LIVE_VERIFY,
+                                &mut UdmabufLiveVerify {
+                                    dmabuf_fd: fd,
+                                    ..Default::default()
+                                } as *mut _ as usize,
+                            ),
                             _ => raw_ioctl(
                                 self.dev.as_raw_fd(),
                                 UDMABUF_LIVE_PFNS,
-                                &UdmabufLivePfns { dmabuf_fd: fd, __pad: 0, first_page: 0, count: 4, pfns: pfn_out.as_mut_ptr() as u64 } as *const _ as usize,
+                                &UdmabufLivePfns {
+                                    dmabuf_fd: fd,
+                                    __pad: 0,
+                                    first_page: 0,
+                                    count: 4,
+                                    pfns: pfn_out.as_mut_ptr() as u64,
+                                } as *const _ as usize,
                             ),
                         }
                     };
-                    let allowed: &[Errno] = if on_memfd { &[Errno::EBADFD, Errno::EINVAL] } else { &[Errno::EBADF, Errno::EINVAL] };
+                    let allowed: &[Errno] = if on_memfd {
+                        &[Errno::EBADFD, Errno::EINVAL]
+                    } else {
+                        &[Errno::EBADF, Errno::EINVAL]
+                    };
                     match r {
                         Ok(fd) if on_memfd => {
-                            let expect = if kind.is_multiple_of(2) { ps() } else { 2 * ps() };
+                            let expect = if kind.is_multiple_of(2) {
+                                ps()
+                            } else {
+                                2 * ps()
+                            };
                             consume_fd(&Ok(fd), Some(expect))?;
                         }
                         Ok(_) => {}
@@ -851,7 +1233,9 @@ impl Fuzzer<'_> {
                 Ok(())
             })();
             stop.store(true, Ordering::Relaxed);
-            flipper.join().map_err(|_| anyhow::anyhow!("flipper thread panicked"))?;
+            flipper
+                .join()
+                .map_err(|_| anyhow::anyhow!("flipper thread panicked"))?;
             result
         })?;
         for k in &seen {
@@ -880,7 +1264,10 @@ impl KeepRaw for OwnedFd {
 
 fn seeded_ioctl_fuzz() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!("fuzzes udmabuf-live's own ioctls; testing {}", test_device())));
+        return Ok(Outcome::Skip(format!(
+            "fuzzes udmabuf-live's own ioctls; testing {}",
+            test_device()
+        )));
     }
     let seed = env_u64("ULIVE_FUZZ_SEED", 0x5EED_F022)?;
     let cases = env_u64("ULIVE_FUZZ_CASES", 5000)?;
@@ -888,29 +1275,49 @@ fn seeded_ioctl_fuzz() -> CaseResult {
     let loaded_importer = ensure_importer_loaded()?;
     let base = module_refcnt(module)?;
     let result = fuzz(seed, cases);
-    let unload = if loaded_importer { unload_loaded_importer() } else { Ok(()) };
+    let unload = if loaded_importer {
+        unload_loaded_importer()
+    } else {
+        Ok(())
+    };
     let summary = result?;
     unload?;
     let after = module_refcnt(module)?;
-    ensure!(after == base, "{module} refcnt {after} after the fuzz closed everything, was {base}");
+    ensure!(
+        after == base,
+        "{module} refcnt {after} after the fuzz closed everything, was {base}"
+    );
     out(&format!("    # {summary}"));
     Ok(Outcome::Pass)
 }
 
 fn fuzz(seed: u64, cases: u64) -> Result<String> {
     let dev = open_device(&test_device())?;
-    let reference = std::path::Path::new(REFERENCE_DEVICE).exists().then(|| open_device(REFERENCE_DEVICE)).transpose()?;
+    let reference = std::path::Path::new(REFERENCE_DEVICE)
+        .exists()
+        .then(|| open_device(REFERENCE_DEVICE))
+        .transpose()?;
     let dev_path = test_device();
-    let lim = Limits { pages: size_limit(&dev_path) / ps(), list: list_limit(&dev_path) };
+    let lim = Limits {
+        pages: size_limit(&dev_path) / ps(),
+        list: list_limit(&dev_path),
+    };
     if reference.is_some() {
         ensure!(
-            size_limit(REFERENCE_DEVICE) / ps() == lim.pages && list_limit(REFERENCE_DEVICE) == lim.list,
+            size_limit(REFERENCE_DEVICE) / ps() == lim.pages
+                && list_limit(REFERENCE_DEVICE) == lim.list,
             "the reference device's limits differ from ours; parity would be meaningless"
         );
     }
     let cat = Catalogue::build(&dev, reference.as_ref())?;
     let arena = Arena::new()?;
-    let fz = Fuzzer { dev: &dev, reference: reference.as_ref(), cat: &cat, arena: &arena, lim };
+    let fz = Fuzzer {
+        dev: &dev,
+        reference: reference.as_ref(),
+        cat: &cat,
+        arena: &arena,
+        lim,
+    };
     out(&format!("    # fuzz: seed {seed:#x} (ULIVE_FUZZ_SEED), {cases} cases (ULIVE_FUZZ_CASES), {} fds in the catalogue", cat.fds.len()));
     for n in &cat.notes {
         out(&format!("    # fuzz: {n}"));
@@ -923,14 +1330,30 @@ fn fuzz(seed: u64, cases: u64) -> Result<String> {
     for i in 0..cases {
         let case_seed = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut rng = Rng::new(case_seed);
-        let place = if rng.chance(88) { Place::Valid } else { *rng.pick(&[Place::Null, Place::Unmapped, Place::ReadOnly, Place::Straddle]) };
+        let place = if rng.chance(88) {
+            Place::Valid
+        } else {
+            *rng.pick(&[
+                Place::Null,
+                Place::Unmapped,
+                Place::ReadOnly,
+                Place::Straddle,
+            ])
+        };
         let (kind, run) = match rng.below(100) {
             0..=29 => ("create", fz.create_single(&mut rng, place)),
             30..=49 => ("create-list", fz.create_list(&mut rng, place)),
             50..=74 => ("live", fz.live(&mut rng, place)),
             75..=84 => ("random-cmd", fz.random_cmd(&mut rng)),
             85..=93 => {
-                let cmd = *rng.pick(&[UDMABUF_CREATE, UDMABUF_CREATE_LIST, UDMABUF_LIVE_INFO, UDMABUF_LIVE_SYNC, UDMABUF_LIVE_VERIFY, UDMABUF_LIVE_PFNS]);
+                let cmd = *rng.pick(&[
+                    UDMABUF_CREATE,
+                    UDMABUF_CREATE_LIST,
+                    UDMABUF_LIVE_INFO,
+                    UDMABUF_LIVE_SYNC,
+                    UDMABUF_LIVE_VERIFY,
+                    UDMABUF_LIVE_PFNS,
+                ]);
                 ("random-struct", fz.random_struct(&mut rng, cmd))
             }
             _ => {
@@ -961,19 +1384,29 @@ fn fuzz(seed: u64, cases: u64) -> Result<String> {
         if let Some(want) = &run.want {
             predicted += 1;
             if want.map(|_| 0) != run.got.map(|_| 0) {
-                problems.push(format!("got {key}, upstream's rules say {}", outcome_key(want)));
+                problems.push(format!(
+                    "got {key}, upstream's rules say {}",
+                    outcome_key(want)
+                ));
             }
         }
         if let Some(r) = &run.reference {
             parity += 1;
             if r.map(|_| 0) != run.got.map(|_| 0) {
-                problems.push(format!("got {key}, the built-in udmabuf gives {}", outcome_key(r)));
+                problems.push(format!(
+                    "got {key}, the built-in udmabuf gives {}",
+                    outcome_key(r)
+                ));
             }
         }
         if !problems.is_empty() {
             failed += 1;
             if failures.len() < 10 {
-                failures.push(format!("case {i} (seed {case_seed:#x}) {}: {}", run.desc, problems.join("; ")));
+                failures.push(format!(
+                    "case {i} (seed {case_seed:#x}) {}: {}",
+                    run.desc,
+                    problems.join("; ")
+                ));
             }
         }
     }
@@ -987,7 +1420,6 @@ fn fuzz(seed: u64, cases: u64) -> Result<String> {
     }
     Ok(summary)
 }
-
 
 /// What a live ioctl (INFO, SYNC, VERIFY, PFNS) must give, as far as the argument's
 /// readability and the fd's class decide it.
@@ -1025,28 +1457,70 @@ mod tests {
     use super::*;
 
     fn lim() -> Limits {
-        Limits { pages: 16384, list: 1024 }
+        Limits {
+            pages: 16384,
+            list: 1024,
+        }
     }
 
     #[test]
     fn model_follows_upstream_order() {
         let p = ps();
-        let good = Class::Memfd { size: 16 * p, seals_ok: true };
-        let bad = Class::Memfd { size: 16 * p, seals_ok: false };
+        let good = Class::Memfd {
+            size: 16 * p,
+            seals_ok: true,
+        };
+        let bad = Class::Memfd {
+            size: 16 * p,
+            seals_ok: false,
+        };
         let l = lim();
         assert_eq!(predict_create(&[(good, 0, p)], &l), Some(Ok(())));
-        assert_eq!(predict_create(&[(good, 1, p)], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(Class::NotOpen, 1, p)], &l), Some(Err(Errno::EINVAL)), "range before fd");
-        assert_eq!(predict_create(&[(Class::NotOpen, 0, p)], &l), Some(Err(Errno::EBADFD)));
-        assert_eq!(predict_create(&[(Class::Other, 0, p)], &l), Some(Err(Errno::EBADFD)));
+        assert_eq!(
+            predict_create(&[(good, 1, p)], &l),
+            Some(Err(Errno::EINVAL))
+        );
+        assert_eq!(
+            predict_create(&[(Class::NotOpen, 1, p)], &l),
+            Some(Err(Errno::EINVAL)),
+            "range before fd"
+        );
+        assert_eq!(
+            predict_create(&[(Class::NotOpen, 0, p)], &l),
+            Some(Err(Errno::EBADFD))
+        );
+        assert_eq!(
+            predict_create(&[(Class::Other, 0, p)], &l),
+            Some(Err(Errno::EBADFD))
+        );
         assert_eq!(predict_create(&[(bad, 0, p)], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(good, 16 * p, p)], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(good, u64::MAX - p + 1, 2 * p)], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(good, 0, p), (Class::Other, 0, p)], &l), Some(Err(Errno::EBADFD)));
-        assert_eq!(predict_create(&[(bad, 0, p), (Class::Other, 0, p)], &l), Some(Err(Errno::EINVAL)), "entries in order");
-        assert_eq!(predict_create(&[(good, 0, 0), (good, 0, p)], &l), Some(Err(Errno::EINVAL)), "an empty entry");
+        assert_eq!(
+            predict_create(&[(good, 16 * p, p)], &l),
+            Some(Err(Errno::EINVAL))
+        );
+        assert_eq!(
+            predict_create(&[(good, u64::MAX - p + 1, 2 * p)], &l),
+            Some(Err(Errno::EINVAL))
+        );
+        assert_eq!(
+            predict_create(&[(good, 0, p), (Class::Other, 0, p)], &l),
+            Some(Err(Errno::EBADFD))
+        );
+        assert_eq!(
+            predict_create(&[(bad, 0, p), (Class::Other, 0, p)], &l),
+            Some(Err(Errno::EINVAL)),
+            "entries in order"
+        );
+        assert_eq!(
+            predict_create(&[(good, 0, 0), (good, 0, p)], &l),
+            Some(Err(Errno::EINVAL)),
+            "an empty entry"
+        );
         assert_eq!(predict_create(&[], &l), Some(Err(Errno::EINVAL)));
-        assert_eq!(predict_create(&[(good, 0, (16384 + 1) * p)], &l), Some(Err(Errno::EINVAL)));
+        assert_eq!(
+            predict_create(&[(good, 0, (16384 + 1) * p)], &l),
+            Some(Err(Errno::EINVAL))
+        );
         assert_eq!(predict_create(&[(Class::Unknown, 0, p)], &l), None);
     }
 }

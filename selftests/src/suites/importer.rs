@@ -69,13 +69,27 @@ fn patterned_memfd(size: usize, backing: Backing, seed: u64) -> Result<OwnedFd> 
     if backing == Backing::Hugetlb {
         flags |= MemFdCreateFlag::MFD_HUGETLB;
     }
-    let fd = memfd_create(c"ulive-importer-test", flags).with_context(|| format!("memfd_create({backing:?})"))?;
+    let fd = memfd_create(c"ulive-importer-test", flags)
+        .with_context(|| format!("memfd_create({backing:?})"))?;
     nix::unistd::ftruncate(&fd, size as i64).context("ftruncate")?;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK)).context("F_ADD_SEALS")?;
+    fcntl(
+        fd.as_raw_fd(),
+        FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK),
+    )
+    .context("F_ADD_SEALS")?;
     let len = NonZeroUsize::new(size).context("empty buffer")?;
     // SAFETY: a new shared mapping of our own memfd; no other reference to it exists.
-    let ptr = unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd.as_fd(), 0) }
-        .with_context(|| format!("mmap {backing:?} memfd (hugepages reserved?)"))?;
+    let ptr = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            fd.as_fd(),
+            0,
+        )
+    }
+    .with_context(|| format!("mmap {backing:?} memfd (hugepages reserved?)"))?;
     // SAFETY: the mapping is `size` bytes, page aligned (so u64 aligned), ours alone.
     let words = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr().cast::<u64>(), size / 8) };
     for (i, w) in words.iter_mut().enumerate() {
@@ -96,9 +110,19 @@ fn expected_byte(offset: usize, seed: u64) -> u8 {
 
 /// UDMABUF_CREATE on `dev` (ours or the built-in) for the whole memfd.
 fn create_dmabuf(dev: &str, memfd: &OwnedFd, size: usize) -> Result<OwnedFd> {
-    let devf = OpenOptions::new().read(true).write(true).open(dev).with_context(|| format!("open {dev}"))?;
-    let mut req = UdmabufCreate { memfd: memfd.as_raw_fd() as u32, flags: UDMABUF_FLAGS_CLOEXEC, offset: 0, size: size as u64 };
-    let fd = ioctl(devf.as_raw_fd(), UDMABUF_CREATE, &mut req).with_context(|| format!("UDMABUF_CREATE on {dev}"))?;
+    let devf = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .with_context(|| format!("open {dev}"))?;
+    let mut req = UdmabufCreate {
+        memfd: memfd.as_raw_fd() as u32,
+        flags: UDMABUF_FLAGS_CLOEXEC,
+        offset: 0,
+        size: size as u64,
+    };
+    let fd = ioctl(devf.as_raw_fd(), UDMABUF_CREATE, &mut req)
+        .with_context(|| format!("UDMABUF_CREATE on {dev}"))?;
     // SAFETY: the ioctl returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -110,10 +134,17 @@ fn verify(imp: &Importer, offset: usize, len: usize, seed: u64) -> Result<()> {
     let mut at = offset;
     while at < offset + len {
         let want = (offset + len - at).min(buf.len());
-        let n = imp.read(at, &mut buf[..want]).with_context(|| format!("READ {want} bytes at {at:#x}"))?;
+        let n = imp
+            .read(at, &mut buf[..want])
+            .with_context(|| format!("READ {want} bytes at {at:#x}"))?;
         expect_eq("bytes returned by READ", n, want)?;
         if let Some(i) = (0..n).find(|&i| buf[i] != expected_byte(at + i, seed)) {
-            bail!("byte at {:#x}: importer sees {:#04x}, memfd holds {:#04x}", at + i, buf[i], expected_byte(at + i, seed));
+            bail!(
+                "byte at {:#x}: importer sees {:#04x}, memfd holds {:#04x}",
+                at + i,
+                buf[i],
+                expected_byte(at + i, seed)
+            );
         }
         at += n;
     }
@@ -128,7 +159,10 @@ fn expect_errno<T: std::fmt::Debug>(what: &str, r: nix::Result<T>, want: Errno) 
 }
 
 fn need(dev: &str) -> Result<()> {
-    ensure!(Path::new(dev).exists(), "{dev} missing (the module suite loads udmabuf_live; CONFIG_UDMABUF=y gives /dev/udmabuf)");
+    ensure!(
+        Path::new(dev).exists(),
+        "{dev} missing (the module suite loads udmabuf_live; CONFIG_UDMABUF=y gives /dev/udmabuf)"
+    );
     Ok(())
 }
 
@@ -139,26 +173,52 @@ fn importer_loaded() -> bool {
 }
 
 fn load_importer() -> CaseResult {
-    ensure!(!importer_loaded(), "{IMPORTER_MODULE_NAME} already loaded before the test");
+    ensure!(
+        !importer_loaded(),
+        "{IMPORTER_MODULE_NAME} already loaded before the test"
+    );
     client::load()?;
     let path = client::device_path();
     let md = std::fs::metadata(&path).with_context(|| format!("stat {path}"))?;
-    ensure!(md.file_type().is_char_device(), "{path} is not a character device");
+    ensure!(
+        md.file_type().is_char_device(),
+        "{path} is not a character device"
+    );
     Ok(Outcome::Pass)
 }
 
 fn ioctls_without_attachment() -> CaseResult {
     let imp = Importer::open()?;
     expect_errno("MAP without attachment", imp.map(), Errno::ENXIO)?;
-    expect_errno("READ without attachment", imp.read(0, &mut [0u8; 16]), Errno::ENXIO)?;
+    expect_errno(
+        "READ without attachment",
+        imp.read(0, &mut [0u8; 16]),
+        Errno::ENXIO,
+    )?;
     expect_errno("DETACH without attachment", imp.detach(), Errno::ENXIO)?;
-    expect_errno("PFNS without attachment", imp.pfns(0, &mut [0u64; 4], 0), Errno::ENXIO)?;
+    expect_errno(
+        "PFNS without attachment",
+        imp.pfns(0, &mut [0u64; 4], 0),
+        Errno::ENXIO,
+    )?;
     expect_errno("VMAP without attachment", imp.vmap(), Errno::ENXIO)?;
     expect_errno("VUNMAP without attachment", imp.vunmap(), Errno::ENXIO)?;
-    expect_errno("VREAD without attachment", imp.vread(0, &mut [0u8; 16]), Errno::ENXIO)?;
-    expect_eq("STATS without attachment", imp.stats()?, ImporterStats::default())?;
+    expect_errno(
+        "VREAD without attachment",
+        imp.vread(0, &mut [0u8; 16]),
+        Errno::ENXIO,
+    )?;
+    expect_eq(
+        "STATS without attachment",
+        imp.stats()?,
+        ImporterStats::default(),
+    )?;
     let bogus = nix::request_code_none!(IMPORTER_IOCTL_TYPE, 0x7f) as u32;
-    expect_errno("unknown ioctl", ioctl(imp.raw_fd(), bogus, std::ptr::null_mut::<u8>()), Errno::ENOTTY)?;
+    expect_errno(
+        "unknown ioctl",
+        ioctl(imp.raw_fd(), bogus, std::ptr::null_mut::<u8>()),
+        Errno::ENOTTY,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -167,14 +227,31 @@ fn attach_rejects_bad_requests() -> CaseResult {
     let imp = Importer::open()?;
     expect_errno("ATTACH fd -1", imp.attach(-1, false), Errno::EBADF)?;
     let memfd = patterned_memfd(MIB, Backing::Shmem, 1)?;
-    expect_errno("ATTACH a memfd (not a dma-buf)", imp.attach(memfd.as_raw_fd(), true), Errno::EINVAL)?;
+    expect_errno(
+        "ATTACH a memfd (not a dma-buf)",
+        imp.attach(memfd.as_raw_fd(), true),
+        Errno::EINVAL,
+    )?;
     let buf = create_dmabuf(OURS, &memfd, MIB)?;
-    expect_errno("ATTACH with dynamic = 2", imp.attach_raw(buf.as_raw_fd(), 2), Errno::EINVAL)?;
-    expect_eq("STATS after failed attaches", imp.stats()?, ImporterStats::default())?;
+    expect_errno(
+        "ATTACH with dynamic = 2",
+        imp.attach_raw(buf.as_raw_fd(), 2),
+        Errno::EINVAL,
+    )?;
+    expect_eq(
+        "STATS after failed attaches",
+        imp.stats()?,
+        ImporterStats::default(),
+    )?;
     imp.attach(buf.as_raw_fd(), true).context("ATTACH")?;
-    expect_errno("second ATTACH on one file", imp.attach(buf.as_raw_fd(), false), Errno::EBUSY)?;
+    expect_errno(
+        "second ATTACH on one file",
+        imp.attach(buf.as_raw_fd(), false),
+        Errno::EBUSY,
+    )?;
     imp.detach().context("DETACH")?;
-    imp.attach(buf.as_raw_fd(), false).context("ATTACH after DETACH")?;
+    imp.attach(buf.as_raw_fd(), false)
+        .context("ATTACH after DETACH")?;
     Ok(Outcome::Pass)
 }
 
@@ -188,30 +265,75 @@ fn round_trip(dev: &str, backing: Backing, dynamic: bool) -> CaseResult {
     let imp = Importer::open()?;
     imp.attach(buf.as_raw_fd(), dynamic).context("ATTACH")?;
     let s = imp.stats()?;
-    expect_eq("STATS after ATTACH (attached, mapped, dynamic, size)", (s.attached, s.mapped, s.dynamic, s.size), (1, 0, dynamic as u32, size as u64))?;
+    expect_eq(
+        "STATS after ATTACH (attached, mapped, dynamic, size)",
+        (s.attached, s.mapped, s.dynamic, s.size),
+        (1, 0, dynamic as u32, size as u64),
+    )?;
 
     let m = imp.map().context("MAP")?;
-    out(&format!("    # {dev} {backing:?} {}: nents {} orig_nents {} bytes {} map {} us",
-        if dynamic { "dynamic" } else { "static" }, m.nents, m.orig_nents, m.bytes, m.map_ns / 1000));
+    out(&format!(
+        "    # {dev} {backing:?} {}: nents {} orig_nents {} bytes {} map {} us",
+        if dynamic { "dynamic" } else { "static" },
+        m.nents,
+        m.orig_nents,
+        m.bytes,
+        m.map_ns / 1000
+    ));
     expect_eq("mapped bytes", m.bytes, size as u64)?;
-    ensure!(m.nents >= 1 && m.nents <= m.orig_nents, "nents {} orig_nents {}", m.nents, m.orig_nents);
-    ensure!(m.orig_nents as usize <= size / 4096, "{} CPU segments for {} pages", m.orig_nents, size / 4096);
+    ensure!(
+        m.nents >= 1 && m.nents <= m.orig_nents,
+        "nents {} orig_nents {}",
+        m.nents,
+        m.orig_nents
+    );
+    ensure!(
+        m.orig_nents as usize <= size / 4096,
+        "{} CPU segments for {} pages",
+        m.orig_nents,
+        size / 4096
+    );
 
     verify(&imp, 0, size, seed)?;
     // An unaligned read across a page boundary.
     let mut small = [0u8; 10];
-    expect_eq("READ across a page boundary", imp.read(4093, &mut small)?, 10)?;
-    ensure!(small.iter().enumerate().all(|(i, &b)| b == expected_byte(4093 + i, seed)), "unaligned READ differs");
+    expect_eq(
+        "READ across a page boundary",
+        imp.read(4093, &mut small)?,
+        10,
+    )?;
+    ensure!(
+        small
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == expected_byte(4093 + i, seed)),
+        "unaligned READ differs"
+    );
     // Reads are cut at the end of the buffer; past it is an error.
     expect_eq("READ at the end", imp.read(size, &mut small)?, 0)?;
-    expect_eq("READ straddling the end", imp.read(size - 4, &mut small)?, 4)?;
-    expect_errno("READ past the end", imp.read(size + 1, &mut small), Errno::EINVAL)?;
+    expect_eq(
+        "READ straddling the end",
+        imp.read(size - 4, &mut small)?,
+        4,
+    )?;
+    expect_errno(
+        "READ past the end",
+        imp.read(size + 1, &mut small),
+        Errno::EINVAL,
+    )?;
 
     let s = imp.stats()?;
-    expect_eq("STATS after MAP+READ (maps, remaps, invalidations, mapped, stale)",
-        (s.maps, s.remaps, s.invalidations, s.mapped, s.stale), (1, 0, 0, 1, 0))?;
+    expect_eq(
+        "STATS after MAP+READ (maps, remaps, invalidations, mapped, stale)",
+        (s.maps, s.remaps, s.invalidations, s.mapped, s.stale),
+        (1, 0, 0, 1, 0),
+    )?;
     let m2 = imp.map().context("second MAP")?;
-    expect_eq("segments of a second mapping", (m2.nents, m2.orig_nents, m2.bytes), (m.nents, m.orig_nents, m.bytes))?;
+    expect_eq(
+        "segments of a second mapping",
+        (m2.nents, m2.orig_nents, m2.bytes),
+        (m.nents, m.orig_nents, m.bytes),
+    )?;
     expect_eq("maps after a second MAP", imp.stats()?.maps, 2)?;
 
     imp.detach().context("DETACH")?;
@@ -258,8 +380,14 @@ fn hugetlb_64mib_segments(dev: &str, memfd: &OwnedFd, seed: u64) -> Result<[u32;
         let imp = Importer::open()?;
         imp.attach(buf.as_raw_fd(), dynamic).context("ATTACH")?;
         let m = imp.map().context("MAP")?;
-        out(&format!("    # {dev} hugetlb 64 MiB {}: nents {} orig_nents {} bytes {} map {} us",
-            if dynamic { "dynamic" } else { "static" }, m.nents, m.orig_nents, m.bytes, m.map_ns / 1000));
+        out(&format!(
+            "    # {dev} hugetlb 64 MiB {}: nents {} orig_nents {} bytes {} map {} us",
+            if dynamic { "dynamic" } else { "static" },
+            m.nents,
+            m.orig_nents,
+            m.bytes,
+            m.map_ns / 1000
+        ));
         expect_eq("mapped bytes", m.bytes, size as u64)?;
         verify(&imp, 0, 2 * MIB, seed)?;
         verify(&imp, size - 2 * MIB, 2 * MIB, seed)?;
@@ -277,7 +405,10 @@ fn hugetlb_64mib_maps_to_at_most_32_segments() -> CaseResult {
     let ours = hugetlb_64mib_segments(OURS, &memfd, seed)?;
     let builtin = hugetlb_64mib_segments(BUILTIN, &memfd, seed)?;
     out(&format!("    # same 64 MiB hugetlb memfd: ours {ours:?}, built-in {builtin:?} DMA segments (static, dynamic)"));
-    ensure!(ours.iter().all(|&n| n <= 32), "64 MiB of 2 MiB hugetlb pages mapped to {ours:?} segments (want <= 32)");
+    ensure!(
+        ours.iter().all(|&n| n <= 32),
+        "64 MiB of 2 MiB hugetlb pages mapped to {ours:?} segments (want <= 32)"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -296,7 +427,8 @@ fn close_while_mapped() -> CaseResult {
             drop(imp); // no DETACH
         }
         let imp = Importer::open()?;
-        imp.attach(buf.as_raw_fd(), false).with_context(|| format!("{dev}: ATTACH after closes"))?;
+        imp.attach(buf.as_raw_fd(), false)
+            .with_context(|| format!("{dev}: ATTACH after closes"))?;
         verify(&imp, 0, MIB, 7)?;
     }
     Ok(Outcome::Pass)
@@ -304,7 +436,10 @@ fn close_while_mapped() -> CaseResult {
 
 fn refcnt(module: &str) -> Result<u64> {
     let p = format!("/sys/module/{module}/refcnt");
-    Ok(std::fs::read_to_string(&p).with_context(|| format!("read {p}"))?.trim().parse()?)
+    Ok(std::fs::read_to_string(&p)
+        .with_context(|| format!("read {p}"))?
+        .trim()
+        .parse()?)
 }
 
 /// The importer can hold the last reference: with the dma-buf and memfd fds closed the
@@ -321,7 +456,11 @@ fn importer_drops_last_reference() -> CaseResult {
         imp.attach(buf.as_raw_fd(), true)?;
         imp.map()?;
     } // both fds closed here
-    expect_eq("udmabuf_live refcnt with the importer holding the dma-buf", refcnt(module)?, before + 1)?;
+    expect_eq(
+        "udmabuf_live refcnt with the importer holding the dma-buf",
+        refcnt(module)?,
+        before + 1,
+    )?;
     verify(&imp, 0, 2 * MIB, 9)?;
     imp.detach()?;
     expect_eq("udmabuf_live refcnt after DETACH", refcnt(module)?, before)?;
@@ -346,14 +485,31 @@ fn importer_pfns(buf: &OwnedFd, dynamic: bool, pages: usize) -> Result<Vec<u64>>
     let imp = Importer::open()?;
     imp.attach(buf.as_raw_fd(), dynamic).context("ATTACH")?;
     let mut cpu = vec![0u64; pages];
-    expect_eq("PFNs written (CPU pages)", imp.pfns(0, &mut cpu, 0).context("PFNS")?, pages)?;
+    expect_eq(
+        "PFNs written (CPU pages)",
+        imp.pfns(0, &mut cpu, 0).context("PFNS")?,
+        pages,
+    )?;
     let s = imp.stats()?;
-    expect_eq("STATS after PFNS on an unmapped attachment (maps, mapped)", (s.maps, s.mapped), (1, 1))?;
+    expect_eq(
+        "STATS after PFNS on an unmapped attachment (maps, mapped)",
+        (s.maps, s.mapped),
+        (1, 1),
+    )?;
     let mut dma = vec![0u64; pages];
-    expect_eq("PFNs written (DMA)", imp.pfns(0, &mut dma, IMPORTER_PFNS_DMA).context("PFNS (DMA)")?, pages)?;
+    expect_eq(
+        "PFNs written (DMA)",
+        imp.pfns(0, &mut dma, IMPORTER_PFNS_DMA)
+            .context("PFNS (DMA)")?,
+        pages,
+    )?;
     expect_eq("maps after a second PFNS", imp.stats()?.maps, 1)?;
     if let Some(i) = (0..pages).find(|&i| cpu[i] != dma[i]) {
-        bail!("page {i}: CPU page PFN {:#x}, DMA address PFN {:#x} (no IOMMU here: they must agree)", cpu[i], dma[i]);
+        bail!(
+            "page {i}: CPU page PFN {:#x}, DMA address PFN {:#x} (no IOMMU here: they must agree)",
+            cpu[i],
+            dma[i]
+        );
     }
     Ok(cpu)
 }
@@ -372,11 +528,24 @@ fn pfns_are_the_memfd_pages() -> CaseResult {
             let map = Mapping::shared(&memfd, size as u64)?;
             // Reading faults the mapping's pages in (pagemap shows only present pages).
             let bytes = map.read(0, size as u64);
-            ensure!(bytes.iter().enumerate().all(|(i, &b)| b == expected_byte(i, 0x5f)), "the memfd lost its pattern");
+            ensure!(
+                bytes
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == expected_byte(i, 0x5f)),
+                "the memfd lost its pattern"
+            );
             let want = mapped_pfns(&map, 0, pages as u64)?;
             if dev == OURS {
-                let devf = OpenOptions::new().read(true).write(true).open(OURS).with_context(|| format!("open {OURS}"))?;
-                ensure!(pfns(&devf, &buf, 0, pages as u64)? == want, "UDMABUF_LIVE_PFNS differs from pagemap");
+                let devf = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(OURS)
+                    .with_context(|| format!("open {OURS}"))?;
+                ensure!(
+                    pfns(&devf, &buf, 0, pages as u64)? == want,
+                    "UDMABUF_LIVE_PFNS differs from pagemap"
+                );
             }
             for dynamic in [false, true] {
                 let got = importer_pfns(&buf, dynamic, pages)?;
@@ -409,24 +578,58 @@ fn pfns_ranges_and_bad_requests() -> CaseResult {
         expect_eq("PFNs of pages 3..8", imp.pfns(3, &mut some, flags)?, 5)?;
         expect_eq("PFNs of pages 3..8", some.as_slice(), &all[3..8])?;
         let mut tail = vec![0u64; 10];
-        expect_eq("PFNs asked past the end (cut)", imp.pfns(pages as u64 - 4, &mut tail, flags)?, 4)?;
+        expect_eq(
+            "PFNs asked past the end (cut)",
+            imp.pfns(pages as u64 - 4, &mut tail, flags)?,
+            4,
+        )?;
         expect_eq("PFNs of the last 4 pages", &tail[..4], &all[pages - 4..])?;
-        expect_eq("PFNs from the end", imp.pfns(pages as u64, &mut tail, flags)?, 0)?;
-        expect_errno("PFNS starting past the end", imp.pfns(pages as u64 + 1, &mut tail, flags), Errno::EINVAL)?;
+        expect_eq(
+            "PFNs from the end",
+            imp.pfns(pages as u64, &mut tail, flags)?,
+            0,
+        )?;
+        expect_errno(
+            "PFNS starting past the end",
+            imp.pfns(pages as u64 + 1, &mut tail, flags),
+            Errno::EINVAL,
+        )?;
     }
     let mut out = [0u64; 4];
-    let mut req = ImporterPfns { first_page: 0, count: 4, user_ptr: out.as_mut_ptr() as u64, flags: 4, reserved: 0 };
-    expect_errno("PFNS with an unknown flag", imp.pfns_req(&mut req), Errno::EINVAL)?;
+    let mut req = ImporterPfns {
+        first_page: 0,
+        count: 4,
+        user_ptr: out.as_mut_ptr() as u64,
+        flags: 4,
+        reserved: 0,
+    };
+    expect_errno(
+        "PFNS with an unknown flag",
+        imp.pfns_req(&mut req),
+        Errno::EINVAL,
+    )?;
     req.flags = 0;
     req.reserved = 1;
-    expect_errno("PFNS with reserved set", imp.pfns_req(&mut req), Errno::EINVAL)?;
+    expect_errno(
+        "PFNS with reserved set",
+        imp.pfns_req(&mut req),
+        Errno::EINVAL,
+    )?;
     req.reserved = 0;
     req.user_ptr = 8;
-    expect_errno("PFNS to a bad address", imp.pfns_req(&mut req), Errno::EFAULT)?;
-    expect_eq("STATS after all that (maps, remaps, mapped)", {
-        let s = imp.stats()?;
-        (s.maps, s.remaps, s.mapped)
-    }, (1, 0, 1))?;
+    expect_errno(
+        "PFNS to a bad address",
+        imp.pfns_req(&mut req),
+        Errno::EFAULT,
+    )?;
+    expect_eq(
+        "STATS after all that (maps, remaps, mapped)",
+        {
+            let s = imp.stats()?;
+            (s.maps, s.remaps, s.mapped)
+        },
+        (1, 0, 1),
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -439,10 +642,17 @@ fn verify_vmap(imp: &Importer, size: usize, seed: u64) -> Result<()> {
     let mut at = 0;
     while at < size {
         let want = (size - at).min(buf.len());
-        let n = imp.vread(at, &mut buf[..want]).with_context(|| format!("VREAD {want} bytes at {at:#x}"))?;
+        let n = imp
+            .vread(at, &mut buf[..want])
+            .with_context(|| format!("VREAD {want} bytes at {at:#x}"))?;
         expect_eq("bytes returned by VREAD", n, want)?;
         if let Some(i) = (0..n).find(|&i| buf[i] != expected_byte(at + i, seed)) {
-            bail!("byte at {:#x}: the vmap shows {:#04x}, memfd holds {:#04x}", at + i, buf[i], expected_byte(at + i, seed));
+            bail!(
+                "byte at {:#x}: the vmap shows {:#04x}, memfd holds {:#04x}",
+                at + i,
+                buf[i],
+                expected_byte(at + i, seed)
+            );
         }
         at += n;
     }
@@ -461,29 +671,68 @@ fn vmap_reads_the_buffer() -> CaseResult {
             let buf = create_dmabuf(dev, &memfd, size)?;
             let imp = Importer::open()?;
             imp.attach(buf.as_raw_fd(), false).context("ATTACH")?;
-            expect_errno("VREAD before VMAP", imp.vread(0, &mut [0u8; 16]), Errno::ENXIO)?;
+            expect_errno(
+                "VREAD before VMAP",
+                imp.vread(0, &mut [0u8; 16]),
+                Errno::ENXIO,
+            )?;
             expect_errno("VUNMAP before VMAP", imp.vunmap(), Errno::ENXIO)?;
-            imp.vmap().with_context(|| format!("VMAP of a {dev} {backing:?} buffer"))?;
+            imp.vmap()
+                .with_context(|| format!("VMAP of a {dev} {backing:?} buffer"))?;
             let s = imp.stats()?;
-            expect_eq("STATS while vmapped (vmapped, mapped, maps)", (s.vmapped, s.mapped, s.maps), (1, 0, 0))?;
+            expect_eq(
+                "STATS while vmapped (vmapped, mapped, maps)",
+                (s.vmapped, s.mapped, s.maps),
+                (1, 0, 0),
+            )?;
             expect_errno("second VMAP on one file", imp.vmap(), Errno::EBUSY)?;
             verify_vmap(&imp, size, seed)?;
             let mut small = [0u8; 10];
-            expect_eq("VREAD across a page boundary", imp.vread(4093, &mut small)?, 10)?;
-            ensure!(small.iter().enumerate().all(|(i, &b)| b == expected_byte(4093 + i, seed)), "unaligned VREAD differs");
+            expect_eq(
+                "VREAD across a page boundary",
+                imp.vread(4093, &mut small)?,
+                10,
+            )?;
+            ensure!(
+                small
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == expected_byte(4093 + i, seed)),
+                "unaligned VREAD differs"
+            );
             expect_eq("VREAD at the end", imp.vread(size, &mut small)?, 0)?;
-            expect_eq("VREAD straddling the end", imp.vread(size - 4, &mut small)?, 4)?;
-            expect_errno("VREAD past the end", imp.vread(size + 1, &mut small), Errno::EINVAL)?;
-            expect_errno("VREAD to a bad address", {
-                let mut r = ImporterRead { offset: 0, len: 16, user_ptr: 8 };
-                ioctl(imp.raw_fd(), IMPORTER_VREAD, &mut r)
-            }, Errno::EFAULT)?;
+            expect_eq(
+                "VREAD straddling the end",
+                imp.vread(size - 4, &mut small)?,
+                4,
+            )?;
+            expect_errno(
+                "VREAD past the end",
+                imp.vread(size + 1, &mut small),
+                Errno::EINVAL,
+            )?;
+            expect_errno(
+                "VREAD to a bad address",
+                {
+                    let mut r = ImporterRead {
+                        offset: 0,
+                        len: 16,
+                        user_ptr: 8,
+                    };
+                    ioctl(imp.raw_fd(), IMPORTER_VREAD, &mut r)
+                },
+                Errno::EFAULT,
+            )?;
             // A DMA mapping next to the vmap sees the same bytes.
             imp.map().context("MAP while vmapped")?;
             verify(&imp, size - 8192, 8192, seed)?;
             imp.vunmap().context("VUNMAP")?;
             let s = imp.stats()?;
-            expect_eq("STATS after VUNMAP (vmapped, mapped)", (s.vmapped, s.mapped), (0, 1))?;
+            expect_eq(
+                "STATS after VUNMAP (vmapped, mapped)",
+                (s.vmapped, s.mapped),
+                (0, 1),
+            )?;
             expect_errno("VREAD after VUNMAP", imp.vread(0, &mut small), Errno::ENXIO)?;
             expect_errno("second VUNMAP", imp.vunmap(), Errno::ENXIO)?;
             imp.vmap().context("VMAP again")?;
@@ -497,13 +746,21 @@ fn vmap_reads_the_buffer() -> CaseResult {
 /// can be vmapped again; the importer can hold the only reference through its vmap.
 fn vmap_goes_with_detach_and_close() -> CaseResult {
     need(OURS)?;
-    let devf = OpenOptions::new().read(true).write(true).open(OURS).with_context(|| format!("open {OURS}"))?;
+    let devf = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(OURS)
+        .with_context(|| format!("open {OURS}"))?;
     let size = 2 * MIB;
     let memfd = patterned_memfd(size, Backing::Shmem, 0x99)?;
     let buf = create_dmabuf(OURS, &memfd, size)?;
     let vmapped = |what: &str, want: bool| -> Result<()> {
         let i = info(&devf, &buf)?;
-        ensure!((i.state & VMAPPED != 0) == want, "INFO {what}: VMAPPED is {}, expected {want}", i.state & VMAPPED != 0);
+        ensure!(
+            (i.state & VMAPPED != 0) == want,
+            "INFO {what}: VMAPPED is {}, expected {want}",
+            i.state & VMAPPED != 0
+        );
         Ok(())
     };
     vmapped("before any vmap", false)?;
@@ -535,10 +792,18 @@ fn vmap_goes_with_detach_and_close() -> CaseResult {
         imp.attach(buf.as_raw_fd(), false)?;
         imp.vmap()?;
     }
-    expect_eq("udmabuf_live refcnt with only the importer's vmap", refcnt(module)?, base + 1)?;
+    expect_eq(
+        "udmabuf_live refcnt with only the importer's vmap",
+        refcnt(module)?,
+        base + 1,
+    )?;
     verify_vmap(&imp, size, 0x9a)?;
     drop(imp);
-    expect_eq("udmabuf_live refcnt after closing the importer", refcnt(module)?, base)?;
+    expect_eq(
+        "udmabuf_live refcnt after closing the importer",
+        refcnt(module)?,
+        base,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -547,10 +812,17 @@ fn unload_importer() -> CaseResult {
     let flags = nix::kmod::DeleteModuleFlags::O_NONBLOCK;
     {
         let _open = Importer::open()?;
-        expect_eq("delete_module with the importer open", nix::kmod::delete_module(&name, flags), Err(Errno::EWOULDBLOCK))?;
+        expect_eq(
+            "delete_module with the importer open",
+            nix::kmod::delete_module(&name, flags),
+            Err(Errno::EWOULDBLOCK),
+        )?;
     }
     nix::kmod::delete_module(&name, flags).context("delete_module(ulive_importer)")?;
     ensure!(!importer_loaded(), "{IMPORTER_MODULE_NAME} still loaded");
-    ensure!(!Path::new(&client::device_path()).exists(), "/dev/{IMPORTER_DEVICE_NAME} still exists");
+    ensure!(
+        !Path::new(&client::device_path()).exists(),
+        "/dev/{IMPORTER_DEVICE_NAME} still exists"
+    );
     Ok(Outcome::Pass)
 }

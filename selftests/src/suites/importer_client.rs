@@ -32,7 +32,8 @@ pub fn loaded() -> bool {
 /// Load the module from its `.ko` (crate::util::module_dirs; already loaded is fine). No
 /// file to load is a missing precondition: the case skips.
 pub fn load() -> Result<()> {
-    crate::util::insmod(IMPORTER_MODULE_NAME).context("load ulive_importer ('make importer' builds it)")
+    crate::util::insmod(IMPORTER_MODULE_NAME)
+        .context("load ulive_importer ('make importer' builds it)")
 }
 
 /// Load the module unless it is loaded; true if this call loaded it (the caller then
@@ -48,7 +49,8 @@ pub fn ensure_loaded() -> Result<bool> {
 /// Unload the module (every importer file must be closed).
 pub fn unload() -> Result<()> {
     let name = CString::new(IMPORTER_MODULE_NAME)?;
-    nix::kmod::delete_module(&name, nix::kmod::DeleteModuleFlags::O_NONBLOCK).context("delete_module(ulive_importer)")?;
+    nix::kmod::delete_module(&name, nix::kmod::DeleteModuleFlags::O_NONBLOCK)
+        .context("delete_module(ulive_importer)")?;
     Ok(())
 }
 
@@ -88,7 +90,13 @@ impl Importer {
         if !Path::new(&path).exists() {
             load()?;
         }
-        Ok(Self(OpenOptions::new().read(true).write(true).open(&path).with_context(|| format!("open {path}"))?))
+        Ok(Self(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("open {path}"))?,
+        ))
     }
 
     /// The open importer file itself (the fuzzer passes it where a dma-buf is expected).
@@ -107,7 +115,10 @@ impl Importer {
     }
 
     pub fn attach_raw(&self, dmabuf: RawFd, dynamic: u32) -> nix::Result<()> {
-        let mut a = ImporterAttach { dmabuf_fd: dmabuf, dynamic };
+        let mut a = ImporterAttach {
+            dmabuf_fd: dmabuf,
+            dynamic,
+        };
         ioctl(self.raw_fd(), IMPORTER_ATTACH, &mut a).map(drop)
     }
 
@@ -118,7 +129,11 @@ impl Importer {
 
     /// READ through the DMA mapping; returns the bytes copied.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
-        let mut r = ImporterRead { offset: offset as u64, len: buf.len() as u64, user_ptr: buf.as_mut_ptr() as u64 };
+        let mut r = ImporterRead {
+            offset: offset as u64,
+            len: buf.len() as u64,
+            user_ptr: buf.as_mut_ptr() as u64,
+        };
         ioctl(self.raw_fd(), IMPORTER_READ, &mut r).map(|n| n as usize)
     }
 
@@ -134,7 +149,13 @@ impl Importer {
     /// PFNS of pages `first_page..` into `out` (`flags`: 0 or IMPORTER_PFNS_DMA); returns
     /// how many the module wrote.
     pub fn pfns(&self, first_page: u64, out: &mut [u64], flags: u32) -> nix::Result<usize> {
-        let mut p = ImporterPfns { first_page, count: out.len() as u64, user_ptr: out.as_mut_ptr() as u64, flags, reserved: 0 };
+        let mut p = ImporterPfns {
+            first_page,
+            count: out.len() as u64,
+            user_ptr: out.as_mut_ptr() as u64,
+            flags,
+            reserved: 0,
+        };
         self.pfns_req(&mut p)
     }
 
@@ -155,7 +176,11 @@ impl Importer {
 
     /// VREAD through the vmap; returns the bytes copied.
     pub fn vread(&self, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
-        let mut r = ImporterRead { offset: offset as u64, len: buf.len() as u64, user_ptr: buf.as_mut_ptr() as u64 };
+        let mut r = ImporterRead {
+            offset: offset as u64,
+            len: buf.len() as u64,
+            user_ptr: buf.as_mut_ptr() as u64,
+        };
         ioctl(self.raw_fd(), IMPORTER_VREAD, &mut r).map(|n| n as usize)
     }
 
@@ -165,7 +190,8 @@ impl Importer {
     /// pins the buffer (at the map), a dynamic one is told when its pages move. A map that
     /// fails detaches again.
     pub fn import(&self, dmabuf: &impl AsRawFd, how: Attach) -> Result<()> {
-        self.attach(dmabuf.as_raw_fd(), how == Attach::Dynamic).context("ATTACH")?;
+        self.attach(dmabuf.as_raw_fd(), how == Attach::Dynamic)
+            .context("ATTACH")?;
         if let Err(e) = self.map() {
             let _ = self.detach();
             return Err(e).context("MAP");
@@ -192,12 +218,18 @@ impl Importer {
         let mut pfns = vec![0u64; count as usize];
         let mut done = 0;
         while done < pfns.len() {
-            let n = self.pfns(done as u64, &mut pfns[done..], IMPORTER_PFNS_DMA).context("PFNS")?;
+            let n = self
+                .pfns(done as u64, &mut pfns[done..], IMPORTER_PFNS_DMA)
+                .context("PFNS")?;
             ensure!(n > 0, "PFNS returned no PFN at page {done} of {count}");
             done += n;
         }
         let s = self.stats().context("STATS")?;
-        Ok(ImporterView { pfns, invalidations: s.invalidations, remaps: s.remaps })
+        Ok(ImporterView {
+            pfns,
+            invalidations: s.invalidations,
+            remaps: s.remaps,
+        })
     }
 
     /// `len` bytes at `offset` through the vmap (in pieces of at most
@@ -206,8 +238,14 @@ impl Importer {
         let mut v = vec![0u8; len as usize];
         let mut done = 0;
         while done < v.len() {
-            let n = self.vread(offset as usize + done, &mut v[done..]).with_context(|| format!("VREAD at {:#x}", offset as usize + done))?;
-            ensure!(n > 0, "VREAD returned nothing at {:#x} ({len} bytes wanted)", offset as usize + done);
+            let n = self
+                .vread(offset as usize + done, &mut v[done..])
+                .with_context(|| format!("VREAD at {:#x}", offset as usize + done))?;
+            ensure!(
+                n > 0,
+                "VREAD returned nothing at {:#x} ({len} bytes wanted)",
+                offset as usize + done
+            );
             done += n;
         }
         Ok(v)

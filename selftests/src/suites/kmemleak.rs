@@ -19,18 +19,28 @@ use std::time::Duration;
 const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 
 pub fn suite() -> Suite {
-    Suite { name: "kmemleak", cases: cases![no_unreferenced_objects] }
+    Suite {
+        name: "kmemleak",
+        cases: cases![no_unreferenced_objects],
+    }
 }
 
 fn no_unreferenced_objects() -> CaseResult {
     if !Path::new(KMEMLEAK).exists() {
-        return Ok(Outcome::Skip(format!("no {KMEMLEAK}: kernel without CONFIG_DEBUG_KMEMLEAK (use KERNEL_FLAVOR=debug)")));
+        return Ok(Outcome::Skip(format!(
+            "no {KMEMLEAK}: kernel without CONFIG_DEBUG_KMEMLEAK (use KERNEL_FLAVOR=debug)"
+        )));
     }
     // kmemleak only reports objects older than 5 s, and objects freed through RCU or
     // deferred work need a moment: let the last suite's frees settle.
     std::thread::sleep(Duration::from_secs(6));
     for i in 0..2 {
-        std::fs::write(KMEMLEAK, "scan").with_context(|| format!("scan {} of 2: write 'scan' to {KMEMLEAK} (kmemleak disabled?)", i + 1))?;
+        std::fs::write(KMEMLEAK, "scan").with_context(|| {
+            format!(
+                "scan {} of 2: write 'scan' to {KMEMLEAK} (kmemleak disabled?)",
+                i + 1
+            )
+        })?;
     }
     let text = std::fs::read_to_string(KMEMLEAK).with_context(|| format!("read {KMEMLEAK}"))?;
     let reports: Vec<&str> = text.split("unreferenced object").skip(1).collect();
@@ -42,11 +52,17 @@ fn no_unreferenced_objects() -> CaseResult {
     let mut sorted: Vec<&str> = reports.iter().copied().filter(ours).collect();
     let n_ours = sorted.len();
     sorted.extend(reports.iter().copied().filter(|r| !ours(r)));
-    out(&format!("    # kmemleak: {} unreferenced objects, {n_ours} with udmabuf_live/ulive_importer frames", reports.len()));
+    out(&format!(
+        "    # kmemleak: {} unreferenced objects, {n_ours} with udmabuf_live/ulive_importer frames",
+        reports.len()
+    ));
     for r in sorted.iter().take(8) {
         for l in format!("unreferenced object{r}").lines().take(24) {
             out(&format!("    # | {l}"));
         }
     }
-    bail!("kmemleak found {} unreferenced objects ({n_ours} naming udmabuf_live or ulive_importer)", reports.len())
+    bail!(
+        "kmemleak found {} unreferenced objects ({n_ours} naming udmabuf_live or ulive_importer)",
+        reports.len()
+    )
 }

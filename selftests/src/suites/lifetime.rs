@@ -31,11 +31,23 @@ fn memfd_closed_first(kind: Backing, size: u64) -> CaseResult {
     let b = filled_buffer(kind, size, 30, 0)?;
     let Buffer { dmabuf, memfd, .. } = b;
     drop(memfd);
-    ensure!(dmabuf_size(&dmabuf)? == size, "size changed after closing the memfd");
-    let view = Mapping::shared(&dmabuf, size).context("mmap the dma-buf after closing the memfd")?;
-    expect_bytes("content after closing the memfd", &view.read(0, size), &pattern(30, size))?;
+    ensure!(
+        dmabuf_size(&dmabuf)? == size,
+        "size changed after closing the memfd"
+    );
+    let view =
+        Mapping::shared(&dmabuf, size).context("mmap the dma-buf after closing the memfd")?;
+    expect_bytes(
+        "content after closing the memfd",
+        &view.read(0, size),
+        &pattern(30, size),
+    )?;
     view.write(0, &pattern(31, size));
-    expect_bytes("write through the orphaned dma-buf", &view.read(0, size), &pattern(31, size))?;
+    expect_bytes(
+        "write through the orphaned dma-buf",
+        &view.read(0, size),
+        &pattern(31, size),
+    )?;
     dmabuf_sync(&dmabuf, SYNC_START | SYNC_RW).context("SYNC_START after closing the memfd")?;
     dmabuf_sync(&dmabuf, SYNC_END | SYNC_RW).context("SYNC_END after closing the memfd")?;
     Ok(Outcome::Pass)
@@ -60,13 +72,23 @@ fn dmabuf_closed_first() -> CaseResult {
         view.write(0, &pattern(33, size));
     }
     drop(dmabuf);
-    expect_bytes("memfd after closing the dma-buf", &read_memfd(&memfd, size, 0, size)?, &pattern(33, size))?;
-    nix::unistd::ftruncate(&memfd, (2 * size) as i64).context("grow the memfd after closing the dma-buf")?;
+    expect_bytes(
+        "memfd after closing the dma-buf",
+        &read_memfd(&memfd, size, 0, size)?,
+        &pattern(33, size),
+    )?;
+    nix::unistd::ftruncate(&memfd, (2 * size) as i64)
+        .context("grow the memfd after closing the dma-buf")?;
     fill_memfd(&memfd, 2 * size, 0, &pattern(34, 2 * size))?;
     let dev = open_device(&test_device())?;
-    let again = create(dev.as_fd(), &memfd, size, size, 0).context("new buffer from the same memfd")?;
+    let again =
+        create(dev.as_fd(), &memfd, size, size, 0).context("new buffer from the same memfd")?;
     let view = Mapping::shared(&again, size)?;
-    expect_bytes("new buffer", &view.read(0, size), &pattern(34, 2 * size)[size as usize..])?;
+    expect_bytes(
+        "new buffer",
+        &view.read(0, size),
+        &pattern(34, 2 * size)[size as usize..],
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -79,7 +101,11 @@ fn device_closed_first() -> CaseResult {
     let buf = create(dev.as_fd(), &m, 0, size, 0).context("UDMABUF_CREATE")?;
     drop(dev);
     let view = Mapping::shared(&buf, size).context("mmap after closing the device")?;
-    expect_bytes("content after closing the device", &view.read(0, size), &pattern(35, size))?;
+    expect_bytes(
+        "content after closing the device",
+        &view.read(0, size),
+        &pattern(35, size),
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -91,8 +117,16 @@ fn mapping_outlives_both_fds() -> CaseResult {
     let view = Mapping::shared(&b.dmabuf, size)?;
     let mview = Mapping::shared(&b.memfd, size)?;
     drop(b);
-    expect_bytes("dma-buf mapping after closing both fds", &view.read(0, size), &pattern(36, size))?;
+    expect_bytes(
+        "dma-buf mapping after closing both fds",
+        &view.read(0, size),
+        &pattern(36, size),
+    )?;
     mview.write(0, &pattern(37, size));
-    expect_bytes("memfd write seen through the dma-buf mapping", &view.read(0, size), &pattern(37, size))?;
+    expect_bytes(
+        "memfd write seen through the dma-buf mapping",
+        &view.read(0, size),
+        &pattern(37, size),
+    )?;
     Ok(Outcome::Pass)
 }

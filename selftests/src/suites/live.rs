@@ -63,7 +63,10 @@ impl Layout {
             let n = size / ps();
             if page < first + n {
                 let foff = off + (page - first) * ps();
-                return self.holes.iter().any(|&(hm, ho, hl)| hm == m && foff >= ho && foff < ho + hl);
+                return self
+                    .holes
+                    .iter()
+                    .any(|&(hm, ho, hl)| hm == m && foff >= ho && foff < ho + hl);
             }
             first += n;
         }
@@ -105,14 +108,27 @@ impl Layout {
         let size = self.size();
         let pages = size / ps();
         let dev = open_device(&test_device())?;
-        let fds: Vec<OwnedFd> = self.memfds.iter().map(|&(k, s)| memfd(k, s)).collect::<Result<_>>()?;
-        let maps: Vec<Mapping> = fds.iter().zip(&self.memfds).map(|(fd, &(_, s))| Mapping::shared(fd, s)).collect::<Result<_>>()?;
+        let fds: Vec<OwnedFd> = self
+            .memfds
+            .iter()
+            .map(|&(k, s)| memfd(k, s))
+            .collect::<Result<_>>()?;
+        let maps: Vec<Mapping> = fds
+            .iter()
+            .zip(&self.memfds)
+            .map(|(fd, &(_, s))| Mapping::shared(fd, s))
+            .collect::<Result<_>>()?;
         for (i, (map, &(_, s))) in maps.iter().zip(&self.memfds).enumerate() {
             map.write(0, &pattern(10 + i as u8, s));
         }
-        let items: Vec<_> = self.items.iter().map(|&(m, off, s)| item(&fds[m], off, s)).collect();
+        let items: Vec<_> = self
+            .items
+            .iter()
+            .map(|&(m, off, s)| item(&fds[m], off, s))
+            .collect();
         let buf = if items.len() == 1 {
-            create(dev.as_fd(), &fds[0], self.items[0].1, self.items[0].2, 0).context("UDMABUF_CREATE")?
+            create(dev.as_fd(), &fds[0], self.items[0].1, self.items[0].2, 0)
+                .context("UDMABUF_CREATE")?
         } else {
             create_list(dev.as_fd(), 0, &items).context("UDMABUF_CREATE_LIST")?
         };
@@ -120,7 +136,9 @@ impl Layout {
 
         let before = info(&dev, &buf)?;
         ensure!(
-            before.size == size && before.backing == self.backing && before.ranges == items.len() as u32,
+            before.size == size
+                && before.backing == self.backing
+                && before.ranges == items.len() as u32,
             "INFO after create: {before:?}, expected size {size}, backing {}, {} ranges",
             self.backing,
             items.len()
@@ -133,11 +151,18 @@ impl Layout {
             items.len()
         );
         ensure!(
-            before.generation == 0 && before.updates == 0 && before.pages_swapped == 0 && before.pins == 0,
+            before.generation == 0
+                && before.updates == 0
+                && before.pages_swapped == 0
+                && before.pins == 0,
             "INFO after create: counters not zero: {before:?}"
         );
         expect_state("after create", &before, WATCHED, PENDING | STALE | VMAPPED)?;
-        expect_bytes("dma-buf before the punch", &bmap.read(0, size), &self.content(&maps))?;
+        expect_bytes(
+            "dma-buf before the punch",
+            &bmap.read(0, size),
+            &self.content(&maps),
+        )?;
         expect_all_matching("before the punch", &dev, &buf, pages)?;
         let old_pfns = expect_pfns("before the punch", &dev, &buf, 0, &self.mapped_pfns(&maps)?)?;
 
@@ -150,14 +175,31 @@ impl Layout {
         sync(&dev, &buf, 1000)?;
 
         let after = info(&dev, &buf)?;
-        expect_state("after punch + write + SYNC", &after, WATCHED, PENDING | STALE | VMAPPED)?;
+        expect_state(
+            "after punch + write + SYNC",
+            &after,
+            WATCHED,
+            PENDING | STALE | VMAPPED,
+        )?;
         let punched = (0..pages).filter(|&p| self.punched(p)).count() as u64;
-        expect_progress("punch + write + SYNC", &before, &after, self.updates.clone(), punched)?;
+        expect_progress(
+            "punch + write + SYNC",
+            &before,
+            &after,
+            self.updates.clone(),
+            punched,
+        )?;
         let want = self.content(&maps);
-        expect_bytes("dma-buf mmap after punch + write + SYNC", &bmap.read(0, size), &want)?;
+        expect_bytes(
+            "dma-buf mmap after punch + write + SYNC",
+            &bmap.read(0, size),
+            &want,
+        )?;
         expect_all_matching("after SYNC", &dev, &buf, pages)?;
         let new_pfns = expect_pfns("after SYNC", &dev, &buf, 0, &self.mapped_pfns(&maps)?)?;
-        expect_moved("after SYNC", &old_pfns, &new_pfns, |i| self.punched(i as u64))?;
+        expect_moved("after SYNC", &old_pfns, &new_pfns, |i| {
+            self.punched(i as u64)
+        })?;
 
         // The swapped-in pages are the memfd's own: a write through the dma-buf mmap is
         // seen through the memfd mapping.
@@ -216,7 +258,12 @@ fn disjoint_holes() -> CaseResult {
     run(Layout {
         memfds: vec![(Backing::Shmem, 64 * ps())],
         items: vec![(0, 0, 64 * ps())],
-        holes: vec![(0, 0, ps()), (0, 10 * ps(), 3 * ps()), (0, 40 * ps(), ps()), (0, 63 * ps(), ps())],
+        holes: vec![
+            (0, 0, ps()),
+            (0, 10 * ps(), 3 * ps()),
+            (0, 40 * ps(), ps()),
+            (0, 63 * ps(), ps()),
+        ],
         how: Punch::Fallocate,
         updates: 1..=4,
         backing: SHMEM,
@@ -265,7 +312,10 @@ fn hole_across_entries_two_memfds() -> CaseResult {
 /// shmem pages.
 fn hole_across_shmem_and_hugetlb_entries() -> CaseResult {
     run(Layout {
-        memfds: vec![(Backing::Hugetlb, 2 * HUGE_PAGE), (Backing::Shmem, 16 * ps())],
+        memfds: vec![
+            (Backing::Hugetlb, 2 * HUGE_PAGE),
+            (Backing::Shmem, 16 * ps()),
+        ],
         items: vec![(0, HUGE_PAGE, HUGE_PAGE), (1, 0, 16 * ps())],
         holes: vec![(0, HUGE_PAGE, HUGE_PAGE), (1, 0, 2 * ps())],
         how: Punch::Fallocate,
@@ -321,26 +371,65 @@ fn punch_outside_the_buffer_changes_nothing() -> CaseResult {
     let memfd = memfd(Backing::Shmem, 32 * ps())?;
     let map = Mapping::shared(&memfd, 32 * ps())?;
     map.write(0, &pattern(1, 32 * ps()));
-    let buf = create(dev.as_fd(), &memfd, first * ps(), pages * ps(), 0).context("UDMABUF_CREATE")?;
+    let buf =
+        create(dev.as_fd(), &memfd, first * ps(), pages * ps(), 0).context("UDMABUF_CREATE")?;
     let bmap = Mapping::shared(&buf, pages * ps())?;
     let before = info(&dev, &buf)?;
-    let old = expect_pfns("after create", &dev, &buf, 0, &mapped_pfns(&map, first * ps(), pages)?)?;
+    let old = expect_pfns(
+        "after create",
+        &dev,
+        &buf,
+        0,
+        &mapped_pfns(&map, first * ps(), pages)?,
+    )?;
     punch(&memfd, 0, 4 * ps())?;
     punch(&memfd, 28 * ps(), 4 * ps())?;
     map.write(0, &pattern(2, 32 * ps()));
     sync(&dev, &buf, 1000)?;
-    expect_progress("punches outside the buffer", &before, &info(&dev, &buf)?, 0..=0, 0)?;
-    let now = expect_pfns("after punches outside", &dev, &buf, 0, &mapped_pfns(&map, first * ps(), pages)?)?;
+    expect_progress(
+        "punches outside the buffer",
+        &before,
+        &info(&dev, &buf)?,
+        0..=0,
+        0,
+    )?;
+    let now = expect_pfns(
+        "after punches outside",
+        &dev,
+        &buf,
+        0,
+        &mapped_pfns(&map, first * ps(), pages)?,
+    )?;
     expect_moved("after punches outside", &old, &now, |_| false)?;
     let want = |m: &Mapping| m.read(first * ps(), pages * ps());
-    expect_bytes("dma-buf after punches outside", &bmap.read(0, pages * ps()), &want(&map))?;
+    expect_bytes(
+        "dma-buf after punches outside",
+        &bmap.read(0, pages * ps()),
+        &want(&map),
+    )?;
     punch(&memfd, 10 * ps(), ps())?;
     map.write(0, &pattern(3, 32 * ps()));
     sync(&dev, &buf, 1000)?;
-    expect_progress("a punch of memfd page 10", &before, &info(&dev, &buf)?, 1..=1, 1)?;
-    let new = expect_pfns("after the punch inside", &dev, &buf, 0, &mapped_pfns(&map, first * ps(), pages)?)?;
+    expect_progress(
+        "a punch of memfd page 10",
+        &before,
+        &info(&dev, &buf)?,
+        1..=1,
+        1,
+    )?;
+    let new = expect_pfns(
+        "after the punch inside",
+        &dev,
+        &buf,
+        0,
+        &mapped_pfns(&map, first * ps(), pages)?,
+    )?;
     expect_moved("after the punch inside", &old, &new, |i| i == 2)?;
-    expect_bytes("dma-buf after the punch inside", &bmap.read(0, pages * ps()), &want(&map))?;
+    expect_bytes(
+        "dma-buf after the punch inside",
+        &bmap.read(0, pages * ps()),
+        &want(&map),
+    )?;
     expect_all_matching("after the punch inside", &dev, &buf, pages)?;
     Ok(Outcome::Pass)
 }
@@ -366,17 +455,47 @@ fn hole_left_unwritten(kind: Backing) -> Result<()> {
         punch(&memfd, hole.0, hole.1)?;
         sync(&dev, &buf, 1000)?;
         let after = info(&dev, &buf)?;
-        expect_progress("punch + SYNC, hole left unwritten", &before, &after, 1..=1, hole.1 / ps())?;
+        expect_progress(
+            "punch + SYNC, hole left unwritten",
+            &before,
+            &after,
+            1..=1,
+            hole.1 / ps(),
+        )?;
         expect_all_matching("after SYNC over an unwritten hole", &dev, &buf, pages)?;
         let mut want = pattern(1, size);
         want[hole.0 as usize..(hole.0 + hole.1) as usize].fill(0);
-        expect_bytes("dma-buf mmap over an unwritten hole", &bmap.read(0, size), &want)?;
-        expect_bytes("memfd mapping over an unwritten hole", &map.read(0, size), &want)?;
-        expect_pfns("the filled hole is the memfd's page", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+        expect_bytes(
+            "dma-buf mmap over an unwritten hole",
+            &bmap.read(0, size),
+            &want,
+        )?;
+        expect_bytes(
+            "memfd mapping over an unwritten hole",
+            &map.read(0, size),
+            &want,
+        )?;
+        expect_pfns(
+            "the filled hole is the memfd's page",
+            &dev,
+            &buf,
+            0,
+            &mapped_pfns(&map, 0, pages)?,
+        )?;
         map.write(0, &pattern(2, size));
         sync(&dev, &buf, 1000)?;
-        expect_progress("writing the filled hole", &after, &info(&dev, &buf)?, 0..=0, 0)?;
-        expect_bytes("dma-buf mmap after writing the filled hole", &bmap.read(0, size), &pattern(2, size))?;
+        expect_progress(
+            "writing the filled hole",
+            &after,
+            &info(&dev, &buf)?,
+            0..=0,
+            0,
+        )?;
+        expect_bytes(
+            "dma-buf mmap after writing the filled hole",
+            &bmap.read(0, size),
+            &pattern(2, size),
+        )?;
     }
     if kind == Backing::Hugetlb {
         expect_hugepage_pool("after closing everything", pool)?;
@@ -410,21 +529,40 @@ fn hugetlb_partial_punch() -> CaseResult {
     let size = 3 * HUGE_PAGE;
     let pages = size / ps();
     let (start, end) = (HUGE_PAGE - 2 * ps(), 2 * HUGE_PAGE + 2 * ps());
-    let Watched { dev, memfd, map, buf } = watched(Backing::Hugetlb, size, 1)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Hugetlb, size, 1)?;
     let bmap = Mapping::shared(&buf, size)?;
     let before = info(&dev, &buf)?;
     let old = expect_pfns("after create", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
     punch(&memfd, start, end - start)?;
     sync(&dev, &buf, 1000)?;
-    expect_progress("a punch over 1 whole and 2 partial huge pages", &before, &info(&dev, &buf)?, 1..=1, HUGE_PAGE / ps())?;
+    expect_progress(
+        "a punch over 1 whole and 2 partial huge pages",
+        &before,
+        &info(&dev, &buf)?,
+        1..=1,
+        HUGE_PAGE / ps(),
+    )?;
     let mut want = pattern(1, size);
     want[start as usize..end as usize].fill(0);
     expect_bytes("memfd after the punch", &map.read(0, size), &want)?;
     expect_bytes("dma-buf mmap after the punch", &bmap.read(0, size), &want)?;
     expect_all_matching("after the punch", &dev, &buf, pages)?;
-    let new = expect_pfns("after the punch", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+    let new = expect_pfns(
+        "after the punch",
+        &dev,
+        &buf,
+        0,
+        &mapped_pfns(&map, 0, pages)?,
+    )?;
     let hp = HUGE_PAGE / ps();
-    expect_moved("after the punch", &old, &new, |i| (hp..2 * hp).contains(&(i as u64)))?;
+    expect_moved("after the punch", &old, &new, |i| {
+        (hp..2 * hp).contains(&(i as u64))
+    })?;
     Ok(Outcome::Pass)
 }
 
@@ -436,16 +574,32 @@ fn cpu_access_bracket_across_update() -> CaseResult {
         return Ok(o);
     }
     let size = 16 * ps();
-    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 1)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size, 1)?;
     let bmap = Mapping::shared(&buf, size)?;
     let before = info(&dev, &buf)?;
     dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
     punch(&memfd, 3 * ps(), ps())?;
     map.write(0, &pattern(2, size));
     sync(&dev, &buf, 1000)?;
-    expect_progress("punch + SYNC inside a CPU access bracket", &before, &info(&dev, &buf)?, 1..=1, 1)?;
-    expect_bytes("dma-buf mmap inside the bracket", &bmap.read(0, size), &pattern(2, size))?;
-    dmabuf_sync(&buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END after an update inside the bracket")?;
+    expect_progress(
+        "punch + SYNC inside a CPU access bracket",
+        &before,
+        &info(&dev, &buf)?,
+        1..=1,
+        1,
+    )?;
+    expect_bytes(
+        "dma-buf mmap inside the bracket",
+        &bmap.read(0, size),
+        &pattern(2, size),
+    )?;
+    dmabuf_sync(&buf, SYNC_END | SYNC_RW)
+        .context("DMA_BUF_IOCTL_SYNC END after an update inside the bracket")?;
     // And a bracket after the update works as before.
     dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START after the update")?;
     dmabuf_sync(&buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END after the update")?;

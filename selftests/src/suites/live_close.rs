@@ -9,16 +9,16 @@
 //! page is free again), and that the memfd still works.
 
 use super::common::*;
-use super::live_util::*;
 use super::importer_client::{Attach, Importer};
+use super::live_util::*;
 use super::{cases, Suite};
 use crate::ktap::out;
-use std::time::{Duration, Instant};
 use crate::ktap::{CaseResult, Outcome};
 use anyhow::{bail, ensure, Context, Result};
 use nix::libc;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 pub fn suite() -> Suite {
     Suite {
@@ -53,7 +53,8 @@ fn close_while_pending_rounds(kind: Backing, size: u64, rounds: u64, hole: u64) 
         let map = Mapping::shared(&memfd, size)?;
         map.write(0, &pattern(40, size));
         for r in 0..rounds {
-            let buf = create(dev.as_fd(), &memfd, 0, size, 0).with_context(|| format!("round {r}: UDMABUF_CREATE"))?;
+            let buf = create(dev.as_fd(), &memfd, 0, size, 0)
+                .with_context(|| format!("round {r}: UDMABUF_CREATE"))?;
             let off = (r % pages) * hole;
             punch(&memfd, off, hole)?;
             if r % 2 == 1 {
@@ -63,11 +64,20 @@ fn close_while_pending_rounds(kind: Backing, size: u64, rounds: u64, hole: u64) 
             drop(buf);
         }
         map.write(0, &pattern(41, size));
-        expect_bytes("memfd after the closes", &map.read(0, size), &pattern(41, size))?;
+        expect_bytes(
+            "memfd after the closes",
+            &map.read(0, size),
+            &pattern(41, size),
+        )?;
         // A buffer made now starts on the memfd's current pages.
-        let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE after the closes")?;
+        let buf =
+            create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE after the closes")?;
         let bmap = Mapping::shared(&buf, size)?;
-        expect_bytes("new buffer after the closes", &bmap.read(0, size), &pattern(41, size))?;
+        expect_bytes(
+            "new buffer after the closes",
+            &bmap.read(0, size),
+            &pattern(41, size),
+        )?;
         expect_all_matching("new buffer after the closes", &dev, &buf, size / ps())?;
     }
     expect_refcnt(&format!("after {rounds} punch-and-close rounds"), base)?;
@@ -85,7 +95,11 @@ fn wait_hugepages_free(what: &str, base: u64) -> Result<Duration> {
     loop {
         let now = hugepages_free()?;
         if now == base {
-            return Ok(if at_once { Duration::ZERO } else { t0.elapsed() });
+            return Ok(if at_once {
+                Duration::ZERO
+            } else {
+                t0.elapsed()
+            });
         }
         at_once = false;
         ensure!(t0.elapsed() < FREE_TIMEOUT, "{what}: HugePages_Free {now}, {base} before, after {FREE_TIMEOUT:?} (huge pages leaked)");
@@ -98,7 +112,10 @@ fn wait_hugepages_free(what: &str, base: u64) -> Result<Duration> {
 fn expect_hugepages_free(what: &str, base: u64) -> Result<()> {
     let lag = wait_hugepages_free(what, base)?;
     if !lag.is_zero() {
-        out(&format!("    # {what}: huge pages came back {} ms after the last close", lag.as_millis()));
+        out(&format!(
+            "    # {what}: huge pages came back {} ms after the last close",
+            lag.as_millis()
+        ));
     }
     Ok(())
 }
@@ -141,18 +158,22 @@ fn close_while_pending_with_writer() -> CaseResult {
                     let off = rng.below(size / 8) * 8;
                     // SAFETY: in bounds of `map`, which outlives this scope; plain stores
                     // to shared memory that other mappings may also change.
-                    unsafe { std::ptr::write_volatile((addr + off as usize) as *mut u64, rng.next()) };
+                    unsafe {
+                        std::ptr::write_volatile((addr + off as usize) as *mut u64, rng.next())
+                    };
                     writes.fetch_add(1, Ordering::Relaxed);
                 }
             });
             let r = (|| -> Result<()> {
                 let mut rng = Rng::new(0x5eed);
                 for r in 0..60u32 {
-                    let buf = create(dev.as_fd(), &memfd, 0, size, 0).with_context(|| format!("round {r}: UDMABUF_CREATE"))?;
+                    let buf = create(dev.as_fd(), &memfd, 0, size, 0)
+                        .with_context(|| format!("round {r}: UDMABUF_CREATE"))?;
                     let p = rng.below(pages);
                     punch(&memfd, p * ps(), ps())?;
                     if r % 3 == 1 {
-                        sync(&dev, &buf, 0).with_context(|| format!("round {r}: SYNC with a writer running"))?;
+                        sync(&dev, &buf, 0)
+                            .with_context(|| format!("round {r}: SYNC with a writer running"))?;
                     }
                     drop(buf);
                 }
@@ -162,9 +183,16 @@ fn close_while_pending_with_writer() -> CaseResult {
             r
         });
         result?;
-        ensure!(writes.load(Ordering::Relaxed) > 0, "the writer thread never wrote");
+        ensure!(
+            writes.load(Ordering::Relaxed) > 0,
+            "the writer thread never wrote"
+        );
         map.write(0, &pattern(43, size));
-        expect_bytes("memfd after the writer stopped", &pread(&memfd, 0, size)?, &pattern(43, size))?;
+        expect_bytes(
+            "memfd after the writer stopped",
+            &pread(&memfd, 0, size)?,
+            &pattern(43, size),
+        )?;
     }
     expect_refcnt("after punch-and-close rounds with a writer", base)?;
     Ok(Outcome::Pass)
@@ -194,9 +222,17 @@ fn close_then_punch_through_live_mapping() -> CaseResult {
     for p in [2, 3, 8, 9, 10, 11] {
         want[(p * ps()) as usize..((p + 1) * ps()) as usize].fill(0);
     }
-    expect_bytes("memfd after punches with the buffer gone", &map.read(0, size), &want)?;
+    expect_bytes(
+        "memfd after punches with the buffer gone",
+        &map.read(0, size),
+        &want,
+    )?;
     map.write(0, &pattern(45, size));
-    expect_bytes("memfd written after the punches", &pread(&memfd, 0, size)?, &pattern(45, size))?;
+    expect_bytes(
+        "memfd written after the punches",
+        &pread(&memfd, 0, size)?,
+        &pattern(45, size),
+    )?;
     drop(map);
     expect_refcnt("after the punches and the munmap", base)?;
     Ok(Outcome::Pass)
@@ -221,10 +257,16 @@ fn close_while_stale(close_importer_fd: bool) -> Result<()> {
         punch(&memfd, 0, HUGE_PAGE)?;
         map.write(0, &pattern(51, size));
         let r = sync_raw(&dev, fdnum(&buf), 0);
-        ensure!(r == Err(nix::errno::Errno::ETIMEDOUT), "SYNC while statically imported: {r:?}, expected ETIMEDOUT");
+        ensure!(
+            r == Err(nix::errno::Errno::ETIMEDOUT),
+            "SYNC while statically imported: {r:?}, expected ETIMEDOUT"
+        );
         expect_state("punched while imported", &info(&dev, &buf)?, STALE, 0)?;
     }
-    ensure!(module_refcnt()? > base, "the import holds the only reference, yet the refcount is back at {base}");
+    ensure!(
+        module_refcnt()? > base,
+        "the import holds the only reference, yet the refcount is back at {base}"
+    );
     if close_importer_fd {
         drop(imp);
     } else {
@@ -273,7 +315,8 @@ fn release_lag_after_munmap_hugetlb() -> CaseResult {
             let memfd = memfd(Backing::Hugetlb, size)?;
             let map = Mapping::shared(&memfd, size)?;
             map.write(0, &pattern(52, size));
-            let buf = create(dev.as_fd(), &memfd, 0, size, 0).with_context(|| format!("round {r}: UDMABUF_CREATE"))?;
+            let buf = create(dev.as_fd(), &memfd, 0, size, 0)
+                .with_context(|| format!("round {r}: UDMABUF_CREATE"))?;
             drop(map);
             drop(buf);
             drop(memfd);
@@ -301,7 +344,11 @@ fn child_creates_punches_exits() -> CaseResult {
     let base = base_refcnt()?;
     let free = hugepages_free()?;
     for round in 0..6u64 {
-        let kind = if round == 5 { Backing::Hugetlb } else { Backing::Shmem };
+        let kind = if round == 5 {
+            Backing::Hugetlb
+        } else {
+            Backing::Shmem
+        };
         in_child(&format!("round {round}"), || {
             let size = 4 * kind.granule();
             let dev = open_device(&test_device())?;
@@ -309,7 +356,11 @@ fn child_creates_punches_exits() -> CaseResult {
             let map = Mapping::shared(&memfd, size)?;
             map.write(0, &pattern(46, size));
             let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
-            let bmap = if round % 2 == 1 { Some(Mapping::shared(&buf, size)?) } else { None };
+            let bmap = if round % 2 == 1 {
+                Some(Mapping::shared(&buf, size)?)
+            } else {
+                None
+            };
             punch(&memfd, kind.granule(), kind.granule())?;
             if round % 3 == 2 {
                 map.write(0, &pattern(47, size));
@@ -397,19 +448,41 @@ fn buffer_outlives_creator_process() -> CaseResult {
             drop(to_child_w);
             let status = waitpid(child, None).context("waitpid")?;
             let (memfd, buf) = taken?;
-            ensure!(status == WaitStatus::Exited(child, 0), "child ended with {status:?}");
+            ensure!(
+                status == WaitStatus::Exited(child, 0),
+                "child ended with {status:?}"
+            );
 
             let dev = open_device(&test_device())?;
             let before = info(&dev, &buf)?;
-            expect_state("after the creating process exited", &before, 0, WATCHED | STALE)?;
+            expect_state(
+                "after the creating process exited",
+                &before,
+                0,
+                WATCHED | STALE,
+            )?;
             let bmap = Mapping::shared(&buf, size)?;
-            expect_bytes("dma-buf after the creator exited", &bmap.read(0, size), &pattern(48, size))?;
+            expect_bytes(
+                "dma-buf after the creator exited",
+                &bmap.read(0, size),
+                &pattern(48, size),
+            )?;
             punch(&memfd, 5 * ps(), 3 * ps())?;
             pwrite(&memfd, 0, &pattern(49, size))?;
             sync(&dev, &buf, 1000)?;
-            expect_bytes("dma-buf mmap after punch + SYNC", &bmap.read(0, size), &pattern(49, size))?;
+            expect_bytes(
+                "dma-buf mmap after punch + SYNC",
+                &bmap.read(0, size),
+                &pattern(49, size),
+            )?;
             expect_all_matching("after SYNC", &dev, &buf, size / ps())?;
-            expect_progress("punch + SYNC after the creator exited", &before, &info(&dev, &buf)?, 1..=1, 3)?;
+            expect_progress(
+                "punch + SYNC after the creator exited",
+                &before,
+                &info(&dev, &buf)?,
+                1..=1,
+                3,
+            )?;
             drop((bmap, buf, memfd, dev));
             expect_refcnt("after closing the buffer taken from the exited child", base)?;
             Ok(Outcome::Pass)

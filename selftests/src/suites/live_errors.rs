@@ -39,10 +39,21 @@ fn expect_all_refuse(what: &str, dev: &OwnedFd, fd: u32, want: Errno) -> Result<
         ("SYNC", sync_raw(dev, fd, 0).err()),
         ("VERIFY", verify_raw(dev, fd).map(drop).err()),
         // SAFETY: `out` has room for the one PFN asked for.
-        ("PFNS", unsafe { pfns_raw(dev, fd, 0, 1, out.as_mut_ptr() as u64) }.err()),
+        (
+            "PFNS",
+            unsafe { pfns_raw(dev, fd, 0, 1, out.as_mut_ptr() as u64) }.err(),
+        ),
     ];
-    let bad: Vec<String> = got.iter().filter(|(_, e)| *e != Some(want)).map(|(n, e)| format!("{n} gave {e:?}")).collect();
-    ensure!(bad.is_empty(), "{what}: expected {want} from every live ioctl; {}", bad.join(", "));
+    let bad: Vec<String> = got
+        .iter()
+        .filter(|(_, e)| *e != Some(want))
+        .map(|(n, e)| format!("{n} gave {e:?}"))
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "{what}: expected {want} from every live ioctl; {}",
+        bad.join(", ")
+    );
     Ok(())
 }
 
@@ -62,8 +73,14 @@ fn builtin_udmabuf_dmabuf_einval() -> CaseResult {
     let dev = open_device(&test_device())?;
     let reference = open_device(REFERENCE_DEVICE)?;
     let memfd = memfd(Backing::Shmem, 4 * ps())?;
-    let other = create(reference.as_fd(), &memfd, 0, 4 * ps(), 0).context("UDMABUF_CREATE on the built-in udmabuf")?;
-    expect_all_refuse("a dma-buf of the built-in /dev/udmabuf", &dev, fdnum(&other), Errno::EINVAL)?;
+    let other = create(reference.as_fd(), &memfd, 0, 4 * ps(), 0)
+        .context("UDMABUF_CREATE on the built-in udmabuf")?;
+    expect_all_refuse(
+        "a dma-buf of the built-in /dev/udmabuf",
+        &dev,
+        fdnum(&other),
+        Errno::EINVAL,
+    )?;
     // Ours, from the same memfd, is accepted (the refusal is about the exporter).
     let ours = create(dev.as_fd(), &memfd, 0, 4 * ps(), 0).context("UDMABUF_CREATE")?;
     info(&dev, &ours)?;
@@ -85,14 +102,25 @@ fn dma_heap_dmabuf_einval() -> CaseResult {
         return Ok(o);
     }
     let heap_path = "/dev/dma_heap/system";
-    let Ok(heap) = open_device(heap_path) else { return Ok(Outcome::Skip(format!("no {heap_path}"))) };
-    let mut a = DmaHeapAllocationData { len: 4 * ps(), fd_flags: (libc::O_RDWR | libc::O_CLOEXEC) as u32, ..Default::default() };
+    let Ok(heap) = open_device(heap_path) else {
+        return Ok(Outcome::Skip(format!("no {heap_path}")));
+    };
+    let mut a = DmaHeapAllocationData {
+        len: 4 * ps(),
+        fd_flags: (libc::O_RDWR | libc::O_CLOEXEC) as u32,
+        ..Default::default()
+    };
     // SAFETY: `a` is a valid dma_heap_allocation_data.
     unsafe { dma_heap_ioctl_alloc(heap.as_raw_fd(), &mut a) }.context("DMA_HEAP_IOCTL_ALLOC")?;
     // SAFETY: the ioctl returned a new dma-buf fd that nothing else owns.
     let other = unsafe { OwnedFd::from_raw_fd(a.fd as i32) };
     let dev = open_device(&test_device())?;
-    expect_all_refuse("a dma-buf of the system dma heap", &dev, fdnum(&other), Errno::EINVAL)?;
+    expect_all_refuse(
+        "a dma-buf of the system dma heap",
+        &dev,
+        fdnum(&other),
+        Errno::EINVAL,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -102,8 +130,18 @@ fn memfd_and_device_fd_einval() -> CaseResult {
     }
     let dev = open_device(&test_device())?;
     let (memfd, _buf) = our_buffer(&dev, 2)?;
-    expect_all_refuse("the memfd behind a buffer", &dev, fdnum(&memfd), Errno::EINVAL)?;
-    expect_all_refuse("the /dev/udmabuf-live fd itself", &dev, fdnum(&dev), Errno::EINVAL)?;
+    expect_all_refuse(
+        "the memfd behind a buffer",
+        &dev,
+        fdnum(&memfd),
+        Errno::EINVAL,
+    )?;
+    expect_all_refuse(
+        "the /dev/udmabuf-live fd itself",
+        &dev,
+        fdnum(&dev),
+        Errno::EINVAL,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -136,12 +174,18 @@ fn bad_argument_pointer_efault() -> CaseResult {
         ("PFNS", UDMABUF_LIVE_PFNS),
     ] {
         // SAFETY: a null argument: the kernel must refuse it without touching our memory.
-        let r = Errno::result(unsafe { libc::ioctl(dev.as_raw_fd(), cmd as _, std::ptr::null_mut::<u8>()) });
+        let r = Errno::result(unsafe {
+            libc::ioctl(dev.as_raw_fd(), cmd as _, std::ptr::null_mut::<u8>())
+        });
         if r.err() != Some(Errno::EFAULT) {
             bad.push(format!("{name} gave {r:?}"));
         }
     }
-    ensure!(bad.is_empty(), "null argument pointer: expected EFAULT; {}", bad.join(", "));
+    ensure!(
+        bad.is_empty(),
+        "null argument pointer: expected EFAULT; {}",
+        bad.join(", ")
+    );
     Ok(Outcome::Pass)
 }
 
@@ -160,17 +204,30 @@ fn pfns_out_of_range_einval() -> CaseResult {
     // (first page, count, output): counts past the buffer get room for what they ask, so
     // a kernel that wrongly accepts them writes only into `room`; the overflowing ones get
     // a null output and must be refused before anything is written.
-    for (first, count, with_room) in
-        [(n, 1, true), (0, n + 1, true), (n - 1, 2, true), (u64::MAX, 2, false), (1, u64::MAX, false), (u64::MAX, 0, false)]
-    {
-        let outp = if with_room { room.as_mut_ptr() as u64 } else { 0 };
+    for (first, count, with_room) in [
+        (n, 1, true),
+        (0, n + 1, true),
+        (n - 1, 2, true),
+        (u64::MAX, 2, false),
+        (1, u64::MAX, false),
+        (u64::MAX, 0, false),
+    ] {
+        let outp = if with_room {
+            room.as_mut_ptr() as u64
+        } else {
+            0
+        };
         // SAFETY: `room` holds n + 1 u64s, the most any of these asks for, or null.
         let r = unsafe { pfns_raw(&dev, fdnum(&buf), first, count, outp) };
         if r != Err(Errno::EINVAL) {
             bad.push(format!("pages {first} + {count}: {r:?}"));
         }
     }
-    ensure!(bad.is_empty(), "PFNS outside an {n}-page buffer: expected EINVAL; {}", bad.join(", "));
+    ensure!(
+        bad.is_empty(),
+        "PFNS outside an {n}-page buffer: expected EINVAL; {}",
+        bad.join(", ")
+    );
     Ok(Outcome::Pass)
 }
 
@@ -183,7 +240,10 @@ fn pfns_bad_output_pointer_efault() -> CaseResult {
     for outp in [0u64, 1 << 63] {
         // SAFETY: null or a non-canonical address: no memory of ours is written.
         let r = unsafe { pfns_raw(&dev, fdnum(&buf), 0, 4, outp) };
-        ensure!(r == Err(Errno::EFAULT), "PFNS into {outp:#x}: {r:?}, expected EFAULT");
+        ensure!(
+            r == Err(Errno::EFAULT),
+            "PFNS into {outp:#x}: {r:?}, expected EFAULT"
+        );
     }
     Ok(Outcome::Pass)
 }
@@ -207,18 +267,31 @@ const CAP_SYS_ADMIN: u32 = 21;
 
 /// Remove CAP_SYS_ADMIN from this process's effective and permitted sets.
 fn drop_cap_sys_admin() -> Result<()> {
-    let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
     let mut data = [CapData::default(); 2];
     // SAFETY: a v3 header and two data structs, as capget(2) wants.
-    Errno::result(unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) }).context("capget")?;
+    Errno::result(unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) })
+        .context("capget")?;
     data[0].effective &= !(1 << CAP_SYS_ADMIN);
     data[0].permitted &= !(1 << CAP_SYS_ADMIN);
     // SAFETY: as above, for capset(2).
-    Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) }).context("capset")?;
+    Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) })
+        .context("capset")?;
     let status = std::fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
-    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim).unwrap_or("?").to_owned();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim)
+        .unwrap_or("?")
+        .to_owned();
     let bits = u64::from_str_radix(&eff, 16).with_context(|| format!("CapEff {eff:?}"))?;
-    ensure!(bits & (1 << CAP_SYS_ADMIN) == 0, "CAP_SYS_ADMIN still effective after capset (CapEff {eff})");
+    ensure!(
+        bits & (1 << CAP_SYS_ADMIN) == 0,
+        "CAP_SYS_ADMIN still effective after capset (CapEff {eff})"
+    );
     Ok(())
 }
 

@@ -17,10 +17,10 @@ use super::{cases, vgem, Suite};
 use crate::ktap::{CaseResult, Outcome};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
+use std::ops::RangeInclusive;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 use udmabuf_live_uapi::*;
-use std::ops::RangeInclusive;
 
 pub fn suite() -> Suite {
     Suite {
@@ -52,7 +52,10 @@ fn in_hole(page: u64) -> bool {
 /// (the pages outside it are still the memfd's own pages).
 fn stale_view() -> Vec<u8> {
     let (old, mut v) = (pattern(1, size()), pattern(2, size()));
-    let (a, b) = ((HOLE.0 * ps()) as usize, ((HOLE.0 + HOLE.1) * ps()) as usize);
+    let (a, b) = (
+        (HOLE.0 * ps()) as usize,
+        ((HOLE.0 + HOLE.1) * ps()) as usize,
+    );
     v[a..b].copy_from_slice(&old[a..b]);
     v
 }
@@ -80,12 +83,19 @@ struct Held {
 
 impl Held {
     fn new(holder: Holder) -> Result<Self> {
-        let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size(), 1)?;
+        let Watched {
+            dev,
+            memfd,
+            map,
+            buf,
+        } = watched(Backing::Shmem, size(), 1)?;
         let bmap = Mapping::shared(&buf, size())?;
         let imp = Importer::open()?;
         match holder {
             Holder::StaticImport => imp.import(&buf, Attach::Static).context("static import")?,
-            Holder::DynamicImport => imp.import(&buf, Attach::Dynamic).context("dynamic import")?,
+            Holder::DynamicImport => imp
+                .import(&buf, Attach::Dynamic)
+                .context("dynamic import")?,
             Holder::Vmap => imp.import_vmap(&buf).context("vmap")?,
         }
         let before = info(&dev, &buf)?;
@@ -94,10 +104,35 @@ impl Held {
             Holder::DynamicImport => (0, 0),
             Holder::Vmap => (0, VMAPPED),
         };
-        ensure!(before.pins == pins, "INFO while held: pins {}, expected {pins}", before.pins);
-        expect_state("held", &before, WATCHED | vmapped, STALE | PENDING | (VMAPPED & !vmapped))?;
-        let old_pfns = expect_pfns("before the punch", &dev, &buf, 0, &mapped_pfns(&map, 0, PAGES)?)?;
-        let held = Self { dev, _memfd: memfd, map, buf, bmap, imp, holder, before, old_pfns };
+        ensure!(
+            before.pins == pins,
+            "INFO while held: pins {}, expected {pins}",
+            before.pins
+        );
+        expect_state(
+            "held",
+            &before,
+            WATCHED | vmapped,
+            STALE | PENDING | (VMAPPED & !vmapped),
+        )?;
+        let old_pfns = expect_pfns(
+            "before the punch",
+            &dev,
+            &buf,
+            0,
+            &mapped_pfns(&map, 0, PAGES)?,
+        )?;
+        let held = Self {
+            dev,
+            _memfd: memfd,
+            map,
+            buf,
+            bmap,
+            imp,
+            holder,
+            before,
+            old_pfns,
+        };
         held.expect_importer_sees("before the punch", &held.old_pfns, &pattern(1, size()))?;
         punch(&held._memfd, HOLE.0 * ps(), HOLE.1 * ps())?;
         held.map.write(0, &pattern(2, size()));
@@ -107,12 +142,19 @@ impl Held {
     /// The importer's own view: its DMA mapping's PFNs, or the bytes of its vmap.
     fn expect_importer_sees(&self, what: &str, pfns: &[u64], bytes: &[u8]) -> Result<()> {
         if self.holder == Holder::Vmap {
-            let got = self.imp.vread_all(0, size()).context("read through the vmap")?;
+            let got = self
+                .imp
+                .vread_all(0, size())
+                .context("read through the vmap")?;
             return expect_bytes(&format!("{what}: through the importer's vmap"), &got, bytes);
         }
         let v = self.imp.view(PAGES).context("the importer's PFNs")?;
         if let Some(i) = (0..pfns.len()).find(|&i| v.pfns[i] != pfns[i]) {
-            bail!("{what}: the importer's mapping has PFN {:#x} at page {i}, the buffer {:#x}", v.pfns[i], pfns[i]);
+            bail!(
+                "{what}: the importer's mapping has PFN {:#x} at page {i}, the buffer {:#x}",
+                v.pfns[i],
+                pfns[i]
+            );
         }
         Ok(())
     }
@@ -122,7 +164,9 @@ impl Held {
         for timeout in [0, 50] {
             match sync_raw(&self.dev, fdnum(&self.buf), timeout) {
                 Err(Errno::ETIMEDOUT) => {}
-                other => bail!("SYNC (timeout {timeout} ms) while held: {other:?}, expected ETIMEDOUT"),
+                other => {
+                    bail!("SYNC (timeout {timeout} ms) while held: {other:?}, expected ETIMEDOUT")
+                }
             }
         }
         let i = info(&self.dev, &self.buf)?;
@@ -130,14 +174,23 @@ impl Held {
         expect_progress("while stale (nothing applied)", &self.before, &i, 0..=0, 0)?;
         let v = verify(&self.dev, &self.buf)?;
         ensure!(
-            v.stale + v.holes == HOLE.1 && v.matching == PAGES - HOLE.1 && v.first_mismatch == HOLE.0 * ps(),
+            v.stale + v.holes == HOLE.1
+                && v.matching == PAGES - HOLE.1
+                && v.first_mismatch == HOLE.0 * ps(),
             "VERIFY while stale: {v:?}; expected the {} punched pages from {:#x} not matching",
             HOLE.1,
             HOLE.0 * ps()
         );
-        expect_bytes("dma-buf mmap while stale (old bytes in the hole)", &self.bmap.read(0, size()), &stale_view())?;
+        expect_bytes(
+            "dma-buf mmap while stale (old bytes in the hole)",
+            &self.bmap.read(0, size()),
+            &stale_view(),
+        )?;
         let now = pfns(&self.dev, &self.buf, 0, PAGES)?;
-        ensure!(now == self.old_pfns, "PFNS changed while the buffer was held");
+        ensure!(
+            now == self.old_pfns,
+            "PFNS changed while the buffer was held"
+        );
         self.expect_importer_sees("while stale", &self.old_pfns, &stale_view())?;
         Ok(())
     }
@@ -149,8 +202,18 @@ impl Held {
         ensure!(i.pins == 0, "INFO {what}: pins {}, expected 0", i.pins);
         expect_progress(what, &self.before, &i, 1..=1, HOLE.1)?;
         expect_all_matching(what, &self.dev, &self.buf, PAGES)?;
-        expect_bytes(&format!("dma-buf mmap {what}"), &self.bmap.read(0, size()), &pattern(2, size()))?;
-        let new = expect_pfns(what, &self.dev, &self.buf, 0, &mapped_pfns(&self.map, 0, PAGES)?)?;
+        expect_bytes(
+            &format!("dma-buf mmap {what}"),
+            &self.bmap.read(0, size()),
+            &pattern(2, size()),
+        )?;
+        let new = expect_pfns(
+            what,
+            &self.dev,
+            &self.buf,
+            0,
+            &mapped_pfns(&self.map, 0, PAGES)?,
+        )?;
         expect_moved(what, &self.old_pfns, &new, |p| in_hole(p as u64))?;
         Ok(new)
     }
@@ -202,7 +265,9 @@ fn sync_waits_for_unpin() -> CaseResult {
         let r = sync(&h.dev, &h.buf, 10_000);
         (r.map(|()| t0.elapsed()), t.join())
     });
-    released.map_err(|_| anyhow::anyhow!("release thread panicked"))?.context("release in the other thread")?;
+    released
+        .map_err(|_| anyhow::anyhow!("release thread panicked"))?
+        .context("release in the other thread")?;
     let waited = waited.context("SYNC waiting for the unpin")?;
     ensure!(
         waited >= delay / 2 && waited < Duration::from_secs(9),
@@ -222,8 +287,15 @@ fn dynamic_importer_remaps_new_pages() -> CaseResult {
     sync(&h.dev, &h.buf, 0).context("SYNC with a dynamic importer")?;
     let new = h.expect_applied("after SYNC")?;
     let v = h.imp.view(PAGES).context("the importer's PFNs")?;
-    ensure!(v.invalidations >= 1, "the dynamic importer was never told to drop its mapping: {v:?}");
-    ensure!(v.remaps == 1, "the dynamic importer mapped again {} times, expected 1", v.remaps);
+    ensure!(
+        v.invalidations >= 1,
+        "the dynamic importer was never told to drop its mapping: {v:?}"
+    );
+    ensure!(
+        v.remaps == 1,
+        "the dynamic importer mapped again {} times, expected 1",
+        v.remaps
+    );
     h.expect_importer_sees("after the update", &new, &pattern(2, size()))?;
     h.imp.release().context("release")?;
     Ok(Outcome::Pass)
@@ -235,21 +307,40 @@ fn vgem_attach_does_not_defer() -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
-    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size(), 1)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size(), 1)?;
     let drm = vgem::open_vgem()?;
     let handle = vgem::fd_to_handle(&drm, &buf).context("PRIME_FD_TO_HANDLE")?;
     let before = info(&dev, &buf)?;
-    ensure!(before.pins == 0, "INFO with a vgem import: pins {} (vgem 7.2 does not map imports)", before.pins);
+    ensure!(
+        before.pins == 0,
+        "INFO with a vgem import: pins {} (vgem 7.2 does not map imports)",
+        before.pins
+    );
     punch(&memfd, HOLE.0 * ps(), HOLE.1 * ps())?;
     map.write(0, &pattern(2, size()));
     sync(&dev, &buf, 0).context("SYNC while vgem holds the import")?;
     let after = info(&dev, &buf)?;
     expect_state("after SYNC", &after, WATCHED, STALE | PENDING)?;
-    expect_progress("punch + SYNC with vgem attached", &before, &after, 1..=1, HOLE.1)?;
+    expect_progress(
+        "punch + SYNC with vgem attached",
+        &before,
+        &after,
+        1..=1,
+        HOLE.1,
+    )?;
     expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
     let back = vgem::handle_to_fd(&drm, handle).context("PRIME_HANDLE_TO_FD")?;
     let view = Mapping::shared(&back, size())?;
-    expect_bytes("the dma-buf vgem gives back", &view.read(0, size()), &pattern(2, size()))?;
+    expect_bytes(
+        "the dma-buf vgem gives back",
+        &view.read(0, size()),
+        &pattern(2, size()),
+    )?;
     drop(view);
     drop(back);
     vgem::gem_close(&drm, handle).context("GEM_CLOSE")?;
@@ -264,7 +355,14 @@ fn expect_sync_timeout(what: &str, dev: &OwnedFd, buf: &OwnedFd) -> Result<()> {
     expect_state(what, &info(dev, buf)?, STALE, 0)
 }
 
-fn expect_progress_since(what: &str, dev: &OwnedFd, buf: &OwnedFd, before: &UdmabufLiveInfo, updates: RangeInclusive<u64>, pages: u64) -> Result<()> {
+fn expect_progress_since(
+    what: &str,
+    dev: &OwnedFd,
+    buf: &OwnedFd,
+    before: &UdmabufLiveInfo,
+    updates: RangeInclusive<u64>,
+    pages: u64,
+) -> Result<()> {
     expect_progress(what, before, &info(dev, buf)?, updates, pages)
 }
 
@@ -275,33 +373,68 @@ fn stale_until_last_holder_goes() -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
-    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size(), 1)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size(), 1)?;
     let bmap = Mapping::shared(&buf, size())?;
     let (a, v, b) = (Importer::open()?, Importer::open()?, Importer::open()?);
-    a.import(&buf, Attach::Static).context("first static import")?;
+    a.import(&buf, Attach::Static)
+        .context("first static import")?;
     v.import_vmap(&buf).context("vmap")?;
     let before = info(&dev, &buf)?;
     let old = pfns(&dev, &buf, 0, PAGES)?;
     punch(&memfd, HOLE.0 * ps(), HOLE.1 * ps())?;
     map.write(0, &pattern(2, size()));
     expect_sync_timeout("held by a static import and a vmap", &dev, &buf)?;
-    b.import(&buf, Attach::Static).context("second static import, while stale")?;
+    b.import(&buf, Attach::Static)
+        .context("second static import, while stale")?;
     let i = info(&dev, &buf)?;
-    ensure!(i.pins == 2, "INFO with two static imports: pins {}, expected 2", i.pins);
+    ensure!(
+        i.pins == 2,
+        "INFO with two static imports: pins {}, expected 2",
+        i.pins
+    );
     let seen = b.view(PAGES).context("PFNs of the second import")?;
-    ensure!(seen.pfns == old, "an import made while stale maps other pages than the first import");
+    ensure!(
+        seen.pfns == old,
+        "an import made while stale maps other pages than the first import"
+    );
     a.release().context("release the first import")?;
     expect_sync_timeout("still held by an import and a vmap", &dev, &buf)?;
     v.release().context("vunmap")?;
     expect_sync_timeout("still held by the second import", &dev, &buf)?;
-    expect_bytes("dma-buf mmap while stale", &bmap.read(0, size()), &stale_view())?;
+    expect_bytes(
+        "dma-buf mmap while stale",
+        &bmap.read(0, size()),
+        &stale_view(),
+    )?;
     expect_progress_since("while held", &dev, &buf, &before, 0..=0, 0)?;
     b.release().context("release the second import")?;
     sync(&dev, &buf, 1000).context("SYNC after the last holder went")?;
-    expect_progress_since("after the last holder went", &dev, &buf, &before, 1..=1, HOLE.1)?;
+    expect_progress_since(
+        "after the last holder went",
+        &dev,
+        &buf,
+        &before,
+        1..=1,
+        HOLE.1,
+    )?;
     expect_all_matching("after the last holder went", &dev, &buf, PAGES)?;
-    expect_bytes("dma-buf mmap after the last holder went", &bmap.read(0, size()), &pattern(2, size()))?;
-    expect_pfns("after the last holder went", &dev, &buf, 0, &mapped_pfns(&map, 0, PAGES)?)?;
+    expect_bytes(
+        "dma-buf mmap after the last holder went",
+        &bmap.read(0, size()),
+        &pattern(2, size()),
+    )?;
+    expect_pfns(
+        "after the last holder went",
+        &dev,
+        &buf,
+        0,
+        &mapped_pfns(&map, 0, PAGES)?,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -316,7 +449,12 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
     {
         let size = 2 * HUGE_PAGE;
         let pages = size / ps();
-        let Watched { dev, memfd, map, buf } = watched(Backing::Hugetlb, size, 1)?;
+        let Watched {
+            dev,
+            memfd,
+            map,
+            buf,
+        } = watched(Backing::Hugetlb, size, 1)?;
         let bmap = Mapping::shared(&buf, size)?;
         let imp = Importer::open()?;
         imp.import(&buf, Attach::Static).context("static import")?;
@@ -326,7 +464,10 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
             map.write(0, &pattern(2 + round, size));
             expect_sync_timeout(&format!("punch {round} while imported"), &dev, &buf)?;
             let v = verify(&dev, &buf)?;
-            ensure!(v.stale + v.holes == pages / 2, "VERIFY after punch {round} while imported: {v:?}");
+            ensure!(
+                v.stale + v.holes == pages / 2,
+                "VERIFY after punch {round} while imported: {v:?}"
+            );
         }
         let mut stale = pattern(4, size);
         stale[HUGE_PAGE as usize..].copy_from_slice(&pattern(1, size)[HUGE_PAGE as usize..]);
@@ -335,8 +476,18 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
         sync(&dev, &buf, 1000).context("SYNC after the release")?;
         expect_progress_since("after the release", &dev, &buf, &before, 1..=1, pages / 2)?;
         expect_all_matching("after the release", &dev, &buf, pages)?;
-        expect_bytes("dma-buf mmap after the release", &bmap.read(0, size), &pattern(4, size))?;
-        expect_pfns("after the release", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+        expect_bytes(
+            "dma-buf mmap after the release",
+            &bmap.read(0, size),
+            &pattern(4, size),
+        )?;
+        expect_pfns(
+            "after the release",
+            &dev,
+            &buf,
+            0,
+            &mapped_pfns(&map, 0, pages)?,
+        )?;
     }
     expect_hugepage_pool("after closing everything", pool)?;
     Ok(Outcome::Pass)

@@ -6,8 +6,8 @@
 //! replaced pages as stale.
 
 use super::common::*;
-use super::live_util::*;
 use super::importer_client::{Attach, Importer};
+use super::live_util::*;
 use super::{cases, Suite};
 use crate::ktap::{CaseResult, Outcome};
 use anyhow::{ensure, Context, Result};
@@ -61,12 +61,31 @@ impl Lazy {
         pwrite(&memfd, 0, &pattern(seed, size))?;
         let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
         let before = info(&dev, &buf)?;
-        expect_state("created from an unmapped memfd", &before, 0, WATCHED | PENDING | STALE)?;
-        ensure!(before.notifiers == 0, "created from an unmapped memfd: {} notifiers, expected 0", before.notifiers);
+        expect_state(
+            "created from an unmapped memfd",
+            &before,
+            0,
+            WATCHED | PENDING | STALE,
+        )?;
+        ensure!(
+            before.notifiers == 0,
+            "created from an unmapped memfd: {} notifiers, expected 0",
+            before.notifiers
+        );
         let bmap = Mapping::shared(&buf, size)?;
-        expect_bytes("dma-buf after create", &bmap.read(0, size), &pattern(seed, size))?;
+        expect_bytes(
+            "dma-buf after create",
+            &bmap.read(0, size),
+            &pattern(seed, size),
+        )?;
         expect_all_matching("after create", &dev, &buf, PAGES)?;
-        Ok(Self { dev, memfd, buf, bmap, before })
+        Ok(Self {
+            dev,
+            memfd,
+            buf,
+            bmap,
+            before,
+        })
     }
 
     /// Punch `holes` (page index, count) and pwrite pattern(seed) over the whole memfd.
@@ -85,7 +104,13 @@ impl Lazy {
             "VERIFY after an unwatched punch + pwrite: {v:?}; expected {punched} stale pages, the first at {first:#x}"
         );
         let i = info(&self.dev, &self.buf)?;
-        expect_progress("unwatched punch, before any resync", &self.before, &i, 0..=0, 0)?;
+        expect_progress(
+            "unwatched punch, before any resync",
+            &self.before,
+            &i,
+            0..=0,
+            0,
+        )?;
         Ok(punched)
     }
 
@@ -94,17 +119,36 @@ impl Lazy {
     /// made now, which the next INFO watches).
     fn expect_resynced(&self, what: &str, seed: u8, punched: u64) -> Result<()> {
         let size = Self::size();
-        expect_bytes(&format!("dma-buf mmap after {what}"), &self.bmap.read(0, size), &pattern(seed, size))?;
+        expect_bytes(
+            &format!("dma-buf mmap after {what}"),
+            &self.bmap.read(0, size),
+            &pattern(seed, size),
+        )?;
         expect_all_matching(&format!("after {what}"), &self.dev, &self.buf, PAGES)?;
         let i = info(&self.dev, &self.buf)?;
         expect_progress(what, &self.before, &i, 1..=1, punched)?;
         let map = Mapping::shared(&self.memfd, size)?;
         expect_bytes("memfd mapping", &map.read(0, size), &pattern(seed, size))?;
-        expect_pfns(&format!("after {what}"), &self.dev, &self.buf, 0, &mapped_pfns(&map, 0, PAGES)?)?;
+        expect_pfns(
+            &format!("after {what}"),
+            &self.dev,
+            &self.buf,
+            0,
+            &mapped_pfns(&map, 0, PAGES)?,
+        )?;
         // INFO is a sync point: it puts a notifier on the mapping made since.
         let i = info(&self.dev, &self.buf)?;
-        expect_state(&format!("after {what} and a late mapping (INFO re-arms)"), &i, WATCHED, STALE)?;
-        ensure!(i.notifiers == 1, "after a late mapping: INFO notifiers {}, expected 1", i.notifiers);
+        expect_state(
+            &format!("after {what} and a late mapping (INFO re-arms)"),
+            &i,
+            WATCHED,
+            STALE,
+        )?;
+        ensure!(
+            i.notifiers == 1,
+            "after a late mapping: INFO notifiers {}, expected 1",
+            i.notifiers
+        );
         Ok(())
     }
 }
@@ -145,17 +189,29 @@ fn import_resyncs(how: Attach) -> CaseResult {
     let l = Lazy::new(5)?;
     let punched = l.punch_and_write(&[(7, 2)], 6)?;
     let imp = Importer::open()?;
-    imp.import(&l.buf, how).with_context(|| format!("{how:?} import"))?;
+    imp.import(&l.buf, how)
+        .with_context(|| format!("{how:?} import"))?;
     let pins = u32::from(how == Attach::Static);
     let i = info(&l.dev, &l.buf)?;
-    ensure!(i.pins == pins, "INFO after a {how:?} import: pins {}, expected {pins}", i.pins);
+    ensure!(
+        i.pins == pins,
+        "INFO after a {how:?} import: pins {}, expected {pins}",
+        i.pins
+    );
     l.expect_resynced(&format!("a {how:?} import"), 6, punched)?;
     let view = imp.view(PAGES).context("the importer's PFNs")?;
     let want = pfns(&l.dev, &l.buf, 0, PAGES)?;
-    ensure!(view.pfns == want, "the importer maps other pages than the buffer holds");
+    ensure!(
+        view.pfns == want,
+        "the importer maps other pages than the buffer holds"
+    );
     imp.release().context("release the import")?;
     let i = info(&l.dev, &l.buf)?;
-    ensure!(i.pins == 0, "INFO after the release: pins {}, expected 0", i.pins);
+    ensure!(
+        i.pins == 0,
+        "INFO after the release: pins {}, expected 0",
+        i.pins
+    );
     expect_all_matching("after the release", &l.dev, &l.buf, PAGES)?;
     Ok(Outcome::Pass)
 }
@@ -181,15 +237,27 @@ fn sync_ioctl_resyncs_hugetlb() -> CaseResult {
     fill_memfd(&memfd, size, 0, &pattern(7, size))?;
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     let before = info(&dev, &buf)?;
-    expect_state("created from an unmapped hugetlb memfd", &before, 0, WATCHED)?;
+    expect_state(
+        "created from an unmapped hugetlb memfd",
+        &before,
+        0,
+        WATCHED,
+    )?;
     let bmap = Mapping::shared(&buf, size)?;
     punch(&memfd, 0, HUGE_PAGE)?;
     let map = Mapping::shared(&memfd, size)?;
     map.write(0, &pattern(8, size));
     let v = verify(&dev, &buf)?;
-    ensure!(v.stale == pages / 2 && v.matching == pages / 2 && v.first_mismatch == 0, "VERIFY before SYNC: {v:?}");
+    ensure!(
+        v.stale == pages / 2 && v.matching == pages / 2 && v.first_mismatch == 0,
+        "VERIFY before SYNC: {v:?}"
+    );
     sync(&dev, &buf, 0)?;
-    expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(8, size))?;
+    expect_bytes(
+        "dma-buf mmap after SYNC",
+        &bmap.read(0, size),
+        &pattern(8, size),
+    )?;
     expect_all_matching("after SYNC", &dev, &buf, pages)?;
     expect_progress("SYNC", &before, &info(&dev, &buf)?, 1..=1, pages / 2)?;
     expect_pfns("after SYNC", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
@@ -203,7 +271,12 @@ fn unmapped_since_create() -> CaseResult {
         return Ok(o);
     }
     let size = PAGES * ps();
-    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 9)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size, 9)?;
     let before = info(&dev, &buf)?;
     expect_state("created with the memfd mapped", &before, WATCHED, 0)?;
     drop(map);
@@ -212,9 +285,19 @@ fn unmapped_since_create() -> CaseResult {
     punch(&memfd, 12 * ps(), 2 * ps())?;
     pwrite(&memfd, 0, &pattern(10, size))?;
     sync(&dev, &buf, 0)?;
-    expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(10, size))?;
+    expect_bytes(
+        "dma-buf mmap after SYNC",
+        &bmap.read(0, size),
+        &pattern(10, size),
+    )?;
     expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
-    expect_progress("SYNC after munmap + punch", &before, &info(&dev, &buf)?, 1..=1, 2)?;
+    expect_progress(
+        "SYNC after munmap + punch",
+        &before,
+        &info(&dev, &buf)?,
+        1..=1,
+        2,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -226,7 +309,12 @@ fn mremap_rearms_watching() -> CaseResult {
         return Ok(o);
     }
     let size = PAGES * ps();
-    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 15)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size, 15)?;
     let before = info(&dev, &buf)?;
     expect_state("created with the memfd mapped", &before, WATCHED, 0)?;
     // Move the mapping onto a reserved address (same size: without MREMAP_FIXED the
@@ -234,30 +322,73 @@ fn mremap_rearms_watching() -> CaseResult {
     use nix::libc;
     // SAFETY: a fresh anonymous reservation, replaced by the move below.
     let target = unsafe {
-        libc::mmap(std::ptr::null_mut(), size as usize, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            size as usize,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
-    ensure!(target != libc::MAP_FAILED, "mmap of the target range: {}", nix::errno::Errno::last());
+    ensure!(
+        target != libc::MAP_FAILED,
+        "mmap of the target range: {}",
+        nix::errno::Errno::last()
+    );
     // SAFETY: moves a mapping we own onto our reservation; `map` is forgotten below and
     // the moved mapping unmapped at the end.
     let moved = unsafe {
-        libc::mremap(map.addr() as *mut libc::c_void, size as usize, size as usize, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, target)
+        libc::mremap(
+            map.addr() as *mut libc::c_void,
+            size as usize,
+            size as usize,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            target,
+        )
     };
-    ensure!(moved == target, "mremap(MREMAP_FIXED): {:?} ({})", moved, nix::errno::Errno::last());
+    ensure!(
+        moved == target,
+        "mremap(MREMAP_FIXED): {:?} ({})",
+        moved,
+        nix::errno::Errno::last()
+    );
     std::mem::forget(map);
     let result = (|| -> Result<()> {
         let i = info(&dev, &buf)?;
-        expect_state("after mremap of the memfd mapping (INFO re-arms)", &i, WATCHED, 0)?;
-        ensure!(i.notifiers == 1, "after mremap: INFO notifiers {}, expected the moved mapping", i.notifiers);
+        expect_state(
+            "after mremap of the memfd mapping (INFO re-arms)",
+            &i,
+            WATCHED,
+            0,
+        )?;
+        ensure!(
+            i.notifiers == 1,
+            "after mremap: INFO notifiers {}, expected the moved mapping",
+            i.notifiers
+        );
         let bmap = Mapping::shared(&buf, size)?;
         punch(&memfd, 3 * ps(), 2 * ps())?;
         pwrite(&memfd, 0, &pattern(16, size))?;
         let t0 = std::time::Instant::now();
-        while info(&dev, &buf)?.updates == before.updates && t0.elapsed() < std::time::Duration::from_secs(10) {
+        while info(&dev, &buf)?.updates == before.updates
+            && t0.elapsed() < std::time::Duration::from_secs(10)
+        {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        expect_progress("mremap + punch, no SYNC", &before, &info(&dev, &buf)?, 1..=1, 2)?;
+        expect_progress(
+            "mremap + punch, no SYNC",
+            &before,
+            &info(&dev, &buf)?,
+            1..=1,
+            2,
+        )?;
         sync(&dev, &buf, 0)?;
-        expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(16, size))?;
+        expect_bytes(
+            "dma-buf mmap after SYNC",
+            &bmap.read(0, size),
+            &pattern(16, size),
+        )?;
         expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
         Ok(())
     })();
@@ -274,20 +405,50 @@ fn mprotect_keeps_watching() -> CaseResult {
         return Ok(o);
     }
     let size = PAGES * ps();
-    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 17)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size, 17)?;
     let before = info(&dev, &buf)?;
     // SAFETY: changes the protection of a mapping we own; it is only read below.
-    let r = unsafe { nix::libc::mprotect(map.addr() as *mut nix::libc::c_void, size as usize, nix::libc::PROT_READ) };
+    let r = unsafe {
+        nix::libc::mprotect(
+            map.addr() as *mut nix::libc::c_void,
+            size as usize,
+            nix::libc::PROT_READ,
+        )
+    };
     nix::errno::Errno::result(r).context("mprotect(PROT_READ)")?;
-    expect_state("after mprotect of the memfd mapping", &info(&dev, &buf)?, WATCHED, 0)?;
+    expect_state(
+        "after mprotect of the memfd mapping",
+        &info(&dev, &buf)?,
+        WATCHED,
+        0,
+    )?;
     let bmap = Mapping::shared(&buf, size)?;
     punch(&memfd, 6 * ps(), ps())?;
     pwrite(&memfd, 0, &pattern(18, size))?;
     sync(&dev, &buf, 0)?;
-    expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(18, size))?;
-    expect_bytes("read-only memfd mapping", &map.read(0, size), &pattern(18, size))?;
+    expect_bytes(
+        "dma-buf mmap after SYNC",
+        &bmap.read(0, size),
+        &pattern(18, size),
+    )?;
+    expect_bytes(
+        "read-only memfd mapping",
+        &map.read(0, size),
+        &pattern(18, size),
+    )?;
     expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
-    expect_progress("punch + SYNC after mprotect", &before, &info(&dev, &buf)?, 1..=1, 1)?;
+    expect_progress(
+        "punch + SYNC after mprotect",
+        &before,
+        &info(&dev, &buf)?,
+        1..=1,
+        1,
+    )?;
     expect_state("after SYNC", &info(&dev, &buf)?, WATCHED, STALE | PENDING)?;
     Ok(Outcome::Pass)
 }
@@ -306,15 +467,29 @@ fn partially_mapped() -> CaseResult {
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     let before = info(&dev, &buf)?;
     expect_state("created with half of the memfd mapped", &before, 0, WATCHED)?;
-    ensure!(before.notifiers == 1, "half mapped: {} notifiers, expected 1", before.notifiers);
+    ensure!(
+        before.notifiers == 1,
+        "half mapped: {} notifiers, expected 1",
+        before.notifiers
+    );
     let bmap = Mapping::shared(&buf, size)?;
     punch(&memfd, 4 * ps(), ps())?;
     punch(&memfd, 24 * ps(), ps())?;
     pwrite(&memfd, 0, &pattern(12, size))?;
     sync(&dev, &buf, 0)?;
-    expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &pattern(12, size))?;
+    expect_bytes(
+        "dma-buf mmap after SYNC",
+        &bmap.read(0, size),
+        &pattern(12, size),
+    )?;
     expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
-    expect_progress("SYNC after punches in both halves", &before, &info(&dev, &buf)?, 1..=2, 2)?;
+    expect_progress(
+        "SYNC after punches in both halves",
+        &before,
+        &info(&dev, &buf)?,
+        1..=2,
+        2,
+    )?;
     drop(half);
     Ok(Outcome::Pass)
 }
@@ -352,26 +527,52 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
                 false
             }
             Some(how) => {
-                imp.import(&buf, how).with_context(|| format!("{how:?} import"))?;
+                imp.import(&buf, how)
+                    .with_context(|| format!("{how:?} import"))?;
                 true
             }
         };
         let after = info(&dev, &buf)?;
-        expect_progress("the resync of an unwritten hole", &before, &after, 1..=1, g / ps())?;
+        expect_progress(
+            "the resync of an unwritten hole",
+            &before,
+            &after,
+            1..=1,
+            g / ps(),
+        )?;
         expect_all_matching("after SYNC", &dev, &buf, pages)?;
         let mut want = pattern(13, size);
         want[(2 * g) as usize..(3 * g) as usize].fill(0);
         expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &want)?;
         let map = Mapping::shared(&memfd, size)?;
         expect_bytes("memfd after SYNC", &map.read(0, size), &want)?;
-        expect_pfns("the filled hole is the memfd's page", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
+        expect_pfns(
+            "the filled hole is the memfd's page",
+            &dev,
+            &buf,
+            0,
+            &mapped_pfns(&map, 0, pages)?,
+        )?;
         map.write(0, &pattern(14, size));
         sync(&dev, &buf, 0)?;
-        expect_progress("writing the filled hole", &after, &info(&dev, &buf)?, 0..=0, 0)?;
-        expect_bytes("dma-buf mmap after writing the filled hole", &bmap.read(0, size), &pattern(14, size))?;
+        expect_progress(
+            "writing the filled hole",
+            &after,
+            &info(&dev, &buf)?,
+            0..=0,
+            0,
+        )?;
+        expect_bytes(
+            "dma-buf mmap after writing the filled hole",
+            &bmap.read(0, size),
+            &pattern(14, size),
+        )?;
         if imported {
             let view = imp.view(pages).context("the importer's PFNs")?;
-            ensure!(view.pfns == pfns(&dev, &buf, 0, pages)?, "the importer maps other pages than the buffer holds");
+            ensure!(
+                view.pfns == pfns(&dev, &buf, 0, pages)?,
+                "the importer maps other pages than the buffer holds"
+            );
             imp.release().context("release the import")?;
         }
     }
@@ -431,21 +632,47 @@ fn punch_between_two_maps() -> CaseResult {
     }
     let l = Lazy::new(5)?;
     let imp = Importer::open()?;
-    imp.import(&l.buf, Attach::Dynamic).context("dynamic import")?;
+    imp.import(&l.buf, Attach::Dynamic)
+        .context("dynamic import")?;
     let first = imp.view(PAGES).context("first map")?;
-    ensure!(first.pfns == pfns(&l.dev, &l.buf, 0, PAGES)?, "the first map is not of the buffer's pages");
+    ensure!(
+        first.pfns == pfns(&l.dev, &l.buf, 0, PAGES)?,
+        "the first map is not of the buffer's pages"
+    );
     let punched = l.punch_and_write(&[(3, 1), (20, 4)], 6)?;
     imp.map().context("second map")?;
     let map = Mapping::shared(&l.memfd, Lazy::size())?;
-    expect_bytes("the memfd after the punch and pwrite", &map.read(0, Lazy::size()), &pattern(6, Lazy::size()))?;
+    expect_bytes(
+        "the memfd after the punch and pwrite",
+        &map.read(0, Lazy::size()),
+        &pattern(6, Lazy::size()),
+    )?;
     let memfd_pfns = mapped_pfns(&map, 0, PAGES)?;
     let second = imp.view(PAGES).context("PFNs of the second map")?;
-    ensure!(second.pfns == memfd_pfns, "the second map, after a punch, is not of the memfd's pages");
-    expect_progress("a punch between two maps", &l.before, &info(&l.dev, &l.buf)?, 1..=1, punched)?;
+    ensure!(
+        second.pfns == memfd_pfns,
+        "the second map, after a punch, is not of the memfd's pages"
+    );
+    expect_progress(
+        "a punch between two maps",
+        &l.before,
+        &info(&l.dev, &l.buf)?,
+        1..=1,
+        punched,
+    )?;
     imp.map().context("third map")?;
     let third = imp.view(PAGES).context("PFNs of the third map")?;
-    ensure!(third.pfns == memfd_pfns, "a third map with nothing changed moved pages");
-    expect_progress("a third map with nothing changed", &l.before, &info(&l.dev, &l.buf)?, 1..=1, punched)?;
+    ensure!(
+        third.pfns == memfd_pfns,
+        "a third map with nothing changed moved pages"
+    );
+    expect_progress(
+        "a third map with nothing changed",
+        &l.before,
+        &info(&l.dev, &l.buf)?,
+        1..=1,
+        punched,
+    )?;
     imp.release().context("release")?;
     Ok(Outcome::Pass)
 }

@@ -47,7 +47,13 @@ pub fn suite() -> Suite {
 /// one each time (it reads negative afterwards), and later hugetlb CREATEs of that boot
 /// can fail with ENOMEM. The case reports it when it happens.
 pub fn races_suite() -> Suite {
-    Suite { name: "live-races", cases: cases![punch_refill_race_shmem_two_cpus, punch_refill_race_hugetlb_two_cpus] }
+    Suite {
+        name: "live-races",
+        cases: cases![
+            punch_refill_race_shmem_two_cpus,
+            punch_refill_race_hugetlb_two_cpus
+        ],
+    }
 }
 
 const SEALED: u32 = UDMABUF_LIVE_STATE_SEALED;
@@ -78,16 +84,23 @@ fn write_seal_after_punch_holds() -> CaseResult {
         let dev = open_device(&device)?;
         let memfd = memfd(Backing::Shmem, size)?;
         pwrite(&memfd, 0, &pattern(1, size))?;
-        let buf = create(dev.as_fd(), &memfd, 0, size, 0).with_context(|| format!("{device}: UDMABUF_CREATE"))?;
+        let buf = create(dev.as_fd(), &memfd, 0, size, 0)
+            .with_context(|| format!("{device}: UDMABUF_CREATE"))?;
         punch(&memfd, 0, size)?;
         pwrite(&memfd, 0, &pattern(2, size))?;
-        add_seals(&memfd, SealFlag::F_SEAL_WRITE).with_context(|| format!("{device}: F_SEAL_WRITE after the punch"))?;
-        ensure!(pwrite(&memfd, 0, b"x").is_err(), "{device}: pwrite succeeded on a write-sealed memfd");
+        add_seals(&memfd, SealFlag::F_SEAL_WRITE)
+            .with_context(|| format!("{device}: F_SEAL_WRITE after the punch"))?;
+        ensure!(
+            pwrite(&memfd, 0, b"x").is_err(),
+            "{device}: pwrite succeeded on a write-sealed memfd"
+        );
         let view = Mapping::shared(&buf, size)?;
         // Ours may refuse nothing here: CPU access works on the pages the buffer has.
-        dmabuf_sync(&buf, SYNC_START | SYNC_RW).with_context(|| format!("{device}: DMA_BUF_IOCTL_SYNC START"))?;
+        dmabuf_sync(&buf, SYNC_START | SYNC_RW)
+            .with_context(|| format!("{device}: DMA_BUF_IOCTL_SYNC START"))?;
         view.write(0, &pattern(3, size));
-        dmabuf_sync(&buf, SYNC_END | SYNC_RW).with_context(|| format!("{device}: DMA_BUF_IOCTL_SYNC END"))?;
+        dmabuf_sync(&buf, SYNC_END | SYNC_RW)
+            .with_context(|| format!("{device}: DMA_BUF_IOCTL_SYNC END"))?;
         expect_bytes(
             &format!("{device}: the write-sealed memfd after a write through the dma-buf"),
             &pread(&memfd, 0, size)?,
@@ -97,7 +110,9 @@ fn write_seal_after_punch_holds() -> CaseResult {
             expect_state("after the seal", &info(&dev, &buf)?, SEALED, 0)?;
             match try_sync(&dev, &buf, 0) {
                 Err(Errno::EPERM) => {}
-                other => bail!("SYNC on a buffer whose memfd was write-sealed: {other:?}, expected EPERM"),
+                other => bail!(
+                    "SYNC on a buffer whose memfd was write-sealed: {other:?}, expected EPERM"
+                ),
             }
         }
     }
@@ -113,26 +128,63 @@ fn old_pages_stay_pinned_until_unmap() -> CaseResult {
     }
     const PAGES: u64 = 32;
     let size = PAGES * ps();
-    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 1)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size, 1)?;
     let imp = Importer::open()?;
     imp.import(&buf, Attach::Dynamic)?;
     punch(&memfd, 8 * ps(), 2 * ps())?;
     map.write(0, &pattern(2, size));
-    let applied = wait_for(5, || Ok(info(&dev, &buf)?.updates >= 1 && imp.stats()?.invalidations >= 1))?;
-    ensure!(applied, "the punch was not applied within 5 s: {:?}", info(&dev, &buf)?);
+    let applied = wait_for(5, || {
+        Ok(info(&dev, &buf)?.updates >= 1 && imp.stats()?.invalidations >= 1)
+    })?;
+    ensure!(
+        applied,
+        "the punch was not applied within 5 s: {:?}",
+        info(&dev, &buf)?
+    );
     let mut pinned = vec![0u64; PAGES as usize];
-    let n = imp.pfns(0, &mut pinned, IMPORTER_PFNS_PINNED).context("PFNS(PINNED) of the invalidated mapping")?;
-    ensure!(n == PAGES as usize, "PFNS(PINNED) gave {n} of {PAGES} pages");
+    let n = imp
+        .pfns(0, &mut pinned, IMPORTER_PFNS_PINNED)
+        .context("PFNS(PINNED) of the invalidated mapping")?;
+    ensure!(
+        n == PAGES as usize,
+        "PFNS(PINNED) gave {n} of {PAGES} pages"
+    );
     let unpinned: Vec<usize> = (0..pinned.len()).filter(|&i| pinned[i] != 1).collect();
-    ensure!(unpinned.is_empty(), "pages {unpinned:?} of the importer's invalidated mapping were unpinned before it unmapped");
-    expect_state("while the old mapping lives", &info(&dev, &buf)?, RETIRED, 0)?;
+    ensure!(
+        unpinned.is_empty(),
+        "pages {unpinned:?} of the importer's invalidated mapping were unpinned before it unmapped"
+    );
+    expect_state(
+        "while the old mapping lives",
+        &info(&dev, &buf)?,
+        RETIRED,
+        0,
+    )?;
     // Map again (the old mapping is unmapped first): the old pages may go now.
     let v = imp.view(PAGES).context("remap")?;
-    ensure!(v.remaps == 1, "the importer mapped again {} times, expected 1", v.remaps);
-    expect_state("after the importer unmapped its old mapping", &info(&dev, &buf)?, 0, RETIRED)?;
+    ensure!(
+        v.remaps == 1,
+        "the importer mapped again {} times, expected 1",
+        v.remaps
+    );
+    expect_state(
+        "after the importer unmapped its old mapping",
+        &info(&dev, &buf)?,
+        0,
+        RETIRED,
+    )?;
     let mut pinned = vec![0u64; PAGES as usize];
-    imp.pfns(0, &mut pinned, IMPORTER_PFNS_PINNED).context("PFNS(PINNED) of the new mapping")?;
-    ensure!(pinned.iter().all(|&p| p == 1), "the new mapping has unpinned pages: {pinned:?}");
+    imp.pfns(0, &mut pinned, IMPORTER_PFNS_PINNED)
+        .context("PFNS(PINNED) of the new mapping")?;
+    ensure!(
+        pinned.iter().all(|&p| p == 1),
+        "the new mapping has unpinned pages: {pinned:?}"
+    );
     imp.release().context("release")?;
     Ok(Outcome::Pass)
 }
@@ -145,7 +197,8 @@ const PAGE: u64 = 4;
 /// the new page.
 fn punched_in_flight(delay_ms: u64) -> Result<(Watched, ParamGuard)> {
     let w = watched(Backing::Shmem, 16 * ps(), 1)?;
-    let delay = ParamGuard::set(&device_path(), "test_delay_ms", delay_ms).context("test hook test_delay_ms")?;
+    let delay = ParamGuard::set(&device_path(), "test_delay_ms", delay_ms)
+        .context("test hook test_delay_ms")?;
     punch(&w.memfd, PAGE * ps(), ps())?;
     w.map.write(PAGE * ps(), &pattern(2, ps()));
     // The worker has taken the marks by now and sleeps in the widened window.
@@ -160,13 +213,25 @@ fn cpu_sync_waits_for_update_in_flight() -> CaseResult {
         return Ok(o);
     }
     // Keep the memfd mapping: without it the buffer is no longer watched.
-    let (Watched { dev, buf, map: _map, memfd: _memfd }, _delay) = punched_in_flight(400)?;
+    let (
+        Watched {
+            dev,
+            buf,
+            map: _map,
+            memfd: _memfd,
+        },
+        _delay,
+    ) = punched_in_flight(400)?;
     let view = Mapping::shared(&buf, 16 * ps())?;
     expect_state("with the update in flight", &info(&dev, &buf)?, WATCHED, 0)?;
     dmabuf_sync(&buf, SYNC_START | SYNC_READ).context("DMA_BUF_IOCTL_SYNC START")?;
     let got = view.read(PAGE * ps(), ps());
     dmabuf_sync(&buf, SYNC_END | SYNC_READ).context("DMA_BUF_IOCTL_SYNC END")?;
-    expect_bytes("the punched page through the dma-buf right after DMA_BUF_IOCTL_SYNC", &got, &pattern(2, ps()))?;
+    expect_bytes(
+        "the punched page through the dma-buf right after DMA_BUF_IOCTL_SYNC",
+        &got,
+        &pattern(2, ps()),
+    )?;
     expect_all_matching("after DMA_BUF_IOCTL_SYNC", &dev, &buf, 16)?;
     Ok(Outcome::Pass)
 }
@@ -178,13 +243,25 @@ fn static_map_right_after_punch_sees_new_pages() -> CaseResult {
         return Ok(o);
     }
     // Keep the memfd mapping: without it the buffer is no longer watched.
-    let (Watched { dev, buf, map: _map, memfd: _memfd }, _delay) = punched_in_flight(400)?;
+    let (
+        Watched {
+            dev,
+            buf,
+            map: _map,
+            memfd: _memfd,
+        },
+        _delay,
+    ) = punched_in_flight(400)?;
     expect_state("with the update in flight", &info(&dev, &buf)?, WATCHED, 0)?;
     let imp = Importer::open()?;
     imp.import(&buf, Attach::Static)?;
     let mut got = vec![0u8; ps() as usize];
     imp.read((PAGE * ps()) as usize, &mut got).context("READ")?;
-    expect_bytes("the punched page as a static importer maps it right after the punch", &got, &pattern(2, ps()))?;
+    expect_bytes(
+        "the punched page as a static importer maps it right after the punch",
+        &got,
+        &pattern(2, ps()),
+    )?;
     imp.release().context("release")?;
     sync(&dev, &buf, 0)?;
     expect_all_matching("after the importer left", &dev, &buf, 16)?;
@@ -202,17 +279,27 @@ fn failed_swap_stays_pending() -> CaseResult {
         return Ok(o);
     }
     let size = 16 * ps();
-    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 1)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size, 1)?;
     let path = param_path(&device_path(), "test_fail_swaps");
     // As many failures as the worker makes tries (it retries for about 1 s).
-    let _fail = ParamGuard::set(&device_path(), "test_fail_swaps", WORKER_TRIES).context("test hook test_fail_swaps")?;
+    let _fail = ParamGuard::set(&device_path(), "test_fail_swaps", WORKER_TRIES)
+        .context("test hook test_fail_swaps")?;
     punch(&memfd, PAGE * ps(), ps())?;
     map.write(PAGE * ps(), &pattern(2, ps()));
     let failed = wait_for(5, || Ok(std::fs::read_to_string(&path)?.trim() == "0"))?;
     ensure!(failed, "the worker did not reach its swap within 5 s");
     let i = info(&dev, &buf)?;
     expect_state("after a failed swap", &i, PENDING, STALE)?;
-    ensure!(i.updates == 0, "INFO counts {} updates after the only swap failed", i.updates);
+    ensure!(
+        i.updates == 0,
+        "INFO counts {} updates after the only swap failed",
+        i.updates
+    );
     sync(&dev, &buf, 0).context("SYNC after the failed swap")?;
     expect_all_matching("after SYNC", &dev, &buf, 16)?;
     Ok(Outcome::Pass)
@@ -232,7 +319,8 @@ fn unmap_during_create_is_not_watched() -> CaseResult {
     map.write(0, &pattern(1, size));
     let (addr, len) = (map.addr(), size as usize);
     std::mem::forget(map); // unmapped by the thread below
-    let delay = ParamGuard::set(&device_path(), "test_delay_ms", 300).context("test hook test_delay_ms")?;
+    let delay =
+        ParamGuard::set(&device_path(), "test_delay_ms", 300).context("test hook test_delay_ms")?;
     let unmapper = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
         // SAFETY: the mapping made above, forgotten so that nothing else unmaps it.
@@ -241,7 +329,12 @@ fn unmap_during_create_is_not_watched() -> CaseResult {
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     ensure!(unmapper.join().ok() == Some(0), "munmap failed");
     drop(delay);
-    expect_state("the creator's mapping went away during CREATE", &info(&dev, &buf)?, 0, WATCHED)?;
+    expect_state(
+        "the creator's mapping went away during CREATE",
+        &info(&dev, &buf)?,
+        0,
+        WATCHED,
+    )?;
     punch(&memfd, PAGE * ps(), ps())?;
     pwrite(&memfd, PAGE * ps(), &pattern(2, ps()))?;
     sync(&dev, &buf, 0)?;
@@ -258,10 +351,17 @@ impl MemCgroup {
     fn new(name: &str) -> Result<Self> {
         if !std::path::Path::new(&format!("{CGROUP_ROOT}/cgroup.controllers")).exists() {
             std::fs::create_dir_all(CGROUP_ROOT)?;
-            nix::mount::mount(Some("cgroup2"), CGROUP_ROOT, Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>)
-                .context("mount cgroup2")?;
+            nix::mount::mount(
+                Some("cgroup2"),
+                CGROUP_ROOT,
+                Some("cgroup2"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .context("mount cgroup2")?;
         }
-        std::fs::write(format!("{CGROUP_ROOT}/cgroup.subtree_control"), "+memory").context("enable the memory controller")?;
+        std::fs::write(format!("{CGROUP_ROOT}/cgroup.subtree_control"), "+memory")
+            .context("enable the memory controller")?;
         let dir = format!("{CGROUP_ROOT}/{name}");
         let _ = std::fs::remove_dir(&dir);
         std::fs::create_dir(&dir).with_context(|| format!("mkdir {dir}"))?;
@@ -274,7 +374,11 @@ impl MemCgroup {
     }
 
     fn enter(&self) -> Result<()> {
-        std::fs::write(format!("{}/cgroup.procs", self.0), std::process::id().to_string()).context("join the cgroup")
+        std::fs::write(
+            format!("{}/cgroup.procs", self.0),
+            std::process::id().to_string(),
+        )
+        .context("join the cgroup")
     }
 }
 
@@ -295,9 +399,17 @@ fn refilled_pages_charged_to_creators_memcg() -> CaseResult {
     let size = 8 << 20;
     in_child("in a memory cgroup", || {
         cg.enter()?;
-        let Watched { dev, memfd, map: _map, buf } = watched(Backing::Shmem, size, 1)?;
+        let Watched {
+            dev,
+            memfd,
+            map: _map,
+            buf,
+        } = watched(Backing::Shmem, size, 1)?;
         let before = cg.current()?;
-        ensure!(before >= size, "memory.current {before} below the buffer's {size} bytes");
+        ensure!(
+            before >= size,
+            "memory.current {before} below the buffer's {size} bytes"
+        );
         punch(&memfd, 0, size / 2)?;
         sync(&dev, &buf, 0)?;
         expect_all_matching("after the refill", &dev, &buf, size / ps())?;
@@ -324,10 +436,19 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
-    ensure!(online_cpus() >= 2, "the guest runs on {} CPU(s); this race needs two", online_cpus());
+    ensure!(
+        online_cpus() >= 2,
+        "the guest runs on {} CPU(s); this race needs two",
+        online_cpus()
+    );
     let granule = kind.granule();
     let size = 4 * granule.max(2 << 20);
-    let Watched { dev, memfd, map, buf } = watched(kind, size, 1)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(kind, size, 1)?;
     let view = Mapping::shared(&buf, size)?;
     let units = size / granule;
     let addr = map.addr();
@@ -348,11 +469,20 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
                 let off = (r % units) * granule;
                 // SAFETY: inside the live mapping `map` (off + granule <= size), which
                 // outlives this scope; the bytes are plain data.
-                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (addr + off as usize) as *mut u8, data.len()) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        data.as_ptr(),
+                        (addr + off as usize) as *mut u8,
+                        data.len(),
+                    )
+                };
                 written.store(true, Ordering::Release);
             }
         });
-        let held_now = |dev: &std::os::fd::OwnedFd, buf: &std::os::fd::OwnedFd, off: u64| -> Result<u64> { Ok(pfns(dev, buf, off / ps(), 1)?[0]) };
+        let held_now = |dev: &std::os::fd::OwnedFd,
+                        buf: &std::os::fd::OwnedFd,
+                        off: u64|
+         -> Result<u64> { Ok(pfns(dev, buf, off / ps(), 1)?[0]) };
         let mut history: Vec<(u64, u64)> = Vec::new();
         let r = (|| -> Result<()> {
             for r in 0..rounds {
@@ -373,7 +503,8 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
                 if !done {
                     let held = pfns(&dev, &buf, off / ps(), 1)?;
                     let mapped = mapped_pfns(&map, off, 1)?;
-                    let dbg = std::fs::read_to_string("/sys/kernel/debug/udmabuf_live/buffers").unwrap_or_default();
+                    let dbg = std::fs::read_to_string("/sys/kernel/debug/udmabuf_live/buffers")
+                        .unwrap_or_default();
                     bail!(
                         "round {r}: the buffer did not follow the punch and refill within 5 s: {:?}; {:?}; held pfn {held:?}, memfd maps pfn {mapped:?}; punched pfns this run: {:?}; debugfs: {dbg}",
                         verify(&dev, &buf)?,
@@ -381,13 +512,19 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
                         history.iter().rev().take(8).collect::<Vec<_>>()
                     );
                 }
-                expect_bytes(&format!("round {r}: the refilled unit through the dma-buf"), &view.read(off, granule), &want)?;
+                expect_bytes(
+                    &format!("round {r}: the refilled unit through the dma-buf"),
+                    &view.read(off, granule),
+                    &want,
+                )?;
                 history.push((r, held_now(&dev, &buf, off)?));
             }
             Ok(())
         })();
         stop.store(true, Ordering::Release);
-        writer.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
         r
     });
     result?;
@@ -402,7 +539,11 @@ fn hugepages_reserved() -> Result<i64> {
 /// Rounds of a race case: fewer in the eager copy of the suite, which exercises the same
 /// windows with the worker's refill, to keep `make test` within its budget.
 fn race_rounds(lazy_rounds: u64) -> u64 {
-    if repopulate_policy() == "eager" { lazy_rounds / 3 } else { lazy_rounds }
+    if repopulate_policy() == "eager" {
+        lazy_rounds / 3
+    } else {
+        lazy_rounds
+    }
 }
 
 fn punch_refill_race_shmem_two_cpus() -> CaseResult {

@@ -12,8 +12,8 @@
 //! and the buffer must equal the memfd (lockdep and hangs are judged from the console).
 
 use super::common::*;
-use super::live_util::*;
 use super::importer_client::{Attach, Importer};
+use super::live_util::*;
 use super::{cases, Suite};
 use crate::ktap::{out, CaseResult, Outcome};
 use anyhow::{bail, ensure, Context, Result};
@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 pub fn suite() -> Suite {
-    Suite { name: "live-stress", cases: cases![punch_write_sync_rounds, concurrent_users] }
+    Suite {
+        name: "live-stress",
+        cases: cases![punch_write_sync_rounds, concurrent_users],
+    }
 }
 
 const ROUNDS: u64 = 1000;
@@ -33,7 +36,9 @@ const SEED: u64 = 0x0dd_ba11_5eed;
 /// The page written in round `round` at page `page`: its first 16 bytes name both, so
 /// no two rounds write the same page content.
 fn round_page(round: u64, page: u64) -> Vec<u8> {
-    let mut v: Vec<u8> = (0..ps()).map(|i| (i as u8).wrapping_mul(13) ^ (round as u8).wrapping_mul(29) ^ page as u8).collect();
+    let mut v: Vec<u8> = (0..ps())
+        .map(|i| (i as u8).wrapping_mul(13) ^ (round as u8).wrapping_mul(29) ^ page as u8)
+        .collect();
     v[..8].copy_from_slice(&round.to_le_bytes());
     v[8..16].copy_from_slice(&page.to_le_bytes());
     v
@@ -58,7 +63,11 @@ fn punch_write_sync_rounds() -> CaseResult {
     let r: Result<()> = (|| {
         for round in 0..ROUNDS {
             let page = rng.below(PAGES);
-            let how = if rng.next() & 1 == 0 { Punch::Fallocate } else { Punch::MadvRemove };
+            let how = if rng.next() & 1 == 0 {
+                Punch::Fallocate
+            } else {
+                Punch::MadvRemove
+            };
             let at = |what: &str| format!("round {round} (page {page}, {how:?}): {what}");
             make_hole(how, &memfd, &map, page * ps(), ps()).with_context(|| at("punch"))?;
             let data = round_page(round, page);
@@ -79,16 +88,37 @@ fn punch_write_sync_rounds() -> CaseResult {
     ));
     r?;
     let after = info(&dev, &buf)?;
-    expect_state(&format!("after {ROUNDS} rounds"), &after, WATCHED, PENDING | STALE)?;
-    expect_progress(&format!("{ROUNDS} rounds"), &before, &after, ROUNDS..=ROUNDS, ROUNDS)?;
-    expect_pfns(&format!("after {ROUNDS} rounds"), &dev, &buf, 0, &mapped_pfns(&map, 0, PAGES)?)?;
+    expect_state(
+        &format!("after {ROUNDS} rounds"),
+        &after,
+        WATCHED,
+        PENDING | STALE,
+    )?;
+    expect_progress(
+        &format!("{ROUNDS} rounds"),
+        &before,
+        &after,
+        ROUNDS..=ROUNDS,
+        ROUNDS,
+    )?;
+    expect_pfns(
+        &format!("after {ROUNDS} rounds"),
+        &dev,
+        &buf,
+        0,
+        &mapped_pfns(&map, 0, PAGES)?,
+    )?;
     Ok(Outcome::Pass)
 }
 
 const PUNCHES: u64 = 2000;
 
 /// Apply `f` until `stop`, counting the rounds; the first error stops everyone.
-fn until_stopped(stop: &AtomicBool, count: &AtomicU64, mut f: impl FnMut(u64) -> Result<()>) -> Result<()> {
+fn until_stopped(
+    stop: &AtomicBool,
+    count: &AtomicU64,
+    mut f: impl FnMut(u64) -> Result<()>,
+) -> Result<()> {
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = f(i) {
@@ -106,7 +136,12 @@ fn concurrent_users() -> CaseResult {
         return Ok(o);
     }
     let size = PAGES * ps();
-    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 60)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size, 60)?;
     let bmap = Mapping::shared(&buf, size)?;
     let (maddr, baddr) = (map.addr(), bmap.addr());
     let stop = AtomicBool::new(false);
@@ -114,7 +149,8 @@ fn concurrent_users() -> CaseResult {
     let end_einval = AtomicU64::new(0);
     let t0 = Instant::now();
     let results: Vec<(&str, Result<()>)> = std::thread::scope(|s| {
-        let (dev, buf, memfd, stop, counts, end_einval) = (&dev, &buf, &memfd, &stop, &counts, &end_einval);
+        let (dev, buf, memfd, stop, counts, end_einval) =
+            (&dev, &buf, &memfd, &stop, &counts, &end_einval);
         let puncher = s.spawn(move || -> Result<()> {
             let mut rng = Rng::new(SEED ^ 1);
             let r = (|| {
@@ -128,13 +164,23 @@ fn concurrent_users() -> CaseResult {
                     } else {
                         // SAFETY: one page inside the live memfd mapping.
                         let r = unsafe {
-                            nix::libc::madvise((maddr + (page * ps()) as usize) as *mut _, ps() as usize, nix::libc::MADV_REMOVE)
+                            nix::libc::madvise(
+                                (maddr + (page * ps()) as usize) as *mut _,
+                                ps() as usize,
+                                nix::libc::MADV_REMOVE,
+                            )
                         };
                         Errno::result(r).context("madvise(MADV_REMOVE)")?;
                     }
                     let data = round_page(round, page);
                     // SAFETY: one page inside the live memfd mapping.
-                    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (maddr + (page * ps()) as usize) as *mut u8, data.len()) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            data.as_ptr(),
+                            (maddr + (page * ps()) as usize) as *mut u8,
+                            data.len(),
+                        )
+                    };
                     counts[0].fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
@@ -174,10 +220,17 @@ fn concurrent_users() -> CaseResult {
         let importer = s.spawn(move || {
             let imp = Importer::open()?;
             until_stopped(stop, &counts[3], |i| {
-                let how = if i % 2 == 0 { Attach::Static } else { Attach::Dynamic };
-                imp.import(buf, how).with_context(|| format!("{how:?} import"))?;
-                imp.view(PAGES).with_context(|| format!("{how:?} import: PFNs"))?;
-                imp.release().with_context(|| format!("{how:?} import: release"))?;
+                let how = if i % 2 == 0 {
+                    Attach::Static
+                } else {
+                    Attach::Dynamic
+                };
+                imp.import(buf, how)
+                    .with_context(|| format!("{how:?} import"))?;
+                imp.view(PAGES)
+                    .with_context(|| format!("{how:?} import: PFNs"))?;
+                imp.release()
+                    .with_context(|| format!("{how:?} import: release"))?;
                 Ok(())
             })
         });
@@ -190,7 +243,10 @@ fn concurrent_users() -> CaseResult {
                 Ok(())
             })
         });
-        let join = |h: std::thread::ScopedJoinHandle<'_, Result<()>>| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")));
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<()>>| {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
+        };
         vec![
             ("puncher", join(puncher)),
             ("SYNC/VERIFY/INFO", join(syncer)),
@@ -216,10 +272,28 @@ fn concurrent_users() -> CaseResult {
     }
     anyhow::ensure!(n[0] == PUNCHES, "only {} of {PUNCHES} punches done", n[0]);
     sync(&dev, &buf, 2000).context("SYNC once every user stopped")?;
-    ensure!(end_einval.load(Ordering::Relaxed) == 0, "DMA_BUF_IOCTL_SYNC END failed with EINVAL after an update");
-    expect_state("once every user stopped", &info(&dev, &buf)?, WATCHED, STALE | PENDING | VMAPPED)?;
+    ensure!(
+        end_einval.load(Ordering::Relaxed) == 0,
+        "DMA_BUF_IOCTL_SYNC END failed with EINVAL after an update"
+    );
+    expect_state(
+        "once every user stopped",
+        &info(&dev, &buf)?,
+        WATCHED,
+        STALE | PENDING | VMAPPED,
+    )?;
     expect_all_matching("once every user stopped", &dev, &buf, PAGES)?;
-    expect_bytes("dma-buf mmap once every user stopped", &bmap.read(0, size), &map.read(0, size))?;
-    expect_pfns("once every user stopped", &dev, &buf, 0, &mapped_pfns(&map, 0, PAGES)?)?;
+    expect_bytes(
+        "dma-buf mmap once every user stopped",
+        &bmap.read(0, size),
+        &map.read(0, size),
+    )?;
+    expect_pfns(
+        "once every user stopped",
+        &dev,
+        &buf,
+        0,
+        &mapped_pfns(&map, 0, PAGES)?,
+    )?;
     Ok(Outcome::Pass)
 }

@@ -34,7 +34,12 @@ pub fn watched(kind: Backing, size: u64, seed: u8) -> Result<Watched> {
     let map = Mapping::shared(&memfd, size)?;
     map.write(0, &pattern(seed, size));
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
-    Ok(Watched { dev, memfd, map, buf })
+    Ok(Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    })
 }
 
 pub fn ps() -> u64 {
@@ -45,7 +50,12 @@ pub fn ps() -> u64 {
 /// another device (ULIVE_TEST_DEVICE=/dev/udmabuf).
 pub fn precondition() -> Option<Outcome> {
     let ours = crate::util::device_path();
-    (test_device() != ours).then(|| Outcome::Skip(format!("testing {}, the live ioctls are {ours}'s", test_device())))
+    (test_device() != ours).then(|| {
+        Outcome::Skip(format!(
+            "testing {}, the live ioctls are {ours}'s",
+            test_device()
+        ))
+    })
 }
 
 nix::ioctl_readwrite_bad!(ioctl_info, UDMABUF_LIVE_INFO, UdmabufLiveInfo);
@@ -55,21 +65,30 @@ nix::ioctl_write_ptr_bad!(ioctl_pfns, UDMABUF_LIVE_PFNS, UdmabufLivePfns);
 
 /// UDMABUF_LIVE_INFO on the dma-buf numbered `fd`.
 pub fn info_raw(dev: &impl AsRawFd, fd: u32) -> Result<UdmabufLiveInfo, Errno> {
-    let mut a = UdmabufLiveInfo { dmabuf_fd: fd, ..Default::default() };
+    let mut a = UdmabufLiveInfo {
+        dmabuf_fd: fd,
+        ..Default::default()
+    };
     // SAFETY: `a` is a valid udmabuf_live_info for the duration of the call.
     unsafe { ioctl_info(dev.as_raw_fd(), &mut a) }.map(|_| a)
 }
 
 /// UDMABUF_LIVE_SYNC on the dma-buf numbered `fd`.
 pub fn sync_raw(dev: &impl AsRawFd, fd: u32, timeout_ms: u32) -> Result<(), Errno> {
-    let a = UdmabufLiveSync { dmabuf_fd: fd, timeout_ms };
+    let a = UdmabufLiveSync {
+        dmabuf_fd: fd,
+        timeout_ms,
+    };
     // SAFETY: `a` is a valid udmabuf_live_sync for the duration of the call.
     unsafe { ioctl_sync(dev.as_raw_fd(), &a) }.map(drop)
 }
 
 /// UDMABUF_LIVE_VERIFY on the dma-buf numbered `fd`.
 pub fn verify_raw(dev: &impl AsRawFd, fd: u32) -> Result<UdmabufLiveVerify, Errno> {
-    let mut a = UdmabufLiveVerify { dmabuf_fd: fd, ..Default::default() };
+    let mut a = UdmabufLiveVerify {
+        dmabuf_fd: fd,
+        ..Default::default()
+    };
     // SAFETY: `a` is a valid udmabuf_live_verify for the duration of the call.
     unsafe { ioctl_verify(dev.as_raw_fd(), &mut a) }.map(|_| a)
 }
@@ -79,14 +98,31 @@ pub fn verify_raw(dev: &impl AsRawFd, fd: u32) -> Result<UdmabufLiveVerify, Errn
 /// # Safety
 /// `out` must be null, or point to writable memory for whatever the kernel may write
 /// there (`count` u64s if it accepts the request).
-pub unsafe fn pfns_raw(dev: &impl AsRawFd, fd: u32, first_page: u64, count: u64, out: u64) -> Result<(), Errno> {
-    let a = UdmabufLivePfns { dmabuf_fd: fd, __pad: 0, first_page, count, pfns: out };
+pub unsafe fn pfns_raw(
+    dev: &impl AsRawFd,
+    fd: u32,
+    first_page: u64,
+    count: u64,
+    out: u64,
+) -> Result<(), Errno> {
+    let a = UdmabufLivePfns {
+        dmabuf_fd: fd,
+        __pad: 0,
+        first_page,
+        count,
+        pfns: out,
+    };
     // SAFETY: `a` is a valid udmabuf_live_pfns; the output is the caller's contract.
     unsafe { ioctl_pfns(dev.as_raw_fd(), &a) }.map(drop)
 }
 
 /// UDMABUF_LIVE_PFNS of `count` pages from `first_page` into a fresh vector.
-pub fn pfns_of(dev: &impl AsRawFd, fd: u32, first_page: u64, count: u64) -> Result<Vec<u64>, Errno> {
+pub fn pfns_of(
+    dev: &impl AsRawFd,
+    fd: u32,
+    first_page: u64,
+    count: u64,
+) -> Result<Vec<u64>, Errno> {
     let mut v = vec![0u64; count as usize];
     // SAFETY: `v` has room for `count` u64s.
     unsafe { pfns_raw(dev, fd, first_page, count, v.as_mut_ptr() as u64) }?;
@@ -111,22 +147,41 @@ pub fn info(dev: &impl AsRawFd, dmabuf: &impl AsRawFd) -> Result<UdmabufLiveInfo
 }
 
 pub fn sync(dev: &impl AsRawFd, dmabuf: &impl AsRawFd, timeout_ms: u32) -> Result<()> {
-    sync_raw(dev, fdnum(dmabuf), timeout_ms).with_context(|| format!("UDMABUF_LIVE_SYNC (timeout {timeout_ms} ms)"))
+    sync_raw(dev, fdnum(dmabuf), timeout_ms)
+        .with_context(|| format!("UDMABUF_LIVE_SYNC (timeout {timeout_ms} ms)"))
 }
 
 pub fn verify(dev: &impl AsRawFd, dmabuf: &impl AsRawFd) -> Result<UdmabufLiveVerify> {
     verify_raw(dev, fdnum(dmabuf)).context("UDMABUF_LIVE_VERIFY")
 }
 
-pub fn pfns(dev: &impl AsRawFd, dmabuf: &impl AsRawFd, first_page: u64, count: u64) -> Result<Vec<u64>> {
-    pfns_of(dev, fdnum(dmabuf), first_page, count)
-        .with_context(|| format!("UDMABUF_LIVE_PFNS of pages {first_page}..{}", first_page + count))
+pub fn pfns(
+    dev: &impl AsRawFd,
+    dmabuf: &impl AsRawFd,
+    first_page: u64,
+    count: u64,
+) -> Result<Vec<u64>> {
+    pfns_of(dev, fdnum(dmabuf), first_page, count).with_context(|| {
+        format!(
+            "UDMABUF_LIVE_PFNS of pages {first_page}..{}",
+            first_page + count
+        )
+    })
 }
 
 /// INFO state bits by name, for messages.
 pub fn state_names(s: u32) -> String {
-    let names = [(PENDING, "PENDING"), (STALE, "STALE"), (WATCHED, "WATCHED"), (VMAPPED, "VMAPPED")];
-    let mut v: Vec<String> = names.iter().filter(|(b, _)| s & b != 0).map(|(_, n)| n.to_string()).collect();
+    let names = [
+        (PENDING, "PENDING"),
+        (STALE, "STALE"),
+        (WATCHED, "WATCHED"),
+        (VMAPPED, "VMAPPED"),
+    ];
+    let mut v: Vec<String> = names
+        .iter()
+        .filter(|(b, _)| s & b != 0)
+        .map(|(_, n)| n.to_string())
+        .collect();
     let unknown = s & !(PENDING | STALE | WATCHED | VMAPPED);
     if unknown != 0 {
         v.push(format!("{unknown:#x}"));
@@ -171,10 +226,19 @@ pub fn expect_progress(
 }
 
 /// VERIFY must find all `pages` pages identical to the memfd's.
-pub fn expect_all_matching(what: &str, dev: &impl AsRawFd, dmabuf: &impl AsRawFd, pages: u64) -> Result<()> {
+pub fn expect_all_matching(
+    what: &str,
+    dev: &impl AsRawFd,
+    dmabuf: &impl AsRawFd,
+    pages: u64,
+) -> Result<()> {
     let v = verify(dev, dmabuf)?;
     ensure!(
-        v.pages == pages && v.matching == pages && v.stale == 0 && v.holes == 0 && v.first_mismatch == u64::MAX,
+        v.pages == pages
+            && v.matching == pages
+            && v.stale == 0
+            && v.holes == 0
+            && v.first_mismatch == u64::MAX,
         "{what}: VERIFY {v:?}, expected all {pages} pages matching"
     );
     Ok(())
@@ -190,12 +254,25 @@ pub fn mapped_pfns(map: &Mapping, off: u64, pages: u64) -> Result<Vec<u64>> {
     let f = std::fs::File::open("/proc/self/pagemap").context("open /proc/self/pagemap")?;
     let va = map.addr() as u64 + off;
     let mut raw = vec![0u8; pages as usize * 8];
-    f.read_exact_at(&mut raw, va / ps() * 8).with_context(|| format!("read /proc/self/pagemap at {va:#x}"))?;
+    f.read_exact_at(&mut raw, va / ps() * 8)
+        .with_context(|| format!("read /proc/self/pagemap at {va:#x}"))?;
     let mut out = Vec::with_capacity(pages as usize);
-    for (i, e) in raw.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap())).enumerate() {
-        ensure!(e & PM_PRESENT != 0, "pagemap: page {i} at {:#x} not present ({e:#x})", va + i as u64 * ps());
+    for (i, e) in raw
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+        .enumerate()
+    {
+        ensure!(
+            e & PM_PRESENT != 0,
+            "pagemap: page {i} at {:#x} not present ({e:#x})",
+            va + i as u64 * ps()
+        );
         let pfn = e & PM_PFN_MASK;
-        ensure!(pfn != 0, "pagemap: PFN of page {i} at {:#x} reads 0 (hidden without CAP_SYS_ADMIN?)", va + i as u64 * ps());
+        ensure!(
+            pfn != 0,
+            "pagemap: PFN of page {i} at {:#x} reads 0 (hidden without CAP_SYS_ADMIN?)",
+            va + i as u64 * ps()
+        );
         out.push(pfn);
     }
     Ok(out)
@@ -203,7 +280,13 @@ pub fn mapped_pfns(map: &Mapping, off: u64, pages: u64) -> Result<Vec<u64>> {
 
 /// PFNS of dma-buf pages `first..first + want.len()` must equal `want` (typically the
 /// memfd mapping's PFNs from pagemap). Returns them.
-pub fn expect_pfns(what: &str, dev: &impl AsRawFd, dmabuf: &impl AsRawFd, first: u64, want: &[u64]) -> Result<Vec<u64>> {
+pub fn expect_pfns(
+    what: &str,
+    dev: &impl AsRawFd,
+    dmabuf: &impl AsRawFd,
+    first: u64,
+    want: &[u64],
+) -> Result<Vec<u64>> {
     let got = pfns(dev, dmabuf, first, want.len() as u64)?;
     let bad: Vec<usize> = (0..want.len()).filter(|&i| got[i] != want[i]).collect();
     if let Some(&i) = bad.first() {
@@ -224,23 +307,39 @@ pub fn expect_pfns(what: &str, dev: &impl AsRawFd, dmabuf: &impl AsRawFd, first:
 /// suite).
 pub fn repopulate_policy() -> String {
     let p = format!("/sys/module/{MODULE_NAME}/parameters/repopulate");
-    std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string(p)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// The pages for which `moved(i)` is true must have new PFNs, the others the same. Under
 /// the lazy policy a punched page is let go before its replacement is allocated, which
 /// may then be the same page frame (the huge page pool hands back the page it got last):
 /// there only the others are checked (callers compare every PFN with the memfd's too).
-pub fn expect_moved(what: &str, old: &[u64], new: &[u64], moved: impl Fn(usize) -> bool) -> Result<()> {
+pub fn expect_moved(
+    what: &str,
+    old: &[u64],
+    new: &[u64],
+    moved: impl Fn(usize) -> bool,
+) -> Result<()> {
     let lazy = repopulate_policy() == "lazy";
     for i in 0..old.len() {
         if moved(i) {
             if lazy {
                 continue;
             }
-            ensure!(old[i] != new[i], "{what}: page {i} was punched but still has its old PFN {:#x}", old[i]);
+            ensure!(
+                old[i] != new[i],
+                "{what}: page {i} was punched but still has its old PFN {:#x}",
+                old[i]
+            );
         } else {
-            ensure!(old[i] == new[i], "{what}: page {i} was not punched but moved from PFN {:#x} to {:#x}", old[i], new[i]);
+            ensure!(
+                old[i] == new[i],
+                "{what}: page {i} was not punched but moved from PFN {:#x} to {:#x}",
+                old[i],
+                new[i]
+            );
         }
     }
     Ok(())
@@ -258,7 +357,8 @@ pub enum Punch {
 pub fn punch(memfd: &impl AsRawFd, off: u64, len: u64) -> Result<()> {
     nix::fcntl::fallocate(
         memfd.as_raw_fd(),
-        nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+            | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
         off as i64,
         len as i64,
     )
@@ -270,13 +370,25 @@ pub fn punch(memfd: &impl AsRawFd, off: u64, len: u64) -> Result<()> {
 pub fn madvise_remove(map: &Mapping, off: u64, len: u64) -> Result<()> {
     // SAFETY: the range lies in a live mapping we own; MADV_REMOVE frees its backing
     // store, which later accesses see as zeroes or fresh pages, never invalid memory.
-    let r = unsafe { libc::madvise((map.addr() + off as usize) as *mut libc::c_void, len as usize, libc::MADV_REMOVE) };
+    let r = unsafe {
+        libc::madvise(
+            (map.addr() + off as usize) as *mut libc::c_void,
+            len as usize,
+            libc::MADV_REMOVE,
+        )
+    };
     Errno::result(r).with_context(|| format!("madvise(MADV_REMOVE, +{off:#x}, {len:#x})"))?;
     Ok(())
 }
 
 /// Punch `off..off+len` of a memfd, through `map` for MADV_REMOVE.
-pub fn make_hole(how: Punch, memfd: &impl AsRawFd, map: &Mapping, off: u64, len: u64) -> Result<()> {
+pub fn make_hole(
+    how: Punch,
+    memfd: &impl AsRawFd,
+    map: &Mapping,
+    off: u64,
+    len: u64,
+) -> Result<()> {
     match how {
         Punch::Fallocate => punch(memfd, off, len),
         Punch::MadvRemove => madvise_remove(map, off, len),
@@ -289,13 +401,17 @@ fn file_of(fd: &OwnedFd) -> Result<std::fs::File> {
 
 /// pwrite(2) into a (shmem) memfd, without mapping it.
 pub fn pwrite(memfd: &OwnedFd, off: u64, data: &[u8]) -> Result<()> {
-    file_of(memfd)?.write_all_at(data, off).with_context(|| format!("pwrite {} bytes at {off:#x}", data.len()))
+    file_of(memfd)?
+        .write_all_at(data, off)
+        .with_context(|| format!("pwrite {} bytes at {off:#x}", data.len()))
 }
 
 /// pread(2) from a (shmem) memfd, without mapping it.
 pub fn pread(memfd: &OwnedFd, off: u64, len: u64) -> Result<Vec<u8>> {
     let mut v = vec![0u8; len as usize];
-    file_of(memfd)?.read_exact_at(&mut v, off).with_context(|| format!("pread {len} bytes at {off:#x}"))?;
+    file_of(memfd)?
+        .read_exact_at(&mut v, off)
+        .with_context(|| format!("pread {len} bytes at {off:#x}"))?;
     Ok(v)
 }
 
@@ -316,7 +432,10 @@ pub fn expect_refcnt(what: &str, base: u64) -> Result<()> {
         let got = module_refcnt()?;
         if got == base {
             if t0.elapsed() > std::time::Duration::from_millis(20) {
-                crate::ktap::out(&format!("    # {what}: module refcnt back at its base after {} ms", t0.elapsed().as_millis()));
+                crate::ktap::out(&format!(
+                    "    # {what}: module refcnt back at its base after {} ms",
+                    t0.elapsed().as_millis()
+                ));
             }
             return Ok(());
         }
@@ -353,7 +472,10 @@ pub fn expect_hugepage_pool(what: &str, base: (u64, u64)) -> Result<()> {
         let now = hugepage_pool()?;
         if now == base {
             if !at_once {
-                crate::ktap::out(&format!("    # {what}: huge page pool back {} ms after the last close", t0.elapsed().as_millis()));
+                crate::ktap::out(&format!(
+                    "    # {what}: huge page pool back {} ms after the last close",
+                    t0.elapsed().as_millis()
+                ));
             }
             return Ok(());
         }
@@ -403,7 +525,10 @@ pub fn in_child(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
             }
             let status = waitpid(child, None).context("waitpid")?;
             let msg = String::from_utf8_lossy(&msg).into_owned();
-            ensure!(status == WaitStatus::Exited(child, 0), "{what}: child ended with {status:?} (report: {msg:?})");
+            ensure!(
+                status == WaitStatus::Exited(child, 0),
+                "{what}: child ended with {status:?} (report: {msg:?})"
+            );
             ensure!(msg == "ok", "{what}: in the child: {msg}");
             Ok(())
         }

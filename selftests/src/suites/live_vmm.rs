@@ -56,7 +56,11 @@ fn available() -> Result<u64> {
 }
 
 /// Wait (up to 10 s) until INFO satisfies `done`; the last INFO either way.
-fn wait_info(dev: &impl AsRawFd, buf: &impl AsRawFd, done: impl Fn(&UdmabufLiveInfo) -> bool) -> Result<UdmabufLiveInfo> {
+fn wait_info(
+    dev: &impl AsRawFd,
+    buf: &impl AsRawFd,
+    done: impl Fn(&UdmabufLiveInfo) -> bool,
+) -> Result<UdmabufLiveInfo> {
     let t0 = Instant::now();
     loop {
         let i = info(dev, buf)?;
@@ -86,7 +90,9 @@ fn balloon(device: &str) -> Result<(Returned, Option<UdmabufLiveInfo>, Holder)> 
     madvise_remove(&map, 0, 32 * MIB)?;
     let i = if ours {
         let lazy = lazy();
-        Some(wait_info(&dev, &buf, |i| i.state & PENDING == 0 && i.updates > 0 && (!lazy || i.unpopulated == 32 * MIB / ps()))?)
+        Some(wait_info(&dev, &buf, |i| {
+            i.state & PENDING == 0 && i.updates > 0 && (!lazy || i.unpopulated == 32 * MIB / ps())
+        })?)
     } else {
         // The built-in driver does nothing on a punch: give the page freeing time anyway.
         std::thread::sleep(Duration::from_millis(100));
@@ -96,7 +102,16 @@ fn balloon(device: &str) -> Result<(Returned, Option<UdmabufLiveInfo>, Holder)> 
         gained: available()? as i64 - avail as i64,
         blocks_dropped: blocks as i64 - allocated(&memfd)? as i64,
     };
-    Ok((r, i, Holder { dev, _memfd: memfd, map, buf }))
+    Ok((
+        r,
+        i,
+        Holder {
+            dev,
+            _memfd: memfd,
+            map,
+            buf,
+        },
+    ))
 }
 
 struct Holder {
@@ -126,25 +141,58 @@ fn balloon_punch_returns_memory() -> CaseResult {
     ));
     let pages = 64 * MIB / ps();
     if lazy() {
-        ensure!(i.unpopulated == 32 * MIB / ps(), "lazy: INFO unpopulated {} pages, expected the 32 MiB punched: {i:?}", i.unpopulated);
+        ensure!(
+            i.unpopulated == 32 * MIB / ps(),
+            "lazy: INFO unpopulated {} pages, expected the 32 MiB punched: {i:?}",
+            i.unpopulated
+        );
         ensure!(r.gained >= 31 * MIB as i64, "lazy: MemAvailable (with the per-CPU free lists) rose by {} KiB, expected at least 31 MiB", r.gained / 1024);
-        ensure!(r.blocks_dropped == 32 * MIB as i64, "lazy: memfd blocks dropped by {} KiB, expected 32 MiB", r.blocks_dropped / 1024);
-        let hole = nix::unistd::lseek(h._memfd.as_raw_fd(), 0, nix::unistd::Whence::SeekHole).context("SEEK_HOLE")?;
-        ensure!(hole == 0, "lazy: SEEK_HOLE found the first hole at {hole}, expected 0 (the punched half)");
+        ensure!(
+            r.blocks_dropped == 32 * MIB as i64,
+            "lazy: memfd blocks dropped by {} KiB, expected 32 MiB",
+            r.blocks_dropped / 1024
+        );
+        let hole = nix::unistd::lseek(h._memfd.as_raw_fd(), 0, nix::unistd::Whence::SeekHole)
+            .context("SEEK_HOLE")?;
+        ensure!(
+            hole == 0,
+            "lazy: SEEK_HOLE found the first hole at {hole}, expected 0 (the punched half)"
+        );
         let v = verify(&h.dev, &h.buf)?;
         ensure!(
-            v.unpopulated == 32 * MIB / ps() && v.matching == pages - v.unpopulated && v.stale + v.holes == 0,
+            v.unpopulated == 32 * MIB / ps()
+                && v.matching == pages - v.unpopulated
+                && v.stale + v.holes == 0,
             "lazy: VERIFY {v:?}: expected the unpopulated pages counted as coherent"
         );
         // Touching the pages brings them in, coherent at once: zeros where the punch was.
         let bmap = Mapping::shared(&h.buf, 64 * MIB)?;
-        expect_bytes("dma-buf over the punched half", &bmap.read(0, 32 * MIB), &vec![0; (32 * MIB) as usize])?;
-        expect_bytes("dma-buf over the kept half", &bmap.read(32 * MIB, 32 * MIB), &pattern(3, 64 * MIB)[(32 * MIB) as usize..])?;
+        expect_bytes(
+            "dma-buf over the punched half",
+            &bmap.read(0, 32 * MIB),
+            &vec![0; (32 * MIB) as usize],
+        )?;
+        expect_bytes(
+            "dma-buf over the kept half",
+            &bmap.read(32 * MIB, 32 * MIB),
+            &pattern(3, 64 * MIB)[(32 * MIB) as usize..],
+        )?;
         h.map.write(0, &[0x5a; 4096]);
-        ensure!(bmap.read(0, 4096) == vec![0x5a; 4096], "dma-buf does not show a write through the memfd after the pages came back");
+        ensure!(
+            bmap.read(0, 4096) == vec![0x5a; 4096],
+            "dma-buf does not show a write through the memfd after the pages came back"
+        );
     } else {
-        ensure!(i.unpopulated == 0, "eager: INFO unpopulated {}, expected 0: {i:?}", i.unpopulated);
-        ensure!(r.blocks_dropped == 0, "eager: memfd blocks dropped by {} KiB, expected the hole filled again", r.blocks_dropped / 1024);
+        ensure!(
+            i.unpopulated == 0,
+            "eager: INFO unpopulated {}, expected 0: {i:?}",
+            i.unpopulated
+        );
+        ensure!(
+            r.blocks_dropped == 0,
+            "eager: memfd blocks dropped by {} KiB, expected the hole filled again",
+            r.blocks_dropped / 1024
+        );
         expect_all_matching("eager, after the balloon punch", &h.dev, &h.buf, pages)?;
     }
     drop(h);
@@ -156,7 +204,11 @@ fn balloon_punch_returns_memory() -> CaseResult {
             b.gained / 1024,
             b.blocks_dropped / 1024
         ));
-        ensure!(b.blocks_dropped == 32 * MIB as i64, "built-in: memfd blocks dropped by {} KiB, expected 32 MiB", b.blocks_dropped / 1024);
+        ensure!(
+            b.blocks_dropped == 32 * MIB as i64,
+            "built-in: memfd blocks dropped by {} KiB, expected 32 MiB",
+            b.blocks_dropped / 1024
+        );
         ensure!(b.gained < 8 * MIB as i64, "built-in: MemAvailable (with the per-CPU free lists) rose by {} KiB: its pinned pages were freed?", b.gained / 1024);
         drop(held);
     }
@@ -170,18 +222,42 @@ fn fault_populates_one_page() -> CaseResult {
         return Ok(o);
     }
     let size = 64 * ps();
-    let Watched { dev, memfd: _memfd, map, buf } = watched(Backing::Shmem, size, 9)?;
+    let Watched {
+        dev,
+        memfd: _memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size, 9)?;
     let bmap = Mapping::shared(&buf, size)?;
-    ensure!(bmap.read(0, size) == pattern(9, size), "dma-buf before the punch");
+    ensure!(
+        bmap.read(0, size) == pattern(9, size),
+        "dma-buf before the punch"
+    );
     madvise_remove(&map, 8 * ps(), 4 * ps())?;
     let want = if lazy() { 4 } else { 0 };
-    let i = wait_info(&dev, &buf, |i| i.state & PENDING == 0 && i.updates > 0 && i.unpopulated == want)?;
-    ensure!(i.unpopulated == want && i.updates > 0, "after punching 4 pages: INFO {i:?}, expected {want} unpopulated");
-    ensure!(bmap.read(9 * ps(), 1) == [0], "the punched page through the dma-buf: not zero");
+    let i = wait_info(&dev, &buf, |i| {
+        i.state & PENDING == 0 && i.updates > 0 && i.unpopulated == want
+    })?;
+    ensure!(
+        i.unpopulated == want && i.updates > 0,
+        "after punching 4 pages: INFO {i:?}, expected {want} unpopulated"
+    );
+    ensure!(
+        bmap.read(9 * ps(), 1) == [0],
+        "the punched page through the dma-buf: not zero"
+    );
     let i = info(&dev, &buf)?;
     let want = if lazy() { 3 } else { 0 };
-    ensure!(i.unpopulated == want, "after reading one punched page: INFO unpopulated {}, expected {want}", i.unpopulated);
-    expect_bytes("dma-buf after the punch", &bmap.read(8 * ps(), 4 * ps()), &vec![0; 4 * ps() as usize])?;
+    ensure!(
+        i.unpopulated == want,
+        "after reading one punched page: INFO unpopulated {}, expected {want}",
+        i.unpopulated
+    );
+    expect_bytes(
+        "dma-buf after the punch",
+        &bmap.read(8 * ps(), 4 * ps()),
+        &vec![0; 4 * ps() as usize],
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -213,7 +289,11 @@ impl Mapper {
                 unsafe { libc::_exit(code) }
             }
             ForkResult::Parent { child } => {
-                let m = Self { pid: child, cmd: cmd_w, reply: rep_r };
+                let m = Self {
+                    pid: child,
+                    cmd: cmd_w,
+                    reply: rep_r,
+                };
                 m.wait_reply("map the memfd")?;
                 Ok(m)
             }
@@ -222,7 +302,8 @@ impl Mapper {
 
     fn wait_reply(&self, what: &str) -> Result<()> {
         let mut b = [0u8; 1];
-        let n = nix::unistd::read(self.reply.as_raw_fd(), &mut b).context("read the child's reply")?;
+        let n =
+            nix::unistd::read(self.reply.as_raw_fd(), &mut b).context("read the child's reply")?;
         ensure!(n == 1 && b[0] == b'r', "child: {what} failed");
         Ok(())
     }
@@ -251,7 +332,10 @@ impl Mapper {
     fn exit(self) -> Result<()> {
         nix::unistd::write(&self.cmd, &[b'q', 0, 0]).context("ask the child")?;
         let st = nix::sys::wait::waitpid(self.pid, None).context("waitpid")?;
-        ensure!(st == nix::sys::wait::WaitStatus::Exited(self.pid, 0), "child ended with {st:?}");
+        ensure!(
+            st == nix::sys::wait::WaitStatus::Exited(self.pid, 0),
+            "child ended with {st:?}"
+        );
         Ok(())
     }
 }
@@ -281,11 +365,27 @@ fn serve(map: &Mapping, cmd: &OwnedFd, reply: &OwnedFd) -> i32 {
 
 /// After another process's punch and write of `page`: the worker applies it (no SYNC,
 /// no map) and the dma-buf shows `byte` there.
-fn expect_followed(what: &str, dev: &OwnedFd, buf: &OwnedFd, before: &UdmabufLiveInfo, page: u64, byte: u8) -> Result<()> {
-    let i = wait_info(dev, buf, |i| i.updates > before.updates && i.state & PENDING == 0)?;
-    ensure!(i.updates > before.updates, "{what}: no update applied within 10 s of the punch (no SYNC): {i:?}");
+fn expect_followed(
+    what: &str,
+    dev: &OwnedFd,
+    buf: &OwnedFd,
+    before: &UdmabufLiveInfo,
+    page: u64,
+    byte: u8,
+) -> Result<()> {
+    let i = wait_info(dev, buf, |i| {
+        i.updates > before.updates && i.state & PENDING == 0
+    })?;
+    ensure!(
+        i.updates > before.updates,
+        "{what}: no update applied within 10 s of the punch (no SYNC): {i:?}"
+    );
     let bmap = Mapping::shared(buf, 16 * ps())?;
-    expect_bytes(what, &bmap.read(page * ps(), ps()), &vec![byte; ps() as usize])
+    expect_bytes(
+        what,
+        &bmap.read(page * ps(), ps()),
+        &vec![byte; ps() as usize],
+    )
 }
 
 /// A 16-page buffer whose memfd only a child process maps (the creator wrote it with
@@ -306,8 +406,17 @@ fn child_mapped(seed: u8) -> Result<ChildMapped> {
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     let i = info(&dev, &buf)?;
     expect_state("created while a child maps the memfd", &i, WATCHED, 0)?;
-    ensure!(i.notifiers == 1, "INFO notifiers {}, expected the child's mapping: {i:?}", i.notifiers);
-    Ok(ChildMapped { dev, memfd, child, buf })
+    ensure!(
+        i.notifiers == 1,
+        "INFO notifiers {}, expected the child's mapping: {i:?}",
+        i.notifiers
+    );
+    Ok(ChildMapped {
+        dev,
+        memfd,
+        child,
+        buf,
+    })
 }
 
 /// The creator never maps the memfd; a child process does. The child's mapping is
@@ -316,7 +425,12 @@ fn other_process_mapping_is_watched() -> CaseResult {
     if let Some(o) = precondition() {
         return Ok(o);
     }
-    let ChildMapped { dev, memfd: _memfd, child, buf } = child_mapped(4)?;
+    let ChildMapped {
+        dev,
+        memfd: _memfd,
+        child,
+        buf,
+    } = child_mapped(4)?;
     let before = info(&dev, &buf)?;
     child.punch_and_write(5, 0xc3)?;
     expect_followed("the child's punch and write", &dev, &buf, &before, 5, 0xc3)?;
@@ -331,18 +445,43 @@ fn watching_comes_back_after_unmap() -> CaseResult {
         return Ok(o);
     }
     let size = 16 * ps();
-    let Watched { dev, memfd, map, buf } = watched(Backing::Shmem, size, 6)?;
+    let Watched {
+        dev,
+        memfd,
+        map,
+        buf,
+    } = watched(Backing::Shmem, size, 6)?;
     drop(map);
     let i = info(&dev, &buf)?;
     expect_state("after the creator's munmap", &i, 0, WATCHED)?;
-    ensure!(i.notifiers == 0, "after the creator's munmap: INFO notifiers {}, expected 0", i.notifiers);
+    ensure!(
+        i.notifiers == 0,
+        "after the creator's munmap: INFO notifiers {}, expected 0",
+        i.notifiers
+    );
     let child = Mapper::spawn(&memfd, size)?;
     sync(&dev, &buf, 0)?;
     let before = info(&dev, &buf)?;
-    expect_state("a new process maps the memfd, after one SYNC", &before, WATCHED, PENDING)?;
-    ensure!(before.notifiers == 1, "INFO notifiers {}, expected the new mapping: {before:?}", before.notifiers);
+    expect_state(
+        "a new process maps the memfd, after one SYNC",
+        &before,
+        WATCHED,
+        PENDING,
+    )?;
+    ensure!(
+        before.notifiers == 1,
+        "INFO notifiers {}, expected the new mapping: {before:?}",
+        before.notifiers
+    );
     child.punch_and_write(2, 0x3c)?;
-    expect_followed("the new process's punch and write", &dev, &buf, &before, 2, 0x3c)?;
+    expect_followed(
+        "the new process's punch and write",
+        &dev,
+        &buf,
+        &before,
+        2,
+        0x3c,
+    )?;
     child.exit()?;
     Ok(Outcome::Pass)
 }
@@ -355,16 +494,29 @@ fn watched_process_exits() -> CaseResult {
         return Ok(o);
     }
     let size = 16 * ps();
-    let ChildMapped { dev, memfd, child, buf } = child_mapped(8)?;
+    let ChildMapped {
+        dev,
+        memfd,
+        child,
+        buf,
+    } = child_mapped(8)?;
     child.exit()?;
     let i = info(&dev, &buf)?;
     expect_state("after the watched process exited", &i, 0, WATCHED)?;
-    ensure!(i.notifiers == 0, "after the watched process exited: INFO notifiers {}, expected 0", i.notifiers);
+    ensure!(
+        i.notifiers == 0,
+        "after the watched process exited: INFO notifiers {}, expected 0",
+        i.notifiers
+    );
     punch(&memfd, 3 * ps(), ps())?;
     pwrite(&memfd, 3 * ps(), &vec![0x77; ps() as usize])?;
     sync(&dev, &buf, 0)?;
     let bmap = Mapping::shared(&buf, size)?;
-    expect_bytes("after the punch and SYNC", &bmap.read(3 * ps(), ps()), &vec![0x77; ps() as usize])?;
+    expect_bytes(
+        "after the punch and SYNC",
+        &bmap.read(3 * ps(), ps()),
+        &vec![0x77; ps() as usize],
+    )?;
     expect_all_matching("after the punch and SYNC", &dev, &buf, 16)?;
     Ok(Outcome::Pass)
 }
@@ -405,9 +557,17 @@ fn memfd_lifetime_cost() -> CaseResult {
     }
     for (device, at_memfd_close, at_buffer_close) in freed {
         if device == crate::util::device_path() {
-            ensure!(at_buffer_close >= 31 * MIB as i64, "{device}: closing the buffer freed {} KiB, expected the memfd's 32 MiB", at_buffer_close / 1024);
+            ensure!(
+                at_buffer_close >= 31 * MIB as i64,
+                "{device}: closing the buffer freed {} KiB, expected the memfd's 32 MiB",
+                at_buffer_close / 1024
+            );
         } else {
-            ensure!(at_memfd_close >= 31 * MIB as i64, "{device}: closing the memfd freed {} KiB, expected all but the pinned page", at_memfd_close / 1024);
+            ensure!(
+                at_memfd_close >= 31 * MIB as i64,
+                "{device}: closing the memfd freed {} KiB, expected all but the pinned page",
+                at_memfd_close / 1024
+            );
         }
     }
     Ok(Outcome::Pass)
@@ -420,17 +580,30 @@ fn watched_process_execs() -> CaseResult {
         return Ok(o);
     }
     let size = 16 * ps();
-    let ChildMapped { dev, memfd, child, buf } = child_mapped(2)?;
+    let ChildMapped {
+        dev,
+        memfd,
+        child,
+        buf,
+    } = child_mapped(2)?;
     child.exec_sleeper()?;
     let i = wait_info(&dev, &buf, |i| i.state & WATCHED == 0)?;
     let result = (|| -> Result<()> {
         expect_state("after the watched process exec'd", &i, 0, WATCHED)?;
-        ensure!(i.notifiers == 0, "after exec: INFO notifiers {}, expected 0", i.notifiers);
+        ensure!(
+            i.notifiers == 0,
+            "after exec: INFO notifiers {}, expected 0",
+            i.notifiers
+        );
         punch(&memfd, 5 * ps(), ps())?;
         pwrite(&memfd, 5 * ps(), &vec![0x42; ps() as usize])?;
         sync(&dev, &buf, 0)?;
         let bmap = Mapping::shared(&buf, size)?;
-        expect_bytes("after exec, punch and SYNC", &bmap.read(5 * ps(), ps()), &vec![0x42; ps() as usize])
+        expect_bytes(
+            "after exec, punch and SYNC",
+            &bmap.read(5 * ps(), ps()),
+            &vec![0x42; ps() as usize],
+        )
     })();
     child.kill()?;
     result?;

@@ -40,12 +40,24 @@ fn ps() -> u64 {
 fn memfd_content_visible(kind: Backing, size: u64) -> CaseResult {
     let b = filled_buffer(kind, size, 1, 0)?;
     let view = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf")?;
-    expect_bytes("content written before the create", &view.read(0, size), &pattern(1, size))?;
+    expect_bytes(
+        "content written before the create",
+        &view.read(0, size),
+        &pattern(1, size),
+    )?;
     fill_memfd(&b.memfd, size, 0, &pattern(2, size))?;
-    expect_bytes("content written after the create", &view.read(0, size), &pattern(2, size))?;
+    expect_bytes(
+        "content written after the create",
+        &view.read(0, size),
+        &pattern(2, size),
+    )?;
     // A fresh mapping of the dma-buf sees the same.
     let again = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf again")?;
-    expect_bytes("second dma-buf mapping", &again.read(0, size), &pattern(2, size))?;
+    expect_bytes(
+        "second dma-buf mapping",
+        &again.read(0, size),
+        &pattern(2, size),
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -61,11 +73,19 @@ fn dmabuf_writes_reach_memfd(kind: Backing, size: u64) -> CaseResult {
     let b = filled_buffer(kind, size, 1, 0)?;
     let view = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf")?;
     view.write(0, &pattern(3, size));
-    expect_bytes("memfd mapping after dma-buf writes", &read_memfd(&b.memfd, size, 0, size)?, &pattern(3, size))?;
+    expect_bytes(
+        "memfd mapping after dma-buf writes",
+        &read_memfd(&b.memfd, size, 0, size)?,
+        &pattern(3, size),
+    )?;
     if kind == Backing::Shmem {
         let mut got = vec![0u8; size as usize];
         let n = nix::sys::uio::pread(&b.memfd, &mut got, 0).context("pread the memfd")?;
-        expect_bytes("pread of the memfd after dma-buf writes", &got[..n], &pattern(3, size))?;
+        expect_bytes(
+            "pread of the memfd after dma-buf writes",
+            &got[..n],
+            &pattern(3, size),
+        )?;
     }
     Ok(Outcome::Pass)
 }
@@ -88,7 +108,11 @@ fn pwrite_on_memfd_visible() -> CaseResult {
     anyhow::ensure!(n == data.len(), "short pwrite");
     let mut want = pattern(1, size);
     want[ps() as usize..3 * ps() as usize].copy_from_slice(&data);
-    expect_bytes("dma-buf after pwrite on the memfd", &view.read(0, size), &want)?;
+    expect_bytes(
+        "dma-buf after pwrite on the memfd",
+        &view.read(0, size),
+        &want,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -98,14 +122,24 @@ fn partial_range_maps_right_pages() -> CaseResult {
     let dev = open_device(&test_device())?;
     for (kind, msize, off, len) in [
         (Backing::Shmem, 8 * ps(), 2 * ps(), 3 * ps()),
-        (Backing::Hugetlb, 2 * HUGE_PAGE, HUGE_PAGE - 2 * ps(), 5 * ps()),
+        (
+            Backing::Hugetlb,
+            2 * HUGE_PAGE,
+            HUGE_PAGE - 2 * ps(),
+            5 * ps(),
+        ),
     ] {
         let m = memfd(kind, msize)?;
         let content = pattern(5, msize);
         fill_memfd(&m, msize, 0, &content)?;
-        let buf = create(dev.as_fd(), &m, off, len, 0).with_context(|| format!("{kind:?} [{off:#x}, +{len:#x})"))?;
+        let buf = create(dev.as_fd(), &m, off, len, 0)
+            .with_context(|| format!("{kind:?} [{off:#x}, +{len:#x})"))?;
         let view = Mapping::shared(&buf, len)?;
-        expect_bytes(&format!("{kind:?} range at {off:#x}"), &view.read(0, len), &content[off as usize..(off + len) as usize])?;
+        expect_bytes(
+            &format!("{kind:?} range at {off:#x}"),
+            &view.read(0, len),
+            &content[off as usize..(off + len) as usize],
+        )?;
     }
     Ok(Outcome::Pass)
 }
@@ -114,8 +148,13 @@ fn partial_range_maps_right_pages() -> CaseResult {
 fn mapping_at_page_offset() -> CaseResult {
     let size = 8 * ps();
     let b = filled_buffer(Backing::Shmem, size, 6, 0)?;
-    let view = Mapping::new(&b.dmabuf, 3 * ps(), 4 * ps(), true).context("mmap 3 pages at page 4")?;
-    expect_bytes("mapping at page 4", &view.read(0, 3 * ps()), &pattern(6, size)[4 * ps() as usize..7 * ps() as usize])?;
+    let view =
+        Mapping::new(&b.dmabuf, 3 * ps(), 4 * ps(), true).context("mmap 3 pages at page 4")?;
+    expect_bytes(
+        "mapping at page 4",
+        &view.read(0, 3 * ps()),
+        &pattern(6, size)[4 * ps() as usize..7 * ps() as usize],
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -135,14 +174,22 @@ fn source(kind: Backing, size: u64, seed: u8) -> Result<Source> {
 
 fn check_list(what: &str, srcs: &[&Source], entries: &[(usize, u64, u64)]) -> Result<()> {
     let dev = open_device(&test_device())?;
-    let items: Vec<_> = entries.iter().map(|&(s, off, len)| item(&srcs[s].fd, off, len)).collect();
-    let buf = create_list(dev.as_fd(), 0, &items).with_context(|| format!("{what}: CREATE_LIST"))?;
+    let items: Vec<_> = entries
+        .iter()
+        .map(|&(s, off, len)| item(&srcs[s].fd, off, len))
+        .collect();
+    let buf =
+        create_list(dev.as_fd(), 0, &items).with_context(|| format!("{what}: CREATE_LIST"))?;
     let total: u64 = entries.iter().map(|e| e.2).sum();
     let view = Mapping::shared(&buf, total)?;
     let mut at = 0;
     for (i, &(s, off, len)) in entries.iter().enumerate() {
         let want = &srcs[s].content[off as usize..(off + len) as usize];
-        expect_bytes(&format!("{what}: entry {i} at dma-buf offset {at:#x}"), &view.read(at, len), want)?;
+        expect_bytes(
+            &format!("{what}: entry {i} at dma-buf offset {at:#x}"),
+            &view.read(at, len),
+            want,
+        )?;
         at += len;
     }
     // And writes through the memfds after the create show at the same places.
@@ -152,7 +199,11 @@ fn check_list(what: &str, srcs: &[&Source], entries: &[(usize, u64, u64)]) -> Re
     let mut at = 0;
     for (i, &(s, off, len)) in entries.iter().enumerate() {
         let want = &pattern(100 + s as u8, srcs[s].size)[off as usize..(off + len) as usize];
-        expect_bytes(&format!("{what}: entry {i} after rewriting its memfd"), &view.read(at, len), want)?;
+        expect_bytes(
+            &format!("{what}: entry {i} after rewriting its memfd"),
+            &view.read(at, len),
+            want,
+        )?;
         at += len;
     }
     Ok(())
@@ -187,14 +238,34 @@ fn list_pages_reversed() -> CaseResult {
 fn list_same_page_twice_aliases() -> CaseResult {
     let dev = open_device(&test_device())?;
     let a = source(Backing::Shmem, 2 * ps(), 14)?;
-    let buf = create_list(dev.as_fd(), 0, &[item(&a.fd, ps(), ps()), item(&a.fd, 0, ps()), item(&a.fd, ps(), ps())])
-        .context("CREATE_LIST with page 1 twice")?;
+    let buf = create_list(
+        dev.as_fd(),
+        0,
+        &[
+            item(&a.fd, ps(), ps()),
+            item(&a.fd, 0, ps()),
+            item(&a.fd, ps(), ps()),
+        ],
+    )
+    .context("CREATE_LIST with page 1 twice")?;
     let view = Mapping::shared(&buf, 3 * ps())?;
     let data = pattern(15, ps());
     view.write(0, &data);
-    expect_bytes("entry 2 after writing entry 0 (same memfd page)", &view.read(2 * ps(), ps()), &data)?;
-    expect_bytes("memfd page 1", &read_memfd(&a.fd, a.size, ps(), ps())?, &data)?;
-    expect_bytes("entry 1 (memfd page 0) untouched", &view.read(ps(), ps()), &a.content[..ps() as usize])?;
+    expect_bytes(
+        "entry 2 after writing entry 0 (same memfd page)",
+        &view.read(2 * ps(), ps()),
+        &data,
+    )?;
+    expect_bytes(
+        "memfd page 1",
+        &read_memfd(&a.fd, a.size, ps(), ps())?,
+        &data,
+    )?;
+    expect_bytes(
+        "entry 1 (memfd page 0) untouched",
+        &view.read(ps(), ps()),
+        &a.content[..ps() as usize],
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -206,8 +277,16 @@ fn private_mapping_refused() -> CaseResult {
             Ok(Mapping::new(&buf, kind.granule(), 0, false))
         }
     };
-    expect_errno("MAP_PRIVATE of a shmem dma-buf", Errno::EINVAL, attempt(Backing::Shmem))?;
-    expect_errno("MAP_PRIVATE of a hugetlb dma-buf", Errno::EINVAL, attempt(Backing::Hugetlb))?;
+    expect_errno(
+        "MAP_PRIVATE of a shmem dma-buf",
+        Errno::EINVAL,
+        attempt(Backing::Shmem),
+    )?;
+    expect_errno(
+        "MAP_PRIVATE of a hugetlb dma-buf",
+        Errno::EINVAL,
+        attempt(Backing::Hugetlb),
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -219,9 +298,21 @@ fn mapping_past_end_refused() -> CaseResult {
             Ok(Mapping::new(&buf, len, off, true))
         }
     };
-    expect_errno("4-page buffer, map 5 pages", Errno::EINVAL, attempt(5 * ps(), 0))?;
-    expect_errno("4-page buffer, map 2 pages at page 3", Errno::EINVAL, attempt(2 * ps(), 3 * ps()))?;
-    expect_errno("4-page buffer, map 1 page at page 4", Errno::EINVAL, attempt(ps(), 4 * ps()))?;
+    expect_errno(
+        "4-page buffer, map 5 pages",
+        Errno::EINVAL,
+        attempt(5 * ps(), 0),
+    )?;
+    expect_errno(
+        "4-page buffer, map 2 pages at page 3",
+        Errno::EINVAL,
+        attempt(2 * ps(), 3 * ps()),
+    )?;
+    expect_errno(
+        "4-page buffer, map 1 page at page 4",
+        Errno::EINVAL,
+        attempt(ps(), 4 * ps()),
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -242,12 +333,23 @@ fn fallocated_pages_read_as_zero() -> CaseResult {
             fill_memfd(&dirty, size, 0, &vec![0xa5 ^ round; size as usize])?;
         }
         let fd = memfd(Backing::Shmem, size)?;
-        nix::fcntl::fallocate(std::os::fd::AsRawFd::as_raw_fd(&fd), nix::fcntl::FallocateFlags::empty(), 0, size as i64).context("fallocate the memfd")?;
-        let dmabuf = create(dev.as_fd(), &fd, 0, size, 0).map_err(|e| anyhow::anyhow!("CREATE over a fallocated memfd: {e}"))?;
+        nix::fcntl::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            size as i64,
+        )
+        .context("fallocate the memfd")?;
+        let dmabuf = create(dev.as_fd(), &fd, 0, size, 0)
+            .map_err(|e| anyhow::anyhow!("CREATE over a fallocated memfd: {e}"))?;
         let view = Mapping::shared(&dmabuf, size).context("mmap the dma-buf")?;
         let got = view.read(0, size);
         leaked += got.iter().filter(|&&b| b != 0).count();
-        expect_bytes("the memfd itself", &read_memfd(&fd, size, 0, size)?, &vec![0u8; size as usize])?;
+        expect_bytes(
+            "the memfd itself",
+            &read_memfd(&fd, size, 0, size)?,
+            &vec![0u8; size as usize],
+        )?;
     }
     if leaked == 0 {
         return Ok(Outcome::Pass);

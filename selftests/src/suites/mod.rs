@@ -25,8 +25,8 @@ mod live_util;
 mod live_vmm;
 mod mmap;
 mod module;
-mod security;
 mod rng;
+mod security;
 mod stress;
 mod sync;
 mod unload_busy;
@@ -56,13 +56,27 @@ pub const EAGER_SUFFIX: &str = "-eager";
 
 /// The repopulation policy suite `name` runs under.
 pub fn policy_of(name: &str) -> &'static str {
-    if name.ends_with(EAGER_SUFFIX) { "eager" } else { "lazy" }
+    if name.ends_with(EAGER_SUFFIX) {
+        "eager"
+    } else {
+        "lazy"
+    }
 }
 
 /// `suite` and its copy under the eager policy: every live-update suite runs under both.
 fn both_policies(suite: Suite) -> [Suite; 2] {
     let name: &'static str = Box::leak(format!("{}{EAGER_SUFFIX}", suite.name).into_boxed_str());
-    let eager = Suite { name, cases: suite.cases.iter().map(|c| Case { name: c.name, run: c.run }).collect() };
+    let eager = Suite {
+        name,
+        cases: suite
+            .cases
+            .iter()
+            .map(|c| Case {
+                name: c.name,
+                run: c.run,
+            })
+            .collect(),
+    };
     [suite, eager]
 }
 

@@ -18,14 +18,23 @@ pub fn load_suite() -> Suite {
     ];
     // Harness self-test: a case that must fail, to prove a failure turns the run red.
     if std::env::var_os("ULIVE_INJECT_FAIL").is_some() {
-        cases.push(super::Case { name: "injected_failure", run: injected_failure });
+        cases.push(super::Case {
+            name: "injected_failure",
+            run: injected_failure,
+        });
     }
-    Suite { name: "module", cases }
+    Suite {
+        name: "module",
+        cases,
+    }
 }
 
 /// Runs last: the module must unload cleanly once every buffer is gone.
 pub fn unload_suite() -> Suite {
-    Suite { name: "module-unload", cases: cases![unload_and_device_gone, reload_cycle] }
+    Suite {
+        name: "module-unload",
+        cases: cases![unload_and_device_gone, reload_cycle],
+    }
 }
 
 /// A fresh load. On a machine where the module is already loaded (the collection run
@@ -43,24 +52,37 @@ fn load() -> CaseResult {
             }
         }
     }
-    ensure!(!is_loaded(), "module still loaded after unloading it before the test");
+    ensure!(
+        !is_loaded(),
+        "module still loaded after unloading it before the test"
+    );
     crate::ktap::out(&format!("    # loading {}", file.display()));
     load_module()?;
-    ensure!(is_loaded(), "/sys/module/{} missing after load", udmabuf_live_uapi::MODULE_NAME);
+    ensure!(
+        is_loaded(),
+        "/sys/module/{} missing after load",
+        udmabuf_live_uapi::MODULE_NAME
+    );
     Ok(Outcome::Pass)
 }
 
 fn device_node_is_misc_char_device() -> CaseResult {
     let path = device_path();
     let md = std::fs::metadata(&path).with_context(|| format!("stat {path}"))?;
-    ensure!(md.file_type().is_char_device(), "{path} is not a character device");
+    ensure!(
+        md.file_type().is_char_device(),
+        "{path} is not a character device"
+    );
     let major = nix::sys::stat::major(md.rdev());
     expect_eq("major number (misc = 10)", major, 10)?;
     Ok(Outcome::Pass)
 }
 
 fn unknown_ioctls_get_enotty() -> CaseResult {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(device_path())?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device_path())?;
     // Unknown numbers of our own type, of another type, and a bogus direction/size.
     let requests: [c_ulong; 4] = [
         nix::request_code_none!(b'u', 0x7f) as c_ulong,
@@ -82,22 +104,46 @@ fn unknown_ioctls_get_enotty() -> CaseResult {
 use nix::libc::c_ulong;
 
 fn cli_status_reports_module() -> CaseResult {
-    let out = std::process::Command::new("udmabuf-ctl").args(["status", "--json"]).output()?;
-    ensure!(out.status.success(), "udmabuf-ctl status failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("status --json is not JSON")?;
+    let out = std::process::Command::new("udmabuf-ctl")
+        .args(["status", "--json"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "udmabuf-ctl status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("status --json is not JSON")?;
     expect_eq("module.loaded", v["module"]["loaded"].as_bool(), Some(true))?;
-    expect_eq("device.path", v["device"]["path"].as_str(), Some(device_path().as_str()))?;
+    expect_eq(
+        "device.path",
+        v["device"]["path"].as_str(),
+        Some(device_path().as_str()),
+    )?;
     expect_eq("device.major", v["device"]["major"].as_u64(), Some(10))?;
     Ok(Outcome::Pass)
 }
 
 fn unload_and_device_gone() -> CaseResult {
     unload_module().context("delete_module")?;
-    ensure!(!is_loaded(), "module still listed in /sys/module after unload");
-    ensure!(!std::path::Path::new(&device_path()).exists(), "{} still exists after unload", device_path());
+    ensure!(
+        !is_loaded(),
+        "module still listed in /sys/module after unload"
+    );
+    ensure!(
+        !std::path::Path::new(&device_path()).exists(),
+        "{} still exists after unload",
+        device_path()
+    );
     // With the module gone, the CLI must say so and use its documented exit code.
-    let out = std::process::Command::new("udmabuf-ctl").arg("status").output()?;
-    expect_eq("udmabuf-ctl status exit code without the module", out.status.code(), Some(3))?;
+    let out = std::process::Command::new("udmabuf-ctl")
+        .arg("status")
+        .output()?;
+    expect_eq(
+        "udmabuf-ctl status exit code without the module",
+        out.status.code(),
+        Some(3),
+    )?;
     Ok(Outcome::Pass)
 }
 

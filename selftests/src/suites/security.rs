@@ -84,8 +84,12 @@ impl Drop for OpenDevice {
 
 /// Errno of UDMABUF_CREATE over a fresh sealed shmem memfd of `size` bytes, or 0.
 fn try_create(size: u64) -> i32 {
-    let Ok(dev) = open_device(&device_path()) else { return 90 };
-    let Ok(m) = memfd(Backing::Shmem, size) else { return 91 };
+    let Ok(dev) = open_device(&device_path()) else {
+        return 90;
+    };
+    let Ok(m) = memfd(Backing::Shmem, size) else {
+        return 91;
+    };
     match create(dev.as_fd(), &m, 0, size, 0) {
         Ok(_) => 0,
         Err(e) => e as i32,
@@ -101,7 +105,11 @@ fn device_node_is_root_only() -> CaseResult {
     expect_eq("owner", md.uid(), 0)?;
     // The same default as the kernel's own /dev/udmabuf.
     let upstream = std::fs::metadata("/dev/udmabuf")?;
-    expect_eq("mode of /dev/udmabuf", upstream.mode() & 0o777, md.mode() & 0o777)?;
+    expect_eq(
+        "mode of /dev/udmabuf",
+        upstream.mode() & 0o777,
+        md.mode() & 0o777,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -109,9 +117,15 @@ fn unprivileged_open_refused() -> CaseResult {
     if let Some(skip) = live_only() {
         return Ok(skip);
     }
-    let code = as_nobody(None, || match std::fs::OpenOptions::new().read(true).write(true).open(device_path()) {
-        Ok(_) => 0,
-        Err(e) => e.raw_os_error().unwrap_or(99),
+    let code = as_nobody(None, || {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(device_path())
+        {
+            Ok(_) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(99),
+        }
     })?;
     expect_eq("errno of open() as uid 65534", code, Errno::EACCES as i32)?;
     Ok(Outcome::Pass)
@@ -126,7 +140,11 @@ fn memlock_accounting_is_off_by_default() -> CaseResult {
     expect_eq("account_memlock by default", param.trim(), "N")?;
     let _open = OpenDevice::new()?;
     let code = as_nobody(Some(1 << 20), || try_create(4 << 20))?;
-    expect_eq("create of 4 MiB under a 1 MiB RLIMIT_MEMLOCK, as upstream allows", code, 0)?;
+    expect_eq(
+        "create of 4 MiB under a 1 MiB RLIMIT_MEMLOCK, as upstream allows",
+        code,
+        0,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -143,10 +161,16 @@ fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
     let _on = accounting_on()?;
     let limit = 1 << 20;
     let code = as_nobody(Some(limit), || {
-        let Ok(dev) = open_device(&device_path()) else { return 90 };
-        let Ok(m) = memfd(Backing::Shmem, 4 << 20) else { return 91 };
+        let Ok(dev) = open_device(&device_path()) else {
+            return 90;
+        };
+        let Ok(m) = memfd(Backing::Shmem, 4 << 20) else {
+            return 91;
+        };
         // Within the limit: allowed.
-        let Ok(half) = create(dev.as_fd(), &m, 0, 512 << 10, 0) else { return 10 };
+        let Ok(half) = create(dev.as_fd(), &m, 0, 512 << 10, 0) else {
+            return 10;
+        };
         // Beyond it (512 KiB held + 1 MiB asked > 1 MiB): ENOMEM.
         match create(dev.as_fd(), &m, 0, 1 << 20, 0) {
             Err(Errno::ENOMEM) => {}
@@ -180,7 +204,10 @@ fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
 /// The escape of a per-mm charge: a child creates a buffer, hands it to its parent over
 /// a unix socket and exits. The parent (same user) must still be held to the limit.
 fn memlock_charge_follows_the_user() -> CaseResult {
-    use nix::sys::socket::{recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+    use nix::sys::socket::{
+        recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+        SockFlag, SockType,
+    };
     use std::io::IoSlice;
     use std::os::fd::{FromRawFd, OwnedFd};
     if let Some(skip) = live_only() {
@@ -189,7 +216,14 @@ fn memlock_charge_follows_the_user() -> CaseResult {
     let _open = OpenDevice::new()?;
     let _on = accounting_on()?;
     let code = as_nobody(Some(1 << 20), || {
-        let Ok((a, b)) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC) else { return 90 };
+        let Ok((a, b)) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        ) else {
+            return 90;
+        };
         // SAFETY: single-threaded; the child only makes syscalls and leaves with _exit.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
@@ -198,7 +232,14 @@ fn memlock_charge_follows_the_user() -> CaseResult {
                     let m = memfd(Backing::Shmem, 768 << 10).ok()?;
                     let buf = create(dev.as_fd(), &m, 0, 768 << 10, 0).ok()?;
                     let fds = [buf.as_raw_fd()];
-                    sendmsg::<()>(b.as_raw_fd(), &[IoSlice::new(b"b")], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None).ok()?;
+                    sendmsg::<()>(
+                        b.as_raw_fd(),
+                        &[IoSlice::new(b"b")],
+                        &[ControlMessage::ScmRights(&fds)],
+                        MsgFlags::empty(),
+                        None,
+                    )
+                    .ok()?;
                     Some(0)
                 })()
                 .unwrap_or(80);
@@ -209,7 +250,11 @@ fn memlock_charge_follows_the_user() -> CaseResult {
                 let mut byte = [0u8; 1];
                 let mut iov = [std::io::IoSliceMut::new(&mut byte)];
                 let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-                let Ok(msg) = recvmsg::<()>(a.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()) else { return 91 };
+                let Ok(msg) =
+                    recvmsg::<()>(a.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+                else {
+                    return 91;
+                };
                 let mut got = None;
                 if let Ok(cmsgs) = msg.cmsgs() {
                     for c in cmsgs {
@@ -251,14 +296,18 @@ fn memlock_keeps_upstream_errno_order() -> CaseResult {
     let _open = OpenDevice::new()?;
     let _on = accounting_on()?;
     let code = as_nobody(Some(1 << 20), || {
-        let Ok(dev) = open_device(&device_path()) else { return 90 };
+        let Ok(dev) = open_device(&device_path()) else {
+            return 90;
+        };
         // Not a memfd (the device fd itself), 4 MiB: EBADFD, not ENOMEM.
         match create_raw(dev.as_fd(), dev.as_raw_fd() as u32, 0, 0, 4 << 20) {
             Err(Errno::EBADFD) => {}
             _ => return 10,
         }
         // A memfd without F_SEAL_SHRINK, 4 MiB: EINVAL, not ENOMEM.
-        let Ok(m) = memfd_with_seals(Backing::Shmem, 4 << 20, nix::fcntl::SealFlag::empty()) else { return 91 };
+        let Ok(m) = memfd_with_seals(Backing::Shmem, 4 << 20, nix::fcntl::SealFlag::empty()) else {
+            return 91;
+        };
         match create(dev.as_fd(), &m, 0, 4 << 20, 0) {
             Err(Errno::EINVAL) => {}
             _ => return 11,
@@ -267,8 +316,12 @@ fn memlock_keeps_upstream_errno_order() -> CaseResult {
     })?;
     match code {
         0 => Ok(Outcome::Pass),
-        10 => bail!("a 4 MiB CREATE of a non-memfd fd under a 1 MiB limit did not fail with EBADFD"),
-        11 => bail!("a 4 MiB CREATE of an unsealed memfd under a 1 MiB limit did not fail with EINVAL"),
+        10 => {
+            bail!("a 4 MiB CREATE of a non-memfd fd under a 1 MiB limit did not fail with EBADFD")
+        }
+        11 => bail!(
+            "a 4 MiB CREATE of an unsealed memfd under a 1 MiB limit did not fail with EINVAL"
+        ),
         c => bail!("the child could not set up (exit {c})"),
     }
 }
@@ -281,9 +334,15 @@ fn pfns_needs_cap_sys_admin() -> CaseResult {
     }
     let _open = OpenDevice::new()?;
     let code = as_nobody(None, || {
-        let Ok(dev) = open_device(&device_path()) else { return 90 };
-        let Ok(m) = memfd(Backing::Shmem, 64 << 10) else { return 91 };
-        let Ok(buf) = create(dev.as_fd(), &m, 0, 64 << 10, 0) else { return 92 };
+        let Ok(dev) = open_device(&device_path()) else {
+            return 90;
+        };
+        let Ok(m) = memfd(Backing::Shmem, 64 << 10) else {
+            return 91;
+        };
+        let Ok(buf) = create(dev.as_fd(), &m, 0, 64 << 10, 0) else {
+            return 92;
+        };
         let mut out = [0u64; 16];
         let arg = UdmabufLivePfns {
             dmabuf_fd: buf.as_raw_fd() as u32,

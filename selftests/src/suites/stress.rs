@@ -24,7 +24,9 @@
 //! The module's reference count must be back at its base once everything is closed.
 
 use super::common::*;
-use super::importer_client::{ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer};
+use super::importer_client::{
+    ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer,
+};
 use super::live_util::{punch, try_info as info, try_sync as sync, try_verify as verify};
 use super::rng::{env_u64, module_refcnt, Rng};
 use super::{cases, Suite};
@@ -46,7 +48,11 @@ use std::time::{Duration, Instant};
 pub fn suite() -> Suite {
     Suite {
         name: "stress",
-        cases: cases![punch_across_list_ranges_of_one_memfd, cpu_access_end_after_live_update, concurrent_create_punch_sync_map_read],
+        cases: cases![
+            punch_across_list_ranges_of_one_memfd,
+            cpu_access_end_after_live_update,
+            concurrent_create_punch_sync_map_read
+        ],
     }
 }
 
@@ -134,23 +140,48 @@ impl Raw {
     fn anon_shared(len: usize) -> Result<Self> {
         // SAFETY: a fresh anonymous mapping, zero-filled, only accessed through raw pointers.
         let ptr = unsafe {
-            mmap_anonymous(None, NonZeroUsize::new(len).context("empty")?, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED)
+            mmap_anonymous(
+                None,
+                NonZeroUsize::new(len).context("empty")?,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
         }
         .context("mmap(MAP_SHARED|MAP_ANONYMOUS)")?;
         Ok(Self { ptr, len })
     }
 
     fn file(fd: impl AsFd, len: usize, writable: bool) -> Result<Self, Errno> {
-        let prot = if writable { ProtFlags::PROT_READ | ProtFlags::PROT_WRITE } else { ProtFlags::PROT_READ };
+        let prot = if writable {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
         // SAFETY: a fresh shared mapping at an address the kernel picks.
-        let ptr = unsafe { mmap(None, NonZeroUsize::new(len).ok_or(Errno::EINVAL)?, prot, MapFlags::MAP_SHARED, fd, 0) }?;
+        let ptr = unsafe {
+            mmap(
+                None,
+                NonZeroUsize::new(len).ok_or(Errno::EINVAL)?,
+                prot,
+                MapFlags::MAP_SHARED,
+                fd,
+                0,
+            )
+        }?;
         Ok(Self { ptr, len })
     }
 
     fn file_at(fd: impl AsFd, len: usize, offset: usize) -> Result<Self, Errno> {
         // SAFETY: a fresh shared read-only mapping at an address the kernel picks.
         let ptr = unsafe {
-            mmap(None, NonZeroUsize::new(len).ok_or(Errno::EINVAL)?, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, fd, offset as libc::off_t)
+            mmap(
+                None,
+                NonZeroUsize::new(len).ok_or(Errno::EINVAL)?,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_SHARED,
+                fd,
+                offset as libc::off_t,
+            )
         }?;
         Ok(Self { ptr, len })
     }
@@ -240,20 +271,35 @@ struct SharedBuf {
 /// started. `exact` is false for copies made by the kernel (importer READ), whose
 /// memcpy may tear an 8-byte field: then each tag byte must be 0 or the right byte, and
 /// the sequence is not judged.
-fn plausible(ctl: &Control, what: &str, header: [u64; 2], want: (usize, usize), exact: bool) -> Result<()> {
+fn plausible(
+    ctl: &Control,
+    what: &str,
+    header: [u64; 2],
+    want: (usize, usize),
+    exact: bool,
+) -> Result<()> {
     let (t, seq) = (header[0], header[1]);
     let want_tag = tag(want.0, want.1);
     if t == 0 {
         return Ok(());
     }
     if !exact {
-        let ok = t.to_le_bytes().iter().zip(want_tag.to_le_bytes()).all(|(&g, w)| g == 0 || g == w);
+        let ok = t
+            .to_le_bytes()
+            .iter()
+            .zip(want_tag.to_le_bytes())
+            .all(|(&g, w)| g == 0 || g == w);
         ensure!(ok, "{what}: header tag {t:#x} is not memfd {} page {} ({want_tag:#x}): a freed, foreign or misplaced page", want.0, want.1);
         return Ok(());
     }
     ensure!(t == want_tag, "{what}: header tag {t:#x} is not memfd {} page {} ({want_tag:#x}): a freed, foreign or misplaced page", want.0, want.1);
     let started = ctl.started[want.0][want.1].load(Ordering::Acquire);
-    ensure!(seq <= started, "{what}: memfd {} page {} shows version {seq}, its writer only started {started}", want.0, want.1);
+    ensure!(
+        seq <= started,
+        "{what}: memfd {} page {} shows version {seq}, its writer only started {started}",
+        want.0,
+        want.1
+    );
     Ok(())
 }
 
@@ -271,7 +317,10 @@ fn header_at(map: &Raw, off: usize) -> [u64; 2] {
 
 /// The chunks writer `w` owns: (memfd, first page).
 fn owned_chunks(w: usize) -> Vec<(usize, usize)> {
-    (0..MEMFDS * PAGES / CHUNK).filter(|c| c % WRITERS == w).map(|c| (c / (PAGES / CHUNK), (c % (PAGES / CHUNK)) * CHUNK)).collect()
+    (0..MEMFDS * PAGES / CHUNK)
+        .filter(|c| c % WRITERS == w)
+        .map(|c| (c / (PAGES / CHUNK), (c % (PAGES / CHUNK)) * CHUNK))
+        .collect()
 }
 
 /// Which workers run (`ULIVE_STRESS_ROLES`, comma-separated; default all): writers
@@ -295,9 +344,25 @@ impl Roles {
     fn from_env() -> Result<Self> {
         let v = std::env::var("ULIVE_STRESS_ROLES").unwrap_or_default();
         if v.trim().is_empty() || v.trim() == "all" {
-            return Ok(Self { readers: true, cpusync: true, dynamic: true, static_: true, churn: true, syncs: true, pagewise: false });
+            return Ok(Self {
+                readers: true,
+                cpusync: true,
+                dynamic: true,
+                static_: true,
+                churn: true,
+                syncs: true,
+                pagewise: false,
+            });
         }
-        let mut r = Self { readers: false, cpusync: false, dynamic: false, static_: false, churn: false, syncs: false, pagewise: false };
+        let mut r = Self {
+            readers: false,
+            cpusync: false,
+            dynamic: false,
+            static_: false,
+            churn: false,
+            syncs: false,
+            pagewise: false,
+        };
         for role in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match role {
                 "writers" => {}
@@ -364,7 +429,8 @@ fn pfn_of(addr: usize) -> Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open("/proc/self/pagemap").context("open /proc/self/pagemap")?;
     let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, (addr / ps()) as u64 * 8).context("read /proc/self/pagemap")?;
+    f.read_exact_at(&mut b, (addr / ps()) as u64 * 8)
+        .context("read /proc/self/pagemap")?;
     let e = u64::from_le_bytes(b);
     Ok((e >> 63 == 1).then_some(e & ((1 << 55) - 1)))
 }
@@ -376,11 +442,30 @@ fn pfn_of(addr: usize) -> Result<Option<u64>> {
 /// memfd mappings, through /proc/self/pagemap: it does not walk the dma-buf's
 /// VM_PFNMAP mappings, so the stale PTE itself cannot be read back), and a re-read of
 /// the same address a moment later.
-fn diagnose(w: &World<'_>, dev: &OwnedFd, view: &View, b: &SharedBuf, i: usize, seen: [u64; 2]) -> String {
+fn diagnose(
+    w: &World<'_>,
+    dev: &OwnedFd,
+    view: &View,
+    b: &SharedBuf,
+    i: usize,
+    seen: [u64; 2],
+) -> String {
     let mut pfns = [0u64; 1];
-    let arg = udmabuf_live_uapi::UdmabufLivePfns { dmabuf_fd: b.dmabuf.as_raw_fd() as u32, __pad: 0, first_page: i as u64, count: 1, pfns: pfns.as_mut_ptr() as u64 };
+    let arg = udmabuf_live_uapi::UdmabufLivePfns {
+        dmabuf_fd: b.dmabuf.as_raw_fd() as u32,
+        __pad: 0,
+        first_page: i as u64,
+        count: 1,
+        pfns: pfns.as_mut_ptr() as u64,
+    };
     // SAFETY: `arg` is a valid PFNS argument whose output buffer holds one u64.
-    let r = Errno::result(unsafe { libc::ioctl(dev.as_raw_fd(), udmabuf_live_uapi::UDMABUF_LIVE_PFNS as _, &arg) });
+    let r = Errno::result(unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            udmabuf_live_uapi::UDMABUF_LIVE_PFNS as _,
+            &arg,
+        )
+    });
     std::thread::sleep(Duration::from_millis(20));
     let again = view.header(i);
     let (m, p) = b.layout[i];
@@ -390,12 +475,19 @@ fn diagnose(w: &World<'_>, dev: &OwnedFd, view: &View, b: &SharedBuf, i: usize, 
         if m < MEMFDS && p < PAGES {
             // Fault the page in through the memfd mapping first, so pagemap shows it.
             let _ = w.maps[m].read_u64(p * ps());
-            format!("{:?}", pfn_of(w.maps[m].at(p * ps()) as usize).ok().flatten())
+            format!(
+                "{:?}",
+                pfn_of(w.maps[m].at(p * ps()) as usize).ok().flatten()
+            )
         } else {
             "-".into()
         }
     };
-    let still = if again[0] == seen[0] { "still shows the foreign page (a stale PTE that persists)" } else { "shows another page now" };
+    let still = if again[0] == seen[0] {
+        "still shows the foreign page (a stale PTE that persists)"
+    } else {
+        "shows another page now"
+    };
     format!(
         "diagnosis: the buffer holds pfn {} (PFNS {:?}); memfd {m} page {p} is at pfn {}; the page shown belongs to memfd {other_m} page {other_p}, at pfn {}; 20 ms later the same address {still}: header {:#x}/{}; INFO {:?}",
         pfns[0],
@@ -418,9 +510,19 @@ impl View {
     fn new(b: &SharedBuf, pagewise: bool) -> Result<Self> {
         let n = b.layout.len();
         Ok(if pagewise {
-            View::Pages((0..n).map(|i| Raw::file_at(&b.dmabuf, ps(), i * ps()).with_context(|| format!("mmap page {i} of {}", b.name))).collect::<Result<_>>()?)
+            View::Pages(
+                (0..n)
+                    .map(|i| {
+                        Raw::file_at(&b.dmabuf, ps(), i * ps())
+                            .with_context(|| format!("mmap page {i} of {}", b.name))
+                    })
+                    .collect::<Result<_>>()?,
+            )
         } else {
-            View::Whole(Raw::file(&b.dmabuf, n * ps(), false).with_context(|| format!("mmap {}", b.name))?)
+            View::Whole(
+                Raw::file(&b.dmabuf, n * ps(), false)
+                    .with_context(|| format!("mmap {}", b.name))?,
+            )
         })
     }
 
@@ -435,16 +537,27 @@ impl View {
 fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
     let mut rng = Rng::new(w.seed ^ (0x2000 + id as u64));
     let dev = open_device(&test_device())?;
-    let views: Vec<View> = w.bufs.iter().map(|b| View::new(b, w.roles.pagewise)).collect::<Result<_>>()?;
+    let views: Vec<View> = w
+        .bufs
+        .iter()
+        .map(|b| View::new(b, w.roles.pagewise))
+        .collect::<Result<_>>()?;
     while !w.ctl.stopped() {
         let bi = rng.below(w.bufs.len() as u64) as usize;
         let b = &w.bufs[bi];
         let i = rng.below(b.layout.len() as u64) as usize;
         let what = format!("cpu reader {id}: {} page {i}", b.name);
         if w.roles.cpusync && rng.chance(10) {
-            dmabuf_sync(&b.dmabuf, SYNC_START | SYNC_READ).with_context(|| format!("{what}: DMA_BUF_IOCTL_SYNC start"))?;
+            dmabuf_sync(&b.dmabuf, SYNC_START | SYNC_READ)
+                .with_context(|| format!("{what}: DMA_BUF_IOCTL_SYNC start"))?;
             let h = views[bi].header(i);
-            if let Err(e) = plausible(w.ctl, &format!("{what} (inside START/END)"), h, b.layout[i], true) {
+            if let Err(e) = plausible(
+                w.ctl,
+                &format!("{what} (inside START/END)"),
+                h,
+                b.layout[i],
+                true,
+            ) {
                 w.bad_read(|| format!("{e:#}; {}", diagnose(w, &dev, &views[bi], b, i, h)));
             }
             match dmabuf_sync(&b.dmabuf, SYNC_END | SYNC_READ) {
@@ -463,12 +576,20 @@ fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
         w.ctl.count(Op::Reads);
         if rng.chance(2) {
             let v = verify(&dev, &b.dmabuf).with_context(|| format!("{what}: VERIFY"))?;
-            ensure!(v.pages == b.layout.len() as u64 && v.matching + v.stale + v.holes + v.unpopulated == v.pages, "{what}: VERIFY counts {v:?}");
+            ensure!(
+                v.pages == b.layout.len() as u64
+                    && v.matching + v.stale + v.holes + v.unpopulated == v.pages,
+                "{what}: VERIFY counts {v:?}"
+            );
             w.ctl.count(Op::Verifies);
         }
         if rng.chance(2) {
             let i = info(&dev, &b.dmabuf).with_context(|| format!("{what}: INFO"))?;
-            ensure!(i.size == (b.layout.len() * ps()) as u64, "{what}: INFO size {}", i.size);
+            ensure!(
+                i.size == (b.layout.len() * ps()) as u64,
+                "{what}: INFO size {}",
+                i.size
+            );
             w.ctl.count(Op::Infos);
         }
     }
@@ -481,13 +602,22 @@ fn importer_loop(w: &World<'_>, id: usize, dynamic: bool) -> Result<()> {
     while !w.ctl.stopped() {
         let b = rng.pick(w.bufs);
         let imp = Importer::open()?;
-        imp.attach(b.dmabuf.as_raw_fd(), dynamic).with_context(|| format!("importer {id}: ATTACH {}", b.name))?;
+        imp.attach(b.dmabuf.as_raw_fd(), dynamic)
+            .with_context(|| format!("importer {id}: ATTACH {}", b.name))?;
         for _ in 0..1 + rng.below(4) {
             let i = rng.below(b.layout.len() as u64) as usize;
-            let n = imp.read(i * ps(), &mut page).with_context(|| format!("importer {id}: READ {} page {i}", b.name))?;
+            let n = imp
+                .read(i * ps(), &mut page)
+                .with_context(|| format!("importer {id}: READ {} page {i}", b.name))?;
             ensure!(n == ps(), "importer {id}: READ returned {n} bytes");
             let kind = if dynamic { "dynamic" } else { "static" };
-            if let Err(e) = plausible(w.ctl, &format!("{kind} importer {id}: {} page {i}", b.name), header_of(&page), b.layout[i], false) {
+            if let Err(e) = plausible(
+                w.ctl,
+                &format!("{kind} importer {id}: {} page {i}", b.name),
+                header_of(&page),
+                b.layout[i],
+                false,
+            ) {
                 w.bad_read(|| format!("{e:#}"));
             }
             w.ctl.count(Op::Reads);
@@ -506,12 +636,20 @@ fn importer_loop(w: &World<'_>, id: usize, dynamic: bool) -> Result<()> {
 /// A buffer that SYNC left stale is a finding, returned (the run goes on).
 fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<Option<String>> {
     let hugetlb = rng.chance(5);
-    let (kind, size) = if hugetlb { (Backing::Hugetlb, HUGE_PAGE as usize) } else { (Backing::Shmem, (1 + rng.below(16) as usize) * ps()) };
+    let (kind, size) = if hugetlb {
+        (Backing::Hugetlb, HUGE_PAGE as usize)
+    } else {
+        (Backing::Shmem, (1 + rng.below(16) as usize) * ps())
+    };
     let pages = size / ps();
     let seed = rng.next_u32() as u8;
     let mfd = memfd(kind, size as u64)?;
     let watched = rng.chance(50);
-    let creator = if watched { Some(Raw::file(&mfd, size, true)?) } else { None };
+    let creator = if watched {
+        Some(Raw::file(&mfd, size, true)?)
+    } else {
+        None
+    };
     let fill = pattern(seed, size as u64);
     match &creator {
         Some(m) => m.write(0, &fill),
@@ -522,7 +660,14 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<Option<Stri
         let k = 1 + rng.below(pages as u64 - 1);
         how = format!("CREATE_LIST split at page {k}");
         let ps64 = ps() as u64;
-        create_list(dev.as_fd(), UDMABUF_FLAGS_CLOEXEC, &[item(&mfd, 0, k * ps64), item(&mfd, k * ps64, size as u64 - k * ps64)])
+        create_list(
+            dev.as_fd(),
+            UDMABUF_FLAGS_CLOEXEC,
+            &[
+                item(&mfd, 0, k * ps64),
+                item(&mfd, k * ps64, size as u64 - k * ps64),
+            ],
+        )
     } else {
         create(dev.as_fd(), &mfd, 0, size as u64, UDMABUF_FLAGS_CLOEXEC)
     }
@@ -555,7 +700,13 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<Option<Stri
     let view = Raw::file(&buf, size, false)?;
     let got = view.read(0, size);
     let want = read_memfd(&mfd, size as u64, 0, size as u64)?;
-    expect_bytes(&format!("churn: private {kind:?} buffer of {pages} pages (watched {watched}) against its memfd"), &got, &want)?;
+    expect_bytes(
+        &format!(
+            "churn: private {kind:?} buffer of {pages} pages (watched {watched}) against its memfd"
+        ),
+        &got,
+        &want,
+    )?;
     ctl.count(Op::Reads);
     Ok(None)
 }
@@ -578,7 +729,10 @@ fn churn(ctl: &Control, seed: u64, id: usize) -> Result<()> {
 }
 
 /// Run `threads` closures in scoped threads; the first error stops everyone.
-fn run_threads<'s>(ctl: &Control, jobs: Vec<Box<dyn FnOnce() -> Result<()> + Send + 's>>) -> Vec<String> {
+fn run_threads<'s>(
+    ctl: &Control,
+    jobs: Vec<Box<dyn FnOnce() -> Result<()> + Send + 's>>,
+) -> Vec<String> {
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .into_iter()
@@ -624,16 +778,26 @@ fn spawn_child(name: &'static str, body: impl FnOnce() -> Vec<String>) -> Result
             // SAFETY: ends the child without running the parent's destructors or atexit.
             unsafe { libc::_exit(if errors.is_empty() { 0 } else { 1 }) }
         }
-        ForkResult::Parent { child } => Ok(Child { pid: child, errors: r, name }),
+        ForkResult::Parent { child } => Ok(Child {
+            pid: child,
+            errors: r,
+            name,
+        }),
     }
 }
 
 impl Child {
     fn wait(self) -> Result<Vec<String>> {
         let mut text = String::new();
-        std::fs::File::from(self.errors).read_to_string(&mut text).ok();
+        std::fs::File::from(self.errors)
+            .read_to_string(&mut text)
+            .ok();
         let status = waitpid(self.pid, None).with_context(|| format!("waitpid {}", self.name))?;
-        let mut errs: Vec<String> = text.lines().filter(|l| !l.is_empty()).map(|l| format!("{}: {l}", self.name)).collect();
+        let mut errs: Vec<String> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("{}: {l}", self.name))
+            .collect();
         match status {
             WaitStatus::Exited(_, 0) => {}
             WaitStatus::Exited(_, c) if !errs.is_empty() => {
@@ -653,7 +817,10 @@ impl Child {
 /// workers: a private list buffer still had stale pages after SYNC.)
 fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!("live updates are udmabuf-live's; testing {}", test_device())));
+        return Ok(Outcome::Skip(format!(
+            "live updates are udmabuf-live's; testing {}",
+            test_device()
+        )));
     }
     let p = page_size();
     let dev = open_device(&test_device())?;
@@ -661,9 +828,17 @@ fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
     let map = Mapping::shared(&m, 8 * p)?;
     let mut want = pattern(1, 8 * p);
     map.write(0, &want);
-    let buf = create_list(dev.as_fd(), 0, &[item(&m, 0, 4 * p), item(&m, 4 * p, 4 * p)]).context("CREATE_LIST")?;
+    let buf = create_list(
+        dev.as_fd(),
+        0,
+        &[item(&m, 0, 4 * p), item(&m, 4 * p, 4 * p)],
+    )
+    .context("CREATE_LIST")?;
     let i = info(&dev, &buf)?;
-    ensure!(i.state & udmabuf_live_uapi::UDMABUF_LIVE_STATE_WATCHED != 0 && i.notifiers == 2, "not watched by two notifiers: {i:?}");
+    ensure!(
+        i.state & udmabuf_live_uapi::UDMABUF_LIVE_STATE_WATCHED != 0 && i.notifiers == 2,
+        "not watched by two notifiers: {i:?}"
+    );
     // Pages 3 (first range) and 4 (second range).
     punch(&m, 3 * p, 2 * p)?;
     let new = pattern(2, 2 * p);
@@ -677,7 +852,11 @@ fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
         v.first_mismatch / p
     );
     let view = Mapping::shared(&buf, 8 * p)?;
-    expect_bytes("dma-buf after punch across the ranges + SYNC", &view.read(0, 8 * p), &want)?;
+    expect_bytes(
+        "dma-buf after punch across the ranges + SYNC",
+        &view.read(0, 8 * p),
+        &want,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -686,7 +865,10 @@ fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
 /// EINVAL now and then.)
 fn cpu_access_end_after_live_update() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!("live updates are udmabuf-live's; testing {}", test_device())));
+        return Ok(Outcome::Skip(format!(
+            "live updates are udmabuf-live's; testing {}",
+            test_device()
+        )));
     }
     let p = page_size();
     let dev = open_device(&test_device())?;
@@ -699,13 +881,19 @@ fn cpu_access_end_after_live_update() -> CaseResult {
     map.write(0, &pattern(4, p));
     sync(&dev, &buf, 1000).context("SYNC between START and END")?;
     let r = dmabuf_sync(&buf, SYNC_END | SYNC_READ);
-    ensure!(r.is_ok(), "DMA_BUF_IOCTL_SYNC(END|READ) after START with a live update in between: {r:?}");
+    ensure!(
+        r.is_ok(),
+        "DMA_BUF_IOCTL_SYNC(END|READ) after START with a live update in between: {r:?}"
+    );
     Ok(Outcome::Pass)
 }
 
 fn concurrent_create_punch_sync_map_read() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!("live updates are udmabuf-live's; testing {}", test_device())));
+        return Ok(Outcome::Skip(format!(
+            "live updates are udmabuf-live's; testing {}",
+            test_device()
+        )));
     }
     let secs = env_u64("ULIVE_STRESS_SECS", 20)?;
     let seed = env_u64("ULIVE_STRESS_SEED", 0x57E5_5000)?;
@@ -736,39 +924,97 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
         let dev = open_device(&test_device())?;
         let ps64 = ps() as u64;
         let half = (PAGES / 2) as u64 * ps64;
-        let mk = |name, dmabuf: Result<OwnedFd, Errno>, layout: Vec<(usize, usize)>| -> Result<SharedBuf> {
-            Ok(SharedBuf { dmabuf: dmabuf.map_err(|e| anyhow!("creating {name}: {e}"))?, layout, name })
+        let mk = |name,
+                  dmabuf: Result<OwnedFd, Errno>,
+                  layout: Vec<(usize, usize)>|
+         -> Result<SharedBuf> {
+            Ok(SharedBuf {
+                dmabuf: dmabuf.map_err(|e| anyhow!("creating {name}: {e}"))?,
+                layout,
+                name,
+            })
         };
         let bufs = vec![
-            mk("buf0 (memfd 0)", create(dev.as_fd(), &memfds[0], 0, size as u64, 0), (0..PAGES).map(|p| (0, p)).collect())?,
-            mk("buf1 (memfd 1)", create(dev.as_fd(), &memfds[1], 0, size as u64, 0), (0..PAGES).map(|p| (1, p)).collect())?,
+            mk(
+                "buf0 (memfd 0)",
+                create(dev.as_fd(), &memfds[0], 0, size as u64, 0),
+                (0..PAGES).map(|p| (0, p)).collect(),
+            )?,
+            mk(
+                "buf1 (memfd 1)",
+                create(dev.as_fd(), &memfds[1], 0, size as u64, 0),
+                (0..PAGES).map(|p| (1, p)).collect(),
+            )?,
             mk(
                 "buf2 (memfd 2, halves swapped)",
-                create_list(dev.as_fd(), 0, &[item(&memfds[2], half, half), item(&memfds[2], 0, half)]),
-                (PAGES / 2..PAGES).chain(0..PAGES / 2).map(|p| (2, p)).collect(),
+                create_list(
+                    dev.as_fd(),
+                    0,
+                    &[item(&memfds[2], half, half), item(&memfds[2], 0, half)],
+                ),
+                (PAGES / 2..PAGES)
+                    .chain(0..PAGES / 2)
+                    .map(|p| (2, p))
+                    .collect(),
             )?,
             mk(
                 "buf3 (list over memfds 0, 1, 2)",
-                create_list(dev.as_fd(), 0, &[item(&memfds[0], 0, 8 * ps64), item(&memfds[1], 8 * ps64, 8 * ps64), item(&memfds[2], 24 * ps64, 8 * ps64)]),
-                (0..8).map(|p| (0, p)).chain((8..16).map(|p| (1, p))).chain((24..32).map(|p| (2, p))).collect(),
+                create_list(
+                    dev.as_fd(),
+                    0,
+                    &[
+                        item(&memfds[0], 0, 8 * ps64),
+                        item(&memfds[1], 8 * ps64, 8 * ps64),
+                        item(&memfds[2], 24 * ps64, 8 * ps64),
+                    ],
+                ),
+                (0..8)
+                    .map(|p| (0, p))
+                    .chain((8..16).map(|p| (1, p)))
+                    .chain((24..32).map(|p| (2, p)))
+                    .collect(),
             )?,
         ];
         for b in &bufs {
             let i = info(&dev, &b.dmabuf)?;
-            ensure!(i.state & udmabuf_live_uapi::UDMABUF_LIVE_STATE_WATCHED != 0, "{} is not watched: {i:?}", b.name);
+            ensure!(
+                i.state & udmabuf_live_uapi::UDMABUF_LIVE_STATE_WATCHED != 0,
+                "{} is not watched: {i:?}",
+                b.name
+            );
         }
         let roles = Roles::from_env()?;
         let bad = std::sync::Mutex::new(Vec::new());
-        let world = World { roles, bad: &bad, ctl, memfds: &memfds, maps: &maps, bufs: &bufs, seed };
+        let world = World {
+            roles,
+            bad: &bad,
+            ctl,
+            memfds: &memfds,
+            maps: &maps,
+            bufs: &bufs,
+            seed,
+        };
 
         // Forked workers first (the runner is still single-threaded), then the threads.
         let t0 = Instant::now();
         let writers_proc = spawn_child("writer process", || {
-            run_threads(ctl, vec![Box::new(|| writer(&world, 2)), Box::new(|| writer(&world, 3))])
+            run_threads(
+                ctl,
+                vec![
+                    Box::new(|| writer(&world, 2)),
+                    Box::new(|| writer(&world, 3)),
+                ],
+            )
         })?;
         let churn_proc = if roles.churn {
             Some(spawn_child("create/close process", || {
-                run_threads(ctl, vec![Box::new(|| churn(ctl, seed, 0)), Box::new(|| churn(ctl, seed, 1))])
+                run_threads(
+                    ctl,
+                    vec![
+                        Box::new(|| churn(ctl, seed, 0)),
+                        Box::new(|| churn(ctl, seed, 1)),
+                    ],
+                )
             })?)
         } else {
             None
@@ -781,8 +1027,11 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
             ctl.stop.store(1, Ordering::Release);
             Ok(())
         };
-        let mut jobs: Vec<Box<dyn FnOnce() -> Result<()> + Send + '_>> =
-            vec![Box::new(timer), Box::new(|| writer(&world, 0)), Box::new(|| writer(&world, 1))];
+        let mut jobs: Vec<Box<dyn FnOnce() -> Result<()> + Send + '_>> = vec![
+            Box::new(timer),
+            Box::new(|| writer(&world, 0)),
+            Box::new(|| writer(&world, 1)),
+        ];
         if roles.readers {
             jobs.push(Box::new(|| cpu_reader(&world, 0)));
             jobs.push(Box::new(|| cpu_reader(&world, 1)));
@@ -830,17 +1079,33 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
             bail!("{} error(s): {}", errors.len(), errors.join("; "));
         }
         ensure!(c(Op::Punches) > 0, "the writers made no progress");
-        ensure!(!roles.churn || c(Op::Creates) > 0, "the create/close workers made no progress");
-        ensure!(!(roles.dynamic || roles.static_) || c(Op::Maps) > 0, "the importers made no progress");
-        ensure!(!roles.readers || c(Op::Reads) > 0, "the readers made no progress");
+        ensure!(
+            !roles.churn || c(Op::Creates) > 0,
+            "the create/close workers made no progress"
+        );
+        ensure!(
+            !(roles.dynamic || roles.static_) || c(Op::Maps) > 0,
+            "the importers made no progress"
+        );
+        ensure!(
+            !roles.readers || c(Op::Reads) > 0,
+            "the readers made no progress"
+        );
         Ok(())
     })();
 
-    let unload = if loaded_importer { unload_loaded_importer() } else { Ok(()) };
+    let unload = if loaded_importer {
+        unload_loaded_importer()
+    } else {
+        Ok(())
+    };
     result?;
     unload?;
     let after = module_refcnt(module)?;
-    ensure!(after == base, "{module} refcnt {after} after closing everything, was {base}");
+    ensure!(
+        after == base,
+        "{module} refcnt {after} after closing everything, was {base}"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -849,9 +1114,19 @@ fn final_check(w: &World<'_>, dev: &OwnedFd) -> Result<()> {
     // No lost write: each memfd page holds exactly its owner's last finished version.
     for m in 0..MEMFDS {
         for p in 0..PAGES {
-            let (s, d) = (w.ctl.started[m][p].load(Ordering::Acquire), w.ctl.done[m][p].load(Ordering::Acquire));
-            ensure!(s == d, "memfd {m} page {p}: write {s} started, {d} finished");
-            expect_bytes(&format!("memfd {m} page {p} (version {d})"), &w.maps[m].read(p * ps(), ps()), &page_content(m, p, d))?;
+            let (s, d) = (
+                w.ctl.started[m][p].load(Ordering::Acquire),
+                w.ctl.done[m][p].load(Ordering::Acquire),
+            );
+            ensure!(
+                s == d,
+                "memfd {m} page {p}: write {s} started, {d} finished"
+            );
+            expect_bytes(
+                &format!("memfd {m} page {p} (version {d})"),
+                &w.maps[m].read(p * ps(), ps()),
+                &page_content(m, p, d),
+            )?;
         }
     }
     let imp = Importer::open()?;
@@ -859,18 +1134,37 @@ fn final_check(w: &World<'_>, dev: &OwnedFd) -> Result<()> {
         sync(dev, &b.dmabuf, 10_000).with_context(|| format!("final SYNC of {}", b.name))?;
         let v = verify(dev, &b.dmabuf)?;
         let n = b.layout.len() as u64;
-        ensure!(v.pages == n && v.matching == n && v.stale == 0 && v.holes == 0, "{}: VERIFY after the final SYNC: {v:?}", b.name);
+        ensure!(
+            v.pages == n && v.matching == n && v.stale == 0 && v.holes == 0,
+            "{}: VERIFY after the final SYNC: {v:?}",
+            b.name
+        );
         let i = info(dev, &b.dmabuf)?;
-        out(&format!("    # stress: {}: generation {} updates {} pages_swapped {} state {:#x}", b.name, i.generation, i.updates, i.pages_swapped, i.state));
+        out(&format!(
+            "    # stress: {}: generation {} updates {} pages_swapped {} state {:#x}",
+            b.name, i.generation, i.updates, i.pages_swapped, i.state
+        ));
         // No stale page: through a CPU mmap and through the importer's sg table.
-        let want: Vec<u8> = b.layout.iter().flat_map(|&(m, p)| page_content(m, p, w.ctl.done[m][p].load(Ordering::Acquire))).collect();
+        let want: Vec<u8> = b
+            .layout
+            .iter()
+            .flat_map(|&(m, p)| page_content(m, p, w.ctl.done[m][p].load(Ordering::Acquire)))
+            .collect();
         let view = Raw::file(&b.dmabuf, want.len(), false)?;
-        expect_bytes(&format!("{} through mmap after the final SYNC", b.name), &view.read(0, want.len()), &want)?;
+        expect_bytes(
+            &format!("{} through mmap after the final SYNC", b.name),
+            &view.read(0, want.len()),
+            &want,
+        )?;
         imp.attach(b.dmabuf.as_raw_fd(), true)?;
         let mut got = vec![0u8; want.len()];
         let n = imp.read(0, &mut got)?;
         ensure!(n == want.len(), "importer READ of {}: {n} bytes", b.name);
-        expect_bytes(&format!("{} through the importer after the final SYNC", b.name), &got, &want)?;
+        expect_bytes(
+            &format!("{} through the importer after the final SYNC", b.name),
+            &got,
+            &want,
+        )?;
         imp.detach()?;
     }
     Ok(())

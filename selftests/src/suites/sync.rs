@@ -55,8 +55,16 @@ fn start_end_list_buffer() -> CaseResult {
     let dev = open_device(&test_device())?;
     let a = memfd(Backing::Shmem, 4 * ps())?;
     let h = memfd(Backing::Hugetlb, HUGE_PAGE)?;
-    let buf = create_list(dev.as_fd(), 0, &[item(&a, ps(), 2 * ps()), item(&h, HUGE_PAGE - ps(), ps()), item(&a, 0, ps())])
-        .context("mixed list")?;
+    let buf = create_list(
+        dev.as_fd(),
+        0,
+        &[
+            item(&a, ps(), 2 * ps()),
+            item(&h, HUGE_PAGE - ps(), ps()),
+            item(&a, 0, ps()),
+        ],
+    )
+    .context("mixed list")?;
     start_end("list buffer", &buf)?;
     Ok(Outcome::Pass)
 }
@@ -70,12 +78,20 @@ fn sync_brackets_cpu_writes() -> CaseResult {
     dmabuf_sync(&b.dmabuf, SYNC_START | SYNC_WRITE).context("SYNC_START|WRITE")?;
     view.write(0, &pattern(7, size));
     dmabuf_sync(&b.dmabuf, SYNC_END | SYNC_WRITE).context("SYNC_END|WRITE")?;
-    expect_bytes("memfd after a bracketed write", &read_memfd(&b.memfd, size, 0, size)?, &pattern(7, size))?;
+    expect_bytes(
+        "memfd after a bracketed write",
+        &read_memfd(&b.memfd, size, 0, size)?,
+        &pattern(7, size),
+    )?;
     fill_memfd(&b.memfd, size, 0, &pattern(8, size))?;
     dmabuf_sync(&b.dmabuf, SYNC_START | SYNC_READ).context("SYNC_START|READ")?;
     let got = view.read(0, size);
     dmabuf_sync(&b.dmabuf, SYNC_END | SYNC_READ).context("SYNC_END|READ")?;
-    expect_bytes("bracketed read after a memfd write", &got, &pattern(8, size))?;
+    expect_bytes(
+        "bracketed read after a memfd write",
+        &got,
+        &pattern(8, size),
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -89,7 +105,10 @@ fn repeated_start_then_end() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
-fn sync_attempt(flags: u64, start_first: bool) -> impl Fn(BorrowedFd<'_>) -> Result<Result<(), Errno>> {
+fn sync_attempt(
+    flags: u64,
+    start_first: bool,
+) -> impl Fn(BorrowedFd<'_>) -> Result<Result<(), Errno>> {
     move |d| {
         let m = memfd(Backing::Shmem, 2 * ps())?;
         let buf = create(d, &m, 0, 2 * ps(), 0).context("making the buffer")?;
@@ -108,7 +127,11 @@ fn invalid_flags_einval() -> CaseResult {
         ("unknown bit 63", SYNC_END | SYNC_READ | 1 << 63),
         ("all bits", u64::MAX),
     ] {
-        expect_errno(&format!("SYNC {what} ({flags:#x})"), Errno::EINVAL, sync_attempt(flags, true))?;
+        expect_errno(
+            &format!("SYNC {what} ({flags:#x})"),
+            Errno::EINVAL,
+            sync_attempt(flags, true),
+        )?;
     }
     Ok(Outcome::Pass)
 }
@@ -116,7 +139,11 @@ fn invalid_flags_einval() -> CaseResult {
 /// Upstream quirk kept for parity: END before any START is refused.
 fn end_before_start_einval() -> CaseResult {
     for (name, dir) in DIRECTIONS {
-        expect_errno(&format!("SYNC_END|{name} on a fresh buffer"), Errno::EINVAL, sync_attempt(SYNC_END | dir, false))?;
+        expect_errno(
+            &format!("SYNC_END|{name} on a fresh buffer"),
+            Errno::EINVAL,
+            sync_attempt(SYNC_END | dir, false),
+        )?;
     }
     Ok(Outcome::Pass)
 }

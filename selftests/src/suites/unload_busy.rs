@@ -38,9 +38,17 @@ fn refcnt() -> Result<u64> {
 /// Skip unless the suites test our module's device; fail if the module is not there.
 fn precondition() -> Result<Option<Outcome>> {
     if test_device() != crate::util::device_path() {
-        return Ok(Some(Outcome::Skip(format!("testing {}, not the module's {}", test_device(), crate::util::device_path()))));
+        return Ok(Some(Outcome::Skip(format!(
+            "testing {}, not the module's {}",
+            test_device(),
+            crate::util::device_path()
+        ))));
     }
-    ensure!(is_loaded(), "{} is not loaded", udmabuf_live_uapi::MODULE_NAME);
+    ensure!(
+        is_loaded(),
+        "{} is not loaded",
+        udmabuf_live_uapi::MODULE_NAME
+    );
     Ok(None)
 }
 
@@ -52,7 +60,10 @@ fn expect_refused(holder: &str) -> Result<()> {
         Err(e) => bail!("delete_module while {holder}: {e}, expected EWOULDBLOCK"),
     }
     ensure!(is_loaded(), "module gone after a refused unload ({holder})");
-    ensure!(std::path::Path::new(&test_device()).exists(), "device node gone after a refused unload ({holder})");
+    ensure!(
+        std::path::Path::new(&test_device()).exists(),
+        "device node gone after a refused unload ({holder})"
+    );
     Ok(())
 }
 
@@ -72,10 +83,17 @@ fn refused_while_buffer_lives() -> CaseResult {
     let size = 4 * ps();
     let Buffer { dmabuf, memfd, .. } = filled_buffer(Backing::Shmem, size, 40, 0)?;
     drop(memfd);
-    ensure!(refcnt()? > base, "a live dma-buf does not hold a module reference (refcnt {base})");
+    ensure!(
+        refcnt()? > base,
+        "a live dma-buf does not hold a module reference (refcnt {base})"
+    );
     expect_refused("a dma-buf is open")?;
     let view = Mapping::shared(&dmabuf, size)?;
-    expect_bytes("buffer after the refused unload", &view.read(0, size), &pattern(40, size))?;
+    expect_bytes(
+        "buffer after the refused unload",
+        &view.read(0, size),
+        &pattern(40, size),
+    )?;
     drop(view);
     drop(dmabuf);
     expect_refcnt("after closing the dma-buf", base)?;
@@ -93,7 +111,11 @@ fn refused_while_mapping_lives() -> CaseResult {
     let view = Mapping::shared(&b.dmabuf, size)?;
     drop(b);
     expect_refused("only a mapping of a dma-buf is left")?;
-    expect_bytes("mapping after the refused unload", &view.read(0, size), &pattern(41, size))?;
+    expect_bytes(
+        "mapping after the refused unload",
+        &view.read(0, size),
+        &pattern(41, size),
+    )?;
     drop(view);
     expect_refcnt("after unmapping", base)?;
     Ok(Outcome::Pass)
@@ -126,7 +148,8 @@ fn refused_while_device_open() -> CaseResult {
     expect_refused("the device is open")?;
     // The device still answers after the refused unload: a create works.
     let m = memfd(Backing::Shmem, ps())?;
-    let buf = create(dev.as_fd(), &m, 0, ps(), 0).context("UDMABUF_CREATE after the refused unload")?;
+    let buf =
+        create(dev.as_fd(), &m, 0, ps(), 0).context("UDMABUF_CREATE after the refused unload")?;
     drop((buf, m, dev));
     expect_refcnt("after closing the device", base)?;
     Ok(Outcome::Pass)

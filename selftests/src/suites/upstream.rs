@@ -37,12 +37,17 @@ fn kselftest() -> anyhow::Result<String> {
 }
 
 pub fn suite() -> Suite {
-    Suite { name: "upstream-kselftest", cases: cases![builtin_udmabuf_passes_all, test_device_passes_all] }
+    Suite {
+        name: "upstream-kselftest",
+        cases: cases![builtin_udmabuf_passes_all, test_device_passes_all],
+    }
 }
 
 /// Run the binary and judge its TAP output; its lines are echoed as diagnostics.
 pub fn run_and_judge(cmd: &mut std::process::Command) -> CaseResult {
-    let output = cmd.output().with_context(|| format!("running {:?}", cmd.get_program()))?;
+    let output = cmd
+        .output()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
     judge(&output.stdout, &output.stderr)
 }
 
@@ -68,9 +73,15 @@ fn judge(stdout: &[u8], stderr: &[u8]) -> CaseResult {
     for line in String::from_utf8_lossy(stderr).lines() {
         out(&format!("    # stderr| {line}"));
     }
-    let Some(plan) = plan else { bail!("no plan line in the kselftest output") };
+    let Some(plan) = plan else {
+        bail!("no plan line in the kselftest output")
+    };
     if !bad.is_empty() {
-        bail!("{} of {plan} upstream tests failed: {}", bad.len(), bad.join("; "));
+        bail!(
+            "{} of {plan} upstream tests failed: {}",
+            bad.len(),
+            bad.join("; ")
+        );
     }
     if skip > 0 {
         bail!("{skip} of {plan} upstream tests skipped (hugepages reserved? memory?)");
@@ -94,12 +105,19 @@ fn test_device_passes_all() -> CaseResult {
     use std::os::unix::fs::MetadataExt;
     let dev = super::common::test_device();
     let target = "/dev/udmabuf";
-    let want_rdev = std::fs::metadata(&dev).with_context(|| format!("stat {dev}"))?.rdev();
-    let builtin_rdev = std::fs::metadata(target).with_context(|| format!("{target}: nothing to bind-mount over"))?.rdev();
+    let want_rdev = std::fs::metadata(&dev)
+        .with_context(|| format!("stat {dev}"))?
+        .rdev();
+    let builtin_rdev = std::fs::metadata(target)
+        .with_context(|| format!("{target}: nothing to bind-mount over"))?
+        .rdev();
     let (stdout, stderr) = run_in_private_ns(&dev, target, want_rdev)?;
     // Nothing leaked out of the namespace: /dev/udmabuf here is still the built-in device.
     let here = std::fs::metadata(target)?.rdev();
-    ensure!(here == builtin_rdev, "{target} changed outside the private namespace (bind mount leaked)");
+    ensure!(
+        here == builtin_rdev,
+        "{target} changed outside the private namespace (bind mount leaked)"
+    );
     judge(&stdout, &stderr)
 }
 
@@ -143,10 +161,26 @@ fn run_in_private_ns(src: &str, dst: &str, want_rdev: u64) -> anyhow::Result<(Ve
                 fail(b"unshare(CLONE_NEWNS) failed\n");
             }
             let none: Option<&CStr> = None;
-            if mount(none, c"/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).is_err() {
+            if mount(
+                none,
+                c"/",
+                none,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                none,
+            )
+            .is_err()
+            {
                 fail(b"mount(/, MS_REC|MS_PRIVATE) failed\n");
             }
-            if mount(Some(src_c.as_c_str()), dst_c.as_c_str(), none, MsFlags::MS_BIND, none).is_err() {
+            if mount(
+                Some(src_c.as_c_str()),
+                dst_c.as_c_str(),
+                none,
+                MsFlags::MS_BIND,
+                none,
+            )
+            .is_err()
+            {
                 fail(b"bind mount of the test device failed\n");
             }
             match nix::sys::stat::stat(dst_c.as_c_str()) {
@@ -161,12 +195,19 @@ fn run_in_private_ns(src: &str, dst: &str, want_rdev: u64) -> anyhow::Result<(Ve
             // stderr is small (the kselftest prints through stdout): read stdout to EOF
             // first, then stderr.
             let mut stdout = Vec::new();
-            std::fs::File::from(out_r).read_to_end(&mut stdout).context("read the kselftest's stdout")?;
+            std::fs::File::from(out_r)
+                .read_to_end(&mut stdout)
+                .context("read the kselftest's stdout")?;
             let mut stderr = Vec::new();
-            std::fs::File::from(err_r).read_to_end(&mut stderr).context("read the kselftest's stderr")?;
+            std::fs::File::from(err_r)
+                .read_to_end(&mut stderr)
+                .context("read the kselftest's stderr")?;
             match waitpid(child, None).context("waitpid")? {
                 WaitStatus::Exited(_, NS_SETUP_FAILED) => {
-                    bail!("setting up the private namespace failed: {}", String::from_utf8_lossy(&stderr).trim())
+                    bail!(
+                        "setting up the private namespace failed: {}",
+                        String::from_utf8_lossy(&stderr).trim()
+                    )
                 }
                 WaitStatus::Exited(..) => {}
                 other => bail!("the kselftest did not exit normally: {other:?}"),
@@ -197,7 +238,10 @@ mod tests {
             format!("{HDR}ok 1 a\nok 2 b\n"),
             "ok 1 a\n".to_owned(),
         ] {
-            assert!(judge(out.as_bytes(), b"").is_err(), "{out:?} was judged a pass");
+            assert!(
+                judge(out.as_bytes(), b"").is_err(),
+                "{out:?} was judged a pass"
+            );
         }
     }
 }

@@ -16,7 +16,13 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 pub fn suite() -> Suite {
     Suite {
         name: "vgem-import",
-        cases: cases![vgem_node_found, import_shmem, import_hugetlb, import_list, import_outlives_user_fds],
+        cases: cases![
+            vgem_node_found,
+            import_shmem,
+            import_hugetlb,
+            import_list,
+            import_outlives_user_fds
+        ],
     }
 }
 
@@ -83,10 +89,16 @@ fn driver_name(fd: &OwnedFd) -> Result<String, Errno> {
 /// Open the vgem node: the first /dev/dri node whose driver says "vgem".
 pub(super) fn open_vgem() -> Result<OwnedFd> {
     let mut seen = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir("/dev/dri").context("/dev/dri")?.flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir("/dev/dri")
+        .context("/dev/dri")?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for p in entries {
-        let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&p) else { continue };
+        let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&p) else {
+            continue;
+        };
         let fd: OwnedFd = f.into();
         match driver_name(&fd) {
             Ok(n) if n == "vgem" => return Ok(fd),
@@ -98,14 +110,22 @@ pub(super) fn open_vgem() -> Result<OwnedFd> {
 }
 
 pub(super) fn fd_to_handle(drm: &OwnedFd, dmabuf: &impl AsRawFd) -> Result<u32, Errno> {
-    let mut a = DrmPrimeHandle { handle: 0, flags: 0, fd: dmabuf.as_raw_fd() };
+    let mut a = DrmPrimeHandle {
+        handle: 0,
+        flags: 0,
+        fd: dmabuf.as_raw_fd(),
+    };
     // SAFETY: `a` is a valid drm_prime_handle.
     unsafe { drm_ioctl_prime_fd_to_handle(drm.as_raw_fd(), &mut a) }?;
     Ok(a.handle)
 }
 
 pub(super) fn handle_to_fd(drm: &OwnedFd, handle: u32) -> Result<OwnedFd, Errno> {
-    let mut a = DrmPrimeHandle { handle, flags: DRM_CLOEXEC | DRM_RDWR, fd: -1 };
+    let mut a = DrmPrimeHandle {
+        handle,
+        flags: DRM_CLOEXEC | DRM_RDWR,
+        fd: -1,
+    };
     // SAFETY: `a` is a valid drm_prime_handle.
     unsafe { drm_ioctl_prime_handle_to_fd(drm.as_raw_fd(), &mut a) }?;
     own(Ok(a.fd))
@@ -129,17 +149,29 @@ fn import_and_check(what: &str, dmabuf: &OwnedFd, content: &[u8]) -> Result<()> 
     let size = content.len() as u64;
     let h = fd_to_handle(&drm, dmabuf).with_context(|| format!("{what}: PRIME_FD_TO_HANDLE"))?;
     ensure!(h != 0, "{what}: handle 0");
-    let h2 = fd_to_handle(&drm, dmabuf).with_context(|| format!("{what}: second PRIME_FD_TO_HANDLE"))?;
+    let h2 =
+        fd_to_handle(&drm, dmabuf).with_context(|| format!("{what}: second PRIME_FD_TO_HANDLE"))?;
     ensure!(h2 == h, "{what}: second import gave handle {h2}, first {h}");
     let back = handle_to_fd(&drm, h).with_context(|| format!("{what}: PRIME_HANDLE_TO_FD"))?;
-    ensure!(dmabuf_size(&back)? == size, "{what}: exported-back dma-buf has size {}, expected {size}", dmabuf_size(&back)?);
+    ensure!(
+        dmabuf_size(&back)? == size,
+        "{what}: exported-back dma-buf has size {}, expected {size}",
+        dmabuf_size(&back)?
+    );
     let view = Mapping::shared(&back, size)?;
-    expect_bytes(&format!("{what}: content through the exported-back fd"), &view.read(0, size), content)?;
+    expect_bytes(
+        &format!("{what}: content through the exported-back fd"),
+        &view.read(0, size),
+        content,
+    )?;
     drop(view);
     drop(back);
     gem_close(&drm, h).with_context(|| format!("{what}: GEM_CLOSE"))?;
     let again = gem_close(&drm, h);
-    ensure!(again == Err(Errno::EINVAL), "{what}: second GEM_CLOSE gave {again:?}, expected EINVAL (handle gone)");
+    ensure!(
+        again == Err(Errno::EINVAL),
+        "{what}: second GEM_CLOSE gave {again:?}, expected EINVAL (handle gone)"
+    );
     Ok(())
 }
 
@@ -161,8 +193,15 @@ fn import_list() -> CaseResult {
     let h = memfd(Backing::Hugetlb, HUGE_PAGE)?;
     fill_memfd(&a, 4 * ps(), 0, &pattern(22, 4 * ps()))?;
     fill_memfd(&h, HUGE_PAGE, 0, &pattern(23, HUGE_PAGE))?;
-    let buf = create_list(dev.as_fd(), 0, &[item(&h, HUGE_PAGE - 2 * ps(), 2 * ps()), item(&a, ps(), 3 * ps())])
-        .context("mixed list")?;
+    let buf = create_list(
+        dev.as_fd(),
+        0,
+        &[
+            item(&h, HUGE_PAGE - 2 * ps(), 2 * ps()),
+            item(&a, ps(), 3 * ps()),
+        ],
+    )
+    .context("mixed list")?;
     let mut want = pattern(23, HUGE_PAGE)[(HUGE_PAGE - 2 * ps()) as usize..].to_vec();
     want.extend_from_slice(&pattern(22, 4 * ps())[ps() as usize..]);
     import_and_check("list buffer", &buf, &want)?;
@@ -178,9 +217,16 @@ fn import_outlives_user_fds() -> CaseResult {
     let h = fd_to_handle(&drm, &b.dmabuf).context("PRIME_FD_TO_HANDLE")?;
     drop(b);
     let back = handle_to_fd(&drm, h).context("PRIME_HANDLE_TO_FD after closing every user fd")?;
-    ensure!(dmabuf_size(&back)? == size, "size changed after closing the user fds");
+    ensure!(
+        dmabuf_size(&back)? == size,
+        "size changed after closing the user fds"
+    );
     let view = Mapping::shared(&back, size)?;
-    expect_bytes("content held by the importer", &view.read(0, size), &pattern(24, size))?;
+    expect_bytes(
+        "content held by the importer",
+        &view.read(0, size),
+        &pattern(24, size),
+    )?;
     drop(view);
     drop(back);
     gem_close(&drm, h).context("GEM_CLOSE")?;

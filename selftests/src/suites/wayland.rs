@@ -58,13 +58,17 @@ struct Weston {
 static WESTON: Mutex<Option<Weston>> = Mutex::new(None);
 
 fn sh(cmd: &str) -> Result<()> {
-    let st = Command::new("sh").args(["-c", cmd]).status().with_context(|| format!("sh -c {cmd}"))?;
+    let st = Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .with_context(|| format!("sh -c {cmd}"))?;
     ensure!(st.success(), "`{cmd}` failed: {st}");
     Ok(())
 }
 
 fn wl_env(cmd: &mut Command) -> &mut Command {
-    cmd.env("XDG_RUNTIME_DIR", XDG).env("WAYLAND_DISPLAY", SOCKET)
+    cmd.env("XDG_RUNTIME_DIR", XDG)
+        .env("WAYLAND_DISPLAY", SOCKET)
 }
 
 /// The Debian rootfs, with /dev, /proc, /sys and /tmp of the guest inside it.
@@ -90,16 +94,35 @@ fn log_tail() -> String {
 
 /// Weston, started by the first case that needs it.
 fn with_weston<T>(f: impl FnOnce(&mut Weston) -> Result<T>) -> Result<T> {
-    let mut guard = WESTON.lock().map_err(|_| anyhow::anyhow!("weston lock poisoned"))?;
+    let mut guard = WESTON
+        .lock()
+        .map_err(|_| anyhow::anyhow!("weston lock poisoned"))?;
     if guard.is_none() {
         rootfs()?;
         let _ = std::fs::remove_dir_all(XDG);
         sh(&format!("mkdir -p -m 700 {XDG}"))?;
         let t0 = Instant::now();
         let child = Command::new("chroot")
-            .args([ROOTFS, "/usr/bin/env", &format!("XDG_RUNTIME_DIR={XDG}"), "HOME=/tmp", "weston"])
-            .args(["--backend=headless", "--renderer=gl", "--shell=kiosk", "--debug", "--idle-time=0"])
-            .args([format!("--width={W}"), format!("--height={H}"), format!("--socket={SOCKET}"), "--log=/tmp/weston.log".into()])
+            .args([
+                ROOTFS,
+                "/usr/bin/env",
+                &format!("XDG_RUNTIME_DIR={XDG}"),
+                "HOME=/tmp",
+                "weston",
+            ])
+            .args([
+                "--backend=headless",
+                "--renderer=gl",
+                "--shell=kiosk",
+                "--debug",
+                "--idle-time=0",
+            ])
+            .args([
+                format!("--width={W}"),
+                format!("--height={H}"),
+                format!("--socket={SOCKET}"),
+                "--log=/tmp/weston.log".into(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -115,7 +138,11 @@ fn with_weston<T>(f: impl FnOnce(&mut Weston) -> Result<T>) -> Result<T> {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            if ok && std::fs::read_to_string("/tmp/weston.log").unwrap_or_default().contains("kiosk-shell") {
+            if ok
+                && std::fs::read_to_string("/tmp/weston.log")
+                    .unwrap_or_default()
+                    .contains("kiosk-shell")
+            {
                 break;
             }
             if t0.elapsed() > Duration::from_secs(120) {
@@ -124,7 +151,10 @@ fn with_weston<T>(f: impl FnOnce(&mut Weston) -> Result<T>) -> Result<T> {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        crate::ktap::out(&format!("    # weston up in {:.1} s", t0.elapsed().as_secs_f64()));
+        crate::ktap::out(&format!(
+            "    # weston up in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        ));
         *guard = Some(w);
     }
     let w = guard.as_mut().context("weston")?;
@@ -140,29 +170,55 @@ fn screenshot(name: &str) -> Result<(u32, u32, Vec<u8>)> {
         w.shots += 1;
         let dir = format!("/tmp/ulive-shots/{}", w.shots);
         sh(&format!("rm -rf {dir} && mkdir -p {dir}"))?;
-        let o = wl_env(Command::new("chroot").args([ROOTFS, "/usr/bin/env", &format!("XDG_RUNTIME_DIR={XDG}")]))
-            .args([format!("WAYLAND_DISPLAY={SOCKET}"), "sh".into(), "-c".into(), format!("cd {dir} && exec weston-screenshooter")])
-            .output()
-            .context("weston-screenshooter")?;
-        ensure!(o.status.success(), "weston-screenshooter: {}: {}", o.status, String::from_utf8_lossy(&o.stderr));
-        let shot = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "png"));
+        let o = wl_env(Command::new("chroot").args([
+            ROOTFS,
+            "/usr/bin/env",
+            &format!("XDG_RUNTIME_DIR={XDG}"),
+        ]))
+        .args([
+            format!("WAYLAND_DISPLAY={SOCKET}"),
+            "sh".into(),
+            "-c".into(),
+            format!("cd {dir} && exec weston-screenshooter"),
+        ])
+        .output()
+        .context("weston-screenshooter")?;
+        ensure!(
+            o.status.success(),
+            "weston-screenshooter: {}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let shot = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "png"));
         shot.with_context(|| format!("weston-screenshooter wrote no PNG in {dir}"))
     })?;
     let bytes = std::fs::read(&png).with_context(|| format!("reading {}", png.display()))?;
     if let Some(dir) = std::env::var_os("ULIVE_SHOT_DIR") {
         let keep = PathBuf::from(dir).join(format!("{name}.png"));
-        std::fs::write(&keep, &bytes).with_context(|| format!("keeping the screenshot as {}", keep.display()))?;
+        std::fs::write(&keep, &bytes)
+            .with_context(|| format!("keeping the screenshot as {}", keep.display()))?;
         crate::ktap::out(&format!("    # screenshot {name}.png ({})", keep.display()));
     }
-    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().context("decoding the screenshot PNG")?;
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .context("decoding the screenshot PNG")?;
     let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).context("decoding the screenshot PNG")?;
+    let info = reader
+        .next_frame(&mut buf)
+        .context("decoding the screenshot PNG")?;
     let ch = match info.color_type {
         png::ColorType::Rgb => 3,
         png::ColorType::Rgba => 4,
         t => bail!("screenshot PNG has colour type {t:?}, expected RGB(A)"),
     };
-    ensure!(info.bit_depth == png::BitDepth::Eight, "screenshot PNG has {:?} bits per channel", info.bit_depth);
+    ensure!(
+        info.bit_depth == png::BitDepth::Eight,
+        "screenshot PNG has {:?} bits per channel",
+        info.bit_depth
+    );
     let mut rgb = Vec::with_capacity((info.width * info.height * 3) as usize);
     for px in buf[..info.buffer_size()].chunks(ch) {
         rgb.extend_from_slice(&px[..3]);
@@ -205,7 +261,11 @@ fn expected_nv12(bytes: &[u8], stride: usize, uv_offset: usize) -> Vec<u8> {
             let c = uv_offset + (y / 2) * stride + (x / 2) * 2;
             let (u, vv) = (bytes[c] as f64 - 128.0, bytes[c + 1] as f64 - 128.0);
             let l = 1.164 * (yy - 16.0);
-            v.extend_from_slice(&[clamp(l + 1.596 * vv), clamp(l - 0.392 * u - 0.813 * vv), clamp(l + 2.017 * u)]);
+            v.extend_from_slice(&[
+                clamp(l + 1.596 * vv),
+                clamp(l - 0.392 * u - 0.813 * vv),
+                clamp(l + 2.017 * u),
+            ]);
         }
     }
     v
@@ -214,18 +274,34 @@ fn expected_nv12(bytes: &[u8], stride: usize, uv_offset: usize) -> Vec<u8> {
 /// Compare a screenshot with what must be on screen, within `tol` per channel; name the
 /// first pixels that differ.
 fn compare(what: &str, shot: &(u32, u32, Vec<u8>), want: &[u8], tol: u8) -> Result<()> {
-    ensure!((shot.0 as u64, shot.1 as u64) == (W, H), "{what}: screenshot is {}x{}, the output is {W}x{H}", shot.0, shot.1);
+    ensure!(
+        (shot.0 as u64, shot.1 as u64) == (W, H),
+        "{what}: screenshot is {}x{}, the output is {W}x{H}",
+        shot.0,
+        shot.1
+    );
     let mut bad = Vec::new();
     let mut count = 0;
     for (i, (g, e)) in shot.2.chunks(3).zip(want.chunks(3)).enumerate() {
         if g.iter().zip(e).any(|(a, b)| a.abs_diff(*b) > tol) {
             count += 1;
             if bad.len() < 4 {
-                bad.push(format!("({},{}) got {:?} want {:?}", i as u64 % W, i as u64 / W, g, e));
+                bad.push(format!(
+                    "({},{}) got {:?} want {:?}",
+                    i as u64 % W,
+                    i as u64 / W,
+                    g,
+                    e
+                ));
             }
         }
     }
-    ensure!(count == 0, "{what}: {count} of {} pixels differ, e.g. {}", W * H, bad.join("; "));
+    ensure!(
+        count == 0,
+        "{what}: {count} of {} pixels differ, e.g. {}",
+        W * H,
+        bad.join("; ")
+    );
     Ok(())
 }
 
@@ -258,12 +334,17 @@ impl Holder {
         };
         let handle = v["handle"].as_str().context("no handle")?.to_owned();
         let memfd = format!("/proc/{}/fd/{}", child.id(), v["memfd_fd"]);
-        Ok(Self { child, handle, memfd })
+        Ok(Self {
+            child,
+            handle,
+            memfd,
+        })
     }
 
     /// The memfd's bytes (what udmabuf-ctl wrote).
     fn memfd_bytes(&self, len: usize) -> Result<Vec<u8>> {
-        let mut b = std::fs::read(&self.memfd).with_context(|| format!("reading {}", self.memfd))?;
+        let mut b =
+            std::fs::read(&self.memfd).with_context(|| format!("reading {}", self.memfd))?;
         ensure!(b.len() >= len, "memfd has {} bytes, need {len}", b.len());
         b.truncate(len);
         Ok(b)
@@ -295,7 +376,12 @@ impl Presenter {
             .context("starting udmabuf-ctl present")?;
         let stdin = child.stdin.take().context("stdin")?;
         let out = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut p = Self { child, stdin, out, shown: 0 };
+        let mut p = Self {
+            child,
+            stdin,
+            out,
+            shown: 0,
+        };
         p.wait_shown()?;
         Ok(p)
     }
@@ -310,7 +396,10 @@ impl Presenter {
                 if let Some(mut e) = self.child.stderr.take() {
                     let _ = std::io::Read::read_to_string(&mut e, &mut err);
                 }
-                bail!("udmabuf-ctl present ended ({st}) before `{want}`: {}", err.trim());
+                bail!(
+                    "udmabuf-ctl present ended ({st}) before `{want}`: {}",
+                    err.trim()
+                );
             }
             if line.trim() == want {
                 self.shown += 1;
@@ -335,15 +424,28 @@ impl Drop for Presenter {
 
 fn ctl_ok(args: &[&str]) -> Result<()> {
     let o = Command::new(CTL).args(args).output()?;
-    ensure!(o.status.success(), "`{CTL} {}`: {}: {}", args.join(" "), o.status, String::from_utf8_lossy(&o.stderr).trim());
+    ensure!(
+        o.status.success(),
+        "`{CTL} {}`: {}: {}",
+        args.join(" "),
+        o.status,
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
     Ok(())
 }
 
 fn weston_starts_with_llvmpipe_dmabuf() -> CaseResult {
     with_weston(|_| Ok(()))?;
     let log = std::fs::read_to_string("/tmp/weston.log")?;
-    ensure!(log.contains("llvmpipe"), "weston's GL renderer is not llvmpipe:\n{}", log_tail());
-    ensure!(log.contains("dmabuf support: modifiers"), "weston reports no dma-buf import:\n{log}");
+    ensure!(
+        log.contains("llvmpipe"),
+        "weston's GL renderer is not llvmpipe:\n{}",
+        log_tail()
+    );
+    ensure!(
+        log.contains("dmabuf support: modifiers"),
+        "weston reports no dma-buf import:\n{log}"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -358,12 +460,20 @@ fn packed(fourcc: &str, seed: u64) -> CaseResult {
     let holder = Holder::start(&args)?;
     let stride = 1024; // 250 * 4 rounded up to 256
     let want = pattern(seed, stride * H as usize);
-    ensure!(holder.memfd_bytes(want.len())? == want, "the memfd does not hold {fill} as this suite computes it");
+    ensure!(
+        holder.memfd_bytes(want.len())? == want,
+        "the memfd does not hold {fill} as this suite computes it"
+    );
     let mut pargs = vec![holder.handle.as_str()];
     pargs.extend(dims);
     let _p = Presenter::start(&pargs)?;
     let shot = screenshot(&format!("{}-250x100", fourcc.to_lowercase()))?;
-    compare(&format!("{fourcc} 250x100 on {dev}"), &shot, &expected_rgb(&want, stride), 0)?;
+    compare(
+        &format!("{fourcc} 250x100 on {dev}"),
+        &shot,
+        &expected_rgb(&want, stride),
+        0,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -387,12 +497,20 @@ fn ar24_250x100_shows_the_pattern() -> CaseResult {
     for px in bytes.chunks_mut(4) {
         px[3] = 0xff;
     }
-    std::fs::OpenOptions::new().write(true).open(&holder.memfd)?.write_all(&bytes)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&holder.memfd)?
+        .write_all(&bytes)?;
     let mut pargs = vec![holder.handle.as_str()];
     pargs.extend(dims);
     let _p = Presenter::start(&pargs)?;
     let shot = screenshot("ar24-250x100")?;
-    compare(&format!("AR24 250x100 on {dev}"), &shot, &expected_rgb(&bytes, stride), 0)?;
+    compare(
+        &format!("AR24 250x100 on {dev}"),
+        &shot,
+        &expected_rgb(&bytes, stride),
+        0,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -410,13 +528,27 @@ fn nv12_two_planes_shows_the_pattern() -> CaseResult {
     let _p = Presenter::start(&pargs)?;
     let shot = screenshot("nv12-250x100")?;
     // Colour conversion in the shader: a few steps of rounding.
-    compare(&format!("NV12 250x100 on {dev}"), &shot, &expected_nv12(&bytes, stride, stride * H as usize), 3)?;
+    compare(
+        &format!("NV12 250x100 on {dev}"),
+        &shot,
+        &expected_nv12(&bytes, stride, stride * H as usize),
+        3,
+    )?;
     Ok(Outcome::Pass)
 }
 
 /// The product case on `device`: present, punch, write through the memfd, re-commit.
 /// Returns (old pattern, new pattern, punched byte range, screenshot after).
-fn punch_and_write(device: &str, hugetlb: bool, tag: &str) -> Result<(Vec<u8>, Vec<u8>, std::ops::Range<usize>, (u32, u32, Vec<u8>))> {
+fn punch_and_write(
+    device: &str,
+    hugetlb: bool,
+    tag: &str,
+) -> Result<(
+    Vec<u8>,
+    Vec<u8>,
+    std::ops::Range<usize>,
+    (u32, u32, Vec<u8>),
+)> {
     with_weston(|_| Ok(()))?;
     let dims = ["--format", "XR24", "--width", "250", "--height", "100"];
     let mut args = dims.to_vec();
@@ -431,13 +563,32 @@ fn punch_and_write(device: &str, hugetlb: bool, tag: &str) -> Result<(Vec<u8>, V
     let mut pargs = vec![holder.handle.as_str()];
     pargs.extend(dims);
     let mut p = Presenter::start(&pargs)?;
-    compare(&format!("{tag}: before the punch"), &screenshot(&format!("{tag}-before"))?, &expected_rgb(&old, stride), 0)?;
+    compare(
+        &format!("{tag}: before the punch"),
+        &screenshot(&format!("{tag}-before"))?,
+        &expected_rgb(&old, stride),
+        0,
+    )?;
     // Rows 16..48 (4 KiB pages 4..12) for shmem; the whole 2 MiB page for hugetlb.
-    let hole = if hugetlb { 0..(2 << 20) } else { 16 * 1024..48 * 1024 };
-    ctl_ok(&["punch", &holder.handle, "--offset", &hole.start.to_string(), "--len", &hole.len().to_string()])?;
+    let hole = if hugetlb {
+        0..(2 << 20)
+    } else {
+        16 * 1024..48 * 1024
+    };
+    ctl_ok(&[
+        "punch",
+        &holder.handle,
+        "--offset",
+        &hole.start.to_string(),
+        "--len",
+        &hole.len().to_string(),
+    ])?;
     ctl_ok(&["write", &holder.handle, "--pattern", "random:32"])?;
     let new = pattern(32, len);
-    ensure!(holder.memfd_bytes(len)? == new, "the memfd does not hold random:32 after the write");
+    ensure!(
+        holder.memfd_bytes(len)? == new,
+        "the memfd does not hold random:32 after the write"
+    );
     p.recommit()?;
     let shot = screenshot(&format!("{tag}-after"))?;
     Ok((old, new, hole.start..hole.end.min(len), shot))
@@ -446,7 +597,14 @@ fn punch_and_write(device: &str, hugetlb: bool, tag: &str) -> Result<(Vec<u8>, V
 fn live_case(hugetlb: bool, tag: &str) -> CaseResult {
     let dev = device_path();
     let (_, new, _, shot) = punch_and_write(&dev, hugetlb, tag)?;
-    compare(&format!("{tag} on {dev}: after punch + write + commit the compositor shows the new pixels"), &shot, &expected_rgb(&new, 1024), 0)?;
+    compare(
+        &format!(
+            "{tag} on {dev}: after punch + write + commit the compositor shows the new pixels"
+        ),
+        &shot,
+        &expected_rgb(&new, 1024),
+        0,
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -459,7 +617,12 @@ fn builtin_case(hugetlb: bool, tag: &str) -> CaseResult {
     // the compositor. Pages that were not punched are the same pages: new bytes.
     let mut want = new.clone();
     want[hole.clone()].copy_from_slice(&old[hole.clone()]);
-    compare(&format!("{tag} on {REFERENCE_DEVICE}: old pixels in the punched range"), &shot, &expected_rgb(&want, 1024), 0)?;
+    compare(
+        &format!("{tag} on {REFERENCE_DEVICE}: old pixels in the punched range"),
+        &shot,
+        &expected_rgb(&want, 1024),
+        0,
+    )?;
     let stale_rows = hole.len() / 1024;
     crate::ktap::out(&format!("    # {REFERENCE_DEVICE}: {stale_rows} of {H} rows on screen are stale (the punched range), as asserted"));
     Ok(Outcome::Pass)
@@ -485,24 +648,52 @@ fn format_not_offered_exits_12() -> CaseResult {
     with_weston(|_| Ok(()))?;
     let dev = device_path();
     // R8 is a format udmabuf-ctl lays out and Weston 14's GL renderer does not offer.
-    let holder = Holder::start(&["--format", "R8", "--width", "64", "--height", "64", "--device", &dev])?;
-    let o = wl_env(Command::new(CTL).args(["present", &holder.handle, "--format", "R8", "--width", "64", "--height", "64"]))
-        .stdin(Stdio::null())
-        .output()?;
+    let holder = Holder::start(&[
+        "--format", "R8", "--width", "64", "--height", "64", "--device", &dev,
+    ])?;
+    let o = wl_env(Command::new(CTL).args([
+        "present",
+        &holder.handle,
+        "--format",
+        "R8",
+        "--width",
+        "64",
+        "--height",
+        "64",
+    ]))
+    .stdin(Stdio::null())
+    .output()?;
     let err = String::from_utf8_lossy(&o.stderr);
-    ensure!(o.status.code() == Some(12), "present of R8: expected exit 12, got {}: {err}", o.status);
-    ensure!(err.contains("does not offer") && err.contains("XR24"), "the message should say R8 is not offered and list what is: {err}");
+    ensure!(
+        o.status.code() == Some(12),
+        "present of R8: expected exit 12, got {}: {err}",
+        o.status
+    );
+    ensure!(
+        err.contains("does not offer") && err.contains("XR24"),
+        "the message should say R8 is not offered and list what is: {err}"
+    );
     with_weston(|_| Ok(()))?; // still alive
     Ok(Outcome::Pass)
 }
 
 fn weston_survived_and_stops() -> CaseResult {
-    let mut guard = WESTON.lock().map_err(|_| anyhow::anyhow!("weston lock poisoned"))?;
-    let Some(mut w) = guard.take() else { return Ok(Outcome::Skip("weston never started".into())) };
+    let mut guard = WESTON
+        .lock()
+        .map_err(|_| anyhow::anyhow!("weston lock poisoned"))?;
+    let Some(mut w) = guard.take() else {
+        return Ok(Outcome::Skip("weston never started".into()));
+    };
     if let Some(st) = w.child.try_wait()? {
-        bail!("weston died during the suite ({st}); its log:\n{}", log_tail());
+        bail!(
+            "weston died during the suite ({st}); its log:\n{}",
+            log_tail()
+        );
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(w.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
     let t0 = Instant::now();
     while w.child.try_wait()?.is_none() {
         if t0.elapsed() > Duration::from_secs(20) {
@@ -527,7 +718,10 @@ mod tests {
         assert!(compare("same", &shot, &want, 0).is_ok());
         shot.2[3 * (7 * W as usize + 3)] ^= 1;
         let e = compare("one off", &shot, &want, 0).unwrap_err().to_string();
-        assert!(e.contains("1 of 25000 pixels differ") && e.contains("(3,7)"), "{e}");
+        assert!(
+            e.contains("1 of 25000 pixels differ") && e.contains("(3,7)"),
+            "{e}"
+        );
         assert!(compare("tolerated", &shot, &want, 1).is_ok());
     }
 
