@@ -12,6 +12,11 @@ if [ -n "${KDIR:-}" ]; then
 fi
 
 FLAVOR=${KERNEL_FLAVOR:-default}
+# One build of a flavour at a time: clones and worktrees share the cache, and two builds
+# in one tree corrupt it. A second caller waits here, then finds the build up to date.
+mkdir -p "$CACHE/build"
+exec 9> "$CACHE/build/.lock-$FLAVOR"
+flock -n 9 || { log "another build of the $FLAVOR kernel is running: waiting for it"; flock 9; }
 FRAGMENTS=("$ROOT/selftests/config")
 [ "$FLAVOR" = default ] || FRAGMENTS+=("$ROOT/selftests/config.$FLAVOR")
 for f in "${FRAGMENTS[@]}"; do [ -f "$f" ] || die "no config fragment $f for KERNEL_FLAVOR=$FLAVOR"; done
@@ -27,6 +32,9 @@ if [ "$(cat "$BUILD/.udmabuf-live-key" 2>/dev/null)" = "$key" ] && [ -f "$BUILD/
 fi
 
 mkdir -p "$BUILD"; rm -f "$BUILD/.udmabuf-live-key"
+# Its own -j build, not a share of a parent make's jobserver: `make test` runs this beside
+# the cargo builds and the rootfs download.
+unset MAKEFLAGS MFLAGS
 K=(make -s -C "$SRC_DIR" O="$BUILD" $(kbuild_args))
 log "configuring ($FLAVOR): tinyconfig + ${FRAGMENTS[*]#$ROOT/}"
 "${K[@]}" tinyconfig >/dev/null
