@@ -8,17 +8,21 @@
 # KERNEL_FLAVOR=debug selects the debug kernel (selftests/config + selftests/config.debug).
 
 SHELL := /bin/bash
-CACHE ?= $(or $(UDMABUF_LIVE_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/udmabuf-live)
 KERNEL_FLAVOR ?= default
 export KERNEL_FLAVOR
-KBUILD_DIR := $(if $(KDIR),$(KDIR),$(CACHE)/build/$(KERNEL_FLAVOR))
-TOOLS := $(CACHE)/tools
-KBUILD_ARGS := LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc BINDGEN=$(TOOLS)/bin/bindgen
-HOST_TARGET := x86_64-unknown-linux-gnu
-# Module objects go to a directory per kernel (Kbuild MO=), so switching flavours or
-# KDIR never mixes objects built for different kernels.
-MODULE_OUT := $(CURDIR)/out/modules/$(if $(KDIR),kdir-$(subst /,_,$(KDIR)),$(KERNEL_FLAVOR))
-export MODULE_OUT
+# The build and cache variables are defined once, in scripts/common.sh; read them from it
+# (with this make's own KERNEL_FLAVOR and KDIR, which a command line may have set).
+common = $(shell KBUILD_DIR= MODULE_OUT= KERNEL_FLAVOR='$(KERNEL_FLAVOR)' KDIR='$(KDIR)' scripts/common.sh $(1))
+KBUILD_DIR := $(call common,KBUILD_DIR)
+MODULE_OUT := $(call common,MODULE_OUT)
+KBUILD_ARGS := $(call common,KBUILD_ARGS)
+HOST_TARGET := $(call common,HOST_TARGET)
+GUEST_RUSTFLAGS := $(call common,GUEST_RUSTFLAGS)
+export KBUILD_DIR MODULE_OUT
+# The static guest binaries and the host unit tests are one build: the same target,
+# profile and flags, so the dependencies compile once.
+GUEST_CARGO := RUSTFLAGS="$(GUEST_RUSTFLAGS)" cargo
+GUEST_CARGO_ARGS := --release --quiet --target $(HOST_TARGET) --workspace
 
 .PHONY: all deps rootfs kernel check module importer userspace guest-bins kselftest-install kselftest-check vm-test vm-selftest test test-debug stress unit-test run shell bench bench-run clean
 
@@ -48,41 +52,48 @@ userspace:
 
 # Static binaries for the guest: glibc with crt-static (no extra rustup target needed).
 guest-bins:
-	@RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet --target $(HOST_TARGET) \
-		--bin udmabuf-ctl --bin ulive-selftests
+	+@$(GUEST_CARGO) build $(GUEST_CARGO_ARGS) --bins
 
 # The guest suites as a kselftest collection (run_kselftest.sh, kselftest-list.txt, one
 # entry point per suite, settings, config, the modules, the upstream udmabuf kselftest),
 # for KBUILD_DIR's kernel (KDIR=... for your own).
 kselftest-install: module importer guest-bins
 	@test -n "$(INSTALL_PATH)" || { echo "usage: make kselftest-install INSTALL_PATH=DIR" >&2; exit 2; }
-	@KBUILD_DIR=$(KBUILD_DIR) scripts/kselftest-install.sh $(INSTALL_PATH)
+	@scripts/kselftest-install.sh $(INSTALL_PATH)
 
 # Run an installed collection on this machine (root, module prerequisites: README) and
 # judge it as the guest run is judged. KSFT_ARGS: run_kselftest.sh options.
 kselftest-check:
 	@test -n "$(INSTALL_PATH)" || { echo "usage: make kselftest-check INSTALL_PATH=DIR [KSFT_ARGS='-t udmabuf-live:live']" >&2; exit 2; }
-	@KBUILD_DIR=$(KBUILD_DIR) scripts/kselftest-check.sh $(INSTALL_PATH) $(KSFT_ARGS)
+	@scripts/kselftest-check.sh $(INSTALL_PATH) $(KSFT_ARGS)
 
 # Formatters and linters (scripts/check.sh), before anything boots.
 check: kernel
-	@KBUILD_DIR=$(KBUILD_DIR) scripts/check.sh
+	@scripts/check.sh
 
 unit-test:
-	@cargo test --quiet --workspace
+	+@$(GUEST_CARGO) test $(GUEST_CARGO_ARGS)
 
 # The Debian 13 rootfs with Weston and Mesa's llvmpipe (wayland suite, make run), cached.
 rootfs: deps
 	@scripts/rootfs.sh
 
 vm-test: module importer guest-bins rootfs
-	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh test
+	@scripts/vm.sh test
 
 # The harness must be able to fail: boot once per injected fault and expect red.
 vm-selftest: module importer guest-bins
-	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm-selftest.sh
+	@scripts/vm-selftest.sh
 
-test: check unit-test vm-test vm-selftest
+# make test in two steps, each with its independent parts side by side: first everything
+# that builds or checks (on a fresh machine the rootfs download and the cargo builds
+# overlap the kernel build), then the two boot jobs, the guest suites and the harness
+# self-test (whose boots mostly wait). Nothing boots before make check has passed.
+TEST_BUILDS := check unit-test module importer guest-bins rootfs
+TEST_BOOTS := vm-test vm-selftest
+test:
+	@$(MAKE) --no-print-directory -j3 $(TEST_BUILDS)
+	@$(MAKE) --no-print-directory -j2 $(TEST_BOOTS)
 
 # The guest suites on the debug flavour (KASAN, kmemleak, lockdep, DEBUG_VM, fault
 # injection). Not part of `make test`: its kernel build alone takes 12-20 minutes on
@@ -93,14 +104,14 @@ test-debug:
 # The stress suite on its own, for longer soaks: ULIVE_STRESS_SECS (default 20),
 # ULIVE_STRESS_SEED, ULIVE_STRESS_ROLES (RELIABILITY.md).
 stress: module importer guest-bins
-	@ULIVE_SUITES="module stress" KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh test
+	@ULIVE_SUITES="module stress" scripts/vm.sh test
 
 run: module importer guest-bins rootfs
-	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh run
+	@scripts/vm.sh run
 
 # An interactive guest with the module loaded (Ctrl-A X or `exit` leaves).
 shell: module importer guest-bins
-	@KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh shell
+	@scripts/vm.sh shell
 
 # Benchmarks run on the bench flavour (selftests/config.bench: no lock debugging) unless
 # BENCH_FLAVOR or KDIR says otherwise. BENCH_BOOTS guest boots (default 3); each cell is
@@ -114,10 +125,10 @@ bench-run: module importer guest-bins
 	@rm -f out/bench-boot-*-ktap.log
 	@for i in $$(seq 1 $(BENCH_BOOTS)); do \
 		echo "==> bench boot $$i of $(BENCH_BOOTS)"; \
-		ULIVE_BENCH_BOOT=$$i KBUILD_DIR=$(KBUILD_DIR) scripts/vm.sh bench || exit 1; \
+		ULIVE_BENCH_BOOT=$$i scripts/vm.sh bench || exit 1; \
 	done
 	@cargo build --release --quiet -p ulive-bench-report
-	@KBUILD_DIR=$(KBUILD_DIR) scripts/bench-report.sh
+	@scripts/bench-report.sh
 
 clean:
 	-@$(MAKE) -s -C $(KBUILD_DIR) M=$(CURDIR)/kmod clean 2>/dev/null

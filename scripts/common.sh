@@ -1,6 +1,7 @@
-# Shared settings for the build scripts. Sourced, not executed.
-# Everything heavy (tools, kernel source, kernel build) lives in a cache outside the
-# clone, so a fresh clone on the same machine reuses it.
+# The build and cache variables, defined once for the scripts and the Makefile (which
+# reads them with `scripts/common.sh VAR`). Sourced by every script, not executed by
+# them. Everything heavy (tools, kernel source, kernel builds, the Debian rootfs) lives
+# in a cache outside the clone, so a fresh clone on the same machine reuses it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -9,6 +10,17 @@ TOOLS=$CACHE/tools
 KVER=${KVER:-7.2}
 SRC_DIR=$CACHE/src/linux-$KVER
 OUT=$ROOT/out            # per-clone outputs: module, static binaries, initramfs, logs
+KERNEL_FLAVOR=${KERNEL_FLAVOR:-default}
+# The kernel build tree: the user's own (KDIR), else the project's for this flavour.
+KBUILD_DIR=${KBUILD_DIR:-${KDIR:-$CACHE/build/$KERNEL_FLAVOR}}
+# Module objects go to a directory per kernel (Kbuild MO=), so switching flavours or
+# KDIR never mixes objects built for different kernels.
+if [ -n "${KDIR:-}" ]; then _mo=kdir-${KDIR//\//_}; else _mo=$KERNEL_FLAVOR; fi
+MODULE_OUT=${MODULE_OUT:-$OUT/modules/$_mo}
+# The guest binaries: static (glibc, crt-static), for the host's own target triple.
+HOST_TARGET=x86_64-unknown-linux-gnu
+GUEST_RUSTFLAGS="-C target-feature=+crt-static"
+GUEST_BIN_DIR=$ROOT/target/$HOST_TARGET/release
 
 BINDGEN_VERSION=0.72.1
 LLVM_SUFFIX=-19
@@ -18,6 +30,7 @@ KRUSTC=/usr/bin/rustc
 kbuild_args() {
     echo LLVM=$LLVM_SUFFIX RUSTC=$KRUSTC HOSTRUSTC=$KRUSTC BINDGEN=$TOOLS/bin/bindgen
 }
+KBUILD_ARGS=$(kbuild_args)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -40,3 +53,6 @@ debian_mirror() {
 
 # What counts as a kernel report in a console log or dmesg (the run then fails).
 KERNEL_REPORTS='Kernel panic|BUG:|WARNING:|Oops|general protection fault|KASAN|UBSAN|kmemleak: [0-9]+ new suspected|INFO: task .* blocked|rcu: INFO|possible (recursive|circular) locking|inconsistent lock state|Unable to handle|cut here'
+
+# `scripts/common.sh VAR`: print VAR's value (the Makefile's way to read them).
+if [ "${BASH_SOURCE[0]}" = "$0" ] && [ $# = 1 ]; then printf '%s\n' "${!1}"; fi

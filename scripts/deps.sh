@@ -28,6 +28,11 @@ else
     log "system packages: all present"
 fi
 
+# The kernel source download runs beside the bindgen build (one waits on the network,
+# the other on the CPU).
+src_pid=
+[ -n "${KDIR:-}" ] || { "$ROOT/scripts/kernel-source.sh" & src_pid=$!; }
+
 if [ -x "$TOOLS/bin/bindgen" ] && "$TOOLS/bin/bindgen" --version | grep -q "$BINDGEN_VERSION"; then
     log "bindgen $BINDGEN_VERSION: present"
 else
@@ -37,7 +42,7 @@ else
 fi
 
 if [ -z "${KDIR:-}" ]; then
-    "$ROOT/scripts/kernel-source.sh"
+    wait "$src_pid" || die "could not fetch the Linux $KVER source (above)"
     log "checking the kernel Rust toolchain"
     make -s -C "$SRC_DIR" $(kbuild_args) rustavailable
 else

@@ -19,7 +19,7 @@ KB=${KBUILD_DIR:?KBUILD_DIR not set (run through make)}
 KSRC=$KB; [ -e "$KB/source" ] && KSRC=$(readlink -f "$KB/source")
 SELFTESTS=$KSRC/tools/testing/selftests
 MODS=${MODULE_OUT:?MODULE_OUT not set (run through make)}
-BIN=$ROOT/target/x86_64-unknown-linux-gnu/release
+BIN=$GUEST_BIN_DIR
 # The per-test timeout (s). The slowest suites under QEMU TCG on a contended 2-core
 # machine (2026-12-02): live-safety 40-65 s, upstream-kselftest 31-50 s, live-stress
 # 21-49 s, on the default and the debug kernel alike. 900 s leaves room for slower
@@ -48,7 +48,9 @@ build_upstream_kselftest() {
     [ -f "$src" ] || die "upstream kselftest not found at $src"
     mkdir -p "$OUT"
     if [ ! -f "$out" ] || [ "$src" -nt "$out" ]; then
-        gcc -static -O2 -I "$hdr" -I "$SELFTESTS" -o "$out" "$src" || die "could not build the upstream kselftest $src"
+        # Atomically: boots that run side by side (make test) may install at once.
+        gcc -static -O2 -I "$hdr" -I "$SELFTESTS" -o "$out.$$" "$src" || die "could not build the upstream kselftest $src"
+        mv -f "$out.$$" "$out"
     fi
 }
 build_upstream_kselftest

@@ -10,8 +10,8 @@
 #   BENCH_CPUS=WQ:SELF (bench mode: hex CPU masks for the unbound workqueues and the bench process)
 #   ULIVE_BENCH_BOOT=N (bench mode: the logs are out/bench-boot-N-*.log, one per boot of `make bench`)
 #   ULIVE_SUITES="a b" (test mode: run only these suites, e.g. "module stress")
-#   ULIVE_STRESS_SECS, ULIVE_STRESS_SEED, ULIVE_STRESS_ROLES, ULIVE_FUZZ_SEED, ULIVE_FUZZ_CASES (hardening
-#   suites' knobs; passed to the guest as ulive.env.NAME=VALUE)
+#   any other ULIVE_NAME=VALUE: a suite knob (README: ULIVE_STRESS_SECS, ULIVE_FUZZ_SEED, ...), passed
+#   to the guest's test runner as ulive.env.NAME=VALUE
 # Exit status is non-zero on: a failed test, KTAP the kernel's parser rejects or a short plan, a kernel
 # BUG/WARNING/Oops/lockdep/KASAN report, a panic, or a timeout.
 . "$(dirname "$0")/common.sh"
@@ -25,18 +25,20 @@ TAG=$MODE${INJECT:+-inject-$INJECT}${ULIVE_BENCH_BOOT:+-boot-$ULIVE_BENCH_BOOT}
 mkdir -p "$OUT"
 CONSOLE_LOG=$OUT/$TAG-console.log    # everything the guest console printed
 KTAP_LOG=$OUT/$TAG-ktap.log          # a clean copy of the guest's userspace output (ttyS1)
-TARGET_DIR=$ROOT/target/x86_64-unknown-linux-gnu/release
+WORK=$OUT/$TAG                       # this boot's kselftest collection and initramfs: boots
+rm -rf "$WORK"; mkdir -p "$WORK"     # with other tags may run at the same time (make test)
+TARGET_DIR=$GUEST_BIN_DIR
 
 # The kselftest collection the guest runs, installed exactly as a user installs it.
 install_kselftests() {
-    KSFT_DIR=$OUT/kselftest
+    KSFT_DIR=$WORK/kselftest
     rm -rf "$KSFT_DIR"
     KBUILD_DIR=$KB "$ROOT/scripts/kselftest-install.sh" "$KSFT_DIR" 2>&1 | sed 's/^/    /' >&2
     [ -x "$KSFT_DIR/run_kselftest.sh" ] || die "kselftest-install failed"
 }
 
 build_initramfs() {
-    local list=$OUT/initramfs.list gen=$KB/usr/gen_init_cpio
+    local list=$WORK/initramfs.list gen=$KB/usr/gen_init_cpio
     [ -x "$gen" ] || die "$gen missing: the kernel tree must be built with CONFIG_BLK_DEV_INITRD"
     local mods=${MODULE_OUT:?MODULE_OUT not set (run through make)}
     local ko; ko=$(ls "$mods"/kmod/*.ko 2>/dev/null) || die "no module in $mods/kmod: run 'make module'"
@@ -60,7 +62,7 @@ build_initramfs() {
             else echo "file /kselftest/${p#./} $KSFT_DIR/${p#./} $(stat -c %a "$KSFT_DIR/$p") 0 0"; fi
         done
     } > "$list"
-    "$gen" "$list" > "$OUT/initramfs.cpio"
+    "$gen" "$list" > "$WORK/initramfs.cpio"
 }
 
 # KVM only if a quick probe shows that a guest really boots with it (cached per machine).
@@ -71,7 +73,7 @@ pick_accel() {
         local r=tcg
         if [ -w /dev/kvm ] && timeout 20 qemu-system-x86_64 -accel kvm -cpu host -m 512M -nodefaults \
                 -display none -no-reboot -serial stdio -kernel "$KB/arch/x86/boot/bzImage" \
-                -initrd "$OUT/initramfs.cpio" -append "console=ttyS0 ulive.mode=probe" </dev/null 2>/dev/null \
+                -initrd "$WORK/initramfs.cpio" -append "console=ttyS0 ulive.mode=probe" </dev/null 2>/dev/null \
                 | grep -q ULIVE-PROBE-OK; then r=kvm; fi
         mkdir -p "$CACHE"; echo "$r" > "$cache"
     fi
@@ -121,8 +123,13 @@ if [ "$MODE" = bench ] && [ "$ACCEL" = tcg ]; then
 fi
 APPEND+="${ULIVE_TEST_DEVICE:+ ulive.testdev=$ULIVE_TEST_DEVICE}"
 if [ -n "${ULIVE_SUITES:-}" ]; then APPEND+=" ulive.suites=$(echo $ULIVE_SUITES | tr ' ' ,)"; fi
-for v in ULIVE_STRESS_SECS ULIVE_STRESS_SEED ULIVE_STRESS_ROLES ULIVE_FUZZ_SEED ULIVE_FUZZ_CASES; do
-    if [ -n "${!v:-}" ]; then APPEND+=" ulive.env.$v=${!v}"; fi
+# Every other ULIVE_* variable is a knob of the guest suites: it reaches the test runner's
+# environment as ulive.env.NAME=VALUE (selftests/guest/init exports it).
+for v in $(compgen -e ULIVE_); do
+    case $v in ULIVE_INJECT|ULIVE_SUITES|ULIVE_TEST_DEVICE|ULIVE_BENCH_BOOT) continue ;; esac
+    [ -n "${!v}" ] || continue
+    case ${!v} in *[[:space:]]*) die "$v='${!v}': a suite knob reaches the guest on the kernel command line, which cannot carry spaces (use commas)" ;; esac
+    APPEND+=" ulive.env.$v=${!v}"
 done
 # The Debian rootfs (scripts/rootfs.sh) for the wayland suite and `make run`, read-only over
 # 9p (mounted at /debian in the guest), and out/wayland/ for the screenshots the guest takes.
@@ -153,7 +160,7 @@ timeout --foreground -k 5 "$TMO" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" 
     -nodefaults -display none -no-reboot \
     -serial "$SERIAL" -serial "file:$KTAP_LOG" \
     "${SHARES[@]}" \
-    -kernel "$KB/arch/x86/boot/bzImage" -initrd "$OUT/initramfs.cpio" -append "$APPEND" \
+    -kernel "$KB/arch/x86/boot/bzImage" -initrd "$WORK/initramfs.cpio" -append "$APPEND" \
     <"$QEMU_STDIN" 2>&1 | tee "$CONSOLE_LOG"
 qemu_rc=${PIPESTATUS[0]}
 set -e
