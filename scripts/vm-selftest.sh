@@ -7,7 +7,7 @@
 declare -A expect=(
     [fail]="FAIL: failed tests"
     [ktap]="FAIL: KTAP parser: udmabuf-live:module: Test: planted_malformed_result_line: Expected test number 2 but found 1"
-    [timeout]="# TIMEOUT 10 seconds)"
+    [timeout]="# TIMEOUT 5 seconds)"
     [warn]="FAIL: kernel reports"
     [panic]="Kernel panic"
     [hang]="FAIL: guest timed out"

@@ -23,6 +23,14 @@ pub fn load_suite() -> Suite {
             run: injected_failure,
         });
     }
+    // Harness self-test: a case that outlives the runner's timeout (`-o`), idle, so the
+    // runner must kill the program.
+    if std::env::var_os("ULIVE_INJECT_SLEEP").is_some() {
+        cases.push(super::Case {
+            name: "injected_sleep",
+            run: injected_sleep,
+        });
+    }
     Suite {
         name: "module",
         cases,
@@ -155,6 +163,15 @@ fn reload_cycle() -> CaseResult {
     }
     ensure!(!is_loaded(), "module loaded after the cycle");
     Ok(Outcome::Pass)
+}
+
+fn injected_sleep() -> CaseResult {
+    let secs = std::env::var("ULIVE_INJECT_SLEEP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    bail!("ULIVE_INJECT_SLEEP is set: the runner should have killed this case after its timeout")
 }
 
 fn injected_failure() -> CaseResult {
