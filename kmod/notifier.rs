@@ -130,6 +130,47 @@ impl Bits {
     pub(crate) fn any(&self) -> bool {
         self.lo < self.hi
     }
+
+    /// The words that may hold marks, as word numbers (word `w` holds bits `64 * w` on);
+    /// empty when nothing is marked.
+    fn window(&self) -> Range<usize> {
+        self.base + self.lo..self.base + self.hi
+    }
+
+    /// A cleared bitmap covering the words `window`, for [`Bits::take_into`].
+    fn for_window(window: Range<usize>) -> Result<Self> {
+        Self::zeroed(window.len(), window.start)
+    }
+
+    /// Move the marks of the words `into` covers into `into` (made by
+    /// [`Bits::for_window`] from an earlier [`Bits::window`], still cleared). The window
+    /// may have grown since it was read: marks outside `into`'s words stay here.
+    fn take_into(&mut self, into: &mut Bits) {
+        let Some(lo) = into.base.checked_sub(self.base) else {
+            return;
+        };
+        let hi = lo + into.words.as_slice().len();
+        let (from, to) = (self.lo.max(lo), self.hi.min(hi));
+        for w in from..to {
+            let Some(word) = self.words.as_mut_slice().get_mut(w).map(core::mem::take) else {
+                break;
+            };
+            into.or_word(w - lo, word);
+        }
+        if self.lo >= from && self.hi <= to {
+            (self.lo, self.hi) = (0, 0); // all taken
+        }
+    }
+
+    /// Mark again every page marked in `taken` (taken from this bitmap by
+    /// [`Bits::take_into`]); marks made since stay.
+    fn restore_from(&mut self, taken: &Bits) {
+        for (i, &t) in taken.words.as_slice().iter().enumerate() {
+            if let Some(w) = (taken.base + i).checked_sub(self.base) {
+                self.or_word(w, t);
+            }
+        }
+    }
 }
 
 /// What the notifiers of one buffer record, shared by their callbacks and the buffer.
@@ -227,33 +268,15 @@ impl Tracker {
     /// Take the marked pages, leaving none marked. Allocates (the marked window only,
     /// outside the spinlock): never from the notifier.
     fn take(&self) -> Result<Bits> {
-        let (lo, hi) = {
-            let b = &self.inner.lock().bits;
-            (b.lo, b.hi)
-        };
-        let mut taken = Bits::zeroed(hi - lo, lo)?;
-        let mut inner = self.inner.lock();
-        let bits = &mut inner.bits;
-        // The window may have grown meanwhile: take what fits, leave the rest marked.
-        let (from, to) = (bits.lo.max(lo), bits.hi.min(hi));
-        for w in from..to {
-            let Some(word) = bits.words.as_mut_slice().get_mut(w).map(core::mem::take) else {
-                break;
-            };
-            taken.or_word(w - lo, word);
-        }
-        if bits.lo >= from && bits.hi <= to {
-            (bits.lo, bits.hi) = (0, 0); // all taken
-        }
+        let window = self.inner.lock().bits.window();
+        let mut taken = Bits::for_window(window)?;
+        self.inner.lock().bits.take_into(&mut taken);
         Ok(taken)
     }
 
     /// Put back pages taken by [`Self::take`] that could not be handled.
     fn restore(&self, taken: &Bits) {
-        let bits = &mut self.inner.lock().bits;
-        for (i, &t) in taken.words.as_slice().iter().enumerate() {
-            bits.or_word(taken.base + i, t);
-        }
+        self.inner.lock().bits.restore_from(taken);
     }
 
     fn pending(&self) -> bool {
@@ -403,6 +426,18 @@ impl Watch {
     pub(crate) fn pages(&self) -> Range<usize> {
         self.pages.clone()
     }
+
+    /// The buffer pages an invalidation of user addresses `va` touches: every page any
+    /// byte of `va` falls in, up to the end of the range. `None` for an empty `va` or
+    /// one that starts below the watched mapping.
+    fn pages_of(&self, va: &Range<usize>) -> Option<Range<usize>> {
+        if va.start >= va.end || va.start < self.va_start {
+            return None;
+        }
+        let first = self.pages.start + (va.start - self.va_start) / PAGE_SIZE;
+        let last = self.pages.start + (va.end - self.va_start).div_ceil(PAGE_SIZE);
+        Some(first..last.min(self.end_page))
+    }
 }
 
 impl InvalidateHandler for Watch {
@@ -410,10 +445,8 @@ impl InvalidateHandler for Watch {
         let tracker = &self.tracker;
         let mut inner = tracker.inner.lock();
         seq.set_seq();
-        if va.start < va.end && va.start >= self.va_start {
-            let first = self.pages.start + (va.start - self.va_start) / PAGE_SIZE;
-            let last = self.pages.start + (va.end - self.va_start).div_ceil(PAGE_SIZE);
-            inner.bits.set_range(first..last.min(self.end_page));
+        if let Some(pages) = self.pages_of(&va) {
+            inner.bits.set_range(pages);
         }
         if unmapping {
             // This mapping is going away: later punches through it will not be seen,
