@@ -111,7 +111,7 @@ struct UdmabufLive {
 }
 
 impl kernel::Module for UdmabufLive {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
         let registry = Arc::pin_init(registry::Registry::new(), GFP_KERNEL)?;
         let dir = debugfs::Dir::new(c"udmabuf_live");
         let buffers_file = KBox::pin_init(
@@ -126,7 +126,7 @@ impl kernel::Module for UdmabufLive {
             registry,
         };
         let miscdev = KBox::pin_init(
-            MiscRegistration::register(c"udmabuf-live", device),
+            MiscRegistration::register(c"udmabuf-live", device, module),
             GFP_KERNEL,
         )?;
         pr_info!(
