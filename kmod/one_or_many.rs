@@ -48,12 +48,6 @@ impl<T> OneOrMany<T> {
     }
 }
 
-impl<T> Default for OneOrMany<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl<T> Deref for OneOrMany<T> {
     type Target = [T];
 
@@ -83,7 +77,6 @@ mod tests {
         let list = OneOrMany::<u32>::new();
         assert!(list.is_empty());
         assert!(matches!(list, OneOrMany::Empty));
-        assert!(matches!(OneOrMany::<u32>::default(), OneOrMany::Empty));
     }
 
     #[test]
