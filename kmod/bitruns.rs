@@ -34,3 +34,50 @@ fn next(words: &[u64], from: usize, clear: bool) -> Option<usize> {
         }
     }
 }
+
+// KUnit tests, in the kernel module only: the host build of this file (the selftests
+// crate's unit tests, `cfg(test)`) has no `kernel` crate and tests it its own way.
+#[cfg(not(test))]
+#[kernel::macros::kunit_tests(udmabuf_live_bitruns)]
+mod tests {
+    use super::runs;
+    use core::iter::once;
+
+    #[test]
+    fn no_words_or_no_bits() {
+        assert!(runs(&[]).next().is_none());
+        assert!(runs(&[0]).next().is_none());
+        assert!(runs(&[0, 0, 0]).next().is_none());
+    }
+
+    #[test]
+    fn all_set() {
+        assert!(runs(&[u64::MAX]).eq(once(0..64)));
+        assert!(runs(&[u64::MAX, u64::MAX, u64::MAX]).eq(once(0..192)));
+    }
+
+    #[test]
+    fn word_boundaries() {
+        // Bit 63 alone, 64 alone, and 63..65 across the boundary.
+        assert!(runs(&[1 << 63, 0]).eq(once(63..64)));
+        assert!(runs(&[0, 1]).eq(once(64..65)));
+        assert!(runs(&[1 << 63, 1]).eq(once(63..65)));
+        assert!(runs(&[1 << 63, 0b11]).eq(once(63..66)));
+        // A run that fills a word and goes on into the next.
+        assert!(runs(&[!0 << 1, 1]).eq(once(1..65)));
+    }
+
+    #[test]
+    fn runs_end_at_the_last_bit() {
+        assert!(runs(&[0, 1 << 63]).eq(once(127..128)));
+        assert!(runs(&[0, !0 << 60]).eq(once(124..128)));
+        assert!(runs(&[1, 0, 0, 1 << 63]).eq([0..1, 255..256]));
+    }
+
+    #[test]
+    fn gaps_split_runs() {
+        assert!(runs(&[0b1011_0101]).eq([0..1, 2..3, 4..6, 7..8]));
+        assert!(runs(&[u64::MAX, 0, 0b10]).eq([0..64, 129..130]));
+        assert!(runs(&[0xF0F0_0000_0000_000F]).eq([0..4, 52..56, 60..64]));
+    }
+}

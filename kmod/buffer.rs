@@ -503,3 +503,56 @@ pub(crate) fn byte_bounds(offset: u64, size: u64) -> Result<(i64, i64)> {
         .and_then(|e| e.checked_sub(1));
     Ok((start, end.ok_or(EINVAL)?))
 }
+
+// KUnit tests (CONFIG_KUNIT kernels; the guest's `kunit` suite reports them).
+#[kunit_tests(udmabuf_live_buffer_checks)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_bounds_are_inclusive() {
+        assert_eq!(byte_bounds(0, 4096).ok(), Some((0, 4095)));
+        assert_eq!(byte_bounds(4096, 1).ok(), Some((4096, 4096)));
+        assert_eq!(
+            byte_bounds(1 << 21, 1 << 21).ok(),
+            Some((1 << 21, (1 << 22) - 1))
+        );
+    }
+
+    #[test]
+    fn byte_bounds_at_the_loff_t_limit() {
+        let max = i64::MAX as u64;
+        // The end (offset + size) must be a loff_t, as a file size is: a range may end
+        // at byte i64::MAX - 1, the last byte of the largest file.
+        assert_eq!(
+            byte_bounds(max - 4096, 4096).ok(),
+            Some((i64::MAX - 4096, i64::MAX - 1))
+        );
+        assert_eq!(
+            byte_bounds(max - 1, 1).ok(),
+            Some((i64::MAX - 1, i64::MAX - 1))
+        );
+        // One past it: the end, the offset or the size does not fit.
+        assert!(byte_bounds(max - 4095, 4096).is_err());
+        assert!(byte_bounds(max, 1).is_err());
+        assert!(byte_bounds(max + 1, 1).is_err());
+        assert!(byte_bounds(0, u64::MAX).is_err());
+        assert!(byte_bounds(u64::MAX, 4096).is_err());
+    }
+
+    #[test]
+    fn seals_a_buffer_accepts() {
+        let (shrink, grow) = (bindings::F_SEAL_SHRINK, bindings::F_SEAL_GROW);
+        // Not a memfd, or a memfd that may still shrink: no.
+        assert!(!seals_allow(None));
+        assert!(!seals_allow(Some(0)));
+        assert!(!seals_allow(Some(grow)));
+        // Sealed against shrinking, with or without more that keeps it writable: yes.
+        assert!(seals_allow(Some(shrink)));
+        assert!(seals_allow(Some(shrink | grow)));
+        assert!(seals_allow(Some(shrink | bindings::F_SEAL_SEAL)));
+        // Sealed against writes, now or in the future: no.
+        assert!(!seals_allow(Some(shrink | bindings::F_SEAL_WRITE)));
+        assert!(!seals_allow(Some(shrink | bindings::F_SEAL_FUTURE_WRITE)));
+    }
+}

@@ -8,7 +8,7 @@ use crate::buffer::{self, Buffer};
 use crate::registry::Registry;
 use crate::sys::{
     dmabuf::DmaBufRef,
-    miscdev::{IoctlHandler, Misc},
+    miscdev::{Misc, MiscDevice},
     params,
     wq::OwnedQueue,
 };
@@ -30,8 +30,19 @@ pub(crate) struct UliveDevice {
     pub(crate) registry: Arc<Registry>,
 }
 
-impl IoctlHandler for UliveDevice {
-    fn ioctl(&self, misc: &Misc, cmd: u32, arg: usize) -> Result<isize> {
+impl MiscDevice for UliveDevice {
+    /// Open files share the device: nothing is kept per file.
+    type File = ();
+
+    fn registered(dev: &kernel::device::Device) -> Result {
+        crate::sys::device::set_dma_mask_64(dev)
+    }
+
+    fn open(&self, _misc: &Misc) -> Result {
+        Ok(())
+    }
+
+    fn ioctl(&self, _file: (), misc: &Misc, cmd: u32, arg: usize) -> Result<isize> {
         let fd = match cmd {
             uapi::UDMABUF_CREATE => self.create(misc, arg)?,
             uapi::UDMABUF_CREATE_LIST => self.create_list(misc, arg)?,

@@ -130,6 +130,47 @@ impl Bits {
     pub(crate) fn any(&self) -> bool {
         self.lo < self.hi
     }
+
+    /// The words that may hold marks, as word numbers (word `w` holds bits `64 * w` on);
+    /// empty when nothing is marked.
+    fn window(&self) -> Range<usize> {
+        self.base + self.lo..self.base + self.hi
+    }
+
+    /// A cleared bitmap covering the words `window`, for [`Bits::take_into`].
+    fn for_window(window: Range<usize>) -> Result<Self> {
+        Self::zeroed(window.len(), window.start)
+    }
+
+    /// Move the marks of the words `into` covers into `into` (made by
+    /// [`Bits::for_window`] from an earlier [`Bits::window`], still cleared). The window
+    /// may have grown since it was read: marks outside `into`'s words stay here.
+    fn take_into(&mut self, into: &mut Bits) {
+        let Some(lo) = into.base.checked_sub(self.base) else {
+            return;
+        };
+        let hi = lo + into.words.as_slice().len();
+        let (from, to) = (self.lo.max(lo), self.hi.min(hi));
+        for w in from..to {
+            let Some(word) = self.words.as_mut_slice().get_mut(w).map(core::mem::take) else {
+                break;
+            };
+            into.or_word(w - lo, word);
+        }
+        if self.lo >= from && self.hi <= to {
+            (self.lo, self.hi) = (0, 0); // all taken
+        }
+    }
+
+    /// Mark again every page marked in `taken` (taken from this bitmap by
+    /// [`Bits::take_into`]); marks made since stay.
+    fn restore_from(&mut self, taken: &Bits) {
+        for (i, &t) in taken.words.as_slice().iter().enumerate() {
+            if let Some(w) = (taken.base + i).checked_sub(self.base) {
+                self.or_word(w, t);
+            }
+        }
+    }
 }
 
 /// What the notifiers of one buffer record, shared by their callbacks and the buffer.
@@ -227,33 +268,15 @@ impl Tracker {
     /// Take the marked pages, leaving none marked. Allocates (the marked window only,
     /// outside the spinlock): never from the notifier.
     fn take(&self) -> Result<Bits> {
-        let (lo, hi) = {
-            let b = &self.inner.lock().bits;
-            (b.lo, b.hi)
-        };
-        let mut taken = Bits::zeroed(hi - lo, lo)?;
-        let mut inner = self.inner.lock();
-        let bits = &mut inner.bits;
-        // The window may have grown meanwhile: take what fits, leave the rest marked.
-        let (from, to) = (bits.lo.max(lo), bits.hi.min(hi));
-        for w in from..to {
-            let Some(word) = bits.words.as_mut_slice().get_mut(w).map(core::mem::take) else {
-                break;
-            };
-            taken.or_word(w - lo, word);
-        }
-        if bits.lo >= from && bits.hi <= to {
-            (bits.lo, bits.hi) = (0, 0); // all taken
-        }
+        let window = self.inner.lock().bits.window();
+        let mut taken = Bits::for_window(window)?;
+        self.inner.lock().bits.take_into(&mut taken);
         Ok(taken)
     }
 
     /// Put back pages taken by [`Self::take`] that could not be handled.
     fn restore(&self, taken: &Bits) {
-        let bits = &mut self.inner.lock().bits;
-        for (i, &t) in taken.words.as_slice().iter().enumerate() {
-            bits.or_word(taken.base + i, t);
-        }
+        self.inner.lock().bits.restore_from(taken);
     }
 
     fn pending(&self) -> bool {
@@ -403,6 +426,18 @@ impl Watch {
     pub(crate) fn pages(&self) -> Range<usize> {
         self.pages.clone()
     }
+
+    /// The buffer pages an invalidation of user addresses `va` touches: every page any
+    /// byte of `va` falls in, up to the end of the range. `None` for an empty `va` or
+    /// one that starts below the watched mapping.
+    fn pages_of(&self, va: &Range<usize>) -> Option<Range<usize>> {
+        if va.start >= va.end || va.start < self.va_start {
+            return None;
+        }
+        let first = self.pages.start + (va.start - self.va_start) / PAGE_SIZE;
+        let last = self.pages.start + (va.end - self.va_start).div_ceil(PAGE_SIZE);
+        Some(first..last.min(self.end_page))
+    }
 }
 
 impl InvalidateHandler for Watch {
@@ -410,10 +445,8 @@ impl InvalidateHandler for Watch {
         let tracker = &self.tracker;
         let mut inner = tracker.inner.lock();
         seq.set_seq();
-        if va.start < va.end && va.start >= self.va_start {
-            let first = self.pages.start + (va.start - self.va_start) / PAGE_SIZE;
-            let last = self.pages.start + (va.end - self.va_start).div_ceil(PAGE_SIZE);
-            inner.bits.set_range(first..last.min(self.end_page));
+        if let Some(pages) = self.pages_of(&va) {
+            inner.bits.set_range(pages);
         }
         if unmapping {
             // This mapping is going away: later punches through it will not be seen,
@@ -430,5 +463,214 @@ impl InvalidateHandler for Watch {
             // If already queued, the clone is dropped again (not the last reference).
             let _ = buffer.queue.get().enqueue(buffer.clone());
         }
+    }
+}
+
+// KUnit runs these when the module loads on a kernel with CONFIG_KUNIT (the macro gates
+// the whole module on it); the guest's `kunit` suite reports their results.
+#[kunit_tests(udmabuf_live_dirty_bitmap)]
+mod tests {
+    use super::*;
+    use core::iter::once;
+
+    #[test]
+    fn empty_bitmap_marks_nothing() -> Result {
+        for nr_pages in [0, 1, 64, 200] {
+            let bits = Bits::new(nr_pages)?;
+            assert!(!bits.any());
+            assert!(bits.runs().next().is_none());
+            assert!(bits.window().is_empty());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn one_page_at_word_boundaries() -> Result {
+        for page in [0, 1, 62, 63, 64, 65, 127, 128, 199] {
+            let mut bits = Bits::new(200)?;
+            bits.set_range(page..page + 1);
+            assert!(bits.any());
+            assert!(bits.runs().eq(once(page..page + 1)));
+            assert_eq!(bits.window(), page / 64..page / 64 + 1);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ranges_across_word_boundaries() -> Result {
+        for pages in [63..65, 63..66, 64..128, 60..130, 0..192, 1..191] {
+            let mut bits = Bits::new(192)?;
+            bits.set_range(pages.clone());
+            assert!(bits.runs().eq(once(pages.clone())));
+            assert_eq!(bits.window(), pages.start / 64..pages.end.div_ceil(64));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn adjacent_marks_merge_and_gaps_stay() -> Result {
+        let mut bits = Bits::new(300)?;
+        bits.set_range(10..20);
+        bits.set_range(20..64);
+        bits.set_range(64..65);
+        bits.set_range(70..71);
+        bits.set_range(255..300);
+        assert!(bits.runs().eq([10..65, 70..71, 255..300]));
+        // Marking again changes nothing.
+        bits.set_range(12..13);
+        assert!(bits.runs().eq([10..65, 70..71, 255..300]));
+        Ok(())
+    }
+
+    #[test]
+    fn all_marks_exactly_the_buffer() -> Result {
+        // 1024 pages are the last inline bitmap (16 words), 1025 the first on the heap.
+        for nr_pages in [1, 63, 64, 65, 127, 128, 130, 1024, 1025, 4097] {
+            let bits = Bits::all(nr_pages)?;
+            assert!(bits.any());
+            assert!(bits.runs().eq(once(0..nr_pages)));
+            assert_eq!(bits.window(), 0..nr_pages.div_ceil(64));
+        }
+        assert!(matches!(Bits::all(1024)?.words, Words::Inline(..)));
+        assert!(matches!(Bits::all(1025)?.words, Words::Heap(_)));
+        Ok(())
+    }
+
+    #[test]
+    fn last_partial_word() -> Result {
+        let mut bits = Bits::new(130)?;
+        bits.set_range(128..130);
+        assert!(bits.runs().eq(once(128..130)));
+        assert_eq!(bits.window(), 2..3);
+        Ok(())
+    }
+
+    #[test]
+    fn marks_past_the_words_are_dropped() -> Result {
+        // Callers clip to the buffer; what lies beyond the last word is not written.
+        let mut bits = Bits::new(64)?;
+        bits.set_range(100..200);
+        assert!(!bits.any());
+        bits.set_range(60..200);
+        assert!(bits.runs().eq(once(60..64)));
+        Ok(())
+    }
+
+    #[test]
+    fn take_returns_the_marks_and_clears_them() -> Result {
+        let mut bits = Bits::new(1100)?;
+        for pages in [3..5, 63..66, 640..650, 1099..1100] {
+            bits.set_range(pages);
+        }
+        let mut taken = Bits::for_window(bits.window())?;
+        bits.take_into(&mut taken);
+        assert!(taken.runs().eq([3..5, 63..66, 640..650, 1099..1100]));
+        assert!(!bits.any());
+        assert!(bits.runs().next().is_none());
+        // Taking again finds nothing.
+        let mut again = Bits::for_window(bits.window())?;
+        bits.take_into(&mut again);
+        assert!(!again.any());
+        Ok(())
+    }
+
+    #[test]
+    fn take_of_a_window_far_from_page_zero() -> Result {
+        let mut bits = Bits::new(1100)?;
+        bits.set_range(640..650);
+        let window = bits.window();
+        assert_eq!(window, 10..11);
+        let mut taken = Bits::for_window(window)?;
+        bits.take_into(&mut taken);
+        // One word, numbered from word 10: the runs are still buffer pages.
+        assert_eq!(taken.words.as_slice().len(), 1);
+        assert!(taken.runs().eq(once(640..650)));
+        assert!(!bits.any());
+        Ok(())
+    }
+
+    #[test]
+    fn marks_outside_the_window_read_stay() -> Result {
+        let mut bits = Bits::new(300)?;
+        bits.set_range(5..6);
+        let mut taken = Bits::for_window(bits.window())?;
+        // A notifier marks more pages between reading the window and taking.
+        bits.set_range(200..201);
+        bits.set_range(7..8);
+        bits.take_into(&mut taken);
+        assert!(taken.runs().eq([5..6, 7..8]));
+        assert!(bits.runs().eq(once(200..201)));
+        assert!(bits.any());
+        Ok(())
+    }
+
+    #[test]
+    fn restore_puts_back_what_was_taken() -> Result {
+        let mut bits = Bits::new(300)?;
+        bits.set_range(0..1);
+        bits.set_range(63..65);
+        bits.set_range(299..300);
+        let mut taken = Bits::for_window(bits.window())?;
+        bits.take_into(&mut taken);
+        assert!(!bits.any());
+        bits.restore_from(&taken);
+        assert!(bits.runs().eq([0..1, 63..65, 299..300]));
+        assert_eq!(bits.window(), 0..5);
+        Ok(())
+    }
+
+    #[test]
+    fn marks_between_take_and_restore_survive() -> Result {
+        let mut bits = Bits::new(300)?;
+        bits.set_range(64..66);
+        let mut taken = Bits::for_window(bits.window())?;
+        bits.take_into(&mut taken);
+        // New invalidations while the update runs, inside and outside the taken words.
+        bits.set_range(66..67);
+        bits.set_range(250..251);
+        bits.restore_from(&taken);
+        assert!(bits.runs().eq([64..67, 250..251]));
+        Ok(())
+    }
+
+    #[test]
+    fn tracker_take_restore_and_in_flight() -> Result {
+        let tracker = BufferTracker::new(Arc::pin_init(Tracker::new(256)?, GFP_KERNEL)?);
+        assert!(!tracker.pending());
+        tracker.get().inner.lock().bits.set_range(100..103);
+        assert!(tracker.pending());
+        let taken = tracker.take()?;
+        assert!(taken.bits().runs().eq(once(100..103)));
+        // Nothing marked, but an update holds marks: still pending.
+        assert!(!tracker.get().pending());
+        assert!(tracker.pending());
+        tracker.get().inner.lock().bits.set_range(0..1);
+        taken.restore();
+        drop(taken);
+        assert!(tracker.get().inner.lock().bits.runs().eq([0..1, 100..103]));
+        // An update that installs its pages drops its marks without restoring them.
+        drop(tracker.take()?);
+        assert!(!tracker.pending());
+        Ok(())
+    }
+
+    #[test]
+    fn invalidated_addresses_to_pages() -> Result {
+        const VA: usize = 0x7f00_0000_0000;
+        let tracker = Arc::pin_init(Tracker::new(64)?, GFP_KERNEL)?;
+        // A mapping at VA shows buffer pages 8..40 of a range ending at page 32.
+        let watch = Watch::new(tracker, 32, VA, 8..40, 1);
+        let page = |n: usize| VA + n * PAGE_SIZE;
+        assert_eq!(watch.pages_of(&(page(0)..page(1))), Some(8..9));
+        // Any byte of a page marks the whole page.
+        assert_eq!(watch.pages_of(&(page(0) + 100..page(0) + 200)), Some(8..9));
+        assert_eq!(watch.pages_of(&(page(1) - 1..page(1) + 1)), Some(8..10));
+        assert_eq!(watch.pages_of(&(page(3)..page(5))), Some(11..13));
+        // Clipped at the end of the range.
+        assert_eq!(watch.pages_of(&(page(20)..page(40))), Some(28..32));
+        // Empty, or below the mapping: nothing.
+        assert_eq!(watch.pages_of(&(page(2)..page(2))), None);
+        assert_eq!(watch.pages_of(&(VA - PAGE_SIZE..page(1))), None);
+        Ok(())
     }
 }

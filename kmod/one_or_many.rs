@@ -48,12 +48,6 @@ impl<T> OneOrMany<T> {
     }
 }
 
-impl<T> Default for OneOrMany<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl<T> Deref for OneOrMany<T> {
     type Target = [T];
 
@@ -63,5 +57,74 @@ impl<T> Deref for OneOrMany<T> {
             Self::One(x) => core::slice::from_ref(x),
             Self::Many(v) => v,
         }
+    }
+}
+
+// KUnit tests (CONFIG_KUNIT kernels; the guest's `kunit` suite reports them).
+#[kunit_tests(udmabuf_live_one_or_many)]
+mod tests {
+    use super::*;
+
+    fn capacity<T>(list: &OneOrMany<T>) -> Option<usize> {
+        match list {
+            OneOrMany::Many(v) => Some(v.capacity()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn starts_empty() {
+        let list = OneOrMany::<u32>::new();
+        assert!(list.is_empty());
+        assert!(matches!(list, OneOrMany::Empty));
+    }
+
+    #[test]
+    fn one_element_is_not_on_the_heap() -> Result {
+        let mut list = OneOrMany::new();
+        list.push(7u32)?;
+        assert!(matches!(list, OneOrMany::One(7)));
+        assert_eq!(&*list, &[7u32][..]);
+        Ok(())
+    }
+
+    #[test]
+    fn more_elements_keep_their_order() -> Result {
+        let mut list = OneOrMany::new();
+        for x in 1u32..=5 {
+            list.push(x)?;
+        }
+        assert!(matches!(list, OneOrMany::Many(_)));
+        assert_eq!(&*list, &[1u32, 2, 3, 4, 5][..]);
+        Ok(())
+    }
+
+    #[test]
+    fn reserve_allocates_only_past_one() -> Result {
+        let mut list = OneOrMany::<u32>::new();
+        list.reserve(0)?;
+        list.reserve(1)?;
+        assert!(matches!(list, OneOrMany::Empty));
+        list.push(1)?;
+        list.reserve(0)?;
+        assert!(matches!(list, OneOrMany::One(1)));
+        // Room for one more beside the first: the first moves to the heap.
+        list.reserve(1)?;
+        assert_eq!(&*list, &[1u32][..]);
+        assert!(capacity(&list).is_some_and(|c| c >= 2));
+        Ok(())
+    }
+
+    #[test]
+    fn reserve_from_empty() -> Result {
+        let mut list = OneOrMany::<u32>::new();
+        list.reserve(3)?;
+        assert!(list.is_empty());
+        assert!(capacity(&list).is_some_and(|c| c >= 3));
+        for x in [4u32, 5, 6] {
+            list.push(x)?;
+        }
+        assert_eq!(&*list, &[4u32, 5, 6][..]);
+        Ok(())
     }
 }

@@ -62,7 +62,12 @@
 use kernel::{debugfs, prelude::*, sync::Arc};
 use sys::{miscdev::MiscRegistration, params};
 
-// The driver logic is safe Rust: only `sys/` may use `unsafe`.
+// The driver logic is safe Rust: only `sys/` may use `unsafe`. The KUnit tests
+// (`#[kunit_tests]` modules in these files, compiled in on CONFIG_KUNIT=y kernels) stay
+// under the deny too: the unsafe glue the macro generates (the C entry point of each case
+// and the suite table) comes from an external macro, which rustc does not report, while
+// `unsafe` written in a test is refused like any other (tried: a planted `unsafe` block
+// in a test fails the build with "usage of an `unsafe` block").
 #[deny(unsafe_code)]
 mod bitruns;
 #[deny(unsafe_code)]
@@ -106,7 +111,7 @@ struct UdmabufLive {
 }
 
 impl kernel::Module for UdmabufLive {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
         let registry = Arc::pin_init(registry::Registry::new(), GFP_KERNEL)?;
         let dir = debugfs::Dir::new(c"udmabuf_live");
         let buffers_file = KBox::pin_init(
@@ -121,7 +126,7 @@ impl kernel::Module for UdmabufLive {
             registry,
         };
         let miscdev = KBox::pin_init(
-            MiscRegistration::register(c"udmabuf-live", device),
+            MiscRegistration::register(c"udmabuf-live", device, module),
             GFP_KERNEL,
         )?;
         pr_info!(

@@ -709,3 +709,28 @@ impl Buffer {
         self.populate(None)
     }
 }
+
+// KUnit tests (CONFIG_KUNIT kernels; the guest's `kunit` suite reports them).
+#[kunit_tests(udmabuf_live_index_runs)]
+mod tests {
+    use super::index_runs;
+    use core::iter::once;
+
+    #[test]
+    fn no_indices() {
+        assert!(index_runs(core::iter::empty()).next().is_none());
+    }
+
+    #[test]
+    fn single_and_consecutive() {
+        assert!(index_runs([5].into_iter()).eq(once(5..6)));
+        assert!(index_runs([0, 1, 2, 3].into_iter()).eq(once(0..4)));
+        assert!(index_runs([63, 64, 65].into_iter()).eq(once(63..66)));
+    }
+
+    #[test]
+    fn gaps_split_runs() {
+        assert!(index_runs([1, 2, 3, 7, 8, 10].into_iter()).eq([1..4, 7..9, 10..11]));
+        assert!(index_runs([0, 2, 4].into_iter()).eq([0..1, 2..3, 4..5]));
+    }
+}

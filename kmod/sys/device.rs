@@ -1,21 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The misc device as a DMA-mapping target, held with the kernel's own counted device
-//! reference (`ARef<Device>`).
+//! reference (`ARef<Device>`, from `miscdev::Misc::device`).
 
-use kernel::{bindings, device::Device, prelude::*, sync::aref::ARef};
+use super::ffi;
+use kernel::{bindings, device::Device, error::to_result, prelude::*, sync::aref::ARef};
 
-/// The device of a registered misc device, with a reference (its DMA mask is set at
-/// registration).
-pub(crate) fn of_misc(misc: *mut bindings::miscdevice) -> Result<ARef<Device>> {
-    // SAFETY: `misc` comes from a live `MiscRegistration`, whose `this_device` is set by
-    // misc_register() and stays valid until deregistration.
-    let dev = unsafe { (*misc).this_device };
-    if dev.is_null() {
-        return Err(ENODEV);
-    }
-    // SAFETY: `dev` is a valid, non-null device; `get_device` takes the reference the
-    // returned ARef owns.
-    Ok(unsafe { Device::get_device(dev) })
+/// The `struct device` behind `dev`.
+fn raw(dev: &Device) -> *mut bindings::device {
+    // `Device` is a transparent wrapper of `struct device`.
+    core::ptr::from_ref(dev).cast_mut().cast()
+}
+
+/// Give the misc device a 64-bit DMA mask: it DMA-maps for CPU access
+/// (begin/end_cpu_access), as upstream's does. Once, at registration, not at every CREATE.
+pub(crate) fn set_dma_mask_64(dev: &Device) -> Result {
+    // SAFETY: `dev` is a live device (a reference to it is held for the call).
+    to_result(unsafe { ffi::ulive_dma_set_mask_64(raw(dev)) })
 }
 
 /// `dev` as a DMA-mapping target.

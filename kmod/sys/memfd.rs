@@ -14,7 +14,7 @@ use kernel::{
 };
 
 /// What `MemFile::diff` found.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct DiffCounts {
     pub(crate) matching: usize,
     pub(crate) stale: usize,

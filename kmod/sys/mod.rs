@@ -12,10 +12,11 @@
 //! - `sgt`:    `MappedSgTable`, an sg_table built from pinned pages and DMA-mapped.
 //! - `dmabuf`: exporting a dma-buf whose ops call an [`dmabuf::Exporter`] implementation.
 //! - `vm`:     CPU mappings of a buffer: the mmap fault handler and vmap.
-//! - `device`: a counted reference to a `struct device` used for DMA mapping.
+//! - `device`: the misc device's DMA mask, and the device as a DMA-mapping target.
 //! - `notifier`: mmu interval notifiers on user mappings of a memfd.
 //! - `wq`:     the module's own workqueue.
-//! - `miscdev`: the misc device registration (with `fops.owner`, unlike kernel::miscdevice).
+//! - `miscdev`: the misc device registration (with `fops.owner`, unlike kernel::miscdevice);
+//!   the test importer compiles the same file.
 
 pub(crate) mod device;
 pub(crate) mod dmabuf;

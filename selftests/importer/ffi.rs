@@ -8,7 +8,6 @@ use kernel::ffi::{c_int, c_ulong};
 // The kernel structs are opaque here (bindgen marks some as zero-sized).
 #[allow(improper_ctypes)]
 extern "C" {
-    pub(crate) fn ulimp_this_module() -> *mut bindings::module;
     pub(crate) fn ulimp_dma_buf_lock(dmabuf: *mut bindings::dma_buf);
     pub(crate) fn ulimp_dma_buf_lock_interruptible(dmabuf: *mut bindings::dma_buf) -> c_int;
     pub(crate) fn ulimp_dma_buf_unlock(dmabuf: *mut bindings::dma_buf);

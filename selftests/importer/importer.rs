@@ -9,15 +9,16 @@
 
 use crate::abi::*;
 use crate::sys::{
-    device::DeviceRef,
     dmabuf::{Attachment, DmaBufRef, InvalidateNotify, Locked},
-    miscdev::MiscFile,
+    miscdev::{Misc, MiscDevice},
     PAGE_SIZE,
 };
 use kernel::{
+    device::Device,
     new_mutex,
     prelude::*,
     sync::{
+        aref::ARef,
         atomic::{Atomic, Relaxed},
         Mutex,
     },
@@ -92,15 +93,35 @@ fn read_range(req: &ImporterRead, size: usize) -> Result<(usize, usize)> {
     ))
 }
 
+/// The device `/dev/ulive-importer`; each open file has an [`ImporterFile`].
+pub(crate) struct Importer;
+
+impl MiscDevice for Importer {
+    type File = Pin<KBox<ImporterFile>>;
+
+    fn registered(dev: &Device) -> Result {
+        crate::sys::device::set_up_dma(dev)
+    }
+
+    fn open(&self, misc: &Misc) -> Result<Self::File> {
+        KBox::pin_init(ImporterFile::new(misc.device()?), GFP_KERNEL)
+    }
+
+    fn ioctl(&self, file: Pin<&ImporterFile>, _misc: &Misc, cmd: u32, arg: usize) -> Result<isize> {
+        ImporterFile::ioctl(file, cmd, arg)
+    }
+}
+
 #[pin_data]
 pub(crate) struct ImporterFile {
-    dev: DeviceRef,
+    /// The importer's device (64-bit DMA mask), which it attaches to dma-bufs.
+    dev: ARef<Device>,
     #[pin]
     attached: Mutex<Option<Attached>>,
 }
 
-impl MiscFile for ImporterFile {
-    fn open(dev: DeviceRef) -> impl PinInit<Self, Error> {
+impl ImporterFile {
+    fn new(dev: ARef<Device>) -> impl PinInit<Self, Error> {
         try_pin_init!(Self { dev, attached <- new_mutex!(None, "ulive_importer_file") })
     }
 
@@ -143,7 +164,7 @@ impl ImporterFile {
             },
             GFP_KERNEL,
         )?;
-        let att = Attachment::new(buf, self.dev.clone_ref(), notify, dynamic)?;
+        let att = Attachment::new(buf, self.dev.clone(), notify, dynamic)?;
         *attached = Some(Attached {
             att,
             counters: Counters::default(),

@@ -8,15 +8,9 @@
 #include <linux/dma-mapping.h>
 #include <linux/dma-resv.h>
 #include <linux/mm.h>
-#include <linux/module.h>
 #include <linux/scatterlist.h>
 
 #include "ulimp_helpers.h"
-
-struct module *ulimp_this_module(void)
-{
-	return THIS_MODULE;
-}
 
 /* ---- the reservation lock of a dma-buf ---- */
 

@@ -16,7 +16,6 @@ struct scatterlist;
 struct sg_table;
 enum dma_data_direction;
 
-struct module *ulimp_this_module(void);
 void ulimp_dma_buf_lock(struct dma_buf *dmabuf);
 int ulimp_dma_buf_lock_interruptible(struct dma_buf *dmabuf);
 void ulimp_dma_buf_unlock(struct dma_buf *dmabuf);

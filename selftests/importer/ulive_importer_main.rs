@@ -7,8 +7,9 @@
 //! the bytes behind the vmap, and the invalidations it received. The ABI is
 //! `uapi/src/importer.rs`.
 //!
-//! Data flow: `sys/miscdev.rs` opens `/dev/ulive-importer` and dispatches ioctls to
-//! `importer.rs`, which attaches, maps and reads through `sys/dmabuf.rs`.
+//! Data flow: `sys/miscdev.rs` (the module's `kmod/sys/miscdev.rs`, compiled here too)
+//! opens `/dev/ulive-importer` and dispatches ioctls to `importer.rs`, which attaches,
+//! maps and reads through `sys/dmabuf.rs`.
 //!
 //! `sys/` is the only unsafe code; `ffi.rs` declares the C glue in `ulimp_helpers.c`.
 //!
@@ -48,11 +49,13 @@ module! {
 #[pin_data]
 struct UliveImporter {
     #[pin]
-    _misc: MiscRegistration<importer::ImporterFile>,
+    _misc: MiscRegistration<importer::Importer>,
 }
 
 impl kernel::InPlaceModule for UliveImporter {
-    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self { _misc <- MiscRegistration::register(c"ulive-importer") })
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            _misc <- MiscRegistration::register(c"ulive-importer", importer::Importer, module)
+        })
     }
 }

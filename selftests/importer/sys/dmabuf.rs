@@ -8,18 +8,20 @@
 //! `dma_buf_unmap_attachment`, `dma_buf_vmap` and `dma_buf_vunmap` only through
 //! [`Locked`], the proof that it is held.
 
-use super::device::DeviceRef;
+use super::device;
 use super::{PAGE_SHIFT, PAGE_SIZE};
 use crate::ffi;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use kernel::{
     bindings,
+    device::Device,
     error::{from_err_ptr, to_result},
     ffi::c_void,
     page::BorrowedPage,
     prelude::*,
     scatterlist::SGTable,
+    sync::aref::ARef,
 };
 
 fn eopnotsupp() -> Error {
@@ -93,7 +95,7 @@ pub(crate) struct Attachment<T: InvalidateNotify> {
     dynamic: bool,
     notify: Pin<KBox<T>>,
     buf: DmaBufRef,
-    dev: DeviceRef,
+    dev: ARef<Device>,
 }
 
 // SAFETY: the attachment, its table and its vmap are owned; dma-buf calls work from any
@@ -151,7 +153,7 @@ impl<T: InvalidateNotify> Attachment<T> {
     /// statically. On failure everything passed in is released.
     pub(crate) fn new(
         buf: DmaBufRef,
-        dev: DeviceRef,
+        dev: ARef<Device>,
         notify: Pin<KBox<T>>,
         dynamic: bool,
     ) -> Result<Self> {
@@ -164,14 +166,14 @@ impl<T: InvalidateNotify> Attachment<T> {
             unsafe {
                 bindings::dma_buf_dynamic_attach(
                     buf.ptr.as_ptr(),
-                    dev.as_ptr(),
+                    device::raw(&dev),
                     &AttachOps::<T>::OPS,
                     priv_,
                 )
             }
         } else {
             // SAFETY: `buf` and `dev` are live.
-            unsafe { bindings::dma_buf_attach(buf.ptr.as_ptr(), dev.as_ptr()) }
+            unsafe { bindings::dma_buf_attach(buf.ptr.as_ptr(), device::raw(&dev)) }
         };
         let attach = NonNull::new(from_err_ptr(raw)?).ok_or(ENOMEM)?;
         // INVARIANT: a new attachment of `buf` for `dev`; importer_priv is `notify`.
@@ -363,7 +365,7 @@ impl<T: InvalidateNotify> Drop for Locked<'_, T> {
 /// unmodified for `'a` (the lock is held and the unmap needs `&mut Locked`).
 pub(crate) struct Mapping<'a> {
     sgt: NonNull<bindings::sg_table>,
-    dev: &'a DeviceRef,
+    dev: &'a Device,
     _lock: PhantomData<&'a ()>,
 }
 
@@ -393,7 +395,9 @@ impl Mapping<'_> {
     /// Make device writes visible to the CPU before reading (a no-op on coherent x86).
     pub(crate) fn sync_for_cpu(&self) {
         // SAFETY: the table is mapped for `dev` in direction DIR (type invariant).
-        unsafe { ffi::ulimp_dma_sync_sgtable_for_cpu(self.dev.as_ptr(), self.sgt.as_ptr(), DIR) };
+        unsafe {
+            ffi::ulimp_dma_sync_sgtable_for_cpu(device::raw(self.dev), self.sgt.as_ptr(), DIR)
+        };
     }
 
     /// Walk the CPU segments of the table over the buffer bytes `start..end`, calling

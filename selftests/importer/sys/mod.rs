@@ -2,13 +2,15 @@
 //! The unsafe layer: thin safe wrappers over the C APIs the importer uses. Nothing above
 //! this module contains `unsafe`.
 //!
-//! - `device`:  a counted reference to the importer's `struct device`.
+//! - `device`:  the importer's `struct device` as a DMA-mapping target.
 //! - `dmabuf`:  a dma-buf reference, a static or dynamic attachment, the reservation
 //!   lock, and the mapping (DMA segments, CPU pages) and vmap made under it.
-//! - `miscdev`: the misc device registration (with `fops.owner`) and per-file state.
+//! - `miscdev`: the misc device registration (with `fops.owner`) and per-file state:
+//!   the module's `kmod/sys/miscdev.rs`, compiled here too.
 
 pub(crate) mod device;
 pub(crate) mod dmabuf;
+#[path = "../../../kmod/sys/miscdev.rs"]
 pub(crate) mod miscdev;
 
 /// `PAGE_SHIFT` and `PAGE_SIZE` of the running kernel.

@@ -13,6 +13,7 @@ mod fuzz;
 mod importer;
 mod importer_client;
 mod kmemleak;
+mod kunit;
 mod lifetime;
 mod live;
 mod live_close;
@@ -94,6 +95,8 @@ pub fn all() -> Vec<Suite> {
     ];
     let mut all = vec![
         module::load_suite(),
+        // The module's own KUnit tests, which ran when `module` loaded it.
+        kunit::suite(),
         create_errors::suite(),
         create::suite(),
         mmap::suite(),
