@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * udmabuf-live C glue, shims: one call each, for the static inline functions and macros
- * that bindgen cannot reach, written like rust/helpers/*.c. What the kernel's own Rust
+ * that bindgen cannot reach, written like the files of rust/helpers/. What the kernel's own Rust
  * helpers export (dma_resv_lock, dma_unmap_sgtable, mmget_not_zero, ...) is called
  * through kernel::bindings instead. Only kmod/sys/ calls these.
  */
