@@ -136,3 +136,16 @@ pub fn expect_eq<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) ->
     }
     Ok(())
 }
+
+/// Poll `cond` every 5 ms for up to `secs` seconds; true as soon as it holds, else what a
+/// last look after the deadline says.
+pub fn wait_for(secs: u64, mut cond: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if cond()? {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cond()
+}

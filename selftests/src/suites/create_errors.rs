@@ -599,4 +599,7 @@ fn limits_follow_module_parameters() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
-use super::common::{ioctl_udmabuf_create, ioctl_udmabuf_create_list, own as own_fd};
+use udmabuf_live_uapi::sys::{
+    ioctl_create as ioctl_udmabuf_create, ioctl_create_list as ioctl_udmabuf_create_list,
+    own as own_fd,
+};

@@ -51,7 +51,7 @@ fn lists_buffer_state_and_counters() -> CaseResult {
     let size = 77 * ps; // a size no other test uses, to find the line
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("create")?;
     let kv = line_for(size)?;
     for (k, want) in [

@@ -338,7 +338,7 @@ impl Scene {
         let memfd = memfd(Backing::Shmem, size)?;
         let old = pattern(seed, size);
         let creator = if watched {
-            let m = Mapping::shared(&memfd, size)?;
+            let m = map_shared(&memfd, size)?;
             m.write(0, &old);
             Some(m)
         } else {
@@ -409,7 +409,7 @@ impl Scene {
             "{what}: VERIFY right after the attempt: {v:?} (only the {changed} changed pages may differ, as stale{} pages)",
             if self.hole { " or hole" } else { "" }
         );
-        let view = Mapping::shared(&self.dmabuf, SCENE_PAGES * ps())?;
+        let view = map_shared(&self.dmabuf, SCENE_PAGES * ps())?;
         let got = self.pages_from(&view.read(0, SCENE_PAGES * ps()));
         let (old, new) = (self.pages_from(&self.old), self.pages_from(&self.new));
         for (i, page) in got.iter().enumerate() {
@@ -430,7 +430,7 @@ impl Scene {
             v.matching == SCENE_PAGES && v.stale == 0 && v.holes == 0,
             "{what}: VERIFY after the repairing SYNC: {v:?}"
         );
-        let view = Mapping::shared(&self.dmabuf, SCENE_PAGES * ps())?;
+        let view = map_shared(&self.dmabuf, SCENE_PAGES * ps())?;
         expect_bytes(
             &format!("{what}: dma-buf after the repairing SYNC"),
             &view.read(0, SCENE_PAGES * ps()),
@@ -618,7 +618,7 @@ fn check_created(
     for &(m, off, len, msize) in sources {
         want.extend(read_memfd(m, msize, off, len)?);
     }
-    let view = Mapping::shared(&dmabuf, total)?;
+    let view = map_shared(&dmabuf, total)?;
     expect_bytes(
         &format!("{what}: the created buffer"),
         &view.read(0, total),
@@ -648,7 +648,7 @@ fn create_scene(kinds: &[(Backing, u64, bool)], seed: u8) -> Result<CreateScene>
         let m = memfd(kind, size)?;
         let data = pattern(seed.wrapping_add(i as u8), size);
         if mapped {
-            let map = Mapping::shared(&m, size)?;
+            let map = map_shared(&m, size)?;
             map.write(0, &data);
             maps.push(map);
         } else {

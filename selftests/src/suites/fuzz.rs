@@ -138,7 +138,7 @@ impl Catalogue {
         let shrink = SealFlag::F_SEAL_SHRINK;
         // Memfds. The first keeps a mapping, so buffers over it are watched.
         let m = memfd_with_seals(Backing::Shmem, 16 * p, shrink)?;
-        c._maps.push(Mapping::shared(&m, 16 * p)?);
+        c._maps.push(map_shared(&m, 16 * p)?);
         c.good_memfd = add(
             &mut c,
             "memfd 16p SHRINK (mapped)",

@@ -4,8 +4,8 @@
 //! vmaps, clean teardown in every order, and the module's own lifecycle. Runs after
 //! `module` loaded udmabuf_live.
 
-use super::common::Mapping;
-use super::importer_client::{self as client, ioctl, Importer};
+use super::common::map_shared;
+use super::importer_client::{self as client, Importer};
 use super::live_util::{info, mapped_pfns, pfns, VMAPPED};
 use super::{cases, Suite};
 use crate::ktap::{out, CaseResult, Outcome};
@@ -18,11 +18,12 @@ use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
-use udmabuf_live_uapi::importer::*;
-use udmabuf_live_uapi::{UdmabufCreate, UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC};
+use udmabuf_live_uapi::{UdmabufCreate, UDMABUF_FLAGS_CLOEXEC};
+use ulive_importer_abi::client::ioctl;
+use ulive_importer_abi::*;
 
 const OURS: &str = "/dev/udmabuf-live";
 const BUILTIN: &str = "/dev/udmabuf";
@@ -115,16 +116,13 @@ fn create_dmabuf(dev: &str, memfd: &OwnedFd, size: usize) -> Result<OwnedFd> {
         .write(true)
         .open(dev)
         .with_context(|| format!("open {dev}"))?;
-    let mut req = UdmabufCreate {
+    let req = UdmabufCreate {
         memfd: memfd.as_raw_fd() as u32,
         flags: UDMABUF_FLAGS_CLOEXEC,
         offset: 0,
         size: size as u64,
     };
-    let fd = ioctl(devf.as_raw_fd(), UDMABUF_CREATE, &mut req)
-        .with_context(|| format!("UDMABUF_CREATE on {dev}"))?;
-    // SAFETY: the ioctl returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    udmabuf_live_uapi::sys::create(&devf, &req).with_context(|| format!("UDMABUF_CREATE on {dev}"))
 }
 
 /// Read `len` bytes at `offset` through the importer (in READ_MAX pieces) and compare
@@ -525,7 +523,7 @@ fn pfns_are_the_memfd_pages() -> CaseResult {
             let pages = size / 4096;
             let memfd = patterned_memfd(size, backing, 0x5f)?;
             let buf = create_dmabuf(dev, &memfd, size)?;
-            let map = Mapping::shared(&memfd, size as u64)?;
+            let map = map_shared(&memfd, size as u64)?;
             // Reading faults the mapping's pages in (pagemap shows only present pages).
             let bytes = map.read(0, size as u64);
             ensure!(

@@ -35,8 +35,7 @@ fn memfd_closed_first(kind: Backing, size: u64) -> CaseResult {
         dmabuf_size(&dmabuf)? == size,
         "size changed after closing the memfd"
     );
-    let view =
-        Mapping::shared(&dmabuf, size).context("mmap the dma-buf after closing the memfd")?;
+    let view = map_shared(&dmabuf, size).context("mmap the dma-buf after closing the memfd")?;
     expect_bytes(
         "content after closing the memfd",
         &view.read(0, size),
@@ -68,7 +67,7 @@ fn dmabuf_closed_first() -> CaseResult {
     let b = filled_buffer(Backing::Shmem, size, 32, 0)?;
     let Buffer { dmabuf, memfd, .. } = b;
     {
-        let view = Mapping::shared(&dmabuf, size)?;
+        let view = map_shared(&dmabuf, size)?;
         view.write(0, &pattern(33, size));
     }
     drop(dmabuf);
@@ -83,7 +82,7 @@ fn dmabuf_closed_first() -> CaseResult {
     let dev = open_device(&test_device())?;
     let again =
         create(dev.as_fd(), &memfd, size, size, 0).context("new buffer from the same memfd")?;
-    let view = Mapping::shared(&again, size)?;
+    let view = map_shared(&again, size)?;
     expect_bytes(
         "new buffer",
         &view.read(0, size),
@@ -100,7 +99,7 @@ fn device_closed_first() -> CaseResult {
     let dev = open_device(&test_device())?;
     let buf = create(dev.as_fd(), &m, 0, size, 0).context("UDMABUF_CREATE")?;
     drop(dev);
-    let view = Mapping::shared(&buf, size).context("mmap after closing the device")?;
+    let view = map_shared(&buf, size).context("mmap after closing the device")?;
     expect_bytes(
         "content after closing the device",
         &view.read(0, size),
@@ -114,8 +113,8 @@ fn device_closed_first() -> CaseResult {
 fn mapping_outlives_both_fds() -> CaseResult {
     let size = 8 * ps();
     let b = filled_buffer(Backing::Shmem, size, 36, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size)?;
-    let mview = Mapping::shared(&b.memfd, size)?;
+    let view = map_shared(&b.dmabuf, size)?;
+    let mview = map_shared(&b.memfd, size)?;
     drop(b);
     expect_bytes(
         "dma-buf mapping after closing both fds",

@@ -116,7 +116,7 @@ impl Layout {
         let maps: Vec<Mapping> = fds
             .iter()
             .zip(&self.memfds)
-            .map(|(fd, &(_, s))| Mapping::shared(fd, s))
+            .map(|(fd, &(_, s))| map_shared(fd, s))
             .collect::<Result<_>>()?;
         for (i, (map, &(_, s))) in maps.iter().zip(&self.memfds).enumerate() {
             map.write(0, &pattern(10 + i as u8, s));
@@ -132,7 +132,7 @@ impl Layout {
         } else {
             create_list(dev.as_fd(), 0, &items).context("UDMABUF_CREATE_LIST")?
         };
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
 
         let before = info(&dev, &buf)?;
         ensure!(
@@ -369,11 +369,11 @@ fn punch_outside_the_buffer_changes_nothing() -> CaseResult {
     let (pages, first) = (16, 8);
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, 32 * ps())?;
-    let map = Mapping::shared(&memfd, 32 * ps())?;
+    let map = map_shared(&memfd, 32 * ps())?;
     map.write(0, &pattern(1, 32 * ps()));
     let buf =
         create(dev.as_fd(), &memfd, first * ps(), pages * ps(), 0).context("UDMABUF_CREATE")?;
-    let bmap = Mapping::shared(&buf, pages * ps())?;
+    let bmap = map_shared(&buf, pages * ps())?;
     let before = info(&dev, &buf)?;
     let old = expect_pfns(
         "after create",
@@ -447,10 +447,10 @@ fn hole_left_unwritten(kind: Backing) -> Result<()> {
         let hole = (g, g); // the second granule
         let dev = open_device(&test_device())?;
         let memfd = memfd(kind, size)?;
-        let map = Mapping::shared(&memfd, size)?;
+        let map = map_shared(&memfd, size)?;
         map.write(0, &pattern(1, size));
         let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         let before = info(&dev, &buf)?;
         punch(&memfd, hole.0, hole.1)?;
         sync(&dev, &buf, 1000)?;
@@ -535,7 +535,7 @@ fn hugetlb_partial_punch() -> CaseResult {
         map,
         buf,
     } = watched(Backing::Hugetlb, size, 1)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     let before = info(&dev, &buf)?;
     let old = expect_pfns("after create", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
     punch(&memfd, start, end - start)?;
@@ -580,7 +580,7 @@ fn cpu_access_bracket_across_update() -> CaseResult {
         map,
         buf,
     } = watched(Backing::Shmem, size, 1)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     let before = info(&dev, &buf)?;
     dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
     punch(&memfd, 3 * ps(), ps())?;

@@ -50,7 +50,7 @@ fn close_while_pending_rounds(kind: Backing, size: u64, rounds: u64, hole: u64) 
     {
         let dev = open_device(&test_device())?;
         let memfd = memfd(kind, size)?;
-        let map = Mapping::shared(&memfd, size)?;
+        let map = map_shared(&memfd, size)?;
         map.write(0, &pattern(40, size));
         for r in 0..rounds {
             let buf = create(dev.as_fd(), &memfd, 0, size, 0)
@@ -72,7 +72,7 @@ fn close_while_pending_rounds(kind: Backing, size: u64, rounds: u64, hole: u64) 
         // A buffer made now starts on the memfd's current pages.
         let buf =
             create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE after the closes")?;
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         expect_bytes(
             "new buffer after the closes",
             &bmap.read(0, size),
@@ -148,7 +148,7 @@ fn close_while_pending_with_writer() -> CaseResult {
     {
         let dev = open_device(&test_device())?;
         let memfd = memfd(Backing::Shmem, size)?;
-        let map = Mapping::shared(&memfd, size)?;
+        let map = map_shared(&memfd, size)?;
         map.write(0, &pattern(42, size));
         let (addr, stop, writes) = (map.addr(), AtomicBool::new(false), AtomicU64::new(0));
         let result = std::thread::scope(|s| -> Result<()> {
@@ -208,7 +208,7 @@ fn close_then_punch_through_live_mapping() -> CaseResult {
     let base = base_refcnt()?;
     let size = 16 * ps();
     let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     map.write(0, &pattern(44, size));
     {
         let dev = open_device(&test_device())?;
@@ -250,7 +250,7 @@ fn close_while_stale(close_importer_fd: bool) -> Result<()> {
     {
         let dev = open_device(&test_device())?;
         let memfd = memfd(Backing::Hugetlb, size)?;
-        let map = Mapping::shared(&memfd, size)?;
+        let map = map_shared(&memfd, size)?;
         map.write(0, &pattern(50, size));
         let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
         imp.import(&buf, Attach::Static).context("static import")?;
@@ -313,7 +313,7 @@ fn release_lag_after_munmap_hugetlb() -> CaseResult {
         {
             let dev = open_device(&test_device())?;
             let memfd = memfd(Backing::Hugetlb, size)?;
-            let map = Mapping::shared(&memfd, size)?;
+            let map = map_shared(&memfd, size)?;
             map.write(0, &pattern(52, size));
             let buf = create(dev.as_fd(), &memfd, 0, size, 0)
                 .with_context(|| format!("round {r}: UDMABUF_CREATE"))?;
@@ -353,11 +353,11 @@ fn child_creates_punches_exits() -> CaseResult {
             let size = 4 * kind.granule();
             let dev = open_device(&test_device())?;
             let memfd = memfd(kind, size)?;
-            let map = Mapping::shared(&memfd, size)?;
+            let map = map_shared(&memfd, size)?;
             map.write(0, &pattern(46, size));
             let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
             let bmap = if round % 2 == 1 {
-                Some(Mapping::shared(&buf, size)?)
+                Some(map_shared(&buf, size)?)
             } else {
                 None
             };
@@ -412,7 +412,7 @@ fn buffer_outlives_creator_process() -> CaseResult {
             let setup = || -> Result<[i32; 2]> {
                 let dev = open_device(&test_device())?;
                 let memfd = memfd(Backing::Shmem, size)?;
-                let map = Mapping::shared(&memfd, size)?;
+                let map = map_shared(&memfd, size)?;
                 map.write(0, &pattern(48, size));
                 let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
                 expect_state("created in the child", &info(&dev, &buf)?, WATCHED, 0)?;
@@ -461,7 +461,7 @@ fn buffer_outlives_creator_process() -> CaseResult {
                 0,
                 WATCHED | STALE,
             )?;
-            let bmap = Mapping::shared(&buf, size)?;
+            let bmap = map_shared(&buf, size)?;
             expect_bytes(
                 "dma-buf after the creator exited",
                 &bmap.read(0, size),

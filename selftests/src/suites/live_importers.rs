@@ -89,7 +89,7 @@ impl Held {
             map,
             buf,
         } = watched(Backing::Shmem, size(), 1)?;
-        let bmap = Mapping::shared(&buf, size())?;
+        let bmap = map_shared(&buf, size())?;
         let imp = Importer::open()?;
         match holder {
             Holder::StaticImport => imp.import(&buf, Attach::Static).context("static import")?,
@@ -335,7 +335,7 @@ fn vgem_attach_does_not_defer() -> CaseResult {
     )?;
     expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
     let back = vgem::handle_to_fd(&drm, handle).context("PRIME_HANDLE_TO_FD")?;
-    let view = Mapping::shared(&back, size())?;
+    let view = map_shared(&back, size())?;
     expect_bytes(
         "the dma-buf vgem gives back",
         &view.read(0, size()),
@@ -379,7 +379,7 @@ fn stale_until_last_holder_goes() -> CaseResult {
         map,
         buf,
     } = watched(Backing::Shmem, size(), 1)?;
-    let bmap = Mapping::shared(&buf, size())?;
+    let bmap = map_shared(&buf, size())?;
     let (a, v, b) = (Importer::open()?, Importer::open()?, Importer::open()?);
     a.import(&buf, Attach::Static)
         .context("first static import")?;
@@ -455,7 +455,7 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
             map,
             buf,
         } = watched(Backing::Hugetlb, size, 1)?;
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         let imp = Importer::open()?;
         imp.import(&buf, Attach::Static).context("static import")?;
         let before = info(&dev, &buf)?;

@@ -72,7 +72,7 @@ impl Lazy {
             "created from an unmapped memfd: {} notifiers, expected 0",
             before.notifiers
         );
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         expect_bytes(
             "dma-buf after create",
             &bmap.read(0, size),
@@ -127,7 +127,7 @@ impl Lazy {
         expect_all_matching(&format!("after {what}"), &self.dev, &self.buf, PAGES)?;
         let i = info(&self.dev, &self.buf)?;
         expect_progress(what, &self.before, &i, 1..=1, punched)?;
-        let map = Mapping::shared(&self.memfd, size)?;
+        let map = map_shared(&self.memfd, size)?;
         expect_bytes("memfd mapping", &map.read(0, size), &pattern(seed, size))?;
         expect_pfns(
             &format!("after {what}"),
@@ -243,9 +243,9 @@ fn sync_ioctl_resyncs_hugetlb() -> CaseResult {
         0,
         WATCHED,
     )?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     punch(&memfd, 0, HUGE_PAGE)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     map.write(0, &pattern(8, size));
     let v = verify(&dev, &buf)?;
     ensure!(
@@ -281,7 +281,7 @@ fn unmapped_since_create() -> CaseResult {
     expect_state("created with the memfd mapped", &before, WATCHED, 0)?;
     drop(map);
     expect_state("after munmap of the memfd", &info(&dev, &buf)?, 0, WATCHED)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     punch(&memfd, 12 * ps(), 2 * ps())?;
     pwrite(&memfd, 0, &pattern(10, size))?;
     sync(&dev, &buf, 0)?;
@@ -367,7 +367,7 @@ fn mremap_rearms_watching() -> CaseResult {
             "after mremap: INFO notifiers {}, expected the moved mapping",
             i.notifiers
         );
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         punch(&memfd, 3 * ps(), 2 * ps())?;
         pwrite(&memfd, 0, &pattern(16, size))?;
         let t0 = std::time::Instant::now();
@@ -427,7 +427,7 @@ fn mprotect_keeps_watching() -> CaseResult {
         WATCHED,
         0,
     )?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     punch(&memfd, 6 * ps(), ps())?;
     pwrite(&memfd, 0, &pattern(18, size))?;
     sync(&dev, &buf, 0)?;
@@ -463,7 +463,7 @@ fn partially_mapped() -> CaseResult {
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, size)?;
     pwrite(&memfd, 0, &pattern(11, size))?;
-    let half = Mapping::shared(&memfd, size / 2)?;
+    let half = map_shared(&memfd, size / 2)?;
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     let before = info(&dev, &buf)?;
     expect_state("created with half of the memfd mapped", &before, 0, WATCHED)?;
@@ -472,7 +472,7 @@ fn partially_mapped() -> CaseResult {
         "half mapped: {} notifiers, expected 1",
         before.notifiers
     );
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     punch(&memfd, 4 * ps(), ps())?;
     punch(&memfd, 24 * ps(), ps())?;
     pwrite(&memfd, 0, &pattern(12, size))?;
@@ -511,7 +511,7 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
         let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
         let before = info(&dev, &buf)?;
         expect_state("created from an unmapped memfd", &before, 0, WATCHED)?;
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         punch(&memfd, 2 * g, g)?;
         let v = verify(&dev, &buf)?;
         ensure!(
@@ -544,7 +544,7 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
         let mut want = pattern(13, size);
         want[(2 * g) as usize..(3 * g) as usize].fill(0);
         expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &want)?;
-        let map = Mapping::shared(&memfd, size)?;
+        let map = map_shared(&memfd, size)?;
         expect_bytes("memfd after SYNC", &map.read(0, size), &want)?;
         expect_pfns(
             "the filled hole is the memfd's page",
@@ -641,7 +641,7 @@ fn punch_between_two_maps() -> CaseResult {
     );
     let punched = l.punch_and_write(&[(3, 1), (20, 4)], 6)?;
     imp.map().context("second map")?;
-    let map = Mapping::shared(&l.memfd, Lazy::size())?;
+    let map = map_shared(&l.memfd, Lazy::size())?;
     expect_bytes(
         "the memfd after the punch and pwrite",
         &map.read(0, Lazy::size()),

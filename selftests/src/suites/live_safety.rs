@@ -14,15 +14,15 @@ use super::importer_client::{Attach, Importer};
 use super::live_util::*;
 use super::{cases, Suite};
 use crate::ktap::{CaseResult, Outcome};
-use crate::util::device_path;
+use crate::util::{device_path, wait_for};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::SealFlag;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use udmabuf_live_uapi::importer::IMPORTER_PFNS_PINNED;
+use std::time::Duration;
 use udmabuf_live_uapi::*;
+use ulive_importer_abi::IMPORTER_PFNS_PINNED;
 
 pub fn suite() -> Suite {
     Suite {
@@ -59,18 +59,6 @@ pub fn races_suite() -> Suite {
 const SEALED: u32 = UDMABUF_LIVE_STATE_SEALED;
 const RETIRED: u32 = UDMABUF_LIVE_STATE_RETIRED;
 
-/// Poll `cond` every 5 ms for up to `secs` seconds.
-fn wait_for(secs: u64, mut cond: impl FnMut() -> Result<bool>) -> Result<bool> {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if cond()? {
-            return Ok(true);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cond()
-}
-
 /// Finding 1. Create over a memfd nobody maps, punch all of it, write new bytes, add
 /// F_SEAL_WRITE (which memfd_add_seals allows: no page-cache folio carries our pins any
 /// more), then write through the dma-buf after DMA_BUF_IOCTL_SYNC. The sealed memfd must
@@ -94,7 +82,7 @@ fn write_seal_after_punch_holds() -> CaseResult {
             pwrite(&memfd, 0, b"x").is_err(),
             "{device}: pwrite succeeded on a write-sealed memfd"
         );
-        let view = Mapping::shared(&buf, size)?;
+        let view = map_shared(&buf, size)?;
         // Ours may refuse nothing here: CPU access works on the pages the buffer has.
         dmabuf_sync(&buf, SYNC_START | SYNC_RW)
             .with_context(|| format!("{device}: DMA_BUF_IOCTL_SYNC START"))?;
@@ -222,7 +210,7 @@ fn cpu_sync_waits_for_update_in_flight() -> CaseResult {
         },
         _delay,
     ) = punched_in_flight(400)?;
-    let view = Mapping::shared(&buf, 16 * ps())?;
+    let view = map_shared(&buf, 16 * ps())?;
     expect_state("with the update in flight", &info(&dev, &buf)?, WATCHED, 0)?;
     dmabuf_sync(&buf, SYNC_START | SYNC_READ).context("DMA_BUF_IOCTL_SYNC START")?;
     let got = view.read(PAGE * ps(), ps());
@@ -315,7 +303,7 @@ fn unmap_during_create_is_not_watched() -> CaseResult {
     let size = 16 * ps();
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     map.write(0, &pattern(1, size));
     let (addr, len) = (map.addr(), size as usize);
     std::mem::forget(map); // unmapped by the thread below
@@ -449,7 +437,7 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
         map,
         buf,
     } = watched(kind, size, 1)?;
-    let view = Mapping::shared(&buf, size)?;
+    let view = map_shared(&buf, size)?;
     let units = size / granule;
     let addr = map.addr();
     let round = AtomicU64::new(0);

@@ -51,11 +51,11 @@ fn punch_write_sync_rounds() -> CaseResult {
     let size = PAGES * ps();
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     let mut model = pattern(50, size);
     map.write(0, &model);
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     let before = info(&dev, &buf)?;
     let mut rng = Rng::new(SEED);
     let t0 = Instant::now();
@@ -142,7 +142,7 @@ fn concurrent_users() -> CaseResult {
         map,
         buf,
     } = watched(Backing::Shmem, size, 60)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     let (maddr, baddr) = (map.addr(), bmap.addr());
     let stop = AtomicBool::new(false);
     let counts: [AtomicU64; 5] = Default::default();

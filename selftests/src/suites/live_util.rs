@@ -31,7 +31,7 @@ pub struct Watched {
 pub fn watched(kind: Backing, size: u64, seed: u8) -> Result<Watched> {
     let dev = open_device(&test_device())?;
     let memfd = memfd(kind, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     map.write(0, &pattern(seed, size));
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     Ok(Watched {
@@ -58,63 +58,7 @@ pub fn precondition() -> Option<Outcome> {
     })
 }
 
-nix::ioctl_readwrite_bad!(ioctl_info, UDMABUF_LIVE_INFO, UdmabufLiveInfo);
-nix::ioctl_write_ptr_bad!(ioctl_sync, UDMABUF_LIVE_SYNC, UdmabufLiveSync);
-nix::ioctl_readwrite_bad!(ioctl_verify, UDMABUF_LIVE_VERIFY, UdmabufLiveVerify);
-nix::ioctl_write_ptr_bad!(ioctl_pfns, UDMABUF_LIVE_PFNS, UdmabufLivePfns);
-
-/// UDMABUF_LIVE_INFO on the dma-buf numbered `fd`.
-pub fn info_raw(dev: &impl AsRawFd, fd: u32) -> Result<UdmabufLiveInfo, Errno> {
-    let mut a = UdmabufLiveInfo {
-        dmabuf_fd: fd,
-        ..Default::default()
-    };
-    // SAFETY: `a` is a valid udmabuf_live_info for the duration of the call.
-    unsafe { ioctl_info(dev.as_raw_fd(), &mut a) }.map(|_| a)
-}
-
-/// UDMABUF_LIVE_SYNC on the dma-buf numbered `fd`.
-pub fn sync_raw(dev: &impl AsRawFd, fd: u32, timeout_ms: u32) -> Result<(), Errno> {
-    let a = UdmabufLiveSync {
-        dmabuf_fd: fd,
-        timeout_ms,
-    };
-    // SAFETY: `a` is a valid udmabuf_live_sync for the duration of the call.
-    unsafe { ioctl_sync(dev.as_raw_fd(), &a) }.map(drop)
-}
-
-/// UDMABUF_LIVE_VERIFY on the dma-buf numbered `fd`.
-pub fn verify_raw(dev: &impl AsRawFd, fd: u32) -> Result<UdmabufLiveVerify, Errno> {
-    let mut a = UdmabufLiveVerify {
-        dmabuf_fd: fd,
-        ..Default::default()
-    };
-    // SAFETY: `a` is a valid udmabuf_live_verify for the duration of the call.
-    unsafe { ioctl_verify(dev.as_raw_fd(), &mut a) }.map(|_| a)
-}
-
-/// UDMABUF_LIVE_PFNS with a raw output address (so bad ones can be passed).
-///
-/// # Safety
-/// `out` must be null, or point to writable memory for whatever the kernel may write
-/// there (`count` u64s if it accepts the request).
-pub unsafe fn pfns_raw(
-    dev: &impl AsRawFd,
-    fd: u32,
-    first_page: u64,
-    count: u64,
-    out: u64,
-) -> Result<(), Errno> {
-    let a = UdmabufLivePfns {
-        dmabuf_fd: fd,
-        __pad: 0,
-        first_page,
-        count,
-        pfns: out,
-    };
-    // SAFETY: `a` is a valid udmabuf_live_pfns; the output is the caller's contract.
-    unsafe { ioctl_pfns(dev.as_raw_fd(), &a) }.map(drop)
-}
+pub use udmabuf_live_uapi::sys::{info_raw, pfns_raw, sync_raw, verify_raw};
 
 /// UDMABUF_LIVE_PFNS of `count` pages from `first_page` into a fresh vector.
 pub fn pfns_of(

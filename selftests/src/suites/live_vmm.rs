@@ -42,17 +42,10 @@ fn allocated(memfd: &impl AsRawFd) -> Result<u64> {
     Ok(st.st_blocks as u64 * 512)
 }
 
-/// MemAvailable in bytes, plus the pages free on the per-CPU lists (/proc/zoneinfo
-/// `count:`), which MemAvailable leaves out: a freed page may wait there, so without them
-/// the figure depends on how full those lists happen to be.
+/// MemAvailable in bytes, plus the pages free on the per-CPU lists (see
+/// [`udmabuf_live_uapi::sys::free_memory`]).
 fn available() -> Result<u64> {
-    let zoneinfo = std::fs::read_to_string("/proc/zoneinfo").context("read /proc/zoneinfo")?;
-    let pcp: u64 = zoneinfo
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("count:"))
-        .filter_map(|n| n.trim().parse::<u64>().ok())
-        .sum();
-    Ok(meminfo("MemAvailable")? * 1024 + pcp * ps())
+    udmabuf_live_uapi::sys::free_memory().context("MemAvailable and the per-CPU free lists")
 }
 
 /// Wait (up to 10 s) until INFO satisfies `done`; the last INFO either way.
@@ -61,14 +54,14 @@ fn wait_info(
     buf: &impl AsRawFd,
     done: impl Fn(&UdmabufLiveInfo) -> bool,
 ) -> Result<UdmabufLiveInfo> {
-    let t0 = Instant::now();
-    loop {
-        let i = info(dev, buf)?;
-        if done(&i) || t0.elapsed() > Duration::from_secs(10) {
-            return Ok(i);
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let mut last = info(dev, buf)?;
+    if !done(&last) {
+        crate::util::wait_for(10, || {
+            last = info(dev, buf)?;
+            Ok(done(&last))
+        })?;
     }
+    Ok(last)
 }
 
 /// What a 32 MiB MADV_REMOVE in a 64 MiB buffer that nobody maps did to memory, on
@@ -82,7 +75,7 @@ fn balloon(device: &str) -> Result<(Returned, Option<UdmabufLiveInfo>, Holder)> 
     let size = 64 * MIB;
     let dev = open_device(device)?;
     let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     map.write(0, &pattern(3, size));
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     let ours = device == crate::util::device_path();
@@ -166,7 +159,7 @@ fn balloon_punch_returns_memory() -> CaseResult {
             "lazy: VERIFY {v:?}: expected the unpopulated pages counted as coherent"
         );
         // Touching the pages brings them in, coherent at once: zeros where the punch was.
-        let bmap = Mapping::shared(&h.buf, 64 * MIB)?;
+        let bmap = map_shared(&h.buf, 64 * MIB)?;
         expect_bytes(
             "dma-buf over the punched half",
             &bmap.read(0, 32 * MIB),
@@ -228,7 +221,7 @@ fn fault_populates_one_page() -> CaseResult {
         map,
         buf,
     } = watched(Backing::Shmem, size, 9)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     ensure!(
         bmap.read(0, size) == pattern(9, size),
         "dma-buf before the punch"
@@ -278,7 +271,7 @@ impl Mapper {
         match unsafe { fork() }.context("fork")? {
             ForkResult::Child => {
                 drop((cmd_w, rep_r));
-                let code = match Mapping::shared(memfd, size) {
+                let code = match map_shared(memfd, size) {
                     Ok(map) => {
                         let _ = nix::unistd::write(&rep_w, b"r");
                         serve(&map, &cmd_r, &rep_w)
@@ -380,7 +373,7 @@ fn expect_followed(
         i.updates > before.updates,
         "{what}: no update applied within 10 s of the punch (no SYNC): {i:?}"
     );
-    let bmap = Mapping::shared(buf, 16 * ps())?;
+    let bmap = map_shared(buf, 16 * ps())?;
     expect_bytes(
         what,
         &bmap.read(page * ps(), ps()),
@@ -511,7 +504,7 @@ fn watched_process_exits() -> CaseResult {
     punch(&memfd, 3 * ps(), ps())?;
     pwrite(&memfd, 3 * ps(), &vec![0x77; ps() as usize])?;
     sync(&dev, &buf, 0)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     expect_bytes(
         "after the punch and SYNC",
         &bmap.read(3 * ps(), ps()),
@@ -598,7 +591,7 @@ fn watched_process_execs() -> CaseResult {
         punch(&memfd, 5 * ps(), ps())?;
         pwrite(&memfd, 5 * ps(), &vec![0x42; ps() as usize])?;
         sync(&dev, &buf, 0)?;
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         expect_bytes(
             "after exec, punch and SYNC",
             &bmap.read(5 * ps(), ps()),

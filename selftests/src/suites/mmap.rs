@@ -39,7 +39,7 @@ fn ps() -> u64 {
 /// Content written before the create, then again after it, through a memfd mapping.
 fn memfd_content_visible(kind: Backing, size: u64) -> CaseResult {
     let b = filled_buffer(kind, size, 1, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf")?;
+    let view = map_shared(&b.dmabuf, size).context("mmap the dma-buf")?;
     expect_bytes(
         "content written before the create",
         &view.read(0, size),
@@ -52,7 +52,7 @@ fn memfd_content_visible(kind: Backing, size: u64) -> CaseResult {
         &pattern(2, size),
     )?;
     // A fresh mapping of the dma-buf sees the same.
-    let again = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf again")?;
+    let again = map_shared(&b.dmabuf, size).context("mmap the dma-buf again")?;
     expect_bytes(
         "second dma-buf mapping",
         &again.read(0, size),
@@ -71,7 +71,7 @@ fn memfd_content_visible_hugetlb() -> CaseResult {
 
 fn dmabuf_writes_reach_memfd(kind: Backing, size: u64) -> CaseResult {
     let b = filled_buffer(kind, size, 1, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf")?;
+    let view = map_shared(&b.dmabuf, size).context("mmap the dma-buf")?;
     view.write(0, &pattern(3, size));
     expect_bytes(
         "memfd mapping after dma-buf writes",
@@ -102,7 +102,7 @@ fn dmabuf_writes_reach_memfd_hugetlb() -> CaseResult {
 fn pwrite_on_memfd_visible() -> CaseResult {
     let size = 4 * ps();
     let b = filled_buffer(Backing::Shmem, size, 1, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size)?;
+    let view = map_shared(&b.dmabuf, size)?;
     let data = pattern(4, 2 * ps());
     let n = nix::sys::uio::pwrite(&b.memfd, &data, ps() as i64).context("pwrite the memfd")?;
     anyhow::ensure!(n == data.len(), "short pwrite");
@@ -134,7 +134,7 @@ fn partial_range_maps_right_pages() -> CaseResult {
         fill_memfd(&m, msize, 0, &content)?;
         let buf = create(dev.as_fd(), &m, off, len, 0)
             .with_context(|| format!("{kind:?} [{off:#x}, +{len:#x})"))?;
-        let view = Mapping::shared(&buf, len)?;
+        let view = map_shared(&buf, len)?;
         expect_bytes(
             &format!("{kind:?} range at {off:#x}"),
             &view.read(0, len),
@@ -148,8 +148,8 @@ fn partial_range_maps_right_pages() -> CaseResult {
 fn mapping_at_page_offset() -> CaseResult {
     let size = 8 * ps();
     let b = filled_buffer(Backing::Shmem, size, 6, 0)?;
-    let view =
-        Mapping::new(&b.dmabuf, 3 * ps(), 4 * ps(), true).context("mmap 3 pages at page 4")?;
+    let view = Mapping::read_write(&b.dmabuf, 3 * ps(), 4 * ps(), true)
+        .context("mmap 3 pages at page 4")?;
     expect_bytes(
         "mapping at page 4",
         &view.read(0, 3 * ps()),
@@ -181,7 +181,7 @@ fn check_list(what: &str, srcs: &[&Source], entries: &[(usize, u64, u64)]) -> Re
     let buf =
         create_list(dev.as_fd(), 0, &items).with_context(|| format!("{what}: CREATE_LIST"))?;
     let total: u64 = entries.iter().map(|e| e.2).sum();
-    let view = Mapping::shared(&buf, total)?;
+    let view = map_shared(&buf, total)?;
     let mut at = 0;
     for (i, &(s, off, len)) in entries.iter().enumerate() {
         let want = &srcs[s].content[off as usize..(off + len) as usize];
@@ -248,7 +248,7 @@ fn list_same_page_twice_aliases() -> CaseResult {
         ],
     )
     .context("CREATE_LIST with page 1 twice")?;
-    let view = Mapping::shared(&buf, 3 * ps())?;
+    let view = map_shared(&buf, 3 * ps())?;
     let data = pattern(15, ps());
     view.write(0, &data);
     expect_bytes(
@@ -274,7 +274,7 @@ fn private_mapping_refused() -> CaseResult {
         move |d: std::os::fd::BorrowedFd<'_>| -> Result<Result<Mapping, Errno>> {
             let m = memfd(kind, kind.granule())?;
             let buf = create(d, &m, 0, kind.granule(), 0).context("making the buffer")?;
-            Ok(Mapping::new(&buf, kind.granule(), 0, false))
+            Ok(Mapping::read_write(&buf, kind.granule(), 0, false))
         }
     };
     expect_errno(
@@ -295,7 +295,7 @@ fn mapping_past_end_refused() -> CaseResult {
         move |d: std::os::fd::BorrowedFd<'_>| -> Result<Result<Mapping, Errno>> {
             let m = memfd(Backing::Shmem, 4 * ps())?;
             let buf = create(d, &m, 0, 4 * ps(), 0).context("making the buffer")?;
-            Ok(Mapping::new(&buf, len, off, true))
+            Ok(Mapping::read_write(&buf, len, off, true))
         }
     };
     expect_errno(
@@ -342,7 +342,7 @@ fn fallocated_pages_read_as_zero() -> CaseResult {
         .context("fallocate the memfd")?;
         let dmabuf = create(dev.as_fd(), &fd, 0, size, 0)
             .map_err(|e| anyhow::anyhow!("CREATE over a fallocated memfd: {e}"))?;
-        let view = Mapping::shared(&dmabuf, size).context("mmap the dma-buf")?;
+        let view = map_shared(&dmabuf, size).context("mmap the dma-buf")?;
         let got = view.read(0, size);
         leaked += got.iter().filter(|&&b| b != 0).count();
         expect_bytes(

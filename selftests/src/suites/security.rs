@@ -15,7 +15,6 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, setgid, setuid, ForkResult, Gid, Uid};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use udmabuf_live_uapi::*;
 
 const NOBODY: u32 = 65534;
 
@@ -326,8 +325,6 @@ fn memlock_keeps_upstream_errno_order() -> CaseResult {
     }
 }
 
-nix::ioctl_write_ptr_bad!(ioctl_pfns, UDMABUF_LIVE_PFNS, UdmabufLivePfns);
-
 fn pfns_needs_cap_sys_admin() -> CaseResult {
     if let Some(skip) = live_only() {
         return Ok(skip);
@@ -343,16 +340,8 @@ fn pfns_needs_cap_sys_admin() -> CaseResult {
         let Ok(buf) = create(dev.as_fd(), &m, 0, 64 << 10, 0) else {
             return 92;
         };
-        let mut out = [0u64; 16];
-        let arg = UdmabufLivePfns {
-            dmabuf_fd: buf.as_raw_fd() as u32,
-            __pad: 0,
-            first_page: 0,
-            count: 1,
-            pfns: out.as_mut_ptr() as u64,
-        };
-        // SAFETY: `arg` and `out` are valid for the call.
-        match unsafe { ioctl_pfns(dev.as_raw_fd(), &arg) } {
+        let mut out = [0u64; 1];
+        match udmabuf_live_uapi::sys::pfns(&dev, &buf, 0, &mut out) {
             Ok(_) => 0,
             Err(e) => e as i32,
         }

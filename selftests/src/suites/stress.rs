@@ -451,21 +451,7 @@ fn diagnose(
     seen: [u64; 2],
 ) -> String {
     let mut pfns = [0u64; 1];
-    let arg = udmabuf_live_uapi::UdmabufLivePfns {
-        dmabuf_fd: b.dmabuf.as_raw_fd() as u32,
-        __pad: 0,
-        first_page: i as u64,
-        count: 1,
-        pfns: pfns.as_mut_ptr() as u64,
-    };
-    // SAFETY: `arg` is a valid PFNS argument whose output buffer holds one u64.
-    let r = Errno::result(unsafe {
-        libc::ioctl(
-            dev.as_raw_fd(),
-            udmabuf_live_uapi::UDMABUF_LIVE_PFNS as _,
-            &arg,
-        )
-    });
+    let r = udmabuf_live_uapi::sys::pfns(dev, &b.dmabuf, i as u64, &mut pfns);
     std::thread::sleep(Duration::from_millis(20));
     let again = view.header(i);
     let (m, p) = b.layout[i];
@@ -825,7 +811,7 @@ fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
     let p = page_size();
     let dev = open_device(&test_device())?;
     let m = memfd(Backing::Shmem, 8 * p)?;
-    let map = Mapping::shared(&m, 8 * p)?;
+    let map = map_shared(&m, 8 * p)?;
     let mut want = pattern(1, 8 * p);
     map.write(0, &want);
     let buf = create_list(
@@ -851,7 +837,7 @@ fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
         "punch of memfd pages 3-4 across the two ranges, write, SYNC: VERIFY {v:?} (first mismatch at buffer page {}): the second range's notifier did not mark its page",
         v.first_mismatch / p
     );
-    let view = Mapping::shared(&buf, 8 * p)?;
+    let view = map_shared(&buf, 8 * p)?;
     expect_bytes(
         "dma-buf after punch across the ranges + SYNC",
         &view.read(0, 8 * p),
@@ -873,7 +859,7 @@ fn cpu_access_end_after_live_update() -> CaseResult {
     let p = page_size();
     let dev = open_device(&test_device())?;
     let m = memfd(Backing::Shmem, 4 * p)?;
-    let map = Mapping::shared(&m, 4 * p)?;
+    let map = map_shared(&m, 4 * p)?;
     map.write(0, &pattern(3, 4 * p));
     let buf = create(dev.as_fd(), &m, 0, 4 * p, 0).context("CREATE")?;
     dmabuf_sync(&buf, SYNC_START | SYNC_READ).context("DMA_BUF_IOCTL_SYNC(START|READ)")?;

@@ -74,7 +74,7 @@ fn start_end_list_buffer() -> CaseResult {
 fn sync_brackets_cpu_writes() -> CaseResult {
     let size = 8 * ps();
     let b = filled_buffer(Backing::Shmem, size, 1, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size)?;
+    let view = map_shared(&b.dmabuf, size)?;
     dmabuf_sync(&b.dmabuf, SYNC_START | SYNC_WRITE).context("SYNC_START|WRITE")?;
     view.write(0, &pattern(7, size));
     dmabuf_sync(&b.dmabuf, SYNC_END | SYNC_WRITE).context("SYNC_END|WRITE")?;

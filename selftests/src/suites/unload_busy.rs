@@ -88,7 +88,7 @@ fn refused_while_buffer_lives() -> CaseResult {
         "a live dma-buf does not hold a module reference (refcnt {base})"
     );
     expect_refused("a dma-buf is open")?;
-    let view = Mapping::shared(&dmabuf, size)?;
+    let view = map_shared(&dmabuf, size)?;
     expect_bytes(
         "buffer after the refused unload",
         &view.read(0, size),
@@ -108,7 +108,7 @@ fn refused_while_mapping_lives() -> CaseResult {
     let base = refcnt()?;
     let size = 2 * HUGE_PAGE;
     let b = filled_buffer(Backing::Hugetlb, size, 41, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size)?;
+    let view = map_shared(&b.dmabuf, size)?;
     drop(b);
     expect_refused("only a mapping of a dma-buf is left")?;
     expect_bytes(

@@ -128,7 +128,7 @@ pub(super) fn handle_to_fd(drm: &OwnedFd, handle: u32) -> Result<OwnedFd, Errno>
     };
     // SAFETY: `a` is a valid drm_prime_handle.
     unsafe { drm_ioctl_prime_handle_to_fd(drm.as_raw_fd(), &mut a) }?;
-    own(Ok(a.fd))
+    udmabuf_live_uapi::sys::own(Ok(a.fd))
 }
 
 pub(super) fn gem_close(drm: &OwnedFd, handle: u32) -> Result<(), Errno> {
@@ -158,7 +158,7 @@ fn import_and_check(what: &str, dmabuf: &OwnedFd, content: &[u8]) -> Result<()> 
         "{what}: exported-back dma-buf has size {}, expected {size}",
         dmabuf_size(&back)?
     );
-    let view = Mapping::shared(&back, size)?;
+    let view = map_shared(&back, size)?;
     expect_bytes(
         &format!("{what}: content through the exported-back fd"),
         &view.read(0, size),
@@ -221,7 +221,7 @@ fn import_outlives_user_fds() -> CaseResult {
         dmabuf_size(&back)? == size,
         "size changed after closing the user fds"
     );
-    let view = Mapping::shared(&back, size)?;
+    let view = map_shared(&back, size)?;
     expect_bytes(
         "content held by the importer",
         &view.read(0, size),
