@@ -24,6 +24,14 @@ pub fn precondition(why: impl Into<String>) -> anyhow::Error {
     Precondition(why.into()).into()
 }
 
+/// End the case as skipped (`ok N case # SKIP why`), with a `format!` message: a missing
+/// precondition.
+macro_rules! skip {
+    ($($arg:tt)*) => {
+        return Err($crate::util::precondition(format!($($arg)*)))
+    };
+}
+
 /// The reason, if `e` (or anything in its chain) is a missing precondition.
 pub fn precondition_of(e: &anyhow::Error) -> Option<String> {
     e.chain()

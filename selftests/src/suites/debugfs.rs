@@ -4,7 +4,7 @@
 use super::common::*;
 use super::live_util::{punch, sync};
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use anyhow::{bail, ensure, Context, Result};
 use std::os::fd::AsFd;
 
@@ -14,6 +14,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "debugfs",
         cases: cases![lists_buffer_state_and_counters],
+        ..Default::default()
     }
 }
 
@@ -40,12 +41,10 @@ fn field(kv: &[(String, String)], key: &str) -> Result<String> {
 
 fn lists_buffer_state_and_counters() -> CaseResult {
     if test_device() != "/dev/udmabuf-live" {
-        return Ok(Outcome::Skip("debugfs is udmabuf-live's".into()));
+        skip!("debugfs is udmabuf-live's");
     }
     if !std::path::Path::new(BUFFERS).exists() {
-        return Ok(Outcome::Skip(format!(
-            "no {BUFFERS}: debugfs not mounted (mount -t debugfs none /sys/kernel/debug)"
-        )));
+        skip!("no {BUFFERS}: debugfs not mounted (mount -t debugfs none /sys/kernel/debug)");
     }
     let ps = page_size();
     let size = 77 * ps; // a size no other test uses, to find the line
@@ -88,7 +87,7 @@ fn lists_buffer_state_and_counters() -> CaseResult {
     // Releasing the dma-buf may finish asynchronously (deferred fput): poll briefly.
     for _ in 0..100 {
         if line_for(size).is_err() {
-            return Ok(Outcome::Pass);
+            return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

@@ -31,7 +31,7 @@ use super::importer_client::{
 };
 use super::rng::{env_u64, module_refcnt, outcome_key, Histogram, Rng};
 use super::{cases, vgem, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use crate::ktap::{out, CaseResult};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::SealFlag;
@@ -48,6 +48,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "fuzz",
         cases: cases![seeded_ioctl_fuzz],
+        ..Default::default()
     }
 }
 
@@ -1264,10 +1265,10 @@ impl KeepRaw for OwnedFd {
 
 fn seeded_ioctl_fuzz() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!(
+        skip!(
             "fuzzes udmabuf-live's own ioctls; testing {}",
             test_device()
-        )));
+        );
     }
     let seed = env_u64("ULIVE_FUZZ_SEED", 0x5EED_F022)?;
     let cases = env_u64("ULIVE_FUZZ_CASES", 5000)?;
@@ -1288,7 +1289,7 @@ fn seeded_ioctl_fuzz() -> CaseResult {
         "{module} refcnt {after} after the fuzz closed everything, was {base}"
     );
     out(&format!("    # {summary}"));
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn fuzz(seed: u64, cases: u64) -> Result<String> {

@@ -8,7 +8,7 @@ use super::common::map_shared;
 use super::importer_client::{self as client, Importer};
 use super::live_util::{info, mapped_pfns, pfns, VMAPPED};
 use super::{cases, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use crate::ktap::{out, CaseResult};
 use crate::util::expect_eq;
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
@@ -53,6 +53,7 @@ pub fn suite() -> Suite {
             vmap_goes_with_detach_and_close,
             unload_importer,
         ],
+        ..Default::default()
     }
 }
 
@@ -182,7 +183,7 @@ fn load_importer() -> CaseResult {
         md.file_type().is_char_device(),
         "{path} is not a character device"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn ioctls_without_attachment() -> CaseResult {
@@ -217,7 +218,7 @@ fn ioctls_without_attachment() -> CaseResult {
         ioctl(imp.raw_fd(), bogus, std::ptr::null_mut::<u8>()),
         Errno::ENOTTY,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn attach_rejects_bad_requests() -> CaseResult {
@@ -250,7 +251,7 @@ fn attach_rejects_bad_requests() -> CaseResult {
     imp.detach().context("DETACH")?;
     imp.attach(buf.as_raw_fd(), false)
         .context("ATTACH after DETACH")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The round trip every exporter/backing/attachment combination must pass.
@@ -339,7 +340,7 @@ fn round_trip(dev: &str, backing: Backing, dynamic: bool) -> CaseResult {
     // The dma-buf is still fine for a new attachment of the other kind.
     imp.attach(buf.as_raw_fd(), !dynamic).context("re-ATTACH")?;
     verify(&imp, size - 8192, 8192, seed)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn ours_shmem_static() -> CaseResult {
@@ -407,7 +408,7 @@ fn hugetlb_64mib_maps_to_at_most_32_segments() -> CaseResult {
         ours.iter().all(|&n| n <= 32),
         "64 MiB of 2 MiB hugetlb pages mapped to {ours:?} segments (want <= 32)"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Closing the importer with a live mapping unmaps, detaches and puts by itself; the
@@ -429,7 +430,7 @@ fn close_while_mapped() -> CaseResult {
             .with_context(|| format!("{dev}: ATTACH after closes"))?;
         verify(&imp, 0, MIB, 7)?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn refcnt(module: &str) -> Result<u64> {
@@ -471,7 +472,7 @@ fn importer_drops_last_reference() -> CaseResult {
     drop((buf, memfd));
     verify(&imp2, 0, MIB, 11)?;
     drop(imp2);
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 // ---- PFNS ----
@@ -558,7 +559,7 @@ fn pfns_are_the_memfd_pages() -> CaseResult {
             }
         }
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Partial ranges, the cut at the end of the buffer, and the errnos of bad requests.
@@ -628,7 +629,7 @@ fn pfns_ranges_and_bad_requests() -> CaseResult {
         },
         (1, 0, 1),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 // ---- VMAP, VREAD, VUNMAP ----
@@ -737,7 +738,7 @@ fn vmap_reads_the_buffer() -> CaseResult {
             verify_vmap(&imp, size, seed)?;
         }
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// DETACH and close end the vmap too: udmabuf-live's INFO drops VMAPPED, and the buffer
@@ -802,7 +803,7 @@ fn vmap_goes_with_detach_and_close() -> CaseResult {
         refcnt(module)?,
         base,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unload_importer() -> CaseResult {
@@ -822,5 +823,5 @@ fn unload_importer() -> CaseResult {
         !Path::new(&client::device_path()).exists(),
         "/dev/{IMPORTER_DEVICE_NAME} still exists"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -4,7 +4,7 @@
 
 use super::common::*;
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use anyhow::{ensure, Context};
 use std::os::fd::AsFd;
 
@@ -18,6 +18,7 @@ pub fn suite() -> Suite {
             device_closed_first,
             mapping_outlives_both_fds,
         ],
+        ..Default::default()
     }
 }
 
@@ -49,7 +50,7 @@ fn memfd_closed_first(kind: Backing, size: u64) -> CaseResult {
     )?;
     dmabuf_sync(&dmabuf, SYNC_START | SYNC_RW).context("SYNC_START after closing the memfd")?;
     dmabuf_sync(&dmabuf, SYNC_END | SYNC_RW).context("SYNC_END after closing the memfd")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn memfd_closed_first_shmem() -> CaseResult {
@@ -88,7 +89,7 @@ fn dmabuf_closed_first() -> CaseResult {
         &view.read(0, size),
         &pattern(34, 2 * size)[size as usize..],
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The device fd is only needed for the ioctl: buffers live on after it is closed.
@@ -105,7 +106,7 @@ fn device_closed_first() -> CaseResult {
         &view.read(0, size),
         &pattern(35, size),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A mapping of the dma-buf keeps it alive after both fds are closed, and still aliases
@@ -127,5 +128,5 @@ fn mapping_outlives_both_fds() -> CaseResult {
         &view.read(0, size),
         &pattern(37, size),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -7,8 +7,8 @@
 
 use super::common::*;
 use super::live_util::*;
-use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use std::ops::RangeInclusive;
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,6 +34,8 @@ pub fn suite() -> Suite {
             hugetlb_partial_punch,
             cpu_access_bracket_across_update,
         ],
+        requires: &[Require::LiveDevice],
+        ..Default::default()
     }
 }
 
@@ -218,11 +220,8 @@ impl Layout {
 }
 
 fn run(l: Layout) -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     l.run()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 const SHMEM: u32 = UDMABUF_LIVE_BACKING_SHMEM;
@@ -363,9 +362,6 @@ fn madvise_remove_hugetlb() -> CaseResult {
 /// 28..32 must leave the buffer alone (no update, same PFNs); a punch of page 10 then
 /// swaps exactly dma-buf page 2.
 fn punch_outside_the_buffer_changes_nothing() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let (pages, first) = (16, 8);
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, 32 * ps())?;
@@ -431,7 +427,7 @@ fn punch_outside_the_buffer_changes_nothing() -> CaseResult {
         &want(&map),
     )?;
     expect_all_matching("after the punch inside", &dev, &buf, pages)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A hole nobody writes: the update fills it with a page that must be the memfd's own
@@ -504,28 +500,19 @@ fn hole_left_unwritten(kind: Backing) -> Result<()> {
 }
 
 fn hole_left_unwritten_shmem() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     hole_left_unwritten(Backing::Shmem)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn hole_left_unwritten_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     hole_left_unwritten(Backing::Hugetlb)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// hugetlb punches are huge-page granular: a punch from 8 KiB before the end of huge
 /// page 0 to 8 KiB into huge page 2 zeroes those bytes in place (same pages, no update
 /// for them) and replaces huge page 1 whole (512 pages swapped, left unwritten: zeroes).
 fn hugetlb_partial_punch() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 3 * HUGE_PAGE;
     let pages = size / ps();
     let (start, end) = (HUGE_PAGE - 2 * ps(), 2 * HUGE_PAGE + 2 * ps());
@@ -563,16 +550,13 @@ fn hugetlb_partial_punch() -> CaseResult {
     expect_moved("after the punch", &old, &new, |i| {
         (hp..2 * hp).contains(&(i as u64))
     })?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A CPU access bracket (DMA_BUF_IOCTL_SYNC START ... END) with an update applied inside
 /// it: END must still succeed, as it does on the built-in udmabuf, and the mmap shows
 /// the new bytes.
 fn cpu_access_bracket_across_update() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let Watched {
         dev,
@@ -603,5 +587,5 @@ fn cpu_access_bracket_across_update() -> CaseResult {
     // And a bracket after the update works as before.
     dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START after the update")?;
     dmabuf_sync(&buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END after the update")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -13,8 +13,8 @@
 use super::common::*;
 use super::importer_client::{Attach, Importer};
 use super::live_util::*;
-use super::{cases, vgem, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, vgem, Require, Suite};
+use crate::ktap::CaseResult;
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use std::ops::RangeInclusive;
@@ -34,6 +34,8 @@ pub fn suite() -> Suite {
             stale_until_last_holder_goes,
             repunch_while_stale_hugetlb,
         ],
+        requires: &[Require::LiveDevice],
+        ..Default::default()
     }
 }
 
@@ -238,20 +240,14 @@ fn stale_until_vunmap() -> CaseResult {
 
 /// Stale while `holder` holds the buffer; SYNC succeeds once it lets go.
 fn stale_until_released(holder: Holder) -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let h = Held::new(holder)?;
     h.expect_stale()?;
     release_then_sync(&h)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// SYNC with a long timeout returns once another thread's release applies the pages.
 fn sync_waits_for_unpin() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let h = Held::new(Holder::StaticImport)?;
     h.expect_stale()?;
     let delay = Duration::from_millis(300);
@@ -274,15 +270,12 @@ fn sync_waits_for_unpin() -> CaseResult {
         "SYNC returned after {waited:?}; the unpin came after {delay:?}"
     );
     h.expect_applied("after SYNC waited for the unpin")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A dynamic importer is not pinned: SYNC applies at once, the importer was told to
 /// drop its mapping, and mapping again gives it the new pages.
 fn dynamic_importer_remaps_new_pages() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let h = Held::new(Holder::DynamicImport)?;
     sync(&h.dev, &h.buf, 0).context("SYNC with a dynamic importer")?;
     let new = h.expect_applied("after SYNC")?;
@@ -298,15 +291,12 @@ fn dynamic_importer_remaps_new_pages() -> CaseResult {
     );
     h.expect_importer_sees("after the update", &new, &pattern(2, size()))?;
     h.imp.release().context("release")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// vgem's PRIME import only attaches (no map, no pin): a punch while vgem holds the
 /// buffer is applied at once, and the dma-buf vgem gives back shows the new bytes.
 fn vgem_attach_does_not_defer() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let Watched {
         dev,
         memfd,
@@ -344,7 +334,7 @@ fn vgem_attach_does_not_defer() -> CaseResult {
     drop(view);
     drop(back);
     vgem::gem_close(&drm, handle).context("GEM_CLOSE")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn expect_sync_timeout(what: &str, dev: &OwnedFd, buf: &OwnedFd) -> Result<()> {
@@ -370,9 +360,6 @@ fn expect_progress_since(
 /// import made while stale (it starts on the old pages too, like the first). The update
 /// waits until the last of them goes, whatever the order.
 fn stale_until_last_holder_goes() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let Watched {
         dev,
         memfd,
@@ -435,16 +422,13 @@ fn stale_until_last_holder_goes() -> CaseResult {
         0,
         &mapped_pfns(&map, 0, PAGES)?,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A huge page punched twice while a static import holds the buffer: the second new
 /// page replaces the first in the waiting set (whose pin must be dropped: the pool is
 /// checked after closing), and the release applies only the newest one.
 fn repunch_while_stale_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let pool = hugepage_pool()?;
     {
         let size = 2 * HUGE_PAGE;
@@ -490,5 +474,5 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
         )?;
     }
     expect_hugepage_pool("after closing everything", pool)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

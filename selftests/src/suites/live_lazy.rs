@@ -8,8 +8,8 @@
 use super::common::*;
 use super::importer_client::{Attach, Importer};
 use super::live_util::*;
-use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use std::os::fd::{AsFd, OwnedFd};
 use udmabuf_live_uapi::*;
@@ -34,6 +34,8 @@ pub fn suite() -> Suite {
             unwritten_hole_static_import_hugetlb,
             punch_between_two_maps,
         ],
+        requires: &[Require::LiveDevice],
+        ..Default::default()
     }
 }
 
@@ -155,37 +157,28 @@ impl Lazy {
 
 /// DMA_BUF_IOCTL_SYNC START alone brings the dma-buf in step; END completes the access.
 fn cpu_access_resyncs() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let l = Lazy::new(1)?;
     let punched = l.punch_and_write(&[(4, 2), (20, 1)], 2)?;
     dmabuf_sync(&l.buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
     l.expect_resynced("DMA_BUF_IOCTL_SYNC START", 2, punched)?;
     dmabuf_sync(&l.buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END")?;
     expect_all_matching("after DMA_BUF_IOCTL_SYNC END", &l.dev, &l.buf, PAGES)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// UDMABUF_LIVE_SYNC checks every page of an unwatched buffer.
 fn sync_ioctl_resyncs() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let l = Lazy::new(3)?;
     let punched = l.punch_and_write(&[(0, 1), (9, 3), (31, 1)], 4)?;
     sync(&l.dev, &l.buf, 0)?;
     l.expect_resynced("UDMABUF_LIVE_SYNC", 4, punched)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// An import after an unwatched punch starts on the new pages: a static import through
 /// the first pin, a dynamic one through map_dma_buf. The importer's DMA mapping then
 /// points at the memfd's pages.
 fn import_resyncs(how: Attach) -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let l = Lazy::new(5)?;
     let punched = l.punch_and_write(&[(7, 2)], 6)?;
     let imp = Importer::open()?;
@@ -213,7 +206,7 @@ fn import_resyncs(how: Attach) -> CaseResult {
         i.pins
     );
     expect_all_matching("after the release", &l.dev, &l.buf, PAGES)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn static_import_resyncs() -> CaseResult {
@@ -227,9 +220,6 @@ fn dynamic_import_resyncs() -> CaseResult {
 /// hugetlbfs has no pwrite: the creator maps, writes and unmaps before create, then
 /// writes the new bytes through a mapping made after create (which is not watched).
 fn sync_ioctl_resyncs_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 2 * HUGE_PAGE;
     let pages = size / ps();
     let dev = open_device(&test_device())?;
@@ -261,15 +251,12 @@ fn sync_ioctl_resyncs_hugetlb() -> CaseResult {
     expect_all_matching("after SYNC", &dev, &buf, pages)?;
     expect_progress("SYNC", &before, &info(&dev, &buf)?, 1..=1, pages / 2)?;
     expect_pfns("after SYNC", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Created with the memfd mapped (watched), then munmapped: no longer watched, and SYNC
 /// finds a later punch.
 fn unmapped_since_create() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = PAGES * ps();
     let Watched {
         dev,
@@ -298,16 +285,13 @@ fn unmapped_since_create() -> CaseResult {
         1..=1,
         2,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Moving the watched mapping (mremap) unmaps the watched range; the next sync point
 /// (INFO here) watches the mapping at its new address, and a punch made afterwards is
 /// applied without a SYNC.
 fn mremap_rearms_watching() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = PAGES * ps();
     let Watched {
         dev,
@@ -395,15 +379,12 @@ fn mremap_rearms_watching() -> CaseResult {
     // SAFETY: unmaps the moved mapping, which nothing else refers to.
     unsafe { libc::munmap(moved, size as usize) };
     result?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// mprotect changes protections but unmaps nothing: still watched, and a punch through
 /// the read-only mapping's file is applied by the worker.
 fn mprotect_keeps_watching() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = PAGES * ps();
     let Watched {
         dev,
@@ -450,15 +431,12 @@ fn mprotect_keeps_watching() -> CaseResult {
         1,
     )?;
     expect_state("after SYNC", &info(&dev, &buf)?, WATCHED, STALE | PENDING)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Only the first half of the memfd is mapped at create: not watched. A punch in each
 /// half; SYNC brings both in (the watched half may already have gone in by the worker).
 fn partially_mapped() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = PAGES * ps();
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, size)?;
@@ -491,7 +469,7 @@ fn partially_mapped() -> CaseResult {
         2,
     )?;
     drop(half);
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// An unwatched punch left as a hole: VERIFY counts holes (not stale pages) until SYNC
@@ -583,43 +561,28 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
 }
 
 fn unwritten_hole_shmem() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unwritten_hole(Backing::Shmem, None)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unwritten_hole_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unwritten_hole(Backing::Hugetlb, None)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unwritten_hole_dynamic_import_shmem() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unwritten_hole(Backing::Shmem, Some(Attach::Dynamic))?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unwritten_hole_dynamic_import_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unwritten_hole(Backing::Hugetlb, Some(Attach::Dynamic))?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unwritten_hole_static_import_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unwritten_hole(Backing::Hugetlb, Some(Attach::Static))?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Two maps of a dynamic import with nothing between them but one punch and a pwrite:
@@ -627,9 +590,6 @@ fn unwritten_hole_static_import_hugetlb() -> CaseResult {
 /// changed (the memfd's change counter), and a third map with nothing changed must keep
 /// them.
 fn punch_between_two_maps() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let l = Lazy::new(5)?;
     let imp = Importer::open()?;
     imp.import(&l.buf, Attach::Dynamic)
@@ -674,5 +634,5 @@ fn punch_between_two_maps() -> CaseResult {
         punched,
     )?;
     imp.release().context("release")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -12,8 +12,8 @@
 use super::common::*;
 use super::importer_client::{Attach, Importer};
 use super::live_util::*;
-use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::CaseResult;
 use crate::util::{device_path, wait_for};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
@@ -36,6 +36,8 @@ pub fn suite() -> Suite {
             unmap_during_create_is_not_watched,
             refilled_pages_charged_to_creators_memcg,
         ],
+        requires: &[Require::LiveDevice],
+        ..Default::default()
     }
 }
 
@@ -53,6 +55,8 @@ pub fn races_suite() -> Suite {
             punch_refill_race_shmem_two_cpus,
             punch_refill_race_hugetlb_two_cpus
         ],
+        requires: &[Require::LiveDevice],
+        ..Default::default()
     }
 }
 
@@ -64,9 +68,6 @@ const RETIRED: u32 = UDMABUF_LIVE_STATE_RETIRED;
 /// more), then write through the dma-buf after DMA_BUF_IOCTL_SYNC. The sealed memfd must
 /// not change, on either driver; ours says SEALED and refuses SYNC with EPERM.
 fn write_seal_after_punch_holds() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     for device in [test_device(), "/dev/udmabuf".to_string()] {
         let dev = open_device(&device)?;
@@ -104,16 +105,13 @@ fn write_seal_after_punch_holds() -> CaseResult {
             }
         }
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Finding 2. A dynamic importer may use its mapping until it unmaps, even after
 /// invalidate_mappings. After a punch, every page of its invalidated mapping must still
 /// be pinned (INFO: RETIRED); once it maps again, the old pages go.
 fn old_pages_stay_pinned_until_unmap() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     const PAGES: u64 = 32;
     let size = PAGES * ps();
     let Watched {
@@ -174,7 +172,7 @@ fn old_pages_stay_pinned_until_unmap() -> CaseResult {
         "the new mapping has unpinned pages: {pinned:?}"
     );
     imp.release().context("release")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The page the in-flight cases punch and rewrite.
@@ -197,9 +195,6 @@ fn punched_in_flight(delay_ms: u64) -> Result<(Watched, ParamGuard)> {
 /// Finding 6, first part: DMA_BUF_IOCTL_SYNC while the worker holds the marks must wait
 /// for it, not return at once with the old page.
 fn cpu_sync_waits_for_update_in_flight() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     // Keep the memfd mapping: without it the buffer is no longer watched.
     let (
         Watched {
@@ -221,15 +216,12 @@ fn cpu_sync_waits_for_update_in_flight() -> CaseResult {
         &pattern(2, ps()),
     )?;
     expect_all_matching("after DMA_BUF_IOCTL_SYNC", &dev, &buf, 16)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Finding 6, second part: a static importer that maps right after a punch (the
 /// worker not done yet) must map the new page, not the truncated one.
 fn static_map_right_after_punch_sees_new_pages() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     // Keep the memfd mapping: without it the buffer is no longer watched.
     let (
         Watched {
@@ -253,7 +245,7 @@ fn static_map_right_after_punch_sees_new_pages() -> CaseResult {
     imp.release().context("release")?;
     sync(&dev, &buf, 0)?;
     expect_all_matching("after the importer left", &dev, &buf, 16)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// How often the worker tries an update before it leaves it pending (worker.rs).
@@ -263,9 +255,6 @@ const WORKER_TRIES: u64 = 10;
 /// `test_fail_swaps`), every time the worker tries, must leave the buffer PENDING, and
 /// the next SYNC must apply it.
 fn failed_swap_stays_pending() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let Watched {
         dev,
@@ -290,16 +279,13 @@ fn failed_swap_stays_pending() -> CaseResult {
     );
     sync(&dev, &buf, 0).context("SYNC after the failed swap")?;
     expect_all_matching("after SYNC", &dev, &buf, 16)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Finding 5: the creator's only mapping goes away between CREATE finding it and
 /// watching it (window widened by `test_delay_ms`). The buffer must not claim to be
 /// watched, and the lazy checks must keep it coherent.
 fn unmap_during_create_is_not_watched() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, size)?;
@@ -327,7 +313,7 @@ fn unmap_during_create_is_not_watched() -> CaseResult {
     pwrite(&memfd, PAGE * ps(), &pattern(2, ps()))?;
     sync(&dev, &buf, 0)?;
     expect_all_matching("after a punch and SYNC", &dev, &buf, 16)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -380,9 +366,6 @@ impl Drop for MemCgroup {
 /// the buffer creator's memory cgroup, not the root's: after punching half of an 8 MiB
 /// buffer and letting the worker refill it, the cgroup's usage must not drop by it.
 fn refilled_pages_charged_to_creators_memcg() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let cg = MemCgroup::new("ulive-memcg")?;
     let size = 8 << 20;
     in_child("in a memory cgroup", || {
@@ -409,7 +392,7 @@ fn refilled_pages_charged_to_creators_memcg() -> CaseResult {
         );
         Ok(())
     })?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn online_cpus() -> usize {
@@ -421,9 +404,6 @@ fn online_cpus() -> usize {
 /// Every round the buffer must converge to the written bytes without a sync point (the
 /// worker alone), and nothing may oops (the console is judged by the harness).
 fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     ensure!(
         online_cpus() >= 2,
         "the guest runs on {} CPU(s); this race needs two",
@@ -516,7 +496,7 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
         r
     });
     result?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// HugePages_Rsvd, which the kernel prints as an unsigned number even when negative.

@@ -4,7 +4,6 @@
 //! and the buffer holds the very pages the memfd maps.
 
 use super::common::*;
-use crate::ktap::Outcome;
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::libc;
@@ -44,18 +43,6 @@ pub fn watched(kind: Backing, size: u64, seed: u8) -> Result<Watched> {
 
 pub fn ps() -> u64 {
     page_size()
-}
-
-/// The live suites test udmabuf-live's own ioctls: skip when the suites run against
-/// another device (ULIVE_TEST_DEVICE=/dev/udmabuf).
-pub fn precondition() -> Option<Outcome> {
-    let ours = crate::util::device_path();
-    (test_device() != ours).then(|| {
-        Outcome::Skip(format!(
-            "testing {}, the live ioctls are {ours}'s",
-            test_device()
-        ))
-    })
 }
 
 pub use udmabuf_live_uapi::sys::{info_raw, pfns_raw, sync_raw, verify_raw};

@@ -7,8 +7,8 @@
 
 use super::common::*;
 use super::live_util::*;
-use super::{cases, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::{out, CaseResult};
 use anyhow::{ensure, Context, Result};
 use nix::libc;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -27,6 +27,8 @@ pub fn suite() -> Suite {
             watched_process_execs,
             memfd_lifetime_cost,
         ],
+        requires: &[Require::LiveDevice],
+        ..Default::default()
     }
 }
 
@@ -120,9 +122,6 @@ struct Holder {
 /// fills the hole again at once. Built-in: the memfd has a hole but its old pages stay
 /// pinned, so no memory comes back.
 fn balloon_punch_returns_memory() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let (r, i, h) = balloon(&test_device())?;
     let i = i.context("INFO")?;
     out(&format!(
@@ -205,15 +204,12 @@ fn balloon_punch_returns_memory() -> CaseResult {
         ensure!(b.gained < 8 * MIB as i64, "built-in: MemAvailable (with the per-CPU free lists) rose by {} KiB: its pinned pages were freed?", b.gained / 1024);
         drop(held);
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Lazy: after a punch of 4 pages, a CPU read through the dma-buf's mmap of one of them
 /// brings in that page only. Eager: nothing is left unpopulated.
 fn fault_populates_one_page() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 64 * ps();
     let Watched {
         dev,
@@ -251,7 +247,7 @@ fn fault_populates_one_page() -> CaseResult {
         &bmap.read(8 * ps(), 4 * ps()),
         &vec![0; 4 * ps() as usize],
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A child process that maps a memfd and punches and writes it on request.
@@ -415,9 +411,6 @@ fn child_mapped(seed: u8) -> Result<ChildMapped> {
 /// The creator never maps the memfd; a child process does. The child's mapping is
 /// watched: its punch and write reach the dma-buf without a SYNC.
 fn other_process_mapping_is_watched() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let ChildMapped {
         dev,
         memfd: _memfd,
@@ -428,15 +421,12 @@ fn other_process_mapping_is_watched() -> CaseResult {
     child.punch_and_write(5, 0xc3)?;
     expect_followed("the child's punch and write", &dev, &buf, &before, 5, 0xc3)?;
     child.exit()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The creator unmaps the memfd (unwatched); a new process maps it. After one sync
 /// point (SYNC) the new mapping is watched and its punches are applied asynchronously.
 fn watching_comes_back_after_unmap() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let Watched {
         dev,
@@ -476,16 +466,13 @@ fn watching_comes_back_after_unmap() -> CaseResult {
         0x3c,
     )?;
     child.exit()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The only watched mapping belongs to a process that exits while the buffer lives:
 /// the buffer becomes unwatched, its notifier goes at the next sync point, and it stays
 /// coherent (SYNC after a punch through the memfd fd).
 fn watched_process_exits() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let ChildMapped {
         dev,
@@ -511,7 +498,7 @@ fn watched_process_exits() -> CaseResult {
         &vec![0x77; ps() as usize],
     )?;
     expect_all_matching("after the punch and SYNC", &dev, &buf, 16)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// What a buffer keeps alive of a memfd whose every fd and mapping is closed: a 4 KiB
@@ -519,9 +506,6 @@ fn watched_process_exits() -> CaseResult {
 /// buffer goes; the built-in driver holds only its pinned folio. Measured (Shmem in
 /// /proc/meminfo), printed, and each driver's behaviour asserted.
 fn memfd_lifetime_cost() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 32 * MIB;
     let shmem = || -> Result<i64> { Ok(meminfo("Shmem")? as i64 * 1024) };
     let mut freed = Vec::new();
@@ -563,15 +547,12 @@ fn memfd_lifetime_cost() -> CaseResult {
             );
         }
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The only watched mapping belongs to a process that execs: its old address space goes,
 /// the buffer becomes unwatched, and it stays coherent through SYNC.
 fn watched_process_execs() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let ChildMapped {
         dev,
@@ -600,5 +581,5 @@ fn watched_process_execs() -> CaseResult {
     })();
     child.kill()?;
     result?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

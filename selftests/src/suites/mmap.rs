@@ -6,7 +6,7 @@
 
 use super::common::*;
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use std::os::fd::AsFd;
@@ -29,6 +29,7 @@ pub fn suite() -> Suite {
             mapping_past_end_refused,
             fallocated_pages_read_as_zero,
         ],
+        ..Default::default()
     }
 }
 
@@ -58,7 +59,7 @@ fn memfd_content_visible(kind: Backing, size: u64) -> CaseResult {
         &again.read(0, size),
         &pattern(2, size),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn memfd_content_visible_shmem() -> CaseResult {
@@ -87,7 +88,7 @@ fn dmabuf_writes_reach_memfd(kind: Backing, size: u64) -> CaseResult {
             &pattern(3, size),
         )?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn dmabuf_writes_reach_memfd_shmem() -> CaseResult {
@@ -113,7 +114,7 @@ fn pwrite_on_memfd_visible() -> CaseResult {
         &view.read(0, size),
         &want,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A buffer over part of a memfd starts at its offset (shmem, and hugetlb across a huge
@@ -141,7 +142,7 @@ fn partial_range_maps_right_pages() -> CaseResult {
             &content[off as usize..(off + len) as usize],
         )?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// mmap of the dma-buf at a non-zero page offset starts at that page of the buffer.
@@ -155,7 +156,7 @@ fn mapping_at_page_offset() -> CaseResult {
         &view.read(0, 3 * ps()),
         &pattern(6, size)[4 * ps() as usize..7 * ps() as usize],
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Expected dma-buf content of a list: each entry's memfd bytes, in list order.
@@ -222,7 +223,7 @@ fn list_entries_at_their_offsets() -> CaseResult {
         (2, 8 * ps(), 8 * ps()),
     ];
     check_list("mixed list", &[&a, &h, &b], &entries)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// 64 one-page entries in reverse page order: the order of the list, not of the memfd.
@@ -230,7 +231,7 @@ fn list_pages_reversed() -> CaseResult {
     let a = source(Backing::Shmem, 64 * ps(), 13)?;
     let entries: Vec<_> = (0..64).rev().map(|p| (0, p * ps(), ps())).collect();
     check_list("reversed pages", &[&a], &entries)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The same memfd page in two entries is one page: a write through one dma-buf offset is
@@ -266,7 +267,7 @@ fn list_same_page_twice_aliases() -> CaseResult {
         &view.read(ps(), ps()),
         &a.content[..ps() as usize],
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn private_mapping_refused() -> CaseResult {
@@ -287,7 +288,7 @@ fn private_mapping_refused() -> CaseResult {
         Errno::EINVAL,
         attempt(Backing::Hugetlb),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn mapping_past_end_refused() -> CaseResult {
@@ -313,7 +314,7 @@ fn mapping_past_end_refused() -> CaseResult {
         Errno::EINVAL,
         attempt(ps(), 4 * ps()),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// shmem leaves the pages fallocate() allocates uninitialised (!uptodate) until the
@@ -352,12 +353,12 @@ fn fallocated_pages_read_as_zero() -> CaseResult {
         )?;
     }
     if leaked == 0 {
-        return Ok(Outcome::Pass);
+        return Ok(());
     }
     if test_device() == REFERENCE_DEVICE {
-        return Ok(Outcome::Skip(format!(
+        skip!(
             "the built-in driver shows {leaked} non-zero bytes of uninitialised fallocated pages (it pins !uptodate folios as they are)"
-        )));
+        );
     }
     anyhow::bail!("{leaked} bytes of the dma-buf over fallocated memfds were not zero: a previous user's data")
 }

@@ -1,7 +1,7 @@
 //! Module lifecycle: load, the misc device, unknown ioctls, the CLI's view, clean unload.
 
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use crate::util::*;
 use anyhow::{bail, ensure, Context};
 use nix::errno::Errno;
@@ -21,11 +21,13 @@ pub fn load_suite() -> Suite {
         cases.push(super::Case {
             name: "injected_failure",
             run: injected_failure,
+            requires: &[],
         });
     }
     Suite {
         name: "module",
         cases,
+        ..Default::default()
     }
 }
 
@@ -34,6 +36,7 @@ pub fn unload_suite() -> Suite {
     Suite {
         name: "module-unload",
         cases: cases![unload_and_device_gone, reload_cycle],
+        ..Default::default()
     }
 }
 
@@ -45,10 +48,10 @@ fn load() -> CaseResult {
         match unload_module() {
             Ok(()) => {}
             Err(e) => {
-                return Ok(Outcome::Skip(format!(
+                skip!(
                     "{} is loaded and in use ({e}): cannot test a fresh load",
                     udmabuf_live_uapi::MODULE_NAME
-                )))
+                )
             }
         }
     }
@@ -63,7 +66,7 @@ fn load() -> CaseResult {
         "/sys/module/{} missing after load",
         udmabuf_live_uapi::MODULE_NAME
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn device_node_is_misc_char_device() -> CaseResult {
@@ -75,7 +78,7 @@ fn device_node_is_misc_char_device() -> CaseResult {
     );
     let major = nix::sys::stat::major(md.rdev());
     expect_eq("major number (misc = 10)", major, 10)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unknown_ioctls_get_enotty() -> CaseResult {
@@ -98,7 +101,7 @@ fn unknown_ioctls_get_enotty() -> CaseResult {
             bail!("ioctl {req:#x}: returned {r} errno {err}, expected -1 ENOTTY");
         }
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 use nix::libc::c_ulong;
@@ -121,7 +124,7 @@ fn cli_status_reports_module() -> CaseResult {
         Some(device_path().as_str()),
     )?;
     expect_eq("device.major", v["device"]["major"].as_u64(), Some(10))?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unload_and_device_gone() -> CaseResult {
@@ -144,7 +147,7 @@ fn unload_and_device_gone() -> CaseResult {
         out.status.code(),
         Some(3),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn reload_cycle() -> CaseResult {
@@ -154,7 +157,7 @@ fn reload_cycle() -> CaseResult {
         unload_module().with_context(|| format!("unload, round {round}"))?;
     }
     ensure!(!is_loaded(), "module loaded after the cycle");
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn injected_failure() -> CaseResult {

@@ -5,8 +5,8 @@
 //! handing buffers from child to parent does not escape the limit.
 
 use super::common::*;
-use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::CaseResult;
 use crate::util::*;
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
@@ -30,11 +30,9 @@ pub fn suite() -> Suite {
             memlock_keeps_upstream_errno_order,
             pfns_needs_cap_sys_admin,
         ],
+        requires: &[Require::LiveDevice],
+        ..Default::default()
     }
-}
-
-fn live_only() -> Option<Outcome> {
-    (test_device() != device_path()).then(|| Outcome::Skip("udmabuf-live's own behaviour".into()))
 }
 
 /// Run `f` in a child that dropped to uid/gid 65534 (no capabilities) with
@@ -96,9 +94,6 @@ fn try_create(size: u64) -> i32 {
 }
 
 fn device_node_is_root_only() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let md = std::fs::metadata(device_path())?;
     expect_eq("mode of /dev/udmabuf-live", md.mode() & 0o777, 0o600)?;
     expect_eq("owner", md.uid(), 0)?;
@@ -109,13 +104,10 @@ fn device_node_is_root_only() -> CaseResult {
         upstream.mode() & 0o777,
         md.mode() & 0o777,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unprivileged_open_refused() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let code = as_nobody(None, || {
         match std::fs::OpenOptions::new()
             .read(true)
@@ -127,14 +119,11 @@ fn unprivileged_open_refused() -> CaseResult {
         }
     })?;
     expect_eq("errno of open() as uid 65534", code, Errno::EACCES as i32)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Upstream charges nothing: neither do we unless asked (`account_memlock=0` default).
 fn memlock_accounting_is_off_by_default() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let param = std::fs::read_to_string(param_path(&device_path(), "account_memlock"))?;
     expect_eq("account_memlock by default", param.trim(), "N")?;
     let _open = OpenDevice::new()?;
@@ -144,7 +133,7 @@ fn memlock_accounting_is_off_by_default() -> CaseResult {
         code,
         0,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Turn accounting on for the guard's life.
@@ -153,9 +142,6 @@ fn accounting_on() -> Result<ParamGuard> {
 }
 
 fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let _open = OpenDevice::new()?;
     let _on = accounting_on()?;
     let limit = 1 << 20;
@@ -190,7 +176,7 @@ fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
         14
     })?;
     let what = match code {
-        0 => return Ok(Outcome::Pass),
+        0 => return Ok(()),
         10 => "a 512 KiB buffer under a 1 MiB RLIMIT_MEMLOCK was refused",
         12 => "a buffer beyond RLIMIT_MEMLOCK was not refused with ENOMEM",
         13 => "the refused create kept a charge: the rest of the limit was refused",
@@ -209,9 +195,6 @@ fn memlock_charge_follows_the_user() -> CaseResult {
     };
     use std::io::IoSlice;
     use std::os::fd::{FromRawFd, OwnedFd};
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let _open = OpenDevice::new()?;
     let _on = accounting_on()?;
     let code = as_nobody(Some(1 << 20), || {
@@ -280,7 +263,7 @@ fn memlock_charge_follows_the_user() -> CaseResult {
         }
     })?;
     match code {
-        0 => Ok(Outcome::Pass),
+        0 => Ok(()),
         10 => bail!("a buffer handed over by an exited child escaped RLIMIT_MEMLOCK: 1.5 MiB pinned under a 1 MiB limit"),
         c => bail!("the child could not set up (exit {c})"),
     }
@@ -289,9 +272,6 @@ fn memlock_charge_follows_the_user() -> CaseResult {
 /// The charge comes where upstream would pin: an item's own EBADFD and EINVAL checks
 /// come first, whatever its size.
 fn memlock_keeps_upstream_errno_order() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let _open = OpenDevice::new()?;
     let _on = accounting_on()?;
     let code = as_nobody(Some(1 << 20), || {
@@ -314,7 +294,7 @@ fn memlock_keeps_upstream_errno_order() -> CaseResult {
         0
     })?;
     match code {
-        0 => Ok(Outcome::Pass),
+        0 => Ok(()),
         10 => {
             bail!("a 4 MiB CREATE of a non-memfd fd under a 1 MiB limit did not fail with EBADFD")
         }
@@ -326,9 +306,6 @@ fn memlock_keeps_upstream_errno_order() -> CaseResult {
 }
 
 fn pfns_needs_cap_sys_admin() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let _open = OpenDevice::new()?;
     let code = as_nobody(None, || {
         let Ok(dev) = open_device(&device_path()) else {
@@ -348,5 +325,5 @@ fn pfns_needs_cap_sys_admin() -> CaseResult {
     })?;
     expect_eq("errno of PFNS as uid 65534", code, Errno::EPERM as i32)?;
     ensure!(is_loaded(), "module gone?");
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -30,7 +30,7 @@ use super::importer_client::{
 use super::live_util::{punch, try_info as info, try_sync as sync, try_verify as verify};
 use super::rng::{env_u64, module_refcnt, Rng};
 use super::{cases, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use crate::ktap::{out, CaseResult};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::libc;
@@ -53,6 +53,7 @@ pub fn suite() -> Suite {
             cpu_access_end_after_live_update,
             concurrent_create_punch_sync_map_read
         ],
+        ..Default::default()
     }
 }
 
@@ -803,10 +804,7 @@ impl Child {
 /// workers: a private list buffer still had stale pages after SYNC.)
 fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!(
-            "live updates are udmabuf-live's; testing {}",
-            test_device()
-        )));
+        skip!("live updates are udmabuf-live's; testing {}", test_device());
     }
     let p = page_size();
     let dev = open_device(&test_device())?;
@@ -843,7 +841,7 @@ fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
         &view.read(0, 8 * p),
         &want,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// DMA_BUF_IOCTL_SYNC(START), a live update, then END: END must succeed (upstream only
@@ -851,10 +849,7 @@ fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
 /// EINVAL now and then.)
 fn cpu_access_end_after_live_update() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!(
-            "live updates are udmabuf-live's; testing {}",
-            test_device()
-        )));
+        skip!("live updates are udmabuf-live's; testing {}", test_device());
     }
     let p = page_size();
     let dev = open_device(&test_device())?;
@@ -871,15 +866,12 @@ fn cpu_access_end_after_live_update() -> CaseResult {
         r.is_ok(),
         "DMA_BUF_IOCTL_SYNC(END|READ) after START with a live update in between: {r:?}"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn concurrent_create_punch_sync_map_read() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!(
-            "live updates are udmabuf-live's; testing {}",
-            test_device()
-        )));
+        skip!("live updates are udmabuf-live's; testing {}", test_device());
     }
     let secs = env_u64("ULIVE_STRESS_SECS", 20)?;
     let seed = env_u64("ULIVE_STRESS_SEED", 0x57E5_5000)?;
@@ -1092,7 +1084,7 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
         after == base,
         "{module} refcnt {after} after closing everything, was {base}"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Everything stopped: SYNC each buffer, then nothing may be lost or stale.

@@ -6,8 +6,8 @@
 //! the later `module-unload` suite can unload it. Only meaningful for our device.
 
 use super::common::*;
-use super::{cases, vgem, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, vgem, Require, Suite};
+use crate::ktap::CaseResult;
 use crate::util::{is_loaded, unload_module};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
@@ -22,6 +22,8 @@ pub fn suite() -> Suite {
             refused_while_importer_holds_buffer,
             refused_while_device_open,
         ],
+        requires: &[Require::LiveDevice, Require::Check(module_is_loaded)],
+        ..Default::default()
     }
 }
 
@@ -35,21 +37,15 @@ fn refcnt() -> Result<u64> {
     s.trim().parse().with_context(|| format!("{p}: {s:?}"))
 }
 
-/// Skip unless the suites test our module's device; fail if the module is not there.
-fn precondition() -> Result<Option<Outcome>> {
-    if test_device() != crate::util::device_path() {
-        return Ok(Some(Outcome::Skip(format!(
-            "testing {}, not the module's {}",
-            test_device(),
-            crate::util::device_path()
-        ))));
-    }
+/// The module must be there (a refused unload leaves it loaded; one that went through is
+/// a failure, not a skip).
+fn module_is_loaded() -> Result<()> {
     ensure!(
         is_loaded(),
         "{} is not loaded",
         udmabuf_live_uapi::MODULE_NAME
     );
-    Ok(None)
+    Ok(())
 }
 
 /// Unload must be refused with EWOULDBLOCK and leave the module and its device in place.
@@ -76,9 +72,6 @@ fn expect_refcnt(what: &str, want: u64) -> Result<()> {
 /// Only the dma-buf is left (device fd and memfd closed): unload refused; the buffer still
 /// works; after closing it the refcount is back.
 fn refused_while_buffer_lives() -> CaseResult {
-    if let Some(o) = precondition()? {
-        return Ok(o);
-    }
     let base = refcnt()?;
     let size = 4 * ps();
     let Buffer { dmabuf, memfd, .. } = filled_buffer(Backing::Shmem, size, 40, 0)?;
@@ -97,14 +90,11 @@ fn refused_while_buffer_lives() -> CaseResult {
     drop(view);
     drop(dmabuf);
     expect_refcnt("after closing the dma-buf", base)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Only a mapping is left (every fd closed).
 fn refused_while_mapping_lives() -> CaseResult {
-    if let Some(o) = precondition()? {
-        return Ok(o);
-    }
     let base = refcnt()?;
     let size = 2 * HUGE_PAGE;
     let b = filled_buffer(Backing::Hugetlb, size, 41, 0)?;
@@ -118,14 +108,11 @@ fn refused_while_mapping_lives() -> CaseResult {
     )?;
     drop(view);
     expect_refcnt("after unmapping", base)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Only vgem's import is left.
 fn refused_while_importer_holds_buffer() -> CaseResult {
-    if let Some(o) = precondition()? {
-        return Ok(o);
-    }
     let base = refcnt()?;
     let drm = vgem::open_vgem()?;
     let b = filled_buffer(Backing::Shmem, 8 * ps(), 42, 0)?;
@@ -135,14 +122,11 @@ fn refused_while_importer_holds_buffer() -> CaseResult {
     vgem::gem_close(&drm, h).context("GEM_CLOSE")?;
     drop(drm);
     expect_refcnt("after vgem released it", base)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// An open device fd (no buffer) also pins the module.
 fn refused_while_device_open() -> CaseResult {
-    if let Some(o) = precondition()? {
-        return Ok(o);
-    }
     let base = refcnt()?;
     let dev = open_device(&test_device())?;
     expect_refused("the device is open")?;
@@ -152,5 +136,5 @@ fn refused_while_device_open() -> CaseResult {
         create(dev.as_fd(), &m, 0, ps(), 0).context("UDMABUF_CREATE after the refused unload")?;
     drop((buf, m, dev));
     expect_refcnt("after closing the device", base)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -14,7 +14,7 @@
 use super::common::REFERENCE_DEVICE;
 use super::rng::Rng;
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use crate::util::{device_path, precondition};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
@@ -47,6 +47,8 @@ pub fn suite() -> Suite {
             format_not_offered_exits_12,
             weston_survived_and_stops,
         ],
+        shared_process: true,
+        ..Default::default()
     }
 }
 
@@ -446,7 +448,7 @@ fn weston_starts_with_llvmpipe_dmabuf() -> CaseResult {
         log.contains("dmabuf support: modifiers"),
         "weston reports no dma-buf import:\n{log}"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Show a packed 32-bit buffer of ours and compare the screenshot with the pattern.
@@ -474,7 +476,7 @@ fn packed(fourcc: &str, seed: u64) -> CaseResult {
         &expected_rgb(&want, stride),
         0,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn xr24_250x100_shows_the_pattern() -> CaseResult {
@@ -511,7 +513,7 @@ fn ar24_250x100_shows_the_pattern() -> CaseResult {
         &expected_rgb(&bytes, stride),
         0,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn nv12_two_planes_shows_the_pattern() -> CaseResult {
@@ -534,7 +536,7 @@ fn nv12_two_planes_shows_the_pattern() -> CaseResult {
         &expected_nv12(&bytes, stride, stride * H as usize),
         3,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The product case on `device`: present, punch, write through the memfd, re-commit.
@@ -605,12 +607,12 @@ fn live_case(hugetlb: bool, tag: &str) -> CaseResult {
         &expected_rgb(&new, 1024),
         0,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn builtin_case(hugetlb: bool, tag: &str) -> CaseResult {
     if !Path::new(REFERENCE_DEVICE).exists() {
-        return Ok(Outcome::Skip(format!("no {REFERENCE_DEVICE}")));
+        skip!("no {REFERENCE_DEVICE}");
     }
     let (old, new, hole, shot) = punch_and_write(REFERENCE_DEVICE, hugetlb, tag)?;
     // The built-in driver keeps the punched pages: the memfd's new pages there never reach
@@ -625,7 +627,7 @@ fn builtin_case(hugetlb: bool, tag: &str) -> CaseResult {
     )?;
     let stale_rows = hole.len() / 1024;
     crate::ktap::out(&format!("    # {REFERENCE_DEVICE}: {stale_rows} of {H} rows on screen are stale (the punched range), as asserted"));
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn live_buffer_shows_new_pixels_after_punch_and_write() -> CaseResult {
@@ -674,7 +676,7 @@ fn format_not_offered_exits_12() -> CaseResult {
         "the message should say R8 is not offered and list what is: {err}"
     );
     with_weston(|_| Ok(()))?; // still alive
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn weston_survived_and_stops() -> CaseResult {
@@ -682,7 +684,7 @@ fn weston_survived_and_stops() -> CaseResult {
         .lock()
         .map_err(|_| anyhow::anyhow!("weston lock poisoned"))?;
     let Some(mut w) = guard.take() else {
-        return Ok(Outcome::Skip("weston never started".into()));
+        skip!("weston never started");
     };
     if let Some(st) = w.child.try_wait()? {
         bail!(
@@ -702,7 +704,7 @@ fn weston_survived_and_stops() -> CaseResult {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 #[cfg(test)]
