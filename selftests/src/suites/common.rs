@@ -107,6 +107,11 @@ impl Drop for ParamGuard {
     }
 }
 
+/// The base page size, as the cases spell it.
+pub fn ps() -> u64 {
+    page_size()
+}
+
 /// Open a udmabuf-style device read-write, as users do.
 pub fn open_device(path: &str) -> Result<OwnedFd> {
     let f = std::fs::OpenOptions::new()

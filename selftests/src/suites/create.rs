@@ -34,10 +34,6 @@ pub fn suite() -> Suite {
     }
 }
 
-fn ps() -> u64 {
-    page_size()
-}
-
 /// The size a user sees, two ways: lseek(SEEK_END) and fdinfo's `size:` line.
 fn expect_size(what: &str, fd: &impl AsRawFd, want: u64) -> Result<()> {
     let got = dmabuf_size(fd).with_context(|| what.to_owned())?;

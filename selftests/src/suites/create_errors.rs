@@ -65,10 +65,6 @@ type Res = Result<Result<OwnedFd, Errno>>;
 const EBADFD: Errno = Errno::EBADFD;
 const EINVAL: Errno = Errno::EINVAL;
 
-fn ps() -> u64 {
-    page_size()
-}
-
 /// UDMABUF_CREATE over a fresh sealed 4-page shmem memfd.
 fn create_on_shmem(dev: BorrowedFd<'_>, offset: u64, size: u64) -> Res {
     let m = memfd(Backing::Shmem, 4 * ps())?;

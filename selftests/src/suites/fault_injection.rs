@@ -35,9 +35,9 @@ use super::importer_client::{
     ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer,
 };
 use super::live_util::{punch, try_info as info, try_sync as sync, try_verify as verify};
-use super::rng::{module_refcnt, outcome_key, Histogram};
 use super::{cases, Suite};
 use crate::ktap::{out, CaseResult};
+use crate::util::{module_refcnt, outcome_key, Histogram};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -70,10 +70,6 @@ pub fn suite() -> Suite {
         shared_process: true,
         ..Default::default()
     }
-}
-
-fn ps() -> u64 {
-    page_size()
 }
 
 /// Totals over the suite, printed by the last case.

@@ -29,9 +29,9 @@ use super::common::*;
 use super::importer_client::{
     ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer,
 };
-use super::rng::{env_u64, module_refcnt, outcome_key, Histogram, Rng};
 use super::{cases, vgem, Suite};
 use crate::ktap::{out, CaseResult};
+use crate::util::{env_u64, module_refcnt, outcome_key, Histogram, Rng};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::SealFlag;
@@ -50,10 +50,6 @@ pub fn suite() -> Suite {
         cases: cases![seeded_ioctl_fuzz],
         ..Default::default()
     }
-}
-
-fn ps() -> u64 {
-    page_size()
 }
 
 /// What an fd number is, as far as the rules care.

@@ -22,10 +22,6 @@ pub fn suite() -> Suite {
     }
 }
 
-fn ps() -> u64 {
-    page_size()
-}
-
 /// Close the memfd (and unmap it), then map the dma-buf: the content is still there, and
 /// writes through the dma-buf still work.
 fn memfd_closed_first(kind: Backing, size: u64) -> CaseResult {

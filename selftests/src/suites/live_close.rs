@@ -146,7 +146,7 @@ fn close_while_pending_with_writer() -> CaseResult {
         let (addr, stop, writes) = (map.addr(), AtomicBool::new(false), AtomicU64::new(0));
         let result = std::thread::scope(|s| -> Result<()> {
             s.spawn(|| {
-                let mut rng = Rng::new(0x3717);
+                let mut rng = XorShift::new(0x3717);
                 while !stop.load(Ordering::Relaxed) {
                     let off = rng.below(size / 8) * 8;
                     // SAFETY: in bounds of `map`, which outlives this scope; plain stores
@@ -158,7 +158,7 @@ fn close_while_pending_with_writer() -> CaseResult {
                 }
             });
             let r = (|| -> Result<()> {
-                let mut rng = Rng::new(0x5eed);
+                let mut rng = XorShift::new(0x5eed);
                 for r in 0..60u32 {
                     let buf = create(dev.as_fd(), &memfd, 0, size, 0)
                         .with_context(|| format!("round {r}: UDMABUF_CREATE"))?;

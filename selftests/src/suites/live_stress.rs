@@ -56,7 +56,7 @@ fn punch_write_sync_rounds() -> CaseResult {
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     let bmap = map_shared(&buf, size)?;
     let before = info(&dev, &buf)?;
-    let mut rng = Rng::new(SEED);
+    let mut rng = XorShift::new(SEED);
     let t0 = Instant::now();
     let mut done = 0;
     let r: Result<()> = (|| {
@@ -148,7 +148,7 @@ fn concurrent_users() -> CaseResult {
         let (dev, buf, memfd, stop, counts, end_einval) =
             (&dev, &buf, &memfd, &stop, &counts, &end_einval);
         let puncher = s.spawn(move || -> Result<()> {
-            let mut rng = Rng::new(SEED ^ 1);
+            let mut rng = XorShift::new(SEED ^ 1);
             let r = (|| {
                 for round in 0..PUNCHES {
                     if stop.load(Ordering::Relaxed) {

@@ -33,10 +33,6 @@ pub fn suite() -> Suite {
     }
 }
 
-fn ps() -> u64 {
-    page_size()
-}
-
 /// Content written before the create, then again after it, through a memfd mapping.
 fn memfd_content_visible(kind: Backing, size: u64) -> CaseResult {
     let b = filled_buffer(kind, size, 1, 0)?;

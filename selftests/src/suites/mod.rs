@@ -25,7 +25,6 @@ mod live_util;
 mod live_vmm;
 mod mmap;
 mod module;
-mod rng;
 mod security;
 mod stress;
 mod sync;

@@ -28,9 +28,9 @@ use super::importer_client::{
     ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer,
 };
 use super::live_util::{punch, try_info as info, try_sync as sync, try_verify as verify};
-use super::rng::{env_u64, module_refcnt, Rng};
 use super::{cases, Suite};
 use crate::ktap::{out, CaseResult};
+use crate::util::{env_u64, module_refcnt, Rng};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::libc;
@@ -224,10 +224,6 @@ impl Drop for Raw {
     }
 }
 
-fn ps() -> usize {
-    page_size() as usize
-}
-
 /// The identity word of a page header: magic, memfd and page in one u64, so it is
 /// written with a single store.
 fn tag(m: usize, page: usize) -> u64 {
@@ -237,7 +233,7 @@ fn tag(m: usize, page: usize) -> u64 {
 /// The bytes of version `seq` of page `page` of memfd `m`: a 32-byte header (tag, seq,
 /// !seq, 0) and a body that depends on all three.
 fn page_content(m: usize, page: usize, seq: u64) -> Vec<u8> {
-    let mut v = vec![0u8; ps()];
+    let mut v = vec![0u8; ps() as usize];
     v[0..8].copy_from_slice(&tag(m, page).to_le_bytes());
     v[8..16].copy_from_slice(&seq.to_le_bytes());
     v[16..24].copy_from_slice(&(!seq).to_le_bytes());
@@ -251,7 +247,7 @@ fn page_content(m: usize, page: usize, seq: u64) -> Vec<u8> {
 /// never torn and never ahead of what the writer announced in `started`.
 fn write_page(map: &Raw, m: usize, page: usize, seq: u64) {
     let c = page_content(m, page, seq);
-    let base = page * ps();
+    let base = page * (ps() as usize);
     map.write(base + HEADER, &c[HEADER..]);
     map.write_u64(base + 24, 0);
     map.write_u64(base + 16, !seq);
@@ -401,7 +397,11 @@ fn writer(w: &World<'_>, id: usize) -> Result<()> {
         let start = first + rng.below(CHUNK as u64) as usize;
         let len = 1 + rng.below((first + CHUNK - start) as u64) as usize;
         if rng.chance(60) {
-            punch(&w.memfds[m], (start * ps()) as u64, (len * ps()) as u64)?;
+            punch(
+                &w.memfds[m],
+                (start * (ps() as usize)) as u64,
+                (len * (ps() as usize)) as u64,
+            )?;
             w.ctl.count(Op::Punches);
         }
         for p in start..start + len {
@@ -430,7 +430,7 @@ fn pfn_of(addr: usize) -> Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open("/proc/self/pagemap").context("open /proc/self/pagemap")?;
     let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, (addr / ps()) as u64 * 8)
+    f.read_exact_at(&mut b, (addr / (ps() as usize)) as u64 * 8)
         .context("read /proc/self/pagemap")?;
     let e = u64::from_le_bytes(b);
     Ok((e >> 63 == 1).then_some(e & ((1 << 55) - 1)))
@@ -461,10 +461,12 @@ fn diagnose(
     let memfd_pfn = |m: usize, p: usize| -> String {
         if m < MEMFDS && p < PAGES {
             // Fault the page in through the memfd mapping first, so pagemap shows it.
-            let _ = w.maps[m].read_u64(p * ps());
+            let _ = w.maps[m].read_u64(p * (ps() as usize));
             format!(
                 "{:?}",
-                pfn_of(w.maps[m].at(p * ps()) as usize).ok().flatten()
+                pfn_of(w.maps[m].at(p * (ps() as usize)) as usize)
+                    .ok()
+                    .flatten()
             )
         } else {
             "-".into()
@@ -500,14 +502,14 @@ impl View {
             View::Pages(
                 (0..n)
                     .map(|i| {
-                        Raw::file_at(&b.dmabuf, ps(), i * ps())
+                        Raw::file_at(&b.dmabuf, ps() as usize, i * (ps() as usize))
                             .with_context(|| format!("mmap page {i} of {}", b.name))
                     })
                     .collect::<Result<_>>()?,
             )
         } else {
             View::Whole(
-                Raw::file(&b.dmabuf, n * ps(), false)
+                Raw::file(&b.dmabuf, n * (ps() as usize), false)
                     .with_context(|| format!("mmap {}", b.name))?,
             )
         })
@@ -515,7 +517,7 @@ impl View {
 
     fn header(&self, i: usize) -> [u64; 2] {
         match self {
-            View::Whole(r) => header_at(r, i * ps()),
+            View::Whole(r) => header_at(r, i * (ps() as usize)),
             View::Pages(v) => header_at(&v[i], 0),
         }
     }
@@ -573,7 +575,7 @@ fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
         if rng.chance(2) {
             let i = info(&dev, &b.dmabuf).with_context(|| format!("{what}: INFO"))?;
             ensure!(
-                i.size == (b.layout.len() * ps()) as u64,
+                i.size == (b.layout.len() * (ps() as usize)) as u64,
                 "{what}: INFO size {}",
                 i.size
             );
@@ -585,7 +587,7 @@ fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
 
 fn importer_loop(w: &World<'_>, id: usize, dynamic: bool) -> Result<()> {
     let mut rng = Rng::new(w.seed ^ (0x3000 + id as u64));
-    let mut page = vec![0u8; ps()];
+    let mut page = vec![0u8; ps() as usize];
     while !w.ctl.stopped() {
         let b = rng.pick(w.bufs);
         let imp = Importer::open()?;
@@ -594,9 +596,12 @@ fn importer_loop(w: &World<'_>, id: usize, dynamic: bool) -> Result<()> {
         for _ in 0..1 + rng.below(4) {
             let i = rng.below(b.layout.len() as u64) as usize;
             let n = imp
-                .read(i * ps(), &mut page)
+                .read(i * (ps() as usize), &mut page)
                 .with_context(|| format!("importer {id}: READ {} page {i}", b.name))?;
-            ensure!(n == ps(), "importer {id}: READ returned {n} bytes");
+            ensure!(
+                n == (ps() as usize),
+                "importer {id}: READ returned {n} bytes"
+            );
             let kind = if dynamic { "dynamic" } else { "static" };
             if let Err(e) = plausible(
                 w.ctl,
@@ -626,9 +631,12 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<Option<Stri
     let (kind, size) = if hugetlb {
         (Backing::Hugetlb, HUGE_PAGE as usize)
     } else {
-        (Backing::Shmem, (1 + rng.below(16) as usize) * ps())
+        (
+            Backing::Shmem,
+            (1 + rng.below(16) as usize) * (ps() as usize),
+        )
     };
-    let pages = size / ps();
+    let pages = size / (ps() as usize);
     let seed = rng.next_u32() as u8;
     let mfd = memfd(kind, size as u64)?;
     let watched = rng.chance(50);
@@ -646,7 +654,7 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<Option<Stri
     let buf = if pages > 1 && rng.chance(30) {
         let k = 1 + rng.below(pages as u64 - 1);
         how = format!("CREATE_LIST split at page {k}");
-        let ps64 = ps() as u64;
+        let ps64 = (ps() as usize) as u64;
         create_list(
             dev.as_fd(),
             UDMABUF_FLAGS_CLOEXEC,
@@ -664,12 +672,16 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<Option<Stri
     if kind == Backing::Shmem && rng.chance(50) {
         let p = rng.below(pages as u64) as usize;
         let n = 1 + rng.below((pages - p) as u64) as usize;
-        punch(&mfd, (p * ps()) as u64, (n * ps()) as u64)?;
+        punch(
+            &mfd,
+            (p * (ps() as usize)) as u64,
+            (n * (ps() as usize)) as u64,
+        )?;
         ctl.count(Op::Punches);
-        let new = pattern(seed.wrapping_add(1), (n * ps()) as u64);
+        let new = pattern(seed.wrapping_add(1), (n * (ps() as usize)) as u64);
         match &creator {
-            Some(m) => m.write(p * ps(), &new),
-            None => fill_memfd(&mfd, size as u64, (p * ps()) as u64, &new)?,
+            Some(m) => m.write(p * (ps() as usize), &new),
+            None => fill_memfd(&mfd, size as u64, (p * (ps() as usize)) as u64, &new)?,
         }
         ctl.count(Op::Writes);
         sync(dev, &buf, 2000).context("churn: SYNC of a private buffer")?;
@@ -887,7 +899,7 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
 
         // Shared memfds, each with the creating mapping kept for the whole run (so the
         // buffers are watched by mmu notifiers), filled with version 0... of every page.
-        let size = PAGES * ps();
+        let size = PAGES * (ps() as usize);
         let mut memfds = Vec::new();
         let mut maps = Vec::new();
         for m in 0..MEMFDS {
@@ -900,7 +912,7 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
             maps.push(map);
         }
         let dev = open_device(&test_device())?;
-        let ps64 = ps() as u64;
+        let ps64 = (ps() as usize) as u64;
         let half = (PAGES / 2) as u64 * ps64;
         let mk = |name,
                   dmabuf: Result<OwnedFd, Errno>,
@@ -1102,7 +1114,7 @@ fn final_check(w: &World<'_>, dev: &OwnedFd) -> Result<()> {
             );
             expect_bytes(
                 &format!("memfd {m} page {p} (version {d})"),
-                &w.maps[m].read(p * ps(), ps()),
+                &w.maps[m].read(p * (ps() as usize), ps() as usize),
                 &page_content(m, p, d),
             )?;
         }

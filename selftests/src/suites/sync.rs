@@ -26,10 +26,6 @@ pub fn suite() -> Suite {
     }
 }
 
-fn ps() -> u64 {
-    page_size()
-}
-
 const DIRECTIONS: [(&str, u64); 3] = [("READ", SYNC_READ), ("WRITE", SYNC_WRITE), ("RW", SYNC_RW)];
 
 fn start_end(what: &str, fd: &impl std::os::fd::AsRawFd) -> Result<()> {

@@ -27,10 +27,6 @@ pub fn suite() -> Suite {
     }
 }
 
-fn ps() -> u64 {
-    page_size()
-}
-
 fn refcnt() -> Result<u64> {
     let p = format!("/sys/module/{}/refcnt", udmabuf_live_uapi::MODULE_NAME);
     let s = std::fs::read_to_string(&p).with_context(|| format!("read {p}"))?;

@@ -27,10 +27,6 @@ pub fn suite() -> Suite {
     }
 }
 
-fn ps() -> u64 {
-    page_size()
-}
-
 // include/uapi/drm/drm.h
 #[repr(C)]
 struct DrmVersion {

@@ -12,9 +12,9 @@
 //! asserted too. Screenshots are kept in $ULIVE_SHOT_DIR (the host's out/wayland/).
 
 use super::common::REFERENCE_DEVICE;
-use super::rng::Rng;
 use super::{cases, Suite};
 use crate::ktap::CaseResult;
+use crate::util::Rng;
 use crate::util::{device_path, precondition};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
