@@ -504,14 +504,13 @@ fn live_buffer_follows_punch_and_write() -> CaseResult {
 fn live_hugetlb_buffer_follows_punch_and_write() -> CaseResult {
     let pool = hugepage_pool()?;
     // One of two huge pages: 512 base pages move.
-    let o = live_flow(
+    live_flow(
         &["--size", "4M", "--hugetlb", "--fill", "seq"],
         "2M",
         "2M",
         512,
     )?;
-    expect_hugepage_pool("after the hugetlb holder stopped", pool)?;
-    Ok(o)
+    expect_hugepage_pool("after the hugetlb holder stopped", pool)
 }
 
 fn builtin_buffer_diverges_and_verify_names_offsets() -> CaseResult {
@@ -914,9 +913,8 @@ fn unwatched_buffer_verdict_is_stable() -> CaseResult {
         Ok(())
     })();
     let stopped = keeper.map_or(Ok(()), kill_orphan);
-    let outcome = result?;
-    stopped.context("the keeper of the unwatched buffer")?;
-    Ok(outcome)
+    result?;
+    stopped.context("the keeper of the unwatched buffer")
 }
 
 /// Defect 6 of issue 17: `status --device /dev/udmabuf` described udmabuf_live, and

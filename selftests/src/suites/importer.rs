@@ -215,7 +215,8 @@ fn ioctls_without_attachment() -> CaseResult {
     let bogus = nix::request_code_none!(IMPORTER_IOCTL_TYPE, 0x7f) as u32;
     expect_errno(
         "unknown ioctl",
-        ioctl(imp.raw_fd(), bogus, std::ptr::null_mut::<u8>()),
+        // SAFETY: no argument: an unknown command must not look at it.
+        unsafe { ioctl(imp.raw_fd(), bogus, std::ptr::null_mut::<u8>()) },
         Errno::ENOTTY,
     )?;
     Ok(())
@@ -604,21 +605,24 @@ fn pfns_ranges_and_bad_requests() -> CaseResult {
     };
     expect_errno(
         "PFNS with an unknown flag",
-        imp.pfns_req(&mut req),
+        // SAFETY: `user_ptr` is `out`, room for the 4 u64s asked for.
+        unsafe { imp.pfns_req(&mut req) },
         Errno::EINVAL,
     )?;
     req.flags = 0;
     req.reserved = 1;
     expect_errno(
         "PFNS with reserved set",
-        imp.pfns_req(&mut req),
+        // SAFETY: as above.
+        unsafe { imp.pfns_req(&mut req) },
         Errno::EINVAL,
     )?;
     req.reserved = 0;
     req.user_ptr = 8;
     expect_errno(
         "PFNS to a bad address",
-        imp.pfns_req(&mut req),
+        // SAFETY: address 8 is never mapped: the kernel refuses it with EFAULT.
+        unsafe { imp.pfns_req(&mut req) },
         Errno::EFAULT,
     )?;
     expect_eq(
@@ -718,7 +722,9 @@ fn vmap_reads_the_buffer() -> CaseResult {
                         len: 16,
                         user_ptr: 8,
                     };
-                    ioctl(imp.raw_fd(), IMPORTER_VREAD, &mut r)
+                    // SAFETY: `r` is a live ImporterRead; its user pointer, address 8,
+                    // is never mapped, so the kernel refuses it with EFAULT.
+                    unsafe { ioctl(imp.raw_fd(), IMPORTER_VREAD, &mut r) }
                 },
                 Errno::EFAULT,
             )?;

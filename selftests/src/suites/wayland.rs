@@ -89,7 +89,7 @@ fn rootfs() -> Result<()> {
 }
 
 fn log_tail() -> String {
-    let log = std::fs::read_to_string(format!("/tmp/weston.log")).unwrap_or_default();
+    let log = std::fs::read_to_string("/tmp/weston.log").unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
@@ -539,18 +539,18 @@ fn nv12_two_planes_shows_the_pattern() -> CaseResult {
     Ok(())
 }
 
-/// The product case on `device`: present, punch, write through the memfd, re-commit.
-/// Returns (old pattern, new pattern, punched byte range, screenshot after).
-fn punch_and_write(
-    device: &str,
-    hugetlb: bool,
-    tag: &str,
-) -> Result<(
+/// What [`punch_and_write`] returns: (old pattern, new pattern, punched byte range,
+/// screenshot after as (width, height, pixels)).
+type PunchedShot = (
     Vec<u8>,
     Vec<u8>,
     std::ops::Range<usize>,
     (u32, u32, Vec<u8>),
-)> {
+);
+
+/// The product case on `device`: present, punch, write through the memfd, re-commit.
+/// Returns (old pattern, new pattern, punched byte range, screenshot after).
+fn punch_and_write(device: &str, hugetlb: bool, tag: &str) -> Result<PunchedShot> {
     with_weston(|_| Ok(()))?;
     let dims = ["--format", "XR24", "--width", "250", "--height", "100"];
     let mut args = dims.to_vec();

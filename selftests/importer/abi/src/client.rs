@@ -10,11 +10,13 @@ use std::path::Path;
 
 /// ioctl(2) with a typed argument, for the methods below and for tests that pass
 /// requests the module must refuse (unknown commands, bad user pointers).
-pub fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
-    // SAFETY: every caller passes a request whose argument type is `T` (or no
-    // argument with a null pointer), pointing at a live value for the duration of the
-    // call; the user pointers inside READ, VREAD and PFNS requests are the callers'
-    // contract (the kernel checks them: a bad one is EFAULT).
+///
+/// # Safety
+/// `arg` is null (for a request without argument) or points at a live `T` that is the
+/// argument type of `req`; any user pointer inside it points at memory the kernel may
+/// write as much as the request says (or is one the kernel must refuse with EFAULT).
+pub unsafe fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
+    // SAFETY: the caller's contract, above.
     Errno::result(unsafe { nix::libc::ioctl(fd, req as _, arg) })
 }
 
@@ -57,13 +59,17 @@ impl Importer {
             dmabuf_fd: dmabuf,
             dynamic,
         };
-        ioctl(self.raw_fd(), IMPORTER_ATTACH, &mut a).map(drop)
+        // SAFETY: the argument type of IMPORTER_ATTACH, live for the call; user pointers
+        // come from slices of the right length.
+        unsafe { ioctl(self.raw_fd(), IMPORTER_ATTACH, &mut a) }.map(drop)
     }
 
     /// MAP: a fresh `dma_buf_map_attachment`.
     pub fn map(&self) -> nix::Result<ImporterMap> {
         let mut m = ImporterMap::default();
-        ioctl(self.raw_fd(), IMPORTER_MAP, &mut m).map(|_| m)
+        // SAFETY: the argument type of IMPORTER_MAP, live for the call; user pointers
+        // come from slices of the right length.
+        unsafe { ioctl(self.raw_fd(), IMPORTER_MAP, &mut m) }.map(|_| m)
     }
 
     /// READ through the DMA mapping; returns the bytes copied.
@@ -73,16 +79,22 @@ impl Importer {
             len: buf.len() as u64,
             user_ptr: buf.as_mut_ptr() as u64,
         };
-        ioctl(self.raw_fd(), IMPORTER_READ, &mut r).map(|n| n as usize)
+        // SAFETY: the argument type of IMPORTER_READ, live for the call; user pointers
+        // come from slices of the right length.
+        unsafe { ioctl(self.raw_fd(), IMPORTER_READ, &mut r) }.map(|n| n as usize)
     }
 
     pub fn stats(&self) -> nix::Result<ImporterStats> {
         let mut s = ImporterStats::default();
-        ioctl(self.raw_fd(), IMPORTER_STATS, &mut s).map(|_| s)
+        // SAFETY: the argument type of IMPORTER_STATS, live for the call; user pointers
+        // come from slices of the right length.
+        unsafe { ioctl(self.raw_fd(), IMPORTER_STATS, &mut s) }.map(|_| s)
     }
 
     pub fn detach(&self) -> nix::Result<()> {
-        ioctl(self.raw_fd(), IMPORTER_DETACH, std::ptr::null_mut::<u8>()).map(drop)
+        // SAFETY: the argument type of IMPORTER_DETACH, live for the call; user pointers
+        // come from slices of the right length.
+        unsafe { ioctl(self.raw_fd(), IMPORTER_DETACH, std::ptr::null_mut::<u8>()) }.map(drop)
     }
 
     /// PFNS of pages `first_page..` into `out` (`flags`: 0, IMPORTER_PFNS_DMA or
@@ -95,22 +107,32 @@ impl Importer {
             flags,
             reserved: 0,
         };
-        self.pfns_req(&mut p)
+        // SAFETY: `user_ptr` is `out`, which has room for `count` u64s.
+        unsafe { self.pfns_req(&mut p) }
     }
 
     /// PFNS with a request as given (so that bad ones can be passed).
     ///
-    /// The module writes at most `count` u64s to `user_ptr`: a bad pointer gives EFAULT.
-    pub fn pfns_req(&self, req: &mut ImporterPfns) -> nix::Result<usize> {
-        ioctl(self.raw_fd(), IMPORTER_PFNS, req).map(|n| n as usize)
+    /// # Safety
+    /// The module writes at most `count` u64s to `user_ptr`: it must point at that many
+    /// writable u64s, or be an address the kernel refuses (EFAULT), or the request must be
+    /// one the module refuses before writing.
+    pub unsafe fn pfns_req(&self, req: &mut ImporterPfns) -> nix::Result<usize> {
+        // SAFETY: the argument type of IMPORTER_PFNS, live for the call; user pointers
+        // come from slices of the right length.
+        unsafe { ioctl(self.raw_fd(), IMPORTER_PFNS, req) }.map(|n| n as usize)
     }
 
     pub fn vmap(&self) -> nix::Result<()> {
-        ioctl(self.raw_fd(), IMPORTER_VMAP, std::ptr::null_mut::<u8>()).map(drop)
+        // SAFETY: the argument type of IMPORTER_VMAP, live for the call; user pointers
+        // come from slices of the right length.
+        unsafe { ioctl(self.raw_fd(), IMPORTER_VMAP, std::ptr::null_mut::<u8>()) }.map(drop)
     }
 
     pub fn vunmap(&self) -> nix::Result<()> {
-        ioctl(self.raw_fd(), IMPORTER_VUNMAP, std::ptr::null_mut::<u8>()).map(drop)
+        // SAFETY: the argument type of IMPORTER_VUNMAP, live for the call; user pointers
+        // come from slices of the right length.
+        unsafe { ioctl(self.raw_fd(), IMPORTER_VUNMAP, std::ptr::null_mut::<u8>()) }.map(drop)
     }
 
     /// VREAD through the vmap; returns the bytes copied.
@@ -120,6 +142,8 @@ impl Importer {
             len: buf.len() as u64,
             user_ptr: buf.as_mut_ptr() as u64,
         };
-        ioctl(self.raw_fd(), IMPORTER_VREAD, &mut r).map(|n| n as usize)
+        // SAFETY: the argument type of IMPORTER_VREAD, live for the call; user pointers
+        // come from slices of the right length.
+        unsafe { ioctl(self.raw_fd(), IMPORTER_VREAD, &mut r) }.map(|n| n as usize)
     }
 }
