@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 const CTL: &str = "udmabuf-ctl";
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "cli",
-        cases: cases![
+    Suite::new(
+        "cli",
+        cases![
             usage_errors_exit_2,
             missing_device_exits_3,
             bad_handles_exit_8 => [Require::LiveDevice],
@@ -44,8 +44,7 @@ pub fn suite() -> Suite {
             hold_pin_defers_sync => [Require::LiveDevice],
             nothing_left_running,
         ],
-        ..Default::default()
-    }
+    )
 }
 
 /// Run `udmabuf-ctl ARGS` to completion.

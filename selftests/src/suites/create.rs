@@ -14,9 +14,9 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "create",
-        cases: cases![
+    Suite::new(
+        "create",
+        cases![
             shmem_whole_and_part,
             hugetlb_whole_and_part,
             list_mixed_backings,
@@ -30,8 +30,7 @@ pub fn suite() -> Suite {
             memfd_may_grow_after_create,
             release_drops_every_pin,
         ],
-        ..Default::default()
-    }
+    )
 }
 
 /// The size a user sees, two ways: lseek(SEEK_END) and fdinfo's `size:` line.

@@ -25,9 +25,9 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "create-errors",
-        cases: cases![
+    Suite::new(
+        "create-errors",
+        cases![
             limits_are_upstream_defaults,
             offset_unaligned,
             size_unaligned,
@@ -57,8 +57,7 @@ pub fn suite() -> Suite {
             bad_user_pointer,
             limits_follow_module_parameters,
         ],
-        ..Default::default()
-    }
+    )
 }
 
 type Res = Result<Result<OwnedFd, Errno>>;

@@ -11,11 +11,7 @@ use std::os::fd::AsFd;
 const BUFFERS: &str = "/sys/kernel/debug/udmabuf_live/buffers";
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "debugfs",
-        cases: cases![lists_buffer_state_and_counters],
-        ..Default::default()
-    }
+    Suite::new("debugfs", cases![lists_buffer_state_and_counters])
 }
 
 /// The debugfs line of the buffer of `size` bytes, as key=value pairs.

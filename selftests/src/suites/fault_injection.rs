@@ -52,9 +52,9 @@ const TIMES: u64 = 2;
 const CAPS: [&str; 2] = ["failslab", "fail_page_alloc"];
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "fault-injection",
-        cases: cases![
+    Suite::new(
+        "fault-injection",
+        cases![
             create_shmem_watched,
             create_hugetlb,
             create_list_mixed,
@@ -67,9 +67,8 @@ pub fn suite() -> Suite {
             worker_page_failures,
             totals,
         ],
-        shared_process: true,
-        ..Default::default()
-    }
+    )
+    .shared_process()
 }
 
 /// Totals over the suite, printed by the last case.

@@ -45,11 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "fuzz",
-        cases: cases![seeded_ioctl_fuzz],
-        ..Default::default()
-    }
+    Suite::new("fuzz", cases![seeded_ioctl_fuzz])
 }
 
 /// What an fd number is, as far as the rules care.

@@ -30,9 +30,9 @@ const BUILTIN: &str = "/dev/udmabuf";
 const MIB: usize = 1 << 20;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "importer",
-        cases: cases![
+    Suite::new(
+        "importer",
+        cases![
             load_importer,
             ioctls_without_attachment,
             attach_rejects_bad_requests,
@@ -53,8 +53,7 @@ pub fn suite() -> Suite {
             vmap_goes_with_detach_and_close,
             unload_importer,
         ],
-        ..Default::default()
-    }
+    )
 }
 
 // ---- the two exporters ----

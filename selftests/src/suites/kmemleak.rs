@@ -19,11 +19,7 @@ use std::time::Duration;
 const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "kmemleak",
-        cases: cases![no_unreferenced_objects],
-        ..Default::default()
-    }
+    Suite::new("kmemleak", cases![no_unreferenced_objects])
 }
 
 fn no_unreferenced_objects() -> CaseResult {

@@ -9,17 +9,16 @@ use anyhow::{ensure, Context};
 use std::os::fd::AsFd;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "close-order",
-        cases: cases![
+    Suite::new(
+        "close-order",
+        cases![
             memfd_closed_first_shmem,
             memfd_closed_first_hugetlb,
             dmabuf_closed_first,
             device_closed_first,
             mapping_outlives_both_fds,
         ],
-        ..Default::default()
-    }
+    )
 }
 
 /// Close the memfd (and unmap it), then map the dma-buf: the content is still there, and

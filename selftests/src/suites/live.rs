@@ -15,9 +15,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live",
-        cases: cases![
+    Suite::new(
+        "live",
+        cases![
             punch_write_sync_shmem,
             punch_write_sync_hugetlb,
             disjoint_holes,
@@ -34,9 +34,8 @@ pub fn suite() -> Suite {
             hugetlb_partial_punch,
             cpu_access_bracket_across_update,
         ],
-        requires: &[Require::LiveDevice],
-        ..Default::default()
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 /// A buffer made of memfd ranges and holes punched into those memfds.

@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-close",
-        cases: cases![
+    Suite::new(
+        "live-close",
+        cases![
             close_while_pending,
             close_while_pending_hugetlb,
             close_while_pending_with_writer,
@@ -34,9 +34,8 @@ pub fn suite() -> Suite {
             child_creates_punches_exits,
             buffer_outlives_creator_process,
         ],
-        requires: &[Require::LiveDevice],
-        ..Default::default()
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 fn base_refcnt() -> Result<u64> {

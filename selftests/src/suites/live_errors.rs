@@ -15,9 +15,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-errors",
-        cases: cases![
+    Suite::new(
+        "live-errors",
+        cases![
             builtin_udmabuf_dmabuf_einval,
             dma_heap_dmabuf_einval,
             memfd_and_device_fd_einval,
@@ -28,9 +28,8 @@ pub fn suite() -> Suite {
             pfns_without_cap_sys_admin_eperm,
             pfns_as_nobody_eperm,
         ],
-        requires: &[Require::LiveDevice],
-        ..Default::default()
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 /// Each of the four ioctls on fd number `fd` must fail with `want`.

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-importers",
-        cases: cases![
+    Suite::new(
+        "live-importers",
+        cases![
             stale_until_static_importer_releases,
             sync_waits_for_unpin,
             stale_until_vunmap,
@@ -34,9 +34,8 @@ pub fn suite() -> Suite {
             stale_until_last_holder_goes,
             repunch_while_stale_hugetlb,
         ],
-        requires: &[Require::LiveDevice],
-        ..Default::default()
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 const PAGES: u64 = 32;

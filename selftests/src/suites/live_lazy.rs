@@ -15,9 +15,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-lazy",
-        cases: cases![
+    Suite::new(
+        "live-lazy",
+        cases![
             cpu_access_resyncs,
             sync_ioctl_resyncs,
             static_import_resyncs,
@@ -34,9 +34,8 @@ pub fn suite() -> Suite {
             unwritten_hole_static_import_hugetlb,
             punch_between_two_maps,
         ],
-        requires: &[Require::LiveDevice],
-        ..Default::default()
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 const PAGES: u64 = 32;

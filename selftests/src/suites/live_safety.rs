@@ -25,9 +25,9 @@ use udmabuf_live_uapi::*;
 use ulive_importer_abi::IMPORTER_PFNS_PINNED;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-safety",
-        cases: cases![
+    Suite::new(
+        "live-safety",
+        cases![
             write_seal_after_punch_holds,
             old_pages_stay_pinned_until_unmap,
             cpu_sync_waits_for_update_in_flight,
@@ -36,9 +36,8 @@ pub fn suite() -> Suite {
             unmap_during_create_is_not_watched,
             refilled_pages_charged_to_creators_memcg,
         ],
-        requires: &[Require::LiveDevice],
-        ..Default::default()
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 /// Finding 7's races, in a suite of their own that runs after every other suite that
@@ -49,15 +48,14 @@ pub fn suite() -> Suite {
 /// one each time (it reads negative afterwards), and later hugetlb CREATEs of that boot
 /// can fail with ENOMEM. The case reports it when it happens.
 pub fn races_suite() -> Suite {
-    Suite {
-        name: "live-races",
-        cases: cases![
+    Suite::new(
+        "live-races",
+        cases![
             punch_refill_race_shmem_two_cpus,
             punch_refill_race_hugetlb_two_cpus
         ],
-        requires: &[Require::LiveDevice],
-        ..Default::default()
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 const SEALED: u32 = UDMABUF_LIVE_STATE_SEALED;

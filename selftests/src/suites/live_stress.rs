@@ -23,12 +23,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-stress",
-        cases: cases![punch_write_sync_rounds, concurrent_users],
-        requires: &[Require::LiveDevice],
-        ..Default::default()
-    }
+    Suite::new(
+        "live-stress",
+        cases![punch_write_sync_rounds, concurrent_users],
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 const ROUNDS: u64 = 1000;

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-vmm",
-        cases: cases![
+    Suite::new(
+        "live-vmm",
+        cases![
             balloon_punch_returns_memory,
             fault_populates_one_page,
             other_process_mapping_is_watched,
@@ -27,9 +27,8 @@ pub fn suite() -> Suite {
             watched_process_execs,
             memfd_lifetime_cost,
         ],
-        requires: &[Require::LiveDevice],
-        ..Default::default()
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 const MIB: u64 = 1 << 20;

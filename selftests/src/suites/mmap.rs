@@ -12,9 +12,9 @@ use nix::errno::Errno;
 use std::os::fd::AsFd;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "mmap",
-        cases: cases![
+    Suite::new(
+        "mmap",
+        cases![
             memfd_content_visible_shmem,
             memfd_content_visible_hugetlb,
             dmabuf_writes_reach_memfd_shmem,
@@ -29,8 +29,7 @@ pub fn suite() -> Suite {
             mapping_past_end_refused,
             fallocated_pages_read_as_zero,
         ],
-        ..Default::default()
-    }
+    )
 }
 
 /// Content written before the create, then again after it, through a memfd mapping.

@@ -70,7 +70,6 @@ pub struct Case {
     pub requires: &'static [Require],
 }
 
-#[derive(Default)]
 pub struct Suite {
     pub name: &'static str,
     pub cases: Vec<Case>,
@@ -80,6 +79,30 @@ pub struct Suite {
     /// case, counters summed by the last), so they run in the runner's process, one after
     /// the other. Every other suite runs each case in a forked child.
     pub shared_process: bool,
+}
+
+impl Suite {
+    pub fn new(name: &'static str, cases: Vec<Case>) -> Self {
+        Self {
+            name,
+            cases,
+            requires: &[],
+            shared_process: false,
+        }
+    }
+
+    /// What every case of the suite needs.
+    pub fn requires(self, requires: &'static [Require]) -> Self {
+        Self { requires, ..self }
+    }
+
+    /// The cases share state of the test process: run them in the runner's process.
+    pub fn shared_process(self) -> Self {
+        Self {
+            shared_process: true,
+            ..self
+        }
+    }
 }
 
 /// A suite's case table: `cases![a, b => [Require::LiveDevice], c]`.

@@ -24,20 +24,15 @@ pub fn load_suite() -> Suite {
             requires: &[],
         });
     }
-    Suite {
-        name: "module",
-        cases,
-        ..Default::default()
-    }
+    Suite::new("module", cases)
 }
 
 /// Runs last: the module must unload cleanly once every buffer is gone.
 pub fn unload_suite() -> Suite {
-    Suite {
-        name: "module-unload",
-        cases: cases![unload_and_device_gone, reload_cycle],
-        ..Default::default()
-    }
+    Suite::new(
+        "module-unload",
+        cases![unload_and_device_gone, reload_cycle],
+    )
 }
 
 /// A fresh load. On a machine where the module is already loaded (the collection run

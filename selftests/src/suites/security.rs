@@ -19,9 +19,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 const NOBODY: u32 = 65534;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "security",
-        cases: cases![
+    Suite::new(
+        "security",
+        cases![
             device_node_is_root_only,
             unprivileged_open_refused,
             memlock_accounting_is_off_by_default,
@@ -30,9 +30,8 @@ pub fn suite() -> Suite {
             memlock_keeps_upstream_errno_order,
             pfns_needs_cap_sys_admin,
         ],
-        requires: &[Require::LiveDevice],
-        ..Default::default()
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 /// Run `f` in a child that dropped to uid/gid 65534 (no capabilities) with

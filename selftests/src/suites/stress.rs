@@ -46,15 +46,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "stress",
-        cases: cases![
+    Suite::new(
+        "stress",
+        cases![
             punch_across_list_ranges_of_one_memfd,
             cpu_access_end_after_live_update,
             concurrent_create_punch_sync_map_read
         ],
-        ..Default::default()
-    }
+    )
 }
 
 /// Shared memfds, pages per memfd, pages per owned chunk, writers.

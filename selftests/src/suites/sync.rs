@@ -11,9 +11,9 @@ use nix::errno::Errno;
 use std::os::fd::{AsFd, BorrowedFd};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "dmabuf-sync",
-        cases: cases![
+    Suite::new(
+        "dmabuf-sync",
+        cases![
             start_end_each_direction_shmem,
             start_end_each_direction_hugetlb,
             start_end_list_buffer,
@@ -22,8 +22,7 @@ pub fn suite() -> Suite {
             invalid_flags_einval,
             end_before_start_einval,
         ],
-        ..Default::default()
-    }
+    )
 }
 
 const DIRECTIONS: [(&str, u64); 3] = [("READ", SYNC_READ), ("WRITE", SYNC_WRITE), ("RW", SYNC_RW)];

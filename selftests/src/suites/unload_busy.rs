@@ -14,17 +14,16 @@ use nix::errno::Errno;
 use std::os::fd::AsFd;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "unload-busy",
-        cases: cases![
+    Suite::new(
+        "unload-busy",
+        cases![
             refused_while_buffer_lives,
             refused_while_mapping_lives,
             refused_while_importer_holds_buffer,
             refused_while_device_open,
         ],
-        requires: &[Require::LiveDevice, Require::Check(module_is_loaded)],
-        ..Default::default()
-    }
+    )
+    .requires(&[Require::LiveDevice, Require::Check(module_is_loaded)])
 }
 
 fn refcnt() -> Result<u64> {

@@ -37,11 +37,10 @@ fn kselftest() -> anyhow::Result<String> {
 }
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "upstream-kselftest",
-        cases: cases![builtin_udmabuf_passes_all, test_device_passes_all],
-        ..Default::default()
-    }
+    Suite::new(
+        "upstream-kselftest",
+        cases![builtin_udmabuf_passes_all, test_device_passes_all],
+    )
 }
 
 /// Run the binary and judge its TAP output; its lines are echoed as diagnostics.

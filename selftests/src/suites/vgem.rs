@@ -14,17 +14,16 @@ use nix::errno::Errno;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "vgem-import",
-        cases: cases![
+    Suite::new(
+        "vgem-import",
+        cases![
             vgem_node_found,
             import_shmem,
             import_hugetlb,
             import_list,
             import_outlives_user_fds
         ],
-        ..Default::default()
-    }
+    )
 }
 
 // include/uapi/drm/drm.h

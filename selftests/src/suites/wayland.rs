@@ -33,9 +33,9 @@ const W: u64 = 250;
 const H: u64 = 100;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "wayland",
-        cases: cases![
+    Suite::new(
+        "wayland",
+        cases![
             weston_starts_with_llvmpipe_dmabuf,
             xr24_250x100_shows_the_pattern,
             ar24_250x100_shows_the_pattern,
@@ -47,9 +47,8 @@ pub fn suite() -> Suite {
             format_not_offered_exits_12,
             weston_survived_and_stops,
         ],
-        shared_process: true,
-        ..Default::default()
-    }
+    )
+    .shared_process()
 }
 
 struct Weston {
