@@ -252,8 +252,8 @@ impl Resolved {
         let (mut a, mut b) = (vec![0u8; ps as usize], vec![0u8; ps as usize]);
         let mut equal = 0;
         for &p in &picks {
-            mmap.read(moff + p as u64 * ps, &mut a);
-            dmap.read(p as u64 * ps, &mut b);
+            mmap.read_into(moff + p as u64 * ps, &mut a);
+            dmap.read_into(p as u64 * ps, &mut b);
             equal += usize::from(a == b);
         }
         let _ = sys::dma_buf_sync(&self.dmabuf, sys::DMA_BUF_SYNC_END | sys::DMA_BUF_SYNC_READ);

@@ -1,23 +1,19 @@
-//! System calls the commands share: memfds, mappings, the udmabuf ioctls, pidfds,
-//! /proc. Thin wrappers that return `nix::Result`; the commands add the context and
-//! turn errnos into advice.
+//! System calls the commands share: memfds, pidfds, /proc, and (from the uapi crate's
+//! `sys`, the one userspace layer the tests use too) mappings and the udmabuf ioctls.
+//! Thin wrappers that return `nix::Result`; the commands add the context and turn errnos
+//! into advice.
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
 use nix::libc;
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use std::collections::BTreeMap;
-use std::ffi::c_void;
-use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use udmabuf_live_uapi as uapi;
 
-/// Size of a base page.
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
-}
+pub use uapi::sys::{
+    dma_buf_sync, dmabuf_size, info as live_info, page_size, pfns as live_pfns, sync as live_sync, verify as live_verify,
+    Mapping, DMA_BUF_SYNC_END, DMA_BUF_SYNC_READ, DMA_BUF_SYNC_START,
+};
 
 /// The huge page size `create --hugetlb` uses (MFD_HUGE_2MB).
 pub const HUGE_PAGE: u64 = 2 << 20;
@@ -70,10 +66,6 @@ pub fn file_size(fd: &impl AsRawFd) -> nix::Result<u64> {
     nix::sys::stat::fstat(fd.as_raw_fd()).map(|st| st.st_size as u64)
 }
 
-pub fn dmabuf_size(fd: &impl AsRawFd) -> nix::Result<u64> {
-    nix::unistd::lseek(fd.as_raw_fd(), 0, nix::unistd::Whence::SeekEnd).map(|o| o as u64)
-}
-
 /// `key:\tvalue` lines of a /proc/PID/fdinfo file.
 pub fn parse_fdinfo(text: &str) -> BTreeMap<String, String> {
     text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect()
@@ -115,107 +107,6 @@ pub fn privileged() -> bool {
     has_cap(CAP_SYS_ADMIN)
 }
 
-/// A shared mapping, unmapped on drop. Accesses copy through raw pointers: other
-/// mappings of the same pages (in this process or another) change it behind our back.
-pub struct Mapping {
-    ptr: NonNull<c_void>,
-    len: usize,
-}
-
-impl Mapping {
-    pub fn new(fd: impl AsFd, len: u64, writable: bool) -> nix::Result<Self> {
-        let length = NonZeroUsize::new(usize::try_from(len).map_err(|_| Errno::EINVAL)?).ok_or(Errno::EINVAL)?;
-        let prot = if writable { ProtFlags::PROT_READ | ProtFlags::PROT_WRITE } else { ProtFlags::PROT_READ };
-        // SAFETY: a fresh mapping at an address the kernel picks; Rust references never
-        // point into it (all accesses are raw copies).
-        let ptr = unsafe { mmap(None, length, prot, MapFlags::MAP_SHARED, fd, 0) }?;
-        Ok(Self { ptr, len: length.get() })
-    }
-
-    /// `len` bytes of `fd` from byte `offset` (a page boundary), shared.
-    pub fn new_at(fd: impl AsFd, len: u64, offset: u64, writable: bool) -> nix::Result<Self> {
-        let length = NonZeroUsize::new(usize::try_from(len).map_err(|_| Errno::EINVAL)?).ok_or(Errno::EINVAL)?;
-        let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
-        let prot = if writable { ProtFlags::PROT_READ | ProtFlags::PROT_WRITE } else { ProtFlags::PROT_READ };
-        // SAFETY: as in `new`.
-        let ptr = unsafe { mmap(None, length, prot, MapFlags::MAP_SHARED, fd, offset) }?;
-        Ok(Self { ptr, len: length.get() })
-    }
-
-    pub fn addr(&self) -> usize {
-        self.ptr.as_ptr() as usize
-    }
-
-    /// One byte at `off`, read as the CPU sees it now (volatile: for polling).
-    pub fn read_byte(&self, off: usize) -> u8 {
-        assert!(off < self.len, "read past the mapping");
-        // SAFETY: in bounds of a live, readable mapping.
-        unsafe { std::ptr::read_volatile(self.ptr.as_ptr().cast::<u8>().add(off)) }
-    }
-
-    /// Store one byte at `off` (volatile).
-    pub fn write_byte(&self, off: usize, byte: u8) {
-        assert!(off < self.len, "write past the mapping");
-        // SAFETY: in bounds of a live mapping; writable mappings only (see `write`).
-        unsafe { std::ptr::write_volatile(self.ptr.as_ptr().cast::<u8>().add(off), byte) }
-    }
-
-    /// madvise(MADV_REMOVE) of `len` bytes from `off`: punches the file behind them.
-    pub fn madvise_remove(&self, off: usize, len: usize) -> nix::Result<()> {
-        assert!(off.checked_add(len).is_some_and(|e| e <= self.len), "madvise past the mapping");
-        // SAFETY: the range lies in our live mapping; MADV_REMOVE only frees the file's
-        // pages behind it, which later reads see as zeros.
-        Errno::result(unsafe { libc::madvise(self.ptr.as_ptr().cast::<u8>().add(off).cast(), len, libc::MADV_REMOVE) }).map(drop)
-    }
-
-    pub fn read(&self, off: u64, buf: &mut [u8]) {
-        assert!(off.checked_add(buf.len() as u64).is_some_and(|e| e <= self.len as u64), "read past the mapping");
-        // SAFETY: in bounds of a live mapping (checked above).
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().cast::<u8>().add(off as usize), buf.as_mut_ptr(), buf.len()) };
-    }
-
-    pub fn write(&self, off: u64, data: &[u8]) {
-        assert!(off.checked_add(data.len() as u64).is_some_and(|e| e <= self.len as u64), "write past the mapping");
-        // SAFETY: in bounds of a live mapping (checked above); writable mappings only
-        // (a read-only one faults, which is a bug of the caller, not memory unsafety).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().cast::<u8>().add(off as usize), data.len()) };
-    }
-
-    /// Which base pages of the mapping are in the file's page cache (mincore(2)); looking
-    /// does not fault anything in.
-    pub fn resident(&self) -> nix::Result<Vec<bool>> {
-        let pages = self.len.div_ceil(page_size() as usize);
-        let mut vec = vec![0u8; pages];
-        // SAFETY: the range is our live mapping; `vec` has one byte per page of it.
-        Errno::result(unsafe { libc::mincore(self.ptr.as_ptr(), self.len, vec.as_mut_ptr()) })?;
-        Ok(vec.iter().map(|b| b & 1 != 0).collect())
-    }
-
-    /// Read one byte of the page at `off` so it is mapped (present in the page tables).
-    pub fn touch(&self, off: u64) {
-        assert!(off < self.len as u64, "touch past the mapping");
-        // SAFETY: in bounds of a live, readable mapping.
-        unsafe { std::ptr::read_volatile(self.ptr.as_ptr().cast::<u8>().add(off as usize)) };
-    }
-
-    /// Touch one byte of every base page so each one is faulted in.
-    pub fn fault_in(&self) {
-        let ps = page_size() as usize;
-        let base = self.ptr.as_ptr().cast::<u8>();
-        for off in (0..self.len).step_by(ps) {
-            // SAFETY: in bounds of a live, readable mapping.
-            unsafe { std::ptr::read_volatile(base.add(off)) };
-        }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped; nothing refers into it any more.
-        let _ = unsafe { munmap(self.ptr, self.len) };
-    }
-}
-
 /// The PFNs behind `pages` base pages of this process from `addr`, from
 /// /proc/self/pagemap (bit 63: present; bits 0-54: PFN, zero unless CAP_SYS_ADMIN).
 /// `None` for a page that is not present.
@@ -241,69 +132,10 @@ pub fn pagemap_pfns(addr: usize, pages: u64) -> std::io::Result<Vec<Option<u64>>
         .collect())
 }
 
-// ---- the udmabuf ioctls ------------------------------------------------------------
-
-nix::ioctl_write_ptr_bad!(ioctl_create, uapi::UDMABUF_CREATE, uapi::UdmabufCreate);
-nix::ioctl_readwrite_bad!(ioctl_info, uapi::UDMABUF_LIVE_INFO, uapi::UdmabufLiveInfo);
-nix::ioctl_write_ptr_bad!(ioctl_sync, uapi::UDMABUF_LIVE_SYNC, uapi::UdmabufLiveSync);
-nix::ioctl_readwrite_bad!(ioctl_verify, uapi::UDMABUF_LIVE_VERIFY, uapi::UdmabufLiveVerify);
-nix::ioctl_write_ptr_bad!(ioctl_pfns, uapi::UDMABUF_LIVE_PFNS, uapi::UdmabufLivePfns);
-
 /// UDMABUF_CREATE of `size` bytes of `memfd` from offset 0; the dma-buf is close-on-exec.
 pub fn udmabuf_create(dev: &impl AsRawFd, memfd: &impl AsRawFd, size: u64) -> nix::Result<OwnedFd> {
     let arg = uapi::UdmabufCreate { memfd: memfd.as_raw_fd() as u32, flags: uapi::UDMABUF_FLAGS_CLOEXEC, offset: 0, size };
-    // SAFETY: `arg` is a valid udmabuf_create for the duration of the call.
-    let fd = unsafe { ioctl_create(dev.as_raw_fd(), &arg) }?;
-    // SAFETY: on success the ioctl returns a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-pub fn live_info(dev: &impl AsRawFd, dmabuf: &impl AsRawFd) -> nix::Result<uapi::UdmabufLiveInfo> {
-    let mut a = uapi::UdmabufLiveInfo { dmabuf_fd: dmabuf.as_raw_fd() as u32, ..Default::default() };
-    // SAFETY: valid argument struct for the call.
-    unsafe { ioctl_info(dev.as_raw_fd(), &mut a) }.map(|_| a)
-}
-
-pub fn live_sync(dev: &impl AsRawFd, dmabuf: &impl AsRawFd, timeout_ms: u32) -> nix::Result<()> {
-    let a = uapi::UdmabufLiveSync { dmabuf_fd: dmabuf.as_raw_fd() as u32, timeout_ms };
-    // SAFETY: valid argument struct for the call.
-    unsafe { ioctl_sync(dev.as_raw_fd(), &a) }.map(drop)
-}
-
-pub fn live_verify(dev: &impl AsRawFd, dmabuf: &impl AsRawFd) -> nix::Result<uapi::UdmabufLiveVerify> {
-    let mut a = uapi::UdmabufLiveVerify { dmabuf_fd: dmabuf.as_raw_fd() as u32, ..Default::default() };
-    // SAFETY: valid argument struct for the call.
-    unsafe { ioctl_verify(dev.as_raw_fd(), &mut a) }.map(|_| a)
-}
-
-/// PFNs of pages `first .. first + out.len()` of a udmabuf-live buffer (CAP_SYS_ADMIN).
-pub fn live_pfns(dev: &impl AsRawFd, dmabuf: &impl AsRawFd, first: u64, out: &mut [u64]) -> nix::Result<()> {
-    let a = uapi::UdmabufLivePfns {
-        dmabuf_fd: dmabuf.as_raw_fd() as u32,
-        __pad: 0,
-        first_page: first,
-        count: out.len() as u64,
-        pfns: out.as_mut_ptr() as u64,
-    };
-    // SAFETY: `pfns` points to `count` writable u64s for the duration of the call.
-    unsafe { ioctl_pfns(dev.as_raw_fd(), &a) }.map(drop)
-}
-
-// DMA_BUF_IOCTL_SYNC (include/uapi/linux/dma-buf.h): bracket CPU access to a mapping.
-pub const DMA_BUF_SYNC_READ: u64 = 1;
-pub const DMA_BUF_SYNC_START: u64 = 0;
-pub const DMA_BUF_SYNC_END: u64 = 1 << 2;
-
-#[repr(C)]
-pub struct DmaBufSync {
-    pub flags: u64,
-}
-nix::ioctl_write_ptr!(ioctl_dma_buf_sync, b'b', 0, DmaBufSync);
-
-pub fn dma_buf_sync(fd: &impl AsRawFd, flags: u64) -> nix::Result<()> {
-    let a = DmaBufSync { flags };
-    // SAFETY: valid argument struct for the call.
-    unsafe { ioctl_dma_buf_sync(fd.as_raw_fd(), &a) }.map(drop)
+    uapi::sys::create(dev, &arg)
 }
 
 #[cfg(test)]

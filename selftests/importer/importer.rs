@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 //! One open file of `/dev/ulive-importer`: at most one attachment, its mapping, its vmap
-//! and its counters, driven by the ioctls of `uapi/src/importer.rs`.
+//! and its counters, driven by the ioctls of `abi/src/abi.rs`.
 //!
 //! `ImporterFile::attached` ("ulive_importer_file") serialises the ioctls of a file and
 //! is taken before the reservation lock. The invalidate callback runs under the

@@ -5,7 +5,7 @@
 //! vmaps it, as a driver that reads its imports with the CPU does), and reports what it
 //! sees: segment counts, map latency, the bytes and the page frames behind the mapping,
 //! the bytes behind the vmap, and the invalidations it received. The ABI is
-//! `uapi/src/importer.rs`.
+//! `abi/src/abi.rs` (the crate `ulive-importer-abi`, which the tests use).
 //!
 //! Data flow: `sys/miscdev.rs` (the module's `kmod/sys/miscdev.rs`, compiled here too)
 //! opens `/dev/ulive-importer` and dispatches ioctls to `importer.rs`, which attaches,
@@ -33,7 +33,7 @@ mod sys;
 mod udmabuf_abi;
 // `abi` (below) reaches the _IOC helpers of `udmabuf_abi` through `super::`.
 use udmabuf_abi::{io, ior, iow};
-#[path = "../../uapi/src/importer.rs"]
+#[path = "abi/src/abi.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod abi;
 

@@ -11,8 +11,9 @@ pub enum Outcome {
     Skip(String),
 }
 
-/// Result of a case body: `Err` is a failure with its reason; skips are explicit.
-pub type CaseResult = anyhow::Result<Outcome>;
+/// Result of a case body: `Err` is a failure with its reason, unless it is a missing
+/// precondition (`skip!`, [`crate::util::precondition`]), which is a skip.
+pub type CaseResult = anyhow::Result<()>;
 
 /// Streams one nested KTAP document (a suite) and summarises it.
 pub struct SuiteReport {

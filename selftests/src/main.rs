@@ -7,9 +7,11 @@
 //! KTAP document of its cases. A case whose precondition is missing (no module file, no
 //! huge pages, no debugfs, not root) is `ok N case # SKIP why`.
 
+#[macro_use]
+mod util;
+mod harness;
 mod ktap;
 mod suites;
-mod util;
 
 use clap::Parser;
 use ktap::{out, Outcome, SuiteReport};
@@ -110,13 +112,7 @@ fn run(args: &Args) -> u8 {
             let outcome = match &whole_suite {
                 Ok(Some(why)) => Outcome::Skip(why.clone()),
                 Err(e) => Outcome::Fail(format!("setting up the suite: {e}")),
-                Ok(None) => match (case.run)() {
-                    Ok(o) => o,
-                    Err(e) => match util::precondition_of(&e) {
-                        Some(why) => Outcome::Skip(why),
-                        None => Outcome::Fail(format!("{e:#}")),
-                    },
-                },
+                Ok(None) => harness::run_case(suite, case),
             };
             report.record(case.name, &outcome);
             if std::mem::take(&mut plant_malformed) {

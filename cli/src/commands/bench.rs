@@ -16,17 +16,16 @@ use super::bench_cells::Cell;
 use crate::cli::BenchArgs;
 use crate::exit::CtlError;
 use anyhow::{bail, Context, Result};
-use nix::errno::Errno;
 use nix::fcntl::{fallocate, fcntl, FallocateFlags, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
-use udmabuf_live_uapi::importer::{ImporterAttach, ImporterMap, IMPORTER_ATTACH, IMPORTER_DETACH, IMPORTER_MAP};
+use ulive_importer_abi::client::Importer;
 
 const MIB: u64 = 1 << 20;
 /// Unmeasured rounds before each measurement, to fault in pages and warm caches.
@@ -187,12 +186,6 @@ struct Report {
     latency: Vec<super::bench_floor::Series>,
 }
 
-fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
-    // SAFETY: every caller passes a request whose argument type is `T` (or none, with a
-    // null pointer), pointing at a live value for the duration of the call.
-    Errno::result(unsafe { nix::libc::ioctl(fd, req as _, arg) })
-}
-
 fn open_dev(path: &Path, what: &str, hint: &str) -> Result<File> {
     OpenOptions::new().read(true).write(true).open(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => CtlError::NoDevice(format!("{} ({what}) does not exist: {hint}", path.display())).into(),
@@ -233,19 +226,17 @@ fn create_close(dev: &File, memfd: &OwnedFd, size: u64) -> Result<[u64; 2]> {
 }
 
 /// One importer file statically attached to one dma-buf.
-struct Attached(File);
+struct Attached(Importer);
 
 impl Attached {
     fn new(importer: &Path, dmabuf: &OwnedFd) -> Result<Self> {
-        let f = open_dev(importer, "test importer", "load ulive_importer.ko (selftests/importer/)")?;
-        let mut a = ImporterAttach { dmabuf_fd: dmabuf.as_raw_fd(), dynamic: 0 };
-        ioctl(f.as_raw_fd(), IMPORTER_ATTACH, &mut a).context("importer ATTACH")?;
+        let f = Importer::from_file(open_dev(importer, "test importer", "load ulive_importer.ko (selftests/importer/)")?);
+        f.attach(dmabuf.as_raw_fd(), false).context("importer ATTACH")?;
         Ok(Self(f))
     }
     /// A fresh mapping: (map_ns, nents).
     fn map(&self) -> Result<(u64, u32)> {
-        let mut m = ImporterMap::default();
-        ioctl(self.0.as_raw_fd(), IMPORTER_MAP, &mut m).context("importer MAP")?;
+        let m = self.0.map().context("importer MAP")?;
         Ok((m.map_ns, m.nents))
     }
 }
@@ -253,7 +244,7 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         // Closing detaches too; DETACH first makes a failure visible in strace.
-        let _ = ioctl(self.0.as_raw_fd(), IMPORTER_DETACH, std::ptr::null_mut::<u8>());
+        let _ = self.0.detach();
     }
 }
 

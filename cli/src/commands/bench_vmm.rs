@@ -29,19 +29,9 @@ pub struct MemoryReturn {
 }
 
 /// Memory free now: MemAvailable plus the pages on the per-CPU free lists, which
-/// MemAvailable leaves out (bytes).
+/// MemAvailable leaves out (bytes; [`udmabuf_live_uapi::sys::free_memory`]).
 fn free_memory() -> Result<i64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
-    let avail = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<i64>().ok())
-        .context("no MemAvailable in /proc/meminfo")?;
-    let zoneinfo = std::fs::read_to_string("/proc/zoneinfo").context("read /proc/zoneinfo")?;
-    let pcp: i64 =
-        zoneinfo.lines().filter_map(|l| l.trim().strip_prefix("count:")).filter_map(|n| n.trim().parse::<i64>().ok()).sum();
-    Ok(avail * 1024 + pcp * sys::page_size() as i64)
+    Ok(i64::try_from(udmabuf_live_uapi::sys::free_memory().context("MemAvailable and the per-CPU free lists")?)?)
 }
 
 fn blocks(fd: &OwnedFd) -> Result<i64> {

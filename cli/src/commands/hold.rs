@@ -6,13 +6,12 @@ use crate::cli::HoldArgs;
 use crate::exit::CtlError;
 use crate::output;
 use anyhow::{Context, Result};
-use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
-use udmabuf_live_uapi::importer::{ImporterAttach, ImporterMap, IMPORTER_ATTACH, IMPORTER_MAP, IMPORTER_VMAP};
+use ulive_importer_abi::client::Importer;
 
 #[derive(Serialize)]
 struct Held {
@@ -25,16 +24,10 @@ struct Held {
     bytes: Option<u64>,
 }
 
-fn ioctl<T>(fd: &impl AsRawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
-    // SAFETY: callers pass the argument type of `req` (or a null pointer for none),
-    // valid for the duration of the call.
-    Errno::result(unsafe { nix::libc::ioctl(fd.as_raw_fd(), req as _, arg) })
-}
-
 pub fn run(args: &HoldArgs) -> Result<ExitCode> {
     let (r, _live) = super::resolve(&args.handle, None, 0)?;
     let p = args.importer.display();
-    let imp = std::fs::OpenOptions::new().read(true).write(true).open(&args.importer).map_err(|e| -> anyhow::Error {
+    let imp = Importer::open(&args.importer).map_err(|e| -> anyhow::Error {
         match e.kind() {
             ErrorKind::NotFound => CtlError::NoDevice(format!(
                 "{p} does not exist: load the test importer (insmod ulive_importer.ko, built from selftests/importer/)"
@@ -44,15 +37,13 @@ pub fn run(args: &HoldArgs) -> Result<ExitCode> {
             _ => anyhow::Error::new(e).context(format!("cannot open {p}")),
         }
     })?;
-    let mut attach = ImporterAttach { dmabuf_fd: r.dmabuf.as_raw_fd(), dynamic: 0 };
-    ioctl(&imp, IMPORTER_ATTACH, &mut attach).context("importer ATTACH (static)")?;
+    imp.attach(r.dmabuf.as_raw_fd(), false).context("importer ATTACH (static)")?;
     let mut held = Held { handle: r.handle.to_string(), hold: "pin", importer: p.to_string(), nents: None, bytes: None };
     if args.vmap {
         held.hold = "vmap";
-        ioctl(&imp, IMPORTER_VMAP, std::ptr::null_mut::<u8>()).context("importer VMAP")?;
+        imp.vmap().context("importer VMAP")?;
     } else {
-        let mut m = ImporterMap::default();
-        ioctl(&imp, IMPORTER_MAP, &mut m).context("importer MAP of the static attachment")?;
+        let m = imp.map().context("importer MAP of the static attachment")?;
         held.nents = Some(m.nents);
         held.bytes = Some(m.bytes);
     }

@@ -61,7 +61,7 @@ pub fn run(args: &ReadArgs) -> Result<ExitCode> {
     let mut done = 0;
     while done < len {
         let n = (len - done).min(CHUNK) as usize;
-        map.read(offset + done, &mut buf[..n]);
+        map.read_into(offset + done, &mut buf[..n]);
         if args.out.is_some() {
             out.write_all(&buf[..n])?;
         } else {

@@ -269,8 +269,8 @@ fn check_bytes(map: &Mapping, memfd_map: &Mapping, moff: u64, size: u64, max: us
     let mut want = vec![0u8; ps as usize];
     let mut got = vec![0u8; ps as usize];
     for off in (0..size).step_by(ps as usize) {
-        memfd_map.read(moff + off, &mut want);
-        map.read(off, &mut got);
+        memfd_map.read_into(moff + off, &mut want);
+        map.read_into(off, &mut got);
         if want == got {
             continue;
         }

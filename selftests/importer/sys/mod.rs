@@ -21,7 +21,7 @@ use crate::abi::{ImporterAttach, ImporterMap, ImporterPfns, ImporterRead, Import
 use kernel::transmute::{AsBytes, FromBytes};
 
 // SAFETY: the ABI structs are `repr(C)` and made only of integers, without padding
-// (checked by uapi/tests/importer_abi.rs): every bit pattern is valid.
+// (checked by abi/tests/importer_abi.rs): every bit pattern is valid.
 unsafe impl FromBytes for ImporterAttach {}
 // SAFETY: as above.
 unsafe impl FromBytes for ImporterRead {}

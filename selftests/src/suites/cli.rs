@@ -8,8 +8,8 @@
 
 use super::common::{page_size, test_device, ParamGuard, HUGE_PAGE, REFERENCE_DEVICE};
 use super::live_util::{expect_hugepage_pool, hugepage_pool, meminfo};
-use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::CaseResult;
 use crate::util::{device_path, expect_eq};
 use anyhow::{bail, ensure, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -23,28 +23,28 @@ use std::time::{Duration, Instant};
 const CTL: &str = "udmabuf-ctl";
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "cli",
-        cases: cases![
+    Suite::new(
+        "cli",
+        cases![
             usage_errors_exit_2,
             missing_device_exits_3,
-            bad_handles_exit_8,
-            live_buffer_follows_punch_and_write,
-            live_hugetlb_buffer_follows_punch_and_write,
+            bad_handles_exit_8 => [Require::LiveDevice],
+            live_buffer_follows_punch_and_write => [Require::LiveDevice],
+            live_hugetlb_buffer_follows_punch_and_write => [Require::LiveDevice],
             builtin_buffer_diverges_and_verify_names_offsets,
             hugepage_shortage_exits_6,
-            exec_passes_fds_layout_and_status,
-            format_layout_is_printed,
-            exec_command_gets_clean_signals,
+            exec_passes_fds_layout_and_status => [Require::LiveDevice],
+            format_layout_is_printed => [Require::LiveDevice],
+            exec_command_gets_clean_signals => [Require::LiveDevice],
             mixed_handle_exits_8,
-            unwatched_buffer_verdict_is_stable,
-            handle_commands_find_the_device,
-            read_dumps_the_buffer,
-            partial_punch_says_no_page_dropped,
-            hold_pin_defers_sync,
+            unwatched_buffer_verdict_is_stable => [Require::LiveDevice],
+            handle_commands_find_the_device => [Require::LiveDevice],
+            read_dumps_the_buffer => [Require::LiveDevice],
+            partial_punch_says_no_page_dropped => [Require::LiveDevice],
+            hold_pin_defers_sync => [Require::LiveDevice],
             nothing_left_running,
         ],
-    }
+    )
 }
 
 /// Run `udmabuf-ctl ARGS` to completion.
@@ -271,16 +271,6 @@ fn listed_for(pid: i64) -> Result<Vec<Value>> {
         .collect())
 }
 
-fn live_device_under_test() -> Option<Outcome> {
-    (test_device() != device_path()).then(|| {
-        Outcome::Skip(format!(
-            "testing {}, not udmabuf-live's {}",
-            test_device(),
-            device_path()
-        ))
-    })
-}
-
 fn usage_errors_exit_2() -> CaseResult {
     for args in [
         &["create"][..],
@@ -302,7 +292,7 @@ fn usage_errors_exit_2() -> CaseResult {
     ] {
         ctl_expect(args, 2)?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn missing_device_exits_3() -> CaseResult {
@@ -328,13 +318,10 @@ fn missing_device_exits_3() -> CaseResult {
         3,
     )?;
     ensure!(!o.stderr.is_empty(), "no explanation on stderr");
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn bad_handles_exit_8() -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
     // A process that is gone.
     let mut c = Command::new("true").spawn()?;
     let gone = c.id();
@@ -359,14 +346,11 @@ fn bad_handles_exit_8() -> CaseResult {
         2,
     )?; // past the end
     h.stop()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The common flow on udmabuf-live: punch two pages, rewrite, sync, verify.
 fn live_flow(create: &[&str], punch_off: &str, punch_len: &str, punched_pages: u64) -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
     let base = module_refcnt()?;
     let h = Holder::start(create)?;
     expect_eq(
@@ -506,7 +490,7 @@ fn live_flow(create: &[&str], punch_off: &str, punch_len: &str, punched_pages: u
         module_refcnt()?,
         base,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn live_buffer_follows_punch_and_write() -> CaseResult {
@@ -519,14 +503,13 @@ fn live_buffer_follows_punch_and_write() -> CaseResult {
 fn live_hugetlb_buffer_follows_punch_and_write() -> CaseResult {
     let pool = hugepage_pool()?;
     // One of two huge pages: 512 base pages move.
-    let o = live_flow(
+    live_flow(
         &["--size", "4M", "--hugetlb", "--fill", "seq"],
         "2M",
         "2M",
         512,
     )?;
-    expect_hugepage_pool("after the hugetlb holder stopped", pool)?;
-    Ok(o)
+    expect_hugepage_pool("after the hugetlb holder stopped", pool)
 }
 
 fn builtin_buffer_diverges_and_verify_names_offsets() -> CaseResult {
@@ -629,13 +612,10 @@ fn builtin_buffer_diverges_and_verify_names_offsets() -> CaseResult {
         listed_for(pid)?.is_empty(),
         "buffers still listed for the stopped holder"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn exec_passes_fds_layout_and_status() -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
     // The command sees both fds (inherited), the size and the handle, can use the handle
     // from a grandchild, and its exit status becomes ours.
     let script = r#"test -e /proc/self/fd/$UDMABUF_DMABUF_FD || exit 90
@@ -694,13 +674,10 @@ exit 42"#;
         ],
         127,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn format_layout_is_printed() -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
     let v = ctl_json(
         &[
             "create", "--format", "NV12", "--width", "1920", "--height", "1080",
@@ -731,7 +708,7 @@ fn format_layout_is_printed() -> CaseResult {
         "human layout: {}",
         show(&o)
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// One huge page more than the guest's whole pool (hugepages=1100 on its command line):
@@ -767,15 +744,12 @@ fn hugepage_shortage_exits_6() -> CaseResult {
         show(&o)
     );
     expect_hugepage_pool("after the refused hugetlb create", pool)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Defect 1 of issue 17: the command of --exec started with SIGHUP, SIGINT and SIGTERM
 /// blocked, so neither Ctrl-C nor kill reached it.
 fn exec_command_gets_clean_signals() -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
     let o = ctl_expect(
         &[
             "create",
@@ -818,7 +792,7 @@ fn exec_command_gets_clean_signals() -> CaseResult {
             Some(want),
         )?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Defect 4 of issue 17: a handle whose memfd is another buffer's was accepted. On
@@ -826,22 +800,19 @@ fn exec_command_gets_clean_signals() -> CaseResult {
 /// PFNs of its VM_PFNMAP mapping: the bytes decide, and the two buffers' fills differ).
 fn mixed_handle_exits_8() -> CaseResult {
     let mut tested = Vec::new();
-    if live_device_under_test().is_none() {
+    if super::Require::LiveDevice.check().is_ok() {
         tested.push(device_path());
     }
     if std::path::Path::new(REFERENCE_DEVICE).exists() {
         tested.push(REFERENCE_DEVICE.to_owned());
     }
     if tested.is_empty() {
-        return Ok(Outcome::Skip(format!(
-            "neither {} nor {REFERENCE_DEVICE} is there",
-            device_path()
-        )));
+        skip!("neither {} nor {REFERENCE_DEVICE} is there", device_path());
     }
     for dev in &tested {
         mixed_handles_on(dev).with_context(|| format!("on {dev}"))?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn mixed_handles_on(dev: &str) -> Result<()> {
@@ -874,9 +845,6 @@ echo $a $b $c $d $e $f"#;
 /// Defect 5 of issue 17: after the creator exits (the buffer is not watched), a punch and
 /// a write, the first verify said NOT coherent and the second coherent.
 fn unwatched_buffer_verdict_is_stable() -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
     let o = ctl_expect(
         &[
             "create",
@@ -941,20 +909,16 @@ fn unwatched_buffer_verdict_is_stable() -> CaseResult {
                 "info does not say 'not watched': {info}"
             );
         }
-        Ok(Outcome::Pass)
+        Ok(())
     })();
     let stopped = keeper.map_or(Ok(()), kill_orphan);
-    let outcome = result?;
-    stopped.context("the keeper of the unwatched buffer")?;
-    Ok(outcome)
+    result?;
+    stopped.context("the keeper of the unwatched buffer")
 }
 
 /// Defect 6 of issue 17: `status --device /dev/udmabuf` described udmabuf_live, and
 /// `info LIVE_HANDLE --device /dev/udmabuf` refused the buffer.
 fn handle_commands_find_the_device() -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
     if !std::path::Path::new(REFERENCE_DEVICE).exists() {
         bail!("{REFERENCE_DEVICE} missing: the test kernel needs CONFIG_UDMABUF=y");
     }
@@ -978,14 +942,11 @@ fn handle_commands_find_the_device() -> CaseResult {
     ctl_json(&["info", &h.handle, "--device", REFERENCE_DEVICE], 0)?;
     ctl_json(&["sync", &h.handle, "--device", REFERENCE_DEVICE], 0)?;
     h.stop()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Item 11 of issue 17: `read` dumps the dma-buf's bytes.
 fn read_dumps_the_buffer() -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
     let h = Holder::start(&["--size", "64K", "--fill", "0xab"])?;
     let o = ctl_expect(&["read", &h.handle, "--len", "32"], 0)?;
     let text = String::from_utf8_lossy(&o.stdout);
@@ -1007,14 +968,11 @@ fn read_dumps_the_buffer() -> CaseResult {
     );
     ctl_expect(&["read", &h.handle, "--offset", "64K"], 2)?;
     h.stop()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Defect 10 of issue 17: a punch inside one page said "punched 100 bytes".
 fn partial_punch_says_no_page_dropped() -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
     let h = Holder::start(&["--size", "64K", "--fill", "seq"])?;
     let o = ctl_expect(&["punch", &h.handle, "--offset", "100", "--len", "100"], 0)?;
     ensure!(
@@ -1038,15 +996,12 @@ fn partial_punch_says_no_page_dropped() -> CaseResult {
         show(&o)
     );
     h.stop()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Item 11 of issue 17: `hold --pin` through the test importer defers updates, and `sync`
 /// then times out with exit 7.
 fn hold_pin_defers_sync() -> CaseResult {
-    if let Some(o) = live_device_under_test() {
-        return Ok(o);
-    }
     let loaded_here = super::importer_client::ensure_loaded()?;
     let result = (|| -> CaseResult {
         let h = Holder::start(&["--size", "64K", "--fill", "seq"])?;
@@ -1059,7 +1014,7 @@ fn hold_pin_defers_sync() -> CaseResult {
         ctl_json(&["sync", &h.handle, "--timeout-ms", "5000"], 0)?;
         ctl_expect(&["verify", &h.handle], 0)?;
         h.stop()?;
-        Ok(Outcome::Pass)
+        Ok(())
     })();
     if loaded_here {
         let _ = super::importer_client::unload();
@@ -1118,5 +1073,5 @@ fn nothing_left_running() -> CaseResult {
         "left running by the cases above (killed now): {}",
         left.join("; ")
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -15,15 +15,15 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
 use nix::libc;
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-use std::ffi::c_void;
-use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
-use udmabuf_live_uapi::{
-    UdmabufCreate, UdmabufCreateItem, UdmabufCreateList, UDMABUF_CREATE, UDMABUF_CREATE_LIST,
-};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use udmabuf_live_uapi::sys;
+use udmabuf_live_uapi::{UdmabufCreate, UdmabufCreateItem};
 
+pub use udmabuf_live_uapi::sys::{
+    dma_buf_sync as dmabuf_sync, fdnum, item, page_size, Mapping, DMA_BUF_SYNC_END as SYNC_END,
+    DMA_BUF_SYNC_READ as SYNC_READ, DMA_BUF_SYNC_RW as SYNC_RW, DMA_BUF_SYNC_START as SYNC_START,
+    DMA_BUF_SYNC_WRITE as SYNC_WRITE,
+};
 pub use udmabuf_live_uapi::UDMABUF_FLAGS_CLOEXEC;
 
 /// The kernel's own driver (CONFIG_UDMABUF=y in the test kernel): the reference.
@@ -107,9 +107,9 @@ impl Drop for ParamGuard {
     }
 }
 
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+/// The base page size, as the cases spell it.
+pub fn ps() -> u64 {
+    page_size()
 }
 
 /// Open a udmabuf-style device read-write, as users do.
@@ -183,24 +183,6 @@ pub fn add_seals(fd: &impl AsRawFd, seals: SealFlag) -> Result<()> {
     Ok(())
 }
 
-/// The memfd field of the uapi structs: an fd number as u32.
-pub fn fdnum(fd: &impl AsRawFd) -> u32 {
-    fd.as_raw_fd() as u32
-}
-
-nix::ioctl_write_ptr_bad!(ioctl_udmabuf_create, UDMABUF_CREATE, UdmabufCreate);
-nix::ioctl_write_ptr_bad!(
-    ioctl_udmabuf_create_list,
-    UDMABUF_CREATE_LIST,
-    UdmabufCreateList
-);
-
-/// The fd an fd-returning ioctl handed back.
-pub fn own(r: nix::Result<libc::c_int>) -> Result<OwnedFd, Errno> {
-    // SAFETY: on success these ioctls return a new fd that nothing else owns.
-    r.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// UDMABUF_CREATE with a raw memfd number (so bad numbers can be passed).
 pub fn create_raw(
     dev: BorrowedFd<'_>,
@@ -215,8 +197,7 @@ pub fn create_raw(
         offset,
         size,
     };
-    // SAFETY: `arg` is a valid UdmabufCreate for the duration of the call.
-    own(unsafe { ioctl_udmabuf_create(dev.as_raw_fd(), &arg) })
+    sys::create(&dev, &arg)
 }
 
 /// UDMABUF_CREATE of `memfd[offset..offset+size]`.
@@ -230,48 +211,6 @@ pub fn create(
     create_raw(dev, fdnum(memfd), flags, offset, size)
 }
 
-/// One CREATE_LIST entry.
-pub fn item(memfd: &impl AsRawFd, offset: u64, size: u64) -> UdmabufCreateItem {
-    UdmabufCreateItem {
-        memfd: fdnum(memfd),
-        __pad: 0,
-        offset,
-        size,
-    }
-}
-
-/// The CREATE_LIST argument: the header directly followed by the entries, in one
-/// 8-byte-aligned allocation.
-pub struct ListArg {
-    words: Vec<u64>,
-}
-
-impl ListArg {
-    pub fn new(flags: u32, count: u32, items: &[UdmabufCreateItem]) -> Self {
-        let hdr = std::mem::size_of::<UdmabufCreateList>();
-        let isz = std::mem::size_of::<UdmabufCreateItem>();
-        let bytes = hdr + std::mem::size_of_val(items);
-        let mut words = vec![0u64; bytes.div_ceil(8)];
-        let base = words.as_mut_ptr() as *mut u8;
-        // SAFETY: the buffer holds the header plus every entry; both types are plain
-        // repr(C) data with 8-byte alignment at most, and every offset is a multiple of 8.
-        unsafe {
-            base.cast::<UdmabufCreateList>()
-                .write(UdmabufCreateList { flags, count });
-            for (i, it) in items.iter().enumerate() {
-                base.add(hdr + i * isz)
-                    .cast::<UdmabufCreateItem>()
-                    .write(*it);
-            }
-        }
-        Self { words }
-    }
-
-    pub fn as_ptr(&self) -> *const UdmabufCreateList {
-        self.words.as_ptr().cast()
-    }
-}
-
 /// UDMABUF_CREATE_LIST with a `count` that may differ from the entries passed.
 pub fn create_list_count(
     dev: BorrowedFd<'_>,
@@ -279,10 +218,7 @@ pub fn create_list_count(
     count: u32,
     items: &[UdmabufCreateItem],
 ) -> Result<OwnedFd, Errno> {
-    let arg = ListArg::new(flags, count, items);
-    // SAFETY: `arg` holds a header and `items.len()` entries; callers pass a count larger
-    // than that only when the kernel must refuse it before reading the entries.
-    own(unsafe { ioctl_udmabuf_create_list(dev.as_raw_fd(), arg.as_ptr()) })
+    sys::create_list_count(&dev, flags, count, items)
 }
 
 /// UDMABUF_CREATE_LIST of `items`.
@@ -296,9 +232,7 @@ pub fn create_list(
 
 /// Size of a dma-buf as users learn it: lseek(SEEK_END).
 pub fn dmabuf_size(fd: &impl AsRawFd) -> Result<u64> {
-    let end = nix::unistd::lseek(fd.as_raw_fd(), 0, nix::unistd::Whence::SeekEnd)
-        .context("lseek(SEEK_END) on the dma-buf")?;
-    Ok(end as u64)
+    sys::dmabuf_size(fd).context("lseek(SEEK_END) on the dma-buf")
 }
 
 /// Whether FD_CLOEXEC is set on an fd.
@@ -336,103 +270,9 @@ pub fn fdinfo_field(fd: &impl AsRawFd, key: &str) -> Result<Option<String>> {
     }))
 }
 
-// DMA_BUF_IOCTL_SYNC (include/uapi/linux/dma-buf.h): struct dma_buf_sync { __u64 flags; }.
-pub const SYNC_READ: u64 = 1;
-pub const SYNC_WRITE: u64 = 2;
-pub const SYNC_RW: u64 = SYNC_READ | SYNC_WRITE;
-pub const SYNC_START: u64 = 0;
-pub const SYNC_END: u64 = 1 << 2;
-
-#[repr(C)]
-pub struct DmaBufSync {
-    pub flags: u64,
-}
-nix::ioctl_write_ptr!(ioctl_dma_buf_sync, b'b', 0, DmaBufSync);
-
-pub fn dmabuf_sync(fd: &impl AsRawFd, flags: u64) -> Result<(), Errno> {
-    let arg = DmaBufSync { flags };
-    // SAFETY: `arg` is a valid dma_buf_sync for the duration of the call.
-    unsafe { ioctl_dma_buf_sync(fd.as_raw_fd(), &arg) }.map(drop)
-}
-
-/// An mmap that is unmapped on drop. Accesses copy through raw pointers: the memory
-/// changes behind our back (through other mappings of the same pages).
-pub struct Mapping {
-    ptr: NonNull<c_void>,
-    len: usize,
-}
-
-impl Mapping {
-    /// mmap `len` bytes of `fd` at `offset`, read-write, MAP_SHARED or MAP_PRIVATE.
-    pub fn new(fd: impl AsFd, len: u64, offset: u64, shared: bool) -> Result<Self, Errno> {
-        let length = NonZeroUsize::new(len as usize).ok_or(Errno::EINVAL)?;
-        let flags = if shared {
-            MapFlags::MAP_SHARED
-        } else {
-            MapFlags::MAP_PRIVATE
-        };
-        // SAFETY: a fresh mapping at an address the kernel picks; nothing aliases it in Rust.
-        let ptr = unsafe {
-            mmap(
-                None,
-                length,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                flags,
-                fd,
-                offset as libc::off_t,
-            )
-        }?;
-        Ok(Self {
-            ptr,
-            len: len as usize,
-        })
-    }
-
-    /// MAP_SHARED, read-write, the whole `len` from offset 0.
-    pub fn shared(fd: impl AsFd, len: u64) -> Result<Self> {
-        Self::new(fd, len, 0, true).with_context(|| format!("mmap(MAP_SHARED, {len} bytes)"))
-    }
-
-    /// The user address the mapping starts at (for /proc/self/pagemap and madvise).
-    pub fn addr(&self) -> usize {
-        self.ptr.as_ptr() as usize
-    }
-
-    pub fn read(&self, off: u64, len: u64) -> Vec<u8> {
-        assert!(off + len <= self.len as u64, "read past the mapping");
-        let mut v = vec![0u8; len as usize];
-        // SAFETY: in bounds of a live mapping (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().cast::<u8>().add(off as usize),
-                v.as_mut_ptr(),
-                v.len(),
-            )
-        };
-        v
-    }
-
-    pub fn write(&self, off: u64, data: &[u8]) {
-        assert!(
-            off + data.len() as u64 <= self.len as u64,
-            "write past the mapping"
-        );
-        // SAFETY: in bounds of a live, writable mapping (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                self.ptr.as_ptr().cast::<u8>().add(off as usize),
-                data.len(),
-            )
-        };
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped; no references into it outlive `self`.
-        let _ = unsafe { munmap(self.ptr, self.len) };
-    }
+/// A shared read-write mapping of the whole `len` bytes of `fd` from offset 0.
+pub fn map_shared(fd: impl AsFd, len: u64) -> Result<Mapping> {
+    Mapping::read_write(fd, len, 0, true).with_context(|| format!("mmap(MAP_SHARED, {len} bytes)"))
 }
 
 /// Deterministic content that differs per `seed` and per page (so a page at the wrong
@@ -471,14 +311,14 @@ pub fn expect_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
 /// Write `data` at `off` of a memfd through a shared mapping of the whole file (hugetlbfs
 /// has no write(2), so this works for both backings).
 pub fn fill_memfd(memfd: &OwnedFd, memfd_size: u64, off: u64, data: &[u8]) -> Result<()> {
-    let m = Mapping::shared(memfd, memfd_size)?;
+    let m = map_shared(memfd, memfd_size)?;
     m.write(off, data);
     Ok(())
 }
 
 /// Read `len` bytes at `off` of a memfd through a shared mapping of the whole file.
 pub fn read_memfd(memfd: &OwnedFd, memfd_size: u64, off: u64, len: u64) -> Result<Vec<u8>> {
-    let m = Mapping::shared(memfd, memfd_size)?;
+    let m = map_shared(memfd, memfd_size)?;
     Ok(m.read(off, len))
 }
 
@@ -557,39 +397,6 @@ pub fn filled_buffer(kind: Backing, size: u64, seed: u8, flags: u32) -> Result<B
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The CREATE_LIST argument is the kernel's layout: header, then 24-byte entries.
-    #[test]
-    fn list_arg_layout() {
-        let items = [
-            UdmabufCreateItem {
-                memfd: 7,
-                __pad: 0,
-                offset: 0x1000,
-                size: 0x2000,
-            },
-            UdmabufCreateItem {
-                memfd: 9,
-                __pad: 1,
-                offset: 0x3000,
-                size: 0x4000,
-            },
-        ];
-        let arg = ListArg::new(UDMABUF_FLAGS_CLOEXEC, 2, &items);
-        // SAFETY: ListArg holds 8 + 2 * 24 bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(arg.as_ptr().cast::<u8>(), 8 + 2 * 24) };
-        let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap());
-        let u64_at = |o: usize| u64::from_ne_bytes(bytes[o..o + 8].try_into().unwrap());
-        assert_eq!((u32_at(0), u32_at(4)), (UDMABUF_FLAGS_CLOEXEC, 2));
-        assert_eq!(
-            (u32_at(8), u32_at(12), u64_at(16), u64_at(24)),
-            (7, 0, 0x1000, 0x2000)
-        );
-        assert_eq!(
-            (u32_at(32), u32_at(36), u64_at(40), u64_at(48)),
-            (9, 1, 0x3000, 0x4000)
-        );
-    }
 
     /// Patterns must tell pages and seeds apart, or a misplaced page would compare equal.
     #[test]

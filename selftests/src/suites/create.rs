@@ -8,15 +8,15 @@
 
 use super::common::*;
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use anyhow::{bail, ensure, Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "create",
-        cases: cases![
+    Suite::new(
+        "create",
+        cases![
             shmem_whole_and_part,
             hugetlb_whole_and_part,
             list_mixed_backings,
@@ -30,11 +30,7 @@ pub fn suite() -> Suite {
             memfd_may_grow_after_create,
             release_drops_every_pin,
         ],
-    }
-}
-
-fn ps() -> u64 {
-    page_size()
+    )
 }
 
 /// The size a user sees, two ways: lseek(SEEK_END) and fdinfo's `size:` line.
@@ -62,7 +58,7 @@ fn shmem_whole_and_part() -> CaseResult {
     expect_size("pages 3..5", &part, 2 * ps())?;
     let last = create(dev.as_fd(), &m, 7 * ps(), ps(), 0).context("last page")?;
     expect_size("last page", &last, ps())?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Ranges in hugetlb memfds need only be page aligned, not huge-page aligned, and may
@@ -81,7 +77,7 @@ fn hugetlb_whole_and_part() -> CaseResult {
     expect_size("across huge pages", &across, 2 * ps())?;
     let second = create(dev.as_fd(), &m, HUGE_PAGE, HUGE_PAGE, 0).context("second huge page")?;
     expect_size("second huge page", &second, HUGE_PAGE)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Entries from several shmem and hugetlb memfds, one memfd used twice.
@@ -100,7 +96,7 @@ fn list_mixed_backings() -> CaseResult {
     let want: u64 = items.iter().map(|i| i.size).sum();
     let buf = create_list(dev.as_fd(), 0, &items).context("CREATE_LIST with 5 mixed entries")?;
     expect_size("mixed list", &buf, want)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn list_single_entry_equals_create() -> CaseResult {
@@ -113,7 +109,7 @@ fn list_single_entry_equals_create() -> CaseResult {
         "one-entry list and CREATE differ in size"
     );
     expect_size("one-entry list", &l, 3 * ps())?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Buffers over the same and overlapping ranges of one memfd live side by side.
@@ -129,7 +125,7 @@ fn many_buffers_over_one_memfd() -> CaseResult {
     for (i, b) in bufs.iter().enumerate() {
         expect_size(&format!("buffer {i}"), b, (16 - i as u64) * ps())?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn cloexec_flag_honoured() -> CaseResult {
@@ -158,7 +154,7 @@ fn cloexec_flag_honoured() -> CaseResult {
         !has_cloexec(&lwithout)?,
         "CREATE_LIST without flags: FD_CLOEXEC set"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Upstream 7.2 ignores every flag bit but CLOEXEC, and the entries' `__pad`.
@@ -209,7 +205,7 @@ fn unknown_flags_and_pad_ignored() -> CaseResult {
         },
         cl(false),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn dmabuf_is_read_write() -> CaseResult {
@@ -220,7 +216,7 @@ fn dmabuf_is_read_write() -> CaseResult {
         "dma-buf fd access mode {:?}, expected O_RDWR",
         fl & OFlag::O_ACCMODE
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// size_limit_mb is inclusive: exactly the limit is accepted (shmem, and as a list of
@@ -242,7 +238,7 @@ fn size_at_limit_accepted() -> CaseResult {
     )
     .context("CREATE_LIST of two hugetlb entries totalling the limit")?;
     expect_size("list at the limit", &l, limit)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// list_limit is inclusive: exactly list_limit one-page entries are accepted.
@@ -255,7 +251,7 @@ fn list_count_at_limit_accepted() -> CaseResult {
     let b = create_list(dev.as_fd(), 0, &items)
         .with_context(|| format!("CREATE_LIST with {n} entries"))?;
     expect_size("list at the count limit", &b, n * ps())?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Growing the memfd after the buffer was made (only shrinking is sealed) leaves the
@@ -269,7 +265,7 @@ fn memfd_may_grow_after_create() -> CaseResult {
     let b2 =
         create(dev.as_fd(), &m, 4 * ps(), 4 * ps(), 0).context("buffer over the grown part")?;
     expect_size("new buffer", &b2, 4 * ps())?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Page pins held in the whole system: /proc/vmstat's FOLL_PIN counters (references
@@ -317,7 +313,7 @@ fn release_drops_every_pin() -> CaseResult {
     let mut now = pins_outstanding()?;
     for _ in 0..200 {
         if now == base {
-            return Ok(Outcome::Pass);
+            return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
         now = pins_outstanding()?;

@@ -4,17 +4,14 @@
 use super::common::*;
 use super::live_util::{punch, sync};
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use anyhow::{bail, ensure, Context, Result};
 use std::os::fd::AsFd;
 
 const BUFFERS: &str = "/sys/kernel/debug/udmabuf_live/buffers";
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "debugfs",
-        cases: cases![lists_buffer_state_and_counters],
-    }
+    Suite::new("debugfs", cases![lists_buffer_state_and_counters])
 }
 
 /// The debugfs line of the buffer of `size` bytes, as key=value pairs.
@@ -40,18 +37,16 @@ fn field(kv: &[(String, String)], key: &str) -> Result<String> {
 
 fn lists_buffer_state_and_counters() -> CaseResult {
     if test_device() != "/dev/udmabuf-live" {
-        return Ok(Outcome::Skip("debugfs is udmabuf-live's".into()));
+        skip!("debugfs is udmabuf-live's");
     }
     if !std::path::Path::new(BUFFERS).exists() {
-        return Ok(Outcome::Skip(format!(
-            "no {BUFFERS}: debugfs not mounted (mount -t debugfs none /sys/kernel/debug)"
-        )));
+        skip!("no {BUFFERS}: debugfs not mounted (mount -t debugfs none /sys/kernel/debug)");
     }
     let ps = page_size();
     let size = 77 * ps; // a size no other test uses, to find the line
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("create")?;
     let kv = line_for(size)?;
     for (k, want) in [
@@ -88,7 +83,7 @@ fn lists_buffer_state_and_counters() -> CaseResult {
     // Releasing the dma-buf may finish asynchronously (deferred fput): poll briefly.
     for _ in 0..100 {
         if line_for(size).is_err() {
-            return Ok(Outcome::Pass);
+            return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

@@ -35,9 +35,9 @@ use super::importer_client::{
     ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer,
 };
 use super::live_util::{punch, try_info as info, try_sync as sync, try_verify as verify};
-use super::rng::{module_refcnt, outcome_key, Histogram};
 use super::{cases, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use crate::ktap::{out, CaseResult};
+use crate::util::{module_refcnt, outcome_key, Histogram};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -52,9 +52,9 @@ const TIMES: u64 = 2;
 const CAPS: [&str; 2] = ["failslab", "fail_page_alloc"];
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "fault-injection",
-        cases: cases![
+    Suite::new(
+        "fault-injection",
+        cases![
             create_shmem_watched,
             create_hugetlb,
             create_list_mixed,
@@ -67,11 +67,8 @@ pub fn suite() -> Suite {
             worker_page_failures,
             totals,
         ],
-    }
-}
-
-fn ps() -> u64 {
-    page_size()
+    )
+    .shared_process()
 }
 
 /// Totals over the suite, printed by the last case.
@@ -102,7 +99,7 @@ fn skip_reason() -> Option<String> {
 macro_rules! need_injection {
     () => {
         if let Some(why) = skip_reason() {
-            return Ok(Outcome::Skip(why));
+            skip!("{}", why);
         }
     };
 }
@@ -338,7 +335,7 @@ impl Scene {
         let memfd = memfd(Backing::Shmem, size)?;
         let old = pattern(seed, size);
         let creator = if watched {
-            let m = Mapping::shared(&memfd, size)?;
+            let m = map_shared(&memfd, size)?;
             m.write(0, &old);
             Some(m)
         } else {
@@ -409,7 +406,7 @@ impl Scene {
             "{what}: VERIFY right after the attempt: {v:?} (only the {changed} changed pages may differ, as stale{} pages)",
             if self.hole { " or hole" } else { "" }
         );
-        let view = Mapping::shared(&self.dmabuf, SCENE_PAGES * ps())?;
+        let view = map_shared(&self.dmabuf, SCENE_PAGES * ps())?;
         let got = self.pages_from(&view.read(0, SCENE_PAGES * ps()));
         let (old, new) = (self.pages_from(&self.old), self.pages_from(&self.new));
         for (i, page) in got.iter().enumerate() {
@@ -430,7 +427,7 @@ impl Scene {
             v.matching == SCENE_PAGES && v.stale == 0 && v.holes == 0,
             "{what}: VERIFY after the repairing SYNC: {v:?}"
         );
-        let view = Mapping::shared(&self.dmabuf, SCENE_PAGES * ps())?;
+        let view = map_shared(&self.dmabuf, SCENE_PAGES * ps())?;
         expect_bytes(
             &format!("{what}: dma-buf after the repairing SYNC"),
             &view.read(0, SCENE_PAGES * ps()),
@@ -594,13 +591,13 @@ fn step_nth_with<S>(
         // The worker did every update before the call got there: nothing of the call's
         // own could fail. What the attempts left was still checked.
         out(&format!("    # fault-injection: {path}: the worker updated first every time; the call had nothing to do"));
-        return Ok(Outcome::Pass);
+        return Ok(());
     }
     ensure!(
         tally.injected > 0,
         "{path}: no fault could be injected (is the stack filter right?)"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 // ---- (a) CREATE and CREATE_LIST ----
@@ -618,7 +615,7 @@ fn check_created(
     for &(m, off, len, msize) in sources {
         want.extend(read_memfd(m, msize, off, len)?);
     }
-    let view = Mapping::shared(&dmabuf, total)?;
+    let view = map_shared(&dmabuf, total)?;
     expect_bytes(
         &format!("{what}: the created buffer"),
         &view.read(0, total),
@@ -648,7 +645,7 @@ fn create_scene(kinds: &[(Backing, u64, bool)], seed: u8) -> Result<CreateScene>
         let m = memfd(kind, size)?;
         let data = pattern(seed.wrapping_add(i as u8), size);
         if mapped {
-            let map = Mapping::shared(&m, size)?;
+            let map = map_shared(&m, size)?;
             map.write(0, &data);
             maps.push(map);
         } else {
@@ -930,7 +927,7 @@ fn worker_failures(cap: &str, spaces: &[u64], hole: bool) -> CaseResult {
     drop(inj);
     tally.print(&path);
     ensure!(tally.injected > 0, "{path}: no fault reached the worker");
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn worker_slab_failures() -> CaseResult {
@@ -956,5 +953,5 @@ fn totals() -> CaseResult {
         INJECTED.load(Ordering::Relaxed),
         ENOMEMS.load(Ordering::Relaxed)
     ));
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -29,9 +29,9 @@ use super::common::*;
 use super::importer_client::{
     ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer,
 };
-use super::rng::{env_u64, module_refcnt, outcome_key, Histogram, Rng};
 use super::{cases, vgem, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use crate::ktap::{out, CaseResult};
+use crate::util::{env_u64, module_refcnt, outcome_key, Histogram, Rng};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::SealFlag;
@@ -45,14 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "fuzz",
-        cases: cases![seeded_ioctl_fuzz],
-    }
-}
-
-fn ps() -> u64 {
-    page_size()
+    Suite::new("fuzz", cases![seeded_ioctl_fuzz])
 }
 
 /// What an fd number is, as far as the rules care.
@@ -138,7 +131,7 @@ impl Catalogue {
         let shrink = SealFlag::F_SEAL_SHRINK;
         // Memfds. The first keeps a mapping, so buffers over it are watched.
         let m = memfd_with_seals(Backing::Shmem, 16 * p, shrink)?;
-        c._maps.push(Mapping::shared(&m, 16 * p)?);
+        c._maps.push(map_shared(&m, 16 * p)?);
         c.good_memfd = add(
             &mut c,
             "memfd 16p SHRINK (mapped)",
@@ -1264,10 +1257,10 @@ impl KeepRaw for OwnedFd {
 
 fn seeded_ioctl_fuzz() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!(
+        skip!(
             "fuzzes udmabuf-live's own ioctls; testing {}",
             test_device()
-        )));
+        );
     }
     let seed = env_u64("ULIVE_FUZZ_SEED", 0x5EED_F022)?;
     let cases = env_u64("ULIVE_FUZZ_CASES", 5000)?;
@@ -1288,7 +1281,7 @@ fn seeded_ioctl_fuzz() -> CaseResult {
         "{module} refcnt {after} after the fuzz closed everything, was {base}"
     );
     out(&format!("    # {summary}"));
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn fuzz(seed: u64, cases: u64) -> Result<String> {

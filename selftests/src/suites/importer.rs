@@ -4,11 +4,11 @@
 //! vmaps, clean teardown in every order, and the module's own lifecycle. Runs after
 //! `module` loaded udmabuf_live.
 
-use super::common::Mapping;
-use super::importer_client::{self as client, ioctl, Importer};
+use super::common::map_shared;
+use super::importer_client::{self as client, Importer};
 use super::live_util::{info, mapped_pfns, pfns, VMAPPED};
 use super::{cases, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use crate::ktap::{out, CaseResult};
 use crate::util::expect_eq;
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
@@ -18,20 +18,21 @@ use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
-use udmabuf_live_uapi::importer::*;
-use udmabuf_live_uapi::{UdmabufCreate, UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC};
+use udmabuf_live_uapi::{UdmabufCreate, UDMABUF_FLAGS_CLOEXEC};
+use ulive_importer_abi::client::ioctl;
+use ulive_importer_abi::*;
 
 const OURS: &str = "/dev/udmabuf-live";
 const BUILTIN: &str = "/dev/udmabuf";
 const MIB: usize = 1 << 20;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "importer",
-        cases: cases![
+    Suite::new(
+        "importer",
+        cases![
             load_importer,
             ioctls_without_attachment,
             attach_rejects_bad_requests,
@@ -52,7 +53,7 @@ pub fn suite() -> Suite {
             vmap_goes_with_detach_and_close,
             unload_importer,
         ],
-    }
+    )
 }
 
 // ---- the two exporters ----
@@ -115,16 +116,13 @@ fn create_dmabuf(dev: &str, memfd: &OwnedFd, size: usize) -> Result<OwnedFd> {
         .write(true)
         .open(dev)
         .with_context(|| format!("open {dev}"))?;
-    let mut req = UdmabufCreate {
+    let req = UdmabufCreate {
         memfd: memfd.as_raw_fd() as u32,
         flags: UDMABUF_FLAGS_CLOEXEC,
         offset: 0,
         size: size as u64,
     };
-    let fd = ioctl(devf.as_raw_fd(), UDMABUF_CREATE, &mut req)
-        .with_context(|| format!("UDMABUF_CREATE on {dev}"))?;
-    // SAFETY: the ioctl returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    udmabuf_live_uapi::sys::create(&devf, &req).with_context(|| format!("UDMABUF_CREATE on {dev}"))
 }
 
 /// Read `len` bytes at `offset` through the importer (in READ_MAX pieces) and compare
@@ -184,7 +182,7 @@ fn load_importer() -> CaseResult {
         md.file_type().is_char_device(),
         "{path} is not a character device"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn ioctls_without_attachment() -> CaseResult {
@@ -216,10 +214,11 @@ fn ioctls_without_attachment() -> CaseResult {
     let bogus = nix::request_code_none!(IMPORTER_IOCTL_TYPE, 0x7f) as u32;
     expect_errno(
         "unknown ioctl",
-        ioctl(imp.raw_fd(), bogus, std::ptr::null_mut::<u8>()),
+        // SAFETY: no argument: an unknown command must not look at it.
+        unsafe { ioctl(imp.raw_fd(), bogus, std::ptr::null_mut::<u8>()) },
         Errno::ENOTTY,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn attach_rejects_bad_requests() -> CaseResult {
@@ -252,7 +251,7 @@ fn attach_rejects_bad_requests() -> CaseResult {
     imp.detach().context("DETACH")?;
     imp.attach(buf.as_raw_fd(), false)
         .context("ATTACH after DETACH")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The round trip every exporter/backing/attachment combination must pass.
@@ -341,7 +340,7 @@ fn round_trip(dev: &str, backing: Backing, dynamic: bool) -> CaseResult {
     // The dma-buf is still fine for a new attachment of the other kind.
     imp.attach(buf.as_raw_fd(), !dynamic).context("re-ATTACH")?;
     verify(&imp, size - 8192, 8192, seed)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn ours_shmem_static() -> CaseResult {
@@ -409,7 +408,7 @@ fn hugetlb_64mib_maps_to_at_most_32_segments() -> CaseResult {
         ours.iter().all(|&n| n <= 32),
         "64 MiB of 2 MiB hugetlb pages mapped to {ours:?} segments (want <= 32)"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Closing the importer with a live mapping unmaps, detaches and puts by itself; the
@@ -431,7 +430,7 @@ fn close_while_mapped() -> CaseResult {
             .with_context(|| format!("{dev}: ATTACH after closes"))?;
         verify(&imp, 0, MIB, 7)?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn refcnt(module: &str) -> Result<u64> {
@@ -473,7 +472,7 @@ fn importer_drops_last_reference() -> CaseResult {
     drop((buf, memfd));
     verify(&imp2, 0, MIB, 11)?;
     drop(imp2);
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 // ---- PFNS ----
@@ -525,7 +524,7 @@ fn pfns_are_the_memfd_pages() -> CaseResult {
             let pages = size / 4096;
             let memfd = patterned_memfd(size, backing, 0x5f)?;
             let buf = create_dmabuf(dev, &memfd, size)?;
-            let map = Mapping::shared(&memfd, size as u64)?;
+            let map = map_shared(&memfd, size as u64)?;
             // Reading faults the mapping's pages in (pagemap shows only present pages).
             let bytes = map.read(0, size as u64);
             ensure!(
@@ -560,7 +559,7 @@ fn pfns_are_the_memfd_pages() -> CaseResult {
             }
         }
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Partial ranges, the cut at the end of the buffer, and the errnos of bad requests.
@@ -605,21 +604,24 @@ fn pfns_ranges_and_bad_requests() -> CaseResult {
     };
     expect_errno(
         "PFNS with an unknown flag",
-        imp.pfns_req(&mut req),
+        // SAFETY: `user_ptr` is `out`, room for the 4 u64s asked for.
+        unsafe { imp.pfns_req(&mut req) },
         Errno::EINVAL,
     )?;
     req.flags = 0;
     req.reserved = 1;
     expect_errno(
         "PFNS with reserved set",
-        imp.pfns_req(&mut req),
+        // SAFETY: as above.
+        unsafe { imp.pfns_req(&mut req) },
         Errno::EINVAL,
     )?;
     req.reserved = 0;
     req.user_ptr = 8;
     expect_errno(
         "PFNS to a bad address",
-        imp.pfns_req(&mut req),
+        // SAFETY: address 8 is never mapped: the kernel refuses it with EFAULT.
+        unsafe { imp.pfns_req(&mut req) },
         Errno::EFAULT,
     )?;
     expect_eq(
@@ -630,7 +632,7 @@ fn pfns_ranges_and_bad_requests() -> CaseResult {
         },
         (1, 0, 1),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 // ---- VMAP, VREAD, VUNMAP ----
@@ -719,7 +721,9 @@ fn vmap_reads_the_buffer() -> CaseResult {
                         len: 16,
                         user_ptr: 8,
                     };
-                    ioctl(imp.raw_fd(), IMPORTER_VREAD, &mut r)
+                    // SAFETY: `r` is a live ImporterRead; its user pointer, address 8,
+                    // is never mapped, so the kernel refuses it with EFAULT.
+                    unsafe { ioctl(imp.raw_fd(), IMPORTER_VREAD, &mut r) }
                 },
                 Errno::EFAULT,
             )?;
@@ -739,7 +743,7 @@ fn vmap_reads_the_buffer() -> CaseResult {
             verify_vmap(&imp, size, seed)?;
         }
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// DETACH and close end the vmap too: udmabuf-live's INFO drops VMAPPED, and the buffer
@@ -804,7 +808,7 @@ fn vmap_goes_with_detach_and_close() -> CaseResult {
         refcnt(module)?,
         base,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unload_importer() -> CaseResult {
@@ -824,5 +828,5 @@ fn unload_importer() -> CaseResult {
         !Path::new(&client::device_path()).exists(),
         "/dev/{IMPORTER_DEVICE_NAME} still exists"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }

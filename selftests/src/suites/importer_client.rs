@@ -1,5 +1,5 @@
 //! The userspace side of the tests' dma-buf importer, `ulive_importer`
-//! (`selftests/importer/`, `/dev/ulive-importer`, ABI in `uapi/src/importer.rs`).
+//! (`selftests/importer/`, `/dev/ulive-importer`, ABI in `selftests/importer/abi/` (crate `ulive-importer-abi`)).
 //!
 //! vgem in 7.2 only attaches on PRIME import (drm_gem_shmem_prime_import_no_map): it
 //! never maps, pins or vmaps a dma-buf. This importer does, as drivers do: a static
@@ -13,12 +13,11 @@
 //! [`Importer::vread_all`], [`Importer::release`]).
 
 use anyhow::{ensure, Context, Result};
-use nix::errno::Errno;
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, RawFd};
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::Path;
-use udmabuf_live_uapi::importer::*;
+use ulive_importer_abi::{client, IMPORTER_DEVICE_NAME, IMPORTER_MODULE_NAME, IMPORTER_PFNS_DMA};
 
 pub fn device_path() -> String {
     format!("/dev/{IMPORTER_DEVICE_NAME}")
@@ -54,13 +53,6 @@ pub fn unload() -> Result<()> {
     Ok(())
 }
 
-/// ioctl(2) with a typed argument.
-pub fn ioctl<T>(fd: RawFd, req: u32, arg: *mut T) -> nix::Result<i32> {
-    // SAFETY: every caller passes a request whose argument type is `T` (or no argument
-    // with a null pointer), pointing at a live value for the duration of the call.
-    Errno::result(unsafe { nix::libc::ioctl(fd, req as _, arg) })
-}
-
 /// How an import attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attach {
@@ -78,9 +70,18 @@ pub struct ImporterView {
     pub remaps: u64,
 }
 
-/// An open file of `/dev/ulive-importer`. Closing it (drop) vunmaps, unmaps, detaches and
-/// drops the dma-buf reference, as DETACH does.
-pub struct Importer(File);
+/// An open file of `/dev/ulive-importer` (the ioctls, one by one, are those of
+/// [`ulive_importer_abi::client::Importer`], reached through `Deref`). Closing it (drop)
+/// vunmaps, unmaps, detaches and drops the dma-buf reference, as DETACH does.
+pub struct Importer(client::Importer);
+
+impl std::ops::Deref for Importer {
+    type Target = client::Importer;
+
+    fn deref(&self) -> &client::Importer {
+        &self.0
+    }
+}
 
 impl Importer {
     /// Open the device, loading the module first if its node is missing (the `importer`
@@ -91,97 +92,13 @@ impl Importer {
             load()?;
         }
         Ok(Self(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("open {path}"))?,
+            client::Importer::open(Path::new(&path)).with_context(|| format!("open {path}"))?,
         ))
     }
 
     /// The open importer file itself (the fuzzer passes it where a dma-buf is expected).
     pub fn into_file(self) -> File {
-        self.0
-    }
-
-    pub fn raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-
-    // ---- the ioctls, one by one ----
-
-    pub fn attach(&self, dmabuf: RawFd, dynamic: bool) -> nix::Result<()> {
-        self.attach_raw(dmabuf, dynamic as u32)
-    }
-
-    pub fn attach_raw(&self, dmabuf: RawFd, dynamic: u32) -> nix::Result<()> {
-        let mut a = ImporterAttach {
-            dmabuf_fd: dmabuf,
-            dynamic,
-        };
-        ioctl(self.raw_fd(), IMPORTER_ATTACH, &mut a).map(drop)
-    }
-
-    pub fn map(&self) -> nix::Result<ImporterMap> {
-        let mut m = ImporterMap::default();
-        ioctl(self.raw_fd(), IMPORTER_MAP, &mut m).map(|_| m)
-    }
-
-    /// READ through the DMA mapping; returns the bytes copied.
-    pub fn read(&self, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
-        let mut r = ImporterRead {
-            offset: offset as u64,
-            len: buf.len() as u64,
-            user_ptr: buf.as_mut_ptr() as u64,
-        };
-        ioctl(self.raw_fd(), IMPORTER_READ, &mut r).map(|n| n as usize)
-    }
-
-    pub fn stats(&self) -> nix::Result<ImporterStats> {
-        let mut s = ImporterStats::default();
-        ioctl(self.raw_fd(), IMPORTER_STATS, &mut s).map(|_| s)
-    }
-
-    pub fn detach(&self) -> nix::Result<()> {
-        ioctl(self.raw_fd(), IMPORTER_DETACH, std::ptr::null_mut::<u8>()).map(drop)
-    }
-
-    /// PFNS of pages `first_page..` into `out` (`flags`: 0 or IMPORTER_PFNS_DMA); returns
-    /// how many the module wrote.
-    pub fn pfns(&self, first_page: u64, out: &mut [u64], flags: u32) -> nix::Result<usize> {
-        let mut p = ImporterPfns {
-            first_page,
-            count: out.len() as u64,
-            user_ptr: out.as_mut_ptr() as u64,
-            flags,
-            reserved: 0,
-        };
-        self.pfns_req(&mut p)
-    }
-
-    /// PFNS with a request as given (so that bad ones can be passed).
-    ///
-    /// The module writes at most `count` u64s to `user_ptr`: a bad pointer gives EFAULT.
-    pub fn pfns_req(&self, req: &mut ImporterPfns) -> nix::Result<usize> {
-        ioctl(self.raw_fd(), IMPORTER_PFNS, req).map(|n| n as usize)
-    }
-
-    pub fn vmap(&self) -> nix::Result<()> {
-        ioctl(self.raw_fd(), IMPORTER_VMAP, std::ptr::null_mut::<u8>()).map(drop)
-    }
-
-    pub fn vunmap(&self) -> nix::Result<()> {
-        ioctl(self.raw_fd(), IMPORTER_VUNMAP, std::ptr::null_mut::<u8>()).map(drop)
-    }
-
-    /// VREAD through the vmap; returns the bytes copied.
-    pub fn vread(&self, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
-        let mut r = ImporterRead {
-            offset: offset as u64,
-            len: buf.len() as u64,
-            user_ptr: buf.as_mut_ptr() as u64,
-        };
-        ioctl(self.raw_fd(), IMPORTER_VREAD, &mut r).map(|n| n as usize)
+        self.0.into_file()
     }
 
     // ---- what the live suites do with it ----

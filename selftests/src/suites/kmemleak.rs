@@ -11,7 +11,7 @@
 //! modules are listed first.
 
 use super::{cases, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use crate::ktap::{out, CaseResult};
 use anyhow::{bail, Context};
 use std::path::Path;
 use std::time::Duration;
@@ -19,17 +19,12 @@ use std::time::Duration;
 const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "kmemleak",
-        cases: cases![no_unreferenced_objects],
-    }
+    Suite::new("kmemleak", cases![no_unreferenced_objects])
 }
 
 fn no_unreferenced_objects() -> CaseResult {
     if !Path::new(KMEMLEAK).exists() {
-        return Ok(Outcome::Skip(format!(
-            "no {KMEMLEAK}: kernel without CONFIG_DEBUG_KMEMLEAK (use KERNEL_FLAVOR=debug)"
-        )));
+        skip!("no {KMEMLEAK}: kernel without CONFIG_DEBUG_KMEMLEAK (use KERNEL_FLAVOR=debug)");
     }
     // kmemleak only reports objects older than 5 s, and objects freed through RCU or
     // deferred work need a moment: let the last suite's frees settle.
@@ -46,7 +41,7 @@ fn no_unreferenced_objects() -> CaseResult {
     let reports: Vec<&str> = text.split("unreferenced object").skip(1).collect();
     if reports.is_empty() {
         out("    # kmemleak: 0 unreferenced objects after two scans");
-        return Ok(Outcome::Pass);
+        return Ok(());
     }
     let ours = |r: &&str| r.contains("udmabuf_live") || r.contains("ulive_importer");
     let mut sorted: Vec<&str> = reports.iter().copied().filter(ours).collect();

@@ -4,25 +4,21 @@
 
 use super::common::*;
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use anyhow::{ensure, Context};
 use std::os::fd::AsFd;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "close-order",
-        cases: cases![
+    Suite::new(
+        "close-order",
+        cases![
             memfd_closed_first_shmem,
             memfd_closed_first_hugetlb,
             dmabuf_closed_first,
             device_closed_first,
             mapping_outlives_both_fds,
         ],
-    }
-}
-
-fn ps() -> u64 {
-    page_size()
+    )
 }
 
 /// Close the memfd (and unmap it), then map the dma-buf: the content is still there, and
@@ -35,8 +31,7 @@ fn memfd_closed_first(kind: Backing, size: u64) -> CaseResult {
         dmabuf_size(&dmabuf)? == size,
         "size changed after closing the memfd"
     );
-    let view =
-        Mapping::shared(&dmabuf, size).context("mmap the dma-buf after closing the memfd")?;
+    let view = map_shared(&dmabuf, size).context("mmap the dma-buf after closing the memfd")?;
     expect_bytes(
         "content after closing the memfd",
         &view.read(0, size),
@@ -50,7 +45,7 @@ fn memfd_closed_first(kind: Backing, size: u64) -> CaseResult {
     )?;
     dmabuf_sync(&dmabuf, SYNC_START | SYNC_RW).context("SYNC_START after closing the memfd")?;
     dmabuf_sync(&dmabuf, SYNC_END | SYNC_RW).context("SYNC_END after closing the memfd")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn memfd_closed_first_shmem() -> CaseResult {
@@ -68,7 +63,7 @@ fn dmabuf_closed_first() -> CaseResult {
     let b = filled_buffer(Backing::Shmem, size, 32, 0)?;
     let Buffer { dmabuf, memfd, .. } = b;
     {
-        let view = Mapping::shared(&dmabuf, size)?;
+        let view = map_shared(&dmabuf, size)?;
         view.write(0, &pattern(33, size));
     }
     drop(dmabuf);
@@ -83,13 +78,13 @@ fn dmabuf_closed_first() -> CaseResult {
     let dev = open_device(&test_device())?;
     let again =
         create(dev.as_fd(), &memfd, size, size, 0).context("new buffer from the same memfd")?;
-    let view = Mapping::shared(&again, size)?;
+    let view = map_shared(&again, size)?;
     expect_bytes(
         "new buffer",
         &view.read(0, size),
         &pattern(34, 2 * size)[size as usize..],
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The device fd is only needed for the ioctl: buffers live on after it is closed.
@@ -100,13 +95,13 @@ fn device_closed_first() -> CaseResult {
     let dev = open_device(&test_device())?;
     let buf = create(dev.as_fd(), &m, 0, size, 0).context("UDMABUF_CREATE")?;
     drop(dev);
-    let view = Mapping::shared(&buf, size).context("mmap after closing the device")?;
+    let view = map_shared(&buf, size).context("mmap after closing the device")?;
     expect_bytes(
         "content after closing the device",
         &view.read(0, size),
         &pattern(35, size),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A mapping of the dma-buf keeps it alive after both fds are closed, and still aliases
@@ -114,8 +109,8 @@ fn device_closed_first() -> CaseResult {
 fn mapping_outlives_both_fds() -> CaseResult {
     let size = 8 * ps();
     let b = filled_buffer(Backing::Shmem, size, 36, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size)?;
-    let mview = Mapping::shared(&b.memfd, size)?;
+    let view = map_shared(&b.dmabuf, size)?;
+    let mview = map_shared(&b.memfd, size)?;
     drop(b);
     expect_bytes(
         "dma-buf mapping after closing both fds",
@@ -128,5 +123,5 @@ fn mapping_outlives_both_fds() -> CaseResult {
         &view.read(0, size),
         &pattern(37, size),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -7,17 +7,17 @@
 
 use super::common::*;
 use super::live_util::*;
-use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use std::ops::RangeInclusive;
 use std::os::fd::{AsFd, OwnedFd};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live",
-        cases: cases![
+    Suite::new(
+        "live",
+        cases![
             punch_write_sync_shmem,
             punch_write_sync_hugetlb,
             disjoint_holes,
@@ -34,7 +34,8 @@ pub fn suite() -> Suite {
             hugetlb_partial_punch,
             cpu_access_bracket_across_update,
         ],
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 /// A buffer made of memfd ranges and holes punched into those memfds.
@@ -116,7 +117,7 @@ impl Layout {
         let maps: Vec<Mapping> = fds
             .iter()
             .zip(&self.memfds)
-            .map(|(fd, &(_, s))| Mapping::shared(fd, s))
+            .map(|(fd, &(_, s))| map_shared(fd, s))
             .collect::<Result<_>>()?;
         for (i, (map, &(_, s))) in maps.iter().zip(&self.memfds).enumerate() {
             map.write(0, &pattern(10 + i as u8, s));
@@ -132,7 +133,7 @@ impl Layout {
         } else {
             create_list(dev.as_fd(), 0, &items).context("UDMABUF_CREATE_LIST")?
         };
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
 
         let before = info(&dev, &buf)?;
         ensure!(
@@ -218,11 +219,8 @@ impl Layout {
 }
 
 fn run(l: Layout) -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     l.run()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 const SHMEM: u32 = UDMABUF_LIVE_BACKING_SHMEM;
@@ -363,17 +361,14 @@ fn madvise_remove_hugetlb() -> CaseResult {
 /// 28..32 must leave the buffer alone (no update, same PFNs); a punch of page 10 then
 /// swaps exactly dma-buf page 2.
 fn punch_outside_the_buffer_changes_nothing() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let (pages, first) = (16, 8);
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, 32 * ps())?;
-    let map = Mapping::shared(&memfd, 32 * ps())?;
+    let map = map_shared(&memfd, 32 * ps())?;
     map.write(0, &pattern(1, 32 * ps()));
     let buf =
         create(dev.as_fd(), &memfd, first * ps(), pages * ps(), 0).context("UDMABUF_CREATE")?;
-    let bmap = Mapping::shared(&buf, pages * ps())?;
+    let bmap = map_shared(&buf, pages * ps())?;
     let before = info(&dev, &buf)?;
     let old = expect_pfns(
         "after create",
@@ -431,7 +426,7 @@ fn punch_outside_the_buffer_changes_nothing() -> CaseResult {
         &want(&map),
     )?;
     expect_all_matching("after the punch inside", &dev, &buf, pages)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A hole nobody writes: the update fills it with a page that must be the memfd's own
@@ -447,10 +442,10 @@ fn hole_left_unwritten(kind: Backing) -> Result<()> {
         let hole = (g, g); // the second granule
         let dev = open_device(&test_device())?;
         let memfd = memfd(kind, size)?;
-        let map = Mapping::shared(&memfd, size)?;
+        let map = map_shared(&memfd, size)?;
         map.write(0, &pattern(1, size));
         let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         let before = info(&dev, &buf)?;
         punch(&memfd, hole.0, hole.1)?;
         sync(&dev, &buf, 1000)?;
@@ -504,28 +499,19 @@ fn hole_left_unwritten(kind: Backing) -> Result<()> {
 }
 
 fn hole_left_unwritten_shmem() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     hole_left_unwritten(Backing::Shmem)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn hole_left_unwritten_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     hole_left_unwritten(Backing::Hugetlb)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// hugetlb punches are huge-page granular: a punch from 8 KiB before the end of huge
 /// page 0 to 8 KiB into huge page 2 zeroes those bytes in place (same pages, no update
 /// for them) and replaces huge page 1 whole (512 pages swapped, left unwritten: zeroes).
 fn hugetlb_partial_punch() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 3 * HUGE_PAGE;
     let pages = size / ps();
     let (start, end) = (HUGE_PAGE - 2 * ps(), 2 * HUGE_PAGE + 2 * ps());
@@ -535,7 +521,7 @@ fn hugetlb_partial_punch() -> CaseResult {
         map,
         buf,
     } = watched(Backing::Hugetlb, size, 1)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     let before = info(&dev, &buf)?;
     let old = expect_pfns("after create", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
     punch(&memfd, start, end - start)?;
@@ -563,16 +549,13 @@ fn hugetlb_partial_punch() -> CaseResult {
     expect_moved("after the punch", &old, &new, |i| {
         (hp..2 * hp).contains(&(i as u64))
     })?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A CPU access bracket (DMA_BUF_IOCTL_SYNC START ... END) with an update applied inside
 /// it: END must still succeed, as it does on the built-in udmabuf, and the mmap shows
 /// the new bytes.
 fn cpu_access_bracket_across_update() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let Watched {
         dev,
@@ -580,7 +563,7 @@ fn cpu_access_bracket_across_update() -> CaseResult {
         map,
         buf,
     } = watched(Backing::Shmem, size, 1)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     let before = info(&dev, &buf)?;
     dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
     punch(&memfd, 3 * ps(), ps())?;
@@ -603,5 +586,5 @@ fn cpu_access_bracket_across_update() -> CaseResult {
     // And a bracket after the update works as before.
     dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START after the update")?;
     dmabuf_sync(&buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END after the update")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

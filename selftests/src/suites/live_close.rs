@@ -11,9 +11,9 @@
 use super::common::*;
 use super::importer_client::{Attach, Importer};
 use super::live_util::*;
-use super::{cases, Suite};
+use super::{cases, Require, Suite};
 use crate::ktap::out;
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use anyhow::{bail, ensure, Context, Result};
 use nix::libc;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-close",
-        cases: cases![
+    Suite::new(
+        "live-close",
+        cases![
             close_while_pending,
             close_while_pending_hugetlb,
             close_while_pending_with_writer,
@@ -34,7 +34,8 @@ pub fn suite() -> Suite {
             child_creates_punches_exits,
             buffer_outlives_creator_process,
         ],
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 fn base_refcnt() -> Result<u64> {
@@ -50,7 +51,7 @@ fn close_while_pending_rounds(kind: Backing, size: u64, rounds: u64, hole: u64) 
     {
         let dev = open_device(&test_device())?;
         let memfd = memfd(kind, size)?;
-        let map = Mapping::shared(&memfd, size)?;
+        let map = map_shared(&memfd, size)?;
         map.write(0, &pattern(40, size));
         for r in 0..rounds {
             let buf = create(dev.as_fd(), &memfd, 0, size, 0)
@@ -72,7 +73,7 @@ fn close_while_pending_rounds(kind: Backing, size: u64, rounds: u64, hole: u64) 
         // A buffer made now starts on the memfd's current pages.
         let buf =
             create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE after the closes")?;
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         expect_bytes(
             "new buffer after the closes",
             &bmap.read(0, size),
@@ -121,39 +122,30 @@ fn expect_hugepages_free(what: &str, base: u64) -> Result<()> {
 }
 
 fn close_while_pending() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     close_while_pending_rounds(Backing::Shmem, 16 * ps(), 40, ps())?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn close_while_pending_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     close_while_pending_rounds(Backing::Hugetlb, 2 * HUGE_PAGE, 8, HUGE_PAGE)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A thread writes the memfd through its mapping without pause (re-faulting punched
 /// pages) while the main thread creates, punches, sometimes SYNCs, and closes.
 fn close_while_pending_with_writer() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let base = base_refcnt()?;
     let pages = 16;
     let size = pages * ps();
     {
         let dev = open_device(&test_device())?;
         let memfd = memfd(Backing::Shmem, size)?;
-        let map = Mapping::shared(&memfd, size)?;
+        let map = map_shared(&memfd, size)?;
         map.write(0, &pattern(42, size));
         let (addr, stop, writes) = (map.addr(), AtomicBool::new(false), AtomicU64::new(0));
         let result = std::thread::scope(|s| -> Result<()> {
             s.spawn(|| {
-                let mut rng = Rng::new(0x3717);
+                let mut rng = XorShift::new(0x3717);
                 while !stop.load(Ordering::Relaxed) {
                     let off = rng.below(size / 8) * 8;
                     // SAFETY: in bounds of `map`, which outlives this scope; plain stores
@@ -165,7 +157,7 @@ fn close_while_pending_with_writer() -> CaseResult {
                 }
             });
             let r = (|| -> Result<()> {
-                let mut rng = Rng::new(0x5eed);
+                let mut rng = XorShift::new(0x5eed);
                 for r in 0..60u32 {
                     let buf = create(dev.as_fd(), &memfd, 0, size, 0)
                         .with_context(|| format!("round {r}: UDMABUF_CREATE"))?;
@@ -195,20 +187,17 @@ fn close_while_pending_with_writer() -> CaseResult {
         )?;
     }
     expect_refcnt("after punch-and-close rounds with a writer", base)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Close the dma-buf (and the device) while the memfd mapping its notifiers watched is
 /// still alive, then punch through that mapping both ways: nothing may reach the freed
 /// buffer, the refcount is back at once, and the memfd behaves as a memfd.
 fn close_then_punch_through_live_mapping() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let base = base_refcnt()?;
     let size = 16 * ps();
     let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     map.write(0, &pattern(44, size));
     {
         let dev = open_device(&test_device())?;
@@ -235,7 +224,7 @@ fn close_then_punch_through_live_mapping() -> CaseResult {
     )?;
     drop(map);
     expect_refcnt("after the punches and the munmap", base)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A static import pins a hugetlb buffer; a punch leaves new pages waiting (stale); the
@@ -250,7 +239,7 @@ fn close_while_stale(close_importer_fd: bool) -> Result<()> {
     {
         let dev = open_device(&test_device())?;
         let memfd = memfd(Backing::Hugetlb, size)?;
-        let map = Mapping::shared(&memfd, size)?;
+        let map = map_shared(&memfd, size)?;
         map.write(0, &pattern(50, size));
         let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
         imp.import(&buf, Attach::Static).context("static import")?;
@@ -279,19 +268,13 @@ fn close_while_stale(close_importer_fd: bool) -> Result<()> {
 }
 
 fn close_while_stale_static_import() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     close_while_stale(false)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn close_while_stale_importer_fd_closed() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     close_while_stale(true)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The common teardown order: munmap the memfd, close the dma-buf, close the memfd.
@@ -301,9 +284,6 @@ fn close_while_stale_importer_fd_closed() -> CaseResult {
 /// back within FREE_TIMEOUT; how many rounds were not back at once, and the longest lag,
 /// are reported.
 fn release_lag_after_munmap_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let base = base_refcnt()?;
     let free = hugepages_free()?;
     let size = 2 * HUGE_PAGE;
@@ -313,7 +293,7 @@ fn release_lag_after_munmap_hugetlb() -> CaseResult {
         {
             let dev = open_device(&test_device())?;
             let memfd = memfd(Backing::Hugetlb, size)?;
-            let map = Mapping::shared(&memfd, size)?;
+            let map = map_shared(&memfd, size)?;
             map.write(0, &pattern(52, size));
             let buf = create(dev.as_fd(), &memfd, 0, size, 0)
                 .with_context(|| format!("round {r}: UDMABUF_CREATE"))?;
@@ -332,15 +312,12 @@ fn release_lag_after_munmap_hugetlb() -> CaseResult {
         "    # release lag: huge pages not back at once in {late}/{rounds} rounds (longest {} ms)",
         worst.as_millis()
     ));
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A child creates a buffer over its own mapping, punches (sometimes with a dma-buf mmap
 /// alive), and exits without closing anything; once it is reaped the refcount is back.
 fn child_creates_punches_exits() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let base = base_refcnt()?;
     let free = hugepages_free()?;
     for round in 0..6u64 {
@@ -353,11 +330,11 @@ fn child_creates_punches_exits() -> CaseResult {
             let size = 4 * kind.granule();
             let dev = open_device(&test_device())?;
             let memfd = memfd(kind, size)?;
-            let map = Mapping::shared(&memfd, size)?;
+            let map = map_shared(&memfd, size)?;
             map.write(0, &pattern(46, size));
             let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
             let bmap = if round % 2 == 1 {
-                Some(Mapping::shared(&buf, size)?)
+                Some(map_shared(&buf, size)?)
             } else {
                 None
             };
@@ -373,7 +350,7 @@ fn child_creates_punches_exits() -> CaseResult {
         expect_refcnt(&format!("round {round}: after the child was reaped"), base)?;
     }
     expect_hugepages_free("after the children were reaped", free)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn pidfd_open(pid: nix::unistd::Pid) -> Result<OwnedFd> {
@@ -398,9 +375,6 @@ fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> Result<OwnedFd> {
 fn buffer_outlives_creator_process() -> CaseResult {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, pipe, read, write, ForkResult};
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let base = base_refcnt()?;
     let size = 16 * ps();
     let (to_parent_r, to_parent_w) = pipe().context("pipe")?;
@@ -412,7 +386,7 @@ fn buffer_outlives_creator_process() -> CaseResult {
             let setup = || -> Result<[i32; 2]> {
                 let dev = open_device(&test_device())?;
                 let memfd = memfd(Backing::Shmem, size)?;
-                let map = Mapping::shared(&memfd, size)?;
+                let map = map_shared(&memfd, size)?;
                 map.write(0, &pattern(48, size));
                 let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
                 expect_state("created in the child", &info(&dev, &buf)?, WATCHED, 0)?;
@@ -461,7 +435,7 @@ fn buffer_outlives_creator_process() -> CaseResult {
                 0,
                 WATCHED | STALE,
             )?;
-            let bmap = Mapping::shared(&buf, size)?;
+            let bmap = map_shared(&buf, size)?;
             expect_bytes(
                 "dma-buf after the creator exited",
                 &bmap.read(0, size),
@@ -485,7 +459,7 @@ fn buffer_outlives_creator_process() -> CaseResult {
             )?;
             drop((bmap, buf, memfd, dev));
             expect_refcnt("after closing the buffer taken from the exited child", base)?;
-            Ok(Outcome::Pass)
+            Ok(())
         }
     }
 }

@@ -6,8 +6,8 @@
 
 use super::common::*;
 use super::live_util::*;
-use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use nix::errno::Errno;
 use nix::libc;
@@ -15,9 +15,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-errors",
-        cases: cases![
+    Suite::new(
+        "live-errors",
+        cases![
             builtin_udmabuf_dmabuf_einval,
             dma_heap_dmabuf_einval,
             memfd_and_device_fd_einval,
@@ -28,7 +28,8 @@ pub fn suite() -> Suite {
             pfns_without_cap_sys_admin_eperm,
             pfns_as_nobody_eperm,
         ],
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 /// Each of the four ioctls on fd number `fd` must fail with `want`.
@@ -64,11 +65,8 @@ fn our_buffer(dev: &OwnedFd, pages: u64) -> Result<(OwnedFd, OwnedFd)> {
 }
 
 fn builtin_udmabuf_dmabuf_einval() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     if !std::path::Path::new(REFERENCE_DEVICE).exists() {
-        return Ok(Outcome::Skip(format!("no {REFERENCE_DEVICE}")));
+        skip!("no {REFERENCE_DEVICE}");
     }
     let dev = open_device(&test_device())?;
     let reference = open_device(REFERENCE_DEVICE)?;
@@ -84,7 +82,7 @@ fn builtin_udmabuf_dmabuf_einval() -> CaseResult {
     // Ours, from the same memfd, is accepted (the refusal is about the exporter).
     let ours = create(dev.as_fd(), &memfd, 0, 4 * ps(), 0).context("UDMABUF_CREATE")?;
     info(&dev, &ours)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 #[repr(C)]
@@ -98,12 +96,9 @@ struct DmaHeapAllocationData {
 nix::ioctl_readwrite!(dma_heap_ioctl_alloc, b'H', 0x0, DmaHeapAllocationData);
 
 fn dma_heap_dmabuf_einval() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let heap_path = "/dev/dma_heap/system";
     let Ok(heap) = open_device(heap_path) else {
-        return Ok(Outcome::Skip(format!("no {heap_path}")));
+        skip!("no {heap_path}");
     };
     let mut a = DmaHeapAllocationData {
         len: 4 * ps(),
@@ -121,13 +116,10 @@ fn dma_heap_dmabuf_einval() -> CaseResult {
         fdnum(&other),
         Errno::EINVAL,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn memfd_and_device_fd_einval() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let dev = open_device(&test_device())?;
     let (memfd, _buf) = our_buffer(&dev, 2)?;
     expect_all_refuse(
@@ -142,13 +134,10 @@ fn memfd_and_device_fd_einval() -> CaseResult {
         fdnum(&dev),
         Errno::EINVAL,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn closed_fd_ebadf() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let dev = open_device(&test_device())?;
     let (memfd, buf) = our_buffer(&dev, 2)?;
     let closed = fdnum(&buf);
@@ -157,14 +146,11 @@ fn closed_fd_ebadf() -> CaseResult {
     expect_all_refuse("fd -1", &dev, u32::MAX, Errno::EBADF)?;
     expect_all_refuse("fd 0x7fffffff", &dev, i32::MAX as u32, Errno::EBADF)?;
     drop(memfd);
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The argument struct itself at a bad address.
 fn bad_argument_pointer_efault() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let dev = open_device(&test_device())?;
     let mut bad = Vec::new();
     for (name, cmd) in [
@@ -186,13 +172,10 @@ fn bad_argument_pointer_efault() -> CaseResult {
         "null argument pointer: expected EFAULT; {}",
         bad.join(", ")
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn pfns_out_of_range_einval() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let n = 8;
     let dev = open_device(&test_device())?;
     let (_memfd, buf) = our_buffer(&dev, n)?;
@@ -228,13 +211,10 @@ fn pfns_out_of_range_einval() -> CaseResult {
         "PFNS outside an {n}-page buffer: expected EINVAL; {}",
         bad.join(", ")
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn pfns_bad_output_pointer_efault() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let dev = open_device(&test_device())?;
     let (_memfd, buf) = our_buffer(&dev, 4)?;
     for outp in [0u64, 1 << 63] {
@@ -245,7 +225,7 @@ fn pfns_bad_output_pointer_efault() -> CaseResult {
             "PFNS into {outp:#x}: {r:?}, expected EFAULT"
         );
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 #[repr(C)]
@@ -313,17 +293,11 @@ fn unprivileged_child(what: &str, drop_privilege: fn() -> Result<()>) -> Result<
 }
 
 fn pfns_without_cap_sys_admin_eperm() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unprivileged_child("without CAP_SYS_ADMIN", drop_cap_sys_admin)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn pfns_as_nobody_eperm() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unprivileged_child("as uid 65534", || {
         let nobody = nix::unistd::Gid::from_raw(65534);
         nix::unistd::setgroups(&[]).context("setgroups")?;
@@ -331,5 +305,5 @@ fn pfns_as_nobody_eperm() -> CaseResult {
         nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).context("setuid(65534)")?;
         Ok(())
     })?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -13,8 +13,8 @@
 use super::common::*;
 use super::importer_client::{Attach, Importer};
 use super::live_util::*;
-use super::{cases, vgem, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, vgem, Require, Suite};
+use crate::ktap::CaseResult;
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use std::ops::RangeInclusive;
@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-importers",
-        cases: cases![
+    Suite::new(
+        "live-importers",
+        cases![
             stale_until_static_importer_releases,
             sync_waits_for_unpin,
             stale_until_vunmap,
@@ -34,7 +34,8 @@ pub fn suite() -> Suite {
             stale_until_last_holder_goes,
             repunch_while_stale_hugetlb,
         ],
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 const PAGES: u64 = 32;
@@ -89,7 +90,7 @@ impl Held {
             map,
             buf,
         } = watched(Backing::Shmem, size(), 1)?;
-        let bmap = Mapping::shared(&buf, size())?;
+        let bmap = map_shared(&buf, size())?;
         let imp = Importer::open()?;
         match holder {
             Holder::StaticImport => imp.import(&buf, Attach::Static).context("static import")?,
@@ -238,20 +239,14 @@ fn stale_until_vunmap() -> CaseResult {
 
 /// Stale while `holder` holds the buffer; SYNC succeeds once it lets go.
 fn stale_until_released(holder: Holder) -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let h = Held::new(holder)?;
     h.expect_stale()?;
     release_then_sync(&h)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// SYNC with a long timeout returns once another thread's release applies the pages.
 fn sync_waits_for_unpin() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let h = Held::new(Holder::StaticImport)?;
     h.expect_stale()?;
     let delay = Duration::from_millis(300);
@@ -274,15 +269,12 @@ fn sync_waits_for_unpin() -> CaseResult {
         "SYNC returned after {waited:?}; the unpin came after {delay:?}"
     );
     h.expect_applied("after SYNC waited for the unpin")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A dynamic importer is not pinned: SYNC applies at once, the importer was told to
 /// drop its mapping, and mapping again gives it the new pages.
 fn dynamic_importer_remaps_new_pages() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let h = Held::new(Holder::DynamicImport)?;
     sync(&h.dev, &h.buf, 0).context("SYNC with a dynamic importer")?;
     let new = h.expect_applied("after SYNC")?;
@@ -298,15 +290,12 @@ fn dynamic_importer_remaps_new_pages() -> CaseResult {
     );
     h.expect_importer_sees("after the update", &new, &pattern(2, size()))?;
     h.imp.release().context("release")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// vgem's PRIME import only attaches (no map, no pin): a punch while vgem holds the
 /// buffer is applied at once, and the dma-buf vgem gives back shows the new bytes.
 fn vgem_attach_does_not_defer() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let Watched {
         dev,
         memfd,
@@ -335,7 +324,7 @@ fn vgem_attach_does_not_defer() -> CaseResult {
     )?;
     expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
     let back = vgem::handle_to_fd(&drm, handle).context("PRIME_HANDLE_TO_FD")?;
-    let view = Mapping::shared(&back, size())?;
+    let view = map_shared(&back, size())?;
     expect_bytes(
         "the dma-buf vgem gives back",
         &view.read(0, size()),
@@ -344,7 +333,7 @@ fn vgem_attach_does_not_defer() -> CaseResult {
     drop(view);
     drop(back);
     vgem::gem_close(&drm, handle).context("GEM_CLOSE")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn expect_sync_timeout(what: &str, dev: &OwnedFd, buf: &OwnedFd) -> Result<()> {
@@ -370,16 +359,13 @@ fn expect_progress_since(
 /// import made while stale (it starts on the old pages too, like the first). The update
 /// waits until the last of them goes, whatever the order.
 fn stale_until_last_holder_goes() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let Watched {
         dev,
         memfd,
         map,
         buf,
     } = watched(Backing::Shmem, size(), 1)?;
-    let bmap = Mapping::shared(&buf, size())?;
+    let bmap = map_shared(&buf, size())?;
     let (a, v, b) = (Importer::open()?, Importer::open()?, Importer::open()?);
     a.import(&buf, Attach::Static)
         .context("first static import")?;
@@ -435,16 +421,13 @@ fn stale_until_last_holder_goes() -> CaseResult {
         0,
         &mapped_pfns(&map, 0, PAGES)?,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A huge page punched twice while a static import holds the buffer: the second new
 /// page replaces the first in the waiting set (whose pin must be dropped: the pool is
 /// checked after closing), and the release applies only the newest one.
 fn repunch_while_stale_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let pool = hugepage_pool()?;
     {
         let size = 2 * HUGE_PAGE;
@@ -455,7 +438,7 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
             map,
             buf,
         } = watched(Backing::Hugetlb, size, 1)?;
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         let imp = Importer::open()?;
         imp.import(&buf, Attach::Static).context("static import")?;
         let before = info(&dev, &buf)?;
@@ -490,5 +473,5 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
         )?;
     }
     expect_hugepage_pool("after closing everything", pool)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -8,16 +8,16 @@
 use super::common::*;
 use super::importer_client::{Attach, Importer};
 use super::live_util::*;
-use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use std::os::fd::{AsFd, OwnedFd};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-lazy",
-        cases: cases![
+    Suite::new(
+        "live-lazy",
+        cases![
             cpu_access_resyncs,
             sync_ioctl_resyncs,
             static_import_resyncs,
@@ -34,7 +34,8 @@ pub fn suite() -> Suite {
             unwritten_hole_static_import_hugetlb,
             punch_between_two_maps,
         ],
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 const PAGES: u64 = 32;
@@ -72,7 +73,7 @@ impl Lazy {
             "created from an unmapped memfd: {} notifiers, expected 0",
             before.notifiers
         );
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         expect_bytes(
             "dma-buf after create",
             &bmap.read(0, size),
@@ -127,7 +128,7 @@ impl Lazy {
         expect_all_matching(&format!("after {what}"), &self.dev, &self.buf, PAGES)?;
         let i = info(&self.dev, &self.buf)?;
         expect_progress(what, &self.before, &i, 1..=1, punched)?;
-        let map = Mapping::shared(&self.memfd, size)?;
+        let map = map_shared(&self.memfd, size)?;
         expect_bytes("memfd mapping", &map.read(0, size), &pattern(seed, size))?;
         expect_pfns(
             &format!("after {what}"),
@@ -155,37 +156,28 @@ impl Lazy {
 
 /// DMA_BUF_IOCTL_SYNC START alone brings the dma-buf in step; END completes the access.
 fn cpu_access_resyncs() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let l = Lazy::new(1)?;
     let punched = l.punch_and_write(&[(4, 2), (20, 1)], 2)?;
     dmabuf_sync(&l.buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
     l.expect_resynced("DMA_BUF_IOCTL_SYNC START", 2, punched)?;
     dmabuf_sync(&l.buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END")?;
     expect_all_matching("after DMA_BUF_IOCTL_SYNC END", &l.dev, &l.buf, PAGES)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// UDMABUF_LIVE_SYNC checks every page of an unwatched buffer.
 fn sync_ioctl_resyncs() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let l = Lazy::new(3)?;
     let punched = l.punch_and_write(&[(0, 1), (9, 3), (31, 1)], 4)?;
     sync(&l.dev, &l.buf, 0)?;
     l.expect_resynced("UDMABUF_LIVE_SYNC", 4, punched)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// An import after an unwatched punch starts on the new pages: a static import through
 /// the first pin, a dynamic one through map_dma_buf. The importer's DMA mapping then
 /// points at the memfd's pages.
 fn import_resyncs(how: Attach) -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let l = Lazy::new(5)?;
     let punched = l.punch_and_write(&[(7, 2)], 6)?;
     let imp = Importer::open()?;
@@ -213,7 +205,7 @@ fn import_resyncs(how: Attach) -> CaseResult {
         i.pins
     );
     expect_all_matching("after the release", &l.dev, &l.buf, PAGES)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn static_import_resyncs() -> CaseResult {
@@ -227,9 +219,6 @@ fn dynamic_import_resyncs() -> CaseResult {
 /// hugetlbfs has no pwrite: the creator maps, writes and unmaps before create, then
 /// writes the new bytes through a mapping made after create (which is not watched).
 fn sync_ioctl_resyncs_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 2 * HUGE_PAGE;
     let pages = size / ps();
     let dev = open_device(&test_device())?;
@@ -243,9 +232,9 @@ fn sync_ioctl_resyncs_hugetlb() -> CaseResult {
         0,
         WATCHED,
     )?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     punch(&memfd, 0, HUGE_PAGE)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     map.write(0, &pattern(8, size));
     let v = verify(&dev, &buf)?;
     ensure!(
@@ -261,15 +250,12 @@ fn sync_ioctl_resyncs_hugetlb() -> CaseResult {
     expect_all_matching("after SYNC", &dev, &buf, pages)?;
     expect_progress("SYNC", &before, &info(&dev, &buf)?, 1..=1, pages / 2)?;
     expect_pfns("after SYNC", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Created with the memfd mapped (watched), then munmapped: no longer watched, and SYNC
 /// finds a later punch.
 fn unmapped_since_create() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = PAGES * ps();
     let Watched {
         dev,
@@ -281,7 +267,7 @@ fn unmapped_since_create() -> CaseResult {
     expect_state("created with the memfd mapped", &before, WATCHED, 0)?;
     drop(map);
     expect_state("after munmap of the memfd", &info(&dev, &buf)?, 0, WATCHED)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     punch(&memfd, 12 * ps(), 2 * ps())?;
     pwrite(&memfd, 0, &pattern(10, size))?;
     sync(&dev, &buf, 0)?;
@@ -298,16 +284,13 @@ fn unmapped_since_create() -> CaseResult {
         1..=1,
         2,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Moving the watched mapping (mremap) unmaps the watched range; the next sync point
 /// (INFO here) watches the mapping at its new address, and a punch made afterwards is
 /// applied without a SYNC.
 fn mremap_rearms_watching() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = PAGES * ps();
     let Watched {
         dev,
@@ -367,7 +350,7 @@ fn mremap_rearms_watching() -> CaseResult {
             "after mremap: INFO notifiers {}, expected the moved mapping",
             i.notifiers
         );
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         punch(&memfd, 3 * ps(), 2 * ps())?;
         pwrite(&memfd, 0, &pattern(16, size))?;
         let t0 = std::time::Instant::now();
@@ -395,15 +378,12 @@ fn mremap_rearms_watching() -> CaseResult {
     // SAFETY: unmaps the moved mapping, which nothing else refers to.
     unsafe { libc::munmap(moved, size as usize) };
     result?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// mprotect changes protections but unmaps nothing: still watched, and a punch through
 /// the read-only mapping's file is applied by the worker.
 fn mprotect_keeps_watching() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = PAGES * ps();
     let Watched {
         dev,
@@ -427,7 +407,7 @@ fn mprotect_keeps_watching() -> CaseResult {
         WATCHED,
         0,
     )?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     punch(&memfd, 6 * ps(), ps())?;
     pwrite(&memfd, 0, &pattern(18, size))?;
     sync(&dev, &buf, 0)?;
@@ -450,20 +430,17 @@ fn mprotect_keeps_watching() -> CaseResult {
         1,
     )?;
     expect_state("after SYNC", &info(&dev, &buf)?, WATCHED, STALE | PENDING)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Only the first half of the memfd is mapped at create: not watched. A punch in each
 /// half; SYNC brings both in (the watched half may already have gone in by the worker).
 fn partially_mapped() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = PAGES * ps();
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, size)?;
     pwrite(&memfd, 0, &pattern(11, size))?;
-    let half = Mapping::shared(&memfd, size / 2)?;
+    let half = map_shared(&memfd, size / 2)?;
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     let before = info(&dev, &buf)?;
     expect_state("created with half of the memfd mapped", &before, 0, WATCHED)?;
@@ -472,7 +449,7 @@ fn partially_mapped() -> CaseResult {
         "half mapped: {} notifiers, expected 1",
         before.notifiers
     );
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     punch(&memfd, 4 * ps(), ps())?;
     punch(&memfd, 24 * ps(), ps())?;
     pwrite(&memfd, 0, &pattern(12, size))?;
@@ -491,7 +468,7 @@ fn partially_mapped() -> CaseResult {
         2,
     )?;
     drop(half);
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// An unwatched punch left as a hole: VERIFY counts holes (not stale pages) until SYNC
@@ -511,7 +488,7 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
         let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
         let before = info(&dev, &buf)?;
         expect_state("created from an unmapped memfd", &before, 0, WATCHED)?;
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         punch(&memfd, 2 * g, g)?;
         let v = verify(&dev, &buf)?;
         ensure!(
@@ -544,7 +521,7 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
         let mut want = pattern(13, size);
         want[(2 * g) as usize..(3 * g) as usize].fill(0);
         expect_bytes("dma-buf mmap after SYNC", &bmap.read(0, size), &want)?;
-        let map = Mapping::shared(&memfd, size)?;
+        let map = map_shared(&memfd, size)?;
         expect_bytes("memfd after SYNC", &map.read(0, size), &want)?;
         expect_pfns(
             "the filled hole is the memfd's page",
@@ -583,43 +560,28 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
 }
 
 fn unwritten_hole_shmem() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unwritten_hole(Backing::Shmem, None)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unwritten_hole_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unwritten_hole(Backing::Hugetlb, None)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unwritten_hole_dynamic_import_shmem() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unwritten_hole(Backing::Shmem, Some(Attach::Dynamic))?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unwritten_hole_dynamic_import_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unwritten_hole(Backing::Hugetlb, Some(Attach::Dynamic))?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unwritten_hole_static_import_hugetlb() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     unwritten_hole(Backing::Hugetlb, Some(Attach::Static))?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Two maps of a dynamic import with nothing between them but one punch and a pwrite:
@@ -627,9 +589,6 @@ fn unwritten_hole_static_import_hugetlb() -> CaseResult {
 /// changed (the memfd's change counter), and a third map with nothing changed must keep
 /// them.
 fn punch_between_two_maps() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let l = Lazy::new(5)?;
     let imp = Importer::open()?;
     imp.import(&l.buf, Attach::Dynamic)
@@ -641,7 +600,7 @@ fn punch_between_two_maps() -> CaseResult {
     );
     let punched = l.punch_and_write(&[(3, 1), (20, 4)], 6)?;
     imp.map().context("second map")?;
-    let map = Mapping::shared(&l.memfd, Lazy::size())?;
+    let map = map_shared(&l.memfd, Lazy::size())?;
     expect_bytes(
         "the memfd after the punch and pwrite",
         &map.read(0, Lazy::size()),
@@ -674,5 +633,5 @@ fn punch_between_two_maps() -> CaseResult {
         punched,
     )?;
     imp.release().context("release")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -12,22 +12,22 @@
 use super::common::*;
 use super::importer_client::{Attach, Importer};
 use super::live_util::*;
-use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
-use crate::util::device_path;
+use super::{cases, Require, Suite};
+use crate::ktap::CaseResult;
+use crate::util::{device_path, wait_for};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::SealFlag;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use udmabuf_live_uapi::importer::IMPORTER_PFNS_PINNED;
+use std::time::Duration;
 use udmabuf_live_uapi::*;
+use ulive_importer_abi::IMPORTER_PFNS_PINNED;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-safety",
-        cases: cases![
+    Suite::new(
+        "live-safety",
+        cases![
             write_seal_after_punch_holds,
             old_pages_stay_pinned_until_unmap,
             cpu_sync_waits_for_update_in_flight,
@@ -36,7 +36,8 @@ pub fn suite() -> Suite {
             unmap_during_create_is_not_watched,
             refilled_pages_charged_to_creators_memcg,
         ],
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 /// Finding 7's races, in a suite of their own that runs after every other suite that
@@ -47,38 +48,24 @@ pub fn suite() -> Suite {
 /// one each time (it reads negative afterwards), and later hugetlb CREATEs of that boot
 /// can fail with ENOMEM. The case reports it when it happens.
 pub fn races_suite() -> Suite {
-    Suite {
-        name: "live-races",
-        cases: cases![
+    Suite::new(
+        "live-races",
+        cases![
             punch_refill_race_shmem_two_cpus,
             punch_refill_race_hugetlb_two_cpus
         ],
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 const SEALED: u32 = UDMABUF_LIVE_STATE_SEALED;
 const RETIRED: u32 = UDMABUF_LIVE_STATE_RETIRED;
-
-/// Poll `cond` every 5 ms for up to `secs` seconds.
-fn wait_for(secs: u64, mut cond: impl FnMut() -> Result<bool>) -> Result<bool> {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if cond()? {
-            return Ok(true);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cond()
-}
 
 /// Finding 1. Create over a memfd nobody maps, punch all of it, write new bytes, add
 /// F_SEAL_WRITE (which memfd_add_seals allows: no page-cache folio carries our pins any
 /// more), then write through the dma-buf after DMA_BUF_IOCTL_SYNC. The sealed memfd must
 /// not change, on either driver; ours says SEALED and refuses SYNC with EPERM.
 fn write_seal_after_punch_holds() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     for device in [test_device(), "/dev/udmabuf".to_string()] {
         let dev = open_device(&device)?;
@@ -94,7 +81,7 @@ fn write_seal_after_punch_holds() -> CaseResult {
             pwrite(&memfd, 0, b"x").is_err(),
             "{device}: pwrite succeeded on a write-sealed memfd"
         );
-        let view = Mapping::shared(&buf, size)?;
+        let view = map_shared(&buf, size)?;
         // Ours may refuse nothing here: CPU access works on the pages the buffer has.
         dmabuf_sync(&buf, SYNC_START | SYNC_RW)
             .with_context(|| format!("{device}: DMA_BUF_IOCTL_SYNC START"))?;
@@ -116,16 +103,13 @@ fn write_seal_after_punch_holds() -> CaseResult {
             }
         }
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Finding 2. A dynamic importer may use its mapping until it unmaps, even after
 /// invalidate_mappings. After a punch, every page of its invalidated mapping must still
 /// be pinned (INFO: RETIRED); once it maps again, the old pages go.
 fn old_pages_stay_pinned_until_unmap() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     const PAGES: u64 = 32;
     let size = PAGES * ps();
     let Watched {
@@ -186,7 +170,7 @@ fn old_pages_stay_pinned_until_unmap() -> CaseResult {
         "the new mapping has unpinned pages: {pinned:?}"
     );
     imp.release().context("release")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The page the in-flight cases punch and rewrite.
@@ -209,9 +193,6 @@ fn punched_in_flight(delay_ms: u64) -> Result<(Watched, ParamGuard)> {
 /// Finding 6, first part: DMA_BUF_IOCTL_SYNC while the worker holds the marks must wait
 /// for it, not return at once with the old page.
 fn cpu_sync_waits_for_update_in_flight() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     // Keep the memfd mapping: without it the buffer is no longer watched.
     let (
         Watched {
@@ -222,7 +203,7 @@ fn cpu_sync_waits_for_update_in_flight() -> CaseResult {
         },
         _delay,
     ) = punched_in_flight(400)?;
-    let view = Mapping::shared(&buf, 16 * ps())?;
+    let view = map_shared(&buf, 16 * ps())?;
     expect_state("with the update in flight", &info(&dev, &buf)?, WATCHED, 0)?;
     dmabuf_sync(&buf, SYNC_START | SYNC_READ).context("DMA_BUF_IOCTL_SYNC START")?;
     let got = view.read(PAGE * ps(), ps());
@@ -233,15 +214,12 @@ fn cpu_sync_waits_for_update_in_flight() -> CaseResult {
         &pattern(2, ps()),
     )?;
     expect_all_matching("after DMA_BUF_IOCTL_SYNC", &dev, &buf, 16)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Finding 6, second part: a static importer that maps right after a punch (the
 /// worker not done yet) must map the new page, not the truncated one.
 fn static_map_right_after_punch_sees_new_pages() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     // Keep the memfd mapping: without it the buffer is no longer watched.
     let (
         Watched {
@@ -265,7 +243,7 @@ fn static_map_right_after_punch_sees_new_pages() -> CaseResult {
     imp.release().context("release")?;
     sync(&dev, &buf, 0)?;
     expect_all_matching("after the importer left", &dev, &buf, 16)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// How often the worker tries an update before it leaves it pending (worker.rs).
@@ -275,9 +253,6 @@ const WORKER_TRIES: u64 = 10;
 /// `test_fail_swaps`), every time the worker tries, must leave the buffer PENDING, and
 /// the next SYNC must apply it.
 fn failed_swap_stays_pending() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let Watched {
         dev,
@@ -302,20 +277,17 @@ fn failed_swap_stays_pending() -> CaseResult {
     );
     sync(&dev, &buf, 0).context("SYNC after the failed swap")?;
     expect_all_matching("after SYNC", &dev, &buf, 16)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Finding 5: the creator's only mapping goes away between CREATE finding it and
 /// watching it (window widened by `test_delay_ms`). The buffer must not claim to be
 /// watched, and the lazy checks must keep it coherent.
 fn unmap_during_create_is_not_watched() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     map.write(0, &pattern(1, size));
     let (addr, len) = (map.addr(), size as usize);
     std::mem::forget(map); // unmapped by the thread below
@@ -339,7 +311,7 @@ fn unmap_during_create_is_not_watched() -> CaseResult {
     pwrite(&memfd, PAGE * ps(), &pattern(2, ps()))?;
     sync(&dev, &buf, 0)?;
     expect_all_matching("after a punch and SYNC", &dev, &buf, 16)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -392,9 +364,6 @@ impl Drop for MemCgroup {
 /// the buffer creator's memory cgroup, not the root's: after punching half of an 8 MiB
 /// buffer and letting the worker refill it, the cgroup's usage must not drop by it.
 fn refilled_pages_charged_to_creators_memcg() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let cg = MemCgroup::new("ulive-memcg")?;
     let size = 8 << 20;
     in_child("in a memory cgroup", || {
@@ -421,7 +390,7 @@ fn refilled_pages_charged_to_creators_memcg() -> CaseResult {
         );
         Ok(())
     })?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn online_cpus() -> usize {
@@ -433,9 +402,6 @@ fn online_cpus() -> usize {
 /// Every round the buffer must converge to the written bytes without a sync point (the
 /// worker alone), and nothing may oops (the console is judged by the harness).
 fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     ensure!(
         online_cpus() >= 2,
         "the guest runs on {} CPU(s); this race needs two",
@@ -449,7 +415,7 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
         map,
         buf,
     } = watched(kind, size, 1)?;
-    let view = Mapping::shared(&buf, size)?;
+    let view = map_shared(&buf, size)?;
     let units = size / granule;
     let addr = map.addr();
     let round = AtomicU64::new(0);
@@ -528,7 +494,7 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
         r
     });
     result?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// HugePages_Rsvd, which the kernel prints as an unsigned number even when negative.

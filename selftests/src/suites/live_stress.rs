@@ -14,8 +14,8 @@
 use super::common::*;
 use super::importer_client::{Attach, Importer};
 use super::live_util::*;
-use super::{cases, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::{out, CaseResult};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use std::os::fd::AsFd;
@@ -23,10 +23,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-stress",
-        cases: cases![punch_write_sync_rounds, concurrent_users],
-    }
+    Suite::new(
+        "live-stress",
+        cases![punch_write_sync_rounds, concurrent_users],
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 const ROUNDS: u64 = 1000;
@@ -45,19 +46,16 @@ fn round_page(round: u64, page: u64) -> Vec<u8> {
 }
 
 fn punch_write_sync_rounds() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = PAGES * ps();
     let dev = open_device(&test_device())?;
     let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     let mut model = pattern(50, size);
     map.write(0, &model);
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     let before = info(&dev, &buf)?;
-    let mut rng = Rng::new(SEED);
+    let mut rng = XorShift::new(SEED);
     let t0 = Instant::now();
     let mut done = 0;
     let r: Result<()> = (|| {
@@ -108,7 +106,7 @@ fn punch_write_sync_rounds() -> CaseResult {
         0,
         &mapped_pfns(&map, 0, PAGES)?,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 const PUNCHES: u64 = 2000;
@@ -132,9 +130,6 @@ fn until_stopped(
 }
 
 fn concurrent_users() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = PAGES * ps();
     let Watched {
         dev,
@@ -142,7 +137,7 @@ fn concurrent_users() -> CaseResult {
         map,
         buf,
     } = watched(Backing::Shmem, size, 60)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     let (maddr, baddr) = (map.addr(), bmap.addr());
     let stop = AtomicBool::new(false);
     let counts: [AtomicU64; 5] = Default::default();
@@ -152,7 +147,7 @@ fn concurrent_users() -> CaseResult {
         let (dev, buf, memfd, stop, counts, end_einval) =
             (&dev, &buf, &memfd, &stop, &counts, &end_einval);
         let puncher = s.spawn(move || -> Result<()> {
-            let mut rng = Rng::new(SEED ^ 1);
+            let mut rng = XorShift::new(SEED ^ 1);
             let r = (|| {
                 for round in 0..PUNCHES {
                     if stop.load(Ordering::Relaxed) {
@@ -295,5 +290,5 @@ fn concurrent_users() -> CaseResult {
         0,
         &mapped_pfns(&map, 0, PAGES)?,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -4,7 +4,6 @@
 //! and the buffer holds the very pages the memfd maps.
 
 use super::common::*;
-use crate::ktap::Outcome;
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::libc;
@@ -31,7 +30,7 @@ pub struct Watched {
 pub fn watched(kind: Backing, size: u64, seed: u8) -> Result<Watched> {
     let dev = open_device(&test_device())?;
     let memfd = memfd(kind, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     map.write(0, &pattern(seed, size));
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     Ok(Watched {
@@ -42,79 +41,8 @@ pub fn watched(kind: Backing, size: u64, seed: u8) -> Result<Watched> {
     })
 }
 
-pub fn ps() -> u64 {
-    page_size()
-}
-
-/// The live suites test udmabuf-live's own ioctls: skip when the suites run against
-/// another device (ULIVE_TEST_DEVICE=/dev/udmabuf).
-pub fn precondition() -> Option<Outcome> {
-    let ours = crate::util::device_path();
-    (test_device() != ours).then(|| {
-        Outcome::Skip(format!(
-            "testing {}, the live ioctls are {ours}'s",
-            test_device()
-        ))
-    })
-}
-
-nix::ioctl_readwrite_bad!(ioctl_info, UDMABUF_LIVE_INFO, UdmabufLiveInfo);
-nix::ioctl_write_ptr_bad!(ioctl_sync, UDMABUF_LIVE_SYNC, UdmabufLiveSync);
-nix::ioctl_readwrite_bad!(ioctl_verify, UDMABUF_LIVE_VERIFY, UdmabufLiveVerify);
-nix::ioctl_write_ptr_bad!(ioctl_pfns, UDMABUF_LIVE_PFNS, UdmabufLivePfns);
-
-/// UDMABUF_LIVE_INFO on the dma-buf numbered `fd`.
-pub fn info_raw(dev: &impl AsRawFd, fd: u32) -> Result<UdmabufLiveInfo, Errno> {
-    let mut a = UdmabufLiveInfo {
-        dmabuf_fd: fd,
-        ..Default::default()
-    };
-    // SAFETY: `a` is a valid udmabuf_live_info for the duration of the call.
-    unsafe { ioctl_info(dev.as_raw_fd(), &mut a) }.map(|_| a)
-}
-
-/// UDMABUF_LIVE_SYNC on the dma-buf numbered `fd`.
-pub fn sync_raw(dev: &impl AsRawFd, fd: u32, timeout_ms: u32) -> Result<(), Errno> {
-    let a = UdmabufLiveSync {
-        dmabuf_fd: fd,
-        timeout_ms,
-    };
-    // SAFETY: `a` is a valid udmabuf_live_sync for the duration of the call.
-    unsafe { ioctl_sync(dev.as_raw_fd(), &a) }.map(drop)
-}
-
-/// UDMABUF_LIVE_VERIFY on the dma-buf numbered `fd`.
-pub fn verify_raw(dev: &impl AsRawFd, fd: u32) -> Result<UdmabufLiveVerify, Errno> {
-    let mut a = UdmabufLiveVerify {
-        dmabuf_fd: fd,
-        ..Default::default()
-    };
-    // SAFETY: `a` is a valid udmabuf_live_verify for the duration of the call.
-    unsafe { ioctl_verify(dev.as_raw_fd(), &mut a) }.map(|_| a)
-}
-
-/// UDMABUF_LIVE_PFNS with a raw output address (so bad ones can be passed).
-///
-/// # Safety
-/// `out` must be null, or point to writable memory for whatever the kernel may write
-/// there (`count` u64s if it accepts the request).
-pub unsafe fn pfns_raw(
-    dev: &impl AsRawFd,
-    fd: u32,
-    first_page: u64,
-    count: u64,
-    out: u64,
-) -> Result<(), Errno> {
-    let a = UdmabufLivePfns {
-        dmabuf_fd: fd,
-        __pad: 0,
-        first_page,
-        count,
-        pfns: out,
-    };
-    // SAFETY: `a` is a valid udmabuf_live_pfns; the output is the caller's contract.
-    unsafe { ioctl_pfns(dev.as_raw_fd(), &a) }.map(drop)
-}
+pub use crate::util::{in_child, XorShift};
+pub use udmabuf_live_uapi::sys::{info_raw, pfns_raw, sync_raw, verify_raw};
 
 /// UDMABUF_LIVE_PFNS of `count` pages from `first_page` into a fresh vector.
 pub fn pfns_of(
@@ -417,9 +345,7 @@ pub fn pread(memfd: &OwnedFd, off: u64, len: u64) -> Result<Vec<u8>> {
 
 /// /sys/module/udmabuf_live/refcnt.
 pub fn module_refcnt() -> Result<u64> {
-    let p = format!("/sys/module/{}/refcnt", MODULE_NAME);
-    let s = std::fs::read_to_string(&p).with_context(|| format!("read {p}"))?;
-    s.trim().parse().with_context(|| format!("{p}: {s:?}"))
+    crate::util::module_refcnt(MODULE_NAME)
 }
 
 /// The module's refcount must come back to `base`. A dma-buf's last reference can be
@@ -489,70 +415,5 @@ pub fn expect_hugepage_pool(what: &str, base: (u64, u64)) -> Result<()> {
         );
         at_once = false;
         std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
-/// Run `f` in a forked child and return what it reported: Ok if it returned Ok and
-/// exited 0. The runner is single-threaded when this is called (threads are joined),
-/// so the child may allocate.
-pub fn in_child(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, ForkResult};
-    let (r, w) = nix::unistd::pipe().context("pipe")?;
-    // SAFETY: single-threaded here; the child leaves through _exit.
-    match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => {
-            drop(r);
-            let msg = match f() {
-                Ok(()) => "ok".to_owned(),
-                Err(e) => format!("{e:#}"),
-            };
-            let _ = nix::unistd::write(&w, msg.as_bytes());
-            // SAFETY: leaves the child without running the parent's destructors.
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Parent { child } => {
-            drop(w);
-            let mut msg = Vec::new();
-            let mut chunk = [0u8; 512];
-            loop {
-                match nix::unistd::read(r.as_raw_fd(), &mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => msg.extend_from_slice(&chunk[..n]),
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(e).context("read the child's report"),
-                }
-            }
-            let status = waitpid(child, None).context("waitpid")?;
-            let msg = String::from_utf8_lossy(&msg).into_owned();
-            ensure!(
-                status == WaitStatus::Exited(child, 0),
-                "{what}: child ended with {status:?} (report: {msg:?})"
-            );
-            ensure!(msg == "ok", "{what}: in the child: {msg}");
-            Ok(())
-        }
-    }
-}
-
-/// A small deterministic generator (xorshift64*): the same pages every run.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }

@@ -7,8 +7,8 @@
 
 use super::common::*;
 use super::live_util::*;
-use super::{cases, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::{out, CaseResult};
 use anyhow::{ensure, Context, Result};
 use nix::libc;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use udmabuf_live_uapi::*;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "live-vmm",
-        cases: cases![
+    Suite::new(
+        "live-vmm",
+        cases![
             balloon_punch_returns_memory,
             fault_populates_one_page,
             other_process_mapping_is_watched,
@@ -27,7 +27,8 @@ pub fn suite() -> Suite {
             watched_process_execs,
             memfd_lifetime_cost,
         ],
-    }
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 const MIB: u64 = 1 << 20;
@@ -42,17 +43,10 @@ fn allocated(memfd: &impl AsRawFd) -> Result<u64> {
     Ok(st.st_blocks as u64 * 512)
 }
 
-/// MemAvailable in bytes, plus the pages free on the per-CPU lists (/proc/zoneinfo
-/// `count:`), which MemAvailable leaves out: a freed page may wait there, so without them
-/// the figure depends on how full those lists happen to be.
+/// MemAvailable in bytes, plus the pages free on the per-CPU lists (see
+/// [`udmabuf_live_uapi::sys::free_memory`]).
 fn available() -> Result<u64> {
-    let zoneinfo = std::fs::read_to_string("/proc/zoneinfo").context("read /proc/zoneinfo")?;
-    let pcp: u64 = zoneinfo
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("count:"))
-        .filter_map(|n| n.trim().parse::<u64>().ok())
-        .sum();
-    Ok(meminfo("MemAvailable")? * 1024 + pcp * ps())
+    udmabuf_live_uapi::sys::free_memory().context("MemAvailable and the per-CPU free lists")
 }
 
 /// Wait (up to 10 s) until INFO satisfies `done`; the last INFO either way.
@@ -61,14 +55,14 @@ fn wait_info(
     buf: &impl AsRawFd,
     done: impl Fn(&UdmabufLiveInfo) -> bool,
 ) -> Result<UdmabufLiveInfo> {
-    let t0 = Instant::now();
-    loop {
-        let i = info(dev, buf)?;
-        if done(&i) || t0.elapsed() > Duration::from_secs(10) {
-            return Ok(i);
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let mut last = info(dev, buf)?;
+    if !done(&last) {
+        crate::util::wait_for(10, || {
+            last = info(dev, buf)?;
+            Ok(done(&last))
+        })?;
     }
+    Ok(last)
 }
 
 /// What a 32 MiB MADV_REMOVE in a 64 MiB buffer that nobody maps did to memory, on
@@ -82,7 +76,7 @@ fn balloon(device: &str) -> Result<(Returned, Option<UdmabufLiveInfo>, Holder)> 
     let size = 64 * MIB;
     let dev = open_device(device)?;
     let memfd = memfd(Backing::Shmem, size)?;
-    let map = Mapping::shared(&memfd, size)?;
+    let map = map_shared(&memfd, size)?;
     map.write(0, &pattern(3, size));
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     let ours = device == crate::util::device_path();
@@ -127,9 +121,6 @@ struct Holder {
 /// fills the hole again at once. Built-in: the memfd has a hole but its old pages stay
 /// pinned, so no memory comes back.
 fn balloon_punch_returns_memory() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let (r, i, h) = balloon(&test_device())?;
     let i = i.context("INFO")?;
     out(&format!(
@@ -166,7 +157,7 @@ fn balloon_punch_returns_memory() -> CaseResult {
             "lazy: VERIFY {v:?}: expected the unpopulated pages counted as coherent"
         );
         // Touching the pages brings them in, coherent at once: zeros where the punch was.
-        let bmap = Mapping::shared(&h.buf, 64 * MIB)?;
+        let bmap = map_shared(&h.buf, 64 * MIB)?;
         expect_bytes(
             "dma-buf over the punched half",
             &bmap.read(0, 32 * MIB),
@@ -212,15 +203,12 @@ fn balloon_punch_returns_memory() -> CaseResult {
         ensure!(b.gained < 8 * MIB as i64, "built-in: MemAvailable (with the per-CPU free lists) rose by {} KiB: its pinned pages were freed?", b.gained / 1024);
         drop(held);
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Lazy: after a punch of 4 pages, a CPU read through the dma-buf's mmap of one of them
 /// brings in that page only. Eager: nothing is left unpopulated.
 fn fault_populates_one_page() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 64 * ps();
     let Watched {
         dev,
@@ -228,7 +216,7 @@ fn fault_populates_one_page() -> CaseResult {
         map,
         buf,
     } = watched(Backing::Shmem, size, 9)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     ensure!(
         bmap.read(0, size) == pattern(9, size),
         "dma-buf before the punch"
@@ -258,7 +246,7 @@ fn fault_populates_one_page() -> CaseResult {
         &bmap.read(8 * ps(), 4 * ps()),
         &vec![0; 4 * ps() as usize],
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A child process that maps a memfd and punches and writes it on request.
@@ -278,7 +266,7 @@ impl Mapper {
         match unsafe { fork() }.context("fork")? {
             ForkResult::Child => {
                 drop((cmd_w, rep_r));
-                let code = match Mapping::shared(memfd, size) {
+                let code = match map_shared(memfd, size) {
                     Ok(map) => {
                         let _ = nix::unistd::write(&rep_w, b"r");
                         serve(&map, &cmd_r, &rep_w)
@@ -380,7 +368,7 @@ fn expect_followed(
         i.updates > before.updates,
         "{what}: no update applied within 10 s of the punch (no SYNC): {i:?}"
     );
-    let bmap = Mapping::shared(buf, 16 * ps())?;
+    let bmap = map_shared(buf, 16 * ps())?;
     expect_bytes(
         what,
         &bmap.read(page * ps(), ps()),
@@ -422,9 +410,6 @@ fn child_mapped(seed: u8) -> Result<ChildMapped> {
 /// The creator never maps the memfd; a child process does. The child's mapping is
 /// watched: its punch and write reach the dma-buf without a SYNC.
 fn other_process_mapping_is_watched() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let ChildMapped {
         dev,
         memfd: _memfd,
@@ -435,15 +420,12 @@ fn other_process_mapping_is_watched() -> CaseResult {
     child.punch_and_write(5, 0xc3)?;
     expect_followed("the child's punch and write", &dev, &buf, &before, 5, 0xc3)?;
     child.exit()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The creator unmaps the memfd (unwatched); a new process maps it. After one sync
 /// point (SYNC) the new mapping is watched and its punches are applied asynchronously.
 fn watching_comes_back_after_unmap() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let Watched {
         dev,
@@ -483,16 +465,13 @@ fn watching_comes_back_after_unmap() -> CaseResult {
         0x3c,
     )?;
     child.exit()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The only watched mapping belongs to a process that exits while the buffer lives:
 /// the buffer becomes unwatched, its notifier goes at the next sync point, and it stays
 /// coherent (SYNC after a punch through the memfd fd).
 fn watched_process_exits() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let ChildMapped {
         dev,
@@ -511,14 +490,14 @@ fn watched_process_exits() -> CaseResult {
     punch(&memfd, 3 * ps(), ps())?;
     pwrite(&memfd, 3 * ps(), &vec![0x77; ps() as usize])?;
     sync(&dev, &buf, 0)?;
-    let bmap = Mapping::shared(&buf, size)?;
+    let bmap = map_shared(&buf, size)?;
     expect_bytes(
         "after the punch and SYNC",
         &bmap.read(3 * ps(), ps()),
         &vec![0x77; ps() as usize],
     )?;
     expect_all_matching("after the punch and SYNC", &dev, &buf, 16)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// What a buffer keeps alive of a memfd whose every fd and mapping is closed: a 4 KiB
@@ -526,9 +505,6 @@ fn watched_process_exits() -> CaseResult {
 /// buffer goes; the built-in driver holds only its pinned folio. Measured (Shmem in
 /// /proc/meminfo), printed, and each driver's behaviour asserted.
 fn memfd_lifetime_cost() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 32 * MIB;
     let shmem = || -> Result<i64> { Ok(meminfo("Shmem")? as i64 * 1024) };
     let mut freed = Vec::new();
@@ -570,15 +546,12 @@ fn memfd_lifetime_cost() -> CaseResult {
             );
         }
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The only watched mapping belongs to a process that execs: its old address space goes,
 /// the buffer becomes unwatched, and it stays coherent through SYNC.
 fn watched_process_execs() -> CaseResult {
-    if let Some(o) = precondition() {
-        return Ok(o);
-    }
     let size = 16 * ps();
     let ChildMapped {
         dev,
@@ -598,7 +571,7 @@ fn watched_process_execs() -> CaseResult {
         punch(&memfd, 5 * ps(), ps())?;
         pwrite(&memfd, 5 * ps(), &vec![0x42; ps() as usize])?;
         sync(&dev, &buf, 0)?;
-        let bmap = Mapping::shared(&buf, size)?;
+        let bmap = map_shared(&buf, size)?;
         expect_bytes(
             "after exec, punch and SYNC",
             &bmap.read(5 * ps(), ps()),
@@ -607,5 +580,5 @@ fn watched_process_execs() -> CaseResult {
     })();
     child.kill()?;
     result?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -6,15 +6,15 @@
 
 use super::common::*;
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use std::os::fd::AsFd;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "mmap",
-        cases: cases![
+    Suite::new(
+        "mmap",
+        cases![
             memfd_content_visible_shmem,
             memfd_content_visible_hugetlb,
             dmabuf_writes_reach_memfd_shmem,
@@ -29,17 +29,13 @@ pub fn suite() -> Suite {
             mapping_past_end_refused,
             fallocated_pages_read_as_zero,
         ],
-    }
-}
-
-fn ps() -> u64 {
-    page_size()
+    )
 }
 
 /// Content written before the create, then again after it, through a memfd mapping.
 fn memfd_content_visible(kind: Backing, size: u64) -> CaseResult {
     let b = filled_buffer(kind, size, 1, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf")?;
+    let view = map_shared(&b.dmabuf, size).context("mmap the dma-buf")?;
     expect_bytes(
         "content written before the create",
         &view.read(0, size),
@@ -52,13 +48,13 @@ fn memfd_content_visible(kind: Backing, size: u64) -> CaseResult {
         &pattern(2, size),
     )?;
     // A fresh mapping of the dma-buf sees the same.
-    let again = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf again")?;
+    let again = map_shared(&b.dmabuf, size).context("mmap the dma-buf again")?;
     expect_bytes(
         "second dma-buf mapping",
         &again.read(0, size),
         &pattern(2, size),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn memfd_content_visible_shmem() -> CaseResult {
@@ -71,7 +67,7 @@ fn memfd_content_visible_hugetlb() -> CaseResult {
 
 fn dmabuf_writes_reach_memfd(kind: Backing, size: u64) -> CaseResult {
     let b = filled_buffer(kind, size, 1, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size).context("mmap the dma-buf")?;
+    let view = map_shared(&b.dmabuf, size).context("mmap the dma-buf")?;
     view.write(0, &pattern(3, size));
     expect_bytes(
         "memfd mapping after dma-buf writes",
@@ -87,7 +83,7 @@ fn dmabuf_writes_reach_memfd(kind: Backing, size: u64) -> CaseResult {
             &pattern(3, size),
         )?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn dmabuf_writes_reach_memfd_shmem() -> CaseResult {
@@ -102,7 +98,7 @@ fn dmabuf_writes_reach_memfd_hugetlb() -> CaseResult {
 fn pwrite_on_memfd_visible() -> CaseResult {
     let size = 4 * ps();
     let b = filled_buffer(Backing::Shmem, size, 1, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size)?;
+    let view = map_shared(&b.dmabuf, size)?;
     let data = pattern(4, 2 * ps());
     let n = nix::sys::uio::pwrite(&b.memfd, &data, ps() as i64).context("pwrite the memfd")?;
     anyhow::ensure!(n == data.len(), "short pwrite");
@@ -113,7 +109,7 @@ fn pwrite_on_memfd_visible() -> CaseResult {
         &view.read(0, size),
         &want,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// A buffer over part of a memfd starts at its offset (shmem, and hugetlb across a huge
@@ -134,28 +130,28 @@ fn partial_range_maps_right_pages() -> CaseResult {
         fill_memfd(&m, msize, 0, &content)?;
         let buf = create(dev.as_fd(), &m, off, len, 0)
             .with_context(|| format!("{kind:?} [{off:#x}, +{len:#x})"))?;
-        let view = Mapping::shared(&buf, len)?;
+        let view = map_shared(&buf, len)?;
         expect_bytes(
             &format!("{kind:?} range at {off:#x}"),
             &view.read(0, len),
             &content[off as usize..(off + len) as usize],
         )?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// mmap of the dma-buf at a non-zero page offset starts at that page of the buffer.
 fn mapping_at_page_offset() -> CaseResult {
     let size = 8 * ps();
     let b = filled_buffer(Backing::Shmem, size, 6, 0)?;
-    let view =
-        Mapping::new(&b.dmabuf, 3 * ps(), 4 * ps(), true).context("mmap 3 pages at page 4")?;
+    let view = Mapping::read_write(&b.dmabuf, 3 * ps(), 4 * ps(), true)
+        .context("mmap 3 pages at page 4")?;
     expect_bytes(
         "mapping at page 4",
         &view.read(0, 3 * ps()),
         &pattern(6, size)[4 * ps() as usize..7 * ps() as usize],
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Expected dma-buf content of a list: each entry's memfd bytes, in list order.
@@ -181,7 +177,7 @@ fn check_list(what: &str, srcs: &[&Source], entries: &[(usize, u64, u64)]) -> Re
     let buf =
         create_list(dev.as_fd(), 0, &items).with_context(|| format!("{what}: CREATE_LIST"))?;
     let total: u64 = entries.iter().map(|e| e.2).sum();
-    let view = Mapping::shared(&buf, total)?;
+    let view = map_shared(&buf, total)?;
     let mut at = 0;
     for (i, &(s, off, len)) in entries.iter().enumerate() {
         let want = &srcs[s].content[off as usize..(off + len) as usize];
@@ -222,7 +218,7 @@ fn list_entries_at_their_offsets() -> CaseResult {
         (2, 8 * ps(), 8 * ps()),
     ];
     check_list("mixed list", &[&a, &h, &b], &entries)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// 64 one-page entries in reverse page order: the order of the list, not of the memfd.
@@ -230,7 +226,7 @@ fn list_pages_reversed() -> CaseResult {
     let a = source(Backing::Shmem, 64 * ps(), 13)?;
     let entries: Vec<_> = (0..64).rev().map(|p| (0, p * ps(), ps())).collect();
     check_list("reversed pages", &[&a], &entries)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The same memfd page in two entries is one page: a write through one dma-buf offset is
@@ -248,7 +244,7 @@ fn list_same_page_twice_aliases() -> CaseResult {
         ],
     )
     .context("CREATE_LIST with page 1 twice")?;
-    let view = Mapping::shared(&buf, 3 * ps())?;
+    let view = map_shared(&buf, 3 * ps())?;
     let data = pattern(15, ps());
     view.write(0, &data);
     expect_bytes(
@@ -266,7 +262,7 @@ fn list_same_page_twice_aliases() -> CaseResult {
         &view.read(ps(), ps()),
         &a.content[..ps() as usize],
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn private_mapping_refused() -> CaseResult {
@@ -274,7 +270,7 @@ fn private_mapping_refused() -> CaseResult {
         move |d: std::os::fd::BorrowedFd<'_>| -> Result<Result<Mapping, Errno>> {
             let m = memfd(kind, kind.granule())?;
             let buf = create(d, &m, 0, kind.granule(), 0).context("making the buffer")?;
-            Ok(Mapping::new(&buf, kind.granule(), 0, false))
+            Ok(Mapping::read_write(&buf, kind.granule(), 0, false))
         }
     };
     expect_errno(
@@ -287,7 +283,7 @@ fn private_mapping_refused() -> CaseResult {
         Errno::EINVAL,
         attempt(Backing::Hugetlb),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn mapping_past_end_refused() -> CaseResult {
@@ -295,7 +291,7 @@ fn mapping_past_end_refused() -> CaseResult {
         move |d: std::os::fd::BorrowedFd<'_>| -> Result<Result<Mapping, Errno>> {
             let m = memfd(Backing::Shmem, 4 * ps())?;
             let buf = create(d, &m, 0, 4 * ps(), 0).context("making the buffer")?;
-            Ok(Mapping::new(&buf, len, off, true))
+            Ok(Mapping::read_write(&buf, len, off, true))
         }
     };
     expect_errno(
@@ -313,7 +309,7 @@ fn mapping_past_end_refused() -> CaseResult {
         Errno::EINVAL,
         attempt(ps(), 4 * ps()),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// shmem leaves the pages fallocate() allocates uninitialised (!uptodate) until the
@@ -342,7 +338,7 @@ fn fallocated_pages_read_as_zero() -> CaseResult {
         .context("fallocate the memfd")?;
         let dmabuf = create(dev.as_fd(), &fd, 0, size, 0)
             .map_err(|e| anyhow::anyhow!("CREATE over a fallocated memfd: {e}"))?;
-        let view = Mapping::shared(&dmabuf, size).context("mmap the dma-buf")?;
+        let view = map_shared(&dmabuf, size).context("mmap the dma-buf")?;
         let got = view.read(0, size);
         leaked += got.iter().filter(|&&b| b != 0).count();
         expect_bytes(
@@ -352,12 +348,12 @@ fn fallocated_pages_read_as_zero() -> CaseResult {
         )?;
     }
     if leaked == 0 {
-        return Ok(Outcome::Pass);
+        return Ok(());
     }
     if test_device() == REFERENCE_DEVICE {
-        return Ok(Outcome::Skip(format!(
+        skip!(
             "the built-in driver shows {leaked} non-zero bytes of uninitialised fallocated pages (it pins !uptodate folios as they are)"
-        )));
+        );
     }
     anyhow::bail!("{leaked} bytes of the dma-buf over fallocated memfds were not zero: a previous user's data")
 }

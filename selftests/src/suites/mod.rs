@@ -26,7 +26,6 @@ mod live_util;
 mod live_vmm;
 mod mmap;
 mod module;
-mod rng;
 mod security;
 mod stress;
 mod sync;
@@ -35,18 +34,87 @@ mod upstream;
 mod vgem;
 mod wayland;
 
+/// What a suite or a case needs before it can run, declared once in its table (as
+/// kselftest_harness's fixtures skip in their setup). The runner checks them before the
+/// case: a missing one ([`crate::util::precondition`]) makes the case `# SKIP`, any other
+/// error fails it.
+#[derive(Clone, Copy)]
+pub enum Require {
+    /// udmabuf-live is the device under test (not `ULIVE_TEST_DEVICE=/dev/udmabuf`): the
+    /// case uses its own ioctls, parameters or module.
+    LiveDevice,
+    /// A check of the suite's own.
+    Check(fn() -> anyhow::Result<()>),
+}
+
+impl Require {
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self {
+            Require::LiveDevice => {
+                let ours = crate::util::device_path();
+                let tested = common::test_device();
+                if tested != ours {
+                    skip!("testing {tested}, not udmabuf-live's {ours}");
+                }
+                Ok(())
+            }
+            Require::Check(f) => f(),
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct Case {
     pub name: &'static str,
     pub run: fn() -> CaseResult,
+    /// Beyond the suite's.
+    pub requires: &'static [Require],
 }
 
 pub struct Suite {
     pub name: &'static str,
     pub cases: Vec<Case>,
+    /// What every case of the suite needs.
+    pub requires: &'static [Require],
+    /// The cases share state of the test process (a compositor started by the first
+    /// case, counters summed by the last), so they run in the runner's process, one after
+    /// the other. Every other suite runs each case in a forked child.
+    pub shared_process: bool,
 }
 
+impl Suite {
+    pub fn new(name: &'static str, cases: Vec<Case>) -> Self {
+        Self {
+            name,
+            cases,
+            requires: &[],
+            shared_process: false,
+        }
+    }
+
+    /// What every case of the suite needs.
+    pub fn requires(self, requires: &'static [Require]) -> Self {
+        Self { requires, ..self }
+    }
+
+    /// The cases share state of the test process: run them in the runner's process.
+    pub fn shared_process(self) -> Self {
+        Self {
+            shared_process: true,
+            ..self
+        }
+    }
+}
+
+/// A suite's case table: `cases![a, b => [Require::LiveDevice], c]`.
 macro_rules! cases {
-    ($($f:path),* $(,)?) => { vec![$($crate::suites::Case { name: stringify!($f), run: $f }),*] };
+    ($($f:path $(=> [$($r:expr),* $(,)?])?),* $(,)?) => {
+        vec![$($crate::suites::Case {
+            name: stringify!($f),
+            run: $f,
+            requires: &[$($($r),*)?],
+        }),*]
+    };
 }
 pub(crate) use cases;
 
@@ -69,14 +137,9 @@ fn both_policies(suite: Suite) -> [Suite; 2] {
     let name: &'static str = Box::leak(format!("{}{EAGER_SUFFIX}", suite.name).into_boxed_str());
     let eager = Suite {
         name,
-        cases: suite
-            .cases
-            .iter()
-            .map(|c| Case {
-                name: c.name,
-                run: c.run,
-            })
-            .collect(),
+        cases: suite.cases.clone(),
+        requires: suite.requires,
+        shared_process: suite.shared_process,
     };
     [suite, eager]
 }

@@ -1,7 +1,7 @@
 //! Module lifecycle: load, the misc device, unknown ioctls, the CLI's view, clean unload.
 
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use crate::util::*;
 use anyhow::{bail, ensure, Context};
 use nix::errno::Errno;
@@ -21,6 +21,7 @@ pub fn load_suite() -> Suite {
         cases.push(super::Case {
             name: "injected_failure",
             run: injected_failure,
+            requires: &[],
         });
     }
     // Harness self-test: a case that outlives the runner's timeout (`-o`), idle, so the
@@ -29,20 +30,18 @@ pub fn load_suite() -> Suite {
         cases.push(super::Case {
             name: "injected_sleep",
             run: injected_sleep,
+            requires: &[],
         });
     }
-    Suite {
-        name: "module",
-        cases,
-    }
+    Suite::new("module", cases)
 }
 
 /// Runs last: the module must unload cleanly once every buffer is gone.
 pub fn unload_suite() -> Suite {
-    Suite {
-        name: "module-unload",
-        cases: cases![unload_and_device_gone, reload_cycle],
-    }
+    Suite::new(
+        "module-unload",
+        cases![unload_and_device_gone, reload_cycle],
+    )
 }
 
 /// A fresh load. On a machine where the module is already loaded (the collection run
@@ -53,10 +52,10 @@ fn load() -> CaseResult {
         match unload_module() {
             Ok(()) => {}
             Err(e) => {
-                return Ok(Outcome::Skip(format!(
+                skip!(
                     "{} is loaded and in use ({e}): cannot test a fresh load",
                     udmabuf_live_uapi::MODULE_NAME
-                )))
+                )
             }
         }
     }
@@ -71,7 +70,7 @@ fn load() -> CaseResult {
         "/sys/module/{} missing after load",
         udmabuf_live_uapi::MODULE_NAME
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn device_node_is_misc_char_device() -> CaseResult {
@@ -83,7 +82,7 @@ fn device_node_is_misc_char_device() -> CaseResult {
     );
     let major = nix::sys::stat::major(md.rdev());
     expect_eq("major number (misc = 10)", major, 10)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unknown_ioctls_get_enotty() -> CaseResult {
@@ -106,7 +105,7 @@ fn unknown_ioctls_get_enotty() -> CaseResult {
             bail!("ioctl {req:#x}: returned {r} errno {err}, expected -1 ENOTTY");
         }
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 use nix::libc::c_ulong;
@@ -129,7 +128,7 @@ fn cli_status_reports_module() -> CaseResult {
         Some(device_path().as_str()),
     )?;
     expect_eq("device.major", v["device"]["major"].as_u64(), Some(10))?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unload_and_device_gone() -> CaseResult {
@@ -152,7 +151,7 @@ fn unload_and_device_gone() -> CaseResult {
         out.status.code(),
         Some(3),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn reload_cycle() -> CaseResult {
@@ -162,7 +161,7 @@ fn reload_cycle() -> CaseResult {
         unload_module().with_context(|| format!("unload, round {round}"))?;
     }
     ensure!(!is_loaded(), "module loaded after the cycle");
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn injected_sleep() -> CaseResult {

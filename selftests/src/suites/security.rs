@@ -5,8 +5,8 @@
 //! handing buffers from child to parent does not escape the limit.
 
 use super::common::*;
-use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, Require, Suite};
+use crate::ktap::CaseResult;
 use crate::util::*;
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
@@ -15,14 +15,13 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, setgid, setuid, ForkResult, Gid, Uid};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use udmabuf_live_uapi::*;
 
 const NOBODY: u32 = 65534;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "security",
-        cases: cases![
+    Suite::new(
+        "security",
+        cases![
             device_node_is_root_only,
             unprivileged_open_refused,
             memlock_accounting_is_off_by_default,
@@ -31,11 +30,8 @@ pub fn suite() -> Suite {
             memlock_keeps_upstream_errno_order,
             pfns_needs_cap_sys_admin,
         ],
-    }
-}
-
-fn live_only() -> Option<Outcome> {
-    (test_device() != device_path()).then(|| Outcome::Skip("udmabuf-live's own behaviour".into()))
+    )
+    .requires(&[Require::LiveDevice])
 }
 
 /// Run `f` in a child that dropped to uid/gid 65534 (no capabilities) with
@@ -97,9 +93,6 @@ fn try_create(size: u64) -> i32 {
 }
 
 fn device_node_is_root_only() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let md = std::fs::metadata(device_path())?;
     expect_eq("mode of /dev/udmabuf-live", md.mode() & 0o777, 0o600)?;
     expect_eq("owner", md.uid(), 0)?;
@@ -110,13 +103,10 @@ fn device_node_is_root_only() -> CaseResult {
         upstream.mode() & 0o777,
         md.mode() & 0o777,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn unprivileged_open_refused() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let code = as_nobody(None, || {
         match std::fs::OpenOptions::new()
             .read(true)
@@ -128,14 +118,11 @@ fn unprivileged_open_refused() -> CaseResult {
         }
     })?;
     expect_eq("errno of open() as uid 65534", code, Errno::EACCES as i32)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Upstream charges nothing: neither do we unless asked (`account_memlock=0` default).
 fn memlock_accounting_is_off_by_default() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let param = std::fs::read_to_string(param_path(&device_path(), "account_memlock"))?;
     expect_eq("account_memlock by default", param.trim(), "N")?;
     let _open = OpenDevice::new()?;
@@ -145,7 +132,7 @@ fn memlock_accounting_is_off_by_default() -> CaseResult {
         code,
         0,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Turn accounting on for the guard's life.
@@ -154,9 +141,6 @@ fn accounting_on() -> Result<ParamGuard> {
 }
 
 fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let _open = OpenDevice::new()?;
     let _on = accounting_on()?;
     let limit = 1 << 20;
@@ -191,7 +175,7 @@ fn memlock_limit_applies_to_unprivileged_creator() -> CaseResult {
         14
     })?;
     let what = match code {
-        0 => return Ok(Outcome::Pass),
+        0 => return Ok(()),
         10 => "a 512 KiB buffer under a 1 MiB RLIMIT_MEMLOCK was refused",
         12 => "a buffer beyond RLIMIT_MEMLOCK was not refused with ENOMEM",
         13 => "the refused create kept a charge: the rest of the limit was refused",
@@ -210,9 +194,6 @@ fn memlock_charge_follows_the_user() -> CaseResult {
     };
     use std::io::IoSlice;
     use std::os::fd::{FromRawFd, OwnedFd};
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let _open = OpenDevice::new()?;
     let _on = accounting_on()?;
     let code = as_nobody(Some(1 << 20), || {
@@ -281,7 +262,7 @@ fn memlock_charge_follows_the_user() -> CaseResult {
         }
     })?;
     match code {
-        0 => Ok(Outcome::Pass),
+        0 => Ok(()),
         10 => bail!("a buffer handed over by an exited child escaped RLIMIT_MEMLOCK: 1.5 MiB pinned under a 1 MiB limit"),
         c => bail!("the child could not set up (exit {c})"),
     }
@@ -290,9 +271,6 @@ fn memlock_charge_follows_the_user() -> CaseResult {
 /// The charge comes where upstream would pin: an item's own EBADFD and EINVAL checks
 /// come first, whatever its size.
 fn memlock_keeps_upstream_errno_order() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let _open = OpenDevice::new()?;
     let _on = accounting_on()?;
     let code = as_nobody(Some(1 << 20), || {
@@ -315,7 +293,7 @@ fn memlock_keeps_upstream_errno_order() -> CaseResult {
         0
     })?;
     match code {
-        0 => Ok(Outcome::Pass),
+        0 => Ok(()),
         10 => {
             bail!("a 4 MiB CREATE of a non-memfd fd under a 1 MiB limit did not fail with EBADFD")
         }
@@ -326,12 +304,7 @@ fn memlock_keeps_upstream_errno_order() -> CaseResult {
     }
 }
 
-nix::ioctl_write_ptr_bad!(ioctl_pfns, UDMABUF_LIVE_PFNS, UdmabufLivePfns);
-
 fn pfns_needs_cap_sys_admin() -> CaseResult {
-    if let Some(skip) = live_only() {
-        return Ok(skip);
-    }
     let _open = OpenDevice::new()?;
     let code = as_nobody(None, || {
         let Ok(dev) = open_device(&device_path()) else {
@@ -343,21 +316,13 @@ fn pfns_needs_cap_sys_admin() -> CaseResult {
         let Ok(buf) = create(dev.as_fd(), &m, 0, 64 << 10, 0) else {
             return 92;
         };
-        let mut out = [0u64; 16];
-        let arg = UdmabufLivePfns {
-            dmabuf_fd: buf.as_raw_fd() as u32,
-            __pad: 0,
-            first_page: 0,
-            count: 1,
-            pfns: out.as_mut_ptr() as u64,
-        };
-        // SAFETY: `arg` and `out` are valid for the call.
-        match unsafe { ioctl_pfns(dev.as_raw_fd(), &arg) } {
+        let mut out = [0u64; 1];
+        match udmabuf_live_uapi::sys::pfns(&dev, &buf, 0, &mut out) {
             Ok(_) => 0,
             Err(e) => e as i32,
         }
     })?;
     expect_eq("errno of PFNS as uid 65534", code, Errno::EPERM as i32)?;
     ensure!(is_loaded(), "module gone?");
-    Ok(Outcome::Pass)
+    Ok(())
 }

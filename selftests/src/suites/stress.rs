@@ -28,9 +28,9 @@ use super::importer_client::{
     ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer,
 };
 use super::live_util::{punch, try_info as info, try_sync as sync, try_verify as verify};
-use super::rng::{env_u64, module_refcnt, Rng};
 use super::{cases, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use crate::ktap::{out, CaseResult};
+use crate::util::{env_u64, module_refcnt, Rng};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::libc;
@@ -46,14 +46,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "stress",
-        cases: cases![
+    Suite::new(
+        "stress",
+        cases![
             punch_across_list_ranges_of_one_memfd,
             cpu_access_end_after_live_update,
             concurrent_create_punch_sync_map_read
         ],
-    }
+    )
 }
 
 /// Shared memfds, pages per memfd, pages per owned chunk, writers.
@@ -223,10 +223,6 @@ impl Drop for Raw {
     }
 }
 
-fn ps() -> usize {
-    page_size() as usize
-}
-
 /// The identity word of a page header: magic, memfd and page in one u64, so it is
 /// written with a single store.
 fn tag(m: usize, page: usize) -> u64 {
@@ -236,7 +232,7 @@ fn tag(m: usize, page: usize) -> u64 {
 /// The bytes of version `seq` of page `page` of memfd `m`: a 32-byte header (tag, seq,
 /// !seq, 0) and a body that depends on all three.
 fn page_content(m: usize, page: usize, seq: u64) -> Vec<u8> {
-    let mut v = vec![0u8; ps()];
+    let mut v = vec![0u8; ps() as usize];
     v[0..8].copy_from_slice(&tag(m, page).to_le_bytes());
     v[8..16].copy_from_slice(&seq.to_le_bytes());
     v[16..24].copy_from_slice(&(!seq).to_le_bytes());
@@ -250,7 +246,7 @@ fn page_content(m: usize, page: usize, seq: u64) -> Vec<u8> {
 /// never torn and never ahead of what the writer announced in `started`.
 fn write_page(map: &Raw, m: usize, page: usize, seq: u64) {
     let c = page_content(m, page, seq);
-    let base = page * ps();
+    let base = page * (ps() as usize);
     map.write(base + HEADER, &c[HEADER..]);
     map.write_u64(base + 24, 0);
     map.write_u64(base + 16, !seq);
@@ -400,7 +396,11 @@ fn writer(w: &World<'_>, id: usize) -> Result<()> {
         let start = first + rng.below(CHUNK as u64) as usize;
         let len = 1 + rng.below((first + CHUNK - start) as u64) as usize;
         if rng.chance(60) {
-            punch(&w.memfds[m], (start * ps()) as u64, (len * ps()) as u64)?;
+            punch(
+                &w.memfds[m],
+                (start * (ps() as usize)) as u64,
+                (len * (ps() as usize)) as u64,
+            )?;
             w.ctl.count(Op::Punches);
         }
         for p in start..start + len {
@@ -429,7 +429,7 @@ fn pfn_of(addr: usize) -> Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open("/proc/self/pagemap").context("open /proc/self/pagemap")?;
     let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, (addr / ps()) as u64 * 8)
+    f.read_exact_at(&mut b, (addr / (ps() as usize)) as u64 * 8)
         .context("read /proc/self/pagemap")?;
     let e = u64::from_le_bytes(b);
     Ok((e >> 63 == 1).then_some(e & ((1 << 55) - 1)))
@@ -451,21 +451,7 @@ fn diagnose(
     seen: [u64; 2],
 ) -> String {
     let mut pfns = [0u64; 1];
-    let arg = udmabuf_live_uapi::UdmabufLivePfns {
-        dmabuf_fd: b.dmabuf.as_raw_fd() as u32,
-        __pad: 0,
-        first_page: i as u64,
-        count: 1,
-        pfns: pfns.as_mut_ptr() as u64,
-    };
-    // SAFETY: `arg` is a valid PFNS argument whose output buffer holds one u64.
-    let r = Errno::result(unsafe {
-        libc::ioctl(
-            dev.as_raw_fd(),
-            udmabuf_live_uapi::UDMABUF_LIVE_PFNS as _,
-            &arg,
-        )
-    });
+    let r = udmabuf_live_uapi::sys::pfns(dev, &b.dmabuf, i as u64, &mut pfns);
     std::thread::sleep(Duration::from_millis(20));
     let again = view.header(i);
     let (m, p) = b.layout[i];
@@ -474,10 +460,12 @@ fn diagnose(
     let memfd_pfn = |m: usize, p: usize| -> String {
         if m < MEMFDS && p < PAGES {
             // Fault the page in through the memfd mapping first, so pagemap shows it.
-            let _ = w.maps[m].read_u64(p * ps());
+            let _ = w.maps[m].read_u64(p * (ps() as usize));
             format!(
                 "{:?}",
-                pfn_of(w.maps[m].at(p * ps()) as usize).ok().flatten()
+                pfn_of(w.maps[m].at(p * (ps() as usize)) as usize)
+                    .ok()
+                    .flatten()
             )
         } else {
             "-".into()
@@ -513,14 +501,14 @@ impl View {
             View::Pages(
                 (0..n)
                     .map(|i| {
-                        Raw::file_at(&b.dmabuf, ps(), i * ps())
+                        Raw::file_at(&b.dmabuf, ps() as usize, i * (ps() as usize))
                             .with_context(|| format!("mmap page {i} of {}", b.name))
                     })
                     .collect::<Result<_>>()?,
             )
         } else {
             View::Whole(
-                Raw::file(&b.dmabuf, n * ps(), false)
+                Raw::file(&b.dmabuf, n * (ps() as usize), false)
                     .with_context(|| format!("mmap {}", b.name))?,
             )
         })
@@ -528,7 +516,7 @@ impl View {
 
     fn header(&self, i: usize) -> [u64; 2] {
         match self {
-            View::Whole(r) => header_at(r, i * ps()),
+            View::Whole(r) => header_at(r, i * (ps() as usize)),
             View::Pages(v) => header_at(&v[i], 0),
         }
     }
@@ -586,7 +574,7 @@ fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
         if rng.chance(2) {
             let i = info(&dev, &b.dmabuf).with_context(|| format!("{what}: INFO"))?;
             ensure!(
-                i.size == (b.layout.len() * ps()) as u64,
+                i.size == (b.layout.len() * (ps() as usize)) as u64,
                 "{what}: INFO size {}",
                 i.size
             );
@@ -598,7 +586,7 @@ fn cpu_reader(w: &World<'_>, id: usize) -> Result<()> {
 
 fn importer_loop(w: &World<'_>, id: usize, dynamic: bool) -> Result<()> {
     let mut rng = Rng::new(w.seed ^ (0x3000 + id as u64));
-    let mut page = vec![0u8; ps()];
+    let mut page = vec![0u8; ps() as usize];
     while !w.ctl.stopped() {
         let b = rng.pick(w.bufs);
         let imp = Importer::open()?;
@@ -607,9 +595,12 @@ fn importer_loop(w: &World<'_>, id: usize, dynamic: bool) -> Result<()> {
         for _ in 0..1 + rng.below(4) {
             let i = rng.below(b.layout.len() as u64) as usize;
             let n = imp
-                .read(i * ps(), &mut page)
+                .read(i * (ps() as usize), &mut page)
                 .with_context(|| format!("importer {id}: READ {} page {i}", b.name))?;
-            ensure!(n == ps(), "importer {id}: READ returned {n} bytes");
+            ensure!(
+                n == (ps() as usize),
+                "importer {id}: READ returned {n} bytes"
+            );
             let kind = if dynamic { "dynamic" } else { "static" };
             if let Err(e) = plausible(
                 w.ctl,
@@ -639,9 +630,12 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<Option<Stri
     let (kind, size) = if hugetlb {
         (Backing::Hugetlb, HUGE_PAGE as usize)
     } else {
-        (Backing::Shmem, (1 + rng.below(16) as usize) * ps())
+        (
+            Backing::Shmem,
+            (1 + rng.below(16) as usize) * (ps() as usize),
+        )
     };
-    let pages = size / ps();
+    let pages = size / (ps() as usize);
     let seed = rng.next_u32() as u8;
     let mfd = memfd(kind, size as u64)?;
     let watched = rng.chance(50);
@@ -659,7 +653,7 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<Option<Stri
     let buf = if pages > 1 && rng.chance(30) {
         let k = 1 + rng.below(pages as u64 - 1);
         how = format!("CREATE_LIST split at page {k}");
-        let ps64 = ps() as u64;
+        let ps64 = (ps() as usize) as u64;
         create_list(
             dev.as_fd(),
             UDMABUF_FLAGS_CLOEXEC,
@@ -677,12 +671,16 @@ fn churn_once(rng: &mut Rng, ctl: &Control, dev: &OwnedFd) -> Result<Option<Stri
     if kind == Backing::Shmem && rng.chance(50) {
         let p = rng.below(pages as u64) as usize;
         let n = 1 + rng.below((pages - p) as u64) as usize;
-        punch(&mfd, (p * ps()) as u64, (n * ps()) as u64)?;
+        punch(
+            &mfd,
+            (p * (ps() as usize)) as u64,
+            (n * (ps() as usize)) as u64,
+        )?;
         ctl.count(Op::Punches);
-        let new = pattern(seed.wrapping_add(1), (n * ps()) as u64);
+        let new = pattern(seed.wrapping_add(1), (n * (ps() as usize)) as u64);
         match &creator {
-            Some(m) => m.write(p * ps(), &new),
-            None => fill_memfd(&mfd, size as u64, (p * ps()) as u64, &new)?,
+            Some(m) => m.write(p * (ps() as usize), &new),
+            None => fill_memfd(&mfd, size as u64, (p * (ps() as usize)) as u64, &new)?,
         }
         ctl.count(Op::Writes);
         sync(dev, &buf, 2000).context("churn: SYNC of a private buffer")?;
@@ -817,15 +815,12 @@ impl Child {
 /// workers: a private list buffer still had stale pages after SYNC.)
 fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!(
-            "live updates are udmabuf-live's; testing {}",
-            test_device()
-        )));
+        skip!("live updates are udmabuf-live's; testing {}", test_device());
     }
     let p = page_size();
     let dev = open_device(&test_device())?;
     let m = memfd(Backing::Shmem, 8 * p)?;
-    let map = Mapping::shared(&m, 8 * p)?;
+    let map = map_shared(&m, 8 * p)?;
     let mut want = pattern(1, 8 * p);
     map.write(0, &want);
     let buf = create_list(
@@ -851,13 +846,13 @@ fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
         "punch of memfd pages 3-4 across the two ranges, write, SYNC: VERIFY {v:?} (first mismatch at buffer page {}): the second range's notifier did not mark its page",
         v.first_mismatch / p
     );
-    let view = Mapping::shared(&buf, 8 * p)?;
+    let view = map_shared(&buf, 8 * p)?;
     expect_bytes(
         "dma-buf after punch across the ranges + SYNC",
         &view.read(0, 8 * p),
         &want,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// DMA_BUF_IOCTL_SYNC(START), a live update, then END: END must succeed (upstream only
@@ -865,15 +860,12 @@ fn punch_across_list_ranges_of_one_memfd() -> CaseResult {
 /// EINVAL now and then.)
 fn cpu_access_end_after_live_update() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!(
-            "live updates are udmabuf-live's; testing {}",
-            test_device()
-        )));
+        skip!("live updates are udmabuf-live's; testing {}", test_device());
     }
     let p = page_size();
     let dev = open_device(&test_device())?;
     let m = memfd(Backing::Shmem, 4 * p)?;
-    let map = Mapping::shared(&m, 4 * p)?;
+    let map = map_shared(&m, 4 * p)?;
     map.write(0, &pattern(3, 4 * p));
     let buf = create(dev.as_fd(), &m, 0, 4 * p, 0).context("CREATE")?;
     dmabuf_sync(&buf, SYNC_START | SYNC_READ).context("DMA_BUF_IOCTL_SYNC(START|READ)")?;
@@ -885,15 +877,12 @@ fn cpu_access_end_after_live_update() -> CaseResult {
         r.is_ok(),
         "DMA_BUF_IOCTL_SYNC(END|READ) after START with a live update in between: {r:?}"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn concurrent_create_punch_sync_map_read() -> CaseResult {
     if test_device() != crate::util::device_path() {
-        return Ok(Outcome::Skip(format!(
-            "live updates are udmabuf-live's; testing {}",
-            test_device()
-        )));
+        skip!("live updates are udmabuf-live's; testing {}", test_device());
     }
     let secs = env_u64("ULIVE_STRESS_SECS", 20)?;
     let seed = env_u64("ULIVE_STRESS_SEED", 0x57E5_5000)?;
@@ -909,7 +898,7 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
 
         // Shared memfds, each with the creating mapping kept for the whole run (so the
         // buffers are watched by mmu notifiers), filled with version 0... of every page.
-        let size = PAGES * ps();
+        let size = PAGES * (ps() as usize);
         let mut memfds = Vec::new();
         let mut maps = Vec::new();
         for m in 0..MEMFDS {
@@ -922,7 +911,7 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
             maps.push(map);
         }
         let dev = open_device(&test_device())?;
-        let ps64 = ps() as u64;
+        let ps64 = (ps() as usize) as u64;
         let half = (PAGES / 2) as u64 * ps64;
         let mk = |name,
                   dmabuf: Result<OwnedFd, Errno>,
@@ -1106,7 +1095,7 @@ fn concurrent_create_punch_sync_map_read() -> CaseResult {
         after == base,
         "{module} refcnt {after} after closing everything, was {base}"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Everything stopped: SYNC each buffer, then nothing may be lost or stale.
@@ -1124,7 +1113,7 @@ fn final_check(w: &World<'_>, dev: &OwnedFd) -> Result<()> {
             );
             expect_bytes(
                 &format!("memfd {m} page {p} (version {d})"),
-                &w.maps[m].read(p * ps(), ps()),
+                &w.maps[m].read(p * (ps() as usize), ps() as usize),
                 &page_content(m, p, d),
             )?;
         }

@@ -5,15 +5,15 @@
 
 use super::common::*;
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use std::os::fd::{AsFd, BorrowedFd};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "dmabuf-sync",
-        cases: cases![
+    Suite::new(
+        "dmabuf-sync",
+        cases![
             start_end_each_direction_shmem,
             start_end_each_direction_hugetlb,
             start_end_list_buffer,
@@ -22,11 +22,7 @@ pub fn suite() -> Suite {
             invalid_flags_einval,
             end_before_start_einval,
         ],
-    }
-}
-
-fn ps() -> u64 {
-    page_size()
+    )
 }
 
 const DIRECTIONS: [(&str, u64); 3] = [("READ", SYNC_READ), ("WRITE", SYNC_WRITE), ("RW", SYNC_RW)];
@@ -42,13 +38,13 @@ fn start_end(what: &str, fd: &impl std::os::fd::AsRawFd) -> Result<()> {
 fn start_end_each_direction_shmem() -> CaseResult {
     let b = filled_buffer(Backing::Shmem, 8 * ps(), 1, 0)?;
     start_end("shmem buffer", &b.dmabuf)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn start_end_each_direction_hugetlb() -> CaseResult {
     let b = filled_buffer(Backing::Hugetlb, 2 * HUGE_PAGE, 1, 0)?;
     start_end("hugetlb buffer", &b.dmabuf)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn start_end_list_buffer() -> CaseResult {
@@ -66,7 +62,7 @@ fn start_end_list_buffer() -> CaseResult {
     )
     .context("mixed list")?;
     start_end("list buffer", &buf)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The documented usage: START|WRITE, write through the mapping, END|WRITE; then
@@ -74,7 +70,7 @@ fn start_end_list_buffer() -> CaseResult {
 fn sync_brackets_cpu_writes() -> CaseResult {
     let size = 8 * ps();
     let b = filled_buffer(Backing::Shmem, size, 1, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size)?;
+    let view = map_shared(&b.dmabuf, size)?;
     dmabuf_sync(&b.dmabuf, SYNC_START | SYNC_WRITE).context("SYNC_START|WRITE")?;
     view.write(0, &pattern(7, size));
     dmabuf_sync(&b.dmabuf, SYNC_END | SYNC_WRITE).context("SYNC_END|WRITE")?;
@@ -92,7 +88,7 @@ fn sync_brackets_cpu_writes() -> CaseResult {
         &got,
         &pattern(8, size),
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// START may be repeated (and with another direction) before END.
@@ -102,7 +98,7 @@ fn repeated_start_then_end() -> CaseResult {
     dmabuf_sync(&b.dmabuf, SYNC_START | SYNC_RW).context("second START|RW")?;
     dmabuf_sync(&b.dmabuf, SYNC_END | SYNC_RW).context("END|RW")?;
     dmabuf_sync(&b.dmabuf, SYNC_END | SYNC_READ).context("END|READ")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn sync_attempt(
@@ -133,7 +129,7 @@ fn invalid_flags_einval() -> CaseResult {
             sync_attempt(flags, true),
         )?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Upstream quirk kept for parity: END before any START is refused.
@@ -145,5 +141,5 @@ fn end_before_start_einval() -> CaseResult {
             sync_attempt(SYNC_END | dir, false),
         )?;
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }

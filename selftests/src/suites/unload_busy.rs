@@ -6,27 +6,24 @@
 //! the later `module-unload` suite can unload it. Only meaningful for our device.
 
 use super::common::*;
-use super::{cases, vgem, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{cases, vgem, Require, Suite};
+use crate::ktap::CaseResult;
 use crate::util::{is_loaded, unload_module};
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use std::os::fd::AsFd;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "unload-busy",
-        cases: cases![
+    Suite::new(
+        "unload-busy",
+        cases![
             refused_while_buffer_lives,
             refused_while_mapping_lives,
             refused_while_importer_holds_buffer,
             refused_while_device_open,
         ],
-    }
-}
-
-fn ps() -> u64 {
-    page_size()
+    )
+    .requires(&[Require::LiveDevice, Require::Check(module_is_loaded)])
 }
 
 fn refcnt() -> Result<u64> {
@@ -35,21 +32,15 @@ fn refcnt() -> Result<u64> {
     s.trim().parse().with_context(|| format!("{p}: {s:?}"))
 }
 
-/// Skip unless the suites test our module's device; fail if the module is not there.
-fn precondition() -> Result<Option<Outcome>> {
-    if test_device() != crate::util::device_path() {
-        return Ok(Some(Outcome::Skip(format!(
-            "testing {}, not the module's {}",
-            test_device(),
-            crate::util::device_path()
-        ))));
-    }
+/// The module must be there (a refused unload leaves it loaded; one that went through is
+/// a failure, not a skip).
+fn module_is_loaded() -> Result<()> {
     ensure!(
         is_loaded(),
         "{} is not loaded",
         udmabuf_live_uapi::MODULE_NAME
     );
-    Ok(None)
+    Ok(())
 }
 
 /// Unload must be refused with EWOULDBLOCK and leave the module and its device in place.
@@ -76,9 +67,6 @@ fn expect_refcnt(what: &str, want: u64) -> Result<()> {
 /// Only the dma-buf is left (device fd and memfd closed): unload refused; the buffer still
 /// works; after closing it the refcount is back.
 fn refused_while_buffer_lives() -> CaseResult {
-    if let Some(o) = precondition()? {
-        return Ok(o);
-    }
     let base = refcnt()?;
     let size = 4 * ps();
     let Buffer { dmabuf, memfd, .. } = filled_buffer(Backing::Shmem, size, 40, 0)?;
@@ -88,7 +76,7 @@ fn refused_while_buffer_lives() -> CaseResult {
         "a live dma-buf does not hold a module reference (refcnt {base})"
     );
     expect_refused("a dma-buf is open")?;
-    let view = Mapping::shared(&dmabuf, size)?;
+    let view = map_shared(&dmabuf, size)?;
     expect_bytes(
         "buffer after the refused unload",
         &view.read(0, size),
@@ -97,18 +85,15 @@ fn refused_while_buffer_lives() -> CaseResult {
     drop(view);
     drop(dmabuf);
     expect_refcnt("after closing the dma-buf", base)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Only a mapping is left (every fd closed).
 fn refused_while_mapping_lives() -> CaseResult {
-    if let Some(o) = precondition()? {
-        return Ok(o);
-    }
     let base = refcnt()?;
     let size = 2 * HUGE_PAGE;
     let b = filled_buffer(Backing::Hugetlb, size, 41, 0)?;
-    let view = Mapping::shared(&b.dmabuf, size)?;
+    let view = map_shared(&b.dmabuf, size)?;
     drop(b);
     expect_refused("only a mapping of a dma-buf is left")?;
     expect_bytes(
@@ -118,14 +103,11 @@ fn refused_while_mapping_lives() -> CaseResult {
     )?;
     drop(view);
     expect_refcnt("after unmapping", base)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Only vgem's import is left.
 fn refused_while_importer_holds_buffer() -> CaseResult {
-    if let Some(o) = precondition()? {
-        return Ok(o);
-    }
     let base = refcnt()?;
     let drm = vgem::open_vgem()?;
     let b = filled_buffer(Backing::Shmem, 8 * ps(), 42, 0)?;
@@ -135,14 +117,11 @@ fn refused_while_importer_holds_buffer() -> CaseResult {
     vgem::gem_close(&drm, h).context("GEM_CLOSE")?;
     drop(drm);
     expect_refcnt("after vgem released it", base)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// An open device fd (no buffer) also pins the module.
 fn refused_while_device_open() -> CaseResult {
-    if let Some(o) = precondition()? {
-        return Ok(o);
-    }
     let base = refcnt()?;
     let dev = open_device(&test_device())?;
     expect_refused("the device is open")?;
@@ -152,5 +131,5 @@ fn refused_while_device_open() -> CaseResult {
         create(dev.as_fd(), &m, 0, ps(), 0).context("UDMABUF_CREATE after the refused unload")?;
     drop((buf, m, dev));
     expect_refcnt("after closing the device", base)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

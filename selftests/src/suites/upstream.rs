@@ -15,7 +15,7 @@
 //! (socketpair gives ENOSYS), so `pre_exec` cannot work in this guest.
 
 use super::{cases, Suite};
-use crate::ktap::{out, CaseResult, Outcome};
+use crate::ktap::{out, CaseResult};
 use anyhow::{bail, ensure, Context};
 
 /// The upstream kselftest binary (see the module comment).
@@ -37,10 +37,10 @@ fn kselftest() -> anyhow::Result<String> {
 }
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "upstream-kselftest",
-        cases: cases![builtin_udmabuf_passes_all, test_device_passes_all],
-    }
+    Suite::new(
+        "upstream-kselftest",
+        cases![builtin_udmabuf_passes_all, test_device_passes_all],
+    )
 }
 
 /// Run the binary and judge its TAP output; its lines are echoed as diagnostics.
@@ -89,7 +89,7 @@ fn judge(stdout: &[u8], stderr: &[u8]) -> CaseResult {
     if ok != plan {
         bail!("{ok} of {plan} planned upstream tests reported ok");
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn builtin_udmabuf_passes_all() -> CaseResult {
@@ -220,14 +220,13 @@ fn run_in_private_ns(src: &str, dst: &str, want_rdev: u64) -> anyhow::Result<(Ve
 #[cfg(test)]
 mod tests {
     use super::judge;
-    use crate::ktap::Outcome;
 
     const HDR: &str = "TAP version 13\n1..3\n";
 
     #[test]
     fn all_ok_passes() {
         let out = format!("{HDR}ok 1 a\nok 2 b\nok 3 c\n");
-        assert!(matches!(judge(out.as_bytes(), b""), Ok(Outcome::Pass)));
+        assert!(matches!(judge(out.as_bytes(), b""), Ok(())));
     }
 
     #[test]

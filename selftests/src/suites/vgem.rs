@@ -8,26 +8,22 @@
 
 use super::common::*;
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "vgem-import",
-        cases: cases![
+    Suite::new(
+        "vgem-import",
+        cases![
             vgem_node_found,
             import_shmem,
             import_hugetlb,
             import_list,
             import_outlives_user_fds
         ],
-    }
-}
-
-fn ps() -> u64 {
-    page_size()
+    )
 }
 
 // include/uapi/drm/drm.h
@@ -128,7 +124,7 @@ pub(super) fn handle_to_fd(drm: &OwnedFd, handle: u32) -> Result<OwnedFd, Errno>
     };
     // SAFETY: `a` is a valid drm_prime_handle.
     unsafe { drm_ioctl_prime_handle_to_fd(drm.as_raw_fd(), &mut a) }?;
-    own(Ok(a.fd))
+    udmabuf_live_uapi::sys::own(Ok(a.fd))
 }
 
 pub(super) fn gem_close(drm: &OwnedFd, handle: u32) -> Result<(), Errno> {
@@ -139,7 +135,7 @@ pub(super) fn gem_close(drm: &OwnedFd, handle: u32) -> Result<(), Errno> {
 
 fn vgem_node_found() -> CaseResult {
     open_vgem()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Import, import again (same handle: DRM dedups by dma-buf), export back (the same
@@ -158,7 +154,7 @@ fn import_and_check(what: &str, dmabuf: &OwnedFd, content: &[u8]) -> Result<()> 
         "{what}: exported-back dma-buf has size {}, expected {size}",
         dmabuf_size(&back)?
     );
-    let view = Mapping::shared(&back, size)?;
+    let view = map_shared(&back, size)?;
     expect_bytes(
         &format!("{what}: content through the exported-back fd"),
         &view.read(0, size),
@@ -178,13 +174,13 @@ fn import_and_check(what: &str, dmabuf: &OwnedFd, content: &[u8]) -> Result<()> 
 fn import_shmem() -> CaseResult {
     let b = filled_buffer(Backing::Shmem, 16 * ps(), 20, 0)?;
     import_and_check("shmem buffer", &b.dmabuf, &pattern(20, 16 * ps()))?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn import_hugetlb() -> CaseResult {
     let b = filled_buffer(Backing::Hugetlb, 2 * HUGE_PAGE, 21, 0)?;
     import_and_check("hugetlb buffer", &b.dmabuf, &pattern(21, 2 * HUGE_PAGE))?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn import_list() -> CaseResult {
@@ -205,7 +201,7 @@ fn import_list() -> CaseResult {
     let mut want = pattern(23, HUGE_PAGE)[(HUGE_PAGE - 2 * ps()) as usize..].to_vec();
     want.extend_from_slice(&pattern(22, 4 * ps())[ps() as usize..]);
     import_and_check("list buffer", &buf, &want)?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// The importer's reference keeps the buffer (and its pages) alive after the user closed
@@ -221,7 +217,7 @@ fn import_outlives_user_fds() -> CaseResult {
         dmabuf_size(&back)? == size,
         "size changed after closing the user fds"
     );
-    let view = Mapping::shared(&back, size)?;
+    let view = map_shared(&back, size)?;
     expect_bytes(
         "content held by the importer",
         &view.read(0, size),
@@ -230,5 +226,5 @@ fn import_outlives_user_fds() -> CaseResult {
     drop(view);
     drop(back);
     gem_close(&drm, h).context("GEM_CLOSE")?;
-    Ok(Outcome::Pass)
+    Ok(())
 }

@@ -12,9 +12,9 @@
 //! asserted too. Screenshots are kept in $ULIVE_SHOT_DIR (the host's out/wayland/).
 
 use super::common::REFERENCE_DEVICE;
-use super::rng::Rng;
 use super::{cases, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use crate::ktap::CaseResult;
+use crate::util::Rng;
 use crate::util::{device_path, precondition};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
@@ -33,9 +33,9 @@ const W: u64 = 250;
 const H: u64 = 100;
 
 pub fn suite() -> Suite {
-    Suite {
-        name: "wayland",
-        cases: cases![
+    Suite::new(
+        "wayland",
+        cases![
             weston_starts_with_llvmpipe_dmabuf,
             xr24_250x100_shows_the_pattern,
             ar24_250x100_shows_the_pattern,
@@ -47,7 +47,8 @@ pub fn suite() -> Suite {
             format_not_offered_exits_12,
             weston_survived_and_stops,
         ],
-    }
+    )
+    .shared_process()
 }
 
 struct Weston {
@@ -87,7 +88,7 @@ fn rootfs() -> Result<()> {
 }
 
 fn log_tail() -> String {
-    let log = std::fs::read_to_string(format!("/tmp/weston.log")).unwrap_or_default();
+    let log = std::fs::read_to_string("/tmp/weston.log").unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
@@ -446,7 +447,7 @@ fn weston_starts_with_llvmpipe_dmabuf() -> CaseResult {
         log.contains("dmabuf support: modifiers"),
         "weston reports no dma-buf import:\n{log}"
     );
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 /// Show a packed 32-bit buffer of ours and compare the screenshot with the pattern.
@@ -474,7 +475,7 @@ fn packed(fourcc: &str, seed: u64) -> CaseResult {
         &expected_rgb(&want, stride),
         0,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn xr24_250x100_shows_the_pattern() -> CaseResult {
@@ -511,7 +512,7 @@ fn ar24_250x100_shows_the_pattern() -> CaseResult {
         &expected_rgb(&bytes, stride),
         0,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn nv12_two_planes_shows_the_pattern() -> CaseResult {
@@ -534,21 +535,21 @@ fn nv12_two_planes_shows_the_pattern() -> CaseResult {
         &expected_nv12(&bytes, stride, stride * H as usize),
         3,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
-/// The product case on `device`: present, punch, write through the memfd, re-commit.
-/// Returns (old pattern, new pattern, punched byte range, screenshot after).
-fn punch_and_write(
-    device: &str,
-    hugetlb: bool,
-    tag: &str,
-) -> Result<(
+/// What [`punch_and_write`] returns: (old pattern, new pattern, punched byte range,
+/// screenshot after as (width, height, pixels)).
+type PunchedShot = (
     Vec<u8>,
     Vec<u8>,
     std::ops::Range<usize>,
     (u32, u32, Vec<u8>),
-)> {
+);
+
+/// The product case on `device`: present, punch, write through the memfd, re-commit.
+/// Returns (old pattern, new pattern, punched byte range, screenshot after).
+fn punch_and_write(device: &str, hugetlb: bool, tag: &str) -> Result<PunchedShot> {
     with_weston(|_| Ok(()))?;
     let dims = ["--format", "XR24", "--width", "250", "--height", "100"];
     let mut args = dims.to_vec();
@@ -605,12 +606,12 @@ fn live_case(hugetlb: bool, tag: &str) -> CaseResult {
         &expected_rgb(&new, 1024),
         0,
     )?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn builtin_case(hugetlb: bool, tag: &str) -> CaseResult {
     if !Path::new(REFERENCE_DEVICE).exists() {
-        return Ok(Outcome::Skip(format!("no {REFERENCE_DEVICE}")));
+        skip!("no {REFERENCE_DEVICE}");
     }
     let (old, new, hole, shot) = punch_and_write(REFERENCE_DEVICE, hugetlb, tag)?;
     // The built-in driver keeps the punched pages: the memfd's new pages there never reach
@@ -625,7 +626,7 @@ fn builtin_case(hugetlb: bool, tag: &str) -> CaseResult {
     )?;
     let stale_rows = hole.len() / 1024;
     crate::ktap::out(&format!("    # {REFERENCE_DEVICE}: {stale_rows} of {H} rows on screen are stale (the punched range), as asserted"));
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn live_buffer_shows_new_pixels_after_punch_and_write() -> CaseResult {
@@ -674,7 +675,7 @@ fn format_not_offered_exits_12() -> CaseResult {
         "the message should say R8 is not offered and list what is: {err}"
     );
     with_weston(|_| Ok(()))?; // still alive
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 fn weston_survived_and_stops() -> CaseResult {
@@ -682,7 +683,7 @@ fn weston_survived_and_stops() -> CaseResult {
         .lock()
         .map_err(|_| anyhow::anyhow!("weston lock poisoned"))?;
     let Some(mut w) = guard.take() else {
-        return Ok(Outcome::Skip("weston never started".into()));
+        skip!("weston never started");
     };
     if let Some(st) = w.child.try_wait()? {
         bail!(
@@ -702,7 +703,7 @@ fn weston_survived_and_stops() -> CaseResult {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 #[cfg(test)]

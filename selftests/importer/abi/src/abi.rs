@@ -4,10 +4,10 @@
 //! `/dev/ulive-importer`, maps it the way a device driver would, and reports what it
 //! sees. It is a test tool, not part of the udmabuf uapi.
 //!
-//! Like `abi.rs`, this file is `no_std` and dependency-free: the crate exports it as
-//! `udmabuf_live_uapi::importer`, and the importer module compiles the same file with a
-//! `#[path]` include. It uses the `_IOC` helpers of `abi.rs` through `super::`, so an
-//! includer must have `io`, `ior` and `iow` in scope at its parent module.
+//! Like `uapi/src/abi.rs`, this file is `no_std` and dependency-free: the crate
+//! `ulive-importer-abi` (beside it) exports it, and the importer module compiles the same
+//! file with a `#[path]` include. It uses the `_IOC` helpers of `uapi/src/abi.rs` through
+//! `super::`, so an includer must have `io`, `ior` and `iow` in scope at its parent module.
 //!
 //! One open file of `/dev/ulive-importer` holds at most one attachment, and at most one
 //! kernel vmap of the attached buffer. A test that needs several importers of one buffer

@@ -3,7 +3,7 @@
 
 use std::mem::size_of;
 use std::process::Command;
-use udmabuf_live_uapi::importer::*;
+use ulive_importer_abi::*;
 
 #[test]
 fn structs_have_the_expected_layout() {
