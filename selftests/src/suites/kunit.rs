@@ -13,8 +13,8 @@
 //! The list is fixed at build time (the runner prints the plan before anything runs);
 //! keep it in step with the `#[kunit_tests]` modules of kmod/.
 
-use super::{Case, Suite};
-use crate::ktap::{CaseResult, Outcome};
+use super::{Case, Require, Suite};
+use crate::ktap::CaseResult;
 use crate::util::precondition;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -40,6 +40,7 @@ macro_rules! kunit_cases {
                     }
                     run
                 },
+                requires: &[],
             }),*),*]
         }
     };
@@ -93,11 +94,9 @@ pub fn suite() -> Suite {
     cases.push(Case {
         name: "every_kunit_case_is_listed",
         run: every_kunit_case_is_listed,
+        requires: &[],
     });
-    Suite {
-        name: "kunit",
-        cases,
-    }
+    Suite::new("kunit", cases).requires(&[Require::Check(require_kunit)])
 }
 
 /// Skip (with the reason) unless the kernel has KUnit and its debugfs results are there.
@@ -207,7 +206,6 @@ fn read_results(suite: &str) -> Result<Vec<KunitCase>> {
 
 /// The result of KUnit case `case` of suite `suite`, from the module's last load.
 fn kunit_result(suite: &str, case: &str) -> CaseResult {
-    require_kunit()?;
     let cases = read_results(suite)?;
     let Some(c) = cases.into_iter().find(|c| c.name == case) else {
         bail!(
@@ -215,20 +213,16 @@ fn kunit_result(suite: &str, case: &str) -> CaseResult {
             results_path(suite)
         );
     };
-    Ok(match c.status {
-        KunitStatus::Ok => Outcome::Pass,
-        KunitStatus::Skip(why) => Outcome::Skip(format!("KUnit skipped it: {why}")),
-        KunitStatus::NotOk => Outcome::Fail(if c.log.is_empty() {
-            format!("KUnit: not ok {case} (nothing logged)")
-        } else {
-            format!("KUnit: not ok {case}:\n{}", c.log.join("\n"))
-        }),
-    })
+    match c.status {
+        KunitStatus::Ok => Ok(()),
+        KunitStatus::Skip(why) => skip!("KUnit skipped it: {why}"),
+        KunitStatus::NotOk if c.log.is_empty() => bail!("KUnit: not ok {case} (nothing logged)"),
+        KunitStatus::NotOk => bail!("KUnit: not ok {case}:\n{}", c.log.join("\n")),
+    }
 }
 
 /// The module's KUnit suites in debugfs are exactly the listed ones, with the listed cases.
 fn every_kunit_case_is_listed() -> CaseResult {
-    require_kunit()?;
     let mut found: Vec<String> = std::fs::read_dir(KUNIT_DEBUGFS)
         .with_context(|| format!("list {KUNIT_DEBUGFS}"))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -273,7 +267,7 @@ fn every_kunit_case_is_listed() -> CaseResult {
             problems.join("\n")
         );
     }
-    Ok(Outcome::Pass)
+    Ok(())
 }
 
 #[cfg(test)]
