@@ -337,6 +337,11 @@ impl BufferTracker {
         }
     }
 
+    /// Pages are marked (an update has not taken them yet).
+    pub(crate) fn marked(&self) -> bool {
+        self.0.pending()
+    }
+
     /// Marks wait, or an update that took some has not finished: the buffer may not be
     /// current. See [`Tracker::pending`].
     pub(crate) fn pending(&self) -> bool {

@@ -261,6 +261,13 @@ impl Buffer {
             if self.sealed() {
                 return Ok(Outcome::Sealed);
             }
+            // Nothing to do (a worker queued by a punch whose marks a SYNC or a map has
+            // already applied): do not count as an update in flight, which INFO would show
+            // as PENDING on a current buffer. A mark that comes after this stays marked
+            // (PENDING) and queues the worker again.
+            if !full && !self.tracker.marked() && !self.resync_requested() {
+                return Ok(Outcome::Clean);
+            }
             let taken = self.tracker.take()?;
             crate::sys::params::test_delay();
             let scope = match (self.take_resync(), full) {
