@@ -171,23 +171,19 @@ trait HasFd {
     fn fd(&self) -> u32;
 }
 
-impl HasFd for UdmabufLiveInfo {
-    fn fd(&self) -> u32 {
-        self.dmabuf_fd
-    }
+/// Every udmabuf-live ioctl argument names its dma-buf in `dmabuf_fd`.
+macro_rules! has_fd {
+    ($($t:ty),*) => {$(
+        impl HasFd for $t {
+            fn fd(&self) -> u32 {
+                self.dmabuf_fd
+            }
+        }
+    )*};
 }
-impl HasFd for UdmabufLiveSync {
-    fn fd(&self) -> u32 {
-        self.dmabuf_fd
-    }
-}
-impl HasFd for UdmabufLiveVerify {
-    fn fd(&self) -> u32 {
-        self.dmabuf_fd
-    }
-}
-impl HasFd for UdmabufLivePfns {
-    fn fd(&self) -> u32 {
-        self.dmabuf_fd
-    }
-}
+has_fd!(
+    UdmabufLiveInfo,
+    UdmabufLiveSync,
+    UdmabufLiveVerify,
+    UdmabufLivePfns
+);

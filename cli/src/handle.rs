@@ -136,23 +136,16 @@ impl Handle {
         })?;
         let memfd = self.getfd(&pidfd, self.memfd, "memfd")?;
         let dmabuf = self.getfd(&pidfd, self.dmabuf, "dma-buf")?;
+        let not_a = |what: &str, fd| -> anyhow::Error {
+            let target = sys::fd_target(self.pid, fd);
+            let pid = self.pid;
+            CtlError::Handle(format!("handle {self}: fd {fd} of process {pid} is not a {what} ({target})")).into()
+        };
         if sys::get_seals(&memfd).is_err() {
-            return Err(CtlError::Handle(format!(
-                "handle {self}: fd {} of process {} is not a memfd ({})",
-                self.memfd,
-                self.pid,
-                sys::fd_target(self.pid, self.memfd)
-            ))
-            .into());
+            return Err(not_a("memfd", self.memfd));
         }
         if sys::dmabuf_exporter(&dmabuf).is_none() {
-            return Err(CtlError::Handle(format!(
-                "handle {self}: fd {} of process {} is not a dma-buf ({})",
-                self.dmabuf,
-                self.pid,
-                sys::fd_target(self.pid, self.dmabuf)
-            ))
-            .into());
+            return Err(not_a("dma-buf", self.dmabuf));
         }
         let exporter = sys::dmabuf_exporter(&dmabuf).unwrap_or_default();
         Ok(Resolved { handle: *self, memfd, dmabuf, exporter })
