@@ -153,6 +153,20 @@ pub fn expect_progress(
     Ok(())
 }
 
+/// The dma-buf is current: its mmap `bmap` shows `want` (from byte 0) and VERIFY finds
+/// every one of those pages identical to the memfd's.
+pub fn expect_current(
+    what: &str,
+    dev: &impl AsRawFd,
+    dmabuf: &impl AsRawFd,
+    bmap: &Mapping,
+    want: &[u8],
+) -> Result<()> {
+    let len = want.len() as u64;
+    expect_bytes(&format!("dma-buf mmap {what}"), &bmap.read(0, len), want)?;
+    expect_all_matching(what, dev, dmabuf, len / ps())
+}
+
 /// VERIFY must find all `pages` pages identical to the memfd's.
 pub fn expect_all_matching(
     what: &str,
