@@ -24,7 +24,7 @@ export KBUILD_DIR MODULE_OUT
 GUEST_CARGO := RUSTFLAGS="$(GUEST_RUSTFLAGS)" cargo
 GUEST_CARGO_ARGS := --release --quiet --target $(HOST_TARGET) --workspace
 
-.PHONY: all deps rootfs kernel check module importer userspace guest-bins kselftest-install kselftest-check vm-test vm-selftest test test-debug stress unit-test run shell bench bench-run clean
+.PHONY: all deps rootfs kernel check check-kernel check-workspace module importer userspace guest-bins kselftest-install kselftest-check vm-test vm-selftest test test-debug stress unit-test run shell bench bench-run clean
 
 all: module importer userspace
 
@@ -68,8 +68,11 @@ kselftest-check:
 	@scripts/kselftest-check.sh $(INSTALL_PATH) $(KSFT_ARGS)
 
 # Formatters and linters (scripts/check.sh), before anything boots.
-check: kernel
-	@scripts/check.sh
+check: check-kernel check-workspace
+check-kernel: kernel
+	@scripts/check.sh kernel
+check-workspace:
+	@scripts/check.sh workspace
 
 unit-test:
 	+@$(GUEST_CARGO) test $(GUEST_CARGO_ARGS)
@@ -89,7 +92,7 @@ vm-selftest: module importer guest-bins
 # that builds or checks (on a fresh machine the rootfs download and the cargo builds
 # overlap the kernel build), then the two boot jobs, the guest suites and the harness
 # self-test (whose boots mostly wait). Nothing boots before make check has passed.
-TEST_BUILDS := check unit-test module importer guest-bins rootfs
+TEST_BUILDS := check-kernel check-workspace unit-test module importer guest-bins rootfs
 TEST_BOOTS := vm-test vm-selftest
 test:
 	@$(MAKE) --no-print-directory -j3 $(TEST_BUILDS)
