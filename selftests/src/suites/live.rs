@@ -477,20 +477,7 @@ fn hole_left_unwritten(kind: Backing) -> Result<()> {
             0,
             &mapped_pfns(&map, 0, pages)?,
         )?;
-        map.write(0, &pattern(2, size));
-        sync(&dev, &buf, 1000)?;
-        expect_progress(
-            "writing the filled hole",
-            &after,
-            &info(&dev, &buf)?,
-            0..=0,
-            0,
-        )?;
-        expect_bytes(
-            "dma-buf mmap after writing the filled hole",
-            &bmap.read(0, size),
-            &pattern(2, size),
-        )?;
+        expect_written_in_place(&dev, &buf, &map, &bmap, &after, &pattern(2, size), 1000)?;
     }
     if kind == Backing::Hugetlb {
         expect_hugepage_pool("after closing everything", pool)?;

@@ -510,20 +510,7 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
             0,
             &mapped_pfns(&map, 0, pages)?,
         )?;
-        map.write(0, &pattern(14, size));
-        sync(&dev, &buf, 0)?;
-        expect_progress(
-            "writing the filled hole",
-            &after,
-            &info(&dev, &buf)?,
-            0..=0,
-            0,
-        )?;
-        expect_bytes(
-            "dma-buf mmap after writing the filled hole",
-            &bmap.read(0, size),
-            &pattern(14, size),
-        )?;
+        expect_written_in_place(&dev, &buf, &map, &bmap, &after, &pattern(14, size), 0)?;
         if imported {
             let view = imp.view(pages).context("the importer's PFNs")?;
             ensure!(

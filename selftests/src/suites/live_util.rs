@@ -167,6 +167,34 @@ pub fn expect_current(
     expect_all_matching(what, dev, dmabuf, len / ps())
 }
 
+/// A write through the memfd mapping `map` over pages the buffer already follows (a hole
+/// refilled before): SYNC (`timeout_ms`) finds no update to make after `after`, and the
+/// dma-buf's mmap `bmap` shows `bytes` at once.
+pub fn expect_written_in_place(
+    dev: &impl AsRawFd,
+    dmabuf: &impl AsRawFd,
+    map: &Mapping,
+    bmap: &Mapping,
+    after: &UdmabufLiveInfo,
+    bytes: &[u8],
+    timeout_ms: u32,
+) -> Result<()> {
+    map.write(0, bytes);
+    sync(dev, dmabuf, timeout_ms)?;
+    expect_progress(
+        "writing the filled hole",
+        after,
+        &info(dev, dmabuf)?,
+        0..=0,
+        0,
+    )?;
+    expect_bytes(
+        "dma-buf mmap after writing the filled hole",
+        &bmap.read(0, bytes.len() as u64),
+        bytes,
+    )
+}
+
 /// VERIFY must find all `pages` pages identical to the memfd's.
 pub fn expect_all_matching(
     what: &str,
