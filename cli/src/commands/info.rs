@@ -1,6 +1,6 @@
 //! `udmabuf-ctl info HANDLE`: the INFO ioctl, with the memfd's and the dma-buf's basics.
 
-use super::{is_hugetlb, memfd_size, require_live, resolve};
+use super::{is_hugetlb, memfd_size, resolve_live};
 use crate::cli::InfoArgs;
 use crate::output;
 use crate::sys;
@@ -112,8 +112,7 @@ pub struct InfoOut {
 }
 
 pub fn run(args: &InfoArgs) -> Result<ExitCode> {
-    let (r, live) = resolve(&args.handle, args.device.device.as_deref(), 0)?;
-    let (_dev, raw) = require_live(&r, live)?;
+    let (r, _dev, raw) = resolve_live(&args.handle, args.device.device.as_deref())?;
     let out = InfoOut {
         handle: r.handle.to_string(),
         exporter: sys::dmabuf_exporter(&r.dmabuf).unwrap_or_default(),

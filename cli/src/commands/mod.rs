@@ -102,16 +102,19 @@ pub fn resolve(handle: &Handle, device: Option<&Path>, memfd_offset: u64) -> Res
     Ok((r, live))
 }
 
-/// The udmabuf-live device and INFO of a handle's buffer, or exit 9 for another exporter's.
-pub fn require_live(r: &Resolved, live: Option<(File, UdmabufLiveInfo)>) -> Result<(File, UdmabufLiveInfo)> {
-    live.ok_or_else(|| {
-        CtlError::NotLive(format!(
+/// Resolve a handle of one of udmabuf-live's own buffers (INFO, SYNC): the handle, the
+/// device and INFO, or exit 9 for another exporter's buffer.
+pub fn resolve_live(handle: &Handle, device: Option<&Path>) -> Result<(Resolved, File, UdmabufLiveInfo)> {
+    let (r, live) = resolve(handle, device, 0)?;
+    let Some((dev, info)) = live else {
+        return Err(CtlError::NotLive(format!(
             "not a udmabuf-live buffer: the dma-buf's exporter is '{}', not {} (INFO, SYNC, VERIFY and PFNS are udmabuf-live ioctls)",
             if r.exporter.is_empty() { "unknown" } else { &r.exporter },
             udmabuf_live_uapi::MODULE_NAME
         ))
-        .into()
-    })
+        .into());
+    };
+    Ok((r, dev, info))
 }
 
 /// Open udmabuf-live's device and make sure `dmabuf` is one of its buffers (the INFO

@@ -1,7 +1,7 @@
 //! `udmabuf-ctl sync HANDLE [--timeout-ms N]`: apply pending live updates now.
 
 use super::info::LiveInfo;
-use super::{require_live, resolve};
+use super::resolve_live;
 use crate::cli::SyncArgs;
 use crate::exit::CtlError;
 use crate::output;
@@ -20,8 +20,7 @@ pub struct Synced {
 }
 
 pub fn run(args: &SyncArgs) -> Result<ExitCode> {
-    let (r, live) = resolve(&args.handle, args.device.device.as_deref(), 0)?;
-    let (dev, _) = require_live(&r, live)?;
+    let (r, dev, _) = resolve_live(&args.handle, args.device.device.as_deref())?;
     sys::live_sync(&dev, &r.dmabuf, args.timeout_ms).map_err(|e| -> anyhow::Error {
         match e {
             Errno::ETIMEDOUT => CtlError::Timeout(format!(
