@@ -8,6 +8,10 @@
 
 use std::fmt;
 
+/// One KiB and one MiB, for code that counts in them.
+pub const KIB: u64 = 1 << 10;
+pub const MIB: u64 = 1 << 20;
+
 /// A parsed byte count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Bytes(pub u64);

@@ -15,6 +15,7 @@
 use super::bench_cells::Cell;
 use crate::cli::BenchArgs;
 use crate::exit::CtlError;
+use crate::units::MIB;
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{fallocate, fcntl, FallocateFlags, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
@@ -27,7 +28,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 use ulive_importer_abi::client::Importer;
 
-const MIB: u64 = 1 << 20;
 /// Unmeasured rounds before each measurement, to fault in pages and warm caches.
 pub(crate) const WARMUP: u32 = 5;
 

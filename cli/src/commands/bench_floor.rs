@@ -13,7 +13,9 @@
 
 use super::bench::{Pair, Summary, WARMUP};
 use super::bench_cells::{us, Cell};
+use super::bench_param;
 use crate::sys::{self, Mapping};
+use crate::units::{KIB, MIB};
 use anyhow::{ensure, Context, Result};
 use nix::fcntl::{fallocate, FallocateFlags};
 use serde::Serialize;
@@ -21,14 +23,13 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
-const MIB: u64 = 1 << 20;
-const KIB: u64 = 1 << 10;
-pub const REPOPULATE_PARAM: &str = "/sys/module/udmabuf_live/parameters/repopulate";
+/// The parameter that picks our repopulation policy.
+const REPOPULATE: &str = "repopulate";
 
 /// The policies to run the live cells under: both when the module has the parameter,
 /// else one run under whatever it does (`None`).
 pub fn policies() -> Vec<Option<&'static str>> {
-    if std::path::Path::new(REPOPULATE_PARAM).exists() {
+    if bench_param::exists(REPOPULATE) {
         vec![Some("lazy"), Some("eager")]
     } else {
         vec![None]
@@ -36,22 +37,13 @@ pub fn policies() -> Vec<Option<&'static str>> {
 }
 
 /// Sets our repopulation policy for the duration (if any), restoring it on drop.
-pub struct Policy(Option<String>);
+pub struct Policy {
+    _param: Option<bench_param::Override>,
+}
 
 impl Policy {
     pub fn set(policy: Option<&str>) -> Result<Self> {
-        let Some(p) = policy else { return Ok(Self(None)) };
-        let old = std::fs::read_to_string(REPOPULATE_PARAM).with_context(|| format!("read {REPOPULATE_PARAM}"))?;
-        std::fs::write(REPOPULATE_PARAM, p).with_context(|| format!("write {p} to {REPOPULATE_PARAM}"))?;
-        Ok(Self(Some(old.trim().to_owned())))
-    }
-}
-
-impl Drop for Policy {
-    fn drop(&mut self) {
-        if let Some(old) = &self.0 {
-            let _ = std::fs::write(REPOPULATE_PARAM, old);
-        }
+        Ok(Self { _param: policy.map(|p| bench_param::Override::set(REPOPULATE, p)).transpose()? })
     }
 }
 

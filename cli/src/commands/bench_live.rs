@@ -7,16 +7,15 @@
 //!   to 256 meanwhile): its cost must follow the hole, not the buffer.
 
 use super::bench::{Pair, Summary};
+use super::bench_param;
 use crate::sys::{self, Mapping};
+use crate::units::MIB;
 use anyhow::{ensure, Context, Result};
 use nix::fcntl::{fallocate, FallocateFlags};
 use serde::Serialize;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
-
-const MIB: u64 = 1 << 20;
-const SIZE_LIMIT_PARAM: &str = "/sys/module/udmabuf_live/parameters/size_limit_mb";
 
 #[derive(Debug, Serialize)]
 pub struct LiveReport {
@@ -90,28 +89,11 @@ fn recreates(dev: &File, size: u64, iterations: u32) -> Result<Vec<u64>> {
     Ok(out)
 }
 
-/// Raises our size limit for the duration, restoring it on drop.
-struct SizeLimit(String);
-
-impl SizeLimit {
-    fn raise_to(mb: u64) -> Result<Self> {
-        let old = std::fs::read_to_string(SIZE_LIMIT_PARAM).with_context(|| format!("read {SIZE_LIMIT_PARAM}"))?;
-        std::fs::write(SIZE_LIMIT_PARAM, format!("{mb}\n")).with_context(|| format!("write {SIZE_LIMIT_PARAM}"))?;
-        Ok(Self(old))
-    }
-}
-
-impl Drop for SizeLimit {
-    fn drop(&mut self) {
-        let _ = std::fs::write(SIZE_LIMIT_PARAM, &self.0);
-    }
-}
-
 pub fn run(ours: &File, builtin: &File, iterations: u32) -> Result<LiveReport> {
     let update = updates(ours, 64 * MIB, iterations).context("live update, 64 MiB")?;
     let recreate = recreates(builtin, 64 * MIB, iterations).context("re-create, 64 MiB")?;
     let update_vs_recreate = Pair::new(&update, &recreate)?;
-    let _limit = SizeLimit::raise_to(256)?;
+    let _limit = bench_param::Override::set("size_limit_mb", "256")?;
     let small = Summary::of(&updates(ours, 16 * MIB, iterations).context("live update, 16 MiB")?).context("no samples")?;
     let large = Summary::of(&updates(ours, 256 * MIB, iterations).context("live update, 256 MiB")?).context("no samples")?;
     Ok(LiveReport {

@@ -9,15 +9,15 @@
 //!   memfd's blocks go, under each repopulation policy of ours and on the built-in
 //!   driver, whose old pages stay pinned.
 
+use super::bench_floor::Policy;
 use crate::sys::{self, Mapping};
+use crate::units::MIB;
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-const MIB: u64 = 1 << 20;
-const REPOPULATE_PARAM: &str = "/sys/module/udmabuf_live/parameters/repopulate";
 #[derive(Debug, Serialize)]
 pub struct MemoryReturn {
     /// `ours, lazy`, `ours, eager` or `built-in`.
@@ -36,23 +36,6 @@ fn free_memory() -> Result<i64> {
 
 fn blocks(fd: &OwnedFd) -> Result<i64> {
     Ok(nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat of the memfd")?.st_blocks * 512)
-}
-
-/// Sets our repopulation policy for the duration, restoring it on drop.
-struct Policy(String);
-
-impl Policy {
-    fn set(policy: &str) -> Result<Self> {
-        let old = std::fs::read_to_string(REPOPULATE_PARAM).with_context(|| format!("read {REPOPULATE_PARAM}"))?;
-        std::fs::write(REPOPULATE_PARAM, policy).with_context(|| format!("write {REPOPULATE_PARAM}"))?;
-        Ok(Self(old.trim().to_owned()))
-    }
-}
-
-impl Drop for Policy {
-    fn drop(&mut self) {
-        let _ = std::fs::write(REPOPULATE_PARAM, &self.0);
-    }
 }
 
 /// `iterations` rounds: punch one page of a 64 MiB buffer, write a new byte through the
@@ -102,7 +85,7 @@ pub(crate) fn fault_rounds(dev: &File, whole: bool, iterations: u32) -> Result<V
 
 /// The 32 MiB balloon punch on `dev`; `policy` sets ours first.
 pub(crate) fn memory_return(dev: &File, driver: &str, policy: Option<&str>) -> Result<MemoryReturn> {
-    let _policy = policy.map(Policy::set).transpose()?;
+    let _policy = Policy::set(policy)?;
     let size = 64 * MIB;
     let memfd = super::bench::memfd_for(false, size)?;
     let map = Mapping::new(&memfd, size, true).context("mmap of the memfd")?;
