@@ -344,8 +344,8 @@ impl<T: Exporter> Vtable<T> {
         ops.map_dma_buf = Some(Self::map_dma_buf);
         ops.unmap_dma_buf = Some(Self::unmap_dma_buf);
         ops.release = Some(Self::release);
-        ops.begin_cpu_access = Some(Self::begin_cpu_access);
-        ops.end_cpu_access = Some(Self::end_cpu_access);
+        ops.begin_cpu_access = Some(Self::cpu_access::<true>);
+        ops.end_cpu_access = Some(Self::cpu_access::<false>);
         ops.mmap = Some(Self::mmap);
         ops.vmap = Some(Self::vmap);
         ops.vunmap = Some(Self::vunmap);
@@ -425,26 +425,25 @@ impl<T: Exporter> Vtable<T> {
         drop(unsafe { Arc::from_raw((*dmabuf).priv_ as *const T) });
     }
 
+    /// `begin_cpu_access` (`BEGIN`) and `end_cpu_access`.
+    ///
     /// # Safety
     /// Called by the dma-buf core only, with one of our live dma-bufs.
-    unsafe extern "C" fn begin_cpu_access(
+    unsafe extern "C" fn cpu_access<const BEGIN: bool>(
         dmabuf: *mut bindings::dma_buf,
         dir: bindings::dma_data_direction,
     ) -> c_int {
         // SAFETY: the core passes one of our live dma-bufs.
         let exp = unsafe { exporter::<T>(dmabuf) };
-        from_result(|| exp.begin_cpu_access(Direction::from_raw(dir)).map(|()| 0))
-    }
-
-    /// # Safety
-    /// Called by the dma-buf core only, with one of our live dma-bufs.
-    unsafe extern "C" fn end_cpu_access(
-        dmabuf: *mut bindings::dma_buf,
-        dir: bindings::dma_data_direction,
-    ) -> c_int {
-        // SAFETY: the core passes one of our live dma-bufs.
-        let exp = unsafe { exporter::<T>(dmabuf) };
-        from_result(|| exp.end_cpu_access(Direction::from_raw(dir)).map(|()| 0))
+        let dir = Direction::from_raw(dir);
+        from_result(|| {
+            if BEGIN {
+                exp.begin_cpu_access(dir)
+            } else {
+                exp.end_cpu_access(dir)
+            }
+            .map(|()| 0)
+        })
     }
 
     /// # Safety
