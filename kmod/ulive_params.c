@@ -3,30 +3,12 @@
  * udmabuf-live C glue, parameters: the module parameters (module_param with sysfs
  * permissions, which Rust cannot declare) and their readers for kmod/sys/params.rs.
  */
-#include <linux/dma-buf.h>
-#include <linux/dma-mapping.h>
-#include <linux/dma-resv.h>
-#include <linux/fs.h>
-#include <linux/hugetlb.h>
-#include <linux/iversion.h>
-#include <linux/iosys-map.h>
-#include <linux/mm.h>
-#include <linux/mmu_notifier.h>
-#include <linux/module.h>
-#include <linux/pagemap.h>
-#include <linux/xarray.h>
-#include <linux/sched/mm.h>
-#include <linux/sched/user.h>
-#include <linux/cred.h>
-#include <linux/memcontrol.h>
-#include <linux/mmap_lock.h>
-#include <linux/workqueue.h>
-#include <linux/moduleparam.h>
+#include <linux/atomic.h>
 #include <linux/delay.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/string.h>
 #include <linux/sysfs.h>
-#include <linux/scatterlist.h>
-#include <linux/shmem_fs.h>
-#include <linux/vmalloc.h>
 #include "ulive_helpers.h"
 
 /* Same names, types, defaults and permissions as upstream drivers/dma-buf/udmabuf.c. */
@@ -94,27 +76,8 @@ module_param(test_delay_ms, uint, 0600);
 MODULE_PARM_DESC(test_delay_ms,
 		 "Test hook: sleep this long in the windows the races tests widen (CREATE between finding and watching mappings; an update between taking its marks and installing its pages). Default 0.");
 
-static atomic_t test_fail_swaps = ATOMIC_INIT(0);
-static int test_fail_swaps_set(const char *val, const struct kernel_param *kp)
-{
-	int n, err = kstrtoint(val, 0, &n);
-
-	if (err)
-		return err;
-	atomic_set(&test_fail_swaps, n);
-	return 0;
-}
-
-static int test_fail_swaps_get(char *buf, const struct kernel_param *kp)
-{
-	return sysfs_emit(buf, "%d\n", atomic_read(&test_fail_swaps));
-}
-
-static const struct kernel_param_ops test_fail_swaps_ops = {
-	.set = test_fail_swaps_set,
-	.get = test_fail_swaps_get,
-};
-module_param_cb(test_fail_swaps, &test_fail_swaps_ops, NULL, 0600);
+static int test_fail_swaps;
+module_param(test_fail_swaps, int, 0600);
 MODULE_PARM_DESC(test_fail_swaps,
 		 "Test hook: fail this many page swaps with ENOMEM after the new pages were pinned. Default 0.");
 
@@ -126,10 +89,16 @@ void ulive_test_delay(void)
 		msleep(ms);
 }
 
+/* Takes one of the failures asked for, if any are left (a race with a write from sysfs
+ * loses one side's count at worst, which a test hook may). */
 bool ulive_test_fail_swap(void)
 {
-	return unlikely(atomic_read(&test_fail_swaps) > 0) &&
-	       atomic_dec_if_positive(&test_fail_swaps) >= 0;
+	int n = READ_ONCE(test_fail_swaps);
+
+	while (unlikely(n > 0))
+		if (try_cmpxchg(&test_fail_swaps, &n, n - 1))
+			return true;
+	return false;
 }
 
 bool ulive_param_account_memlock(void)
