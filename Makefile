@@ -121,6 +121,9 @@ shell: module importer guest-bins
 # reported as the median over the boots with its spread (scripts/bench-report.sh).
 BENCH_FLAVOR ?= bench
 BENCH_BOOTS ?= 3
+# The first boot also profiles the paths of the missed cells after its timed cells
+# (`udmabuf-ctl bench --profile`, BENCH_PROFILE operations each; 0: no profile).
+BENCH_PROFILE ?= 20
 bench:
 	@$(MAKE) --no-print-directory KERNEL_FLAVOR=$(BENCH_FLAVOR) bench-run
 
@@ -128,7 +131,8 @@ bench-run: module importer guest-bins
 	@rm -f out/bench-boot-*-ktap.log
 	@for i in $$(seq 1 $(BENCH_BOOTS)); do \
 		echo "==> bench boot $$i of $(BENCH_BOOTS)"; \
-		ULIVE_BENCH_BOOT=$$i scripts/vm.sh bench || exit 1; \
+		profile=; [ $$i = 1 ] && [ "$(BENCH_PROFILE)" != 0 ] && profile=$(BENCH_PROFILE); \
+		BENCH_PROFILE=$$profile ULIVE_BENCH_BOOT=$$i scripts/vm.sh bench || exit 1; \
 	done
 	@cargo build --release --quiet -p ulive-bench-report
 	@scripts/bench-report.sh

@@ -20,6 +20,13 @@ for log in "$OUT"/bench-boot-*-ktap.log; do
 done
 ((${#jsons[@]})) || die "no $OUT/bench-boot-N-ktap.log: run 'make bench' first"
 
+# The function profile of boot 1 (`udmabuf-ctl bench --profile`), when it has one.
+profile=()
+if [ -f "$OUT/bench-boot-1-ktap.log" ]; then
+    sed -n '/^ULIVE-BENCH-PROFILE-BEGIN$/,/^ULIVE-BENCH-PROFILE-END$/p' "$OUT/bench-boot-1-ktap.log" | sed '1d;$d' > "$OUT/bench-profile.md"
+    [ -s "$OUT/bench-profile.md" ] && profile=(--profile "$OUT/bench-profile.md")
+fi
+
 accel=$(cat "$CACHE/kvm-probe" 2>/dev/null || echo tcg)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 flavor=${KERNEL_FLAVOR:-default}
@@ -30,4 +37,4 @@ cmd="make bench"; [ "$flavor" = bench ] || cmd="make bench BENCH_FLAVOR=$flavor"
     --about "kernel flavour \`$flavor\` (tinyconfig + selftests/config$([ "$flavor" = default ] || echo " + selftests/config.$flavor"))" \
     --about "host: $(nproc) CPUs ($cpu_model), $(free -g | awk '/^Mem:/ { print $2 }') GiB, shared with other work; guest: QEMU $accel" \
     --about "raw figures: out/bench-boot-N.json (one per boot)" \
-    "${jsons[@]}"
+    "${profile[@]}" "${jsons[@]}"

@@ -8,6 +8,7 @@
 #   BENCH_ITERATIONS (bench mode: iterations per measurement)
 #   BENCH_KMOD_ARGS (bench mode: udmabuf_live parameters, e.g. account_memlock=0)
 #   BENCH_CPUS=WQ:SELF (bench mode: hex CPU masks for the unbound workqueues and the bench process)
+#   BENCH_PROFILE=N (bench mode: after the timed cells, profile the missed cells' paths, N operations each)
 #   ULIVE_BENCH_BOOT=N (bench mode: the logs are out/bench-boot-N-*.log, one per boot of `make bench`)
 #   ULIVE_SUITES="a b" (test mode: run only these suites, e.g. "module stress")
 #   any other ULIVE_NAME=VALUE: a suite knob (README: ULIVE_STRESS_SECS, ULIVE_FUZZ_SEED, ...), passed
@@ -122,7 +123,7 @@ CPU=${VM_CPU:-$DEFAULT_CPU}; [ "$ACCEL" = kvm ] && CPU=host
 # _PRT method, which the debug kernel's AML interpreter (KASAN, lockdep) under TCG cannot
 # finish within ACPICA's 30 s loop timeout: virtio-pci then gets no interrupt and the 9p
 # mount of the Debian rootfs hangs. ACPI itself stays (the second CPU comes from it).
-APPEND="console=ttyS0 panic=-1 pci=noacpi hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}${BENCH_ITERATIONS:+ ulive.iters=$BENCH_ITERATIONS}${BENCH_KMOD_ARGS:+ ulive.kmod_args=$(echo $BENCH_KMOD_ARGS | tr ' ' ,)}${BENCH_CPUS:+ ulive.bench_cpus=$BENCH_CPUS}"
+APPEND="console=ttyS0 panic=-1 pci=noacpi hugepages=${VM_HUGEPAGES:-1100} ulive.mode=$MODE${INJECT:+ ulive.inject=$INJECT}${BENCH_ITERATIONS:+ ulive.iters=$BENCH_ITERATIONS}${BENCH_KMOD_ARGS:+ ulive.kmod_args=$(echo $BENCH_KMOD_ARGS | tr ' ' ,)}${BENCH_CPUS:+ ulive.bench_cpus=$BENCH_CPUS}${BENCH_PROFILE:+ ulive.profile=$BENCH_PROFILE}"
 # Bench under TCG: the test kernel finds no HPET/PIT reference and would time with
 # refined-jiffies (4 ms steps). TCG's guest TSC runs at the host TSC rate, so hand the
 # guest the host's TSC frequency and let it use the TSC.

@@ -29,6 +29,7 @@ fn run() -> Result<ExitCode> {
     let mut md = None;
     let mut svg = None;
     let mut about = Vec::new();
+    let mut profile = None;
     let mut inputs = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -36,8 +37,13 @@ fn run() -> Result<ExitCode> {
             "--md" => md = Some(PathBuf::from(args.next().context("--md needs a file")?)),
             "--svg" => svg = Some(PathBuf::from(args.next().context("--svg needs a file")?)),
             "--about" => about.push(args.next().context("--about needs a text")?),
+            "--profile" => {
+                profile = Some(PathBuf::from(
+                    args.next().context("--profile needs a file")?,
+                ))
+            }
             "-h" | "--help" => {
-                println!("usage: ulive-bench-report --md BENCHMARKS.md --svg CHART.svg [--about TEXT]... BOOT.json...");
+                println!("usage: ulive-bench-report --md BENCHMARKS.md --svg CHART.svg [--about TEXT]... [--profile PROFILE.md] BOOT.json...");
                 return Ok(ExitCode::SUCCESS);
             }
             _ if a.starts_with('-') => bail!("unknown option {a} (see --help)"),
@@ -68,7 +74,17 @@ fn run() -> Result<ExitCode> {
             .as_ref()
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned());
-        let section = report::markdown(&rows, &boots, &about, chart_name.as_deref());
+        let profile = profile
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display())))
+            .transpose()?;
+        let section = report::markdown(
+            &rows,
+            &boots,
+            &about,
+            chart_name.as_deref(),
+            profile.as_deref(),
+        );
         std::fs::write(md, report::splice(&old, &section))
             .with_context(|| format!("write {}", md.display()))?;
         println!("wrote {}", md.display());

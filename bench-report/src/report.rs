@@ -209,7 +209,14 @@ pub const BEGIN: &str =
 pub const END: &str = "<!-- ulive-bench-report: end -->";
 
 /// The generated section: how it was made, then one table of every cell.
-pub fn markdown(rows: &[Row], boots: &[Boot], about: &[String], chart: Option<&str>) -> String {
+/// `profile`: the Markdown of `udmabuf-ctl bench --profile` from one boot, if any.
+pub fn markdown(
+    rows: &[Row],
+    boots: &[Boot],
+    about: &[String],
+    chart: Option<&str>,
+    profile: Option<&str>,
+) -> String {
     let mut s = String::new();
     s.push_str(&format!("{BEGIN}\n\n"));
     if let Some(b) = boots.first() {
@@ -249,6 +256,11 @@ pub fn markdown(rows: &[Row], boots: &[Boot], about: &[String], chart: Option<&s
             verdict_text(r),
             r.detail
         ));
+    }
+    if let Some(p) = profile {
+        s.push_str("\n### Function profile of the missed cells' paths (boot 1)\n\n");
+        s.push_str(p.trim());
+        s.push('\n');
     }
     s.push_str(&format!("\n{END}\n"));
     s
@@ -331,7 +343,9 @@ mod tests {
             &boots,
             &["command: `make bench`".into()],
             Some("chart.svg"),
+            Some("#### a workload\n\n| function | calls | us |"),
         );
+        assert!(md.contains("(boot 1)\n\n#### a workload\n"), "{md}");
         assert!(md.contains("| 1 | label of a | 1.500x | 1.000x - 2.500x | <= 2.000x | met | detail Some(1.5) |"), "{md}");
         assert!(md.contains("| 3 | label of c | policy not available |  | <= 2.000x | not measured: policy not available |"), "{md}");
         assert!(

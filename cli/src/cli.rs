@@ -112,6 +112,18 @@ pub struct BenchArgs {
     /// The test importer's device (selftests/importer/, module ulive_importer).
     #[arg(long, default_value = "/dev/ulive-importer")]
     pub importer: PathBuf,
+    /// Instead of the timed cells, profile the paths of the missed ones with the kernel's
+    /// function profiler (tracefs; needs CONFIG_FUNCTION_PROFILER) and print a Markdown
+    /// report: --iterations operations per workload.
+    #[arg(long, conflicts_with = "json")]
+    pub profile: bool,
+    /// With --profile: only the workloads whose name contains TEXT.
+    #[arg(long, value_name = "TEXT", requires = "profile")]
+    pub profile_only: Option<String>,
+    /// With --profile: more kernel functions to profile, names or ftrace globs (`mmu_*`),
+    /// comma-separated. Few and coarse: tracing costs time at every call.
+    #[arg(long, value_name = "FUNCTIONS", value_delimiter = ',', requires = "profile")]
+    pub profile_functions: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -12,6 +12,7 @@ for arg in $(cat /proc/cmdline); do
         ulive.iters=*) iters=${arg#ulive.iters=} ;;
         ulive.kmod_args=*) kargs=$(echo "${arg#ulive.kmod_args=}" | tr , ' ') ;;
         ulive.bench_cpus=*) cpus=${arg#ulive.bench_cpus=} ;;
+        ulive.profile=*) profile=${arg#ulive.profile=} ;;
     esac
 done
 # shellcheck disable=SC2086 # one word per parameter
@@ -33,6 +34,20 @@ echo ULIVE-BENCH-TABLE-END
 echo ULIVE-BENCH-JSON-BEGIN
 cat /tmp/bench.json
 echo ULIVE-BENCH-JSON-END
+# ulive.profile=N (BENCH_PROFILE on the host, the first boot of `make bench`): after the
+# timed cells, so that tracing cannot touch them.
+if [ -n "${profile:-}" ]; then
+    [ -e /sys/kernel/tracing/trace_stat ] || mount -t tracefs tracefs /sys/kernel/tracing
+    echo "== udmabuf-ctl bench --profile --iterations $profile"
+    # A kernel without the profiler (BENCH_FLAVOR=default, a KDIR) leaves the timed cells be.
+    if $run udmabuf-ctl bench --profile --iterations "$profile" > /tmp/profile.md; then
+        echo ULIVE-BENCH-PROFILE-BEGIN
+        cat /tmp/profile.md
+        echo ULIVE-BENCH-PROFILE-END
+    else
+        echo "== no profile (the error above)"
+    fi
+fi
 rmmod ulive_importer
 rmmod udmabuf_live
 echo "== done"

@@ -33,13 +33,13 @@ pub(crate) const WARMUP: u32 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-enum Backing {
+pub(crate) enum Backing {
     Shmem,
     Hugetlb,
 }
 
 impl Backing {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Backing::Shmem => "shmem",
             Backing::Hugetlb => "hugetlb",
@@ -201,7 +201,7 @@ pub(crate) fn memfd_for(hugetlb: bool, size: u64) -> Result<OwnedFd> {
     memfd(if hugetlb { Backing::Hugetlb } else { Backing::Shmem }, size)
 }
 
-fn memfd(backing: Backing, size: u64) -> Result<OwnedFd> {
+pub(crate) fn memfd(backing: Backing, size: u64) -> Result<OwnedFd> {
     let mut flags = MemFdCreateFlag::MFD_ALLOW_SEALING | MemFdCreateFlag::MFD_CLOEXEC;
     if backing == Backing::Hugetlb {
         flags |= MemFdCreateFlag::MFD_HUGETLB;
@@ -216,7 +216,7 @@ fn memfd(backing: Backing, size: u64) -> Result<OwnedFd> {
 }
 
 /// Durations of one create and of the close that follows it, in ns.
-fn create_close(dev: &File, memfd: &OwnedFd, size: u64) -> Result<[u64; 2]> {
+pub(crate) fn create_close(dev: &File, memfd: &OwnedFd, size: u64) -> Result<[u64; 2]> {
     let start = Instant::now();
     let buf = crate::sys::udmabuf_create(dev, memfd, size).context("UDMABUF_CREATE")?;
     let created = Instant::now();
@@ -226,16 +226,16 @@ fn create_close(dev: &File, memfd: &OwnedFd, size: u64) -> Result<[u64; 2]> {
 }
 
 /// One importer file statically attached to one dma-buf.
-struct Attached(Importer);
+pub(crate) struct Attached(Importer);
 
 impl Attached {
-    fn new(importer: &Path, dmabuf: &OwnedFd) -> Result<Self> {
+    pub(crate) fn new(importer: &Path, dmabuf: &OwnedFd) -> Result<Self> {
         let f = Importer::from_file(open_dev(importer, "test importer", "load ulive_importer.ko (selftests/importer/)")?);
         f.attach(dmabuf.as_raw_fd(), false).context("importer ATTACH")?;
         Ok(Self(f))
     }
     /// A fresh mapping: (map_ns, nents).
-    fn map(&self) -> Result<(u64, u32)> {
+    pub(crate) fn map(&self) -> Result<(u64, u32)> {
         let m = self.0.map().context("importer MAP")?;
         Ok((m.map_ns, m.nents))
     }
@@ -405,6 +405,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     ];
     // Fail early, before minutes of measuring, if the importer is missing.
     drop(open_dev(&args.importer, "test importer", "load ulive_importer.ko (selftests/importer/)")?);
+    if args.profile {
+        print!("{}", super::bench_profile::run(&devs[0], &devs[1], args)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut cases = Vec::new();
     for mapped in [false, true] {
         for backing in [Backing::Shmem, Backing::Hugetlb] {

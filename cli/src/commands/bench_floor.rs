@@ -49,7 +49,7 @@ impl Policy {
 
 /// What covers the memfd that is punched.
 #[derive(Clone, Copy)]
-enum Cover<'a> {
+pub(crate) enum Cover<'a> {
     /// Our buffer; the round ends when SYNC returns.
     Ours(&'a File),
     /// A built-in udmabuf (it pins the old pages; nothing to wait for).
@@ -60,13 +60,13 @@ enum Cover<'a> {
 
 /// A hole to punch, again and again, in a 64 MiB memfd.
 #[derive(Clone, Copy)]
-struct Hole {
+pub(crate) struct Hole {
     hugetlb: bool,
     bytes: u64,
 }
 
 impl Hole {
-    fn subject(self) -> String {
+    pub(crate) fn subject(self) -> String {
         let size = if self.bytes >= MIB { format!("{} MiB", self.bytes / MIB) } else { format!("{} KiB", self.bytes / KIB) };
         if self.hugetlb {
             format!("one {size} page of 64 MiB hugetlb")
@@ -76,12 +76,12 @@ impl Hole {
     }
 }
 
-const HOLES: [Hole; 3] =
+pub(crate) const HOLES: [Hole; 3] =
     [Hole { hugetlb: false, bytes: 4 * KIB }, Hole { hugetlb: false, bytes: 2 * MIB }, Hole { hugetlb: true, bytes: 2 * MIB }];
 
 /// Samples of one series of punch rounds: the punch (..SYNC for ours), and the refill
 /// of the hole by write faults through the memfd's mapping that follows it.
-struct Rounds {
+pub(crate) struct Rounds {
     punch: Vec<u64>,
     refill: Vec<u64>,
 }
@@ -97,47 +97,86 @@ fn punch(memfd: &OwnedFd, off: u64, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// `iterations` rounds on a 64 MiB memfd that the process keeps mapped (so ours is
-/// watched): punch `hole` at a different place each round (..SYNC for ours), then write
-/// one byte of each page of the hole through the mapping, so the next round punches
-/// present pages again.
-fn punch_rounds(cover: Cover, hole: Hole, iterations: u32) -> Result<Rounds> {
-    let size = 64 * MIB;
-    let memfd = super::bench::memfd_for(hole.hugetlb, size)?;
-    let map = Mapping::new(&memfd, size, true).context("mmap of the memfd")?;
-    map.fault_in();
-    let buf = match cover {
-        Cover::Ours(d) | Cover::Builtin(d) => Some(sys::udmabuf_create(d, &memfd, size).context("create 64 MiB")?),
-        Cover::Nothing => None,
-    };
-    let step = if hole.hugetlb { sys::HUGE_PAGE } else { sys::page_size() };
-    let slots = size / hole.bytes;
-    let mut r = Rounds { punch: Vec::new(), refill: Vec::new() };
-    for i in 0..WARMUP + iterations {
-        let off = (u64::from(i) * 7919 % slots) * hole.bytes;
-        let start = Instant::now();
-        punch(&memfd, off, hole.bytes)?;
-        if let (Cover::Ours(d), Some(b)) = (cover, &buf) {
-            sys::live_sync(d, b, 10_000).context("SYNC")?;
+/// A 64 MiB memfd that the process keeps mapped (so ours is watched), covered by
+/// `cover`, in which `hole` is punched again and again.
+pub(crate) struct Punched<'a> {
+    cover: Cover<'a>,
+    hole: Hole,
+    memfd: OwnedFd,
+    map: Mapping,
+    buf: Option<OwnedFd>,
+    /// Rounds run so far: each punches a different place.
+    round: u32,
+}
+
+impl<'a> Punched<'a> {
+    const SIZE: u64 = 64 * MIB;
+
+    pub(crate) fn new(cover: Cover<'a>, hole: Hole) -> Result<Self> {
+        let memfd = super::bench::memfd_for(hole.hugetlb, Self::SIZE)?;
+        let map = Mapping::new(&memfd, Self::SIZE, true).context("mmap of the memfd")?;
+        map.fault_in();
+        let buf = match cover {
+            Cover::Ours(d) | Cover::Builtin(d) => Some(sys::udmabuf_create(d, &memfd, Self::SIZE).context("create 64 MiB")?),
+            Cover::Nothing => None,
+        };
+        Ok(Self { cover, hole, memfd, map, buf, round: 0 })
+    }
+
+    fn ours(&self) -> Option<(&File, &OwnedFd)> {
+        match (self.cover, &self.buf) {
+            (Cover::Ours(d), Some(b)) => Some((d, b)),
+            _ => None,
         }
-        let punched = Instant::now();
-        for p in (off..off + hole.bytes).step_by(step as usize) {
-            map.write(p, &[i as u8]);
-        }
-        let refilled = Instant::now();
-        if let (Cover::Ours(d), Some(b)) = (cover, &buf) {
-            // Untimed: the buffer takes the refilled pages before the next round.
-            sys::live_sync(d, b, 10_000).context("SYNC after the refill")?;
-        }
-        if i >= WARMUP {
+    }
+
+    /// `n` rounds: punch the hole at a different place each round (..SYNC for ours),
+    /// then write one byte of each page of the hole through the mapping, so the next
+    /// round punches present pages again.
+    pub(crate) fn rounds(&mut self, n: u32) -> Result<Rounds> {
+        let step = if self.hole.hugetlb { sys::HUGE_PAGE } else { sys::page_size() };
+        let slots = Self::SIZE / self.hole.bytes;
+        let mut r = Rounds { punch: Vec::new(), refill: Vec::new() };
+        for _ in 0..n {
+            let i = self.round;
+            self.round += 1;
+            let off = (u64::from(i) * 7919 % slots) * self.hole.bytes;
+            let start = Instant::now();
+            punch(&self.memfd, off, self.hole.bytes)?;
+            if let Some((d, b)) = self.ours() {
+                sys::live_sync(d, b, 10_000).context("SYNC")?;
+            }
+            let punched = Instant::now();
+            for p in (off..off + self.hole.bytes).step_by(step as usize) {
+                self.map.write(p, &[i as u8]);
+            }
+            let refilled = Instant::now();
+            if let Some((d, b)) = self.ours() {
+                // Untimed: the buffer takes the refilled pages before the next round.
+                sys::live_sync(d, b, 10_000).context("SYNC after the refill")?;
+            }
             r.punch.push((punched - start).as_nanos() as u64);
             r.refill.push((refilled - punched).as_nanos() as u64);
         }
+        Ok(r)
     }
-    if let (Cover::Ours(d), Some(b)) = (cover, &buf) {
-        let v = sys::live_verify(d, b).context("VERIFY")?;
-        ensure!(v.matching == v.pages, "after the punch rounds the buffer does not match its memfd: {v:?}");
+
+    /// Ours must show the memfd's pages after any number of rounds.
+    fn verify(&self) -> Result<()> {
+        if let Some((d, b)) = self.ours() {
+            let v = sys::live_verify(d, b).context("VERIFY")?;
+            ensure!(v.matching == v.pages, "after the punch rounds the buffer does not match its memfd: {v:?}");
+        }
+        Ok(())
     }
+}
+
+/// `WARMUP` rounds, then `iterations` measured ones (see [`Punched::rounds`]).
+fn punch_rounds(cover: Cover, hole: Hole, iterations: u32) -> Result<Rounds> {
+    let mut p = Punched::new(cover, hole)?;
+    p.rounds(WARMUP)?;
+    let r = p.rounds(iterations)?;
+    p.verify()?;
     Ok(r)
 }
 

@@ -5,6 +5,7 @@ pub mod bench_cells;
 pub mod bench_floor;
 pub mod bench_live;
 pub mod bench_param;
+pub mod bench_profile;
 pub mod bench_vmm;
 pub mod completions;
 pub mod create;
