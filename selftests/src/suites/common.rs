@@ -15,7 +15,11 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
 use nix::libc;
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
+use std::ffi::c_void;
+use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
 use udmabuf_live_uapi::sys;
 use udmabuf_live_uapi::{UdmabufCreate, UdmabufCreateItem};
 
@@ -273,6 +277,69 @@ pub fn fdinfo_field(fd: &impl AsRawFd, key: &str) -> Result<Option<String>> {
 /// A shared read-write mapping of the whole `len` bytes of `fd` from offset 0.
 pub fn map_shared(fd: impl AsFd, len: u64) -> Result<Mapping> {
     Mapping::read_write(fd, len, 0, true).with_context(|| format!("mmap(MAP_SHARED, {len} bytes)"))
+}
+
+/// A regular file (not a memfd) of `len` bytes, created at `path` and unlinked at once:
+/// it lives only as long as the returned handle.
+pub fn unlinked_file(path: &str, len: u64) -> Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("create {path}"))?;
+    let _ = std::fs::remove_file(path);
+    f.set_len(len)
+        .with_context(|| format!("ftruncate {path} to {len:#x}"))?;
+    Ok(f)
+}
+
+/// Pages of private anonymous read-write memory, unmapped when dropped: where the error
+/// suites place ioctl arguments, next to pages they make inaccessible.
+pub struct AnonPages {
+    base: NonNull<c_void>,
+    len: usize,
+}
+
+impl AnonPages {
+    pub fn new(pages: usize) -> Result<Self> {
+        let len = pages * ps() as usize;
+        // SAFETY: a fresh private anonymous mapping, only touched through raw pointers.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                NonZeroUsize::new(len).context("no pages to map")?,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }
+        .with_context(|| format!("mmap of {pages} anonymous pages"))?;
+        Ok(Self { base, len })
+    }
+
+    /// The address of page `n`.
+    pub fn page(&self, n: usize) -> *mut u8 {
+        assert!(n < self.len / ps() as usize, "page {n} outside the mapping");
+        // SAFETY: page `n` lies inside the mapping (checked above).
+        unsafe { self.base.as_ptr().cast::<u8>().add(n * ps() as usize) }
+    }
+
+    /// mprotect page `n` to `prot`.
+    pub fn protect(&self, n: usize, prot: ProtFlags) -> Result<()> {
+        let page = NonNull::new(self.page(n).cast()).context("page address")?;
+        // SAFETY: page `n` of our own mapping, which only raw pointers touch.
+        unsafe { mprotect(page, ps() as usize, prot) }
+            .with_context(|| format!("mprotect page {n} to {prot:?}"))?;
+        Ok(())
+    }
+}
+
+impl Drop for AnonPages {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        let _ = unsafe { munmap(self.base, self.len) };
+    }
 }
 
 /// Deterministic content that differs per `seed` and per page (so a page at the wrong

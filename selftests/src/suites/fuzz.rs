@@ -36,11 +36,8 @@ use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::SealFlag;
 use nix::libc;
-use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
-use std::ffi::c_void;
-use std::num::NonZeroUsize;
+use nix::sys::mman::ProtFlags;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use udmabuf_live_uapi::*;
 
@@ -225,15 +222,7 @@ impl Catalogue {
             },
         );
         // A regular tmpfs file is shmem with only F_SEAL_SEAL.
-        let path = "/tmp/ulive-fuzz-file";
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        let _ = std::fs::remove_file(path);
-        f.set_len(16 * p)?;
+        let f = unlinked_file("/tmp/ulive-fuzz-file", 16 * p)?;
         add(
             &mut c,
             "tmpfs file",
@@ -421,10 +410,7 @@ fn vgem_dmabuf() -> Result<(OwnedFd, OwnedFd)> {
 /// page 0: read-write (an argument at its very end straddles into page 1);
 /// page 1: PROT_NONE; page 2: read-only; pages 3..: read-write, large enough for the
 /// longest CREATE_LIST (list_limit entries).
-struct Arena {
-    base: NonNull<c_void>,
-    len: usize,
-}
+struct Arena(AnonPages);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Place {
@@ -440,38 +426,18 @@ const BIG_PAGES: usize = 8;
 
 impl Arena {
     fn new() -> Result<Self> {
-        let p = ps() as usize;
-        let len = (3 + BIG_PAGES) * p;
-        // SAFETY: a fresh private anonymous mapping, only touched through raw pointers.
-        let base = unsafe {
-            mmap_anonymous(
-                None,
-                NonZeroUsize::new(len).unwrap(),
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE,
-            )
-        }?;
-        let a = Self { base, len };
+        let a = Self(AnonPages::new(3 + BIG_PAGES)?);
         a.protect(1, ProtFlags::PROT_NONE)?;
         a.protect(2, ProtFlags::PROT_READ)?;
         Ok(a)
     }
 
     fn page(&self, n: usize) -> *mut u8 {
-        // SAFETY: n < 3 + BIG_PAGES, inside the mapping.
-        unsafe { self.base.as_ptr().cast::<u8>().add(n * ps() as usize) }
+        self.0.page(n)
     }
 
     fn protect(&self, n: usize, prot: ProtFlags) -> Result<()> {
-        // SAFETY: page n of our own mapping.
-        unsafe {
-            mprotect(
-                NonNull::new(self.page(n).cast()).unwrap(),
-                ps() as usize,
-                prot,
-            )
-        }?;
-        Ok(())
+        self.0.protect(n, prot)
     }
 
     /// Put `bytes` where `place` says; returns the address to pass.
@@ -511,13 +477,6 @@ impl Arena {
             Place::Null | Place::Unmapped => Some(0),
             Place::Straddle => Some(8),
         }
-    }
-}
-
-impl Drop for Arena {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly our mapping.
-        let _ = unsafe { munmap(self.base, self.len) };
     }
 }
 
