@@ -15,7 +15,7 @@
 //! - list count over list_limit or 0: EINVAL; unreadable argument: EFAULT.
 
 use super::common::*;
-use super::{cases, Suite};
+use super::{case_fns, cases, Suite};
 use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use nix::errno::Errno;
@@ -294,17 +294,12 @@ fn expect_regular_file_refused(fs: RegularFile) -> Result<()> {
     })
 }
 
-/// A regular tmpfs file is shmem, so it passes the "is it a memfd" test (EBADFD) and is
-/// refused by the seal test instead: tmpfs inodes start with F_SEAL_SEAL only.
-fn tmpfs_file_not_sealable() -> CaseResult {
-    expect_regular_file_refused(RegularFile::Tmpfs)?;
-    Ok(())
-}
-
-/// Same for a file created on the hugetlbfs mount.
-fn hugetlbfs_file_not_sealable() -> CaseResult {
-    expect_regular_file_refused(RegularFile::Hugetlbfs)?;
-    Ok(())
+case_fns! {
+    /// A regular tmpfs file is shmem, so it passes the "is it a memfd" test (EBADFD) and
+    /// is refused by the seal test instead: tmpfs inodes start with F_SEAL_SEAL only.
+    tmpfs_file_not_sealable => expect_regular_file_refused(RegularFile::Tmpfs);
+    /// Same for a file created on the hugetlbfs mount.
+    hugetlbfs_file_not_sealable => expect_regular_file_refused(RegularFile::Hugetlbfs);
 }
 
 /// memfd_create without MFD_ALLOW_SEALING: F_SEAL_SHRINK can never be added.

@@ -7,7 +7,7 @@
 use super::common::map_shared;
 use super::importer_client::{self as client, Importer};
 use super::live_util::{info, mapped_pfns, pfns, VMAPPED};
-use super::{cases, Suite};
+use super::{case_fns, cases, Suite};
 use crate::ktap::{out, CaseResult};
 use crate::util::expect_eq;
 use anyhow::{bail, ensure, Context, Result};
@@ -398,23 +398,16 @@ fn round_trip(dev: &str, backing: Backing, dynamic: bool) -> CaseResult {
     Ok(())
 }
 
-/// The round-trip cases, one per exporter, backing and attachment kind.
-macro_rules! round_trip_cases {
-    ($($name:ident: $dev:expr, $backing:ident, $dynamic:expr;)*) => {
-        $(fn $name() -> CaseResult {
-            round_trip($dev, Backing::$backing, $dynamic)
-        })*
-    };
-}
-round_trip_cases! {
-    ours_shmem_static: OURS, Shmem, false;
-    ours_shmem_dynamic: OURS, Shmem, true;
-    ours_hugetlb_static: OURS, Hugetlb, false;
-    ours_hugetlb_dynamic: OURS, Hugetlb, true;
-    builtin_shmem_static: BUILTIN, Shmem, false;
-    builtin_shmem_dynamic: BUILTIN, Shmem, true;
-    builtin_hugetlb_static: BUILTIN, Hugetlb, false;
-    builtin_hugetlb_dynamic: BUILTIN, Hugetlb, true;
+// The round-trip cases, one per exporter, backing and attachment kind.
+case_fns! {
+    ours_shmem_static => round_trip(OURS, Backing::Shmem, false);
+    ours_shmem_dynamic => round_trip(OURS, Backing::Shmem, true);
+    ours_hugetlb_static => round_trip(OURS, Backing::Hugetlb, false);
+    ours_hugetlb_dynamic => round_trip(OURS, Backing::Hugetlb, true);
+    builtin_shmem_static => round_trip(BUILTIN, Backing::Shmem, false);
+    builtin_shmem_dynamic => round_trip(BUILTIN, Backing::Shmem, true);
+    builtin_hugetlb_static => round_trip(BUILTIN, Backing::Hugetlb, false);
+    builtin_hugetlb_dynamic => round_trip(BUILTIN, Backing::Hugetlb, true);
 }
 
 /// Map a 64 MiB hugetlb buffer made by `dev` from `memfd` statically and dynamically;

@@ -3,7 +3,7 @@
 //! dma-buf, so it keeps working when the dma-buf goes first. A mapping outlives both fds.
 
 use super::common::*;
-use super::{cases, Suite};
+use super::{case_fns, cases, Suite};
 use crate::ktap::CaseResult;
 use anyhow::{ensure, Context};
 use std::os::fd::AsFd;
@@ -48,12 +48,9 @@ fn memfd_closed_first(kind: Backing, size: u64) -> CaseResult {
     Ok(())
 }
 
-fn memfd_closed_first_shmem() -> CaseResult {
-    memfd_closed_first(Backing::Shmem, 16 * ps())
-}
-
-fn memfd_closed_first_hugetlb() -> CaseResult {
-    memfd_closed_first(Backing::Hugetlb, 2 * HUGE_PAGE)
+case_fns! {
+    memfd_closed_first_shmem => memfd_closed_first(Backing::Shmem, 16 * ps());
+    memfd_closed_first_hugetlb => memfd_closed_first(Backing::Hugetlb, 2 * HUGE_PAGE);
 }
 
 /// Close the dma-buf: the memfd keeps its content, can be resized (grow) and written, and

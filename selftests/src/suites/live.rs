@@ -7,7 +7,7 @@
 
 use super::common::*;
 use super::live_util::*;
-use super::{cases, Require, Suite};
+use super::{case_fns, cases, Require, Suite};
 use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use std::ops::RangeInclusive;
@@ -485,14 +485,9 @@ fn hole_left_unwritten(kind: Backing) -> Result<()> {
     Ok(())
 }
 
-fn hole_left_unwritten_shmem() -> CaseResult {
-    hole_left_unwritten(Backing::Shmem)?;
-    Ok(())
-}
-
-fn hole_left_unwritten_hugetlb() -> CaseResult {
-    hole_left_unwritten(Backing::Hugetlb)?;
-    Ok(())
+case_fns! {
+    hole_left_unwritten_shmem => hole_left_unwritten(Backing::Shmem);
+    hole_left_unwritten_hugetlb => hole_left_unwritten(Backing::Hugetlb);
 }
 
 /// hugetlb punches are huge-page granular: a punch from 8 KiB before the end of huge

@@ -8,7 +8,7 @@
 use super::common::*;
 use super::importer_client::{Attach, Importer};
 use super::live_util::*;
-use super::{cases, Require, Suite};
+use super::{case_fns, cases, Require, Suite};
 use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use std::os::fd::{AsFd, OwnedFd};
@@ -208,12 +208,9 @@ fn import_resyncs(how: Attach) -> CaseResult {
     Ok(())
 }
 
-fn static_import_resyncs() -> CaseResult {
-    import_resyncs(Attach::Static)
-}
-
-fn dynamic_import_resyncs() -> CaseResult {
-    import_resyncs(Attach::Dynamic)
+case_fns! {
+    static_import_resyncs => import_resyncs(Attach::Static);
+    dynamic_import_resyncs => import_resyncs(Attach::Dynamic);
 }
 
 /// hugetlbfs has no pwrite: the creator maps, writes and unmaps before create, then
@@ -526,29 +523,15 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
     Ok(())
 }
 
-fn unwritten_hole_shmem() -> CaseResult {
-    unwritten_hole(Backing::Shmem, None)?;
-    Ok(())
-}
-
-fn unwritten_hole_hugetlb() -> CaseResult {
-    unwritten_hole(Backing::Hugetlb, None)?;
-    Ok(())
-}
-
-fn unwritten_hole_dynamic_import_shmem() -> CaseResult {
-    unwritten_hole(Backing::Shmem, Some(Attach::Dynamic))?;
-    Ok(())
-}
-
-fn unwritten_hole_dynamic_import_hugetlb() -> CaseResult {
-    unwritten_hole(Backing::Hugetlb, Some(Attach::Dynamic))?;
-    Ok(())
-}
-
-fn unwritten_hole_static_import_hugetlb() -> CaseResult {
-    unwritten_hole(Backing::Hugetlb, Some(Attach::Static))?;
-    Ok(())
+case_fns! {
+    unwritten_hole_shmem => unwritten_hole(Backing::Shmem, None);
+    unwritten_hole_hugetlb => unwritten_hole(Backing::Hugetlb, None);
+    unwritten_hole_dynamic_import_shmem =>
+        unwritten_hole(Backing::Shmem, Some(Attach::Dynamic));
+    unwritten_hole_dynamic_import_hugetlb =>
+        unwritten_hole(Backing::Hugetlb, Some(Attach::Dynamic));
+    unwritten_hole_static_import_hugetlb =>
+        unwritten_hole(Backing::Hugetlb, Some(Attach::Static));
 }
 
 /// Two maps of a dynamic import with nothing between them but one punch and a pwrite:

@@ -5,7 +5,7 @@
 //! core refuses mappings past the end (EINVAL).
 
 use super::common::*;
-use super::{cases, Suite};
+use super::{case_fns, cases, Suite};
 use crate::ktap::CaseResult;
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -57,12 +57,9 @@ fn memfd_content_visible(kind: Backing, size: u64) -> CaseResult {
     Ok(())
 }
 
-fn memfd_content_visible_shmem() -> CaseResult {
-    memfd_content_visible(Backing::Shmem, 16 * ps())
-}
-
-fn memfd_content_visible_hugetlb() -> CaseResult {
-    memfd_content_visible(Backing::Hugetlb, 2 * HUGE_PAGE)
+case_fns! {
+    memfd_content_visible_shmem => memfd_content_visible(Backing::Shmem, 16 * ps());
+    memfd_content_visible_hugetlb => memfd_content_visible(Backing::Hugetlb, 2 * HUGE_PAGE);
 }
 
 fn dmabuf_writes_reach_memfd(kind: Backing, size: u64) -> CaseResult {
@@ -86,12 +83,9 @@ fn dmabuf_writes_reach_memfd(kind: Backing, size: u64) -> CaseResult {
     Ok(())
 }
 
-fn dmabuf_writes_reach_memfd_shmem() -> CaseResult {
-    dmabuf_writes_reach_memfd(Backing::Shmem, 16 * ps())
-}
-
-fn dmabuf_writes_reach_memfd_hugetlb() -> CaseResult {
-    dmabuf_writes_reach_memfd(Backing::Hugetlb, 2 * HUGE_PAGE)
+case_fns! {
+    dmabuf_writes_reach_memfd_shmem => dmabuf_writes_reach_memfd(Backing::Shmem, 16 * ps());
+    dmabuf_writes_reach_memfd_hugetlb => dmabuf_writes_reach_memfd(Backing::Hugetlb, 2 * HUGE_PAGE);
 }
 
 /// write(2) on a shmem memfd goes to the same page cache pages.
