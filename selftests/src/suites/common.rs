@@ -375,6 +375,11 @@ pub fn expect_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The first `len` bytes of `map` must be `pattern(seed, len)`.
+pub fn expect_pattern(what: &str, map: &Mapping, seed: u8, len: u64) -> Result<()> {
+    expect_bytes(what, &map.read(0, len), &pattern(seed, len))
+}
+
 /// Write `data` at `off` of a memfd through a shared mapping of the whole file (hugetlbfs
 /// has no write(2), so this works for both backings).
 pub fn fill_memfd(memfd: &OwnedFd, memfd_size: u64, off: u64, data: &[u8]) -> Result<()> {

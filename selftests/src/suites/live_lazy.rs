@@ -74,11 +74,7 @@ impl Lazy {
             before.notifiers
         );
         let bmap = map_shared(&buf, size)?;
-        expect_bytes(
-            "dma-buf after create",
-            &bmap.read(0, size),
-            &pattern(seed, size),
-        )?;
+        expect_pattern("dma-buf after create", &bmap, seed, size)?;
         expect_all_matching("after create", &dev, &buf, PAGES)?;
         Ok(Self {
             dev,
@@ -129,7 +125,7 @@ impl Lazy {
         let i = info(&self.dev, &self.buf)?;
         expect_progress(what, &self.before, &i, 1..=1, punched)?;
         let map = map_shared(&self.memfd, size)?;
-        expect_bytes("memfd mapping", &map.read(0, size), &pattern(seed, size))?;
+        expect_pattern("memfd mapping", &map, seed, size)?;
         expect_pfns(
             &format!("after {what}"),
             &self.dev,
@@ -393,16 +389,8 @@ fn mprotect_keeps_watching() -> CaseResult {
     punch(&memfd, 6 * ps(), ps())?;
     pwrite(&memfd, 0, &pattern(18, size))?;
     sync(&dev, &buf, 0)?;
-    expect_bytes(
-        "dma-buf mmap after SYNC",
-        &bmap.read(0, size),
-        &pattern(18, size),
-    )?;
-    expect_bytes(
-        "read-only memfd mapping",
-        &map.read(0, size),
-        &pattern(18, size),
-    )?;
+    expect_pattern("dma-buf mmap after SYNC", &bmap, 18, size)?;
+    expect_pattern("read-only memfd mapping", &map, 18, size)?;
     expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
     expect_progress(
         "punch + SYNC after mprotect",
