@@ -210,20 +210,15 @@ fn balloon_punch_returns_memory() -> CaseResult {
 /// brings in that page only. Eager: nothing is left unpopulated.
 fn fault_populates_one_page() -> CaseResult {
     let size = 64 * ps();
-    let Watched {
-        dev,
-        memfd: _memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 9)?;
-    let bmap = map_shared(&buf, size)?;
+    let w = watched(Backing::Shmem, size, 9)?;
+    let bmap = map_shared(&w.buf, size)?;
     ensure!(
         bmap.read(0, size) == pattern(9, size),
         "dma-buf before the punch"
     );
-    madvise_remove(&map, 8 * ps(), 4 * ps())?;
+    madvise_remove(&w.map, 8 * ps(), 4 * ps())?;
     let want = if lazy() { 4 } else { 0 };
-    let i = wait_info(&dev, &buf, |i| {
+    let i = wait_info(&w.dev, &w.buf, |i| {
         i.state & PENDING == 0 && i.updates > 0 && i.unpopulated == want
     })?;
     ensure!(
@@ -234,7 +229,7 @@ fn fault_populates_one_page() -> CaseResult {
         bmap.read(9 * ps(), 1) == [0],
         "the punched page through the dma-buf: not zero"
     );
-    let i = info(&dev, &buf)?;
+    let i = w.info()?;
     let want = if lazy() { 3 } else { 0 };
     ensure!(
         i.unpopulated == want,
@@ -427,23 +422,18 @@ fn other_process_mapping_is_watched() -> CaseResult {
 /// point (SYNC) the new mapping is watched and its punches are applied asynchronously.
 fn watching_comes_back_after_unmap() -> CaseResult {
     let size = 16 * ps();
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 6)?;
-    drop(map);
-    let i = info(&dev, &buf)?;
+    let w = watched(Backing::Shmem, size, 6)?;
+    drop(w.map);
+    let i = info(&w.dev, &w.buf)?;
     expect_state("after the creator's munmap", &i, 0, WATCHED)?;
     ensure!(
         i.notifiers == 0,
         "after the creator's munmap: INFO notifiers {}, expected 0",
         i.notifiers
     );
-    let child = Mapper::spawn(&memfd, size)?;
-    sync(&dev, &buf, 0)?;
-    let before = info(&dev, &buf)?;
+    let child = Mapper::spawn(&w.memfd, size)?;
+    sync(&w.dev, &w.buf, 0)?;
+    let before = info(&w.dev, &w.buf)?;
     expect_state(
         "a new process maps the memfd, after one SYNC",
         &before,
@@ -458,8 +448,8 @@ fn watching_comes_back_after_unmap() -> CaseResult {
     child.punch_and_write(2, 0x3c)?;
     expect_followed(
         "the new process's punch and write",
-        &dev,
-        &buf,
+        &w.dev,
+        &w.buf,
         &before,
         2,
         0x3c,
