@@ -295,6 +295,27 @@ pub fn unlinked_file(path: &str, len: u64) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// A fresh anonymous read-write mapping of `len` bytes, shared (inherited as shared by
+/// forked children) or private, at an address the kernel picks. The caller unmaps it.
+pub fn mmap_anon_rw(len: usize, shared: bool) -> Result<NonNull<c_void>> {
+    let flags = if shared {
+        MapFlags::MAP_SHARED
+    } else {
+        MapFlags::MAP_PRIVATE
+    };
+    // SAFETY: without MAP_FIXED the kernel picks an address that overlaps no existing
+    // mapping, so nothing of ours is replaced; the memory is zero-filled.
+    unsafe {
+        mmap_anonymous(
+            None,
+            NonZeroUsize::new(len).context("an empty mapping")?,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            flags,
+        )
+    }
+    .with_context(|| format!("mmap({flags:?}|MAP_ANONYMOUS, {len} bytes)"))
+}
+
 /// Pages of private anonymous read-write memory, unmapped when dropped: where the error
 /// suites place ioctl arguments, next to pages they make inaccessible.
 pub struct AnonPages {
@@ -305,16 +326,7 @@ pub struct AnonPages {
 impl AnonPages {
     pub fn new(pages: usize) -> Result<Self> {
         let len = pages * ps() as usize;
-        // SAFETY: a fresh private anonymous mapping, only touched through raw pointers.
-        let base = unsafe {
-            mmap_anonymous(
-                None,
-                NonZeroUsize::new(len).context("no pages to map")?,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE,
-            )
-        }
-        .with_context(|| format!("mmap of {pages} anonymous pages"))?;
+        let base = mmap_anon_rw(len, false)?;
         Ok(Self { base, len })
     }
 
