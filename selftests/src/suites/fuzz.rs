@@ -480,6 +480,16 @@ impl Arena {
     }
 }
 
+/// The ioctls of the device, the ones whose argument structs the fuzzer knows.
+const KNOWN_CMDS: [u32; 6] = [
+    UDMABUF_CREATE,
+    UDMABUF_CREATE_LIST,
+    UDMABUF_LIVE_INFO,
+    UDMABUF_LIVE_SYNC,
+    UDMABUF_LIVE_VERIFY,
+    UDMABUF_LIVE_PFNS,
+];
+
 /// What an ioctl returned: its value or the errno.
 type IoctlResult = Result<i32, Errno>;
 
@@ -628,6 +638,19 @@ fn consume_fd(r: &Result<i32, Errno>, want_size: Option<u64>) -> Result<()> {
     Ok(())
 }
 
+/// [`consume_fd`] of our device's result and of the built-in's, if it was asked too.
+fn consume_both(
+    got: &Result<i32, Errno>,
+    reference: &Option<Result<i32, Errno>>,
+    want_size: Option<u64>,
+) -> Result<()> {
+    consume_fd(got, want_size)?;
+    if let Some(r) = reference {
+        consume_fd(r, want_size)?;
+    }
+    Ok(())
+}
+
 struct Fuzzer<'a> {
     dev: &'a OwnedFd,
     reference: Option<&'a OwnedFd>,
@@ -672,10 +695,7 @@ impl Fuzzer<'_> {
         };
         let (got, reference) = self.both(UDMABUF_CREATE, place, &bytes)?;
         let ok_size = Some(size);
-        consume_fd(&got, ok_size)?;
-        if let Some(r) = &reference {
-            consume_fd(r, ok_size)?;
-        }
+        consume_both(&got, &reference, ok_size)?;
         Ok(Run {
             got,
             want,
@@ -749,10 +769,7 @@ impl Fuzzer<'_> {
             .take(count as usize)
             .map(|e| e.2)
             .fold(0, u64::wrapping_add);
-        consume_fd(&got, Some(total))?;
-        if let Some(r) = &reference {
-            consume_fd(r, Some(total))?;
-        }
+        consume_both(&got, &reference, Some(total))?;
         Ok(Run {
             got,
             want,
@@ -926,15 +943,7 @@ impl Fuzzer<'_> {
             _ => rng.below(1 << 14) as usize,
         };
         let cmd = ioc(dir, UDMABUF_IOCTL_TYPE, nr, size);
-        let known = [
-            UDMABUF_CREATE,
-            UDMABUF_CREATE_LIST,
-            UDMABUF_LIVE_INFO,
-            UDMABUF_LIVE_SYNC,
-            UDMABUF_LIVE_VERIFY,
-            UDMABUF_LIVE_PFNS,
-        ];
-        if known.contains(&cmd) {
+        if KNOWN_CMDS.contains(&cmd) {
             return self.random_struct(rng, cmd);
         }
         let mut junk = vec![0u8; BIG_PAGES * ps() as usize];
@@ -1044,10 +1053,7 @@ impl Fuzzer<'_> {
                 None,
             )
         };
-        consume_fd(&got, None)?;
-        if let Some(r) = &reference {
-            consume_fd(r, None)?;
-        }
+        consume_both(&got, &reference, None)?;
         Ok(Run {
             got,
             want,
@@ -1123,44 +1129,34 @@ impl Fuzzer<'_> {
                                 .map(|fd| fd.into_raw_fd_keep())
                         }
                     } else {
+                        // Each live ioctl's argument naming fd N; `kind` picks one.
                         let fd = N as u32;
-                        match kind {
-                            0 => raw_ioctl(
-                                self.dev.as_raw_fd(),
-                                UDMABUF_LIVE_SYNC,
-                                &UdmabufLiveSync {
-                                    dmabuf_fd: fd,
-                                    timeout_ms: 10,
-                                } as *const _ as usize,
-                            ),
-                            1 => raw_ioctl(
-                                self.dev.as_raw_fd(),
-                                UDMABUF_LIVE_INFO,
-                                &mut UdmabufLiveInfo {
-                                    dmabuf_fd: fd,
-                                    ..Default::default()
-                                } as *mut _ as usize,
-                            ),
-                            2 => raw_ioctl(
-                                self.dev.as_raw_fd(),
-                                UDMABUF_LIVE_VERIFY,
-                                &mut UdmabufLiveVerify {
-                                    dmabuf_fd: fd,
-                                    ..Default::default()
-                                } as *mut _ as usize,
-                            ),
-                            _ => raw_ioctl(
-                                self.dev.as_raw_fd(),
-                                UDMABUF_LIVE_PFNS,
-                                &UdmabufLivePfns {
-                                    dmabuf_fd: fd,
-                                    __pad: 0,
-                                    first_page: 0,
-                                    count: 4,
-                                    pfns: pfn_out.as_mut_ptr() as u64,
-                                } as *const _ as usize,
-                            ),
-                        }
+                        let sync_arg = UdmabufLiveSync {
+                            dmabuf_fd: fd,
+                            timeout_ms: 10,
+                        };
+                        let mut info_arg = UdmabufLiveInfo {
+                            dmabuf_fd: fd,
+                            ..Default::default()
+                        };
+                        let mut verify_arg = UdmabufLiveVerify {
+                            dmabuf_fd: fd,
+                            ..Default::default()
+                        };
+                        let pfns_arg = UdmabufLivePfns {
+                            dmabuf_fd: fd,
+                            __pad: 0,
+                            first_page: 0,
+                            count: 4,
+                            pfns: pfn_out.as_mut_ptr() as u64,
+                        };
+                        let (cmd, arg) = match kind {
+                            0 => (UDMABUF_LIVE_SYNC, &sync_arg as *const _ as usize),
+                            1 => (UDMABUF_LIVE_INFO, &mut info_arg as *mut _ as usize),
+                            2 => (UDMABUF_LIVE_VERIFY, &mut verify_arg as *mut _ as usize),
+                            _ => (UDMABUF_LIVE_PFNS, &pfns_arg as *const _ as usize),
+                        };
+                        raw_ioctl(self.dev.as_raw_fd(), cmd, arg)
                     };
                     let allowed: &[Errno] = if on_memfd {
                         &[Errno::EBADFD, Errno::EINVAL]
@@ -1298,14 +1294,7 @@ fn fuzz(seed: u64, cases: u64) -> Result<String> {
             50..=74 => ("live", fz.live(&mut rng, place)),
             75..=84 => ("random-cmd", fz.random_cmd(&mut rng)),
             85..=93 => {
-                let cmd = *rng.pick(&[
-                    UDMABUF_CREATE,
-                    UDMABUF_CREATE_LIST,
-                    UDMABUF_LIVE_INFO,
-                    UDMABUF_LIVE_SYNC,
-                    UDMABUF_LIVE_VERIFY,
-                    UDMABUF_LIVE_PFNS,
-                ]);
+                let cmd = *rng.pick(&KNOWN_CMDS);
                 ("random-struct", fz.random_struct(&mut rng, cmd))
             }
             _ => {
