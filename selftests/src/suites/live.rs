@@ -497,35 +497,36 @@ fn hugetlb_partial_punch() -> CaseResult {
     let size = 3 * HUGE_PAGE;
     let pages = size / ps();
     let (start, end) = (HUGE_PAGE - 2 * ps(), 2 * HUGE_PAGE + 2 * ps());
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Hugetlb, size, 1)?;
-    let bmap = map_shared(&buf, size)?;
-    let before = info(&dev, &buf)?;
-    let old = expect_pfns("after create", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
-    punch(&memfd, start, end - start)?;
-    sync(&dev, &buf, 1000)?;
+    let w = watched(Backing::Hugetlb, size, 1)?;
+    let bmap = map_shared(&w.buf, size)?;
+    let before = w.info()?;
+    let old = expect_pfns(
+        "after create",
+        &w.dev,
+        &w.buf,
+        0,
+        &mapped_pfns(&w.map, 0, pages)?,
+    )?;
+    punch(&w.memfd, start, end - start)?;
+    w.sync(1000)?;
     expect_progress(
         "a punch over 1 whole and 2 partial huge pages",
         &before,
-        &info(&dev, &buf)?,
+        &w.info()?,
         1..=1,
         HUGE_PAGE / ps(),
     )?;
     let mut want = pattern(1, size);
     want[start as usize..end as usize].fill(0);
-    expect_bytes("memfd after the punch", &map.read(0, size), &want)?;
+    expect_bytes("memfd after the punch", &w.map.read(0, size), &want)?;
     expect_bytes("dma-buf mmap after the punch", &bmap.read(0, size), &want)?;
-    expect_all_matching("after the punch", &dev, &buf, pages)?;
+    expect_all_matching("after the punch", &w.dev, &w.buf, pages)?;
     let new = expect_pfns(
         "after the punch",
-        &dev,
-        &buf,
+        &w.dev,
+        &w.buf,
         0,
-        &mapped_pfns(&map, 0, pages)?,
+        &mapped_pfns(&w.map, 0, pages)?,
     )?;
     let hp = HUGE_PAGE / ps();
     expect_moved("after the punch", &old, &new, |i| {
@@ -539,30 +540,26 @@ fn hugetlb_partial_punch() -> CaseResult {
 /// the new bytes.
 fn cpu_access_bracket_across_update() -> CaseResult {
     let size = 16 * ps();
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 1)?;
-    let bmap = map_shared(&buf, size)?;
-    let before = info(&dev, &buf)?;
-    dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
-    punch(&memfd, 3 * ps(), ps())?;
-    map.write(0, &pattern(2, size));
-    sync(&dev, &buf, 1000)?;
+    let w = watched(Backing::Shmem, size, 1)?;
+    let bmap = map_shared(&w.buf, size)?;
+    let before = w.info()?;
+    dmabuf_sync(&w.buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
+    punch(&w.memfd, 3 * ps(), ps())?;
+    w.map.write(0, &pattern(2, size));
+    w.sync(1000)?;
     expect_progress(
         "punch + SYNC inside a CPU access bracket",
         &before,
-        &info(&dev, &buf)?,
+        &w.info()?,
         1..=1,
         1,
     )?;
     expect_pattern("dma-buf mmap inside the bracket", &bmap, 2, size)?;
-    dmabuf_sync(&buf, SYNC_END | SYNC_RW)
+    dmabuf_sync(&w.buf, SYNC_END | SYNC_RW)
         .context("DMA_BUF_IOCTL_SYNC END after an update inside the bracket")?;
     // And a bracket after the update works as before.
-    dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START after the update")?;
-    dmabuf_sync(&buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END after the update")?;
+    dmabuf_sync(&w.buf, SYNC_START | SYNC_RW)
+        .context("DMA_BUF_IOCTL_SYNC START after the update")?;
+    dmabuf_sync(&w.buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END after the update")?;
     Ok(())
 }

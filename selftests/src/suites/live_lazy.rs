@@ -363,17 +363,12 @@ fn mremap_rearms_watching() -> CaseResult {
 /// the read-only mapping's file is applied by the worker.
 fn mprotect_keeps_watching() -> CaseResult {
     let size = PAGES * ps();
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 17)?;
-    let before = info(&dev, &buf)?;
+    let w = watched(Backing::Shmem, size, 17)?;
+    let before = w.info()?;
     // SAFETY: changes the protection of a mapping we own; it is only read below.
     let r = unsafe {
         nix::libc::mprotect(
-            map.addr() as *mut nix::libc::c_void,
+            w.map.addr() as *mut nix::libc::c_void,
             size as usize,
             nix::libc::PROT_READ,
         )
@@ -381,25 +376,19 @@ fn mprotect_keeps_watching() -> CaseResult {
     nix::errno::Errno::result(r).context("mprotect(PROT_READ)")?;
     expect_state(
         "after mprotect of the memfd mapping",
-        &info(&dev, &buf)?,
+        &w.info()?,
         WATCHED,
         0,
     )?;
-    let bmap = map_shared(&buf, size)?;
-    punch(&memfd, 6 * ps(), ps())?;
-    pwrite(&memfd, 0, &pattern(18, size))?;
-    sync(&dev, &buf, 0)?;
+    let bmap = map_shared(&w.buf, size)?;
+    punch(&w.memfd, 6 * ps(), ps())?;
+    pwrite(&w.memfd, 0, &pattern(18, size))?;
+    w.sync(0)?;
     expect_pattern("dma-buf mmap after SYNC", &bmap, 18, size)?;
-    expect_pattern("read-only memfd mapping", &map, 18, size)?;
-    expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
-    expect_progress(
-        "punch + SYNC after mprotect",
-        &before,
-        &info(&dev, &buf)?,
-        1..=1,
-        1,
-    )?;
-    expect_state("after SYNC", &info(&dev, &buf)?, WATCHED, STALE | PENDING)?;
+    expect_pattern("read-only memfd mapping", &w.map, 18, size)?;
+    expect_all_matching("after SYNC", &w.dev, &w.buf, PAGES)?;
+    expect_progress("punch + SYNC after mprotect", &before, &w.info()?, 1..=1, 1)?;
+    expect_state("after SYNC", &w.info()?, WATCHED, STALE | PENDING)?;
     Ok(())
 }
 
