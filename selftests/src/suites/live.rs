@@ -500,13 +500,7 @@ fn hugetlb_partial_punch() -> CaseResult {
     let w = watched(Backing::Hugetlb, size, 1)?;
     let bmap = map_shared(&w.buf, size)?;
     let before = w.info()?;
-    let old = expect_pfns(
-        "after create",
-        &w.dev,
-        &w.buf,
-        0,
-        &mapped_pfns(&w.map, 0, pages)?,
-    )?;
+    let old = w.expect_pfns_mapped("after create", pages)?;
     punch(&w.memfd, start, end - start)?;
     w.sync(1000)?;
     expect_progress(
@@ -521,13 +515,7 @@ fn hugetlb_partial_punch() -> CaseResult {
     expect_bytes("memfd after the punch", &w.map.read(0, size), &want)?;
     expect_bytes("dma-buf mmap after the punch", &bmap.read(0, size), &want)?;
     expect_all_matching("after the punch", &w.dev, &w.buf, pages)?;
-    let new = expect_pfns(
-        "after the punch",
-        &w.dev,
-        &w.buf,
-        0,
-        &mapped_pfns(&w.map, 0, pages)?,
-    )?;
+    let new = w.expect_pfns_mapped("after the punch", pages)?;
     let hp = HUGE_PAGE / ps();
     expect_moved("after the punch", &old, &new, |i| {
         (hp..2 * hp).contains(&(i as u64))

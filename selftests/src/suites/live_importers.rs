@@ -404,13 +404,7 @@ fn stale_until_last_holder_goes() -> CaseResult {
         &bmap.read(0, size()),
         &pattern(2, size()),
     )?;
-    expect_pfns(
-        "after the last holder went",
-        &w.dev,
-        &w.buf,
-        0,
-        &mapped_pfns(&w.map, 0, PAGES)?,
-    )?;
+    w.expect_pfns_mapped("after the last holder went", PAGES)?;
     Ok(())
 }
 
@@ -453,13 +447,7 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
         )?;
         expect_all_matching("after the release", &w.dev, &w.buf, pages)?;
         expect_pattern("dma-buf mmap after the release", &bmap, 4, size)?;
-        expect_pfns(
-            "after the release",
-            &w.dev,
-            &w.buf,
-            0,
-            &mapped_pfns(&w.map, 0, pages)?,
-        )?;
+        w.expect_pfns_mapped("after the release", pages)?;
     }
     expect_hugepage_pool("after closing everything", pool)?;
     Ok(())

@@ -278,12 +278,6 @@ fn concurrent_users() -> CaseResult {
         &bmap.read(0, size),
         &w.map.read(0, size),
     )?;
-    expect_pfns(
-        "once every user stopped",
-        &w.dev,
-        &w.buf,
-        0,
-        &mapped_pfns(&w.map, 0, PAGES)?,
-    )?;
+    w.expect_pfns_mapped("once every user stopped", PAGES)?;
     Ok(())
 }

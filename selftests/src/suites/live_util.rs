@@ -39,6 +39,18 @@ impl Watched {
     pub fn sync(&self, timeout_ms: u32) -> Result<()> {
         sync(&self.dev, &self.buf, timeout_ms)
     }
+
+    /// PFNS of the buffer's first `pages` pages must be the memfd mapping's (pagemap).
+    /// Returns them.
+    pub fn expect_pfns_mapped(&self, what: &str, pages: u64) -> Result<Vec<u64>> {
+        expect_pfns(
+            what,
+            &self.dev,
+            &self.buf,
+            0,
+            &mapped_pfns(&self.map, 0, pages)?,
+        )
+    }
 }
 
 pub fn watched(kind: Backing, size: u64, seed: u8) -> Result<Watched> {
