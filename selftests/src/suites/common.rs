@@ -15,7 +15,11 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
 use nix::libc;
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
+use std::ffi::c_void;
+use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
 use udmabuf_live_uapi::sys;
 use udmabuf_live_uapi::{UdmabufCreate, UdmabufCreateItem};
 
@@ -275,6 +279,81 @@ pub fn map_shared(fd: impl AsFd, len: u64) -> Result<Mapping> {
     Mapping::read_write(fd, len, 0, true).with_context(|| format!("mmap(MAP_SHARED, {len} bytes)"))
 }
 
+/// A regular file (not a memfd) of `len` bytes, created at `path` and unlinked at once:
+/// it lives only as long as the returned handle.
+pub fn unlinked_file(path: &str, len: u64) -> Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("create {path}"))?;
+    let _ = std::fs::remove_file(path);
+    f.set_len(len)
+        .with_context(|| format!("ftruncate {path} to {len:#x}"))?;
+    Ok(f)
+}
+
+/// A fresh anonymous read-write mapping of `len` bytes, shared (inherited as shared by
+/// forked children) or private, at an address the kernel picks. The caller unmaps it.
+pub fn mmap_anon_rw(len: usize, shared: bool) -> Result<NonNull<c_void>> {
+    let flags = if shared {
+        MapFlags::MAP_SHARED
+    } else {
+        MapFlags::MAP_PRIVATE
+    };
+    // SAFETY: without MAP_FIXED the kernel picks an address that overlaps no existing
+    // mapping, so nothing of ours is replaced; the memory is zero-filled.
+    unsafe {
+        mmap_anonymous(
+            None,
+            NonZeroUsize::new(len).context("an empty mapping")?,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            flags,
+        )
+    }
+    .with_context(|| format!("mmap({flags:?}|MAP_ANONYMOUS, {len} bytes)"))
+}
+
+/// Pages of private anonymous read-write memory, unmapped when dropped: where the error
+/// suites place ioctl arguments, next to pages they make inaccessible.
+pub struct AnonPages {
+    base: NonNull<c_void>,
+    len: usize,
+}
+
+impl AnonPages {
+    pub fn new(pages: usize) -> Result<Self> {
+        let len = pages * ps() as usize;
+        let base = mmap_anon_rw(len, false)?;
+        Ok(Self { base, len })
+    }
+
+    /// The address of page `n`.
+    pub fn page(&self, n: usize) -> *mut u8 {
+        assert!(n < self.len / ps() as usize, "page {n} outside the mapping");
+        // SAFETY: page `n` lies inside the mapping (checked above).
+        unsafe { self.base.as_ptr().cast::<u8>().add(n * ps() as usize) }
+    }
+
+    /// mprotect page `n` to `prot`.
+    pub fn protect(&self, n: usize, prot: ProtFlags) -> Result<()> {
+        let page = NonNull::new(self.page(n).cast()).context("page address")?;
+        // SAFETY: page `n` of our own mapping, which only raw pointers touch.
+        unsafe { mprotect(page, ps() as usize, prot) }
+            .with_context(|| format!("mprotect page {n} to {prot:?}"))?;
+        Ok(())
+    }
+}
+
+impl Drop for AnonPages {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        let _ = unsafe { munmap(self.base, self.len) };
+    }
+}
+
 /// Deterministic content that differs per `seed` and per page (so a page at the wrong
 /// offset, or a stale page, does not compare equal).
 pub fn pattern(seed: u8, len: u64) -> Vec<u8> {
@@ -306,6 +385,11 @@ pub fn expect_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The first `len` bytes of `map` must be `pattern(seed, len)`.
+pub fn expect_pattern(what: &str, map: &Mapping, seed: u8, len: u64) -> Result<()> {
+    expect_bytes(what, &map.read(0, len), &pattern(seed, len))
 }
 
 /// Write `data` at `off` of a memfd through a shared mapping of the whole file (hugetlbfs

@@ -15,13 +15,12 @@
 //! - list count over list_limit or 0: EINVAL; unreadable argument: EFAULT.
 
 use super::common::*;
-use super::{cases, Suite};
+use super::{case_fns, cases, Suite};
 use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::SealFlag;
-use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
-use std::num::NonZeroUsize;
+use nix::sys::mman::ProtFlags;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 pub fn suite() -> Suite {
@@ -258,49 +257,49 @@ fn memfd_is_device_or_dmabuf() -> CaseResult {
     Ok(())
 }
 
-/// A regular tmpfs file is shmem, so it passes the "is it a memfd" test (EBADFD) and is
-/// refused by the seal test instead: tmpfs inodes start with F_SEAL_SEAL only.
-fn tmpfs_file_not_sealable() -> CaseResult {
-    let st = nix::sys::statfs::statfs("/tmp").context("statfs /tmp")?;
-    ensure!(
-        st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC,
-        "/tmp is not tmpfs in this guest"
-    );
-    expect_errno("regular file on tmpfs", EINVAL, |d| {
-        let path = "/tmp/ulive-tmpfs-file";
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        let _ = std::fs::remove_file(path);
-        f.set_len(4 * ps())?;
-        Ok(create(d, &f, 0, ps(), 0))
-    })?;
-    Ok(())
+/// The filesystems whose regular files are shmem or hugetlb pages without being memfds.
+#[derive(Clone, Copy)]
+enum RegularFile {
+    Tmpfs,
+    Hugetlbfs,
 }
 
-/// Same for a file created on the hugetlbfs mount.
-fn hugetlbfs_file_not_sealable() -> CaseResult {
-    let st = nix::sys::statfs::statfs("/dev/hugepages").context("statfs /dev/hugepages")?;
-    ensure!(
-        st.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC,
-        "/dev/hugepages is not hugetlbfs"
-    );
-    expect_errno("regular file on hugetlbfs", EINVAL, |d| {
-        let path = "/dev/hugepages/ulive-hugetlbfs-file";
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        let _ = std::fs::remove_file(path);
-        nix::unistd::ftruncate(&f, HUGE_PAGE as i64)?;
+/// A regular file on `fs` passes the "is it a memfd" test (EBADFD) and is refused by the
+/// seal test instead (EINVAL).
+fn expect_regular_file_refused(fs: RegularFile) -> Result<()> {
+    use nix::sys::statfs::{statfs, HUGETLBFS_MAGIC, TMPFS_MAGIC};
+    let (what, mount, magic, not_it, path, len) = match fs {
+        RegularFile::Tmpfs => (
+            "regular file on tmpfs",
+            "/tmp",
+            TMPFS_MAGIC,
+            "/tmp is not tmpfs in this guest",
+            "/tmp/ulive-tmpfs-file",
+            4 * ps(),
+        ),
+        RegularFile::Hugetlbfs => (
+            "regular file on hugetlbfs",
+            "/dev/hugepages",
+            HUGETLBFS_MAGIC,
+            "/dev/hugepages is not hugetlbfs",
+            "/dev/hugepages/ulive-hugetlbfs-file",
+            HUGE_PAGE,
+        ),
+    };
+    let st = statfs(mount).with_context(|| format!("statfs {mount}"))?;
+    ensure!(st.filesystem_type() == magic, "{not_it}");
+    expect_errno(what, EINVAL, |d| {
+        let f = unlinked_file(path, len)?;
         Ok(create(d, &f, 0, ps(), 0))
-    })?;
-    Ok(())
+    })
+}
+
+case_fns! {
+    /// A regular tmpfs file is shmem, so it passes the "is it a memfd" test (EBADFD) and
+    /// is refused by the seal test instead: tmpfs inodes start with F_SEAL_SEAL only.
+    tmpfs_file_not_sealable => expect_regular_file_refused(RegularFile::Tmpfs);
+    /// Same for a file created on the hugetlbfs mount.
+    hugetlbfs_file_not_sealable => expect_regular_file_refused(RegularFile::Hugetlbfs);
 }
 
 /// memfd_create without MFD_ALLOW_SEALING: F_SEAL_SHRINK can never be added.
@@ -322,59 +321,54 @@ fn with_seals(d: BorrowedFd<'_>, kind: Backing, seals: SealFlag) -> Res {
     Ok(create(d, &m, 0, ps(), 0))
 }
 
-fn missing_seal_shrink() -> CaseResult {
-    expect_errno("no seals", EINVAL, |d| {
-        with_seals(d, Backing::Shmem, SealFlag::empty())
-    })?;
-    expect_errno("F_SEAL_GROW only", EINVAL, |d| {
-        with_seals(d, Backing::Shmem, SealFlag::F_SEAL_GROW)
-    })?;
-    expect_errno("F_SEAL_SEAL only", EINVAL, |d| {
-        with_seals(d, Backing::Shmem, SealFlag::F_SEAL_SEAL)
-    })?;
-    expect_errno("hugetlb, no seals", EINVAL, |d| {
-        with_seals(d, Backing::Hugetlb, SealFlag::empty())
-    })?;
+/// UDMABUF_CREATE must refuse (EINVAL) a memfd of each `(what, backing, seals)`.
+fn expect_seals_rejected(table: &[(&str, Backing, SealFlag)]) -> Result<()> {
+    for &(what, kind, seals) in table {
+        expect_errno(what, EINVAL, |d| with_seals(d, kind, seals))?;
+    }
     Ok(())
 }
 
+fn missing_seal_shrink() -> CaseResult {
+    expect_seals_rejected(&[
+        ("no seals", Backing::Shmem, SealFlag::empty()),
+        ("F_SEAL_GROW only", Backing::Shmem, SealFlag::F_SEAL_GROW),
+        ("F_SEAL_SEAL only", Backing::Shmem, SealFlag::F_SEAL_SEAL),
+        ("hugetlb, no seals", Backing::Hugetlb, SealFlag::empty()),
+    ])?;
+    Ok(())
+}
+
+const SHRINK_WRITE: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_WRITE);
+const SHRINK_FUTURE_WRITE: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_FUTURE_WRITE);
+
 fn seal_write() -> CaseResult {
-    expect_errno("F_SEAL_SHRINK|F_SEAL_WRITE", EINVAL, |d| {
-        with_seals(
-            d,
-            Backing::Shmem,
-            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_WRITE,
-        )
-    })?;
+    expect_seals_rejected(&[("F_SEAL_SHRINK|F_SEAL_WRITE", Backing::Shmem, SHRINK_WRITE)])?;
     Ok(())
 }
 
 fn seal_future_write() -> CaseResult {
-    expect_errno("F_SEAL_SHRINK|F_SEAL_FUTURE_WRITE", EINVAL, |d| {
-        with_seals(
-            d,
-            Backing::Shmem,
-            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_FUTURE_WRITE,
-        )
-    })?;
+    expect_seals_rejected(&[(
+        "F_SEAL_SHRINK|F_SEAL_FUTURE_WRITE",
+        Backing::Shmem,
+        SHRINK_FUTURE_WRITE,
+    )])?;
     Ok(())
 }
 
 fn seal_write_hugetlb() -> CaseResult {
-    expect_errno("hugetlb F_SEAL_SHRINK|F_SEAL_WRITE", EINVAL, |d| {
-        with_seals(
-            d,
+    expect_seals_rejected(&[
+        (
+            "hugetlb F_SEAL_SHRINK|F_SEAL_WRITE",
             Backing::Hugetlb,
-            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_WRITE,
-        )
-    })?;
-    expect_errno("hugetlb F_SEAL_SHRINK|F_SEAL_FUTURE_WRITE", EINVAL, |d| {
-        with_seals(
-            d,
+            SHRINK_WRITE,
+        ),
+        (
+            "hugetlb F_SEAL_SHRINK|F_SEAL_FUTURE_WRITE",
             Backing::Hugetlb,
-            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_FUTURE_WRITE,
-        )
-    })?;
+            SHRINK_FUTURE_WRITE,
+        ),
+    ])?;
     Ok(())
 }
 
@@ -499,53 +493,26 @@ fn bad_user_pointer() -> CaseResult {
 
 /// Two anonymous pages, the second PROT_NONE; a list header with count 1 sits in the last
 /// 8 bytes of the first page, so its entry would be read from the inaccessible page.
-struct GuardedHeader {
-    base: std::ptr::NonNull<std::ffi::c_void>,
-    len: usize,
-}
+struct GuardedHeader(AnonPages);
 
 impl GuardedHeader {
     fn new() -> Result<Self> {
-        let len = 2 * ps() as usize;
-        // SAFETY: a fresh private anonymous mapping, only touched through raw pointers.
-        let base = unsafe {
-            mmap_anonymous(
-                None,
-                NonZeroUsize::new(len).unwrap(),
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE,
-            )
-        }?;
-        let g = Self { base, len };
-        // SAFETY: the second page of the mapping made above.
-        unsafe {
-            let second = std::ptr::NonNull::new_unchecked(
-                base.as_ptr().cast::<u8>().add(ps() as usize).cast(),
-            );
-            mprotect(second, ps() as usize, ProtFlags::PROT_NONE)?;
-        }
-        Ok(g)
+        let pages = AnonPages::new(2)?;
+        pages.protect(1, ProtFlags::PROT_NONE)?;
+        Ok(Self(pages))
     }
 
     fn call(&self, d: BorrowedFd<'_>, _m: &OwnedFd) -> Result<OwnedFd, Errno> {
         // SAFETY: the header lies inside the first (writable) page, 8-byte aligned.
         unsafe {
             let hdr = self
-                .base
-                .as_ptr()
-                .cast::<u8>()
+                .0
+                .page(0)
                 .add(ps() as usize - 8)
                 .cast::<udmabuf_live_uapi::UdmabufCreateList>();
             hdr.write(udmabuf_live_uapi::UdmabufCreateList { flags: 0, count: 1 });
             own_fd(ioctl_udmabuf_create_list(d.as_raw_fd(), hdr))
         }
-    }
-}
-
-impl Drop for GuardedHeader {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`.
-        let _ = unsafe { munmap(self.base, self.len) };
     }
 }
 

@@ -35,7 +35,7 @@ use super::importer_client::{
     ensure_loaded as ensure_importer_loaded, unload as unload_loaded_importer, Importer,
 };
 use super::live_util::{punch, try_info as info, try_sync as sync, try_verify as verify};
-use super::{cases, Suite};
+use super::{case_fns, cases, Suite};
 use crate::ktap::{out, CaseResult};
 use crate::util::{module_refcnt, outcome_key, Histogram};
 use anyhow::{bail, ensure, Context, Result};
@@ -500,18 +500,9 @@ fn step_nth<S>(
     step_nth_with(path, false, prepare, call, after)
 }
 
-/// [`step_nth`] for a call whose allocations happen only when it wins a race with the
-/// worker: when the worker did every update first, no fault could be injected, and
-/// that is reported instead of failing.
-fn step_nth_racing_worker<S>(
-    path: &str,
-    prepare: impl FnMut(u32) -> Result<S>,
-    call: impl FnMut(&mut S) -> Result<(), Errno>,
-    after: impl FnMut(S, &Result<(), Errno>, &str) -> Result<()>,
-) -> CaseResult {
-    step_nth_with(path, true, prepare, call, after)
-}
-
+/// [`step_nth`], and with `races_worker` for a call whose allocations happen only when it
+/// wins a race with the worker: when the worker did every update first, no fault could
+/// be injected, and that is reported instead of failing.
 fn step_nth_with<S>(
     path: &str,
     races_worker: bool,
@@ -760,24 +751,27 @@ fn update_after(s: Scene, _r: &Result<(), Errno>, what: &str) -> Result<()> {
     s.repaired(what)
 }
 
-fn sync_unwatched() -> CaseResult {
-    step_nth(
-        "punch + SYNC (unwatched: SYNC does the update)",
-        |n| punched_scene(false, n),
+/// punch + SYNC. Unwatched, SYNC does the update. Watched, the notifier queues the
+/// worker too; whichever gets there first does the update, so some attempts fail in SYNC
+/// and some find nothing to do.
+fn punch_then_sync(watched: bool) -> CaseResult {
+    let path = if watched {
+        "punch + SYNC (watched: SYNC races the worker)"
+    } else {
+        "punch + SYNC (unwatched: SYNC does the update)"
+    };
+    step_nth_with(
+        path,
+        watched,
+        |n| punched_scene(watched, n),
         |s| sync(&s.dev, &s.dmabuf, 0),
         update_after,
     )
 }
 
-fn sync_watched() -> CaseResult {
-    // The notifier queues the worker too; whichever gets there first does the update,
-    // so some attempts fail in SYNC and some find nothing to do.
-    step_nth_racing_worker(
-        "punch + SYNC (watched: SYNC races the worker)",
-        |n| punched_scene(true, n),
-        |s| sync(&s.dev, &s.dmabuf, 0),
-        update_after,
-    )
+case_fns! {
+    sync_unwatched => punch_then_sync(false);
+    sync_watched => punch_then_sync(true);
 }
 
 fn cpu_access_unwatched() -> CaseResult {

@@ -36,11 +36,8 @@ use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::SealFlag;
 use nix::libc;
-use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
-use std::ffi::c_void;
-use std::num::NonZeroUsize;
+use nix::sys::mman::ProtFlags;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use udmabuf_live_uapi::*;
 
@@ -225,15 +222,7 @@ impl Catalogue {
             },
         );
         // A regular tmpfs file is shmem with only F_SEAL_SEAL.
-        let path = "/tmp/ulive-fuzz-file";
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        let _ = std::fs::remove_file(path);
-        f.set_len(16 * p)?;
+        let f = unlinked_file("/tmp/ulive-fuzz-file", 16 * p)?;
         add(
             &mut c,
             "tmpfs file",
@@ -421,10 +410,7 @@ fn vgem_dmabuf() -> Result<(OwnedFd, OwnedFd)> {
 /// page 0: read-write (an argument at its very end straddles into page 1);
 /// page 1: PROT_NONE; page 2: read-only; pages 3..: read-write, large enough for the
 /// longest CREATE_LIST (list_limit entries).
-struct Arena {
-    base: NonNull<c_void>,
-    len: usize,
-}
+struct Arena(AnonPages);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Place {
@@ -440,38 +426,18 @@ const BIG_PAGES: usize = 8;
 
 impl Arena {
     fn new() -> Result<Self> {
-        let p = ps() as usize;
-        let len = (3 + BIG_PAGES) * p;
-        // SAFETY: a fresh private anonymous mapping, only touched through raw pointers.
-        let base = unsafe {
-            mmap_anonymous(
-                None,
-                NonZeroUsize::new(len).unwrap(),
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE,
-            )
-        }?;
-        let a = Self { base, len };
+        let a = Self(AnonPages::new(3 + BIG_PAGES)?);
         a.protect(1, ProtFlags::PROT_NONE)?;
         a.protect(2, ProtFlags::PROT_READ)?;
         Ok(a)
     }
 
     fn page(&self, n: usize) -> *mut u8 {
-        // SAFETY: n < 3 + BIG_PAGES, inside the mapping.
-        unsafe { self.base.as_ptr().cast::<u8>().add(n * ps() as usize) }
+        self.0.page(n)
     }
 
     fn protect(&self, n: usize, prot: ProtFlags) -> Result<()> {
-        // SAFETY: page n of our own mapping.
-        unsafe {
-            mprotect(
-                NonNull::new(self.page(n).cast()).unwrap(),
-                ps() as usize,
-                prot,
-            )
-        }?;
-        Ok(())
+        self.0.protect(n, prot)
     }
 
     /// Put `bytes` where `place` says; returns the address to pass.
@@ -514,12 +480,15 @@ impl Arena {
     }
 }
 
-impl Drop for Arena {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly our mapping.
-        let _ = unsafe { munmap(self.base, self.len) };
-    }
-}
+/// The ioctls of the device, the ones whose argument structs the fuzzer knows.
+const KNOWN_CMDS: [u32; 6] = [
+    UDMABUF_CREATE,
+    UDMABUF_CREATE_LIST,
+    UDMABUF_LIVE_INFO,
+    UDMABUF_LIVE_SYNC,
+    UDMABUF_LIVE_VERIFY,
+    UDMABUF_LIVE_PFNS,
+];
 
 /// What an ioctl returned: its value or the errno.
 type IoctlResult = Result<i32, Errno>;
@@ -669,6 +638,19 @@ fn consume_fd(r: &Result<i32, Errno>, want_size: Option<u64>) -> Result<()> {
     Ok(())
 }
 
+/// [`consume_fd`] of our device's result and of the built-in's, if it was asked too.
+fn consume_both(
+    got: &Result<i32, Errno>,
+    reference: &Option<Result<i32, Errno>>,
+    want_size: Option<u64>,
+) -> Result<()> {
+    consume_fd(got, want_size)?;
+    if let Some(r) = reference {
+        consume_fd(r, want_size)?;
+    }
+    Ok(())
+}
+
 struct Fuzzer<'a> {
     dev: &'a OwnedFd,
     reference: Option<&'a OwnedFd>,
@@ -713,10 +695,7 @@ impl Fuzzer<'_> {
         };
         let (got, reference) = self.both(UDMABUF_CREATE, place, &bytes)?;
         let ok_size = Some(size);
-        consume_fd(&got, ok_size)?;
-        if let Some(r) = &reference {
-            consume_fd(r, ok_size)?;
-        }
+        consume_both(&got, &reference, ok_size)?;
         Ok(Run {
             got,
             want,
@@ -790,10 +769,7 @@ impl Fuzzer<'_> {
             .take(count as usize)
             .map(|e| e.2)
             .fold(0, u64::wrapping_add);
-        consume_fd(&got, Some(total))?;
-        if let Some(r) = &reference {
-            consume_fd(r, Some(total))?;
-        }
+        consume_both(&got, &reference, Some(total))?;
         Ok(Run {
             got,
             want,
@@ -967,15 +943,7 @@ impl Fuzzer<'_> {
             _ => rng.below(1 << 14) as usize,
         };
         let cmd = ioc(dir, UDMABUF_IOCTL_TYPE, nr, size);
-        let known = [
-            UDMABUF_CREATE,
-            UDMABUF_CREATE_LIST,
-            UDMABUF_LIVE_INFO,
-            UDMABUF_LIVE_SYNC,
-            UDMABUF_LIVE_VERIFY,
-            UDMABUF_LIVE_PFNS,
-        ];
-        if known.contains(&cmd) {
+        if KNOWN_CMDS.contains(&cmd) {
             return self.random_struct(rng, cmd);
         }
         let mut junk = vec![0u8; BIG_PAGES * ps() as usize];
@@ -1085,10 +1053,7 @@ impl Fuzzer<'_> {
                 None,
             )
         };
-        consume_fd(&got, None)?;
-        if let Some(r) = &reference {
-            consume_fd(r, None)?;
-        }
+        consume_both(&got, &reference, None)?;
         Ok(Run {
             got,
             want,
@@ -1164,44 +1129,34 @@ impl Fuzzer<'_> {
                                 .map(|fd| fd.into_raw_fd_keep())
                         }
                     } else {
+                        // Each live ioctl's argument naming fd N; `kind` picks one.
                         let fd = N as u32;
-                        match kind {
-                            0 => raw_ioctl(
-                                self.dev.as_raw_fd(),
-                                UDMABUF_LIVE_SYNC,
-                                &UdmabufLiveSync {
-                                    dmabuf_fd: fd,
-                                    timeout_ms: 10,
-                                } as *const _ as usize,
-                            ),
-                            1 => raw_ioctl(
-                                self.dev.as_raw_fd(),
-                                UDMABUF_LIVE_INFO,
-                                &mut UdmabufLiveInfo {
-                                    dmabuf_fd: fd,
-                                    ..Default::default()
-                                } as *mut _ as usize,
-                            ),
-                            2 => raw_ioctl(
-                                self.dev.as_raw_fd(),
-                                UDMABUF_LIVE_VERIFY,
-                                &mut UdmabufLiveVerify {
-                                    dmabuf_fd: fd,
-                                    ..Default::default()
-                                } as *mut _ as usize,
-                            ),
-                            _ => raw_ioctl(
-                                self.dev.as_raw_fd(),
-                                UDMABUF_LIVE_PFNS,
-                                &UdmabufLivePfns {
-                                    dmabuf_fd: fd,
-                                    __pad: 0,
-                                    first_page: 0,
-                                    count: 4,
-                                    pfns: pfn_out.as_mut_ptr() as u64,
-                                } as *const _ as usize,
-                            ),
-                        }
+                        let sync_arg = UdmabufLiveSync {
+                            dmabuf_fd: fd,
+                            timeout_ms: 10,
+                        };
+                        let mut info_arg = UdmabufLiveInfo {
+                            dmabuf_fd: fd,
+                            ..Default::default()
+                        };
+                        let mut verify_arg = UdmabufLiveVerify {
+                            dmabuf_fd: fd,
+                            ..Default::default()
+                        };
+                        let pfns_arg = UdmabufLivePfns {
+                            dmabuf_fd: fd,
+                            __pad: 0,
+                            first_page: 0,
+                            count: 4,
+                            pfns: pfn_out.as_mut_ptr() as u64,
+                        };
+                        let (cmd, arg) = match kind {
+                            0 => (UDMABUF_LIVE_SYNC, &sync_arg as *const _ as usize),
+                            1 => (UDMABUF_LIVE_INFO, &mut info_arg as *mut _ as usize),
+                            2 => (UDMABUF_LIVE_VERIFY, &mut verify_arg as *mut _ as usize),
+                            _ => (UDMABUF_LIVE_PFNS, &pfns_arg as *const _ as usize),
+                        };
+                        raw_ioctl(self.dev.as_raw_fd(), cmd, arg)
                     };
                     let allowed: &[Errno] = if on_memfd {
                         &[Errno::EBADFD, Errno::EINVAL]
@@ -1339,14 +1294,7 @@ fn fuzz(seed: u64, cases: u64) -> Result<String> {
             50..=74 => ("live", fz.live(&mut rng, place)),
             75..=84 => ("random-cmd", fz.random_cmd(&mut rng)),
             85..=93 => {
-                let cmd = *rng.pick(&[
-                    UDMABUF_CREATE,
-                    UDMABUF_CREATE_LIST,
-                    UDMABUF_LIVE_INFO,
-                    UDMABUF_LIVE_SYNC,
-                    UDMABUF_LIVE_VERIFY,
-                    UDMABUF_LIVE_PFNS,
-                ]);
+                let cmd = *rng.pick(&KNOWN_CMDS);
                 ("random-struct", fz.random_struct(&mut rng, cmd))
             }
             _ => {

@@ -7,7 +7,7 @@
 use super::common::map_shared;
 use super::importer_client::{self as client, Importer};
 use super::live_util::{info, mapped_pfns, pfns, VMAPPED};
-use super::{cases, Suite};
+use super::{case_fns, cases, Suite};
 use crate::ktap::{out, CaseResult};
 use crate::util::expect_eq;
 use anyhow::{bail, ensure, Context, Result};
@@ -125,21 +125,55 @@ fn create_dmabuf(dev: &str, memfd: &OwnedFd, size: usize) -> Result<OwnedFd> {
     udmabuf_live_uapi::sys::create(&devf, &req).with_context(|| format!("UDMABUF_CREATE on {dev}"))
 }
 
-/// Read `len` bytes at `offset` through the importer (in READ_MAX pieces) and compare
-/// them with the pattern.
-fn verify(imp: &Importer, offset: usize, len: usize, seed: u64) -> Result<()> {
+/// How the importer reads the buffer back: READ through its DMA mapping, VREAD through
+/// its kernel vmap.
+#[derive(Clone, Copy)]
+enum Via {
+    Read,
+    Vread,
+}
+
+impl Via {
+    fn name(self) -> &'static str {
+        match self {
+            Via::Read => "READ",
+            Via::Vread => "VREAD",
+        }
+    }
+
+    /// Who shows the bytes, for messages.
+    fn shower(self) -> &'static str {
+        match self {
+            Via::Read => "importer sees",
+            Via::Vread => "the vmap shows",
+        }
+    }
+
+    fn read(self, imp: &Importer, offset: usize, buf: &mut [u8]) -> nix::Result<usize> {
+        match self {
+            Via::Read => imp.read(offset, buf),
+            Via::Vread => imp.vread(offset, buf),
+        }
+    }
+}
+
+/// Read `len` bytes at `offset` through the importer `via` READ or VREAD (in READ_MAX
+/// pieces) and compare them with the pattern.
+fn verify_via(imp: &Importer, via: Via, offset: usize, len: usize, seed: u64) -> Result<()> {
+    let op = via.name();
     let mut buf = vec![0u8; len.min(IMPORTER_READ_MAX as usize)];
     let mut at = offset;
     while at < offset + len {
         let want = (offset + len - at).min(buf.len());
-        let n = imp
-            .read(at, &mut buf[..want])
-            .with_context(|| format!("READ {want} bytes at {at:#x}"))?;
-        expect_eq("bytes returned by READ", n, want)?;
+        let n = via
+            .read(imp, at, &mut buf[..want])
+            .with_context(|| format!("{op} {want} bytes at {at:#x}"))?;
+        expect_eq(&format!("bytes returned by {op}"), n, want)?;
         if let Some(i) = (0..n).find(|&i| buf[i] != expected_byte(at + i, seed)) {
             bail!(
-                "byte at {:#x}: importer sees {:#04x}, memfd holds {:#04x}",
+                "byte at {:#x}: {} {:#04x}, memfd holds {:#04x}",
                 at + i,
+                via.shower(),
                 buf[i],
                 expected_byte(at + i, seed)
             );
@@ -147,6 +181,52 @@ fn verify(imp: &Importer, offset: usize, len: usize, seed: u64) -> Result<()> {
         at += n;
     }
     Ok(())
+}
+
+/// Read `len` bytes at `offset` through the importer's DMA mapping and compare them with
+/// the pattern.
+fn verify(imp: &Importer, offset: usize, len: usize, seed: u64) -> Result<()> {
+    verify_via(imp, Via::Read, offset, len, seed)
+}
+
+/// Read the whole buffer through the vmap and compare with the pattern.
+fn verify_vmap(imp: &Importer, size: usize, seed: u64) -> Result<()> {
+    verify_via(imp, Via::Vread, 0, size, seed)
+}
+
+/// The edges of READ or VREAD of a `size`-byte buffer: an unaligned read across a page
+/// boundary returns the pattern; reads are cut at the end of the buffer; past it is an
+/// error.
+fn expect_read_edges(imp: &Importer, via: Via, size: usize, seed: u64) -> Result<()> {
+    let op = via.name();
+    let mut small = [0u8; 10];
+    expect_eq(
+        &format!("{op} across a page boundary"),
+        via.read(imp, 4093, &mut small)?,
+        10,
+    )?;
+    ensure!(
+        small
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == expected_byte(4093 + i, seed)),
+        "unaligned {op} differs"
+    );
+    expect_eq(
+        &format!("{op} at the end"),
+        via.read(imp, size, &mut small)?,
+        0,
+    )?;
+    expect_eq(
+        &format!("{op} straddling the end"),
+        via.read(imp, size - 4, &mut small)?,
+        4,
+    )?;
+    expect_errno(
+        &format!("{op} past the end"),
+        via.read(imp, size + 1, &mut small),
+        Errno::EINVAL,
+    )
 }
 
 fn expect_errno<T: std::fmt::Debug>(what: &str, r: nix::Result<T>, want: Errno) -> Result<()> {
@@ -294,32 +374,7 @@ fn round_trip(dev: &str, backing: Backing, dynamic: bool) -> CaseResult {
     );
 
     verify(&imp, 0, size, seed)?;
-    // An unaligned read across a page boundary.
-    let mut small = [0u8; 10];
-    expect_eq(
-        "READ across a page boundary",
-        imp.read(4093, &mut small)?,
-        10,
-    )?;
-    ensure!(
-        small
-            .iter()
-            .enumerate()
-            .all(|(i, &b)| b == expected_byte(4093 + i, seed)),
-        "unaligned READ differs"
-    );
-    // Reads are cut at the end of the buffer; past it is an error.
-    expect_eq("READ at the end", imp.read(size, &mut small)?, 0)?;
-    expect_eq(
-        "READ straddling the end",
-        imp.read(size - 4, &mut small)?,
-        4,
-    )?;
-    expect_errno(
-        "READ past the end",
-        imp.read(size + 1, &mut small),
-        Errno::EINVAL,
-    )?;
+    expect_read_edges(&imp, Via::Read, size, seed)?;
 
     let s = imp.stats()?;
     expect_eq(
@@ -343,29 +398,16 @@ fn round_trip(dev: &str, backing: Backing, dynamic: bool) -> CaseResult {
     Ok(())
 }
 
-fn ours_shmem_static() -> CaseResult {
-    round_trip(OURS, Backing::Shmem, false)
-}
-fn ours_shmem_dynamic() -> CaseResult {
-    round_trip(OURS, Backing::Shmem, true)
-}
-fn ours_hugetlb_static() -> CaseResult {
-    round_trip(OURS, Backing::Hugetlb, false)
-}
-fn ours_hugetlb_dynamic() -> CaseResult {
-    round_trip(OURS, Backing::Hugetlb, true)
-}
-fn builtin_shmem_static() -> CaseResult {
-    round_trip(BUILTIN, Backing::Shmem, false)
-}
-fn builtin_shmem_dynamic() -> CaseResult {
-    round_trip(BUILTIN, Backing::Shmem, true)
-}
-fn builtin_hugetlb_static() -> CaseResult {
-    round_trip(BUILTIN, Backing::Hugetlb, false)
-}
-fn builtin_hugetlb_dynamic() -> CaseResult {
-    round_trip(BUILTIN, Backing::Hugetlb, true)
+// The round-trip cases, one per exporter, backing and attachment kind.
+case_fns! {
+    ours_shmem_static => round_trip(OURS, Backing::Shmem, false);
+    ours_shmem_dynamic => round_trip(OURS, Backing::Shmem, true);
+    ours_hugetlb_static => round_trip(OURS, Backing::Hugetlb, false);
+    ours_hugetlb_dynamic => round_trip(OURS, Backing::Hugetlb, true);
+    builtin_shmem_static => round_trip(BUILTIN, Backing::Shmem, false);
+    builtin_shmem_dynamic => round_trip(BUILTIN, Backing::Shmem, true);
+    builtin_hugetlb_static => round_trip(BUILTIN, Backing::Hugetlb, false);
+    builtin_hugetlb_dynamic => round_trip(BUILTIN, Backing::Hugetlb, true);
 }
 
 /// Map a 64 MiB hugetlb buffer made by `dev` from `memfd` statically and dynamically;
@@ -637,30 +679,6 @@ fn pfns_ranges_and_bad_requests() -> CaseResult {
 
 // ---- VMAP, VREAD, VUNMAP ----
 
-/// Read the whole buffer through the vmap (in READ_MAX pieces) and compare with the
-/// pattern.
-fn verify_vmap(imp: &Importer, size: usize, seed: u64) -> Result<()> {
-    let mut buf = vec![0u8; size.min(IMPORTER_READ_MAX as usize)];
-    let mut at = 0;
-    while at < size {
-        let want = (size - at).min(buf.len());
-        let n = imp
-            .vread(at, &mut buf[..want])
-            .with_context(|| format!("VREAD {want} bytes at {at:#x}"))?;
-        expect_eq("bytes returned by VREAD", n, want)?;
-        if let Some(i) = (0..n).find(|&i| buf[i] != expected_byte(at + i, seed)) {
-            bail!(
-                "byte at {:#x}: the vmap shows {:#04x}, memfd holds {:#04x}",
-                at + i,
-                buf[i],
-                expected_byte(at + i, seed)
-            );
-        }
-        at += n;
-    }
-    Ok(())
-}
-
 /// A vmap of a buffer of either exporter shows its bytes; VREAD is cut at the end; one
 /// vmap per file; VUNMAP ends it; a vmap and a DMA mapping can coexist.
 fn vmap_reads_the_buffer() -> CaseResult {
@@ -689,30 +707,7 @@ fn vmap_reads_the_buffer() -> CaseResult {
             )?;
             expect_errno("second VMAP on one file", imp.vmap(), Errno::EBUSY)?;
             verify_vmap(&imp, size, seed)?;
-            let mut small = [0u8; 10];
-            expect_eq(
-                "VREAD across a page boundary",
-                imp.vread(4093, &mut small)?,
-                10,
-            )?;
-            ensure!(
-                small
-                    .iter()
-                    .enumerate()
-                    .all(|(i, &b)| b == expected_byte(4093 + i, seed)),
-                "unaligned VREAD differs"
-            );
-            expect_eq("VREAD at the end", imp.vread(size, &mut small)?, 0)?;
-            expect_eq(
-                "VREAD straddling the end",
-                imp.vread(size - 4, &mut small)?,
-                4,
-            )?;
-            expect_errno(
-                "VREAD past the end",
-                imp.vread(size + 1, &mut small),
-                Errno::EINVAL,
-            )?;
+            expect_read_edges(&imp, Via::Vread, size, seed)?;
             expect_errno(
                 "VREAD to a bad address",
                 {
@@ -737,7 +732,11 @@ fn vmap_reads_the_buffer() -> CaseResult {
                 (s.vmapped, s.mapped),
                 (0, 1),
             )?;
-            expect_errno("VREAD after VUNMAP", imp.vread(0, &mut small), Errno::ENXIO)?;
+            expect_errno(
+                "VREAD after VUNMAP",
+                imp.vread(0, &mut [0u8; 10]),
+                Errno::ENXIO,
+            )?;
             expect_errno("second VUNMAP", imp.vunmap(), Errno::ENXIO)?;
             imp.vmap().context("VMAP again")?;
             verify_vmap(&imp, size, seed)?;

@@ -3,7 +3,7 @@
 //! dma-buf, so it keeps working when the dma-buf goes first. A mapping outlives both fds.
 
 use super::common::*;
-use super::{cases, Suite};
+use super::{case_fns, cases, Suite};
 use crate::ktap::CaseResult;
 use anyhow::{ensure, Context};
 use std::os::fd::AsFd;
@@ -32,28 +32,17 @@ fn memfd_closed_first(kind: Backing, size: u64) -> CaseResult {
         "size changed after closing the memfd"
     );
     let view = map_shared(&dmabuf, size).context("mmap the dma-buf after closing the memfd")?;
-    expect_bytes(
-        "content after closing the memfd",
-        &view.read(0, size),
-        &pattern(30, size),
-    )?;
+    expect_pattern("content after closing the memfd", &view, 30, size)?;
     view.write(0, &pattern(31, size));
-    expect_bytes(
-        "write through the orphaned dma-buf",
-        &view.read(0, size),
-        &pattern(31, size),
-    )?;
+    expect_pattern("write through the orphaned dma-buf", &view, 31, size)?;
     dmabuf_sync(&dmabuf, SYNC_START | SYNC_RW).context("SYNC_START after closing the memfd")?;
     dmabuf_sync(&dmabuf, SYNC_END | SYNC_RW).context("SYNC_END after closing the memfd")?;
     Ok(())
 }
 
-fn memfd_closed_first_shmem() -> CaseResult {
-    memfd_closed_first(Backing::Shmem, 16 * ps())
-}
-
-fn memfd_closed_first_hugetlb() -> CaseResult {
-    memfd_closed_first(Backing::Hugetlb, 2 * HUGE_PAGE)
+case_fns! {
+    memfd_closed_first_shmem => memfd_closed_first(Backing::Shmem, 16 * ps());
+    memfd_closed_first_hugetlb => memfd_closed_first(Backing::Hugetlb, 2 * HUGE_PAGE);
 }
 
 /// Close the dma-buf: the memfd keeps its content, can be resized (grow) and written, and
@@ -96,11 +85,7 @@ fn device_closed_first() -> CaseResult {
     let buf = create(dev.as_fd(), &m, 0, size, 0).context("UDMABUF_CREATE")?;
     drop(dev);
     let view = map_shared(&buf, size).context("mmap after closing the device")?;
-    expect_bytes(
-        "content after closing the device",
-        &view.read(0, size),
-        &pattern(35, size),
-    )?;
+    expect_pattern("content after closing the device", &view, 35, size)?;
     Ok(())
 }
 
@@ -112,16 +97,13 @@ fn mapping_outlives_both_fds() -> CaseResult {
     let view = map_shared(&b.dmabuf, size)?;
     let mview = map_shared(&b.memfd, size)?;
     drop(b);
-    expect_bytes(
-        "dma-buf mapping after closing both fds",
-        &view.read(0, size),
-        &pattern(36, size),
-    )?;
+    expect_pattern("dma-buf mapping after closing both fds", &view, 36, size)?;
     mview.write(0, &pattern(37, size));
-    expect_bytes(
+    expect_pattern(
         "memfd write seen through the dma-buf mapping",
-        &view.read(0, size),
-        &pattern(37, size),
+        &view,
+        37,
+        size,
     )?;
     Ok(())
 }

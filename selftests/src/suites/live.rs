@@ -7,7 +7,7 @@
 
 use super::common::*;
 use super::live_util::*;
-use super::{cases, Require, Suite};
+use super::{case_fns, cases, Require, Suite};
 use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use std::ops::RangeInclusive;
@@ -485,14 +485,9 @@ fn hole_left_unwritten(kind: Backing) -> Result<()> {
     Ok(())
 }
 
-fn hole_left_unwritten_shmem() -> CaseResult {
-    hole_left_unwritten(Backing::Shmem)?;
-    Ok(())
-}
-
-fn hole_left_unwritten_hugetlb() -> CaseResult {
-    hole_left_unwritten(Backing::Hugetlb)?;
-    Ok(())
+case_fns! {
+    hole_left_unwritten_shmem => hole_left_unwritten(Backing::Shmem);
+    hole_left_unwritten_hugetlb => hole_left_unwritten(Backing::Hugetlb);
 }
 
 /// hugetlb punches are huge-page granular: a punch from 8 KiB before the end of huge
@@ -502,36 +497,25 @@ fn hugetlb_partial_punch() -> CaseResult {
     let size = 3 * HUGE_PAGE;
     let pages = size / ps();
     let (start, end) = (HUGE_PAGE - 2 * ps(), 2 * HUGE_PAGE + 2 * ps());
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Hugetlb, size, 1)?;
-    let bmap = map_shared(&buf, size)?;
-    let before = info(&dev, &buf)?;
-    let old = expect_pfns("after create", &dev, &buf, 0, &mapped_pfns(&map, 0, pages)?)?;
-    punch(&memfd, start, end - start)?;
-    sync(&dev, &buf, 1000)?;
+    let w = watched(Backing::Hugetlb, size, 1)?;
+    let bmap = map_shared(&w.buf, size)?;
+    let before = w.info()?;
+    let old = w.expect_pfns_mapped("after create", pages)?;
+    punch(&w.memfd, start, end - start)?;
+    w.sync(1000)?;
     expect_progress(
         "a punch over 1 whole and 2 partial huge pages",
         &before,
-        &info(&dev, &buf)?,
+        &w.info()?,
         1..=1,
         HUGE_PAGE / ps(),
     )?;
     let mut want = pattern(1, size);
     want[start as usize..end as usize].fill(0);
-    expect_bytes("memfd after the punch", &map.read(0, size), &want)?;
+    expect_bytes("memfd after the punch", &w.map.read(0, size), &want)?;
     expect_bytes("dma-buf mmap after the punch", &bmap.read(0, size), &want)?;
-    expect_all_matching("after the punch", &dev, &buf, pages)?;
-    let new = expect_pfns(
-        "after the punch",
-        &dev,
-        &buf,
-        0,
-        &mapped_pfns(&map, 0, pages)?,
-    )?;
+    expect_all_matching("after the punch", &w.dev, &w.buf, pages)?;
+    let new = w.expect_pfns_mapped("after the punch", pages)?;
     let hp = HUGE_PAGE / ps();
     expect_moved("after the punch", &old, &new, |i| {
         (hp..2 * hp).contains(&(i as u64))
@@ -544,34 +528,26 @@ fn hugetlb_partial_punch() -> CaseResult {
 /// the new bytes.
 fn cpu_access_bracket_across_update() -> CaseResult {
     let size = 16 * ps();
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 1)?;
-    let bmap = map_shared(&buf, size)?;
-    let before = info(&dev, &buf)?;
-    dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
-    punch(&memfd, 3 * ps(), ps())?;
-    map.write(0, &pattern(2, size));
-    sync(&dev, &buf, 1000)?;
+    let w = watched(Backing::Shmem, size, 1)?;
+    let bmap = map_shared(&w.buf, size)?;
+    let before = w.info()?;
+    dmabuf_sync(&w.buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START")?;
+    punch(&w.memfd, 3 * ps(), ps())?;
+    w.map.write(0, &pattern(2, size));
+    w.sync(1000)?;
     expect_progress(
         "punch + SYNC inside a CPU access bracket",
         &before,
-        &info(&dev, &buf)?,
+        &w.info()?,
         1..=1,
         1,
     )?;
-    expect_bytes(
-        "dma-buf mmap inside the bracket",
-        &bmap.read(0, size),
-        &pattern(2, size),
-    )?;
-    dmabuf_sync(&buf, SYNC_END | SYNC_RW)
+    expect_pattern("dma-buf mmap inside the bracket", &bmap, 2, size)?;
+    dmabuf_sync(&w.buf, SYNC_END | SYNC_RW)
         .context("DMA_BUF_IOCTL_SYNC END after an update inside the bracket")?;
     // And a bracket after the update works as before.
-    dmabuf_sync(&buf, SYNC_START | SYNC_RW).context("DMA_BUF_IOCTL_SYNC START after the update")?;
-    dmabuf_sync(&buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END after the update")?;
+    dmabuf_sync(&w.buf, SYNC_START | SYNC_RW)
+        .context("DMA_BUF_IOCTL_SYNC START after the update")?;
+    dmabuf_sync(&w.buf, SYNC_END | SYNC_RW).context("DMA_BUF_IOCTL_SYNC END after the update")?;
     Ok(())
 }

@@ -65,20 +65,12 @@ fn close_while_pending_rounds(kind: Backing, size: u64, rounds: u64, hole: u64) 
             drop(buf);
         }
         map.write(0, &pattern(41, size));
-        expect_bytes(
-            "memfd after the closes",
-            &map.read(0, size),
-            &pattern(41, size),
-        )?;
+        expect_pattern("memfd after the closes", &map, 41, size)?;
         // A buffer made now starts on the memfd's current pages.
         let buf =
             create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE after the closes")?;
         let bmap = map_shared(&buf, size)?;
-        expect_bytes(
-            "new buffer after the closes",
-            &bmap.read(0, size),
-            &pattern(41, size),
-        )?;
+        expect_pattern("new buffer after the closes", &bmap, 41, size)?;
         expect_all_matching("new buffer after the closes", &dev, &buf, size / ps())?;
     }
     expect_refcnt(&format!("after {rounds} punch-and-close rounds"), base)?;
@@ -436,19 +428,11 @@ fn buffer_outlives_creator_process() -> CaseResult {
                 WATCHED | STALE,
             )?;
             let bmap = map_shared(&buf, size)?;
-            expect_bytes(
-                "dma-buf after the creator exited",
-                &bmap.read(0, size),
-                &pattern(48, size),
-            )?;
+            expect_pattern("dma-buf after the creator exited", &bmap, 48, size)?;
             punch(&memfd, 5 * ps(), 3 * ps())?;
             pwrite(&memfd, 0, &pattern(49, size))?;
             sync(&dev, &buf, 1000)?;
-            expect_bytes(
-                "dma-buf mmap after punch + SYNC",
-                &bmap.read(0, size),
-                &pattern(49, size),
-            )?;
+            expect_pattern("dma-buf mmap after punch + SYNC", &bmap, 49, size)?;
             expect_all_matching("after SYNC", &dev, &buf, size / ps())?;
             expect_progress(
                 "punch + SYNC after the creator exited",

@@ -296,24 +296,19 @@ fn dynamic_importer_remaps_new_pages() -> CaseResult {
 /// vgem's PRIME import only attaches (no map, no pin): a punch while vgem holds the
 /// buffer is applied at once, and the dma-buf vgem gives back shows the new bytes.
 fn vgem_attach_does_not_defer() -> CaseResult {
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size(), 1)?;
+    let w = watched(Backing::Shmem, size(), 1)?;
     let drm = vgem::open_vgem()?;
-    let handle = vgem::fd_to_handle(&drm, &buf).context("PRIME_FD_TO_HANDLE")?;
-    let before = info(&dev, &buf)?;
+    let handle = vgem::fd_to_handle(&drm, &w.buf).context("PRIME_FD_TO_HANDLE")?;
+    let before = w.info()?;
     ensure!(
         before.pins == 0,
         "INFO with a vgem import: pins {} (vgem 7.2 does not map imports)",
         before.pins
     );
-    punch(&memfd, HOLE.0 * ps(), HOLE.1 * ps())?;
-    map.write(0, &pattern(2, size()));
-    sync(&dev, &buf, 0).context("SYNC while vgem holds the import")?;
-    let after = info(&dev, &buf)?;
+    punch(&w.memfd, HOLE.0 * ps(), HOLE.1 * ps())?;
+    w.map.write(0, &pattern(2, size()));
+    w.sync(0).context("SYNC while vgem holds the import")?;
+    let after = w.info()?;
     expect_state("after SYNC", &after, WATCHED, STALE | PENDING)?;
     expect_progress(
         "punch + SYNC with vgem attached",
@@ -322,7 +317,7 @@ fn vgem_attach_does_not_defer() -> CaseResult {
         1..=1,
         HOLE.1,
     )?;
-    expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
+    expect_all_matching("after SYNC", &w.dev, &w.buf, PAGES)?;
     let back = vgem::handle_to_fd(&drm, handle).context("PRIME_HANDLE_TO_FD")?;
     let view = map_shared(&back, size())?;
     expect_bytes(
@@ -359,25 +354,20 @@ fn expect_progress_since(
 /// import made while stale (it starts on the old pages too, like the first). The update
 /// waits until the last of them goes, whatever the order.
 fn stale_until_last_holder_goes() -> CaseResult {
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size(), 1)?;
-    let bmap = map_shared(&buf, size())?;
+    let w = watched(Backing::Shmem, size(), 1)?;
+    let bmap = map_shared(&w.buf, size())?;
     let (a, v, b) = (Importer::open()?, Importer::open()?, Importer::open()?);
-    a.import(&buf, Attach::Static)
+    a.import(&w.buf, Attach::Static)
         .context("first static import")?;
-    v.import_vmap(&buf).context("vmap")?;
-    let before = info(&dev, &buf)?;
-    let old = pfns(&dev, &buf, 0, PAGES)?;
-    punch(&memfd, HOLE.0 * ps(), HOLE.1 * ps())?;
-    map.write(0, &pattern(2, size()));
-    expect_sync_timeout("held by a static import and a vmap", &dev, &buf)?;
-    b.import(&buf, Attach::Static)
+    v.import_vmap(&w.buf).context("vmap")?;
+    let before = w.info()?;
+    let old = pfns(&w.dev, &w.buf, 0, PAGES)?;
+    punch(&w.memfd, HOLE.0 * ps(), HOLE.1 * ps())?;
+    w.map.write(0, &pattern(2, size()));
+    expect_sync_timeout("held by a static import and a vmap", &w.dev, &w.buf)?;
+    b.import(&w.buf, Attach::Static)
         .context("second static import, while stale")?;
-    let i = info(&dev, &buf)?;
+    let i = w.info()?;
     ensure!(
         i.pins == 2,
         "INFO with two static imports: pins {}, expected 2",
@@ -389,38 +379,32 @@ fn stale_until_last_holder_goes() -> CaseResult {
         "an import made while stale maps other pages than the first import"
     );
     a.release().context("release the first import")?;
-    expect_sync_timeout("still held by an import and a vmap", &dev, &buf)?;
+    expect_sync_timeout("still held by an import and a vmap", &w.dev, &w.buf)?;
     v.release().context("vunmap")?;
-    expect_sync_timeout("still held by the second import", &dev, &buf)?;
+    expect_sync_timeout("still held by the second import", &w.dev, &w.buf)?;
     expect_bytes(
         "dma-buf mmap while stale",
         &bmap.read(0, size()),
         &stale_view(),
     )?;
-    expect_progress_since("while held", &dev, &buf, &before, 0..=0, 0)?;
+    expect_progress_since("while held", &w.dev, &w.buf, &before, 0..=0, 0)?;
     b.release().context("release the second import")?;
-    sync(&dev, &buf, 1000).context("SYNC after the last holder went")?;
+    w.sync(1000).context("SYNC after the last holder went")?;
     expect_progress_since(
         "after the last holder went",
-        &dev,
-        &buf,
+        &w.dev,
+        &w.buf,
         &before,
         1..=1,
         HOLE.1,
     )?;
-    expect_all_matching("after the last holder went", &dev, &buf, PAGES)?;
+    expect_all_matching("after the last holder went", &w.dev, &w.buf, PAGES)?;
     expect_bytes(
         "dma-buf mmap after the last holder went",
         &bmap.read(0, size()),
         &pattern(2, size()),
     )?;
-    expect_pfns(
-        "after the last holder went",
-        &dev,
-        &buf,
-        0,
-        &mapped_pfns(&map, 0, PAGES)?,
-    )?;
+    w.expect_pfns_mapped("after the last holder went", PAGES)?;
     Ok(())
 }
 
@@ -432,21 +416,17 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
     {
         let size = 2 * HUGE_PAGE;
         let pages = size / ps();
-        let Watched {
-            dev,
-            memfd,
-            map,
-            buf,
-        } = watched(Backing::Hugetlb, size, 1)?;
-        let bmap = map_shared(&buf, size)?;
+        let w = watched(Backing::Hugetlb, size, 1)?;
+        let bmap = map_shared(&w.buf, size)?;
         let imp = Importer::open()?;
-        imp.import(&buf, Attach::Static).context("static import")?;
-        let before = info(&dev, &buf)?;
+        imp.import(&w.buf, Attach::Static)
+            .context("static import")?;
+        let before = w.info()?;
         for round in 0..3u8 {
-            punch(&memfd, HUGE_PAGE, HUGE_PAGE)?;
-            map.write(0, &pattern(2 + round, size));
-            expect_sync_timeout(&format!("punch {round} while imported"), &dev, &buf)?;
-            let v = verify(&dev, &buf)?;
+            punch(&w.memfd, HUGE_PAGE, HUGE_PAGE)?;
+            w.map.write(0, &pattern(2 + round, size));
+            expect_sync_timeout(&format!("punch {round} while imported"), &w.dev, &w.buf)?;
+            let v = verify(&w.dev, &w.buf)?;
             ensure!(
                 v.stale + v.holes == pages / 2,
                 "VERIFY after punch {round} while imported: {v:?}"
@@ -456,21 +436,18 @@ fn repunch_while_stale_hugetlb() -> CaseResult {
         stale[HUGE_PAGE as usize..].copy_from_slice(&pattern(1, size)[HUGE_PAGE as usize..]);
         expect_bytes("dma-buf mmap while stale", &bmap.read(0, size), &stale)?;
         imp.release().context("release the import")?;
-        sync(&dev, &buf, 1000).context("SYNC after the release")?;
-        expect_progress_since("after the release", &dev, &buf, &before, 1..=1, pages / 2)?;
-        expect_all_matching("after the release", &dev, &buf, pages)?;
-        expect_bytes(
-            "dma-buf mmap after the release",
-            &bmap.read(0, size),
-            &pattern(4, size),
-        )?;
-        expect_pfns(
+        w.sync(1000).context("SYNC after the release")?;
+        expect_progress_since(
             "after the release",
-            &dev,
-            &buf,
-            0,
-            &mapped_pfns(&map, 0, pages)?,
+            &w.dev,
+            &w.buf,
+            &before,
+            1..=1,
+            pages / 2,
         )?;
+        expect_all_matching("after the release", &w.dev, &w.buf, pages)?;
+        expect_pattern("dma-buf mmap after the release", &bmap, 4, size)?;
+        w.expect_pfns_mapped("after the release", pages)?;
     }
     expect_hugepage_pool("after closing everything", pool)?;
     Ok(())

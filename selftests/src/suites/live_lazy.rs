@@ -8,7 +8,7 @@
 use super::common::*;
 use super::importer_client::{Attach, Importer};
 use super::live_util::*;
-use super::{cases, Require, Suite};
+use super::{case_fns, cases, Require, Suite};
 use crate::ktap::CaseResult;
 use anyhow::{ensure, Context, Result};
 use std::os::fd::{AsFd, OwnedFd};
@@ -74,11 +74,7 @@ impl Lazy {
             before.notifiers
         );
         let bmap = map_shared(&buf, size)?;
-        expect_bytes(
-            "dma-buf after create",
-            &bmap.read(0, size),
-            &pattern(seed, size),
-        )?;
+        expect_pattern("dma-buf after create", &bmap, seed, size)?;
         expect_all_matching("after create", &dev, &buf, PAGES)?;
         Ok(Self {
             dev,
@@ -129,7 +125,7 @@ impl Lazy {
         let i = info(&self.dev, &self.buf)?;
         expect_progress(what, &self.before, &i, 1..=1, punched)?;
         let map = map_shared(&self.memfd, size)?;
-        expect_bytes("memfd mapping", &map.read(0, size), &pattern(seed, size))?;
+        expect_pattern("memfd mapping", &map, seed, size)?;
         expect_pfns(
             &format!("after {what}"),
             &self.dev,
@@ -208,12 +204,9 @@ fn import_resyncs(how: Attach) -> CaseResult {
     Ok(())
 }
 
-fn static_import_resyncs() -> CaseResult {
-    import_resyncs(Attach::Static)
-}
-
-fn dynamic_import_resyncs() -> CaseResult {
-    import_resyncs(Attach::Dynamic)
+case_fns! {
+    static_import_resyncs => import_resyncs(Attach::Static);
+    dynamic_import_resyncs => import_resyncs(Attach::Dynamic);
 }
 
 /// hugetlbfs has no pwrite: the creator maps, writes and unmaps before create, then
@@ -370,17 +363,12 @@ fn mremap_rearms_watching() -> CaseResult {
 /// the read-only mapping's file is applied by the worker.
 fn mprotect_keeps_watching() -> CaseResult {
     let size = PAGES * ps();
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 17)?;
-    let before = info(&dev, &buf)?;
+    let w = watched(Backing::Shmem, size, 17)?;
+    let before = w.info()?;
     // SAFETY: changes the protection of a mapping we own; it is only read below.
     let r = unsafe {
         nix::libc::mprotect(
-            map.addr() as *mut nix::libc::c_void,
+            w.map.addr() as *mut nix::libc::c_void,
             size as usize,
             nix::libc::PROT_READ,
         )
@@ -388,33 +376,19 @@ fn mprotect_keeps_watching() -> CaseResult {
     nix::errno::Errno::result(r).context("mprotect(PROT_READ)")?;
     expect_state(
         "after mprotect of the memfd mapping",
-        &info(&dev, &buf)?,
+        &w.info()?,
         WATCHED,
         0,
     )?;
-    let bmap = map_shared(&buf, size)?;
-    punch(&memfd, 6 * ps(), ps())?;
-    pwrite(&memfd, 0, &pattern(18, size))?;
-    sync(&dev, &buf, 0)?;
-    expect_bytes(
-        "dma-buf mmap after SYNC",
-        &bmap.read(0, size),
-        &pattern(18, size),
-    )?;
-    expect_bytes(
-        "read-only memfd mapping",
-        &map.read(0, size),
-        &pattern(18, size),
-    )?;
-    expect_all_matching("after SYNC", &dev, &buf, PAGES)?;
-    expect_progress(
-        "punch + SYNC after mprotect",
-        &before,
-        &info(&dev, &buf)?,
-        1..=1,
-        1,
-    )?;
-    expect_state("after SYNC", &info(&dev, &buf)?, WATCHED, STALE | PENDING)?;
+    let bmap = map_shared(&w.buf, size)?;
+    punch(&w.memfd, 6 * ps(), ps())?;
+    pwrite(&w.memfd, 0, &pattern(18, size))?;
+    w.sync(0)?;
+    expect_pattern("dma-buf mmap after SYNC", &bmap, 18, size)?;
+    expect_pattern("read-only memfd mapping", &w.map, 18, size)?;
+    expect_all_matching("after SYNC", &w.dev, &w.buf, PAGES)?;
+    expect_progress("punch + SYNC after mprotect", &before, &w.info()?, 1..=1, 1)?;
+    expect_state("after SYNC", &w.info()?, WATCHED, STALE | PENDING)?;
     Ok(())
 }
 
@@ -526,29 +500,15 @@ fn unwritten_hole(kind: Backing, via: Option<Attach>) -> Result<()> {
     Ok(())
 }
 
-fn unwritten_hole_shmem() -> CaseResult {
-    unwritten_hole(Backing::Shmem, None)?;
-    Ok(())
-}
-
-fn unwritten_hole_hugetlb() -> CaseResult {
-    unwritten_hole(Backing::Hugetlb, None)?;
-    Ok(())
-}
-
-fn unwritten_hole_dynamic_import_shmem() -> CaseResult {
-    unwritten_hole(Backing::Shmem, Some(Attach::Dynamic))?;
-    Ok(())
-}
-
-fn unwritten_hole_dynamic_import_hugetlb() -> CaseResult {
-    unwritten_hole(Backing::Hugetlb, Some(Attach::Dynamic))?;
-    Ok(())
-}
-
-fn unwritten_hole_static_import_hugetlb() -> CaseResult {
-    unwritten_hole(Backing::Hugetlb, Some(Attach::Static))?;
-    Ok(())
+case_fns! {
+    unwritten_hole_shmem => unwritten_hole(Backing::Shmem, None);
+    unwritten_hole_hugetlb => unwritten_hole(Backing::Hugetlb, None);
+    unwritten_hole_dynamic_import_shmem =>
+        unwritten_hole(Backing::Shmem, Some(Attach::Dynamic));
+    unwritten_hole_dynamic_import_hugetlb =>
+        unwritten_hole(Backing::Hugetlb, Some(Attach::Dynamic));
+    unwritten_hole_static_import_hugetlb =>
+        unwritten_hole(Backing::Hugetlb, Some(Attach::Static));
 }
 
 /// Two maps of a dynamic import with nothing between them but one punch and a pwrite:

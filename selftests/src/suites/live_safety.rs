@@ -112,23 +112,18 @@ fn write_seal_after_punch_holds() -> CaseResult {
 fn old_pages_stay_pinned_until_unmap() -> CaseResult {
     const PAGES: u64 = 32;
     let size = PAGES * ps();
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 1)?;
+    let w = watched(Backing::Shmem, size, 1)?;
     let imp = Importer::open()?;
-    imp.import(&buf, Attach::Dynamic)?;
-    punch(&memfd, 8 * ps(), 2 * ps())?;
-    map.write(0, &pattern(2, size));
+    imp.import(&w.buf, Attach::Dynamic)?;
+    punch(&w.memfd, 8 * ps(), 2 * ps())?;
+    w.map.write(0, &pattern(2, size));
     let applied = wait_for(5, || {
-        Ok(info(&dev, &buf)?.updates >= 1 && imp.stats()?.invalidations >= 1)
+        Ok(w.info()?.updates >= 1 && imp.stats()?.invalidations >= 1)
     })?;
     ensure!(
         applied,
         "the punch was not applied within 5 s: {:?}",
-        info(&dev, &buf)?
+        w.info()?
     );
     let mut pinned = vec![0u64; PAGES as usize];
     let n = imp
@@ -143,12 +138,7 @@ fn old_pages_stay_pinned_until_unmap() -> CaseResult {
         unpinned.is_empty(),
         "pages {unpinned:?} of the importer's invalidated mapping were unpinned before it unmapped"
     );
-    expect_state(
-        "while the old mapping lives",
-        &info(&dev, &buf)?,
-        RETIRED,
-        0,
-    )?;
+    expect_state("while the old mapping lives", &w.info()?, RETIRED, 0)?;
     // Map again (the old mapping is unmapped first): the old pages may go now.
     let v = imp.view(PAGES).context("remap")?;
     ensure!(
@@ -158,7 +148,7 @@ fn old_pages_stay_pinned_until_unmap() -> CaseResult {
     );
     expect_state(
         "after the importer unmapped its old mapping",
-        &info(&dev, &buf)?,
+        &w.info()?,
         0,
         RETIRED,
     )?;
@@ -194,26 +184,18 @@ fn punched_in_flight(delay_ms: u64) -> Result<(Watched, ParamGuard)> {
 /// for it, not return at once with the old page.
 fn cpu_sync_waits_for_update_in_flight() -> CaseResult {
     // Keep the memfd mapping: without it the buffer is no longer watched.
-    let (
-        Watched {
-            dev,
-            buf,
-            map: _map,
-            memfd: _memfd,
-        },
-        _delay,
-    ) = punched_in_flight(400)?;
-    let view = map_shared(&buf, 16 * ps())?;
-    expect_state("with the update in flight", &info(&dev, &buf)?, WATCHED, 0)?;
-    dmabuf_sync(&buf, SYNC_START | SYNC_READ).context("DMA_BUF_IOCTL_SYNC START")?;
+    let (w, _delay) = punched_in_flight(400)?;
+    let view = map_shared(&w.buf, 16 * ps())?;
+    expect_state("with the update in flight", &w.info()?, WATCHED, 0)?;
+    dmabuf_sync(&w.buf, SYNC_START | SYNC_READ).context("DMA_BUF_IOCTL_SYNC START")?;
     let got = view.read(PAGE * ps(), ps());
-    dmabuf_sync(&buf, SYNC_END | SYNC_READ).context("DMA_BUF_IOCTL_SYNC END")?;
+    dmabuf_sync(&w.buf, SYNC_END | SYNC_READ).context("DMA_BUF_IOCTL_SYNC END")?;
     expect_bytes(
         "the punched page through the dma-buf right after DMA_BUF_IOCTL_SYNC",
         &got,
         &pattern(2, ps()),
     )?;
-    expect_all_matching("after DMA_BUF_IOCTL_SYNC", &dev, &buf, 16)?;
+    expect_all_matching("after DMA_BUF_IOCTL_SYNC", &w.dev, &w.buf, 16)?;
     Ok(())
 }
 
@@ -221,18 +203,10 @@ fn cpu_sync_waits_for_update_in_flight() -> CaseResult {
 /// worker not done yet) must map the new page, not the truncated one.
 fn static_map_right_after_punch_sees_new_pages() -> CaseResult {
     // Keep the memfd mapping: without it the buffer is no longer watched.
-    let (
-        Watched {
-            dev,
-            buf,
-            map: _map,
-            memfd: _memfd,
-        },
-        _delay,
-    ) = punched_in_flight(400)?;
-    expect_state("with the update in flight", &info(&dev, &buf)?, WATCHED, 0)?;
+    let (w, _delay) = punched_in_flight(400)?;
+    expect_state("with the update in flight", &w.info()?, WATCHED, 0)?;
     let imp = Importer::open()?;
-    imp.import(&buf, Attach::Static)?;
+    imp.import(&w.buf, Attach::Static)?;
     let mut got = vec![0u8; ps() as usize];
     imp.read((PAGE * ps()) as usize, &mut got).context("READ")?;
     expect_bytes(
@@ -241,8 +215,8 @@ fn static_map_right_after_punch_sees_new_pages() -> CaseResult {
         &pattern(2, ps()),
     )?;
     imp.release().context("release")?;
-    sync(&dev, &buf, 0)?;
-    expect_all_matching("after the importer left", &dev, &buf, 16)?;
+    w.sync(0)?;
+    expect_all_matching("after the importer left", &w.dev, &w.buf, 16)?;
     Ok(())
 }
 
@@ -254,29 +228,24 @@ const WORKER_TRIES: u64 = 10;
 /// the next SYNC must apply it.
 fn failed_swap_stays_pending() -> CaseResult {
     let size = 16 * ps();
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 1)?;
+    let w = watched(Backing::Shmem, size, 1)?;
     let path = param_path(&device_path(), "test_fail_swaps");
     // As many failures as the worker makes tries (it retries for about 1 s).
     let _fail = ParamGuard::set(&device_path(), "test_fail_swaps", WORKER_TRIES)
         .context("test hook test_fail_swaps")?;
-    punch(&memfd, PAGE * ps(), ps())?;
-    map.write(PAGE * ps(), &pattern(2, ps()));
+    punch(&w.memfd, PAGE * ps(), ps())?;
+    w.map.write(PAGE * ps(), &pattern(2, ps()));
     let failed = wait_for(5, || Ok(std::fs::read_to_string(&path)?.trim() == "0"))?;
     ensure!(failed, "the worker did not reach its swap within 5 s");
-    let i = info(&dev, &buf)?;
+    let i = w.info()?;
     expect_state("after a failed swap", &i, PENDING, STALE)?;
     ensure!(
         i.updates == 0,
         "INFO counts {} updates after the only swap failed",
         i.updates
     );
-    sync(&dev, &buf, 0).context("SYNC after the failed swap")?;
-    expect_all_matching("after SYNC", &dev, &buf, 16)?;
+    w.sync(0).context("SYNC after the failed swap")?;
+    expect_all_matching("after SYNC", &w.dev, &w.buf, 16)?;
     Ok(())
 }
 
@@ -368,20 +337,15 @@ fn refilled_pages_charged_to_creators_memcg() -> CaseResult {
     let size = 8 << 20;
     in_child("in a memory cgroup", || {
         cg.enter()?;
-        let Watched {
-            dev,
-            memfd,
-            map: _map,
-            buf,
-        } = watched(Backing::Shmem, size, 1)?;
+        let w = watched(Backing::Shmem, size, 1)?;
         let before = cg.current()?;
         ensure!(
             before >= size,
             "memory.current {before} below the buffer's {size} bytes"
         );
-        punch(&memfd, 0, size / 2)?;
-        sync(&dev, &buf, 0)?;
-        expect_all_matching("after the refill", &dev, &buf, size / ps())?;
+        punch(&w.memfd, 0, size / 2)?;
+        w.sync(0)?;
+        expect_all_matching("after the refill", &w.dev, &w.buf, size / ps())?;
         let after = cg.current()?;
         ensure!(
             after + (1 << 20) >= before,
@@ -409,15 +373,10 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
     );
     let granule = kind.granule();
     let size = 4 * granule.max(2 << 20);
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(kind, size, 1)?;
-    let view = map_shared(&buf, size)?;
+    let w = watched(kind, size, 1)?;
+    let view = map_shared(&w.buf, size)?;
     let units = size / granule;
-    let addr = map.addr();
+    let addr = w.map.addr();
     let round = AtomicU64::new(0);
     let punched = AtomicBool::new(false);
     let written = AtomicBool::new(false);
@@ -454,7 +413,7 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
             for r in 0..rounds {
                 let off = (r % units) * granule;
                 round.store(r, Ordering::Release);
-                punch(&memfd, off, granule)?;
+                punch(&w.memfd, off, granule)?;
                 punched.store(true, Ordering::Release);
                 while !written.swap(false, Ordering::AcqRel) {
                     std::hint::spin_loop();
@@ -463,18 +422,18 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
                 // Coherent: every page the memfd's, or unpopulated (lazy policy: the
                 // read below then brings in the memfd's page).
                 let done = wait_for(5, || {
-                    let v = verify(&dev, &buf)?;
+                    let v = verify(&w.dev, &w.buf)?;
                     Ok(v.matching + v.unpopulated == size / ps())
                 })?;
                 if !done {
-                    let held = pfns(&dev, &buf, off / ps(), 1)?;
-                    let mapped = mapped_pfns(&map, off, 1)?;
+                    let held = pfns(&w.dev, &w.buf, off / ps(), 1)?;
+                    let mapped = mapped_pfns(&w.map, off, 1)?;
                     let dbg = std::fs::read_to_string("/sys/kernel/debug/udmabuf_live/buffers")
                         .unwrap_or_default();
                     bail!(
                         "round {r}: the buffer did not follow the punch and refill within 5 s: {:?}; {:?}; held pfn {held:?}, memfd maps pfn {mapped:?}; punched pfns this run: {:?}; debugfs: {dbg}",
-                        verify(&dev, &buf)?,
-                        info(&dev, &buf)?,
+                        verify(&w.dev, &w.buf)?,
+                        w.info()?,
                         history.iter().rev().take(8).collect::<Vec<_>>()
                     );
                 }
@@ -483,7 +442,7 @@ fn punch_refill_race(kind: Backing, rounds: u64) -> CaseResult {
                     &view.read(off, granule),
                     &want,
                 )?;
-                history.push((r, held_now(&dev, &buf, off)?));
+                history.push((r, held_now(&w.dev, &w.buf, off)?));
             }
             Ok(())
         })();

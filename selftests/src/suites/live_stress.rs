@@ -131,21 +131,16 @@ fn until_stopped(
 
 fn concurrent_users() -> CaseResult {
     let size = PAGES * ps();
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 60)?;
-    let bmap = map_shared(&buf, size)?;
-    let (maddr, baddr) = (map.addr(), bmap.addr());
+    let w = watched(Backing::Shmem, size, 60)?;
+    let bmap = map_shared(&w.buf, size)?;
+    let (maddr, baddr) = (w.map.addr(), bmap.addr());
     let stop = AtomicBool::new(false);
     let counts: [AtomicU64; 5] = Default::default();
     let end_einval = AtomicU64::new(0);
     let t0 = Instant::now();
     let results: Vec<(&str, Result<()>)> = std::thread::scope(|s| {
         let (dev, buf, memfd, stop, counts, end_einval) =
-            (&dev, &buf, &memfd, &stop, &counts, &end_einval);
+            (&w.dev, &w.buf, &w.memfd, &stop, &counts, &end_einval);
         let puncher = s.spawn(move || -> Result<()> {
             let mut rng = XorShift::new(SEED ^ 1);
             let r = (|| {
@@ -266,29 +261,23 @@ fn concurrent_users() -> CaseResult {
         r.with_context(|| format!("{who} thread"))?;
     }
     anyhow::ensure!(n[0] == PUNCHES, "only {} of {PUNCHES} punches done", n[0]);
-    sync(&dev, &buf, 2000).context("SYNC once every user stopped")?;
+    w.sync(2000).context("SYNC once every user stopped")?;
     ensure!(
         end_einval.load(Ordering::Relaxed) == 0,
         "DMA_BUF_IOCTL_SYNC END failed with EINVAL after an update"
     );
     expect_state(
         "once every user stopped",
-        &info(&dev, &buf)?,
+        &w.info()?,
         WATCHED,
         STALE | PENDING | VMAPPED,
     )?;
-    expect_all_matching("once every user stopped", &dev, &buf, PAGES)?;
+    expect_all_matching("once every user stopped", &w.dev, &w.buf, PAGES)?;
     expect_bytes(
         "dma-buf mmap once every user stopped",
         &bmap.read(0, size),
-        &map.read(0, size),
+        &w.map.read(0, size),
     )?;
-    expect_pfns(
-        "once every user stopped",
-        &dev,
-        &buf,
-        0,
-        &mapped_pfns(&map, 0, PAGES)?,
-    )?;
+    w.expect_pfns_mapped("once every user stopped", PAGES)?;
     Ok(())
 }

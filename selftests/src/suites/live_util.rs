@@ -19,12 +19,38 @@ pub const VMAPPED: u32 = UDMABUF_LIVE_STATE_VMAPPED;
 
 /// How most live cases start: the device, a memfd of `size` bytes filled with
 /// `pattern(seed)` and kept mapped (so the buffer is watched), and a dma-buf over it.
-/// Callers destructure it, so the parts drop as the locals they replace did (buf first).
+/// Callers destructure it, so the parts drop as the locals they replace did (buf first),
+/// or keep it whole (`w.buf`, `w.info()`): the fields are declared in that same order,
+/// the order a struct drops them in.
 pub struct Watched {
-    pub dev: OwnedFd,
-    pub memfd: OwnedFd,
-    pub map: Mapping,
     pub buf: OwnedFd,
+    pub map: Mapping,
+    pub memfd: OwnedFd,
+    pub dev: OwnedFd,
+}
+
+impl Watched {
+    /// UDMABUF_LIVE_INFO of the buffer.
+    pub fn info(&self) -> Result<UdmabufLiveInfo> {
+        info(&self.dev, &self.buf)
+    }
+
+    /// UDMABUF_LIVE_SYNC of the buffer.
+    pub fn sync(&self, timeout_ms: u32) -> Result<()> {
+        sync(&self.dev, &self.buf, timeout_ms)
+    }
+
+    /// PFNS of the buffer's first `pages` pages must be the memfd mapping's (pagemap).
+    /// Returns them.
+    pub fn expect_pfns_mapped(&self, what: &str, pages: u64) -> Result<Vec<u64>> {
+        expect_pfns(
+            what,
+            &self.dev,
+            &self.buf,
+            0,
+            &mapped_pfns(&self.map, 0, pages)?,
+        )
+    }
 }
 
 pub fn watched(kind: Backing, size: u64, seed: u8) -> Result<Watched> {
@@ -34,10 +60,10 @@ pub fn watched(kind: Backing, size: u64, seed: u8) -> Result<Watched> {
     map.write(0, &pattern(seed, size));
     let buf = create(dev.as_fd(), &memfd, 0, size, 0).context("UDMABUF_CREATE")?;
     Ok(Watched {
-        dev,
-        memfd,
-        map,
         buf,
+        map,
+        memfd,
+        dev,
     })
 }
 

@@ -210,20 +210,15 @@ fn balloon_punch_returns_memory() -> CaseResult {
 /// brings in that page only. Eager: nothing is left unpopulated.
 fn fault_populates_one_page() -> CaseResult {
     let size = 64 * ps();
-    let Watched {
-        dev,
-        memfd: _memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 9)?;
-    let bmap = map_shared(&buf, size)?;
+    let w = watched(Backing::Shmem, size, 9)?;
+    let bmap = map_shared(&w.buf, size)?;
     ensure!(
         bmap.read(0, size) == pattern(9, size),
         "dma-buf before the punch"
     );
-    madvise_remove(&map, 8 * ps(), 4 * ps())?;
+    madvise_remove(&w.map, 8 * ps(), 4 * ps())?;
     let want = if lazy() { 4 } else { 0 };
-    let i = wait_info(&dev, &buf, |i| {
+    let i = wait_info(&w.dev, &w.buf, |i| {
         i.state & PENDING == 0 && i.updates > 0 && i.unpopulated == want
     })?;
     ensure!(
@@ -234,7 +229,7 @@ fn fault_populates_one_page() -> CaseResult {
         bmap.read(9 * ps(), 1) == [0],
         "the punched page through the dma-buf: not zero"
     );
-    let i = info(&dev, &buf)?;
+    let i = w.info()?;
     let want = if lazy() { 3 } else { 0 };
     ensure!(
         i.unpopulated == want,
@@ -427,23 +422,12 @@ fn other_process_mapping_is_watched() -> CaseResult {
 /// point (SYNC) the new mapping is watched and its punches are applied asynchronously.
 fn watching_comes_back_after_unmap() -> CaseResult {
     let size = 16 * ps();
-    let Watched {
-        dev,
-        memfd,
-        map,
-        buf,
-    } = watched(Backing::Shmem, size, 6)?;
-    drop(map);
-    let i = info(&dev, &buf)?;
-    expect_state("after the creator's munmap", &i, 0, WATCHED)?;
-    ensure!(
-        i.notifiers == 0,
-        "after the creator's munmap: INFO notifiers {}, expected 0",
-        i.notifiers
-    );
-    let child = Mapper::spawn(&memfd, size)?;
-    sync(&dev, &buf, 0)?;
-    let before = info(&dev, &buf)?;
+    let w = watched(Backing::Shmem, size, 6)?;
+    drop(w.map);
+    expect_unwatched("after the creator's munmap", &info(&w.dev, &w.buf)?)?;
+    let child = Mapper::spawn(&w.memfd, size)?;
+    sync(&w.dev, &w.buf, 0)?;
+    let before = info(&w.dev, &w.buf)?;
     expect_state(
         "a new process maps the memfd, after one SYNC",
         &before,
@@ -458,14 +442,47 @@ fn watching_comes_back_after_unmap() -> CaseResult {
     child.punch_and_write(2, 0x3c)?;
     expect_followed(
         "the new process's punch and write",
-        &dev,
-        &buf,
+        &w.dev,
+        &w.buf,
         &before,
         2,
         0x3c,
     )?;
     child.exit()?;
     Ok(())
+}
+
+/// INFO `i` once the last watching mapping is gone: not WATCHED, and no notifier left.
+fn expect_unwatched(what: &str, i: &UdmabufLiveInfo) -> Result<()> {
+    expect_state(what, i, 0, WATCHED)?;
+    ensure!(
+        i.notifiers == 0,
+        "{what}: INFO notifiers {}, expected 0",
+        i.notifiers
+    );
+    Ok(())
+}
+
+/// With nobody watching, page `page` punched and refilled with `byte` through pwrite
+/// reaches the buffer at SYNC, as a fresh mmap of the `size`-byte dma-buf shows.
+fn expect_refill_synced(
+    what: &str,
+    dev: &OwnedFd,
+    memfd: &OwnedFd,
+    buf: &OwnedFd,
+    size: u64,
+    page: u64,
+    byte: u8,
+) -> Result<()> {
+    punch(memfd, page * ps(), ps())?;
+    pwrite(memfd, page * ps(), &vec![byte; ps() as usize])?;
+    sync(dev, buf, 0)?;
+    let bmap = map_shared(buf, size)?;
+    expect_bytes(
+        what,
+        &bmap.read(page * ps(), ps()),
+        &vec![byte; ps() as usize],
+    )
 }
 
 /// The only watched mapping belongs to a process that exits while the buffer lives:
@@ -480,21 +497,15 @@ fn watched_process_exits() -> CaseResult {
         buf,
     } = child_mapped(8)?;
     child.exit()?;
-    let i = info(&dev, &buf)?;
-    expect_state("after the watched process exited", &i, 0, WATCHED)?;
-    ensure!(
-        i.notifiers == 0,
-        "after the watched process exited: INFO notifiers {}, expected 0",
-        i.notifiers
-    );
-    punch(&memfd, 3 * ps(), ps())?;
-    pwrite(&memfd, 3 * ps(), &vec![0x77; ps() as usize])?;
-    sync(&dev, &buf, 0)?;
-    let bmap = map_shared(&buf, size)?;
-    expect_bytes(
+    expect_unwatched("after the watched process exited", &info(&dev, &buf)?)?;
+    expect_refill_synced(
         "after the punch and SYNC",
-        &bmap.read(3 * ps(), ps()),
-        &vec![0x77; ps() as usize],
+        &dev,
+        &memfd,
+        &buf,
+        size,
+        3,
+        0x77,
     )?;
     expect_all_matching("after the punch and SYNC", &dev, &buf, 16)?;
     Ok(())
@@ -562,20 +573,15 @@ fn watched_process_execs() -> CaseResult {
     child.exec_sleeper()?;
     let i = wait_info(&dev, &buf, |i| i.state & WATCHED == 0)?;
     let result = (|| -> Result<()> {
-        expect_state("after the watched process exec'd", &i, 0, WATCHED)?;
-        ensure!(
-            i.notifiers == 0,
-            "after exec: INFO notifiers {}, expected 0",
-            i.notifiers
-        );
-        punch(&memfd, 5 * ps(), ps())?;
-        pwrite(&memfd, 5 * ps(), &vec![0x42; ps() as usize])?;
-        sync(&dev, &buf, 0)?;
-        let bmap = map_shared(&buf, size)?;
-        expect_bytes(
+        expect_unwatched("after the watched process exec'd", &i)?;
+        expect_refill_synced(
             "after exec, punch and SYNC",
-            &bmap.read(5 * ps(), ps()),
-            &vec![0x42; ps() as usize],
+            &dev,
+            &memfd,
+            &buf,
+            size,
+            5,
+            0x42,
         )
     })();
     child.kill()?;

@@ -5,7 +5,7 @@
 //! core refuses mappings past the end (EINVAL).
 
 use super::common::*;
-use super::{cases, Suite};
+use super::{case_fns, cases, Suite};
 use crate::ktap::CaseResult;
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -36,33 +36,18 @@ pub fn suite() -> Suite {
 fn memfd_content_visible(kind: Backing, size: u64) -> CaseResult {
     let b = filled_buffer(kind, size, 1, 0)?;
     let view = map_shared(&b.dmabuf, size).context("mmap the dma-buf")?;
-    expect_bytes(
-        "content written before the create",
-        &view.read(0, size),
-        &pattern(1, size),
-    )?;
+    expect_pattern("content written before the create", &view, 1, size)?;
     fill_memfd(&b.memfd, size, 0, &pattern(2, size))?;
-    expect_bytes(
-        "content written after the create",
-        &view.read(0, size),
-        &pattern(2, size),
-    )?;
+    expect_pattern("content written after the create", &view, 2, size)?;
     // A fresh mapping of the dma-buf sees the same.
     let again = map_shared(&b.dmabuf, size).context("mmap the dma-buf again")?;
-    expect_bytes(
-        "second dma-buf mapping",
-        &again.read(0, size),
-        &pattern(2, size),
-    )?;
+    expect_pattern("second dma-buf mapping", &again, 2, size)?;
     Ok(())
 }
 
-fn memfd_content_visible_shmem() -> CaseResult {
-    memfd_content_visible(Backing::Shmem, 16 * ps())
-}
-
-fn memfd_content_visible_hugetlb() -> CaseResult {
-    memfd_content_visible(Backing::Hugetlb, 2 * HUGE_PAGE)
+case_fns! {
+    memfd_content_visible_shmem => memfd_content_visible(Backing::Shmem, 16 * ps());
+    memfd_content_visible_hugetlb => memfd_content_visible(Backing::Hugetlb, 2 * HUGE_PAGE);
 }
 
 fn dmabuf_writes_reach_memfd(kind: Backing, size: u64) -> CaseResult {
@@ -86,12 +71,9 @@ fn dmabuf_writes_reach_memfd(kind: Backing, size: u64) -> CaseResult {
     Ok(())
 }
 
-fn dmabuf_writes_reach_memfd_shmem() -> CaseResult {
-    dmabuf_writes_reach_memfd(Backing::Shmem, 16 * ps())
-}
-
-fn dmabuf_writes_reach_memfd_hugetlb() -> CaseResult {
-    dmabuf_writes_reach_memfd(Backing::Hugetlb, 2 * HUGE_PAGE)
+case_fns! {
+    dmabuf_writes_reach_memfd_shmem => dmabuf_writes_reach_memfd(Backing::Shmem, 16 * ps());
+    dmabuf_writes_reach_memfd_hugetlb => dmabuf_writes_reach_memfd(Backing::Hugetlb, 2 * HUGE_PAGE);
 }
 
 /// write(2) on a shmem memfd goes to the same page cache pages.

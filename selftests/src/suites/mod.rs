@@ -118,6 +118,21 @@ macro_rules! cases {
 }
 pub(crate) use cases;
 
+/// Cases that each run one shared function with arguments of their own, as a table:
+/// `case_fns! { a_shmem => a(Backing::Shmem); a_hugetlb => a(Backing::Hugetlb); }`
+/// defines `fn a_shmem() -> CaseResult` and `fn a_hugetlb() -> CaseResult` (doc comments
+/// before a row go to its function).
+macro_rules! case_fns {
+    ($($(#[$attr:meta])* $name:ident => $f:ident($($arg:expr),* $(,)?);)*) => {
+        $($(#[$attr])*
+        fn $name() -> $crate::ktap::CaseResult {
+            $f($($arg),*)?;
+            Ok(())
+        })*
+    };
+}
+pub(crate) use case_fns;
+
 /// A suite named `NAME-eager` is suite `NAME` run under the module's `repopulate=eager`
 /// policy; every other suite runs under the default, `lazy`. The harness sets the
 /// policy before each suite (see `policy_of`).

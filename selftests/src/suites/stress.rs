@@ -34,7 +34,7 @@ use crate::util::{env_u64, module_refcnt, Rng};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use std::ffi::c_void;
@@ -138,16 +138,8 @@ unsafe impl Sync for Raw {}
 
 impl Raw {
     fn anon_shared(len: usize) -> Result<Self> {
-        // SAFETY: a fresh anonymous mapping, zero-filled, only accessed through raw pointers.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                NonZeroUsize::new(len).context("empty")?,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )
-        }
-        .context("mmap(MAP_SHARED|MAP_ANONYMOUS)")?;
+        // Zero-filled, and only accessed through raw pointers.
+        let ptr = mmap_anon_rw(len, true)?;
         Ok(Self { ptr, len })
     }
 
