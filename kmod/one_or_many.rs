@@ -48,6 +48,21 @@ impl<T> OneOrMany<T> {
     }
 }
 
+impl<T> OneOrMany<T> {
+    /// Keep the elements `keep` accepts, in order; drop the others.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        match self {
+            Self::Empty => {}
+            Self::One(x) => {
+                if !keep(x) {
+                    *self = Self::Empty;
+                }
+            }
+            Self::Many(v) => v.retain(|x| keep(x)),
+        }
+    }
+}
+
 impl<T> Deref for OneOrMany<T> {
     type Target = [T];
 
@@ -125,6 +140,22 @@ mod tests {
             list.push(x)?;
         }
         assert_eq!(&*list, &[4u32, 5, 6][..]);
+        Ok(())
+    }
+
+    #[test]
+    fn retain_keeps_order_and_empties_one() -> Result {
+        let mut list = OneOrMany::<u32>::new();
+        list.push(7)?;
+        list.retain(|&x| x == 7);
+        assert!(matches!(list, OneOrMany::One(7)));
+        list.retain(|_| false);
+        assert!(matches!(list, OneOrMany::Empty));
+        for x in [1u32, 2, 3, 4] {
+            list.push(x)?;
+        }
+        list.retain(|&x| x % 2 == 0);
+        assert_eq!(&*list, &[2u32, 4][..]);
         Ok(())
     }
 }

@@ -18,12 +18,13 @@
 
 use crate::buffer::Buffer;
 use crate::notifier::{Tracker, Watch};
+use crate::one_or_many::OneOrMany;
 use crate::sys::{memfd::MemFile, notifier::IntervalNotifier, PAGE_SHIFT};
 use kernel::{prelude::*, sync::Arc};
 
-/// The notifiers of a buffer.
+/// The notifiers of a buffer (one, over one mapping, without a list allocation).
 pub(crate) struct Watchers {
-    list: KVec<Pin<KBox<IntervalNotifier<Watch>>>>,
+    list: OneOrMany<Pin<KBox<IntervalNotifier<Watch>>>>,
     /// Set by the release op: no notifier may be added any more.
     closed: bool,
 }
@@ -31,7 +32,7 @@ pub(crate) struct Watchers {
 impl Watchers {
     pub(crate) fn new() -> Self {
         Self {
-            list: KVec::new(),
+            list: OneOrMany::new(),
             closed: false,
         }
     }
@@ -45,7 +46,7 @@ impl Watchers {
     /// refuse new ones.
     pub(crate) fn close(&mut self) {
         self.closed = true;
-        self.list = KVec::new();
+        self.list = OneOrMany::new();
     }
 
     /// Put a notifier on every mapping, in any process, of the `nr` pages at byte
@@ -62,7 +63,7 @@ impl Watchers {
     ) -> Result {
         let len = (nr << PAGE_SHIFT) as u64;
         let maps = file.mappings(offset, len)?;
-        self.list.reserve(maps.len(), GFP_KERNEL)?;
+        self.list.reserve(maps.len())?;
         crate::sys::params::test_delay();
         for m in maps.iter() {
             let first = first_page + ((m.offset - offset) >> PAGE_SHIFT) as usize;
@@ -84,13 +85,18 @@ impl Watchers {
                 continue;
             }
             // Cannot fail: room reserved above.
-            let _ = self.list.push_within_capacity(notifier);
+            let _ = self.list.push(notifier);
         }
         Ok(())
     }
 
     /// Do the live notifiers cover buffer pages `0..nr_pages` without a gap?
     pub(crate) fn cover(&self, nr_pages: usize) -> Result<bool> {
+        // One notifier (a buffer over one mapping, the common case): nothing to sort.
+        if let [n] = &self.list[..] {
+            let pages = n.handler().pages();
+            return Ok(n.handler().alive() && pages.start == 0 && pages.end >= nr_pages);
+        }
         let mut spans = KVec::with_capacity(self.list.len(), GFP_KERNEL)?;
         for n in self.list.iter().filter(|n| n.handler().alive()) {
             // Cannot fail: capacity reserved above.

@@ -81,6 +81,7 @@ kunit_cases! {
         more_elements_keep_their_order,
         reserve_allocates_only_past_one,
         reserve_from_empty,
+        retain_keeps_order_and_empties_one,
     ],
     udmabuf_live_index_runs: [
         no_indices,
