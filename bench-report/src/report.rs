@@ -259,8 +259,9 @@ pub fn markdown(
     }
     if let Some(p) = profile {
         s.push_str("\n### Function profile of the missed cells' paths (boot 1)\n\n");
+        s.push_str("<details><summary>One table per workload: function, calls and us per operation</summary>\n\n");
         s.push_str(p.trim());
-        s.push('\n');
+        s.push_str("\n\n</details>\n");
     }
     s.push_str(&format!("\n{END}\n"));
     s
@@ -345,7 +346,7 @@ mod tests {
             Some("chart.svg"),
             Some("#### a workload\n\n| function | calls | us |"),
         );
-        assert!(md.contains("(boot 1)\n\n#### a workload\n"), "{md}");
+        assert!(md.contains("per operation</summary>\n\n#### a workload\n"), "{md}");
         assert!(md.contains("| 1 | label of a | 1.500x | 1.000x - 2.500x | <= 2.000x | met | detail Some(1.5) |"), "{md}");
         assert!(md.contains("| 3 | label of c | policy not available |  | <= 2.000x | not measured: policy not available |"), "{md}");
         assert!(
