@@ -346,7 +346,10 @@ mod tests {
             Some("chart.svg"),
             Some("#### a workload\n\n| function | calls | us |"),
         );
-        assert!(md.contains("per operation</summary>\n\n#### a workload\n"), "{md}");
+        assert!(
+            md.contains("per operation</summary>\n\n#### a workload\n"),
+            "{md}"
+        );
         assert!(md.contains("| 1 | label of a | 1.500x | 1.000x - 2.500x | <= 2.000x | met | detail Some(1.5) |"), "{md}");
         assert!(md.contains("| 3 | label of c | policy not available |  | <= 2.000x | not measured: policy not available |"), "{md}");
         assert!(
