@@ -12,6 +12,7 @@ use crate::sys::{
     folio::PinnedPages,
     sgt::{Direction, MappedSgTable},
     vm::{Fault, FaultResult, VMap, VMapAddr},
+    wq,
 };
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
@@ -160,10 +161,13 @@ impl Exporter for Buffer {
     }
 
     fn released(&self) {
+        // A worker queued before the notifiers went finds the slot empty and returns.
+        // Wait for it: the reference it holds keeps the memfd open, so without the wait
+        // closing the memfd right after the dma-buf would free its pages only later,
+        // where upstream frees them at once (its kselftest relies on that).
+        wq::flush(&self.work);
         // Nothing can reach the pages any more (no importer, mmap or vmap holds the
-        // dma-buf, and the slot is empty, so no update runs): unpin them now rather than
-        // when the last reference to the buffer goes, which a queued work item may hold
-        // a little longer.
+        // dma-buf, and the slot is empty, so no update runs): unpin them now.
         let mut state = self.state.lock();
         state.cpu_sgt = None;
         state.vmap = None;

@@ -3,7 +3,11 @@
 
 use super::ffi;
 use core::ptr::NonNull;
-use kernel::{bindings, prelude::*, workqueue::Queue};
+use kernel::{
+    bindings,
+    prelude::*,
+    workqueue::{Queue, Work},
+};
 
 /// A workqueue allocated by this module.
 ///
@@ -58,4 +62,13 @@ impl QueueRef {
         // SAFETY: the queue is live by the type invariant.
         unsafe { Queue::from_raw(self.0.as_ptr()) }
     }
+}
+
+/// Wait until the last queueing of `work` has run to completion: its `run` has returned
+/// and dropped the reference the queue held on the item. Must not be called from that
+/// work item itself (lockdep reports the self-wait).
+pub(crate) fn flush<T: ?Sized, const ID: u64>(work: &Work<T, ID>) {
+    // SAFETY: `work` borrows an initialised `Work`, pinned in its live owner, so the
+    // pointer is aligned and not dangling; flush_work() may sleep, as callers may.
+    unsafe { bindings::flush_work(Work::raw_get(work)) };
 }
