@@ -124,6 +124,8 @@ pub(crate) struct State {
     /// after invalidate_mappings), with the generation they were replaced in: freed once
     /// no live mapping is that old. `u64::MAX`: fences did not signal, kept until release.
     pub(crate) retired: KVVec<(u64, PinnedPage)>,
+    /// The dma-buf is gone: a worker pausing between tries stops (`applied` wakes it).
+    pub(crate) released: bool,
 }
 
 /// How many importer mappings are alive per generation; a few entries at most.
@@ -432,6 +434,7 @@ pub(crate) fn create(
                     deferred_count: 0,
                     live_maps: LiveMaps::new(),
                     retired: KVVec::new(),
+                    released: false,
                 },
                 "udmabuf_live_buffer_state"
             ),

@@ -161,10 +161,13 @@ impl Exporter for Buffer {
     }
 
     fn released(&self) {
-        // A worker queued before the notifiers went finds the slot empty and returns.
-        // Wait for it: the reference it holds keeps the memfd open, so without the wait
-        // closing the memfd right after the dma-buf would free its pages only later,
-        // where upstream frees them at once (its kselftest relies on that).
+        // A worker queued before the notifiers went finds the slot empty and returns; a
+        // worker pausing between tries is woken to stop. Wait for it: the reference it
+        // holds keeps the memfd open, so without the wait closing the memfd right after
+        // the dma-buf would free its pages only later, where upstream frees them at once
+        // (its kselftest relies on that).
+        self.state.lock().released = true;
+        self.applied.notify_all();
         wq::flush(&self.work);
         // Nothing can reach the pages any more (no importer, mmap or vmap holds the
         // dma-buf, and the slot is empty, so no update runs): unpin them now.

@@ -35,7 +35,7 @@ const FENCE_TIMEOUT_MS: u32 = 2000;
 /// How often the worker tries an update before it leaves it pending.
 const UPDATE_TRIES: u32 = 10;
 /// Pause after the first failed try; doubled after each one.
-const RETRY_FIRST_PAUSE_MS: i64 = 2;
+const RETRY_FIRST_PAUSE_MS: u32 = 2;
 
 /// What an update did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,7 +239,9 @@ impl WorkItem for Buffer {
                     );
                 }
                 Err(_) => {
-                    kernel::time::delay::fsleep(kernel::time::Delta::from_millis(pause));
+                    if !this.retry_pause(pause) {
+                        return;
+                    }
                     pause *= 2;
                 }
             }
@@ -248,6 +250,22 @@ impl WorkItem for Buffer {
 }
 
 impl Buffer {
+    /// Sleep `ms` between two tries of the worker; `false` if the dma-buf was released
+    /// meanwhile. Release waits for the worker (its reference keeps the memfd open), so
+    /// it cuts the pause short rather than wait out up to half a second of it.
+    fn retry_pause(&self, ms: u32) -> bool {
+        let mut left = kernel::time::msecs_to_jiffies(ms);
+        let mut state = self.state.lock();
+        while !state.released && left > 0 {
+            left = match self.applied.wait_interruptible_timeout(&mut state, left) {
+                kernel::sync::CondVarTimeoutResult::Woken { jiffies } => jiffies,
+                // A kworker takes no signals; a timeout ends the pause.
+                _ => 0,
+            };
+        }
+        !state.released
+    }
+
     /// Bring the buffer in step with its memfds. `full` checks every page instead of
     /// the ones the notifiers marked. `fill`: a page the memfd lost gets a new one at
     /// once (eager policy, or a caller that needs every page); otherwise it is left

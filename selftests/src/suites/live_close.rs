@@ -13,6 +13,7 @@ use super::importer_client::{Attach, Importer};
 use super::live_util::*;
 use super::{cases, Require, Suite};
 use crate::ktap::CaseResult;
+use crate::util::wait_for;
 use anyhow::{bail, ensure, Context, Result};
 use nix::libc;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -30,6 +31,7 @@ pub fn suite() -> Suite {
             close_while_stale_static_import,
             close_while_stale_importer_fd_closed,
             hugepages_back_at_last_close_after_munmap,
+            close_during_worker_retries_is_prompt,
             child_creates_punches_exits,
             buffer_outlives_creator_process,
         ],
@@ -295,6 +297,39 @@ fn hugepages_back_at_last_close_after_munmap() -> CaseResult {
             expect_hugepages_free(&what, free)?;
         }
     }
+    Ok(())
+}
+
+/// A worker whose update keeps failing (test hook `test_fail_swaps`) pauses between
+/// its tries, up to 512 ms before the last one. Release waits for the worker (see above),
+/// so it must cut that pause short: a close during it returns at once, and the worker
+/// makes no further try.
+fn close_during_worker_retries_is_prompt() -> CaseResult {
+    let dev = test_device();
+    let w = watched(Backing::Shmem, 16 * ps(), 3)?;
+    let _fail = ParamGuard::set(&dev, "test_fail_swaps", WORKER_TRIES)
+        .context("test hook test_fail_swaps")?;
+    let left = || read_param(&dev, "test_fail_swaps").context("reading test_fail_swaps");
+    punch(&w.memfd, 0, ps())?;
+    // One failure left: the worker has failed every try but the last and is in its
+    // longest pause.
+    ensure!(
+        wait_for(5, || Ok(left()? <= 1))?,
+        "the worker did not fail {} tries within 5 s",
+        WORKER_TRIES - 1
+    );
+    let t0 = Instant::now();
+    drop(w.buf);
+    let took = t0.elapsed();
+    ensure!(
+        took < Duration::from_millis(200),
+        "closing the dma-buf took {} ms: release waited out the worker's pause",
+        took.as_millis()
+    );
+    ensure!(
+        left()? == 1,
+        "the worker tried again after the dma-buf was released"
+    );
     Ok(())
 }
 

@@ -220,9 +220,6 @@ fn static_map_right_after_punch_sees_new_pages() -> CaseResult {
     Ok(())
 }
 
-/// How often the worker tries an update before it leaves it pending (worker.rs).
-const WORKER_TRIES: u64 = 10;
-
 /// Finding 6, third part: swaps that fail after the new pages were pinned (test hook
 /// `test_fail_swaps`), every time the worker tries, must leave the buffer PENDING, and
 /// the next SYNC must apply it.

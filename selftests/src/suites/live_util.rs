@@ -17,6 +17,10 @@ pub const PENDING: u32 = UDMABUF_LIVE_STATE_PENDING;
 pub const STALE: u32 = UDMABUF_LIVE_STATE_STALE;
 pub const VMAPPED: u32 = UDMABUF_LIVE_STATE_VMAPPED;
 
+/// How often the worker tries an update before it leaves it pending (worker.rs); it
+/// pauses 2 ms after the first failed try, doubling each time.
+pub const WORKER_TRIES: u64 = 10;
+
 /// How most live cases start: the device, a memfd of `size` bytes filled with
 /// `pattern(seed)` and kept mapped (so the buffer is watched), and a dma-buf over it.
 /// Callers destructure it, so the parts drop as the locals they replace did (buf first),
