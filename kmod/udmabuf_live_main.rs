@@ -69,9 +69,9 @@ use sys::{miscdev::MiscRegistration, params};
 // `unsafe` written in a test is refused like any other (tried: a planted `unsafe` block
 // in a test fails the build with "usage of an `unsafe` block").
 #[deny(unsafe_code)]
-mod bitruns;
-#[deny(unsafe_code)]
 mod buffer;
+#[deny(unsafe_code)]
+mod dirty;
 #[deny(unsafe_code)]
 mod exporter;
 #[deny(unsafe_code)]

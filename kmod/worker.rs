@@ -20,7 +20,7 @@
 //! update stays PENDING and is retried; it never reports a stale buffer as current.
 
 use crate::buffer::{byte_bounds, Buffer, NewPage, Range};
-use crate::notifier::Bits;
+use crate::dirty::Bits;
 use crate::sys::{
     dmabuf::ResvLocked, folio::PinnedPages, memfd::FolioScratch, memlock::MemlockCharge, PAGE_SHIFT,
 };
@@ -454,11 +454,11 @@ impl Buffer {
                     for (d, h) in diff.iter_mut().zip(holes.iter()) {
                         *d &= !*h;
                     }
-                    for sub in crate::bitruns::runs(&holes) {
+                    for sub in crate::dirty::runs(&holes) {
                         changes.push_holes(clip(sub))?;
                     }
                 }
-                for sub in crate::bitruns::runs(&diff) {
+                for sub in crate::dirty::runs(&diff) {
                     changes.pin_run(range, clip(sub), &mut scratch)?;
                 }
             }

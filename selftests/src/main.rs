@@ -156,7 +156,7 @@ fn run(args: &Args) -> u8 {
 
 /// The kernel module's bitmap-run iterator, compiled here too so it is unit-tested.
 #[cfg(test)]
-#[path = "../../kmod/bitruns.rs"]
+#[path = "../../kmod/dirty/runs.rs"]
 mod bitruns;
 
 #[cfg(test)]

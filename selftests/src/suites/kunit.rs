@@ -67,6 +67,8 @@ kunit_cases! {
         marks_outside_the_window_read_stay,
         restore_puts_back_what_was_taken,
         marks_between_take_and_restore_survive,
+    ],
+    udmabuf_live_tracker: [
         tracker_take_restore_and_in_flight,
         invalidated_addresses_to_pages,
     ],
@@ -314,14 +316,21 @@ not ok 1 udmabuf_live_x
 
     #[test]
     fn list_matches_the_module_sources() {
-        // Every `#[test]` of a `kunit_tests` module in kmod/ is listed, and nothing else.
-        let kmod = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kmod");
-        let mut in_sources: Vec<(String, String)> = Vec::new();
-        for entry in std::fs::read_dir(&kmod).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
+        // Every `#[test]` of a `kunit_tests` module under kmod/ is listed, and nothing else.
+        let mut files = Vec::new();
+        let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../kmod")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
             }
+        }
+        let mut in_sources: Vec<(String, String)> = Vec::new();
+        for path in files {
             let text = std::fs::read_to_string(&path).unwrap();
             let mut suite = None;
             let mut test_next = false;
