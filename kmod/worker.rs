@@ -19,13 +19,17 @@
 //! Every error path puts the taken marks back (or asks for a full check), so a failed
 //! update stays PENDING and is retried; it never reports a stale buffer as current.
 
-use crate::buffer::{byte_bounds, Buffer, NewPage, Range};
+use crate::buffer::{byte_bounds, Buffer, NewPage, Range, State};
 use crate::dirty::Bits;
 use crate::sys::{
     dmabuf::ResvLocked, folio::PinnedPages, memfd::FolioScratch, memlock::MemlockCharge, PAGE_SHIFT,
 };
 use core::sync::atomic::Ordering;
-use kernel::{prelude::*, sync::Arc, workqueue::WorkItem};
+use kernel::{
+    prelude::*,
+    sync::{Arc, CondVarTimeoutResult, MutexGuard},
+    workqueue::WorkItem,
+};
 
 /// How long an update waits for the fences of the reservation object before it keeps
 /// the old pages until release instead: bounded, so that SYNC and close() never wait
@@ -254,16 +258,32 @@ impl Buffer {
     /// meanwhile. Release waits for the worker (its reference keeps the memfd open), so
     /// it cuts the pause short rather than wait out up to half a second of it.
     fn retry_pause(&self, ms: u32) -> bool {
-        let mut left = kernel::time::msecs_to_jiffies(ms);
         let mut state = self.state.lock();
-        while !state.released && left > 0 {
-            left = match self.applied.wait_interruptible_timeout(&mut state, left) {
-                kernel::sync::CondVarTimeoutResult::Woken { jiffies } => jiffies,
-                // A kworker takes no signals; a timeout ends the pause.
-                _ => 0,
+        // A kworker takes no signals: an error here is a timeout as well.
+        let _ = self.wait_applied(&mut state, ms, |s| s.released);
+        !state.released
+    }
+
+    /// Wait on `applied` (with `state` held) until `done` holds or `timeout_ms` pass:
+    /// `Ok(true)` if it holds, `Ok(false)` on timeout, `ERESTARTSYS` on a signal.
+    fn wait_applied(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        timeout_ms: u32,
+        done: impl Fn(&State) -> bool,
+    ) -> Result<bool> {
+        let mut left = kernel::time::msecs_to_jiffies(timeout_ms);
+        while !done(state) {
+            if left == 0 {
+                return Ok(false);
+            }
+            left = match self.applied.wait_interruptible_timeout(state, left) {
+                CondVarTimeoutResult::Timeout => 0,
+                CondVarTimeoutResult::Woken { jiffies } => jiffies,
+                CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
             };
         }
-        !state.released
+        Ok(true)
     }
 
     /// Bring the buffer in step with its memfds. `full` checks every page instead of
@@ -715,20 +735,11 @@ impl Buffer {
         if self.update(full, true)? == Outcome::Sealed {
             return Err(EPERM);
         }
-        {
-            let mut left = kernel::time::msecs_to_jiffies(timeout_ms);
-            let mut state = self.state.lock();
-            while state.deferred_count > 0 {
-                if left == 0 {
-                    return Err(ETIMEDOUT);
-                }
-                left = match self.applied.wait_interruptible_timeout(&mut state, left) {
-                    kernel::sync::CondVarTimeoutResult::Timeout => 0,
-                    kernel::sync::CondVarTimeoutResult::Woken { jiffies } => jiffies,
-                    kernel::sync::CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
-                };
-            }
+        let mut state = self.state.lock();
+        if !self.wait_applied(&mut state, timeout_ms, |s| s.deferred_count == 0)? {
+            return Err(ETIMEDOUT);
         }
+        drop(state);
         // SYNC is a point of need: the unpopulated pages come in (also the holes a
         // deferred update just left).
         self.populate(None)
